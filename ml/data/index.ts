@@ -1,0 +1,16 @@
+export * from './types.js';
+export {
+  ingestDataset,
+  defaultLabelRule,
+  manifestName,
+  DEFAULT_HISTORY_LEN,
+  DEFAULT_MIN_HISTORY,
+} from './ingest.js';
+export type { IngestOptions } from './ingest.js';
+export type { LabelRule } from './build.js';
+export { OOV_TOKEN, HISTORY_FIELD } from './build.js';
+export type { OnBadLine } from './bad-lines.js';
+export type { TimeWindow } from './filters.js';
+export { loadDataset, loadSplit, loadFeatureMap, loadItemTable, loadManifest } from './load.js';
+export { encodeSplit, decodeSplit } from './split-codec.js';
+export { featureMapId, verifyFeatureMap } from './feature-map.js';
