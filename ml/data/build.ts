@@ -251,8 +251,10 @@ export function buildCtrDataset(raw: RawDataset, p: BuildParams, source: { dir: 
       split.userRows[r] = userRowOf[u];
       split.targetItemRows[r] = it;
       let c = r * C;
-      for (const a of userCats) split.categorical[c++] = a.ids![u];
-      for (const a of itemCats) split.categorical[c++] = a.ids![it];
+      split.categorical[c++] = userId.ids![u];
+      split.categorical[c++] = itemId.ids![it];
+      for (let a = 1; a < userCats.length; a++) split.categorical[c++] = userCats[a].ids![u];
+      for (let a = 1; a < itemCats.length; a++) split.categorical[c++] = itemCats[a].ids![it];
       const base = userOff[u];
       const h0 = Math.max(0, pos[i] - K);
       for (let j = h0; j < pos[i]; j++) {

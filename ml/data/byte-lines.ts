@@ -109,7 +109,10 @@ export function utf8(buf: Uint8Array, start: number, end: number): string {
 
 /** A short printable excerpt of a line for error messages. */
 export function excerptOf(buf: Uint8Array, start: number, end: number, max = 80): string {
-  return latin1(buf, start, Math.min(end, start + max)).replace(/[\x00-\x1f]/g, '?');
+  let s = '';
+  for (let i = start; i < Math.min(end, start + max); i++)
+    s += buf[i] < 32 ? '?' : String.fromCharCode(buf[i]);
+  return s;
 }
 
 /** 1-based line number of byte offset `pos`. */

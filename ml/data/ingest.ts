@@ -34,6 +34,8 @@ export interface IngestOptions {
 }
 
 export const DEFAULT_HISTORY_LEN = 30;
+/** Bumped whenever the encoding of samples changes, so old and new encodings never share a version id. */
+export const INGEST_FORMAT = 'corella-ingest/1';
 export const DEFAULT_MIN_HISTORY = 5;
 
 export function defaultLabelRule(source: DatasetSource): LabelRule {
@@ -135,7 +137,14 @@ export async function ingestDataset(
   const featureMapJson = canonicalJson(built.featureMap);
   const itemTableJson = canonicalJson(built.items);
   const versionId = createHash('sha256')
-    .update(canonicalJson({ source: opts.source, params, inputs: raw.inputs.map((i) => i.sha256) }))
+    .update(
+      canonicalJson({
+        format: INGEST_FORMAT,
+        source: opts.source,
+        params,
+        inputs: raw.inputs.map((i) => i.sha256),
+      }),
+    )
     .digest('hex');
 
   // Nothing above wrote to the store; from here on only writes remain.
