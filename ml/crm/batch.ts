@@ -1,0 +1,153 @@
+import * as tf from '@tensorflow/tfjs-core';
+import type { Tensor1D, Tensor2D } from '@tensorflow/tfjs-core';
+import { CorellaError } from '../errors.js';
+import type { EncodedSplit } from '../data/types.js';
+import type { CrmBatch } from './types.js';
+import type { TableLayout } from './layout.js';
+
+/**
+ * A CrmBatch plus what makeBatch can precompute cheaply in JS: flat embedding-table row ids (field
+ * offsets applied, out-of-range ids mapped to the field's OOV row 0) and the masked-mean weights of every
+ * sequence (1/count on real positions, 0 on padding). Hand-built CrmBatches without these still work:
+ * the model derives them with tensor ops.
+ */
+export interface PreparedCrmBatch extends CrmBatch {
+  prepared: {
+    /** int32 [B * nCategorical] */
+    categoricalRows: Tensor1D;
+    /** int32 [B * maxLen] per sequence field */
+    sequenceRows: Tensor1D[];
+    /** float32 [B, maxLen] per sequence field */
+    sequenceWeights: Tensor2D[];
+  };
+}
+
+export function isPrepared(b: CrmBatch): b is PreparedCrmBatch {
+  return (b as Partial<PreparedCrmBatch>).prepared !== undefined;
+}
+
+export function disposeCrmBatch(b: CrmBatch): void {
+  b.categorical.dispose();
+  b.sequences.forEach((t) => t.dispose());
+  b.dense?.dispose();
+  b.labels.dispose();
+  if (isPrepared(b)) {
+    b.prepared.categoricalRows.dispose();
+    b.prepared.sequenceRows.forEach((t) => t.dispose());
+    b.prepared.sequenceWeights.forEach((t) => t.dispose());
+  }
+}
+
+export function checkSplitShape(split: EncodedSplit, layout: TableLayout): void {
+  const nCat = layout.categoricalOffsets.length;
+  const where = `split ${split.name}`;
+  if (split.categorical.length !== split.size * nCat) {
+    throw new CorellaError(
+      'BAD_DATASET',
+      `${where}: categorical has ${split.categorical.length} ids, expected ${split.size}×${nCat}`,
+      {
+        details: { split: split.name, field: 'categorical' },
+      },
+    );
+  }
+  if (split.sequences.length !== layout.sequenceOffsets.length) {
+    throw new CorellaError(
+      'BAD_DATASET',
+      `${where}: ${split.sequences.length} sequence columns, feature map has ${layout.sequenceOffsets.length}`,
+      {
+        details: { split: split.name, field: 'sequences' },
+      },
+    );
+  }
+  split.sequences.forEach((s, i) => {
+    if (s.length !== split.size * layout.sequenceMaxLen[i]) {
+      throw new CorellaError(
+        'BAD_DATASET',
+        `${where}: sequence ${i} has ${s.length} ids, expected ${split.size}×${layout.sequenceMaxLen[i]}`,
+        {
+          details: { split: split.name, field: `sequences[${i}]` },
+        },
+      );
+    }
+  });
+  if (split.dense.length !== split.size * layout.nDense) {
+    throw new CorellaError(
+      'BAD_DATASET',
+      `${where}: dense has ${split.dense.length} values, expected ${split.size}×${layout.nDense}`,
+      {
+        details: { split: split.name, field: 'dense' },
+      },
+    );
+  }
+  if (split.labels.length !== split.size) {
+    throw new CorellaError('BAD_DATASET', `${where}: ${split.labels.length} labels for ${split.size} rows`, {
+      details: { split: split.name, field: 'labels' },
+    });
+  }
+}
+
+export function makePreparedBatch(
+  split: EncodedSplit,
+  rows: ArrayLike<number>,
+  layout: TableLayout,
+): PreparedCrmBatch {
+  const B = rows.length;
+  const nCat = layout.categoricalOffsets.length;
+  const cat = new Int32Array(B * nCat);
+  const catRows = new Int32Array(B * nCat);
+  const labels = new Float32Array(B);
+  for (let i = 0; i < B; i++) {
+    const r = rows[i];
+    if (!(r >= 0 && r < split.size)) {
+      throw new CorellaError('BAD_CONFIG', `row ${r} is outside split ${split.name} (size ${split.size})`);
+    }
+    labels[i] = split.labels[r];
+    for (let f = 0; f < nCat; f++) {
+      const id = split.categorical[r * nCat + f];
+      cat[i * nCat + f] = id;
+      catRows[i * nCat + f] =
+        layout.categoricalOffsets[f] + (id >= 0 && id < layout.categoricalVocab[f] ? id : 0);
+    }
+  }
+  const sequences: Tensor2D[] = [];
+  const sequenceRows: Tensor1D[] = [];
+  const sequenceWeights: Tensor2D[] = [];
+  split.sequences.forEach((col, s) => {
+    const L = layout.sequenceMaxLen[s];
+    const vocab = layout.sequenceVocab[s];
+    const off = layout.sequenceOffsets[s];
+    const ids = new Int32Array(B * L);
+    const seqRows = new Int32Array(B * L);
+    const w = new Float32Array(B * L);
+    for (let i = 0; i < B; i++) {
+      const base = rows[i] * L;
+      let count = 0;
+      for (let p = 0; p < L; p++) {
+        const id = col[base + p];
+        ids[i * L + p] = id;
+        if (id !== 0) count++;
+        seqRows[i * L + p] = off + (id > 0 && id < vocab ? id : 0);
+      }
+      const inv = count > 0 ? 1 / count : 0;
+      for (let p = 0; p < L; p++) if (ids[i * L + p] !== 0) w[i * L + p] = inv;
+    }
+    sequences.push(tf.tensor2d(ids, [B, L], 'int32'));
+    sequenceRows.push(tf.tensor1d(seqRows, 'int32'));
+    sequenceWeights.push(tf.tensor2d(w, [B, L], 'float32'));
+  });
+  let dense: Tensor2D | undefined;
+  if (layout.nDense > 0) {
+    const d = new Float32Array(B * layout.nDense);
+    for (let i = 0; i < B; i++)
+      d.set(split.dense.subarray(rows[i] * layout.nDense, (rows[i] + 1) * layout.nDense), i * layout.nDense);
+    dense = tf.tensor2d(d, [B, layout.nDense], 'float32');
+  }
+  const batch: PreparedCrmBatch = {
+    categorical: tf.tensor2d(cat, [B, nCat], 'int32'),
+    sequences,
+    labels: tf.tensor1d(labels, 'float32'),
+    prepared: { categoricalRows: tf.tensor1d(catRows, 'int32'), sequenceRows, sequenceWeights },
+  };
+  if (dense) batch.dense = dense;
+  return batch;
+}

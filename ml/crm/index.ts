@@ -1,0 +1,13 @@
+export { CrmNet, createCrm } from './model.js';
+export { defaultCrmConfig, resolveCrmConfig } from './config.js';
+export { trainCrm } from './trainer.js';
+export type { TrainCrmOptions, TrainCrmResult, EpochRecord } from './trainer.js';
+export { saveCrm, loadCrm, encodeCrmModel, decodeCrmModel } from './persist.js';
+export type { CrmModelHeader } from './persist.js';
+export type { CheckpointPointer, CheckpointState } from './checkpoint.js';
+export { disposeCrmBatch } from './batch.js';
+export type { PreparedCrmBatch } from './batch.js';
+export { sigmoidCrossEntropy } from './loss.js';
+export { tableLayout, inputWidth } from './layout.js';
+export type { TableLayout } from './layout.js';
+export * from './types.js';
