@@ -4,6 +4,7 @@ import type { BadLineSink } from './bad-lines.js';
 import type { IngestOptions } from './ingest.js';
 import { readMovielens } from './movielens.js';
 import type { RawDataset } from './raw.js';
+import { readRecbole } from './recbole.js';
 
 /** Dispatches to the parser of a source; every parser returns a validated RawDataset. */
 export async function readSource(
@@ -15,6 +16,8 @@ export async function readSource(
     case 'movielens-1m':
     case 'synthetic-movielens':
       return readMovielens(opts.dir, opts.source, sink);
+    case 'recbole':
+      return readRecbole(opts.dir, opts.name, sink);
     default:
       throw new CorellaError('BAD_CONFIG', `dataset source ${opts.source} is not supported yet`);
   }

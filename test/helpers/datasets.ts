@@ -175,11 +175,12 @@ export function atomicText(t: AtomicTable): string {
 export async function writeRecbole(
   dir: string,
   name: string,
-  tables: Record<string, AtomicTable | string>,
+  tables: Record<string, AtomicTable | string | Buffer>,
 ): Promise<string> {
   await mkdir(dir, { recursive: true });
   for (const [suffix, t] of Object.entries(tables)) {
-    await writeFile(join(dir, `${name}.${suffix}`), typeof t === 'string' ? t : atomicText(t));
+    const body = typeof t === 'string' || Buffer.isBuffer(t) ? t : atomicText(t);
+    await writeFile(join(dir, `${name}.${suffix}`), body);
   }
   return dir;
 }
