@@ -1,0 +1,33 @@
+import { RunRepository } from '../db/repositories/runs.js';
+import type { CorellaActivities } from './types.js';
+import type { ActivityContext } from './context.js';
+
+/** Run rows: the workflow's record in Postgres of how each run went. */
+export function bookkeepingActivities(
+  ctx: ActivityContext,
+): Pick<CorellaActivities, 'startRun' | 'finishRun' | 'recordMetrics'> {
+  const runs = new RunRepository(ctx.db);
+  return {
+    async startRun(input) {
+      const row = await runs.start({
+        workflowId: input.workflowId,
+        kind: input.kind,
+        config: (input.config ?? {}) as Record<string, unknown>,
+        codeVersion: process.env.CORELLA_CODE_VERSION ?? null,
+        params: { dataset: input.datasetLabel },
+      });
+      return { runId: row.id };
+    },
+    async finishRun(input) {
+      if (input.status === 'completed') {
+        const metrics = (input.summary?.metrics ?? {}) as Record<string, number>;
+        await runs.finish(input.runId, { summary: input.summary, metrics });
+      } else {
+        await runs.fail(input.runId, input.error ?? input.status, input.status);
+      }
+    },
+    async recordMetrics(input) {
+      await runs.logMetrics(input.runId, input.metrics, input.step ?? 0);
+    },
+  };
+}

@@ -1,0 +1,24 @@
+import { bookkeepingActivities } from './bookkeeping.js';
+import type { ActivityContext } from './context.js';
+import { stageNotImplemented, withTypedFailures } from './failures.js';
+import { ingestActivities } from './ingest.js';
+import type { CorellaActivities } from './types.js';
+
+/**
+ * Every activity, bound to one context. Stages whose ml/ code has not landed fail at once with a
+ * non-retryable STAGE_NOT_IMPLEMENTED error: never a fake success.
+ */
+export function createActivities(ctx: ActivityContext): CorellaActivities {
+  const pending = (stage: string, issue: string) => () => Promise.resolve(stageNotImplemented(stage, issue));
+  return withTypedFailures<CorellaActivities>({
+    ...bookkeepingActivities(ctx),
+    ...ingestActivities(ctx),
+    trainCrm: pending('trainCrm', 'issue 4: DCNv2 CRM'),
+    extractLlmFeatures: pending('extractLlmFeatures', 'issue 5: LLM branch'),
+    trainJoint: pending('trainJoint', 'issue 6: CoReLLa joint training'),
+    evaluateAlignment: pending('evaluateAlignment', 'issue 6: alignment evaluation'),
+    calibrateThreshold: pending('calibrateThreshold', 'issue 6: threshold calibration'),
+    registerModelVersion: pending('registerModelVersion', 'issue 7: model registry'),
+    recalibrate: pending('recalibrate', 'issue 7: recalibration'),
+  });
+}

@@ -1,0 +1,120 @@
+import { join } from 'node:path';
+import { resolveDatabase } from '../../db/embedded-postgres.js';
+import { openDatabase } from '../../db/connection.js';
+import { RunRepository } from '../../db/repositories/runs.js';
+import { CorellaError } from '../../ml/errors.js';
+import type { RetrainProgress } from '../../activities/types.js';
+import { EXIT, parse, UsageError } from '../args.js';
+import { connectClient, workflowUiUrl } from '../client.js';
+import { makeOutput, table } from '../output.js';
+import { corellaHome } from '../services/paths.js';
+
+/** Opens the configured database for a short CLI command; stops an embedded server only if it started it. */
+export async function withDatabase<T>(
+  fn: (db: ReturnType<typeof openDatabase>['db']) => Promise<T>,
+): Promise<T> {
+  const resolved = await resolveDatabase({ dataDir: join(corellaHome(), 'pg') });
+  const handle = openDatabase(resolved.url);
+  try {
+    return await fn(handle.db);
+  } finally {
+    await handle.close();
+    await resolved.stop();
+  }
+}
+
+/** Live status from Temporal when it is reachable; the stored row is the fallback. */
+async function liveProgress(
+  workflowId: string,
+): Promise<{ progress?: RetrainProgress; ui?: string; pending?: unknown[] }> {
+  try {
+    const tc = await connectClient();
+    try {
+      const handle = tc.client.workflow.getHandle(workflowId);
+      const desc = await handle.describe();
+      const progress = await handle.query<RetrainProgress>('progress').catch(() => undefined);
+      const raw = desc.raw.pendingActivities ?? [];
+      const pending = raw.map((a) => ({
+        activity: a.activityType?.name,
+        attempt: a.attempt,
+        state: a.state,
+        heartbeat: a.heartbeatDetails ? 'present' : undefined,
+      }));
+      return { progress, ui: workflowUiUrl(tc.uiBase, tc.namespace, workflowId), pending };
+    } finally {
+      await tc.close();
+    }
+  } catch {
+    return {};
+  }
+}
+
+/** `corella runs list|show`. */
+export async function runs(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, {
+    limit: { type: 'string' },
+    kind: { type: 'string' },
+    status: { type: 'string' },
+  });
+  const out = makeOutput(Boolean(values.json));
+  const [action, id] = positionals;
+  if (action === 'list') {
+    const limit = values.limit ? Number(values.limit) : 20;
+    if (!Number.isInteger(limit) || limit <= 0) throw new UsageError('--limit must be a positive integer');
+    const rows = await withDatabase((db) =>
+      new RunRepository(db).list({
+        limit,
+        kind: values.kind,
+        status: values.status as 'running' | undefined,
+      }),
+    );
+    out.result(rows, () =>
+      rows.length === 0
+        ? 'no runs yet'
+        : table(
+            rows.map((r) => [
+              r.id.slice(0, 8),
+              r.workflowId,
+              r.kind,
+              r.status,
+              r.startedAt.toISOString(),
+              r.endedAt?.toISOString(),
+            ]),
+            ['run', 'workflow id', 'kind', 'status', 'started', 'ended'],
+          ),
+    );
+    return EXIT.ok;
+  }
+  if (action === 'show') {
+    if (!id) throw new UsageError('runs show RUN_ID|WORKFLOW_ID');
+    const details = await withDatabase((db) => new RunRepository(db).show(id));
+    if (!details) throw new CorellaError('BAD_CONFIG', `no run ${id}`);
+    const live = await liveProgress(details.run.workflowId);
+    out.result({ ...details, live }, () => {
+      const r = details.run;
+      const latest = new Map<string, number>();
+      for (const m of details.metrics) latest.set(m.key, m.value);
+      return [
+        `run ${r.id}  (${r.workflowId})`,
+        `kind ${r.kind}  status ${r.status}${r.error ? `  error: ${r.error}` : ''}`,
+        `started ${r.startedAt.toISOString()}  ended ${r.endedAt?.toISOString() ?? '-'}  dataset ${r.datasetVersionId ?? '-'}`,
+        live.progress
+          ? `stage ${live.progress.stage}  done: ${live.progress.completed.join(' → ') || '-'}`
+          : '',
+        live.pending && live.pending.length ? `pending activities: ${JSON.stringify(live.pending)}` : '',
+        live.ui ? `Temporal UI: ${live.ui}` : '',
+        '',
+        latest.size
+          ? table(
+              [...latest.entries()].sort().map(([k, v]) => [k, v]),
+              ['metric', 'value'],
+            )
+          : 'no metrics',
+      ]
+        .filter((l) => l !== '')
+        .join('\n');
+    });
+    return EXIT.ok;
+  }
+  throw new UsageError('runs list|show');
+}

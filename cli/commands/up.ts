@@ -1,0 +1,200 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { WorkflowExecutionAlreadyStartedError, type WorkflowHandle } from '@temporalio/client';
+import type { RetrainProgress, RetrainResult } from '../../activities/types.js';
+import { migrateUrl } from '../../activities/context.js';
+import { TASK_QUEUE_CPU } from '../../workflows/search-attributes.js';
+import type { retrainWorkflow } from '../../workflows/retrain.js';
+import { EXIT, parse } from '../args.js';
+import { connectClient, workflowUiUrl } from '../client.js';
+import { loadPipelineConfig, retrainInput, retrainWorkflowId } from '../config.js';
+import { resolveDataSource } from '../data-source.js';
+import { resolveModel } from '../model-source.js';
+import { makeOutput, table } from '../output.js';
+import { corellaHome, repoRoot } from '../services/paths.js';
+import { startStack } from '../services/stack.js';
+
+/** Starts one `corella worker` child per queue, so the embedded default is one process tree. */
+function spawnWorker(queue: 'cpu' | 'gpu', env: NodeJS.ProcessEnv, log: (l: string) => void): ChildProcess {
+  const child = spawn(process.execPath, [join(repoRoot, 'bin', 'corella.mjs'), 'worker', '--queue', queue], {
+    env,
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  child.on('exit', (code, signal) => {
+    if (code !== 0 && signal !== 'SIGTERM') log(`worker ${queue} exited (${signal ?? code})`);
+  });
+  return child;
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 40_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Polls the workflow's `progress` query and prints each new stage. */
+async function followProgress(
+  handle: WorkflowHandle<typeof retrainWorkflow>,
+  log: (l: string) => void,
+): Promise<() => void> {
+  let last = '';
+  let stopped = false;
+  const tick = async (): Promise<void> => {
+    while (!stopped) {
+      try {
+        const p = await handle.query<RetrainProgress>('progress');
+        if (p.stage !== last) {
+          last = p.stage;
+          log(`  stage: ${p.stage}`);
+        }
+      } catch {
+        // The workflow may not have started its first task yet.
+      }
+      await new Promise((r) => setTimeout(r, 2_000));
+    }
+  };
+  void tick();
+  return () => {
+    stopped = true;
+  };
+}
+
+export function summaryTable(result: RetrainResult): string {
+  const m = result.metrics;
+  const pick = (k: string): number | undefined => (k in m ? m[k] : undefined);
+  const rows = ['crm', 'llm', 'hybrid'].map((who) => [
+    who === 'crm' ? 'CRM (DCNv2)' : who === 'llm' ? 'LLM branch' : 'hybrid',
+    pick(`eval.test.${who}.auc`) ?? pick(`calibration.${who}.auc`),
+    pick(`eval.test.${who}.logloss`) ?? pick(`calibration.${who}.logloss`),
+    pick(`eval.test.${who}.acc`) ?? pick(`calibration.${who}.acc`),
+  ]);
+  return [
+    table(rows, ['model', 'AUC', 'LogLoss', 'ACC']),
+    '',
+    `routed to LLM: ${((pick('calibration.routedFraction') ?? NaN) * 100).toFixed(1)}%   threshold: ${result.threshold.toFixed(4)}`,
+    `model version: ${result.modelVersionId} (${result.alias})`,
+  ].join('\n');
+}
+
+export async function up(argv: string[]): Promise<number> {
+  const { values } = parse(argv, {
+    'data-dir': { type: 'string' },
+    source: { type: 'string' },
+    name: { type: 'string' },
+    config: { type: 'string' },
+    model: { type: 'string' },
+    'keep-alive': { type: 'boolean' },
+  });
+  const out = makeOutput(Boolean(values.json));
+  const home = corellaHome();
+
+  const data = await resolveDataSource({
+    dataDir: values['data-dir'],
+    source: values.source,
+    name: values.name,
+    home,
+    allowSynthetic: true,
+  });
+  if (data.origin === 'synthetic') {
+    out.info(
+      [
+        '',
+        '************************************************************************************',
+        '*  NO DATASET CONFIGURED: using the SYNTHETIC MovieLens-style dataset               *',
+        '*  (generated, seeded; not real data). Pass --data-dir or set CORELLA_DATA_DIR to   *',
+        '*  a real MovieLens-1M / Amazon-Books / RecBole folder for real results.            *',
+        '************************************************************************************',
+        '',
+      ].join('\n'),
+    );
+  }
+  const config = await loadPipelineConfig(values.config ?? 'default');
+  const model = await resolveModel({ model: values.model, home, log: out.info });
+  config.llm = { ...(config.llm ?? {}), model: model.path, modelSha256: model.sha256 };
+
+  const stack = await startStack({ log: out.info });
+  const children: ChildProcess[] = [];
+  let interrupted = false;
+  const onSignal = (): void => {
+    interrupted = true;
+    out.info('shutting down…');
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    await migrateUrl(stack.databaseUrl);
+    const env = {
+      ...process.env,
+      DATABASE_URL: stack.databaseUrl,
+      TEMPORAL_ADDRESS: stack.temporal.address,
+      TEMPORAL_NAMESPACE: stack.temporal.namespace,
+      CORELLA_HOME: home,
+    };
+    children.push(spawnWorker('cpu', env, out.info), spawnWorker('gpu', env, out.info));
+
+    const tc = await connectClient({
+      address: stack.temporal.address,
+      namespace: stack.temporal.namespace,
+      uiBase: stack.temporal.uiUrl,
+    });
+    try {
+      const { id } = retrainWorkflowId(data.spec, config);
+      let handle: WorkflowHandle<typeof retrainWorkflow>;
+      try {
+        handle = await tc.client.workflow.start<typeof retrainWorkflow>('retrainWorkflow', {
+          taskQueue: TASK_QUEUE_CPU,
+          workflowId: id,
+          args: [retrainInput(data.spec, config, 'corella up')],
+          memo: { dataset: data.spec, origin: data.origin, config: 'see run row' },
+        });
+        out.info(`started ${id}`);
+      } catch (e) {
+        if (!(e instanceof WorkflowExecutionAlreadyStartedError)) throw e;
+        handle = tc.client.workflow.getHandle(id);
+        out.info(`${id} is already running: following it`);
+      }
+      const ui = workflowUiUrl(stack.temporal.uiUrl, tc.namespace, id);
+      if (ui) out.info(`Temporal UI: ${ui}`);
+      const stopFollowing = await followProgress(handle, out.info);
+      let result: RetrainResult;
+      try {
+        result = await Promise.race([
+          handle.result(),
+          new Promise<never>((_, reject) => {
+            const t = setInterval(() => {
+              if (interrupted) {
+                clearInterval(t);
+                reject(new Error('interrupted'));
+              }
+            }, 200);
+          }),
+        ]);
+      } finally {
+        stopFollowing();
+      }
+      out.result({ ...result, datasetSource: data.spec.source, datasetOrigin: data.origin, ui }, () =>
+        [
+          '',
+          `dataset: ${data.spec.source}${data.origin === 'synthetic' ? ' (SYNTHETIC, generated)' : ` (${data.spec.dir})`}`,
+          summaryTable(result),
+          ui ? `Temporal UI: ${ui}` : '',
+        ].join('\n'),
+      );
+      if (values['keep-alive'] && !interrupted) {
+        out.info('keeping Postgres, Temporal and workers up; Ctrl-C stops everything');
+        while (!interrupted) await new Promise((r) => setTimeout(r, 500));
+      }
+      return EXIT.ok;
+    } finally {
+      await tc.close();
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await Promise.all(children.map(stopChild));
+    await stack.stop();
+  }
+}

@@ -1,0 +1,48 @@
+import { join } from 'node:path';
+import { createActivities } from '../../activities/index.js';
+import { createActivityContext } from '../../activities/context.js';
+import { resolveDatabase } from '../../db/embedded-postgres.js';
+import { runWorkers, type QueueKind } from '../../workers/run.js';
+import { NAMESPACE_DEFAULT } from '../../workflows/search-attributes.js';
+import { EXIT, parse, UsageError } from '../args.js';
+import { resolveTemporalAddress } from '../client.js';
+import { makeOutput } from '../output.js';
+import { corellaHome } from '../services/paths.js';
+
+/** `corella worker --queue cpu|gpu`: one worker process, e.g. on a GPU machine pointed at a cluster. */
+export async function worker(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { queue: { type: 'string' }, concurrency: { type: 'string' } });
+  const out = makeOutput(Boolean(values.json));
+  const queues = (values.queue ?? '').split(',').filter(Boolean);
+  if (queues.length === 0 || queues.some((q) => q !== 'cpu' && q !== 'gpu')) {
+    throw new UsageError('--queue must be cpu, gpu or cpu,gpu');
+  }
+  const concurrency = values.concurrency !== undefined ? Number(values.concurrency) : undefined;
+  if (concurrency !== undefined && !(Number.isInteger(concurrency) && concurrency > 0)) {
+    throw new UsageError('--concurrency must be a positive integer');
+  }
+  const home = corellaHome();
+  const db = await resolveDatabase({ dataDir: join(home, 'pg') });
+  const ctx = await createActivityContext({ databaseUrl: db.url, home });
+  try {
+    const { address } = await resolveTemporalAddress(home);
+    const namespace = process.env.TEMPORAL_NAMESPACE ?? NAMESPACE_DEFAULT;
+    const running = await runWorkers({
+      queues: queues as QueueKind[],
+      target: { address, namespace },
+      activities: createActivities(ctx),
+      gpuConcurrency: concurrency,
+    });
+    out.info(
+      `worker ${queues.join('+')} running against ${address} (namespace ${namespace}); Ctrl-C stops it`,
+    );
+    const stop = (): void => void running.shutdown();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    await running.done;
+    return EXIT.ok;
+  } finally {
+    await ctx.close();
+    await db.stop();
+  }
+}

@@ -1,0 +1,74 @@
+import { CorellaError } from '../ml/errors.js';
+import { EXIT, UsageError } from './args.js';
+import { makeOutput } from './output.js';
+
+const USAGE = `corella — train, calibrate and serve CoReLLa recommenders
+
+Usage: corella <command> [options]   (add --json for machine-readable output)
+
+  up [--data-dir DIR] [--source S] [--config NAME|FILE] [--model PATH|hf:URI] [--keep-alive]
+                        start Postgres, Temporal and workers, run the retrain pipeline, print a summary
+  worker --queue cpu|gpu [--concurrency N]
+                        run one worker process against TEMPORAL_ADDRESS / DATABASE_URL (or the embedded stack)
+  retrain [--data-dir DIR] [--source S] [--config NAME|FILE] [--wait]
+                        start retrainWorkflow (one run per dataset + config)
+  runs list [--limit N] | runs show ID
+  models list | models show ID | models promote ID [--reason TEXT]
+  schedule create [--every 24h | --cron "0 3 * * *"] [--id ID] [--catchup 1h] | schedule pause|unpause|trigger|delete ID
+  doctor                what is configured and what is reachable
+
+Environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, CORELLA_HOME, CORELLA_DATA_DIR,
+CORELLA_LLM_MODEL, CORELLA_TF_BACKEND.`;
+
+type Command = (argv: string[]) => Promise<number>;
+
+const commands: Record<string, () => Promise<Command>> = {
+  up: async () => (await import('./commands/up.js')).up,
+  worker: async () => (await import('./commands/worker.js')).worker,
+  retrain: async () => (await import('./commands/retrain.js')).retrain,
+  runs: async () => (await import('./commands/runs.js')).runs,
+  models: async () => (await import('./commands/models.js')).models,
+  schedule: async () => (await import('./commands/schedule.js')).schedule,
+  doctor: async () => (await import('./commands/doctor.js')).doctor,
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  const json = rest.includes('--json');
+  const out = makeOutput(json);
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return name ? EXIT.ok : EXIT.usage;
+  }
+  const load = commands[name];
+  if (!load) {
+    process.stderr.write(`unknown command: ${name}\n\n${USAGE}\n`);
+    return EXIT.usage;
+  }
+  try {
+    return await (
+      await load()
+    )(rest);
+  } catch (e) {
+    return reportError(e, out.json);
+  }
+}
+
+export function reportError(e: unknown, json: boolean): number {
+  let code: number = EXIT.internal;
+  let kind = 'INTERNAL';
+  if (e instanceof UsageError) {
+    code = EXIT.usage;
+    kind = 'USAGE';
+  } else if (e instanceof CorellaError) {
+    kind = e.code;
+    code =
+      e.code === 'SERVICE_UNAVAILABLE' || e.code === 'DATA_NOT_AVAILABLE' ? EXIT.unavailable : EXIT.badInput;
+  }
+  const message = e instanceof Error ? e.message : String(e);
+  if (json) process.stdout.write(`${JSON.stringify({ error: { kind, message } })}\n`);
+  process.stderr.write(`corella: ${kind === 'INTERNAL' ? '' : `${kind}: `}${message}\n`);
+  if (code === EXIT.internal && e instanceof Error && e.stack && process.env.CORELLA_DEBUG)
+    process.stderr.write(`${e.stack}\n`);
+  return code;
+}

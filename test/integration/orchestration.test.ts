@@ -1,0 +1,254 @@
+import { randomUUID } from 'node:crypto';
+import {
+  Client,
+  Connection,
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowFailedError,
+} from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { bookkeepingActivities } from '../../activities/bookkeeping.js';
+import { createActivities } from '../../activities/index.js';
+import { withTypedFailures } from '../../activities/failures.js';
+import type { CorellaActivities, RetrainInput, RetrainProgress } from '../../activities/types.js';
+import { RunRepository } from '../../db/repositories/runs.js';
+import { createTestDatabase } from '../../db/testing.js';
+import { FileArtifactStore } from '../../ml/artifacts/store.js';
+import { DatasetError } from '../../ml/errors.js';
+import type { ActivityContext } from '../../activities/context.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Stage stubs registered by the test; bookkeeping (run rows) is the real thing against Postgres. */
+function stubStages(calls: string[], fail?: 'ingest'): Partial<CorellaActivities> {
+  return {
+    async ingestDataset() {
+      calls.push('ingestDataset');
+      if (fail === 'ingest') {
+        throw new DatasetError('rating must be 1..5', {
+          file: 'ratings.dat',
+          line: 7,
+          field: 'Rating',
+          excerpt: '1::2::9::3',
+        });
+      }
+      return {
+        datasetVersionId: 'v-test',
+        manifestSha256: 'a'.repeat(64),
+        counts: { users: 3 },
+        source: 'movielens-1m',
+      };
+    },
+    async trainCrm() {
+      calls.push('trainCrm');
+      return { crmArtifact: 'c'.repeat(64), backend: 'stub', metrics: { 'valid.auc': 0.7 } };
+    },
+    async extractLlmFeatures() {
+      calls.push('extractLlmFeatures');
+      return { featuresIndex: 'features/x', modelSha256: 'd'.repeat(64), metrics: { samples: 10 } };
+    },
+    async trainJoint() {
+      calls.push('trainJoint');
+      return {
+        crmArtifact: 'c'.repeat(64),
+        adapterArtifact: 'e'.repeat(64),
+        metrics: { 'stage2.loss': 0.5 },
+      };
+    },
+    async evaluateAlignment() {
+      calls.push('evaluateAlignment');
+      return { evaluationId: 'ev1', metrics: { 'test.hybrid.auc': 0.75 } };
+    },
+    async calibrateThreshold() {
+      calls.push('calibrateThreshold');
+      return {
+        threshold: 0.6,
+        routedFraction: 0.15,
+        curveArtifact: 'f'.repeat(64),
+        metrics: { routedFraction: 0.15 },
+      };
+    },
+    async registerModelVersion() {
+      calls.push('registerModelVersion');
+      return { modelVersionId: 'mv-1', alias: 'champion', reason: 'first version' };
+    },
+  };
+}
+
+describe('retrainWorkflow on a real Temporal dev server and a real Postgres', () => {
+  let connection: Connection;
+  let client: Client;
+  let dbClose: () => Promise<void>;
+  let ctx: ActivityContext;
+  let runs: RunRepository;
+  let storeDir: string;
+  const namespace = inject('temporalNamespace');
+
+  beforeAll(async () => {
+    const testDb = await createTestDatabase(inject('databaseUrl'));
+    dbClose = testDb.close;
+    storeDir = await mkdtemp(join(tmpdir(), 'corella-store-'));
+    ctx = {
+      db: testDb.db,
+      store: new FileArtifactStore(storeDir),
+      home: storeDir,
+      close: async () => undefined,
+    };
+    runs = new RunRepository(testDb.db);
+    connection = await Connection.connect({ address: inject('temporalAddress') });
+    client = new Client({ connection, namespace });
+  });
+
+  afterAll(async () => {
+    await connection?.close();
+    await dbClose?.();
+    await rm(storeDir, { recursive: true, force: true });
+  });
+
+  /** Workers on queues unique to one test, so parallel test files never take each other's tasks. */
+  async function withWorkers<T>(
+    activities: Partial<CorellaActivities>,
+    fn: (queues: { cpu: string; gpu: string }) => Promise<T>,
+  ): Promise<T> {
+    const suffix = randomUUID().slice(0, 8);
+    const queues = { cpu: `test-cpu-${suffix}`, gpu: `test-gpu-${suffix}` };
+    const { createCpuWorker } = await import('../../workers/cpu.js');
+    const { createGpuWorker } = await import('../../workers/gpu.js');
+    const { NativeConnection } = await import('@temporalio/worker');
+    const nc = await NativeConnection.connect({ address: inject('temporalAddress') });
+    const cpu = await createCpuWorker({ connection: nc, namespace, activities, taskQueue: queues.cpu });
+    const gpu = await createGpuWorker({ connection: nc, namespace, activities, taskQueue: queues.gpu });
+    try {
+      return await cpu.runUntil(gpu.runUntil(fn(queues)));
+    } finally {
+      await nc.close();
+    }
+  }
+
+  function input(queues: { cpu: string; gpu: string }, tag: string): RetrainInput {
+    return {
+      dataset: { source: 'movielens-1m', dir: '/nonexistent' },
+      config: { crm: { tag } },
+      configHash: tag,
+      trigger: 'test',
+      queues,
+    };
+  }
+
+  it('runs every stage in order and records a completed run with metrics in Postgres', async () => {
+    const calls: string[] = [];
+    const activities = withTypedFailures({
+      ...bookkeepingActivities(ctx),
+      ...stubStages(calls),
+    }) as CorellaActivities;
+    const workflowId = `retrain-test-${randomUUID()}`;
+    const result = await withWorkers(activities, async (queues) => {
+      const handle = await client.workflow.start('retrainWorkflow', {
+        taskQueue: queues.cpu,
+        workflowId,
+        args: [input(queues, 'ok')],
+      });
+      const res = await handle.result();
+      const progress = await handle.query<RetrainProgress>('progress');
+      expect(progress.stage).toBe('done');
+      return res as { runId: string; modelVersionId: string; metrics: Record<string, number> };
+    });
+    expect(calls.slice(0, 1)).toEqual(['ingestDataset']);
+    expect(new Set(calls.slice(1, 3))).toEqual(new Set(['trainCrm', 'extractLlmFeatures']));
+    expect(calls.slice(3)).toEqual([
+      'trainJoint',
+      'evaluateAlignment',
+      'calibrateThreshold',
+      'registerModelVersion',
+    ]);
+    expect(result.modelVersionId).toBe('mv-1');
+    const details = await runs.show(workflowId);
+    expect(details?.run.status).toBe('completed');
+    expect(details?.run.endedAt).toBeInstanceOf(Date);
+    const metricKeys = details?.metrics.map((m) => m.key) ?? [];
+    expect(metricKeys).toContain('crm.valid.auc');
+    expect(metricKeys).toContain('eval.test.hybrid.auc');
+    expect(details?.metrics.find((m) => m.key === 'calibration.routedFraction')?.value).toBeCloseTo(0.15);
+  });
+
+  it('fails the workflow at once with the typed error of a failing stage, and the run row says so', async () => {
+    const calls: string[] = [];
+    const activities = withTypedFailures({
+      ...bookkeepingActivities(ctx),
+      ...stubStages(calls, 'ingest'),
+    }) as CorellaActivities;
+    const workflowId = `retrain-test-${randomUUID()}`;
+    const err = await withWorkers(activities, async (queues) => {
+      const handle = await client.workflow.start('retrainWorkflow', {
+        taskQueue: queues.cpu,
+        workflowId,
+        args: [input(queues, 'bad')],
+      });
+      return handle.result().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    });
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    const cause = (err as WorkflowFailedError).cause?.cause;
+    expect(cause).toBeInstanceOf(ApplicationFailure);
+    expect((cause as ApplicationFailure).type).toBe('BAD_DATASET');
+    expect((cause as ApplicationFailure).message).toContain('ratings.dat:7');
+    // Non-retryable: exactly one attempt, and nothing after the failing stage ran.
+    expect(calls).toEqual(['ingestDataset']);
+    const row = await runs.getByWorkflowId(workflowId);
+    expect(row?.status).toBe('failed');
+    expect(row?.error).toContain('ratings.dat:7');
+  });
+
+  it('rejects a duplicate start with the same workflow id while the first is running', async () => {
+    const activities = withTypedFailures({ ...bookkeepingActivities(ctx) }) as CorellaActivities;
+    const workflowId = `retrain-test-${randomUUID()}`;
+    await withWorkers(activities, async (queues) => {
+      // No stage activities are registered on these queues, so the run stays in `ingest` until cancelled.
+      const first = await client.workflow.start('retrainWorkflow', {
+        taskQueue: queues.cpu,
+        workflowId,
+        args: [input(queues, 'dup')],
+      });
+      await expect(
+        client.workflow.start('retrainWorkflow', {
+          taskQueue: queues.cpu,
+          workflowId,
+          args: [input(queues, 'dup')],
+        }),
+      ).rejects.toBeInstanceOf(WorkflowExecutionAlreadyStartedError);
+      await first.cancel();
+      await expect(first.result()).rejects.toBeInstanceOf(WorkflowFailedError);
+    });
+    const row = await runs.getByWorkflowId(workflowId);
+    expect(row?.status).toBe('cancelled');
+  });
+
+  it('real activities: a stage whose code has not landed fails with STAGE_NOT_IMPLEMENTED, never a fake success', async () => {
+    const activities = createActivities(ctx);
+    const calls: string[] = [];
+    const stubs = stubStages(calls);
+    const workflowId = `retrain-test-${randomUUID()}`;
+    const err = await withWorkers(
+      { ...activities, ingestDataset: withTypedFailures(stubs).ingestDataset! },
+      async (queues) => {
+        const handle = await client.workflow.start('retrainWorkflow', {
+          taskQueue: queues.cpu,
+          workflowId,
+          args: [input(queues, 'real')],
+        });
+        return handle.result().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      },
+    );
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    const cause = (err as WorkflowFailedError).cause?.cause as ApplicationFailure;
+    expect(cause.type).toBe('STAGE_NOT_IMPLEMENTED');
+    const row = await runs.getByWorkflowId(workflowId);
+    expect(row?.status).toBe('failed');
+  });
+});

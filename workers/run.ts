@@ -1,0 +1,62 @@
+import type { Worker } from '@temporalio/worker';
+import type { CorellaActivities } from '../activities/types.js';
+import { connectWorker, type TemporalTarget } from './connection.js';
+import { createCpuWorker } from './cpu.js';
+import { createGpuWorker } from './gpu.js';
+
+export type QueueKind = 'cpu' | 'gpu';
+
+export interface RunningWorkers {
+  /** Resolves when every worker has shut down; rejects if one crashed. */
+  done: Promise<void>;
+  shutdown(): Promise<void>;
+}
+
+/** Starts the workers of the given queues on one connection; `shutdown()` drains them gracefully. */
+export async function runWorkers(opts: {
+  queues: QueueKind[];
+  target: TemporalTarget;
+  activities: Partial<CorellaActivities>;
+  gpuConcurrency?: number;
+}): Promise<RunningWorkers> {
+  const connection = await connectWorker(opts.target);
+  const workers: Worker[] = [];
+  try {
+    for (const q of opts.queues) {
+      workers.push(
+        q === 'cpu'
+          ? await createCpuWorker({
+              connection,
+              namespace: opts.target.namespace,
+              activities: opts.activities,
+            })
+          : await createGpuWorker({
+              connection,
+              namespace: opts.target.namespace,
+              activities: opts.activities,
+              concurrency: opts.gpuConcurrency,
+            }),
+      );
+    }
+  } catch (e) {
+    await connection.close();
+    throw e;
+  }
+  const done = Promise.all(workers.map((w) => w.run())).then(
+    async () => {
+      await connection.close();
+    },
+    async (e: unknown) => {
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await connection.close();
+      throw e;
+    },
+  );
+  return {
+    done,
+    async shutdown() {
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await done.catch(() => undefined);
+    },
+  };
+}

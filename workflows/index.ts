@@ -1,0 +1,2 @@
+export { retrainWorkflow, progressQuery } from './retrain.js';
+export { recalibrateWorkflow } from './recalibrate.js';

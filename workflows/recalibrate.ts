@@ -1,0 +1,40 @@
+import { CancellationScope, isCancellation, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import type { CorellaActivities, RecalibrateInput, RecalibrateResult } from '../activities/types.js';
+import { NON_RETRYABLE } from './retrain.js';
+import { TASK_QUEUE_CPU } from './search-attributes.js';
+
+/** Re-derives the champion's entropy threshold on recent data; run on a Temporal Schedule. */
+export async function recalibrateWorkflow(input: RecalibrateInput = {}): Promise<RecalibrateResult> {
+  const acts = proxyActivities<CorellaActivities>({
+    taskQueue: input.queues?.cpu ?? TASK_QUEUE_CPU,
+    startToCloseTimeout: '2h',
+    heartbeatTimeout: '2m',
+    retry: {
+      initialInterval: '1s',
+      maximumInterval: '1m',
+      maximumAttempts: 5,
+      nonRetryableErrorTypes: NON_RETRYABLE,
+    },
+  });
+  const { runId } = await acts.startRun({
+    workflowId: workflowInfo().workflowId,
+    kind: 'recalibrate',
+    config: input,
+    datasetLabel: input.datasetVersionId ?? 'champion-window',
+  });
+  try {
+    const result = await acts.recalibrate({ ...input, runId });
+    await acts.finishRun({ runId, status: 'completed', summary: { ...result } });
+    return result;
+  } catch (err) {
+    const cancelled = isCancellation(err);
+    await CancellationScope.nonCancellable(() =>
+      acts.finishRun({
+        runId,
+        status: cancelled ? 'cancelled' : 'failed',
+        error: err instanceof Error ? err.message : String(err),
+      }),
+    );
+    throw err;
+  }
+}
