@@ -1,0 +1,241 @@
+/**
+ * The LLM branch of CoReLLa: a small tfjs network over what the LLM tells us about a sample — its final
+ * hidden state and its Yes/No log-odds — ending in a click logit.
+ *
+ * Why an adapter and not the LLM itself: the paper fine-tunes LLaMA2-7B with LoRA inside the joint loss.
+ * node-llama-cpp runs GGUF inference only and cannot back-propagate, so our LLM weights stay FROZEN (an
+ * optional, separately trained LoRA file can be loaded into the context) and the trainable part of the LLM
+ * branch is this adapter. Its hidden-layer activations are what the alignment loss pairs with CRM layers.
+ * See docs/llm-branch.md.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { CorellaError } from '../errors.js';
+import type { LlmFeatures } from '../llm/types.js';
+import { dense } from '../tf/dense.js';
+import { column } from './ops.js';
+import { glorotUniform, makeRng } from './random.js';
+import {
+  encodeFloat32,
+  decodeFloat32,
+  makeVariable,
+  restoreTensor,
+  storeVariable,
+  type StoredTensor,
+} from './weights.js';
+
+export interface AdapterConfig {
+  /** Width of the LLM's final hidden state (LlmFeatures.hiddenDim). */
+  hiddenDim: number;
+  /** Hidden layer widths; each layer's ReLU output is an alignable activation `adapter_<i>`. */
+  layers: number[];
+  seed: number;
+}
+
+export interface AdapterActivation {
+  name: string;
+  value: tf.Tensor2D;
+}
+
+export interface AdapterForward {
+  logits: tf.Tensor1D;
+  activations: AdapterActivation[];
+}
+
+interface Dense {
+  w: tf.Variable;
+  b: tf.Variable;
+}
+
+interface AdapterFile {
+  kind: 'corella-llm-adapter';
+  version: 1;
+  config: AdapterConfig;
+  inputMean: string;
+  inputStd: string;
+  weights: StoredTensor[];
+}
+
+export function validateAdapterConfig(c: AdapterConfig, where = 'adapter'): void {
+  if (!Number.isInteger(c.hiddenDim) || c.hiddenDim < 1) {
+    throw new CorellaError('BAD_CONFIG', `${where}.hiddenDim must be a positive integer, got ${c.hiddenDim}`);
+  }
+  if (!Array.isArray(c.layers) || c.layers.some((w) => !Number.isInteger(w) || w < 1)) {
+    throw new CorellaError(
+      'BAD_CONFIG',
+      `${where}.layers must be positive integer widths, got ${JSON.stringify(c.layers)}`,
+    );
+  }
+}
+
+export class LlmAdapter {
+  readonly config: AdapterConfig;
+  /** Input = hidden state ++ log-odds, standardised with statistics fitted on training features. */
+  readonly inputDim: number;
+  private inputMean: Float32Array;
+  private inputStd: Float32Array;
+  private readonly hidden: Dense[];
+  private readonly out: Dense;
+
+  private constructor(config: AdapterConfig, init: (name: string, shape: number[]) => tf.Tensor) {
+    validateAdapterConfig(config);
+    this.config = { ...config, layers: config.layers.slice() };
+    this.inputDim = config.hiddenDim + 1;
+    this.inputMean = new Float32Array(this.inputDim);
+    this.inputStd = new Float32Array(this.inputDim).fill(1);
+    let fanIn = this.inputDim;
+    this.hidden = config.layers.map((width, i) => {
+      const d = {
+        w: makeVariable(init(`adapter_${i}/w`, [fanIn, width])),
+        b: makeVariable(init(`adapter_${i}/b`, [width])),
+      };
+      fanIn = width;
+      return d;
+    });
+    this.out = { w: makeVariable(init('out/w', [fanIn, 1])), b: makeVariable(init('out/b', [1])) };
+  }
+
+  static create(config: AdapterConfig): LlmAdapter {
+    const rng = makeRng(config.seed);
+    return new LlmAdapter(config, (name, shape) =>
+      shape.length === 2
+        ? tf.tensor2d(glorotUniform(rng, shape[0], shape[1]), [shape[0], shape[1]])
+        : tf.zeros(shape),
+    );
+  }
+
+  get activationShapes(): { name: string; width: number }[] {
+    return this.config.layers.map((width, i) => ({ name: `adapter_${i}`, width }));
+  }
+
+  /** Fits the input standardisation on training features (before any training step). */
+  fitNormalization(f: LlmFeatures): void {
+    this.checkFeatures(f);
+    const n = f.sampleIds.length;
+    const d = this.config.hiddenDim;
+    const mean = new Float64Array(this.inputDim);
+    const sq = new Float64Array(this.inputDim);
+    for (let r = 0; r < n; r++) {
+      for (let j = 0; j < d; j++) {
+        const v = f.hidden[r * d + j];
+        mean[j] += v;
+        sq[j] += v * v;
+      }
+      mean[d] += f.logOdds[r];
+      sq[d] += f.logOdds[r] * f.logOdds[r];
+    }
+    for (let j = 0; j < this.inputDim; j++) {
+      const m = n > 0 ? mean[j] / n : 0;
+      const variance = n > 0 ? Math.max(0, sq[j] / n - m * m) : 1;
+      this.inputMean[j] = m;
+      // Constant inputs would divide by zero; leave them centred but unscaled.
+      this.inputStd[j] = variance > 1e-12 ? Math.sqrt(variance) : 1;
+    }
+  }
+
+  private checkFeatures(f: LlmFeatures): void {
+    if (f.hiddenDim !== this.config.hiddenDim) {
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `LLM features have hiddenDim ${f.hiddenDim} but the adapter was built for ${this.config.hiddenDim} (model ${f.modelSha256})`,
+      );
+    }
+    const n = f.sampleIds.length;
+    if (f.logOdds.length !== n || f.hidden.length !== n * f.hiddenDim) {
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `LLM features are ragged: ${n} ids, ${f.logOdds.length} log-odds, ${f.hidden.length} hidden values`,
+      );
+    }
+  }
+
+  /** Standardised input rows [B, hiddenDim + 1]; `rows` index into the feature set (all when omitted). */
+  inputTensor(f: LlmFeatures, rows?: ArrayLike<number>): tf.Tensor2D {
+    this.checkFeatures(f);
+    const d = this.config.hiddenDim;
+    const count = rows ? rows.length : f.sampleIds.length;
+    const x = new Float32Array(count * this.inputDim);
+    for (let i = 0; i < count; i++) {
+      const r = rows ? rows[i] : i;
+      const o = i * this.inputDim;
+      for (let j = 0; j < d; j++) x[o + j] = (f.hidden[r * d + j] - this.inputMean[j]) / this.inputStd[j];
+      x[o + d] = (f.logOdds[r] - this.inputMean[d]) / this.inputStd[d];
+    }
+    return tf.tensor2d(x, [count, this.inputDim]);
+  }
+
+  forward(x: tf.Tensor2D, opts: { activations?: boolean } = {}): AdapterForward {
+    const activations: AdapterActivation[] = [];
+    let h: tf.Tensor2D = x;
+    this.hidden.forEach((layer, i) => {
+      h = dense(h, layer.w, layer.b, 'relu');
+      if (opts.activations) activations.push({ name: `adapter_${i}`, value: h });
+    });
+    return { logits: column(dense(h, this.out.w, this.out.b)), activations };
+  }
+
+  /** Logits for every row of `f` (in `f`'s order), batched. */
+  predictLogits(f: LlmFeatures, batchSize = 4096): Float32Array {
+    const n = f.sampleIds.length;
+    const out = new Float32Array(n);
+    for (let s = 0; s < n; s += batchSize) {
+      const rows = Array.from({ length: Math.min(batchSize, n - s) }, (_, i) => s + i);
+      const vals = tf.tidy(() => this.forward(this.inputTensor(f, rows)).logits.dataSync());
+      out.set(vals, s);
+    }
+    return out;
+  }
+
+  predict(f: LlmFeatures, batchSize = 4096): Float32Array {
+    const logits = this.predictLogits(f, batchSize);
+    return logits.map((z) => 1 / (1 + Math.exp(-z)));
+  }
+
+  trainableVariables(): tf.Variable[] {
+    return [...this.hidden.flatMap((d) => [d.w, d.b]), this.out.w, this.out.b];
+  }
+
+  serialize(): string {
+    const names = [...this.hidden.flatMap((_, i) => [`adapter_${i}/w`, `adapter_${i}/b`]), 'out/w', 'out/b'];
+    const file: AdapterFile = {
+      kind: 'corella-llm-adapter',
+      version: 1,
+      config: this.config,
+      inputMean: encodeFloat32(this.inputMean),
+      inputStd: encodeFloat32(this.inputStd),
+      weights: this.trainableVariables().map((v, i) => storeVariable(names[i], v)),
+    };
+    return JSON.stringify(file);
+  }
+
+  static deserialize(data: string | Uint8Array): LlmAdapter {
+    let file: AdapterFile;
+    try {
+      file = JSON.parse(typeof data === 'string' ? data : Buffer.from(data).toString('utf8')) as AdapterFile;
+    } catch (e) {
+      throw new CorellaError('ARTIFACT_CORRUPT', 'LLM adapter artifact is not valid JSON', { cause: e });
+    }
+    if (file?.kind !== 'corella-llm-adapter' || file.version !== 1) {
+      throw new CorellaError(
+        'ARTIFACT_CORRUPT',
+        `not an LLM adapter artifact (kind ${String(file?.kind)}, version ${String(file?.version)})`,
+      );
+    }
+    const byName = new Map(file.weights.map((w) => [w.name, w]));
+    const adapter = new LlmAdapter(file.config, (name, shape) => {
+      const stored = byName.get(name);
+      if (!stored) throw new CorellaError('ARTIFACT_CORRUPT', `LLM adapter artifact lacks weight ${name}`);
+      return restoreTensor(stored, shape, 'LLM adapter');
+    });
+    adapter.inputMean = decodeFloat32(file.inputMean, adapter.inputDim, 'LLM adapter inputMean');
+    adapter.inputStd = decodeFloat32(file.inputStd, adapter.inputDim, 'LLM adapter inputStd');
+    return adapter;
+  }
+
+  clone(): LlmAdapter {
+    return LlmAdapter.deserialize(this.serialize());
+  }
+
+  dispose(): void {
+    for (const v of this.trainableVariables()) v.dispose();
+  }
+}

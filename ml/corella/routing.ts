@@ -1,0 +1,121 @@
+/**
+ * Entropy routing: the CRM scores every sample; only samples whose CRM prediction entropy exceeds the
+ * calibrated threshold are sent to the LLM branch. No LLM work is done for the others — that is the
+ * point of CoReLLa at serving time, and the LLM source is only ever asked for the routed rows.
+ */
+import type { CrmModel } from '../crm/types.js';
+import type { EncodedSplit, ItemTable } from '../data/types.js';
+import type { LlmFeatureSource } from '../llm/types.js';
+import type { LongRunOptions } from '../progress.js';
+import type { LlmAdapter } from './adapter.js';
+import { fetchFeatures } from './features.js';
+
+const P_EPS = 1e-12;
+
+/** Binary entropy in nats: −p ln p − (1−p) ln(1−p); 0 at p ∈ {0, 1}, ln 2 at p = 0.5. */
+export function entropy(p: number): number {
+  const q = Math.min(1, Math.max(0, p));
+  let h = 0;
+  if (q > P_EPS) h -= q * Math.log(q);
+  if (1 - q > P_EPS) h -= (1 - q) * Math.log(1 - q);
+  return h;
+}
+
+export function entropies(p: ArrayLike<number>): Float32Array {
+  const out = new Float32Array(p.length);
+  for (let i = 0; i < p.length; i++) out[i] = entropy(p[i]);
+  return out;
+}
+
+/** Indices i with entropy[i] > threshold (strict, so threshold = max entropy routes nothing). */
+export function routedIndices(h: ArrayLike<number>, threshold: number): Int32Array {
+  const out: number[] = [];
+  for (let i = 0; i < h.length; i++) if (h[i] > threshold) out.push(i);
+  return Int32Array.from(out);
+}
+
+/** Combines CRM and LLM-branch probabilities: LLM where routed (entropy > threshold), CRM elsewhere. */
+export function combine(
+  pCrm: ArrayLike<number>,
+  pLlm: ArrayLike<number>,
+  h: ArrayLike<number>,
+  threshold: number,
+) {
+  const p = Float32Array.from(pCrm);
+  let routed = 0;
+  for (let i = 0; i < p.length; i++) {
+    if (h[i] > threshold) {
+      p[i] = pLlm[i];
+      routed++;
+    }
+  }
+  return { p, routed };
+}
+
+export interface HybridPrediction {
+  /** Split rows scored, in order. */
+  rows: Int32Array;
+  /** Hybrid click probability per scored row. */
+  p: Float32Array;
+  pCrm: Float32Array;
+  entropy: Float32Array;
+  /** LLM-branch probability where routed, NaN elsewhere (never computed there). */
+  pLlm: Float32Array;
+  /** Split rows that went to the LLM. */
+  routedRows: Int32Array;
+  routedFraction: number;
+}
+
+export interface HybridPredictorOptions {
+  crm: CrmModel;
+  adapter: LlmAdapter;
+  llm: LlmFeatureSource;
+  items: ItemTable;
+  /** Entropy threshold in nats; +Infinity = CRM only, −Infinity = LLM only. */
+  threshold: number;
+  batchSize?: number;
+}
+
+export class HybridPredictor {
+  readonly threshold: number;
+  private readonly o: HybridPredictorOptions;
+
+  constructor(o: HybridPredictorOptions) {
+    this.o = o;
+    this.threshold = o.threshold;
+  }
+
+  async predict(
+    split: EncodedSplit,
+    rows?: ArrayLike<number>,
+    opts: LongRunOptions = {},
+  ): Promise<HybridPrediction> {
+    const scored = rows ? Int32Array.from(rows) : Int32Array.from({ length: split.size }, (_, i) => i);
+    const pCrm = await this.o.crm.predict(split, scored, this.o.batchSize);
+    const h = entropies(pCrm);
+    const local = routedIndices(h, this.threshold);
+    const routedRows = local.map((i) => scored[i]);
+    const pLlm = new Float32Array(scored.length).fill(NaN);
+    const p = Float32Array.from(pCrm);
+    if (routedRows.length > 0) {
+      const f = await fetchFeatures(this.o.llm, split, this.o.items, routedRows, {
+        ...opts,
+        stage: 'hybrid-llm',
+      });
+      const q = this.o.adapter.predict(f);
+      local.forEach((i, k) => {
+        pLlm[i] = q[k];
+        p[i] = q[k];
+      });
+    }
+    return {
+      rows: scored,
+      p,
+      pCrm,
+      entropy: h,
+      pLlm,
+      routedRows,
+      routedFraction: scored.length > 0 ? routedRows.length / scored.length : 0,
+    };
+  }
+}

@@ -1,0 +1,129 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { LlmAdapter } from '../../../ml/corella/adapter.js';
+import { HybridPredictor, entropies, entropy, routedIndices } from '../../../ml/corella/routing.js';
+import { acceptanceWorld, TinyCrm, trainTinyCrm, useCpu } from './fixtures.js';
+
+beforeAll(useCpu);
+
+describe('entropy', () => {
+  it('is the binary entropy in nats', () => {
+    expect(entropy(0.5)).toBeCloseTo(Math.LN2, 12);
+    expect(entropy(0)).toBe(0);
+    expect(entropy(1)).toBe(0);
+    const p = 0.2;
+    expect(entropy(p)).toBeCloseTo(-p * Math.log(p) - (1 - p) * Math.log(1 - p), 12);
+    expect(entropy(0.3)).toBeCloseTo(entropy(0.7), 12);
+    expect(entropy(0.45)).toBeGreaterThan(entropy(0.3));
+  });
+
+  it('routes strictly above the threshold', () => {
+    const h = entropies([0.5, 0.9, 0.6, 0.99]);
+    expect(Array.from(routedIndices(h, entropy(0.6)))).toEqual([0]);
+    expect(Array.from(routedIndices(h, -Infinity))).toEqual([0, 1, 2, 3]);
+    expect(Array.from(routedIndices(h, Infinity))).toEqual([]);
+  });
+});
+
+describe('HybridPredictor', () => {
+  it('asks the LLM source for exactly the rows whose CRM entropy exceeds the threshold', async () => {
+    const { dataset, llm } = acceptanceWorld(3, { train: 1500, valid: 10, test: 600 });
+    const crm = new TinyCrm([3, 6], { seed: 2 });
+    await trainTinyCrm(crm, dataset.splits.train, 3);
+    const adapter = LlmAdapter.create({ hiddenDim: llm.hiddenDim, layers: [4], seed: 1 });
+    const test = dataset.splits.test;
+    const pCrm = await crm.predict(test);
+    const h = entropies(pCrm);
+    const threshold = Array.from(h).sort((a, b) => a - b)[Math.floor(0.7 * h.length)];
+    const expected = Array.from(routedIndices(h, threshold));
+    expect(expected.length).toBeGreaterThan(0);
+    expect(expected.length).toBeLessThan(test.size);
+
+    const hybrid = new HybridPredictor({ crm, adapter, llm, items: dataset.items, threshold });
+    const out = await hybrid.predict(test);
+
+    const asked = llm.calls.flatMap((c) => c.rows).sort((a, b) => a - b);
+    expect(asked).toEqual(expected);
+    expect(llm.calls.every((c) => c.split === 'test')).toBe(true);
+    expect(Array.from(out.routedRows)).toEqual(expected);
+    expect(out.routedFraction).toBeCloseTo(expected.length / test.size, 12);
+
+    // Routed rows carry the adapter's prediction, the rest the CRM's.
+    const all = await llm.features(test, dataset.items, expected);
+    const pAdapter = adapter.predict(all);
+    const routed = new Set(expected);
+    for (let i = 0; i < test.size; i++) {
+      if (routed.has(i)) {
+        expect(out.p[i]).toBeCloseTo(pAdapter[expected.indexOf(i)], 5);
+      } else {
+        expect(out.p[i]).toBe(out.pCrm[i]);
+        expect(Number.isNaN(out.pLlm[i])).toBe(true);
+      }
+    }
+    crm.dispose();
+    adapter.dispose();
+  });
+
+  it('does no LLM work when nothing is routed, and all of it when everything is', async () => {
+    const { dataset, llm } = acceptanceWorld(4, { train: 10, valid: 10, test: 50 });
+    const crm = new TinyCrm([3, 6], { seed: 2 });
+    const adapter = LlmAdapter.create({ hiddenDim: llm.hiddenDim, layers: [4], seed: 1 });
+    const none = await new HybridPredictor({
+      crm,
+      adapter,
+      llm,
+      items: dataset.items,
+      threshold: Infinity,
+    }).predict(dataset.splits.test);
+    expect(llm.requestedRows).toBe(0);
+    expect(none.routedFraction).toBe(0);
+    const rows = [3, 7, 11];
+    const every = await new HybridPredictor({
+      crm,
+      adapter,
+      llm,
+      items: dataset.items,
+      threshold: -Infinity,
+    }).predict(dataset.splits.test, rows);
+    expect(llm.calls.flatMap((c) => c.rows)).toEqual(rows);
+    expect(every.routedFraction).toBe(1);
+    crm.dispose();
+    adapter.dispose();
+  });
+});
+
+describe('LlmAdapter', () => {
+  it('round-trips weights and input normalisation through serialisation', async () => {
+    const { dataset, llm } = acceptanceWorld(5, { train: 40, valid: 1, test: 1 });
+    const f = await llm.features(
+      dataset.splits.train,
+      dataset.items,
+      Array.from({ length: 40 }, (_, i) => i),
+    );
+    const a = LlmAdapter.create({ hiddenDim: llm.hiddenDim, layers: [5, 3], seed: 9 });
+    a.fitNormalization(f);
+    const b = LlmAdapter.deserialize(a.serialize());
+    expect(Array.from(b.predict(f))).toEqual(Array.from(a.predict(f)));
+    const acts = tf.tidy(() =>
+      a.forward(a.inputTensor(f), { activations: true }).activations.map((x) => x.value.shape),
+    );
+    expect(acts).toEqual([
+      [40, 5],
+      [40, 3],
+    ]);
+    expect(a.activationShapes).toEqual([
+      { name: 'adapter_0', width: 5 },
+      { name: 'adapter_1', width: 3 },
+    ]);
+    a.dispose();
+    b.dispose();
+  });
+
+  it('rejects features of the wrong hidden width', async () => {
+    const { dataset, llm } = acceptanceWorld(5, { train: 4, valid: 1, test: 1 });
+    const f = await llm.features(dataset.splits.train, dataset.items, [0, 1]);
+    const a = LlmAdapter.create({ hiddenDim: llm.hiddenDim + 1, layers: [2], seed: 9 });
+    expect(() => a.predict(f)).toThrow(/hiddenDim/);
+    a.dispose();
+  });
+});
