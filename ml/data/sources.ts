@@ -1,4 +1,5 @@
 import { CorellaError } from '../errors.js';
+import { readAmazon } from './amazon.js';
 import type { LongRunOptions } from '../progress.js';
 import type { BadLineSink } from './bad-lines.js';
 import type { IngestOptions } from './ingest.js';
@@ -10,12 +11,14 @@ import { readRecbole } from './recbole.js';
 export async function readSource(
   opts: IngestOptions,
   sink: BadLineSink,
-  _run: LongRunOptions,
+  run: LongRunOptions,
 ): Promise<RawDataset> {
   switch (opts.source) {
     case 'movielens-1m':
     case 'synthetic-movielens':
       return readMovielens(opts.dir, opts.source, sink);
+    case 'amazon-books':
+      return readAmazon(opts.dir, { kCore: opts.kCore, timeWindow: opts.timeWindow }, sink, run);
     case 'recbole':
       return readRecbole(opts.dir, opts.name, sink);
     default:
