@@ -2,7 +2,8 @@ import type { Worker } from '@temporalio/worker';
 import type { CorellaActivities } from '../activities/types.js';
 import { connectWorker, type TemporalTarget } from './connection.js';
 import { createCpuWorker } from './cpu.js';
-import { createGpuWorker } from './gpu.js';
+import { createGpuWorker, gpuActivities } from './gpu.js';
+import { installWorkerRuntime } from './runtime.js';
 
 export type QueueKind = 'cpu' | 'gpu';
 
@@ -19,10 +20,12 @@ export async function runWorkers(opts: {
   activities: Partial<CorellaActivities>;
   gpuConcurrency?: number;
 }): Promise<RunningWorkers> {
+  installWorkerRuntime();
   const connection = await connectWorker(opts.target);
   const workers: Worker[] = [];
   try {
     for (const q of opts.queues) {
+      if (q === 'gpu' && Object.keys(gpuActivities(opts.activities)).length === 0) continue;
       workers.push(
         q === 'cpu'
           ? await createCpuWorker({

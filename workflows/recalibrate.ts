@@ -16,12 +16,14 @@ export async function recalibrateWorkflow(input: RecalibrateInput = {}): Promise
       nonRetryableErrorTypes: NON_RETRYABLE,
     },
   });
-  const { runId } = await acts.startRun({
-    workflowId: workflowInfo().workflowId,
-    kind: 'recalibrate',
-    config: input,
-    datasetLabel: input.datasetVersionId ?? 'champion-window',
-  });
+  const { runId } = await CancellationScope.nonCancellable(() =>
+    acts.startRun({
+      workflowId: workflowInfo().workflowId,
+      kind: 'recalibrate',
+      config: input,
+      datasetLabel: input.datasetVersionId ?? 'champion-window',
+    }),
+  );
   try {
     const result = await acts.recalibrate({ ...input, runId });
     await acts.finishRun({ runId, status: 'completed', summary: { ...result } });

@@ -2,6 +2,7 @@ import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temp
 import type { RetrainResult } from '../../activities/types.js';
 import { TASK_QUEUE_CPU } from '../../workflows/search-attributes.js';
 import type { retrainWorkflow } from '../../workflows/retrain.js';
+import { failureMessage } from '../failure.js';
 import { EXIT, parse } from '../args.js';
 import { connectClient, workflowUiUrl } from '../client.js';
 import { loadPipelineConfig, retrainInput, retrainWorkflowId } from '../config.js';
@@ -61,7 +62,7 @@ export async function retrain(argv: string[]): Promise<number> {
       return EXIT.ok;
     } catch (e) {
       if (e instanceof WorkflowFailedError) {
-        const cause = e.cause?.message ?? e.message;
+        const cause = failureMessage(e);
         out.result({ workflowId: id, failed: cause }, () => `run ${id} failed: ${cause}`);
         return EXIT.runFailed;
       }

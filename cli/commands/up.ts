@@ -1,24 +1,26 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { WorkflowExecutionAlreadyStartedError, type WorkflowHandle } from '@temporalio/client';
-import type { RetrainProgress, RetrainResult } from '../../activities/types.js';
+import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import type { PipelineConfig, RetrainProgress, RetrainResult } from '../../activities/types.js';
 import { migrateUrl } from '../../activities/context.js';
 import { TASK_QUEUE_CPU } from '../../workflows/search-attributes.js';
 import type { retrainWorkflow } from '../../workflows/retrain.js';
+import { failureMessage } from '../failure.js';
 import { EXIT, parse } from '../args.js';
 import { connectClient, workflowUiUrl } from '../client.js';
 import { loadPipelineConfig, retrainInput, retrainWorkflowId } from '../config.js';
-import { resolveDataSource } from '../data-source.js';
+import { resolveDataSource, type ResolvedData } from '../data-source.js';
 import { resolveModel } from '../model-source.js';
-import { makeOutput, table } from '../output.js';
+import { makeOutput, table, type Output } from '../output.js';
 import { corellaHome, repoRoot } from '../services/paths.js';
-import { startStack } from '../services/stack.js';
+import { startStack, type Stack } from '../services/stack.js';
 
 /** Starts one `corella worker` child per queue, so the embedded default is one process tree. */
 function spawnWorker(queue: 'cpu' | 'gpu', env: NodeJS.ProcessEnv, log: (l: string) => void): ChildProcess {
+  // The IPC channel closes when this process dies, even by SIGKILL: the worker then shuts itself down.
   const child = spawn(process.execPath, [join(repoRoot, 'bin', 'corella.mjs'), 'worker', '--queue', queue], {
     env,
-    stdio: ['ignore', 'inherit', 'inherit'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   child.on('exit', (code, signal) => {
     if (code !== 0 && signal !== 'SIGTERM') log(`worker ${queue} exited (${signal ?? code})`);
@@ -79,6 +81,35 @@ export function summaryTable(result: RetrainResult): string {
   ].join('\n');
 }
 
+function announceSynthetic(out: Output): void {
+  out.info(
+    [
+      '',
+      '************************************************************************************',
+      '*  NO DATASET CONFIGURED: using the SYNTHETIC MovieLens-style dataset               *',
+      '*  (generated, seeded; not real data). Pass --data-dir or set CORELLA_DATA_DIR to   *',
+      '*  a real MovieLens-1M / Amazon-Books / RecBole folder for real results.            *',
+      '************************************************************************************',
+      '',
+    ].join('\n'),
+  );
+}
+
+function waitUntil(cond: () => boolean): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setInterval(() => {
+      if (cond()) {
+        clearInterval(t);
+        resolve();
+      }
+    }, 200);
+  });
+}
+
+/**
+ * `corella up`: the embedded default. Postgres, a Temporal dev server and one worker process per queue, then
+ * the retrain pipeline (unless --no-run), a summary, and with --keep-alive everything stays up until Ctrl-C.
+ */
 export async function up(argv: string[]): Promise<number> {
   const { values } = parse(argv, {
     'data-dir': { type: 'string' },
@@ -87,33 +118,27 @@ export async function up(argv: string[]): Promise<number> {
     config: { type: 'string' },
     model: { type: 'string' },
     'keep-alive': { type: 'boolean' },
+    'no-run': { type: 'boolean' },
   });
   const out = makeOutput(Boolean(values.json));
   const home = corellaHome();
+  const runPipeline = !values['no-run'];
 
-  const data = await resolveDataSource({
-    dataDir: values['data-dir'],
-    source: values.source,
-    name: values.name,
-    home,
-    allowSynthetic: true,
-  });
-  if (data.origin === 'synthetic') {
-    out.info(
-      [
-        '',
-        '************************************************************************************',
-        '*  NO DATASET CONFIGURED: using the SYNTHETIC MovieLens-style dataset               *',
-        '*  (generated, seeded; not real data). Pass --data-dir or set CORELLA_DATA_DIR to   *',
-        '*  a real MovieLens-1M / Amazon-Books / RecBole folder for real results.            *',
-        '************************************************************************************',
-        '',
-      ].join('\n'),
-    );
+  let prepared: { data: ResolvedData; config: PipelineConfig } | undefined;
+  if (runPipeline) {
+    const data = await resolveDataSource({
+      dataDir: values['data-dir'],
+      source: values.source,
+      name: values.name,
+      home,
+      allowSynthetic: true,
+    });
+    if (data.origin === 'synthetic') announceSynthetic(out);
+    const config = await loadPipelineConfig(values.config ?? 'default');
+    const model = await resolveModel({ model: values.model, home, log: out.info });
+    config.llm = { ...(config.llm ?? {}), model: model.path, modelSha256: model.sha256 };
+    prepared = { data, config };
   }
-  const config = await loadPipelineConfig(values.config ?? 'default');
-  const model = await resolveModel({ model: values.model, home, log: out.info });
-  config.llm = { ...(config.llm ?? {}), model: model.path, modelSha256: model.sha256 };
 
   const stack = await startStack({ log: out.info });
   const children: ChildProcess[] = [];
@@ -134,67 +159,91 @@ export async function up(argv: string[]): Promise<number> {
       CORELLA_HOME: home,
     };
     children.push(spawnWorker('cpu', env, out.info), spawnWorker('gpu', env, out.info));
-
-    const tc = await connectClient({
-      address: stack.temporal.address,
+    const ready = {
+      ready: true,
+      databaseUrl: stack.databaseUrl,
+      temporalAddress: stack.temporal.address,
       namespace: stack.temporal.namespace,
-      uiBase: stack.temporal.uiUrl,
-    });
-    try {
-      const { id } = retrainWorkflowId(data.spec, config);
-      let handle: WorkflowHandle<typeof retrainWorkflow>;
-      try {
-        handle = await tc.client.workflow.start<typeof retrainWorkflow>('retrainWorkflow', {
-          taskQueue: TASK_QUEUE_CPU,
-          workflowId: id,
-          args: [retrainInput(data.spec, config, 'corella up')],
-          memo: { dataset: data.spec, origin: data.origin, config: 'see run row' },
-        });
-        out.info(`started ${id}`);
-      } catch (e) {
-        if (!(e instanceof WorkflowExecutionAlreadyStartedError)) throw e;
-        handle = tc.client.workflow.getHandle(id);
-        out.info(`${id} is already running: following it`);
-      }
-      const ui = workflowUiUrl(stack.temporal.uiUrl, tc.namespace, id);
-      if (ui) out.info(`Temporal UI: ${ui}`);
-      const stopFollowing = await followProgress(handle, out.info);
-      let result: RetrainResult;
-      try {
-        result = await Promise.race([
-          handle.result(),
-          new Promise<never>((_, reject) => {
-            const t = setInterval(() => {
-              if (interrupted) {
-                clearInterval(t);
-                reject(new Error('interrupted'));
-              }
-            }, 200);
-          }),
-        ]);
-      } finally {
-        stopFollowing();
-      }
-      out.result({ ...result, datasetSource: data.spec.source, datasetOrigin: data.origin, ui }, () =>
-        [
-          '',
-          `dataset: ${data.spec.source}${data.origin === 'synthetic' ? ' (SYNTHETIC, generated)' : ` (${data.spec.dir})`}`,
-          summaryTable(result),
-          ui ? `Temporal UI: ${ui}` : '',
-        ].join('\n'),
-      );
-      if (values['keep-alive'] && !interrupted) {
-        out.info('keeping Postgres, Temporal and workers up; Ctrl-C stops everything');
-        while (!interrupted) await new Promise((r) => setTimeout(r, 500));
-      }
-      return EXIT.ok;
-    } finally {
-      await tc.close();
+      ui: stack.temporal.uiUrl,
+    };
+    // One machine-readable line, so scripts and tests know when and where the stack is up.
+    out.info(`corella-ready ${JSON.stringify(ready)}`);
+    if (stack.temporal.uiUrl) out.info(`Temporal UI: ${stack.temporal.uiUrl}`);
+
+    if (prepared) {
+      const code = await runRetrain(prepared, stack, out, () => interrupted);
+      if (code !== EXIT.ok || !values['keep-alive']) return code;
     }
+    out.info('Postgres, Temporal and workers are up; Ctrl-C stops everything');
+    await waitUntil(() => interrupted);
+    return EXIT.ok;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await Promise.all(children.map(stopChild));
     await stack.stop();
+  }
+}
+
+async function runRetrain(
+  prepared: { data: ResolvedData; config: PipelineConfig },
+  stack: Stack,
+  out: Output,
+  interrupted: () => boolean,
+): Promise<number> {
+  const { data, config } = prepared;
+  const tc = await connectClient({
+    address: stack.temporal.address,
+    namespace: stack.temporal.namespace,
+    uiBase: stack.temporal.uiUrl,
+  });
+  try {
+    const { id } = retrainWorkflowId(data.spec, config);
+    let handle: WorkflowHandle<typeof retrainWorkflow>;
+    try {
+      handle = await tc.client.workflow.start<typeof retrainWorkflow>('retrainWorkflow', {
+        taskQueue: TASK_QUEUE_CPU,
+        workflowId: id,
+        args: [retrainInput(data.spec, config, 'corella up')],
+        memo: { dataset: data.spec, origin: data.origin },
+      });
+      out.info(`started ${id}`);
+    } catch (e) {
+      if (!(e instanceof WorkflowExecutionAlreadyStartedError)) throw e;
+      handle = tc.client.workflow.getHandle(id);
+      out.info(`${id} is already running: following it`);
+    }
+    const ui = workflowUiUrl(stack.temporal.uiUrl, tc.namespace, id);
+    if (ui) out.info(`run in the Temporal UI: ${ui}`);
+    const stopFollowing = await followProgress(handle, out.info);
+    let result: RetrainResult;
+    try {
+      result = await Promise.race([
+        handle.result(),
+        waitUntil(interrupted).then(() => {
+          throw new Error('interrupted before the run finished (it continues when the stack is started again)');
+        }),
+      ]);
+    } catch (e) {
+      if (e instanceof WorkflowFailedError) {
+        const cause = failureMessage(e);
+        out.result({ workflowId: id, failed: cause, ui }, () => `run ${id} FAILED: ${cause}${ui ? `\n${ui}` : ''}`);
+        return EXIT.runFailed;
+      }
+      throw e;
+    } finally {
+      stopFollowing();
+    }
+    out.result({ ...result, datasetSource: data.spec.source, datasetOrigin: data.origin, ui }, () =>
+      [
+        '',
+        `dataset: ${data.spec.source}${data.origin === 'synthetic' ? ' (SYNTHETIC, generated)' : ` (${data.spec.dir})`}`,
+        summaryTable(result),
+        ui ? `Temporal UI: ${ui}` : '',
+      ].join('\n'),
+    );
+    return EXIT.ok;
+  } finally {
+    await tc.close();
   }
 }

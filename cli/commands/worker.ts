@@ -39,6 +39,8 @@ export async function worker(argv: string[]): Promise<number> {
     const stop = (): void => void running.shutdown();
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
+    // Started by `corella up`: follow the parent down, whatever way it dies.
+    if (process.send) process.once('disconnect', stop);
     await running.done;
     return EXIT.ok;
   } finally {

@@ -13,6 +13,7 @@ import { withTypedFailures } from '../../activities/failures.js';
 import type { CorellaActivities, RetrainInput, RetrainProgress } from '../../activities/types.js';
 import { RunRepository } from '../../db/repositories/runs.js';
 import { createTestDatabase } from '../../db/testing.js';
+import { installWorkerRuntime } from '../../workers/runtime.js';
 import { FileArtifactStore } from '../../ml/artifacts/store.js';
 import { DatasetError } from '../../ml/errors.js';
 import type { ActivityContext } from '../../activities/context.js';
@@ -86,6 +87,7 @@ describe('retrainWorkflow on a real Temporal dev server and a real Postgres', ()
   const namespace = inject('temporalNamespace');
 
   beforeAll(async () => {
+    installWorkerRuntime();
     const testDb = await createTestDatabase(inject('databaseUrl'));
     dbClose = testDb.close;
     storeDir = await mkdtemp(join(tmpdir(), 'corella-store-'));
@@ -114,13 +116,16 @@ describe('retrainWorkflow on a real Temporal dev server and a real Postgres', ()
     const suffix = randomUUID().slice(0, 8);
     const queues = { cpu: `test-cpu-${suffix}`, gpu: `test-gpu-${suffix}` };
     const { createCpuWorker } = await import('../../workers/cpu.js');
-    const { createGpuWorker } = await import('../../workers/gpu.js');
+    const { createGpuWorker, gpuActivities } = await import('../../workers/gpu.js');
     const { NativeConnection } = await import('@temporalio/worker');
     const nc = await NativeConnection.connect({ address: inject('temporalAddress') });
     const cpu = await createCpuWorker({ connection: nc, namespace, activities, taskQueue: queues.cpu });
-    const gpu = await createGpuWorker({ connection: nc, namespace, activities, taskQueue: queues.gpu });
+    const hasGpuWork = Object.keys(gpuActivities(activities)).length > 0;
+    const gpu = hasGpuWork
+      ? await createGpuWorker({ connection: nc, namespace, activities, taskQueue: queues.gpu })
+      : undefined;
     try {
-      return await cpu.runUntil(gpu.runUntil(fn(queues)));
+      return await cpu.runUntil(gpu ? gpu.runUntil(fn(queues)) : fn(queues));
     } finally {
       await nc.close();
     }
@@ -219,6 +224,9 @@ describe('retrainWorkflow on a real Temporal dev server and a real Postgres', ()
           args: [input(queues, 'dup')],
         }),
       ).rejects.toBeInstanceOf(WorkflowExecutionAlreadyStartedError);
+      await expect
+        .poll(async () => (await first.query<RetrainProgress>('progress')).stage, { timeout: 20_000 })
+        .toBe('ingest');
       await first.cancel();
       await expect(first.result()).rejects.toBeInstanceOf(WorkflowFailedError);
     });
