@@ -1,0 +1,58 @@
+import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
+import pg from 'pg';
+import * as schema from './schema/index.js';
+
+export type Schema = typeof schema;
+export type Database = NodePgDatabase<Schema> & { $client: pg.Pool };
+/** A transaction handle; repositories accept either this or a Database for composition. */
+export type Transaction = Parameters<Parameters<Database['transaction']>[0]>[0];
+export type Executor = Database | Transaction;
+
+export interface DatabaseHandle {
+  db: Database;
+  pool: pg.Pool;
+  /** Ends the pool; idempotent. */
+  close(): Promise<void>;
+}
+
+export interface OpenDatabaseOptions {
+  /** Pool size; default 10. */
+  max?: number;
+  /** Connect timeout; default 10 s, so a dead server fails fast instead of hanging. */
+  connectionTimeoutMillis?: number;
+  /** Idle clients are closed after this; default 30 s. */
+  idleTimeoutMillis?: number;
+  /** Per-statement server-side timeout; default none. */
+  statementTimeoutMillis?: number;
+  applicationName?: string;
+  /**
+   * Errors of idle pooled clients (e.g. the server restarted). Without a listener pg would throw them as
+   * uncaught exceptions and crash the process; the broken client is discarded either way.
+   */
+  onIdleError?: (error: Error) => void;
+}
+
+/** One pool per call: no module-global connection, so tests and workers can hold several databases. */
+export function openDatabase(url: string, options: OpenDatabaseOptions = {}): DatabaseHandle {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.max ?? 10,
+    connectionTimeoutMillis: options.connectionTimeoutMillis ?? 10_000,
+    idleTimeoutMillis: options.idleTimeoutMillis ?? 30_000,
+    statement_timeout: options.statementTimeoutMillis,
+    application_name: options.applicationName ?? 'corella',
+    keepAlive: true,
+    // A CLI command must be able to exit once its work is done even if close() was forgotten.
+    allowExitOnIdle: true,
+  });
+  const onIdleError =
+    options.onIdleError ?? ((e: Error) => console.warn(`corella db: idle connection dropped: ${e.message}`));
+  pool.on('error', onIdleError);
+  const db = drizzle(pool, { schema }) as Database;
+  let closed: Promise<void> | undefined;
+  return {
+    db,
+    pool,
+    close: () => (closed ??= pool.end()),
+  };
+}
