@@ -14,3 +14,6 @@ export type { TimeWindow } from './filters.js';
 export { loadDataset, loadSplit, loadFeatureMap, loadItemTable, loadManifest } from './load.js';
 export { encodeSplit, decodeSplit } from './split-codec.js';
 export { featureMapId, verifyFeatureMap } from './feature-map.js';
+export { generateSyntheticMovielens } from './synthetic.js';
+export type { SyntheticOptions, SyntheticMovielens } from './synthetic.js';
+export { GENRE_WORDS } from './synthetic-words.js';
