@@ -1,0 +1,90 @@
+import { availableParallelism } from 'node:os';
+import { CorellaError } from '../errors.js';
+
+export type LlmGpu = 'auto' | 'cuda' | 'vulkan' | false;
+
+/** Everything that decides how the LLM branch loads a model and scores prompts. */
+export interface LlmConfig {
+  /** Local `.gguf` path or an `hf:` URI (resolved into `modelCacheDir`). */
+  model: string;
+  modelCacheDir?: string;
+  /** `false` (default) = CPU; a named backend that is not available fails with GPU_UNAVAILABLE. */
+  gpu?: LlmGpu;
+  /** Layers to offload when a GPU is used: a count, 'auto' or 'max'. */
+  gpuLayers?: number | 'auto' | 'max';
+  /** Explicit CPU threads per context (llama.cpp otherwise guesses, badly when others share the machine). */
+  threads?: number;
+  contextSize?: number;
+  batchSize?: number;
+  /** Parallel sequences (one worker each); helps on GPU, rarely on a 2-core CPU. */
+  sequences?: number;
+  lora?: { path: string; scale?: number };
+  /** Prompt template name (see prompts.ts). */
+  template?: string;
+  /** The two answer words; each must be one token when tokenized with trimLeadingSpace. */
+  answers?: { yes: string; no: string };
+  /** Extract the final hidden state (costs a second pass in an embedding context). */
+  hidden?: boolean;
+  maxHistoryItems?: number;
+  /** Tokens kept free for the target item so history truncation does not depend on the target's title. */
+  targetReserveTokens?: number;
+}
+
+export type ResolvedLlmConfig = Required<Omit<LlmConfig, 'lora' | 'modelCacheDir' | 'maxHistoryItems'>> &
+  Pick<LlmConfig, 'lora' | 'modelCacheDir' | 'maxHistoryItems'>;
+
+function bad(field: string, message: string): CorellaError {
+  return new CorellaError('BAD_CONFIG', `llm config field ${field}: ${message}`, { details: { field } });
+}
+
+function positiveInt(field: string, v: unknown): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0)
+    throw bad(field, `expected a positive integer, got ${String(v)}`);
+  return v;
+}
+
+export function resolveLlmConfig(c: LlmConfig): ResolvedLlmConfig {
+  if (typeof c.model !== 'string' || c.model.length === 0)
+    throw bad('model', 'expected a .gguf path or hf: URI');
+  const gpu = c.gpu ?? false;
+  if (!(gpu === false || gpu === 'auto' || gpu === 'cuda' || gpu === 'vulkan')) {
+    throw bad('gpu', `expected 'auto', 'cuda', 'vulkan' or false, got ${JSON.stringify(gpu)}`);
+  }
+  const gpuLayers = c.gpuLayers ?? 'auto';
+  if (typeof gpuLayers === 'number') positiveIntOrZero('gpuLayers', gpuLayers);
+  else if (gpuLayers !== 'auto' && gpuLayers !== 'max')
+    throw bad('gpuLayers', `expected a count, 'auto' or 'max'`);
+  const answers = c.answers ?? { yes: 'Yes', no: 'No' };
+  if (!answers.yes || !answers.no || answers.yes === answers.no)
+    throw bad('answers', 'need two different answer words');
+  const lora = c.lora;
+  if (lora !== undefined) {
+    if (typeof lora.path !== 'string' || lora.path.length === 0)
+      throw bad('lora.path', 'expected a GGUF adapter path');
+    if (lora.scale !== undefined && !Number.isFinite(lora.scale))
+      throw bad('lora.scale', 'expected a finite number');
+  }
+  return {
+    model: c.model,
+    modelCacheDir: c.modelCacheDir,
+    gpu,
+    gpuLayers,
+    threads: positiveInt('threads', c.threads ?? availableParallelism()),
+    contextSize: positiveInt('contextSize', c.contextSize ?? 2048),
+    batchSize: positiveInt('batchSize', c.batchSize ?? 512),
+    sequences: positiveInt('sequences', c.sequences ?? 1),
+    lora,
+    template: c.template ?? 'paper',
+    answers,
+    hidden: c.hidden ?? true,
+    maxHistoryItems:
+      c.maxHistoryItems === undefined ? undefined : positiveInt('maxHistoryItems', c.maxHistoryItems),
+    targetReserveTokens: positiveIntOrZero('targetReserveTokens', c.targetReserveTokens ?? 48),
+  };
+}
+
+function positiveIntOrZero(field: string, v: unknown): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0)
+    throw bad(field, `expected an integer ≥ 0, got ${String(v)}`);
+  return v;
+}

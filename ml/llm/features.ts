@@ -1,0 +1,339 @@
+import { resolve } from 'node:path';
+import { sha256File, type ArtifactStore } from '../artifacts/store.js';
+import type { EncodedSplit, ItemTable } from '../data/types.js';
+import { CorellaError } from '../errors.js';
+import { throwIfAborted, yieldToEventLoop, type LongRunOptions, type Progress } from '../progress.js';
+import { resolveLlmConfig, type LlmConfig, type ResolvedLlmConfig } from './config.js';
+import { LlmFeatureCache, type FeatureCacheKey } from './feature-cache.js';
+import { assertGgufFile, loadLlm, resolveModelPath, type LoadedLlm } from './model.js';
+import { PromptBuilder, templateByName, type BuiltPrompt, type PromptTemplate } from './prompts.js';
+import { LlmScorer, type ScorerStats } from './scorer.js';
+import type { LlmFeatures, LlmFeatureSource } from './types.js';
+
+export interface ExtractOptions extends LongRunOptions {
+  /** Samples per cache chunk: the unit of resumption (default 256). */
+  chunkSize?: number;
+  /** Reuse each user's KV-cached history prefix (default true; false = the naive path, for benchmarks). */
+  reusePrefix?: boolean;
+}
+
+export interface ExtractReport {
+  requested: number;
+  fromCache: number;
+  computed: number;
+  chunksWritten: number;
+  promptTokens: number;
+  evaluatedTokens: number;
+  seconds: number;
+}
+
+/** Describes how a template renders, so a changed template never reuses features cached under its name. */
+function templateFingerprint(t: PromptTemplate): string {
+  return [t.text, t.entry('TITLE', 4.5, 'GENRES'), t.entry('TITLE', 3, ''), t.separator, t.emptyHistory].join(
+    '\u0000',
+  );
+}
+
+/**
+ * The LLM branch's feature extractor: builds prompts for split rows, scores them with the model and caches
+ * the results in chunks in the artifact store, keyed by (model sha256, template, sample id). The model is
+ * loaded only when some requested sample is not cached yet.
+ */
+export class LlmFeatureExtractor implements LlmFeatureSource {
+  readonly cache: LlmFeatureCache;
+  lastReport: ExtractReport | undefined;
+  private llm: LoadedLlm | undefined;
+  private scorer: LlmScorer | undefined;
+  private builder: PromptBuilder | undefined;
+  private loaded = false;
+
+  private constructor(
+    readonly config: ResolvedLlmConfig,
+    readonly modelPath: string,
+    readonly modelSha256: string,
+    readonly template: PromptTemplate,
+    store: ArtifactStore,
+    key: FeatureCacheKey,
+  ) {
+    this.cache = new LlmFeatureCache(store, key);
+  }
+
+  static async open(config: LlmConfig, store: ArtifactStore): Promise<LlmFeatureExtractor> {
+    const cfg = resolveLlmConfig(config);
+    const template = templateByName(cfg.template);
+    const modelPath = await resolveModelPath(cfg.model, cfg.modelCacheDir);
+    await assertGgufFile(modelPath, 'model file');
+    if (cfg.lora) await assertGgufFile(resolve(cfg.lora.path), 'LoRA adapter');
+    const [modelSha256, loraSha256] = await Promise.all([
+      sha256File(modelPath),
+      cfg.lora ? sha256File(resolve(cfg.lora.path)) : Promise.resolve(undefined),
+    ]);
+    const key: FeatureCacheKey = {
+      modelSha256,
+      loraSha256,
+      loraScale: cfg.lora ? (cfg.lora.scale ?? 1) : undefined,
+      template: template.name,
+      templateText: templateFingerprint(template),
+      answers: cfg.answers,
+      contextSize: cfg.contextSize,
+      maxHistoryItems: cfg.maxHistoryItems,
+      targetReserveTokens: cfg.targetReserveTokens,
+      hidden: cfg.hidden,
+    };
+    const ex = new LlmFeatureExtractor(
+      { ...cfg, model: modelPath },
+      modelPath,
+      modelSha256,
+      template,
+      store,
+      key,
+    );
+    await ex.cache.load();
+    return ex;
+  }
+
+  /** Work counters of the underlying scorer (zero until the model had to be used). */
+  get stats(): ScorerStats {
+    return this.scorer ? { ...this.scorer.stats } : { prompts: 0, promptTokens: 0, evaluatedTokens: 0 };
+  }
+
+  get modelLoaded(): boolean {
+    return this.loaded;
+  }
+
+  private async ensureModel(): Promise<{ llm: LoadedLlm; scorer: LlmScorer; builder: PromptBuilder }> {
+    if (!this.llm || !this.scorer || !this.builder) {
+      const llm = await loadLlm(this.config);
+      try {
+        if (llm.modelSha256 !== this.modelSha256) {
+          throw new CorellaError(
+            'BAD_MODEL_FILE',
+            `model file ${this.modelPath} changed while in use (sha256 differs)`,
+          );
+        }
+        this.scorer = await LlmScorer.create(llm, this.config);
+      } catch (e) {
+        await llm.dispose();
+        throw e;
+      }
+      this.llm = llm;
+      this.loaded = true;
+      this.builder = new PromptBuilder(
+        {
+          tokenize: (t, s, o) => llm.model.tokenize(t, s, o),
+          bos: llm.model.tokens.shouldPrependBosToken ? llm.model.tokens.bos : null,
+        },
+        this.template,
+        {
+          contextSize: this.config.contextSize,
+          maxHistoryItems: this.config.maxHistoryItems,
+          targetReserveTokens: this.config.targetReserveTokens,
+        },
+      );
+    }
+    return { llm: this.llm, scorer: this.scorer, builder: this.builder };
+  }
+
+  /** The prompt of one split row (loads the model for its tokenizer). */
+  async prompt(split: EncodedSplit, items: ItemTable, row: number): Promise<BuiltPrompt & { text: string }> {
+    const { llm, builder } = await this.ensureModel();
+    const p = builder.buildForRow(split, items, row);
+    return { ...p, text: llm.model.detokenize(p.tokens) };
+  }
+
+  features(split: EncodedSplit, items: ItemTable, rows: ArrayLike<number>): Promise<LlmFeatures> {
+    return this.extract(split, items, rows);
+  }
+
+  async extract(
+    split: EncodedSplit,
+    items: ItemTable,
+    rows: ArrayLike<number>,
+    opts: ExtractOptions = {},
+  ): Promise<LlmFeatures> {
+    const t0 = performance.now();
+    const chunkSize = opts.chunkSize ?? 256;
+    if (!Number.isInteger(chunkSize) || chunkSize <= 0)
+      throw new CorellaError('BAD_CONFIG', `chunkSize must be a positive integer`);
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i];
+      if (!Number.isInteger(r) || r < 0 || r >= split.size) {
+        throw new CorellaError(
+          'BAD_DATASET',
+          `row ${r} is outside split ${split.name} (size ${split.size})`,
+          { details: { row: r } },
+        );
+      }
+    }
+    // One computation per distinct sample id; rows already cached are skipped.
+    const missing: number[] = [];
+    const seen = new Set<number>();
+    for (let i = 0; i < rows.length; i++) {
+      const id = split.sampleIds[rows[i]];
+      if (seen.has(id)) continue;
+      seen.add(id);
+      if (!this.cache.has(id)) missing.push(rows[i]);
+    }
+    const report: ExtractReport = {
+      requested: rows.length,
+      fromCache: seen.size - missing.length,
+      computed: 0,
+      chunksWritten: 0,
+      promptTokens: 0,
+      evaluatedTokens: 0,
+      seconds: 0,
+    };
+    if (missing.length > 0) await this.compute(split, items, missing, opts, chunkSize, report, t0);
+
+    const hiddenDim = this.cache.hiddenDim ?? this.scorer?.hiddenDim ?? 0;
+    const n = rows.length;
+    const out: LlmFeatures = {
+      modelSha256: this.modelSha256,
+      template: this.template.name,
+      hiddenDim,
+      sampleIds: new Uint32Array(n),
+      pYes: new Float32Array(n),
+      logOdds: new Float32Array(n),
+      hidden: new Float32Array(n * hiddenDim),
+    };
+    for (let i = 0; i < n; i++) {
+      const id = split.sampleIds[rows[i]];
+      out.sampleIds[i] = id;
+      if (!this.cache.copyInto(id, i, out, hiddenDim))
+        throw new Error(`internal: sample ${id} missing after extraction`);
+    }
+    report.seconds = (performance.now() - t0) / 1000;
+    this.lastReport = report;
+    return out;
+  }
+
+  private async compute(
+    split: EncodedSplit,
+    items: ItemTable,
+    missing: number[],
+    opts: ExtractOptions,
+    chunkSize: number,
+    report: ExtractReport,
+    t0: number,
+  ): Promise<void> {
+    throwIfAborted(opts.signal);
+    const { scorer, builder } = await this.ensureModel();
+    // Users together, in time order: consecutive prompts then share the longest KV-cached prefix.
+    missing.sort(
+      (a, b) =>
+        split.userRows[a] - split.userRows[b] ||
+        split.timestamps[a] - split.timestamps[b] ||
+        split.sampleIds[a] - split.sampleIds[b],
+    );
+    // Fail on a prompt that can never fit before doing any work.
+    for (const r of missing) builder.checkFits(split, items, r);
+
+    const total = missing.length;
+    let done = 0;
+    let lastReport = 0;
+    const hiddenDim = scorer.hiddenDim;
+    const progress = async (force: boolean, checkpoint?: string): Promise<void> => {
+      if (!opts.onProgress) return;
+      const now = performance.now();
+      if (!force && now - lastReport < 1000) return;
+      lastReport = now;
+      const secs = Math.max((now - t0) / 1000, 1e-9);
+      const rate = done / secs;
+      const p: Progress = {
+        stage: 'llm-features',
+        done,
+        total,
+        samplesPerSec: rate,
+        tokensPerSec: report.promptTokens / secs,
+        etaSec: rate > 0 ? (total - done) / rate : undefined,
+        checkpoint,
+        message: `${report.fromCache} cached, ${report.evaluatedTokens} tokens evaluated`,
+      };
+      await opts.onProgress(p);
+    };
+
+    for (let start = 0; start < total; start += chunkSize) {
+      const chunkRows = missing.slice(start, start + chunkSize);
+      const prompts = chunkRows.map((r) => builder.buildForRow(split, items, r).tokens);
+      const byUser = new Map<number, number[]>();
+      chunkRows.forEach((r, i) => {
+        const u = split.userRows[r];
+        const g = byUser.get(u);
+        if (g) g.push(i);
+        else byUser.set(u, [i]);
+      });
+      const m = chunkRows.length;
+      const chunk = {
+        sampleIds: new Uint32Array(m),
+        pYes: new Float32Array(m),
+        logOdds: new Float32Array(m),
+        hidden: new Float32Array(m * hiddenDim),
+        hiddenDim,
+      };
+      const finished: boolean[] = new Array<boolean>(m).fill(false);
+      try {
+        await scorer.score(
+          prompts,
+          {
+            reusePrefix: opts.reusePrefix ?? true,
+            signal: opts.signal,
+            onScored: async (i, s, evaluated) => {
+              chunk.sampleIds[i] = split.sampleIds[chunkRows[i]];
+              chunk.pYes[i] = s.pYes;
+              chunk.logOdds[i] = s.logOdds;
+              if (hiddenDim > 0 && s.hidden) chunk.hidden.set(s.hidden, i * hiddenDim);
+              finished[i] = true;
+              done++;
+              report.computed++;
+              report.promptTokens += prompts[i].length;
+              report.evaluatedTokens += evaluated;
+              await progress(false);
+            },
+          },
+          [...byUser.values()],
+        );
+      } catch (e) {
+        // Cancelled between samples: keep what is complete as a (smaller) whole chunk, then stop.
+        if (opts.signal?.aborted) await this.savePartial(chunk, finished, report);
+        throw e;
+      }
+      const sha = await this.cache.append(chunk);
+      report.chunksWritten++;
+      await progress(true, sha);
+      await yieldToEventLoop();
+    }
+  }
+
+  private async savePartial(
+    chunk: {
+      sampleIds: Uint32Array;
+      pYes: Float32Array;
+      logOdds: Float32Array;
+      hidden: Float32Array;
+      hiddenDim: number;
+    },
+    finished: boolean[],
+    report: ExtractReport,
+  ): Promise<void> {
+    const idx = finished.flatMap((f, i) => (f ? [i] : []));
+    if (idx.length === 0) return;
+    const d = chunk.hiddenDim;
+    const part = {
+      sampleIds: Uint32Array.from(idx, (i) => chunk.sampleIds[i]),
+      pYes: Float32Array.from(idx, (i) => chunk.pYes[i]),
+      logOdds: Float32Array.from(idx, (i) => chunk.logOdds[i]),
+      hidden: new Float32Array(idx.length * d),
+      hiddenDim: d,
+    };
+    idx.forEach((i, j) => part.hidden.set(chunk.hidden.subarray(i * d, (i + 1) * d), j * d));
+    await this.cache.append(part);
+    report.chunksWritten++;
+  }
+
+  async dispose(): Promise<void> {
+    await this.scorer?.dispose();
+    await this.llm?.dispose();
+    this.scorer = undefined;
+    this.llm = undefined;
+  }
+}

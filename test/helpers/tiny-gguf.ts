@@ -1,0 +1,306 @@
+/**
+ * Writes a tiny random-weight llama GGUF (v3, F32 tensors, SentencePiece-style vocabulary) so tests can load a
+ * real model file through node-llama-cpp in well under a second. The vocabulary holds every substring of each
+ * word form ("Yes", "▁Yes", ...) so llama.cpp's SPM bigram merging always reaches the whole word, plus the 256
+ * byte-fallback tokens and printable ASCII characters so any text tokenizes.
+ */
+import { writeFileSync } from 'node:fs';
+
+export interface TinyGgufOptions {
+  /** Seed of the weight generator: the same seed gives byte-identical files. */
+  seed?: number;
+  /** Extra words to give their own tokens (the default prompt words are always included). */
+  words?: string[];
+  /** Leave "Yes"/"No" out of the vocabulary (to test the answer-token check). */
+  withoutAnswerWords?: boolean;
+  nEmbd?: number;
+  nHead?: number;
+  nFf?: number;
+  nLayer?: number;
+  contextLength?: number;
+}
+
+const DEFAULT_WORDS = [
+  'Below',
+  'is',
+  'the',
+  'rating',
+  'history',
+  'of',
+  'a',
+  'user',
+  'Please',
+  'predict',
+  'whether',
+  'will',
+  'like',
+  'based',
+  'on',
+  'his',
+  'her',
+  'his/her',
+  'and',
+  'quality',
+  'target',
+  'item',
+  'You',
+  'should',
+  'ONLY',
+  'answer',
+  'no',
+  'or',
+  'yes',
+  'Answer',
+  'stars',
+  'star',
+  'Movie',
+  'Story',
+  'Toy',
+  'The',
+  'Matrix',
+  'Alien',
+  'Heat',
+  'Fargo',
+  'Casino',
+  'none',
+];
+
+const ANSWER_WORDS = ['Yes', 'No'];
+
+/** GGUF metadata value types. */
+const T = { UINT32: 4, INT32: 5, FLOAT32: 6, BOOL: 7, STRING: 8, ARRAY: 9 } as const;
+
+type MetaValue =
+  | { type: 'u32' | 'i32' | 'f32'; value: number }
+  | { type: 'bool'; value: boolean }
+  | { type: 'str'; value: string }
+  | { type: 'str[]'; value: string[] }
+  | { type: 'f32[]'; value: number[] }
+  | { type: 'i32[]'; value: number[] };
+
+class ByteWriter {
+  private chunks: Buffer[] = [];
+  length = 0;
+
+  push(b: Buffer): void {
+    this.chunks.push(b);
+    this.length += b.length;
+  }
+  u32(v: number): void {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v);
+    this.push(b);
+  }
+  i32(v: number): void {
+    const b = Buffer.alloc(4);
+    b.writeInt32LE(v);
+    this.push(b);
+  }
+  u64(v: number): void {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(v));
+    this.push(b);
+  }
+  f32(v: number): void {
+    const b = Buffer.alloc(4);
+    b.writeFloatLE(v);
+    this.push(b);
+  }
+  str(s: string): void {
+    const b = Buffer.from(s, 'utf8');
+    this.u64(b.length);
+    this.push(b);
+  }
+  pad(alignment: number): void {
+    const rem = this.length % alignment;
+    if (rem !== 0) this.push(Buffer.alloc(alignment - rem));
+  }
+  toBuffer(): Buffer {
+    return Buffer.concat(this.chunks);
+  }
+}
+
+function writeMeta(w: ByteWriter, key: string, v: MetaValue): void {
+  w.str(key);
+  switch (v.type) {
+    case 'u32':
+      w.u32(T.UINT32);
+      w.u32(v.value);
+      break;
+    case 'i32':
+      w.u32(T.INT32);
+      w.i32(v.value);
+      break;
+    case 'f32':
+      w.u32(T.FLOAT32);
+      w.f32(v.value);
+      break;
+    case 'bool':
+      w.u32(T.BOOL);
+      w.push(Buffer.from([v.value ? 1 : 0]));
+      break;
+    case 'str':
+      w.u32(T.STRING);
+      w.str(v.value);
+      break;
+    case 'str[]':
+      w.u32(T.ARRAY);
+      w.u32(T.STRING);
+      w.u64(v.value.length);
+      for (const s of v.value) w.str(s);
+      break;
+    case 'f32[]':
+      w.u32(T.ARRAY);
+      w.u32(T.FLOAT32);
+      w.u64(v.value.length);
+      for (const x of v.value) w.f32(x);
+      break;
+    case 'i32[]':
+      w.u32(T.ARRAY);
+      w.u32(T.INT32);
+      w.u64(v.value.length);
+      for (const x of v.value) w.i32(x);
+      break;
+  }
+}
+
+/** mulberry32 + Box–Muller: deterministic normal samples. */
+function normalGenerator(seed: number): () => number {
+  let a = seed >>> 0;
+  const uniform = (): number => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return () => {
+    const u = Math.max(uniform(), 1e-12);
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * uniform());
+  };
+}
+
+function buildVocab(words: string[]): { tokens: string[]; types: number[]; scores: number[] } {
+  const tokens: string[] = ['<unk>', '<s>', '</s>'];
+  const types: number[] = [2, 3, 3];
+  for (let b = 0; b < 256; b++) {
+    tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
+    types.push(6);
+  }
+  const pieces = new Set<string>(['▁']);
+  for (let c = 33; c < 127; c++) pieces.add(String.fromCharCode(c));
+  for (const word of words) {
+    for (const form of [word, `▁${word}`]) {
+      for (let i = 0; i < form.length; i++) {
+        for (let j = i + 1; j <= form.length; j++) pieces.add(form.slice(i, j));
+      }
+    }
+  }
+  const sorted = [...pieces].sort((x, y) => x.length - y.length || (x < y ? -1 : x > y ? 1 : 0));
+  const scores = tokens.map(() => 0);
+  for (const p of sorted) {
+    tokens.push(p);
+    types.push(1);
+    // Longer pieces score higher so merges prefer growing whole words.
+    scores.push(p.length);
+  }
+  return { tokens, types, scores };
+}
+
+/** Writes the model to `path` and returns the vocabulary size. */
+export function writeTinyGguf(
+  path: string,
+  opts: TinyGgufOptions = {},
+): { vocabSize: number; nEmbd: number } {
+  const nEmbd = opts.nEmbd ?? 32;
+  const nHead = opts.nHead ?? 4;
+  const nFf = opts.nFf ?? 64;
+  const nLayer = opts.nLayer ?? 2;
+  const ctx = opts.contextLength ?? 2048;
+  const words = [
+    ...DEFAULT_WORDS,
+    ...(opts.words ?? []),
+    ...(opts.withoutAnswerWords ? [] : ANSWER_WORDS),
+  ].filter((w) => !(opts.withoutAnswerWords && /^(yes|no)$/i.test(w)));
+  const { tokens, types, scores } = buildVocab(words);
+  const nVocab = tokens.length;
+  const headDim = nEmbd / nHead;
+
+  const meta: [string, MetaValue][] = [
+    ['general.architecture', { type: 'str', value: 'llama' }],
+    ['general.name', { type: 'str', value: 'corella-tiny-test' }],
+    ['general.alignment', { type: 'u32', value: 32 }],
+    ['llama.context_length', { type: 'u32', value: ctx }],
+    ['llama.embedding_length', { type: 'u32', value: nEmbd }],
+    ['llama.block_count', { type: 'u32', value: nLayer }],
+    ['llama.feed_forward_length', { type: 'u32', value: nFf }],
+    ['llama.attention.head_count', { type: 'u32', value: nHead }],
+    ['llama.attention.head_count_kv', { type: 'u32', value: nHead }],
+    ['llama.rope.dimension_count', { type: 'u32', value: headDim }],
+    ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-5 }],
+    ['llama.vocab_size', { type: 'u32', value: nVocab }],
+    ['tokenizer.ggml.model', { type: 'str', value: 'llama' }],
+    ['tokenizer.ggml.tokens', { type: 'str[]', value: tokens }],
+    ['tokenizer.ggml.scores', { type: 'f32[]', value: scores }],
+    ['tokenizer.ggml.token_type', { type: 'i32[]', value: types }],
+    ['tokenizer.ggml.unknown_token_id', { type: 'u32', value: 0 }],
+    ['tokenizer.ggml.bos_token_id', { type: 'u32', value: 1 }],
+    ['tokenizer.ggml.eos_token_id', { type: 'u32', value: 2 }],
+    ['tokenizer.ggml.add_bos_token', { type: 'bool', value: true }],
+    ['tokenizer.ggml.add_eos_token', { type: 'bool', value: false }],
+  ];
+
+  // [name, ggml dims (ne0 first), init std]; norms are ones. Stds keep activations O(1) so outputs depend on input.
+  const tensors: [string, number[], number | 'ones'][] = [
+    ['token_embd.weight', [nEmbd, nVocab], 1],
+    ['output_norm.weight', [nEmbd], 'ones'],
+    ['output.weight', [nEmbd, nVocab], 2 / Math.sqrt(nEmbd)],
+  ];
+  for (let l = 0; l < nLayer; l++) {
+    const s = 1 / Math.sqrt(nEmbd);
+    tensors.push(
+      [`blk.${l}.attn_norm.weight`, [nEmbd], 'ones'],
+      [`blk.${l}.attn_q.weight`, [nEmbd, nEmbd], 2 * s],
+      [`blk.${l}.attn_k.weight`, [nEmbd, nEmbd], 2 * s],
+      [`blk.${l}.attn_v.weight`, [nEmbd, nEmbd], s],
+      [`blk.${l}.attn_output.weight`, [nEmbd, nEmbd], s],
+      [`blk.${l}.ffn_norm.weight`, [nEmbd], 'ones'],
+      [`blk.${l}.ffn_gate.weight`, [nEmbd, nFf], s],
+      [`blk.${l}.ffn_up.weight`, [nEmbd, nFf], s],
+      [`blk.${l}.ffn_down.weight`, [nFf, nEmbd], 1 / Math.sqrt(nFf)],
+    );
+  }
+
+  const w = new ByteWriter();
+  w.push(Buffer.from('GGUF', 'ascii'));
+  w.u32(3);
+  w.u64(tensors.length);
+  w.u64(meta.length);
+  for (const [k, v] of meta) writeMeta(w, k, v);
+
+  const alignment = 32;
+  let offset = 0;
+  const offsets: number[] = [];
+  for (const [name, dims] of tensors) {
+    w.str(name);
+    w.u32(dims.length);
+    for (const d of dims) w.u64(d);
+    w.u32(0); // GGML_TYPE_F32
+    w.u64(offset);
+    offsets.push(offset);
+    const bytes = dims.reduce((a, b) => a * b, 1) * 4;
+    offset += Math.ceil(bytes / alignment) * alignment;
+  }
+  w.pad(alignment);
+
+  const rand = normalGenerator(opts.seed ?? 1);
+  for (const [, dims, init] of tensors) {
+    const n = dims.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    for (let i = 0; i < n; i++) data[i] = init === 'ones' ? 1 : rand() * init;
+    w.push(Buffer.from(data.buffer));
+    w.pad(alignment);
+  }
+  writeFileSync(path, w.toBuffer());
+  return { vocabSize: nVocab, nEmbd };
+}
