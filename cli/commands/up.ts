@@ -1,6 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import {
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowFailedError,
+  type WorkflowHandle,
+} from '@temporalio/client';
 import type { PipelineConfig, RetrainProgress, RetrainResult } from '../../activities/types.js';
 import { migrateUrl } from '../../activities/context.js';
 import { TASK_QUEUE_CPU } from '../../workflows/search-attributes.js';
@@ -165,6 +169,7 @@ export async function up(argv: string[]): Promise<number> {
       temporalAddress: stack.temporal.address,
       namespace: stack.temporal.namespace,
       ui: stack.temporal.uiUrl,
+      workerPids: children.map((c) => c.pid),
     };
     // One machine-readable line, so scripts and tests know when and where the stack is up.
     out.info(`corella-ready ${JSON.stringify(ready)}`);
@@ -221,13 +226,18 @@ async function runRetrain(
       result = await Promise.race([
         handle.result(),
         waitUntil(interrupted).then(() => {
-          throw new Error('interrupted before the run finished (it continues when the stack is started again)');
+          throw new Error(
+            'interrupted before the run finished (it continues when the stack is started again)',
+          );
         }),
       ]);
     } catch (e) {
       if (e instanceof WorkflowFailedError) {
         const cause = failureMessage(e);
-        out.result({ workflowId: id, failed: cause, ui }, () => `run ${id} FAILED: ${cause}${ui ? `\n${ui}` : ''}`);
+        out.result(
+          { workflowId: id, failed: cause, ui },
+          () => `run ${id} FAILED: ${cause}${ui ? `\n${ui}` : ''}`,
+        );
         return EXIT.runFailed;
       }
       throw e;

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { createActivities } from '../../activities/index.js';
 import { createActivityContext } from '../../activities/context.js';
 import { resolveDatabase } from '../../db/embedded-postgres.js';
-import { runWorkers, type QueueKind } from '../../workers/run.js';
+import { runWorkers, type QueueKind, type RunningWorkers } from '../../workers/run.js';
 import { NAMESPACE_DEFAULT } from '../../workflows/search-attributes.js';
 import { EXIT, parse, UsageError } from '../args.js';
 import { resolveTemporalAddress } from '../client.js';
@@ -21,26 +21,42 @@ export async function worker(argv: string[]): Promise<number> {
   if (concurrency !== undefined && !(Number.isInteger(concurrency) && concurrency > 0)) {
     throw new UsageError('--concurrency must be a positive integer');
   }
+  // Stop requests may arrive while we are still connecting: remember them and act once workers exist.
+  let stopping = false;
+  let running: RunningWorkers | undefined;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    if (running) void running.shutdown();
+    // A worker whose parent is gone must not linger, whatever it is blocked on.
+    setTimeout(() => process.exit(EXIT.ok), 60_000).unref();
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  // Started by `corella up` with an IPC channel: follow the parent down, whatever way it dies.
+  if (process.send) {
+    process.once('disconnect', stop);
+    if (!process.connected) stop();
+  }
+
   const home = corellaHome();
   const db = await resolveDatabase({ dataDir: join(home, 'pg') });
   const ctx = await createActivityContext({ databaseUrl: db.url, home });
   try {
+    if (stopping) return EXIT.ok;
     const { address } = await resolveTemporalAddress(home);
     const namespace = process.env.TEMPORAL_NAMESPACE ?? NAMESPACE_DEFAULT;
-    const running = await runWorkers({
+    running = await runWorkers({
       queues: queues as QueueKind[],
       target: { address, namespace },
       activities: createActivities(ctx),
       gpuConcurrency: concurrency,
     });
-    out.info(
-      `worker ${queues.join('+')} running against ${address} (namespace ${namespace}); Ctrl-C stops it`,
-    );
-    const stop = (): void => void running.shutdown();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-    // Started by `corella up`: follow the parent down, whatever way it dies.
-    if (process.send) process.once('disconnect', stop);
+    if (stopping) await running.shutdown();
+    else
+      out.info(
+        `worker ${queues.join('+')} running against ${address} (namespace ${namespace}); Ctrl-C stops it`,
+      );
     await running.done;
     return EXIT.ok;
   } finally {
