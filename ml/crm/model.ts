@@ -18,7 +18,7 @@ const BN_MOMENTUM = 0.99;
 
 interface CrossLayer {
   w?: Variable;
-  b: Variable;
+  b?: Variable;
   /** DCN-Mix experts: x_l·V_i → tanh → ·C_i → tanh → ·U_i + b_i */
   experts?: { v: Variable; c: Variable; u: Variable; b: Variable }[];
   gate?: Variable;
@@ -95,7 +95,6 @@ export class CrmNet implements CrmModel {
         this.cross.push({
           experts: ex,
           gate: glorot(`cross_${l}/gate`, W0, experts),
-          b: zeros(`cross_${l}/b`, W0),
         });
       } else {
         this.cross.push({ w: glorot(`cross_${l}/w`, W0, W0), b: zeros(`cross_${l}/b`, W0) });
@@ -183,7 +182,7 @@ export class CrmNet implements CrmModel {
     const real = tf.notEqual(ids, 0);
     const inRange = tf.logicalAnd(tf.greater(ids, 0), tf.less(ids, vocab));
     const rows = tf.reshape(
-      tf.add(tf.where(inRange, ids, tf.zerosLike(ids)), this.seqOffsets[s]),
+      tf.add(tf.where(inRange, ids, tf.zerosLike(ids)), tf.scalar(this.seqOffsets[s], 'int32')),
       [-1],
     ) as Tensor1D;
     const mask = tf.cast(real, 'float32');
@@ -250,16 +249,8 @@ export class CrmNet implements CrmModel {
         mean = layer.movingMean!;
         variance = layer.movingVar!;
       }
-      out = tf.relu(
-        tf.batchNorm2d(
-          z,
-          mean as Tensor1D,
-          variance as Tensor1D,
-          layer.beta as Tensor1D,
-          layer.gamma as Tensor1D,
-          BN_EPS,
-        ),
-      );
+      const normed = tf.mul(tf.sub(z, mean), tf.rsqrt(tf.add(variance, BN_EPS)));
+      out = tf.relu(tf.add(tf.mul(normed, layer.gamma), layer.beta!)) as Tensor2D;
     } else {
       out = dense(h, layer.w, layer.b, 'relu');
     }

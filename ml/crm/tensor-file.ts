@@ -63,8 +63,10 @@ export function decodeTensorFile(
   const dataStart = Math.ceil((8 + jsonLen) / 4) * 4;
   const count = (buf.length - dataStart) / 4;
   if (!Number.isInteger(count) || count < 0) fail('payload is not a whole number of float32 values');
-  // Copy so the floats are aligned whatever the Buffer's offset in its pool.
-  const floats = new Float32Array(buf.slice(dataStart).buffer, 0, count);
+  // Copy into a fresh buffer: the input may be a view into a larger (pooled) ArrayBuffer at any offset.
+  const bytes = new Uint8Array(count * 4);
+  bytes.set(buf.subarray(dataStart));
+  const floats = new Float32Array(bytes.buffer);
   const entries = header.tensors;
   if (!Array.isArray(entries)) fail('header has no tensor list');
   const tensors = new Map<string, TensorEntry>();

@@ -25,8 +25,8 @@ export interface SyntheticOptions {
  * Fields: user_id, item_id, user_group, item_genre (categorical), history (sequence sharing item_id).
  */
 export function syntheticDataset(opts: SyntheticOptions = {}): CtrDataset {
-  const users = opts.users ?? 60;
-  const items = opts.items ?? 80;
+  const users = opts.users ?? 40;
+  const items = opts.items ?? 50;
   const rows = opts.rows ?? 3000;
   const L = opts.maxLen ?? 6;
   const nDense = opts.dense ?? 0;
