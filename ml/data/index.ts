@@ -17,3 +17,5 @@ export { featureMapId, verifyFeatureMap } from './feature-map.js';
 export { generateSyntheticMovielens } from './synthetic.js';
 export type { SyntheticOptions, SyntheticMovielens } from './synthetic.js';
 export { GENRE_WORDS } from './synthetic-words.js';
+export { fetchMovielens1m, resolveMovielens1m, MOVIELENS_1M_ZIP } from './download.js';
+export type { DownloadOptions } from './download.js';
