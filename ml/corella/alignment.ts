@@ -64,6 +64,26 @@ export function defaultPairs(crm: LayerShape[], llm: LayerShape[]): AlignPair[] 
   });
 }
 
+/** BAD_CONFIG naming the offending pair when a pair names a layer one of the networks does not expose. */
+export function validatePairs(pairs: AlignPair[], crmShapes: LayerShape[], llmShapes: LayerShape[]): void {
+  const crm = new Set(crmShapes.map((l) => l.name));
+  const llm = new Set(llmShapes.map((l) => l.name));
+  pairs.forEach((p, i) => {
+    if (!crm.has(p.crm)) {
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `alignment.pairs[${i}].crm: the CRM has no layer ${JSON.stringify(p.crm)} (it has ${[...crm].join(', ') || 'none'})`,
+      );
+    }
+    if (!llm.has(p.llm)) {
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `alignment.pairs[${i}].llm: the adapter has no layer ${JSON.stringify(p.llm)} (it has ${[...llm].join(', ') || 'none'})`,
+      );
+    }
+  });
+}
+
 /** The loss on already-projected activations: mean over pairs of mean-over-batch squared L2 distance. */
 export function alignmentLoss(projected: { crm: tf.Tensor2D; llm: tf.Tensor2D }[]): tf.Scalar {
   return pairwiseSquaredDistance(projected);
@@ -106,22 +126,9 @@ export class AlignmentProjections {
         `alignment.sharedDim must be a positive integer, got ${config.sharedDim}`,
       );
     }
+    validatePairs(config.pairs, crmShapes, llmShapes);
     const crmWidths = Object.fromEntries(crmShapes.map((l) => [l.name, l.width]));
     const llmWidths = Object.fromEntries(llmShapes.map((l) => [l.name, l.width]));
-    config.pairs.forEach((p, i) => {
-      if (!(p.crm in crmWidths)) {
-        throw new CorellaError(
-          'BAD_CONFIG',
-          `alignment.pairs[${i}].crm: the CRM has no layer ${JSON.stringify(p.crm)} (it has ${Object.keys(crmWidths).join(', ') || 'none'})`,
-        );
-      }
-      if (!(p.llm in llmWidths)) {
-        throw new CorellaError(
-          'BAD_CONFIG',
-          `alignment.pairs[${i}].llm: the adapter has no layer ${JSON.stringify(p.llm)} (it has ${Object.keys(llmWidths).join(', ') || 'none'})`,
-        );
-      }
-    });
     const rng = makeRng(config.seed);
     return new AlignmentProjections(config, crmWidths, llmWidths, (_name, shape) =>
       shape.length === 2

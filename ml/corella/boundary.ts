@@ -4,7 +4,7 @@
  */
 export interface BoundaryShift {
   n: number;
-  /** Fraction of samples where both predict the same side of 0.5. */
+  /** Fraction of samples where both make the same decision (p ≥ 0.5 ⇒ click). */
   agreement: number;
   /** Pearson correlation of the two logits. */
   logitCorrelation: number;
@@ -56,7 +56,7 @@ export function boundaryShift(
   const la = new Float64Array(n);
   const lb = new Float64Array(n);
   for (let i = 0; i < n; i++) {
-    if (pCrm[i] > 0.5 === pLlm[i] > 0.5) agree++;
+    if (pCrm[i] >= 0.5 === pLlm[i] >= 0.5) agree++;
     diff += Math.abs(pCrm[i] - pLlm[i]);
     la[i] = logit(pCrm[i]);
     lb[i] = logit(pLlm[i]);

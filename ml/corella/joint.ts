@@ -14,8 +14,8 @@ import type { CtrDataset, EncodedSplit } from '../data/types.js';
 import { CorellaError } from '../errors.js';
 import type { LlmFeatures, LlmFeatureSource } from '../llm/types.js';
 import { throwIfAborted, yieldToEventLoop, type LongRunOptions } from '../progress.js';
-import { LlmAdapter } from './adapter.js';
-import { AlignmentProjections, defaultPairs, type AlignPair } from './alignment.js';
+import { LlmAdapter, validateAdapterConfig } from './adapter.js';
+import { AlignmentProjections, defaultPairs, validatePairs, type AlignPair } from './alignment.js';
 import { boundaryShift, type BoundaryShift } from './boundary.js';
 import { fetchFeatures } from './features.js';
 import { makeRng, permutation } from './random.js';
@@ -255,6 +255,17 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
   const valid = dataset.splits.valid;
   const n2 = cfg.stage2.enabled ? cfg.stage2.samples : 0;
   const n3 = cfg.stage3.enabled ? cfg.stage3.samples : 0;
+  // Pairs are checked before any work so a bad config costs nothing and writes nothing.
+  const adapterShapes = cfg.adapter.layers.map((w, i) => ({ name: `adapter_${i}`, width: w }));
+  const pairs = cfg.alignment.pairs ?? defaultPairs(crm.activationShapes, adapterShapes);
+  validatePairs(pairs, crm.activationShapes, adapterShapes);
+  validateAdapterConfig({ hiddenDim: 1, layers: cfg.adapter.layers, seed: cfg.seed }, 'joint config adapter');
+  if (n2 + n3 > train.size) {
+    throw new CorellaError(
+      'BAD_CONFIG',
+      `joint config: stage2.samples (${n2}) + stage3.samples (${n3}) exceed the ${train.size} training samples; the subsets must be disjoint`,
+    );
+  }
   const configHash = sha256Hex(
     JSON.stringify({ cfg: { ...cfg, resume: undefined }, dataset: dataset.manifest.versionId }),
   );
@@ -305,13 +316,11 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
       .slice(0, nv)
       .sort();
   }
-  const subsetsRef = await store.put(
-    JSON.stringify({
-      stage2: int32ToB64(stage2Rows),
-      stage3: int32ToB64(stage3Rows),
-      valid: int32ToB64(validRows),
-    }),
-  );
+  const subsetsJson = JSON.stringify({
+    stage2: int32ToB64(stage2Rows),
+    stage3: int32ToB64(stage3Rows),
+    valid: int32ToB64(validRows),
+  });
 
   const meanEntropy = async (rows: Int32Array) => {
     if (rows.length === 0) return NaN;
@@ -346,12 +355,6 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
 
   let adapter: LlmAdapter;
   let proj: AlignmentProjections;
-  const pairs =
-    cfg.alignment.pairs ??
-    defaultPairs(
-      crm.activationShapes,
-      cfg.adapter.layers.map((w, i) => ({ name: `adapter_${i}`, width: w })),
-    );
   if (ckpt) {
     adapter = LlmAdapter.deserialize(await store.get(ckpt.adapter));
     proj = AlignmentProjections.deserialize(await store.get(ckpt.projections));
@@ -371,7 +374,8 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
   let before = ckpt?.before;
   let lastCheckpoint: string | undefined;
   const checkpoint = async (phase: Checkpoint['phase'], epochsDone: number) => {
-    const [a, p, c] = await Promise.all([
+    const [sub, a, p, c] = await Promise.all([
+      store.put(subsetsJson),
       store.put(adapter.serialize()),
       store.put(proj.serialize()),
       store.put(JSON.stringify(snapshotVariables(crm.trainableVariables()))),
@@ -381,7 +385,7 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
       configHash,
       phase,
       epochsDone,
-      subsets: subsetsRef.sha256,
+      subsets: sub.sha256,
       adapter: a.sha256,
       projections: p.sha256,
       crm: c.sha256,
