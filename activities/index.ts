@@ -2,6 +2,7 @@ import { bookkeepingActivities } from './bookkeeping.js';
 import type { ActivityContext } from './context.js';
 import { stageNotImplemented, withTypedFailures } from './failures.js';
 import { ingestActivities } from './ingest.js';
+import { registryActivities } from './registry.js';
 import type { CorellaActivities } from './types.js';
 
 /**
@@ -18,7 +19,7 @@ export function createActivities(ctx: ActivityContext): CorellaActivities {
     trainJoint: pending('trainJoint', 'issue 6: CoReLLa joint training'),
     evaluateAlignment: pending('evaluateAlignment', 'issue 6: alignment evaluation'),
     calibrateThreshold: pending('calibrateThreshold', 'issue 6: threshold calibration'),
-    registerModelVersion: pending('registerModelVersion', 'issue 7: model registry'),
+    ...registryActivities(ctx),
     recalibrate: pending('recalibrate', 'issue 7: recalibration'),
   });
 }

@@ -109,6 +109,8 @@ export interface RegisterInput {
   threshold: number | null;
   metrics: Metrics;
   promotion?: { metric?: string; margin?: number };
+  /** Local path of the LLM file, recorded as an artifact next to its sha256. */
+  llmModelPath?: string;
 }
 
 export interface RegisterResult {

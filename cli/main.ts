@@ -65,10 +65,34 @@ export function reportError(e: unknown, json: boolean): number {
     code =
       e.code === 'SERVICE_UNAVAILABLE' || e.code === 'DATA_NOT_AVAILABLE' ? EXIT.unavailable : EXIT.badInput;
   }
-  const message = e instanceof Error ? e.message : String(e);
+  const message = describeError(e);
+  if (code === EXIT.internal && isConnectionRefused(e)) {
+    code = EXIT.unavailable;
+    kind = 'SERVICE_UNAVAILABLE';
+  }
   if (json) process.stdout.write(`${JSON.stringify({ error: { kind, message } })}\n`);
   process.stderr.write(`corella: ${kind === 'INTERNAL' ? '' : `${kind}: `}${message}\n`);
   if (code === EXIT.internal && e instanceof Error && e.stack && process.env.CORELLA_DEBUG)
     process.stderr.write(`${e.stack}\n`);
   return code;
+}
+
+/** The message and its causes: drizzle wraps driver errors in "Failed query: …", hiding the real reason. */
+function describeError(e: unknown): string {
+  const parts: string[] = [];
+  let cur: unknown = e;
+  for (let depth = 0; cur !== undefined && cur !== null && depth < 4; depth++) {
+    const msg = cur instanceof Error ? cur.message : String(cur);
+    if (msg && !parts.some((p) => p.includes(msg))) parts.push(msg);
+    cur = cur instanceof Error ? cur.cause : undefined;
+  }
+  return parts.join(': caused by: ');
+}
+
+function isConnectionRefused(e: unknown): boolean {
+  for (let cur: unknown = e; cur instanceof Error; cur = cur.cause) {
+    const code = (cur as NodeJS.ErrnoException).code;
+    if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'ETIMEDOUT') return true;
+  }
+  return false;
 }

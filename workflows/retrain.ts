@@ -164,6 +164,7 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
       threshold: calibration.threshold,
       metrics: { ...progress.metrics },
       promotion: config.promotion,
+      llmModelPath: typeof config.llm?.model === 'string' ? config.llm.model : undefined,
     });
     progress.modelVersionId = reg.modelVersionId;
     progress.alias = reg.alias;

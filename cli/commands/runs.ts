@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { resolveDatabase } from '../../db/embedded-postgres.js';
 import { openDatabase } from '../../db/connection.js';
+import { migrateDatabase } from '../../db/migrate.js';
 import { RunRepository } from '../../db/repositories/runs.js';
 import { CorellaError } from '../../ml/errors.js';
 import type { RetrainProgress } from '../../activities/types.js';
@@ -16,6 +17,8 @@ export async function withDatabase<T>(
   const resolved = await resolveDatabase({ dataDir: join(corellaHome(), 'pg') });
   const handle = openDatabase(resolved.url);
   try {
+    // Migrations are applied at every start: a command may be the first thing run against a new database.
+    await migrateDatabase(handle.db);
     return await fn(handle.db);
   } finally {
     await handle.close();

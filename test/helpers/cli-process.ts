@@ -15,9 +15,10 @@ export interface CliProcess {
 
 /** Environment for a CLI child: its own CORELLA_HOME, and the repository's Temporal CLI (no install). */
 export function cliEnv(home: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, CORELLA_HOME: home, ...extra };
+  const env: NodeJS.ProcessEnv = { ...process.env, CORELLA_HOME: home };
   delete env.DATABASE_URL;
   delete env.TEMPORAL_ADDRESS;
+  Object.assign(env, extra);
   const temporal = join(repoRoot, '.corella', 'bin', 'temporal');
   if (!env.TEMPORAL_CLI_PATH && existsSync(temporal)) env.TEMPORAL_CLI_PATH = temporal;
   return env;
