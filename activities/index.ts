@@ -3,6 +3,7 @@ import type { ActivityContext } from './context.js';
 import { stageNotImplemented, withTypedFailures } from './failures.js';
 import { ingestActivities } from './ingest.js';
 import { registryActivities } from './registry.js';
+import { trainCrmActivities } from './train-crm.js';
 import type { CorellaActivities } from './types.js';
 
 /**
@@ -14,7 +15,7 @@ export function createActivities(ctx: ActivityContext): CorellaActivities {
   return withTypedFailures<CorellaActivities>({
     ...bookkeepingActivities(ctx),
     ...ingestActivities(ctx),
-    trainCrm: pending('trainCrm', 'issue 4: DCNv2 CRM'),
+    ...trainCrmActivities(ctx),
     extractLlmFeatures: pending('extractLlmFeatures', 'issue 5: LLM branch'),
     trainJoint: pending('trainJoint', 'issue 6: CoReLLa joint training'),
     evaluateAlignment: pending('evaluateAlignment', 'issue 6: alignment evaluation'),

@@ -1,8 +1,13 @@
-import { access } from 'node:fs/promises';
-import { join } from 'node:path';
+import { access, mkdir, rename, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { DatasetRepository, datasetVersionFromManifest } from '../db/repositories/datasets.js';
 import { RunRepository } from '../db/repositories/runs.js';
-import { ingestDataset, type IngestOptions } from '../ml/data/index.js';
+import {
+  generateSyntheticMovielens,
+  ingestDataset,
+  type IngestOptions,
+  type SyntheticOptions,
+} from '../ml/data/index.js';
 import { CorellaError } from '../ml/errors.js';
 import type { ActivityContext } from './context.js';
 import { activityRunOptions } from './heartbeat.js';
@@ -20,13 +25,17 @@ async function exists(p: string): Promise<boolean> {
 /** The synthetic dataset is generated where it is ingested, so any worker can produce the same bytes. */
 async function ensureSyntheticFiles(dir: string, params: Record<string, unknown>): Promise<void> {
   if (await exists(join(dir, 'ratings.dat'))) return;
-  const data = (await import('../ml/data/index.js')) as Record<string, unknown>;
-  const generate = data.generateSyntheticMovielens as
-    ((d: string, o?: Record<string, unknown>) => Promise<unknown>) | undefined;
-  if (!generate) {
-    throw new CorellaError('STAGE_NOT_IMPLEMENTED', 'the synthetic-movielens generator is not available yet');
+  // Generated beside the target and renamed into place, so a crash or a concurrent attempt never leaves
+  // a half-written dataset that a later ingestion would take for complete.
+  const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
+  await generateSyntheticMovielens(tmp, (params.synthetic ?? {}) as SyntheticOptions);
+  await mkdir(dirname(dir), { recursive: true });
+  try {
+    await rename(tmp, dir);
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true });
+    if (!(await exists(join(dir, 'ratings.dat')))) throw e;
   }
-  await generate(dir, (params.synthetic ?? {}) as Record<string, unknown>);
 }
 
 export function ingestActivities(ctx: ActivityContext): Pick<CorellaActivities, 'ingestDataset'> {
