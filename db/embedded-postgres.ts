@@ -39,6 +39,7 @@ const SUPERUSER = 'postgres';
 const META_FILE = 'corella-embedded.json';
 const OWNER_FILE = 'corella-owner.json';
 const LOG_FILE = 'corella-postgres.log';
+const MAX_LOG_BYTES = 16 * 1024 * 1024;
 
 export interface EmbeddedPostgresOptions {
   /** PGDATA; default `.corella/pg` relative to the working directory. */
@@ -332,7 +333,8 @@ async function acquireStartLock(dataDir: string, timeoutMs: number): Promise<() 
     }
     const holder = await readJson<ProcessMark>(lockPath);
     if (holder === undefined || !(await markAlive(holder)) || holder.pid === process.pid) {
-      // Stale (dead holder) or half-written: remove only if still the same content, then retry.
+      // Stale (dead holder, or left by this very process, which `serialised` rules out as a live holder)
+      // or half-written: remove only if still the same content, then retry.
       const again = await readJson<ProcessMark>(lockPath);
       if (JSON.stringify(again) === JSON.stringify(holder)) await rm(lockPath, { force: true });
       if (holder === undefined) await sleep(50);
@@ -345,6 +347,20 @@ async function acquireStartLock(dataDir: string, timeoutMs: number): Promise<() 
       );
     }
     await sleep(100);
+  }
+}
+
+// The file lock below tells processes apart; this chain orders starters inside one process.
+const inProcess = new Map<string, Promise<unknown>>();
+
+async function serialised<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  const previous = inProcess.get(key) ?? Promise.resolve();
+  const next = previous.catch(() => undefined).then(fn);
+  inProcess.set(key, next);
+  try {
+    return await next;
+  } finally {
+    if (inProcess.get(key) === next) inProcess.delete(key);
   }
 }
 
@@ -452,7 +468,12 @@ export class EmbeddedPostgresServer {
     };
   }
 
-  async start(): Promise<EmbeddedPostgres> {
+  /** Start, reuse or adopt the server of this data dir. Concurrent calls in one process are serialised. */
+  start(): Promise<EmbeddedPostgres> {
+    return serialised(this.dataDir, () => this.startLocked());
+  }
+
+  private async startLocked(): Promise<EmbeddedPostgres> {
     const bins = await resolvePostgresBinaries();
     const who = await resolveIdentity(this.opts.systemUser);
     await mkdir(dirname(this.dataDir), { recursive: true });
@@ -640,6 +661,12 @@ export class EmbeddedPostgresServer {
 
   private async startServer(bins: Binaries, who: Identity, meta: Meta): Promise<number> {
     const logPath = join(this.dataDir, LOG_FILE);
+    // pg_ctl appends forever; keep one previous generation so a long-lived data dir does not fill the disk.
+    const logSize = await stat(logPath).then(
+      (s) => s.size,
+      () => 0,
+    );
+    if (logSize > MAX_LOG_BYTES) await rename(logPath, `${logPath}.1`);
     let lastError = '';
     // Another process may grab the port between our check and postgres' bind: retry with a fresh port.
     for (let attempt = 0; attempt < 3; attempt++) {

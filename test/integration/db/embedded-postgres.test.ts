@@ -156,6 +156,23 @@ describe('embedded Postgres', () => {
     expect(await postmasterPid(dataDir)).toBeUndefined();
   });
 
+  it('two processes starting the same fresh data dir at once share one server', async () => {
+    const dataDir = join(root, 'concurrent');
+    const [a, b] = await Promise.all([spawnStarter(dataDir, 'a'), spawnStarter(dataDir, 'b')]);
+    expect(a.info.port).toBe(b.info.port);
+    // Exactly one of them started (and owns) it; the other reused it.
+    expect([a.info.owned, b.info.owned].sort()).toEqual([false, true]);
+    const reader = await started(dataDir);
+    expect(
+      (await query<{ note: string }>(reader.url, 'SELECT note FROM marks ORDER BY note')).map((r) => r.note),
+    ).toEqual(['a', 'b']);
+    const owner = a.info.owned ? a.child : b.child;
+    const exited = new Promise((r) => owner.once('exit', r));
+    owner.kill('SIGTERM');
+    await exited;
+    expect(await postmasterPid(dataDir)).toBeUndefined();
+  });
+
   it('a starter stopped by SIGTERM shuts the server down cleanly', async () => {
     const dataDir = join(root, 'sigkill'); // the previous test's cluster
     const { child } = await spawnStarter(dataDir, 'x');
