@@ -222,6 +222,14 @@ export function buildCtrDataset(raw: RawDataset, p: BuildParams, source: { dir: 
   let userCount = 0;
   for (let u = 0; u < nUsers; u++) if (userOff[u + 1] > userOff[u]) userRowOf[u] = userCount++;
 
+  // Per-interaction label and the value shown in histories (rating, or label for label-only data).
+  const label = new Float32Array(n);
+  const histValue = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    label[i] = labelOf(inter, p.labelRule, i);
+    histValue[i] = raw.hasRating ? inter.rating[i] : label[i];
+  }
+  const seqWidths = itemSeqs.map((a) => (a.field.kind === 'sequence' ? a.field.maxLen : 1));
   const encodeSplit = (name: SplitName, rows: number[]): EncodedSplit => {
     const size = rows.length;
     const C = categorical.length;
@@ -240,34 +248,47 @@ export function buildCtrDataset(raw: RawDataset, p: BuildParams, source: { dir: 
       historyRatings: new Float32Array(size * K).fill(NaN),
       historyLen: K,
     };
+    // Locals instead of property chains: this loop runs size × historyLen times.
     const hist = split.sequences[0];
+    const { labels, sampleIds, timestamps, userRows, targetItemRows, categorical: cat } = split;
+    const { historyItemRows, historyRatings } = split;
+    const iUser = inter.user;
+    const iItem = inter.item;
+    const iTime = inter.timestamp;
+    const userIdIds = userId.ids!;
+    const itemIdIds = itemId.ids!;
+    const userAttrIds = userCats.slice(1).map((x) => x.ids!);
+    const itemAttrIds = itemCats.slice(1).map((x) => x.ids!);
     for (let r = 0; r < size; r++) {
       const i = rows[r];
-      const u = inter.user[i];
-      const it = inter.item[i];
-      split.labels[r] = labelOf(inter, p.labelRule, i);
-      split.sampleIds[r] = sampleIdOf[i];
-      split.timestamps[r] = inter.timestamp[i];
-      split.userRows[r] = userRowOf[u];
-      split.targetItemRows[r] = it;
+      const u = iUser[i];
+      const it = iItem[i];
+      labels[r] = label[i];
+      sampleIds[r] = sampleIdOf[i];
+      timestamps[r] = iTime[i];
+      userRows[r] = userRowOf[u];
+      targetItemRows[r] = it;
       let c = r * C;
-      split.categorical[c++] = userId.ids![u];
-      split.categorical[c++] = itemId.ids![it];
-      for (let a = 1; a < userCats.length; a++) split.categorical[c++] = userCats[a].ids![u];
-      for (let a = 1; a < itemCats.length; a++) split.categorical[c++] = itemCats[a].ids![it];
+      cat[c++] = userIdIds[u];
+      cat[c++] = itemIdIds[it];
+      for (let a = 0; a < userAttrIds.length; a++) cat[c++] = userAttrIds[a][u];
+      for (let a = 0; a < itemAttrIds.length; a++) cat[c++] = itemAttrIds[a][it];
       const base = userOff[u];
-      const h0 = Math.max(0, pos[i] - K);
-      for (let j = h0; j < pos[i]; j++) {
+      const p1 = pos[i];
+      const h0 = p1 > K ? p1 - K : 0;
+      let at = r * K;
+      for (let j = h0; j < p1; j++, at++) {
         const hi = userSeq[base + j];
-        const at = r * K + (j - h0);
-        split.historyItemRows[at] = inter.item[hi];
-        split.historyRatings[at] = raw.hasRating ? inter.rating[hi] : labelOf(inter, p.labelRule, hi);
-        hist[at] = itemId.ids![inter.item[hi]];
+        const hItem = iItem[hi];
+        historyItemRows[at] = hItem;
+        historyRatings[at] = histValue[hi];
+        hist[at] = itemIdIds[hItem];
       }
       for (let s = 0; s < itemSeqs.length; s++) {
-        const f = itemSeqs[s].field;
-        const w = f.kind === 'sequence' ? f.maxLen : 1;
-        split.sequences[s + 1].set(itemSeqs[s].seq!.subarray(it * w, (it + 1) * w), r * w);
+        const w = seqWidths[s];
+        const src = itemSeqs[s].seq!;
+        const dst = split.sequences[s + 1];
+        for (let j = 0; j < w; j++) dst[r * w + j] = src[it * w + j];
       }
     }
     return split;

@@ -35,7 +35,7 @@ export interface IngestOptions {
 
 export const DEFAULT_HISTORY_LEN = 30;
 /** Bumped whenever the encoding of samples changes, so old and new encodings never share a version id. */
-export const INGEST_FORMAT = 'corella-ingest/1';
+export const INGEST_FORMAT = 'corella-ingest/2';
 export const DEFAULT_MIN_HISTORY = 5;
 
 export function defaultLabelRule(source: DatasetSource): LabelRule {

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { DatasetError } from '../errors.js';
 import type { BadLineSink } from './bad-lines.js';
-import { excerptOf, forEachLine, isBlank, parseNumber, splitFields } from './byte-lines.js';
+import { excerptOf, isBlank, parseNumber, splitFields } from './byte-lines.js';
 import { assertNoNul, isValidUtf8, readInputFile, type LoadedFile } from './input-files.js';
 import { growF32, growF64, growI32, type RawDataset } from './raw.js';
 import type { DatasetSource } from './types.js';
@@ -181,6 +181,27 @@ function parseUsers(f: LoadedFile, sink: BadLineSink) {
   return { ids, gender, age, occupation, zip, index };
 }
 
+/** Ids below this use a dense lookup table instead of a Map (the MovieLens ids are small integers). */
+const DENSE_ID_LIMIT = 1 << 22;
+
+function denseIndex(index: Map<number, number>): Int32Array | undefined {
+  let max = 0;
+  for (const k of index.keys()) max = Math.max(max, k);
+  if (max >= DENSE_ID_LIMIT) return undefined;
+  const out = new Int32Array(max + 1).fill(-1);
+  for (const [k, v] of index) out[k] = v;
+  return out;
+}
+
+function lookup(dense: Int32Array | undefined, index: Map<number, number>, id: number): number {
+  if (dense) return id < dense.length ? dense[id] : -1;
+  return index.get(id) ?? -1;
+}
+
+/**
+ * The hot loop of MovieLens ingestion: no closures or strings per line (esbuild/tsx wraps every
+ * function expression, which made per-line closures the main cost), ids resolved through dense tables.
+ */
 function parseRatings(
   f: LoadedFile,
   movieIndex: Map<number, number>,
@@ -195,64 +216,99 @@ function parseRatings(
   const times = growF64();
   const bounds = new Int32Array(8);
   const nItems = Math.max(1, movieIndex.size);
-  const seen = new Set<number>();
+  const denseMovies = denseIndex(movieIndex);
+  const denseUsers = denseIndex(userIndex);
+  // Duplicate (user, movie) detection: a bitmap when small enough, else a Set.
+  const pairs = userIndex.size * nItems;
+  const bitmap = pairs <= 1 << 28 ? new Uint8Array((pairs >> 3) + 1) : undefined;
+  const seen = bitmap ? undefined : new Set<number>();
+  const where = (lineNo: number, start: number, end: number, field?: string) => ({
+    file: f.path,
+    line: lineNo,
+    field,
+    excerpt: excerptOf(buf, start, end),
+  });
 
-  forEachLine(buf, (start, end, lineNo) => {
-    if (isBlank(buf, start, end)) return;
-    const nf = splitFields(buf, start, end, 58, 58, bounds);
-    const where = () => ({ file: f.path, line: lineNo, excerpt: excerptOf(buf, start, end) });
+  const n = buf.length;
+  let start = 0;
+  let lineNo = 0;
+  while (start < n) {
+    let nl = buf.indexOf(10, start);
+    if (nl < 0) nl = n;
+    let end = nl;
+    if (end > start && buf[end - 1] === 13) end--;
+    lineNo++;
+    const lineStart = start;
+    start = nl + 1;
+    if (isBlank(buf, lineStart, end)) continue;
+    const nf = splitFields(buf, lineStart, end, 58, 58, bounds);
     if (nf !== 4) {
-      sink.bad('field_count', `expected 4 fields UserID::MovieID::Rating::Timestamp, found ${nf}`, where());
-      return;
+      sink.bad(
+        'field_count',
+        `expected 4 fields UserID::MovieID::Rating::Timestamp, found ${nf}`,
+        where(lineNo, lineStart, end),
+      );
+      continue;
     }
     const uid = parseNumber(buf, bounds[0], bounds[1]);
     if (!Number.isInteger(uid) || uid < 0) {
-      sink.bad('bad_id', 'UserID is not a non-negative integer', { ...where(), field: 'UserID' });
-      return;
+      sink.bad('bad_id', 'UserID is not a non-negative integer', where(lineNo, lineStart, end, 'UserID'));
+      continue;
     }
     const mid = parseNumber(buf, bounds[2], bounds[3]);
     if (!Number.isInteger(mid) || mid < 0) {
-      sink.bad('bad_id', 'MovieID is not a non-negative integer', { ...where(), field: 'MovieID' });
-      return;
+      sink.bad('bad_id', 'MovieID is not a non-negative integer', where(lineNo, lineStart, end, 'MovieID'));
+      continue;
     }
     const rating = parseNumber(buf, bounds[4], bounds[5]);
     if (Number.isNaN(rating)) {
-      sink.bad('bad_rating', 'Rating is not a number', { ...where(), field: 'Rating' });
-      return;
+      sink.bad('bad_rating', 'Rating is not a number', where(lineNo, lineStart, end, 'Rating'));
+      continue;
     }
     if (rating < 1 || rating > 5) {
-      sink.bad('bad_rating', `Rating ${rating} is outside 1..5`, { ...where(), field: 'Rating' });
-      return;
+      sink.bad('bad_rating', `Rating ${rating} is outside 1..5`, where(lineNo, lineStart, end, 'Rating'));
+      continue;
     }
     const ts = parseNumber(buf, bounds[6], bounds[7]);
     if (!Number.isFinite(ts) || ts < 0) {
-      sink.bad('bad_timestamp', 'Timestamp is not a non-negative number', { ...where(), field: 'Timestamp' });
-      return;
+      sink.bad(
+        'bad_timestamp',
+        'Timestamp is not a non-negative number',
+        where(lineNo, lineStart, end, 'Timestamp'),
+      );
+      continue;
     }
-    const u = userIndex.get(uid);
-    if (u === undefined) {
-      sink.bad('unknown_user', `UserID ${uid} is not in users.dat`, { ...where(), field: 'UserID' });
-      return;
+    const u = lookup(denseUsers, userIndex, uid);
+    if (u < 0) {
+      sink.bad('unknown_user', `UserID ${uid} is not in users.dat`, where(lineNo, lineStart, end, 'UserID'));
+      continue;
     }
-    const it = movieIndex.get(mid);
-    if (it === undefined) {
-      sink.bad('unknown_item', `MovieID ${mid} is not in movies.dat`, { ...where(), field: 'MovieID' });
-      return;
+    const it = lookup(denseMovies, movieIndex, mid);
+    if (it < 0) {
+      sink.bad(
+        'unknown_item',
+        `MovieID ${mid} is not in movies.dat`,
+        where(lineNo, lineStart, end, 'MovieID'),
+      );
+      continue;
     }
     const key = u * nItems + it;
-    if (seen.has(key)) {
-      sink.bad('duplicate_id', `duplicate rating of MovieID ${mid} by UserID ${uid}`, {
-        ...where(),
-        field: 'MovieID',
-      });
-      return;
+    const dup = bitmap ? (bitmap[key >> 3] >> (key & 7)) & 1 : seen!.has(key) ? 1 : 0;
+    if (dup) {
+      sink.bad(
+        'duplicate_id',
+        `duplicate rating of MovieID ${mid} by UserID ${uid}`,
+        where(lineNo, lineStart, end, 'MovieID'),
+      );
+      continue;
     }
-    seen.add(key);
+    if (bitmap) bitmap[key >> 3] |= 1 << (key & 7);
+    else seen!.add(key);
     users.push(u);
     items.push(it);
     ratings.push(rating);
     times.push(ts);
-  });
+  }
   if (users.length === 0)
     throw new DatasetError('no usable ratings in file', { file: f.path, reason: 'empty_file' });
   return {

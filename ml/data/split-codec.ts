@@ -1,3 +1,4 @@
+import { endianness } from 'node:os';
 import { CorellaError } from '../errors.js';
 import type { EncodedSplit, SplitName } from './types.js';
 import { SPLITS } from './types.js';
@@ -8,25 +9,33 @@ import { SPLITS } from './types.js';
  *   bytes 0..7    magic "CORSPLT1"
  *   bytes 8..11   uint32 header length H
  *   bytes 12..    H bytes of UTF-8 JSON header:
- *                 { format: 1, name, size, historyLen, featureMapId,
- *                   columns: [{ name, dtype, offset, length }] }   (offset in bytes from file start,
- *                                                                    length in elements)
- *   then every column as raw typed-array bytes, each starting at an 8-byte aligned offset (zero padding),
- *   in the order labels, sampleIds, timestamps, userRows, categorical, sequence.0..k, dense,
- *   targetItemRows, historyItemRows, historyRatings.
+ *                 { format: 2, name, size, historyLen, featureMapId,
+ *                   columns: [{ name, type, stored, offset, length }] }
+ *                 type   = the in-memory type of the EncodedSplit column (f32, f64, i32, u32);
+ *                 stored = how it is stored (one of those, or i8 / i16 for small integers, or i8nan:
+ *                          int8 where -128 stands for NaN, for float columns holding only small
+ *                          integers and NaN such as labels and ratings);
+ *                 offset in bytes from the start of the file, length in elements.
+ *   then every column's raw bytes, each starting at an 8-byte aligned offset (zero padding), in the
+ *   order labels, sampleIds, timestamps, userRows, categorical, sequence.0..k, dense, targetItemRows,
+ *   historyItemRows, historyRatings.
  *
- * The header is written with a fixed key order and columns in a fixed order, so equal splits give
- * identical bytes. Aligned offsets let a reader view columns in place when the buffer itself is aligned.
+ * The narrowest exact storage type is picked per column from its values (ids and ratings usually fit
+ * 8 or 16 bits), which roughly halves the files; decoding widens back exactly. The header has a fixed
+ * key order and columns a fixed order, so equal splits give identical bytes. Columns stored in their
+ * own type are viewed in place when the buffer is aligned.
  */
 const MAGIC = 'CORSPLT1';
-const FORMAT = 1;
+const FORMAT = 2;
 
-type DType = 'f32' | 'f64' | 'i32' | 'u32';
+type MemType = 'f32' | 'f64' | 'i32' | 'u32';
+type StoredType = MemType | 'i16' | 'i8' | 'i8nan';
 type Typed = Float32Array | Float64Array | Int32Array | Uint32Array;
 
 interface ColumnHeader {
   name: string;
-  dtype: DType;
+  type: MemType;
+  stored: StoredType;
   offset: number;
   length: number;
 }
@@ -41,12 +50,56 @@ interface SplitHeader {
 }
 
 const CTOR = { f32: Float32Array, f64: Float64Array, i32: Int32Array, u32: Uint32Array } as const;
+const BYTES: Record<StoredType, number> = { f32: 4, f64: 8, i32: 4, u32: 4, i16: 2, i8: 1, i8nan: 1 };
+const NAN_I8 = -128;
 
-function dtypeOf(a: Typed): DType {
+function assertLittleEndian(): void {
+  if (endianness() !== 'LE') {
+    throw new CorellaError(
+      'ARTIFACT_CORRUPT',
+      'split files are little-endian; big-endian hosts are not supported',
+    );
+  }
+}
+
+function typeOf(a: Typed): MemType {
   if (a instanceof Float32Array) return 'f32';
   if (a instanceof Float64Array) return 'f64';
   if (a instanceof Int32Array) return 'i32';
   return 'u32';
+}
+
+function storedTypeOf(a: Typed): StoredType {
+  if (a instanceof Int32Array) {
+    let min = 0;
+    let max = 0;
+    for (let i = 0; i < a.length; i++) {
+      const v = a[i];
+      if (v < min) min = v;
+      if (v > max) max = v;
+    }
+    if (min >= -128 && max <= 127) return 'i8';
+    if (min >= -32768 && max <= 32767) return 'i16';
+    return 'i32';
+  }
+  if (a instanceof Float32Array) {
+    for (let i = 0; i < a.length; i++) {
+      const v = a[i];
+      if (v !== v) continue; // NaN
+      if (!Number.isInteger(v) || v < -127 || v > 127 || Object.is(v, -0)) return 'f32';
+    }
+    return 'i8nan';
+  }
+  return typeOf(a);
+}
+
+function narrowBytes(a: Typed, stored: StoredType): Uint8Array {
+  if (stored === typeOf(a)) return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  if (stored === 'i16') return new Uint8Array(new Int16Array(a as Int32Array).buffer);
+  if (stored === 'i8') return new Uint8Array(new Int8Array(a as Int32Array).buffer);
+  const out = new Int8Array(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = a[i] !== a[i] ? NAN_I8 : a[i];
+  return new Uint8Array(out.buffer);
 }
 
 function columnsOf(s: EncodedSplit): [string, Typed][] {
@@ -67,17 +120,21 @@ function columnsOf(s: EncodedSplit): [string, Typed][] {
 const align8 = (n: number): number => (n + 7) & ~7;
 
 export function encodeSplit(split: EncodedSplit, featureMapId: string): Buffer {
-  const cols = columnsOf(split);
+  assertLittleEndian();
+  const cols = columnsOf(split).map(([name, a]) => {
+    const stored = storedTypeOf(a);
+    return { name, type: typeOf(a), stored, bytes: narrowBytes(a, stored), length: a.length };
+  });
   // Offsets depend on the header length, which depends on the offsets: iterate until stable.
   let headerLen = 0;
   let header: SplitHeader;
   let json: Buffer;
   for (;;) {
     let off = align8(12 + headerLen);
-    const columns = cols.map(([name, a]) => {
-      const c = { name, dtype: dtypeOf(a), offset: off, length: a.length };
-      off = align8(off + a.byteLength);
-      return c;
+    const columns = cols.map((c): ColumnHeader => {
+      const h = { name: c.name, type: c.type, stored: c.stored, offset: off, length: c.length };
+      off = align8(off + c.bytes.byteLength);
+      return h;
     });
     header = {
       format: FORMAT,
@@ -92,15 +149,11 @@ export function encodeSplit(split: EncodedSplit, featureMapId: string): Buffer {
     headerLen = json.length;
   }
   const last = header.columns[header.columns.length - 1];
-  const total = align8(last.offset + last.length * CTOR[last.dtype].BYTES_PER_ELEMENT);
-  const out = Buffer.alloc(total);
+  const out = Buffer.alloc(align8(last.offset + last.length * BYTES[last.stored]));
   out.write(MAGIC, 0, 'latin1');
   out.writeUInt32LE(json.length, 8);
   json.copy(out, 12);
-  header.columns.forEach((c, i) => {
-    const a = cols[i][1];
-    out.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), c.offset);
-  });
+  header.columns.forEach((c, i) => out.set(cols[i].bytes, c.offset));
   return out;
 }
 
@@ -121,30 +174,53 @@ export function readSplitHeader(buf: Uint8Array): SplitHeader {
   }
   if (header.format !== FORMAT) throw corrupt(`unsupported format ${String(header.format)}`);
   if (!SPLITS.includes(header.name)) throw corrupt(`unknown split name ${String(header.name)}`);
+  if (!Array.isArray(header.columns)) throw corrupt('no column list');
   return header;
 }
 
-export function decodeSplit(buf: Uint8Array): { split: EncodedSplit; featureMapId: string } {
-  const header = readSplitHeader(buf);
-  const col = (c: ColumnHeader): Typed => {
-    const Ctor = CTOR[c.dtype];
-    if (!Ctor) throw corrupt(`column ${c.name} has unknown dtype ${c.dtype}`);
-    const bytes = c.length * Ctor.BYTES_PER_ELEMENT;
-    if (c.offset < 0 || c.offset + bytes > buf.byteLength)
-      throw corrupt(`column ${c.name} runs past the end`);
-    const start = buf.byteOffset + c.offset;
+function readColumn(buf: Uint8Array, c: ColumnHeader): Typed {
+  const Ctor = CTOR[c.type];
+  const width = BYTES[c.stored];
+  if (!Ctor || !width) throw corrupt(`column ${c.name} has unknown type ${c.type}/${c.stored}`);
+  const bytes = c.length * width;
+  if (!(c.offset >= 0) || c.offset + bytes > buf.byteLength)
+    throw corrupt(`column ${c.name} runs past the end`);
+  const start = buf.byteOffset + c.offset;
+  const ab = buf.buffer as ArrayBuffer;
+  if (c.stored === c.type) {
     // View in place when aligned; otherwise copy (Node's pooled Buffers are not always 8-aligned).
-    if (start % Ctor.BYTES_PER_ELEMENT === 0) return new Ctor(buf.buffer as ArrayBuffer, start, c.length);
-    return new Ctor((buf.buffer as ArrayBuffer).slice(start, start + bytes));
-  };
+    if (start % width === 0) return new Ctor(ab, start, c.length);
+    return new Ctor(ab.slice(start, start + bytes));
+  }
+  const src =
+    c.stored === 'i16'
+      ? new Int16Array(
+          start % 2 === 0 ? ab : ab.slice(start, start + bytes),
+          start % 2 === 0 ? start : 0,
+          c.length,
+        )
+      : new Int8Array(ab, start, c.length);
+  if (c.stored === 'i8nan') {
+    if (c.type !== 'f32') throw corrupt(`column ${c.name}: i8nan storage needs type f32`);
+    const out = new Float32Array(c.length);
+    for (let i = 0; i < c.length; i++) out[i] = src[i] === NAN_I8 ? NaN : src[i];
+    return out;
+  }
+  if (c.type !== 'i32') throw corrupt(`column ${c.name}: ${c.stored} storage needs type i32`);
+  return new Int32Array(src);
+}
+
+export function decodeSplit(buf: Uint8Array): { split: EncodedSplit; featureMapId: string } {
+  assertLittleEndian();
+  const header = readSplitHeader(buf);
   const byName = new Map(header.columns.map((c) => [c.name, c]));
-  const get = <T extends Typed>(name: string, dtype: DType, length: number): T => {
+  const get = <T extends Typed>(name: string, type: MemType, length: number): T => {
     const c = byName.get(name);
     if (!c) throw corrupt(`column ${name} is missing`);
-    if (c.dtype !== dtype) throw corrupt(`column ${name} has dtype ${c.dtype}, expected ${dtype}`);
+    if (c.type !== type) throw corrupt(`column ${name} has type ${c.type}, expected ${type}`);
     if (length >= 0 && c.length !== length)
       throw corrupt(`column ${name} has ${c.length} values, expected ${length}`);
-    return col(c) as T;
+    return readColumn(buf, c) as T;
   };
   const { size, historyLen } = header;
   const nSeq = header.columns.filter((c) => c.name.startsWith('sequence.')).length;

@@ -18,8 +18,8 @@ function randomSplit(size: number, K: number, seed: number): EncodedSplit {
     sampleIds: Uint32Array.from({ length: size }, (_, i) => i * 3),
     timestamps: Float64Array.from({ length: size }, () => 9.7e8 + r() * 1e7),
     userRows: ints(size, 50),
-    categorical: ints(size * 5, 100),
-    sequences: [ints(size * K, 30), ints(size * 3, 7)],
+    categorical: ints(size * 5, 100_000),
+    sequences: [ints(size * K, 30), ints(size * 3, 1000)],
     dense: Float32Array.from({ length: size * 2 }, () => r()),
     targetItemRows: ints(size, 30),
     historyItemRows: ints(size * K, 30),
@@ -41,6 +41,28 @@ describe('split binary format', () => {
     shifted.set(bytes, 1);
     expect(decodeSplit(shifted.subarray(1)).split).toEqual(s);
     expect(encodeSplit(s, 'a'.repeat(64)).equals(bytes)).toBe(true);
+  });
+
+  it('stores small integer columns narrowly and widens them back exactly', () => {
+    const s = randomSplit(200, 10, 4);
+    const bytes = encodeSplit(s, 'd'.repeat(64));
+    const header = JSON.parse(bytes.toString('utf8', 12, 12 + bytes.readUInt32LE(8))) as {
+      columns: { name: string; stored: string }[];
+    };
+    const stored = Object.fromEntries(header.columns.map((c) => [c.name, c.stored]));
+    expect(stored).toMatchObject({
+      labels: 'i8nan',
+      historyRatings: 'i8nan',
+      'sequence.0': 'i8',
+      'sequence.1': 'i16',
+      categorical: 'i32',
+      dense: 'f32',
+      timestamps: 'f64',
+    });
+    const back = decodeSplit(bytes).split;
+    expect(back).toEqual(s);
+    expect(back.historyRatings).toBeInstanceOf(Float32Array);
+    expect(back.sequences[1]).toBeInstanceOf(Int32Array);
   });
 
   it('round-trips an empty split', () => {
