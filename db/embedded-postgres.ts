@@ -111,7 +111,8 @@ export async function resolvePostgresBinaries(): Promise<Binaries> {
   return { initdb: join(bin, 'initdb'), pgCtl: join(bin, 'pg_ctl'), postgres: join(bin, 'postgres') };
 }
 
-async function hydrateSymlinks(pkgDir: string): Promise<void> {
+/** Recreate the package's library symlinks listed in native/pg-symlinks.json (npm pack drops symlinks). */
+export async function hydrateSymlinks(pkgDir: string): Promise<void> {
   let links: { source: string; target: string }[];
   try {
     links = JSON.parse(await readFile(join(pkgDir, 'native', 'pg-symlinks.json'), 'utf8')) as typeof links;

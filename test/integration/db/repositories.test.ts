@@ -1,5 +1,8 @@
 import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { sql } from 'drizzle-orm';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ArtifactRepository,
@@ -12,6 +15,8 @@ import {
   type ArtifactInput,
 } from '../../../db/repositories/index.js';
 import { NotFoundError } from '../../../db/errors.js';
+import { openDatabase } from '../../../db/connection.js';
+import { MIGRATIONS_FOLDER, migrateDatabase } from '../../../db/migrate.js';
 import { CorellaError } from '../../../ml/errors.js';
 import type { DatasetManifest } from '../../../ml/data/types.js';
 import type { TestDatabase } from '../../../db/testing.js';
@@ -57,6 +62,40 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await t?.close();
+});
+
+describe('migrations', () => {
+  it('are safe to run from several processes at once on an empty database, and idempotent', async () => {
+    const name = `corella_mig_${process.pid}_${Date.now()}`;
+    const admin = new pg.Client(t.url);
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${name}`);
+    const url = new URL(t.url);
+    url.pathname = `/${name}`;
+    const handles = [
+      openDatabase(url.toString()),
+      openDatabase(url.toString()),
+      openDatabase(url.toString()),
+    ];
+    try {
+      // Without the advisory lock two of these would race on CREATE TABLE and fail.
+      await Promise.all(handles.map((h) => migrateDatabase(h.db)));
+      await migrateDatabase(handles[0].db);
+      const applied = await handles[0].db.execute<{ n: number }>(
+        sql`SELECT count(*)::int AS n FROM drizzle.__drizzle_migrations`,
+      );
+      const journal = JSON.parse(
+        await readFile(join(MIGRATIONS_FOLDER, 'meta', '_journal.json'), 'utf8'),
+      ) as {
+        entries: unknown[];
+      };
+      expect(applied.rows[0].n).toBe(journal.entries.length);
+    } finally {
+      await Promise.all(handles.map((h) => h.close()));
+      await admin.query(`DROP DATABASE ${name} WITH (FORCE)`);
+      await admin.end();
+    }
+  });
 });
 
 describe('runs', () => {
