@@ -14,6 +14,8 @@ import type { CorellaActivities, RetrainInput, RetrainProgress } from '../../act
 import { RunRepository } from '../../db/repositories/runs.js';
 import { createTestDatabase } from '../../db/testing.js';
 import { installWorkerRuntime } from '../../workers/runtime.js';
+import { datasetVersions } from '../../db/schema/index.js';
+import { listFiles, movielensLines, writeMovielens } from '../helpers/datasets.js';
 import { FileArtifactStore } from '../../ml/artifacts/store.js';
 import { DatasetError } from '../../ml/errors.js';
 import type { ActivityContext } from '../../activities/context.js';
@@ -234,29 +236,36 @@ describe('retrainWorkflow on a real Temporal dev server and a real Postgres', ()
     expect(row?.status).toBe('cancelled');
   });
 
-  it('real activities: a stage whose code has not landed fails with STAGE_NOT_IMPLEMENTED, never a fake success', async () => {
-    const activities = createActivities(ctx);
-    const calls: string[] = [];
-    const stubs = stubStages(calls);
+  it('real activities: a malformed dataset fails the run at once, with no dataset version row and no artifact', async () => {
+    const dataDir = join(storeDir, 'bad-movielens');
+    const lines = movielensLines({ users: 6, movies: 10, ratingsPerUser: 8 });
+    lines.ratings[4] = '1::3::9::978300999'; // rating 9 is out of range, on line 5
+    await writeMovielens(dataDir, lines);
+    const realStore = join(storeDir, 'real-artifacts');
+    const realCtx: ActivityContext = { ...ctx, store: new FileArtifactStore(realStore) };
     const workflowId = `retrain-test-${randomUUID()}`;
-    const err = await withWorkers(
-      { ...activities, ingestDataset: withTypedFailures(stubs).ingestDataset! },
-      async (queues) => {
-        const handle = await client.workflow.start('retrainWorkflow', {
-          taskQueue: queues.cpu,
-          workflowId,
-          args: [input(queues, 'real')],
-        });
-        return handle.result().then(
-          () => undefined,
-          (e: unknown) => e,
-        );
-      },
-    );
+    const started = Date.now();
+    const err = await withWorkers(createActivities(realCtx), async (queues) => {
+      const handle = await client.workflow.start('retrainWorkflow', {
+        taskQueue: queues.cpu,
+        workflowId,
+        args: [{ ...input(queues, 'malformed'), dataset: { source: 'movielens-1m', dir: dataDir } }],
+      });
+      return handle.result().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    });
+    expect(Date.now() - started).toBeLessThan(30_000);
     expect(err).toBeInstanceOf(WorkflowFailedError);
     const cause = (err as WorkflowFailedError).cause?.cause as ApplicationFailure;
-    expect(cause.type).toBe('STAGE_NOT_IMPLEMENTED');
+    expect(cause.type).toBe('BAD_DATASET');
+    expect(cause.message).toMatch(/ratings\.dat:5/);
     const row = await runs.getByWorkflowId(workflowId);
     expect(row?.status).toBe('failed');
+    expect(row?.datasetVersionId).toBeNull();
+    const versions = await ctx.db.select().from(datasetVersions);
+    expect(versions).toEqual([]);
+    expect(await listFiles(realStore)).toEqual([]);
   });
 });
