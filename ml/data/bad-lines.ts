@@ -29,8 +29,3 @@ export class BadLineSink {
     if (count > 0) this.dropped[reason] = (this.dropped[reason] ?? 0) + count;
   }
 }
-
-/** Always fatal, whatever `onBadLine` says: the file as a whole is unusable. */
-export function fileError(message: string, where: Where & { reason: string }): DatasetError {
-  return new DatasetError(message, where);
-}

@@ -3,26 +3,6 @@
  * strings per field; scanning the Buffer directly keeps ingestion of ~0.5M lines well under a second.
  */
 
-const NL = 10;
-const CR = 13;
-
-/** Calls `fn(start, end, lineNo)` for every line of `buf` (end excludes the newline and a trailing CR). */
-export function forEachLine(buf: Uint8Array, fn: (start: number, end: number, lineNo: number) => void): void {
-  const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-  let start = 0;
-  let lineNo = 0;
-  const n = b.length;
-  while (start < n) {
-    let nl = b.indexOf(NL, start);
-    if (nl < 0) nl = n;
-    let end = nl;
-    if (end > start && b[end - 1] === CR) end--;
-    lineNo++;
-    fn(start, end, lineNo);
-    start = nl + 1;
-  }
-}
-
 /** True when the line holds only spaces/tabs (blank lines are ignored rather than reported). */
 export function isBlank(buf: Uint8Array, start: number, end: number): boolean {
   for (let i = start; i < end; i++) {
@@ -99,12 +79,8 @@ export function parseNumber(buf: Uint8Array, start: number, end: number): number
   return /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(s) ? Number(s) : NaN;
 }
 
-export function latin1(buf: Uint8Array, start: number, end: number): string {
+function latin1(buf: Uint8Array, start: number, end: number): string {
   return Buffer.from(buf.buffer, buf.byteOffset + start, end - start).toString('latin1');
-}
-
-export function utf8(buf: Uint8Array, start: number, end: number): string {
-  return Buffer.from(buf.buffer, buf.byteOffset + start, end - start).toString('utf8');
 }
 
 /** A short printable excerpt of a line for error messages. */
@@ -113,11 +89,4 @@ export function excerptOf(buf: Uint8Array, start: number, end: number, max = 80)
   for (let i = start; i < Math.min(end, start + max); i++)
     s += buf[i] < 32 ? '?' : String.fromCharCode(buf[i]);
   return s;
-}
-
-/** 1-based line number of byte offset `pos`. */
-export function lineOfOffset(buf: Uint8Array, pos: number): number {
-  let line = 1;
-  for (let i = 0; i < pos && i < buf.length; i++) if (buf[i] === NL) line++;
-  return line;
 }

@@ -19,3 +19,5 @@ export type { SyntheticOptions, SyntheticMovielens } from './synthetic.js';
 export { GENRE_WORDS } from './synthetic-words.js';
 export { fetchMovielens1m, resolveMovielens1m, MOVIELENS_1M_ZIP } from './download.js';
 export type { DownloadOptions } from './download.js';
+export { sampleText } from './sample-text.js';
+export type { SampleText, ItemText } from './sample-text.js';

@@ -2,7 +2,14 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FileArtifactStore } from '../../../ml/artifacts/store.js';
 import { CorellaError } from '../../../ml/errors.js';
-import { ingestDataset, loadDataset, loadSplit, SPLITS, type CtrDataset } from '../../../ml/data/index.js';
+import {
+  ingestDataset,
+  loadDataset,
+  loadSplit,
+  sampleText,
+  SPLITS,
+  type CtrDataset,
+} from '../../../ml/data/index.js';
 import { movielensLines, tempDir, writeMovielens, type MovielensLines } from '../../helpers/datasets.js';
 
 /** Independent, object-based reference of the sample semantics (time order, history, 80/10/10). */
@@ -84,6 +91,14 @@ describe('MovieLens-1M ingestion', () => {
       expect(got[i].ratings).toEqual(ref[i].ratings);
     }
     expect(m.dropped.short_history).toBe(lines.ratings.length - ref.length);
+    // The text side: titles of target and history, with the history's ratings.
+    const titleOf = new Map(lines.movies.map((l) => [l.split('::')[0], l.split('::')[1]]));
+    const last = ds.splits.test.size - 1;
+    const text = sampleText(ds.splits.test, ds.items, last);
+    const refLast = ref[ref.length - 1];
+    expect(text.target.title).toBe(titleOf.get(String(refLast.m)));
+    expect(text.history.map((h) => h.title)).toEqual(refLast.history.map((x) => titleOf.get(String(x))));
+    expect(text.history.map((h) => h.rating)).toEqual(refLast.ratings);
     expect(m.stats.train.size).toBe(Math.floor(ref.length * 0.8));
     expect(m.stats.train.size + m.stats.valid.size).toBe(Math.floor(ref.length * 0.9));
     const pos = ref.filter((s) => s.label === 1).length;
