@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor, Variable } from '@tensorflow/tfjs-core';
+import { hasHostMemory, liveData } from '../tf/memory.js';
 import type { TensorEntry } from './tensor-file.js';
 
 export interface AdamOptions {
@@ -9,10 +10,17 @@ export interface AdamOptions {
   epsilon?: number;
 }
 
+interface Slot {
+  m: Float32Array;
+  v: Float32Array;
+}
+
 /**
- * Adam with explicit, serialisable state (moments per named variable and the step count), so a
- * checkpoint restores the optimizer exactly. The learning rate can be changed between steps (decay on
- * plateau).
+ * Adam in plain JS over the variables' own storage, with explicit serialisable state (moments per named
+ * variable and the step count) so a checkpoint restores it exactly. Dense variables get the usual update;
+ * embedding tables get lazy updates of the rows a batch touched (the LazyAdam rule: untouched rows keep
+ * their moments and weights), so a step costs O(touched rows), not O(vocabulary).
+ * Embedding rows are updated in place on wasm and cpu; everything else via a copy and assign.
  */
 export class Adam {
   lr: number;
@@ -20,7 +28,7 @@ export class Adam {
   readonly beta2: number;
   readonly epsilon: number;
   step = 0;
-  private readonly moments = new Map<string, { m: Variable; v: Variable }>();
+  private readonly slots = new Map<string, Slot>();
 
   constructor(opts: AdamOptions) {
     this.lr = opts.lr;
@@ -29,37 +37,84 @@ export class Adam {
     this.epsilon = opts.epsilon ?? 1e-7;
   }
 
-  private slot(name: string, variable: Variable): { m: Variable; v: Variable } {
-    let s = this.moments.get(name);
+  private slot(name: string, size: number): Slot {
+    let s = this.slots.get(name);
     if (!s) {
-      s = { m: tf.variable(tf.zerosLike(variable), false), v: tf.variable(tf.zerosLike(variable), false) };
-      this.moments.set(name, s);
+      s = { m: new Float32Array(size), v: new Float32Array(size) };
+      this.slots.set(name, s);
     }
     return s;
   }
 
-  /** One update of every variable that has a gradient. */
-  apply(params: { name: string; variable: Variable; grad: Tensor }[]): void {
+  /** Starts a step; returns the bias-corrected learning rate used by its updates. */
+  nextStep(): number {
     this.step++;
-    const t = this.step;
-    const lrT = (this.lr * Math.sqrt(1 - this.beta2 ** t)) / (1 - this.beta1 ** t);
-    tf.tidy(() => {
-      for (const { name, variable, grad } of params) {
-        const s = this.slot(name, variable);
-        const m = tf.add(tf.mul(s.m, this.beta1), tf.mul(grad, 1 - this.beta1));
-        const v = tf.add(tf.mul(s.v, this.beta2), tf.mul(tf.square(grad), 1 - this.beta2));
-        s.m.assign(m);
-        s.v.assign(v);
-        variable.assign(tf.sub(variable, tf.div(tf.mul(m, lrT), tf.add(tf.sqrt(v), this.epsilon))));
+    return (this.lr * Math.sqrt(1 - this.beta2 ** this.step)) / (1 - this.beta1 ** this.step);
+  }
+
+  /**
+   * Updates in place where the backend allows it, else through a copy. `inPlace` must be false for
+   * anything used as matmul weights on wasm: XNNPACK caches packed weights per tensor id, so weights
+   * changed behind its back would keep being read from the stale packed copy. A fresh tensor (one
+   * memcpy) gets a new id. The embedding table only feeds our own kernels, so it is safe to mutate.
+   */
+  private write(variable: Variable, inPlace: boolean, fn: (w: Float32Array) => void): void {
+    if (inPlace && hasHostMemory()) {
+      fn(liveData(variable));
+      return;
+    }
+    const w = (variable.dataSync() as Float32Array).slice();
+    fn(w);
+    tf.tidy(() => variable.assign(tf.tensor(w, variable.shape, 'float32')));
+  }
+
+  /** Dense update of `variable` with gradient `grad` (same shape). */
+  updateDense(name: string, variable: Variable, grad: Tensor, lrT: number): void {
+    const s = this.slot(name, variable.size);
+    const g = grad.dataSync() as Float32Array;
+    const { beta1: b1, beta2: b2, epsilon: eps } = this;
+    const { m, v } = s;
+    this.write(variable, false, (w) => {
+      for (let i = 0; i < w.length; i++) {
+        const gi = g[i];
+        const mi = (m[i] = b1 * m[i] + (1 - b1) * gi);
+        const vi = (v[i] = b2 * v[i] + (1 - b2) * gi * gi);
+        w[i] -= (lrT * mi) / (Math.sqrt(vi) + eps);
+      }
+    });
+  }
+
+  /** Lazy update of rows `rows[0..count)` of a [V, dim] table; `grads` holds their gradients at row·dim. */
+  updateRows(
+    name: string,
+    variable: Variable,
+    grads: Float32Array,
+    rows: Int32Array,
+    count: number,
+    dim: number,
+    lrT: number,
+  ): void {
+    const s = this.slot(name, variable.size);
+    const { beta1: b1, beta2: b2, epsilon: eps } = this;
+    const { m, v } = s;
+    this.write(variable, true, (w) => {
+      for (let k = 0; k < count; k++) {
+        const base = rows[k] * dim;
+        for (let i = base; i < base + dim; i++) {
+          const gi = grads[i];
+          const mi = (m[i] = b1 * m[i] + (1 - b1) * gi);
+          const vi = (v[i] = b2 * v[i] + (1 - b2) * gi * gi);
+          w[i] -= (lrT * mi) / (Math.sqrt(vi) + eps);
+        }
       }
     });
   }
 
   exportState(): { step: number; lr: number; tensors: TensorEntry[] } {
     const tensors: TensorEntry[] = [];
-    for (const [name, s] of this.moments) {
-      tensors.push({ name: `adam/m/${name}`, shape: s.m.shape, data: s.m.dataSync() as Float32Array });
-      tensors.push({ name: `adam/v/${name}`, shape: s.v.shape, data: s.v.dataSync() as Float32Array });
+    for (const [name, s] of this.slots) {
+      tensors.push({ name: `adam/m/${name}`, shape: [s.m.length], data: s.m });
+      tensors.push({ name: `adam/v/${name}`, shape: [s.v.length], data: s.v });
     }
     return { step: this.step, lr: this.lr, tensors };
   }
@@ -74,18 +129,12 @@ export class Adam {
     for (const { name, variable } of variables) {
       const m = tensors.get(`adam/m/${name}`);
       const v = tensors.get(`adam/v/${name}`);
-      if (!m || !v) continue;
-      const s = this.slot(name, variable);
-      s.m.assign(tf.tensor(m.data, m.shape));
-      s.v.assign(tf.tensor(v.data, v.shape));
+      if (!m || !v || m.data.length !== variable.size || v.data.length !== variable.size) continue;
+      this.slots.set(name, { m: m.data.slice(), v: v.data.slice() });
     }
   }
 
   dispose(): void {
-    for (const s of this.moments.values()) {
-      s.m.dispose();
-      s.v.dispose();
-    }
-    this.moments.clear();
+    this.slots.clear();
   }
 }

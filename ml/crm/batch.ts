@@ -15,10 +15,14 @@ export interface PreparedCrmBatch extends CrmBatch {
   prepared: {
     /** int32 [B * nCategorical] */
     categoricalRows: Tensor1D;
+    /** float32 [B * nCategorical] of ones: the embedding-bag weights of single-row lookups */
+    categoricalWeights: Tensor1D;
     /** int32 [B * maxLen] per sequence field */
     sequenceRows: Tensor1D[];
-    /** float32 [B, maxLen] per sequence field */
-    sequenceWeights: Tensor2D[];
+    /** float32 [B * maxLen] per sequence field */
+    sequenceWeights: Tensor1D[];
+    /** The same row ids and weights in JS memory, for sparse embedding updates. */
+    host: { categoricalRows: Int32Array; sequenceRows: Int32Array[]; sequenceWeights: Float32Array[] };
   };
 }
 
@@ -33,6 +37,7 @@ export function disposeCrmBatch(b: CrmBatch): void {
   b.labels.dispose();
   if (isPrepared(b)) {
     b.prepared.categoricalRows.dispose();
+    b.prepared.categoricalWeights.dispose();
     b.prepared.sequenceRows.forEach((t) => t.dispose());
     b.prepared.sequenceWeights.forEach((t) => t.dispose());
   }
@@ -111,7 +116,12 @@ export function makePreparedBatch(
   }
   const sequences: Tensor2D[] = [];
   const sequenceRows: Tensor1D[] = [];
-  const sequenceWeights: Tensor2D[] = [];
+  const sequenceWeights: Tensor1D[] = [];
+  const host = {
+    categoricalRows: catRows,
+    sequenceRows: [] as Int32Array[],
+    sequenceWeights: [] as Float32Array[],
+  };
   split.sequences.forEach((col, s) => {
     const L = layout.sequenceMaxLen[s];
     const vocab = layout.sequenceVocab[s];
@@ -133,7 +143,9 @@ export function makePreparedBatch(
     }
     sequences.push(tf.tensor2d(ids, [B, L], 'int32'));
     sequenceRows.push(tf.tensor1d(seqRows, 'int32'));
-    sequenceWeights.push(tf.tensor2d(w, [B, L], 'float32'));
+    sequenceWeights.push(tf.tensor1d(w, 'float32'));
+    host.sequenceRows.push(seqRows);
+    host.sequenceWeights.push(w);
   });
   let dense: Tensor2D | undefined;
   if (layout.nDense > 0) {
@@ -146,7 +158,13 @@ export function makePreparedBatch(
     categorical: tf.tensor2d(cat, [B, nCat], 'int32'),
     sequences,
     labels: tf.tensor1d(labels, 'float32'),
-    prepared: { categoricalRows: tf.tensor1d(catRows, 'int32'), sequenceRows, sequenceWeights },
+    prepared: {
+      categoricalRows: tf.tensor1d(catRows, 'int32'),
+      categoricalWeights: tf.ones([B * nCat], 'float32'),
+      sequenceRows,
+      sequenceWeights,
+      host,
+    },
   };
   if (dense) batch.dense = dense;
   return batch;

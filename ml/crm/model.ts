@@ -4,6 +4,7 @@ import { CorellaError } from '../errors.js';
 import type { EncodedSplit, FeatureMap } from '../data/types.js';
 import { yieldToEventLoop } from '../progress.js';
 import { dense } from '../tf/dense.js';
+import { embeddingBag } from '../tf/kernels/embedding-bag.js';
 import { checkSplitShape, disposeCrmBatch, isPrepared, makePreparedBatch } from './batch.js';
 import type { PreparedCrmBatch } from './batch.js';
 import { resolveCrmConfig } from './config.js';
@@ -161,8 +162,10 @@ export class CrmNet implements CrmModel {
     return makePreparedBatch(split, rows, this.layout);
   }
 
-  private categoricalRows(batch: CrmBatch): Tensor1D {
-    if (isPrepared(batch)) return batch.prepared.categoricalRows;
+  private categoricalInputs(batch: CrmBatch): { rows: Tensor1D; weights: Tensor1D } {
+    if (isPrepared(batch)) {
+      return { rows: batch.prepared.categoricalRows, weights: batch.prepared.categoricalWeights };
+    }
     // Hand-built batch: clamp each field's ids into its vocabulary (OOV = 0) and add the field offsets.
     const vocab = tf.tensor2d(
       this.layout.categoricalVocab,
@@ -171,23 +174,25 @@ export class CrmNet implements CrmModel {
     );
     const ids = batch.categorical;
     const inRange = tf.logicalAnd(tf.greaterEqual(ids, 0), tf.less(ids, vocab));
-    return tf.reshape(tf.add(tf.where(inRange, ids, tf.zerosLike(ids)), this.catOffsets), [-1]);
-  }
-
-  private sequenceInputs(batch: CrmBatch, s: number): { rows: Tensor1D; weights: Tensor2D } {
-    if (isPrepared(batch))
-      return { rows: batch.prepared.sequenceRows[s], weights: batch.prepared.sequenceWeights[s] };
-    const ids = batch.sequences[s];
-    const vocab = this.layout.sequenceVocab[s];
-    const real = tf.notEqual(ids, 0);
-    const inRange = tf.logicalAnd(tf.greater(ids, 0), tf.less(ids, vocab));
     const rows = tf.reshape(
-      tf.add(tf.where(inRange, ids, tf.zerosLike(ids)), tf.scalar(this.seqOffsets[s], 'int32')),
+      tf.add(tf.where(inRange, ids, tf.zerosLike(ids)), this.catOffsets),
       [-1],
     ) as Tensor1D;
-    const mask = tf.cast(real, 'float32');
+    return { rows, weights: tf.ones([rows.shape[0]], 'float32') as Tensor1D };
+  }
+
+  private sequenceInputs(batch: CrmBatch, s: number): { rows: Tensor1D; weights: Tensor1D } {
+    if (isPrepared(batch)) {
+      return { rows: batch.prepared.sequenceRows[s], weights: batch.prepared.sequenceWeights[s] };
+    }
+    const ids = batch.sequences[s];
+    const vocab = this.layout.sequenceVocab[s];
+    const inRange = tf.logicalAnd(tf.greater(ids, 0), tf.less(ids, vocab));
+    const offset = tf.scalar(this.seqOffsets[s], 'int32');
+    const rows = tf.reshape(tf.add(tf.where(inRange, ids, tf.zerosLike(ids)), offset), [-1]) as Tensor1D;
+    const mask = tf.cast(tf.notEqual(ids, 0), 'float32');
     const count = tf.maximum(tf.sum(mask, 1, true), 1);
-    return { rows, weights: tf.div(mask, count) as Tensor2D };
+    return { rows, weights: tf.reshape(tf.div(mask, count), [-1]) as Tensor1D };
   }
 
   /** x0: field embeddings, masked-mean pooled sequences and dense values, concatenated. */
@@ -196,12 +201,13 @@ export class CrmNet implements CrmModel {
     const B = batch.labels.shape[0];
     const parts: Tensor2D[] = [];
     const nCat = this.layout.categoricalOffsets.length;
-    if (nCat > 0) parts.push(tf.reshape(tf.gather(this.table, this.categoricalRows(batch)), [B, nCat * D]));
+    if (nCat > 0) {
+      const { rows, weights } = this.categoricalInputs(batch);
+      parts.push(tf.reshape(embeddingBag(this.table, rows, weights, 1), [B, nCat * D]));
+    }
     for (let s = 0; s < this.seqOffsets.length; s++) {
       const { rows, weights } = this.sequenceInputs(batch, s);
-      const L = weights.shape[1];
-      const g = tf.reshape(tf.gather(this.table, rows), [B, L, D]);
-      parts.push(tf.sum(tf.mul(g, tf.reshape(weights, [B, L, 1])), 1) as Tensor2D);
+      parts.push(embeddingBag(this.table, rows, weights, this.layout.sequenceMaxLen[s]));
     }
     if (this.layout.nDense > 0) {
       if (!batch.dense)
@@ -265,10 +271,14 @@ export class CrmNet implements CrmModel {
     return out;
   }
 
-  forward(batch: CrmBatch, opts: { training: boolean; activations?: boolean }): CrmForward {
+  /**
+   * `x0` (additive to the CrmModel contract) replaces the embedding step with a precomputed input, e.g. a
+   * variable whose gradient the trainer turns into sparse embedding-row updates.
+   */
+  forward(batch: CrmBatch, opts: { training: boolean; activations?: boolean; x0?: Tensor2D }): CrmForward {
     if (this.disposed) throw new CorellaError('BAD_CONFIG', 'this CRM model has been disposed');
     const activations: CrmActivation[] = [];
-    const x0 = this.embed(batch);
+    const x0 = opts.x0 ?? this.embed(batch);
     let cross = x0;
     this.cross.forEach((layer, l) => {
       cross = this.crossLayer(layer, x0, cross);
@@ -289,7 +299,8 @@ export class CrmNet implements CrmModel {
   /** l2Embedding × the mean over the batch of the squared norm of its categorical embedding rows. */
   regularizer(batch: CrmBatch): Scalar | undefined {
     if (!(this.config.l2Embedding > 0) || this.layout.categoricalOffsets.length === 0) return undefined;
-    const e = tf.gather(this.table, this.categoricalRows(batch));
+    const { rows, weights } = this.categoricalInputs(batch);
+    const e = embeddingBag(this.table, rows, weights, 1);
     return tf.mul(tf.sum(tf.square(e)), this.config.l2Embedding / batch.labels.shape[0]) as Scalar;
   }
 

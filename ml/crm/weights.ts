@@ -33,7 +33,8 @@ export function writeWeights(
   tf.tidy(() => {
     for (const { name, variable } of vars) {
       const t = tensors.get(prefix + name)!;
-      variable.assign(tf.tensor(t.data, t.shape, 'float32'));
+      // A copy: on cpu a tensor may alias the array it was made from, and embedding rows are updated in place.
+      variable.assign(tf.tensor(t.data.slice(), t.shape, 'float32'));
     }
   });
 }

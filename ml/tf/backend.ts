@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { CorellaError } from '../errors.js';
 import { registerAllGradients } from './gradients.js';
+import { registerEmbeddingBag } from './kernels/embedding-bag.js';
 import { registerUnsortedSegmentSum } from './kernels/unsorted-segment-sum.js';
 
 export type TfBackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
@@ -61,6 +62,7 @@ async function tryWasm(): Promise<void> {
   // In Node the emscripten loader reads the .wasm files from disk; point it at the installed ones.
   wasm.setWasmPaths(wasmDistDir());
   registerUnsortedSegmentSum('wasm');
+  registerEmbeddingBag('wasm');
   if (!(await tf.setBackend('wasm'))) throw new Error('the wasm backend failed to initialise');
   await tf.ready();
 }
@@ -68,6 +70,7 @@ async function tryWasm(): Promise<void> {
 async function tryCpu(): Promise<void> {
   await import('@tensorflow/tfjs-backend-cpu');
   registerUnsortedSegmentSum('cpu');
+  registerEmbeddingBag('cpu');
   if (!(await tf.setBackend('cpu'))) throw new Error('the cpu backend failed to initialise');
   await tf.ready();
 }

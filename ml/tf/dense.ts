@@ -19,6 +19,15 @@ function matMulT(a: Tensor2D, b: Tensor2D, transposeA: boolean, transposeB: bool
   return tf.matMul(aa, bb);
 }
 
+/**
+ * Σ over rows of a [B, N] matrix. wasm's Sum reduces the last axis only, so a reduction over axis 0
+ * transposes first; a [1, B]·[B, N] product of ones does the same work on the matmul fast path.
+ */
+function columnSums(x: Tensor2D): Tensor1D {
+  if (!materialiseTransposes()) return tf.sum(x, 0);
+  return tf.reshape(tf.matMul(tf.ones([1, x.shape[0]]), x), [x.shape[1]]);
+}
+
 type Grad3 = (x: Tensor2D, w: Tensor2D, b: Tensor1D) => Tensor2D;
 type Grad2 = (x: Tensor2D, w: Tensor2D) => Tensor2D;
 
@@ -47,7 +56,7 @@ function build(activation: DenseActivation, withBias: boolean): Grad3 | Grad2 {
         gradFunc: (dy: Tensor, saved: Tensor[]) => {
           const [xs, ws, ys] = saved as Tensor2D[];
           const [dx, dw, dz] = backward(dy, xs, ws, ys, activation);
-          return [dx, dw, tf.sum(dz, 0)];
+          return [dx, dw, columnSums(dz)];
         },
       };
     }) as unknown as Grad3;

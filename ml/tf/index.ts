@@ -7,3 +7,4 @@ export {
   restoreUnsortedSegmentSum,
   segmentSumInto,
 } from './kernels/unsorted-segment-sum.js';
+export { embeddingBag, embeddingBagReference, registerEmbeddingBag } from './kernels/embedding-bag.js';
