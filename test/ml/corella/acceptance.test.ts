@@ -68,13 +68,6 @@ describe('CoReLLa on a segment the CRM cannot see', () => {
       llm: ctrScores(pick(ev.predictions.pLlm, segment), y),
       hybrid: ctrScores(pick(ev.predictions.pHybrid, segment), y),
     };
-    console.log(
-      JSON.stringify(
-        { cal: cal.chosen, onSegment, overall: ev.overall, shift: joint.boundaryShift },
-        null,
-        1,
-      ),
-    );
     expect(onSegment.hybrid.auc).toBeGreaterThan(onSegment.crm.auc + 0.03);
     expect(onSegment.hybrid.auc).toBeGreaterThan(onSegment.llm.auc + 0.03);
     expect(onSegment.hybrid.logLoss).toBeLessThan(Math.min(onSegment.crm.logLoss, onSegment.llm.logLoss));
