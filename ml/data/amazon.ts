@@ -132,7 +132,7 @@ export async function readAmazon(
     rating: ratings.toArray(),
     timestamp: times.toArray(),
   };
-  inter = dedupeReviews(inter, itemIds.length, sink);
+  inter = dedupeReviews(inter, userIds.length, itemIds.length, sink);
   inter = kCore(inter, opts.kCore, sink);
 
   // Metadata of the items still needed.
@@ -210,24 +210,39 @@ export async function readAmazon(
   );
 }
 
-/** Keeps, for every (user, item) pair, the earliest review (file order breaks ties). */
-function dedupeReviews(inter: Interactions, nItems: number, sink: BadLineSink): Interactions {
-  const first = new Map<number, number>();
+/**
+ * Keeps, for every (user, item) pair, the earliest review (file order breaks ties). Reviews are grouped
+ * by user with a counting sort and repeated items found with a per-item "last user" marker, so memory is
+ * O(reviews + items) rather than a hash entry per pair.
+ */
+function dedupeReviews(inter: Interactions, nUsers: number, nItems: number, sink: BadLineSink): Interactions {
+  const off = new Int32Array(nUsers + 1);
+  for (let i = 0; i < inter.n; i++) off[inter.user[i] + 1]++;
+  for (let u = 0; u < nUsers; u++) off[u + 1] += off[u];
+  const byUser = new Int32Array(inter.n);
+  const fill = off.slice(0, nUsers);
+  for (let i = 0; i < inter.n; i++) byUser[fill[inter.user[i]]++] = i;
+  const lastUser = new Int32Array(nItems).fill(-1);
+  const keptAt = new Int32Array(nItems);
   const keep = new Uint8Array(inter.n);
   let dups = 0;
-  for (let i = 0; i < inter.n; i++) {
-    const key = inter.user[i] * nItems + inter.item[i];
-    const j = first.get(key);
-    if (j === undefined) {
-      first.set(key, i);
-      keep[i] = 1;
-      continue;
-    }
-    dups++;
-    if (inter.timestamp[i] < inter.timestamp[j]) {
-      keep[j] = 0;
-      keep[i] = 1;
-      first.set(key, i);
+  for (let u = 0; u < nUsers; u++) {
+    for (let k = off[u]; k < off[u + 1]; k++) {
+      const i = byUser[k];
+      const it = inter.item[i];
+      if (lastUser[it] !== u) {
+        lastUser[it] = u;
+        keptAt[it] = i;
+        keep[i] = 1;
+        continue;
+      }
+      dups++;
+      const j = keptAt[it];
+      if (inter.timestamp[i] < inter.timestamp[j]) {
+        keep[j] = 0;
+        keep[i] = 1;
+        keptAt[it] = i;
+      }
     }
   }
   sink.drop('duplicate_review', dups);

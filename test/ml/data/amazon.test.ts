@@ -102,6 +102,28 @@ describe('Amazon-Books ingestion', () => {
     });
   }
 
+  it('keeps the earliest of duplicate reviews whatever their file order', async () => {
+    const dir = await writeAmazon(
+      await tempDir(),
+      [
+        r('u1', 'b1', 3, 200),
+        r('u1', 'b2', 4, 300),
+        r('u1', 'b1', 5, 100),
+        r('u2', 'b1', 2, 150),
+        r('u2', 'b2', 5, 250),
+      ],
+      meta,
+    );
+    const store = new FileArtifactStore(join(dir, 'store'));
+    const m = await ingestDataset({ source: 'amazon-books', dir, minHistory: 0, split: [1, 0, 0] }, store);
+    expect(m.dropped).toEqual({ duplicate_review: 1 });
+    const t = (await loadDataset(store, m)).splits.train;
+    expect(Array.from(t.timestamps)).toEqual([100, 150, 250, 300]);
+    expect(Array.from(t.labels)).toEqual([1, 0, 1, 0]);
+    // u1's b2 sample sees b1 with the kept rating (5, from t=100), not the later 3.
+    expect(t.historyRatings[3 * t.historyLen]).toBe(5);
+  });
+
   it('applies the time window while streaming', async () => {
     const dir = await writeAmazon(await tempDir(), reviews, meta);
     const store = new FileArtifactStore(join(dir, 'store'));

@@ -85,6 +85,7 @@ describe('RecBole atomic files', () => {
     line?: number;
     field?: string;
     reason: string;
+    skippable?: boolean;
   }[] = [
     {
       name: 'header field without a type',
@@ -103,6 +104,7 @@ describe('RecBole atomic files', () => {
       file: 'r.inter',
       line: 4,
       reason: 'field_count',
+      skippable: true,
     },
     {
       name: 'non-numeric rating',
@@ -114,6 +116,7 @@ describe('RecBole atomic files', () => {
       line: 6,
       field: 'rating',
       reason: 'bad_rating',
+      skippable: true,
     },
     {
       name: 'unknown item id',
@@ -125,6 +128,7 @@ describe('RecBole atomic files', () => {
       line: 3,
       field: 'item_id',
       reason: 'unknown_item',
+      skippable: true,
     },
     {
       name: 'duplicate item id',
@@ -133,6 +137,7 @@ describe('RecBole atomic files', () => {
       line: 14,
       field: 'item_id',
       reason: 'duplicate_id',
+      skippable: true,
     },
     {
       name: 'missing rating and label columns',
@@ -184,6 +189,12 @@ describe('RecBole atomic files', () => {
         details: { reason: c.reason },
       });
       expect(await listFiles(storeDir)).toEqual([]);
+      const skipped = ingestDataset(
+        { source: 'recbole', dir, name: 'r', onBadLine: 'skip', minHistory: 1 },
+        new FileArtifactStore(storeDir),
+      );
+      if (c.skippable) expect((await skipped).dropped[c.reason]).toBe(1);
+      else await expect(skipped).rejects.toBeInstanceOf(DatasetError);
     });
   }
 });
