@@ -271,6 +271,49 @@ export function writeTinyGguf(
     );
   }
 
+  writeGguf(path, meta, tensors, opts.seed ?? 1);
+  return { vocabSize: nVocab, nEmbd };
+}
+
+export interface TinyLoraOptions {
+  seed?: number;
+  rank?: number;
+  alpha?: number;
+  /** Must match the base model's. */
+  nEmbd?: number;
+  nLayer?: number;
+}
+
+/** Writes a LoRA adapter GGUF for a tiny model: random A/B on each layer's attn_q and attn_v. */
+export function writeTinyLoraGguf(path: string, opts: TinyLoraOptions = {}): void {
+  const nEmbd = opts.nEmbd ?? 32;
+  const nLayer = opts.nLayer ?? 2;
+  const rank = opts.rank ?? 4;
+  const meta: [string, MetaValue][] = [
+    ['general.architecture', { type: 'str', value: 'llama' }],
+    ['general.type', { type: 'str', value: 'adapter' }],
+    ['general.alignment', { type: 'u32', value: 32 }],
+    ['adapter.type', { type: 'str', value: 'lora' }],
+    ['adapter.lora.alpha', { type: 'f32', value: opts.alpha ?? rank }],
+  ];
+  const tensors: [string, number[], number | 'ones'][] = [];
+  for (let l = 0; l < nLayer; l++) {
+    for (const t of ['attn_q', 'attn_v']) {
+      tensors.push(
+        [`blk.${l}.${t}.weight.lora_a`, [nEmbd, rank], 1 / Math.sqrt(nEmbd)],
+        [`blk.${l}.${t}.weight.lora_b`, [rank, nEmbd], 1],
+      );
+    }
+  }
+  writeGguf(path, meta, tensors, opts.seed ?? 2);
+}
+
+function writeGguf(
+  path: string,
+  meta: [string, MetaValue][],
+  tensors: [string, number[], number | 'ones'][],
+  seed: number,
+): void {
   const w = new ByteWriter();
   w.push(Buffer.from('GGUF', 'ascii'));
   w.u32(3);
@@ -280,20 +323,18 @@ export function writeTinyGguf(
 
   const alignment = 32;
   let offset = 0;
-  const offsets: number[] = [];
   for (const [name, dims] of tensors) {
     w.str(name);
     w.u32(dims.length);
     for (const d of dims) w.u64(d);
     w.u32(0); // GGML_TYPE_F32
     w.u64(offset);
-    offsets.push(offset);
     const bytes = dims.reduce((a, b) => a * b, 1) * 4;
     offset += Math.ceil(bytes / alignment) * alignment;
   }
   w.pad(alignment);
 
-  const rand = normalGenerator(opts.seed ?? 1);
+  const rand = normalGenerator(seed);
   for (const [, dims, init] of tensors) {
     const n = dims.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
@@ -302,5 +343,4 @@ export function writeTinyGguf(
     w.pad(alignment);
   }
   writeFileSync(path, w.toBuffer());
-  return { vocabSize: nVocab, nEmbd };
 }

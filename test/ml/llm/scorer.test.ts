@@ -7,7 +7,8 @@ import { resolveLlmConfig } from '../../../ml/llm/config.js';
 import { loadLlm, type LoadedLlm } from '../../../ml/llm/model.js';
 import { PromptBuilder, templateByName } from '../../../ml/llm/prompts.js';
 import { LlmScorer } from '../../../ml/llm/scorer.js';
-import { writeTinyGguf } from '../../helpers/tiny-gguf.js';
+import { writeTinyGguf, writeTinyLoraGguf } from '../../helpers/tiny-gguf.js';
+import { CorellaError } from '../../../ml/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'corella-llm-scorer-'));
 const modelPath = join(dir, 'tiny.gguf');
@@ -155,5 +156,33 @@ describe('LlmScorer on a real (tiny) GGUF model', () => {
       ),
     ).rejects.toThrow('stop here');
     expect(scored).toBe(2);
+  });
+});
+
+describe('LoRA adapters', () => {
+  it('applies a GGUF LoRA adapter with its scale (scale 0 = base model)', async () => {
+    const adapter = join(dir, 'adapter.gguf');
+    writeTinyLoraGguf(adapter, { seed: 9 });
+    const base = await withScorer({ hidden: false }, (s) => s.score(prompts.slice(0, 3)));
+    const zero = await withScorer({ hidden: false, lora: { path: adapter, scale: 0 } }, (s) =>
+      s.score(prompts.slice(0, 3)),
+    );
+    const full = await withScorer({ lora: { path: adapter, scale: 1 } }, (s) => s.score(prompts.slice(0, 3)));
+    for (let i = 0; i < 3; i++) expect(Math.abs(zero[i].pYes - base[i].pYes)).toBeLessThan(1e-3);
+    const moved = full.map((f, i) => Math.abs(f.pYes - base[i].pYes));
+    expect(Math.max(...moved)).toBeGreaterThan(1e-2);
+    expect(full[0].hidden!.length).toBe(llm.hiddenDim);
+  });
+
+  it('rejects an adapter that does not fit the model with BAD_MODEL_FILE', async () => {
+    const adapter = join(dir, 'wrong.gguf');
+    writeTinyLoraGguf(adapter, { nEmbd: 48 });
+    const err = await withScorer({ hidden: false, lora: { path: adapter } }, async () => undefined).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(CorellaError);
+    expect((err as CorellaError).code).toBe('BAD_MODEL_FILE');
+    expect((err as CorellaError).message).toContain('wrong.gguf');
   });
 });
