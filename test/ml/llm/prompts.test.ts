@@ -1,3 +1,4 @@
+import type { Token } from 'node-llama-cpp';
 import { describe, expect, it } from 'vitest';
 import { PromptBuilder, templateByName, type PromptTokenizer } from '../../../ml/llm/prompts.js';
 import { CorellaError } from '../../../ml/errors.js';
@@ -6,19 +7,19 @@ import { ITEMS, makeSplit } from './fixtures.js';
 // One token per whitespace-separated word (a leading space belongs to the word): easy to count by hand.
 const vocab = new Map<string, number>();
 const wordTokenizer: PromptTokenizer = {
-  bos: 0,
-  tokenize(text: string): number[] {
-    return (text.match(/\s*\S+/g) ?? []).map((w) => {
+  bos: 0 as Token,
+  tokenize(text: string): Token[] {
+    return (text.match(/\s*\S+/g) ?? []).map((w): Token => {
       let id = vocab.get(w);
       if (id === undefined) {
         id = vocab.size + 1;
         vocab.set(w, id);
       }
-      return id;
+      return id as Token;
     });
   },
 };
-const detok = (ids: number[]): string => {
+const detok = (ids: readonly number[]): string => {
   const inv = new Map([...vocab].map(([w, i]) => [i, w]));
   return ids.map((i) => (i === 0 ? '<s>' : inv.get(i))).join('');
 };
