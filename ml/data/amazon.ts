@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { DatasetError } from '../errors.js';
 import { throwIfAborted, type LongRunOptions } from '../progress.js';
 import type { BadLineSink } from './bad-lines.js';
-import { inWindow, kCoreMask, type TimeWindow } from './filters.js';
+import { applyKCore, inWindow, type TimeWindow } from './filters.js';
 import { fileExists } from './input-files.js';
 import { streamLines } from './json-lines.js';
 import { filterInteractions, growF32, growF64, growI32, type Interactions, type RawDataset } from './raw.js';
@@ -133,7 +133,7 @@ export async function readAmazon(
     timestamp: times.toArray(),
   };
   inter = dedupeReviews(inter, userIds.length, itemIds.length, sink);
-  inter = kCore(inter, opts.kCore, sink);
+  inter = applyKCore(inter, opts.kCore, sink);
 
   // Metadata of the items still needed.
   const needed = new Uint8Array(itemIds.length);
@@ -188,7 +188,7 @@ export async function readAmazon(
     else missing++;
   }
   sink.drop('missing_metadata', missing);
-  if (missing) inter = kCore(filterInteractions(inter, keep), opts.kCore, sink);
+  if (missing) inter = applyKCore(filterInteractions(inter, keep), opts.kCore, sink);
 
   return compact(
     {
@@ -247,15 +247,6 @@ function dedupeReviews(inter: Interactions, nUsers: number, nItems: number, sink
   }
   sink.drop('duplicate_review', dups);
   return dups ? filterInteractions(inter, keep) : inter;
-}
-
-function kCore(inter: Interactions, k: number | undefined, sink: BadLineSink): Interactions {
-  if (!k || k <= 1) return inter;
-  const keep = kCoreMask(inter.user, inter.item, inter.n, k);
-  let kept = 0;
-  for (let i = 0; i < inter.n; i++) kept += keep[i];
-  sink.drop('k_core', inter.n - kept);
-  return kept === inter.n ? inter : filterInteractions(inter, keep);
 }
 
 /** Renumbers users and items to those still referenced (first-appearance order is preserved). */

@@ -1,14 +1,11 @@
-import { createHash } from 'node:crypto';
 import { CorellaError } from '../errors.js';
-import { canonicalJson } from './canonical-json.js';
+import { canonicalHash } from '../canonical.js';
 import type { FeatureMap } from './types.js';
 
 /** sha256 of the canonical JSON of everything in the feature map except its id. */
 export function featureMapId(fm: Omit<FeatureMap, 'id'> & { id?: string }): string {
   const { categorical, sequences, dense, vocabularies } = fm;
-  return createHash('sha256')
-    .update(canonicalJson({ categorical, sequences, dense, vocabularies }))
-    .digest('hex');
+  return canonicalHash({ categorical, sequences, dense, vocabularies });
 }
 
 /** Throws FEATURE_MAP_MISMATCH when the stored id does not match the content (or the expected id). */

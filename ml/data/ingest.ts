@@ -1,11 +1,10 @@
-import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { CorellaError } from '../errors.js';
 import type { ArtifactStore } from '../artifacts/store.js';
 import { throwIfAborted, yieldToEventLoop, type LongRunOptions } from '../progress.js';
 import { BadLineSink, type OnBadLine } from './bad-lines.js';
 import { buildCtrDataset, type LabelRule } from './build.js';
-import { canonicalJson } from './canonical-json.js';
+import { canonicalHash, canonicalJson } from '../canonical.js';
 import { applyKCore, applyTimeWindow, type TimeWindow } from './filters.js';
 import { readSource } from './sources.js';
 import { encodeSplit } from './split-codec.js';
@@ -136,16 +135,12 @@ export async function ingestDataset(
   }
   const featureMapJson = canonicalJson(built.featureMap);
   const itemTableJson = canonicalJson(built.items);
-  const versionId = createHash('sha256')
-    .update(
-      canonicalJson({
-        format: INGEST_FORMAT,
-        source: opts.source,
-        params,
-        inputs: raw.inputs.map((i) => i.sha256),
-      }),
-    )
-    .digest('hex');
+  const versionId = canonicalHash({
+    format: INGEST_FORMAT,
+    source: opts.source,
+    params,
+    inputs: raw.inputs.map((i) => i.sha256),
+  });
 
   // Nothing above wrote to the store; from here on only writes remain.
   await progress('ingest:write', 0, 5);

@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
+import { sha256Hex } from '../artifacts/store.js';
 import { DatasetError } from '../errors.js';
 import type { InputFile } from './raw.js';
 
@@ -8,10 +8,6 @@ export interface LoadedFile {
   path: string;
   buf: Buffer;
   input: InputFile;
-}
-
-export function sha256Of(buf: Uint8Array): string {
-  return createHash('sha256').update(buf).digest('hex');
 }
 
 export async function fileExists(path: string): Promise<boolean> {
@@ -38,7 +34,7 @@ export async function readInputFile(path: string, what: string): Promise<LoadedF
     );
   }
   if (buf.length === 0) throw new DatasetError(`empty ${what} file`, { file: path, reason: 'empty_file' });
-  return { path, buf, input: { name: basename(path), sha256: sha256Of(buf), bytes: buf.length } };
+  return { path, buf, input: { name: basename(path), sha256: sha256Hex(buf), bytes: buf.length } };
 }
 
 /**
