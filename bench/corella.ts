@@ -9,6 +9,7 @@
  *   npx tsx bench/corella.ts [--data DIR] [--model PATH] [--threads 2] [--backend wasm] [--crm-epochs 4]
  *     [--stage2 2000] [--stage3 1000] [--shift-rows 500] [--calib-rows 3000] [--curve-frac 0.3]
  *     [--test-rows 2000] [--subset random|hard] [--max-history 10] [--bootstrap 1000] [--max-routed 0.2]
+ *     [--hidden 1|0]
  *
  * Dataset, CRM and checkpoints live in a temporary store removed afterwards; LLM features are cached in
  * .corella/bench-store (git-ignored) so a re-run does not recompute them. Nothing derived from the real
@@ -54,6 +55,8 @@ const subset = arg('subset', 'random') as SubsetSelection;
 const maxHistory = num('max-history', 10);
 const bootstrapRounds = num('bootstrap', 1000);
 const maxRouted = num('max-routed', 0.2);
+/** 0 = no hidden-state pass (half the LLM time): the adapter then reads the Yes/No log-odds only. */
+const hidden = num('hidden', 1) !== 0;
 
 const t0 = performance.now();
 const elapsed = () => Math.round((performance.now() - t0) / 1000);
@@ -155,7 +158,7 @@ try {
       model: modelPath,
       threads,
       contextSize: 2048,
-      hidden: true,
+      hidden,
       maxHistoryItems: maxHistory,
       template: 'paper',
     },
@@ -232,6 +235,7 @@ try {
           maxRoutedFraction: cal.maxRoutedFraction,
         },
         maxHistory,
+        hiddenState: hidden,
       },
       test: {
         stage1CrmAllRows: {

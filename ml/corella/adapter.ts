@@ -56,8 +56,9 @@ interface AdapterFile {
 }
 
 export function validateAdapterConfig(c: AdapterConfig, where = 'adapter'): void {
-  if (!Number.isInteger(c.hiddenDim) || c.hiddenDim < 1) {
-    throw new CorellaError('BAD_CONFIG', `${where}.hiddenDim must be a positive integer, got ${c.hiddenDim}`);
+  // 0 = the LLM source extracts no hidden state (it costs a second pass); the adapter then reads log-odds only.
+  if (!Number.isInteger(c.hiddenDim) || c.hiddenDim < 0) {
+    throw new CorellaError('BAD_CONFIG', `${where}.hiddenDim must be an integer ≥ 0, got ${c.hiddenDim}`);
   }
   if (!Array.isArray(c.layers) || c.layers.some((w) => !Number.isInteger(w) || w < 1)) {
     throw new CorellaError(

@@ -126,4 +126,25 @@ describe('LlmAdapter', () => {
     expect(() => a.predict(f)).toThrow(/hiddenDim/);
     a.dispose();
   });
+
+  it('works on log-odds alone when the LLM source extracts no hidden state', () => {
+    const logOdds = Float32Array.from([-2, -1, 0, 1, 2]);
+    const f = {
+      modelSha256: 'm',
+      template: 't',
+      hiddenDim: 0,
+      sampleIds: Uint32Array.from([1, 2, 3, 4, 5]),
+      pYes: logOdds.map((z) => 1 / (1 + Math.exp(-z))),
+      logOdds,
+      hidden: new Float32Array(0),
+    };
+    const a = LlmAdapter.create({ hiddenDim: 0, layers: [3], seed: 4 });
+    a.fitNormalization(f);
+    const p = a.predict(f);
+    expect(p).toHaveLength(5);
+    expect(Array.from(p).every((x) => x > 0 && x < 1)).toBe(true);
+    expect(Array.from(LlmAdapter.deserialize(a.serialize()).predict(f))).toEqual(Array.from(p));
+    expect(() => LlmAdapter.create({ hiddenDim: -1, layers: [3], seed: 4 })).toThrow(/hiddenDim/);
+    a.dispose();
+  });
 });
