@@ -1,7 +1,9 @@
 import { bookkeepingActivities } from './bookkeeping.js';
 import type { ActivityContext } from './context.js';
 import { stageNotImplemented, withTypedFailures } from './failures.js';
+import { corellaActivities } from './corella.js';
 import { ingestActivities } from './ingest.js';
+import { llmFeatureActivities } from './llm-features.js';
 import { registryActivities } from './registry.js';
 import { trainCrmActivities } from './train-crm.js';
 import type { CorellaActivities } from './types.js';
@@ -16,10 +18,8 @@ export function createActivities(ctx: ActivityContext): CorellaActivities {
     ...bookkeepingActivities(ctx),
     ...ingestActivities(ctx),
     ...trainCrmActivities(ctx),
-    extractLlmFeatures: pending('extractLlmFeatures', 'issue 5: LLM branch'),
-    trainJoint: pending('trainJoint', 'issue 6: CoReLLa joint training'),
-    evaluateAlignment: pending('evaluateAlignment', 'issue 6: alignment evaluation'),
-    calibrateThreshold: pending('calibrateThreshold', 'issue 6: threshold calibration'),
+    ...llmFeatureActivities(ctx),
+    ...corellaActivities(ctx),
     ...registryActivities(ctx),
     recalibrate: pending('recalibrate', 'issue 7: recalibration'),
   });

@@ -134,12 +134,14 @@ export interface CorellaActivities {
       modelSha256: string;
     },
   ): Promise<JointResult>;
+  /** Runs after calibration: the hybrid is evaluated on test at the calibrated threshold. */
   evaluateAlignment(
     input: StageInput & {
       datasetVersionId: string;
       crmArtifact: string;
       adapterArtifact: string;
       featuresIndex: string;
+      threshold: number;
     },
   ): Promise<EvaluationResult>;
   calibrateThreshold(
@@ -181,8 +183,8 @@ export type StageName =
   | 'ingest'
   | 'train-crm+llm-features'
   | 'joint-training'
-  | 'alignment-evaluation'
   | 'calibration'
+  | 'alignment-evaluation'
   | 'registration'
   | 'done'
   | 'failed'

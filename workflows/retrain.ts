@@ -91,7 +91,7 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
     upsertSearchAttributes([{ key: stageKey, value: stage }]);
   };
   const absorb = (prefix: string, metrics: Metrics): void => {
-    for (const [k, v] of Object.entries(metrics)) progress.metrics[`${prefix}.${k}`] = v;
+    for (const [k, v] of Object.entries(metrics)) progress.metrics[prefix ? `${prefix}.${k}` : k] = v;
   };
 
   const datasetLabel = input.dataset.name ?? input.dataset.source;
@@ -120,7 +120,8 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
       gpu.trainCrm({ runId, config, datasetVersionId: ds.datasetVersionId }),
       gpu.extractLlmFeatures({ runId, config, datasetVersionId: ds.datasetVersionId }),
     ]);
-    absorb('crm', crm.metrics);
+    // Stage 1 reports DCNv2 ('crm.*') and the LR baseline ('lr.*') side by side.
+    absorb('', crm.metrics);
     absorb('llm', llm.metrics);
 
     enter('joint-training');
@@ -142,13 +143,15 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
       adapterArtifact: joint.adapterArtifact,
       featuresIndex: llm.featuresIndex,
     };
-    enter('alignment-evaluation');
-    const evaluation = await cpu.evaluateAlignment(models);
-    absorb('eval', evaluation.metrics);
-
+    // Calibration (validation split) comes first: the alignment evaluation reports the hybrid on test at the
+    // calibrated threshold.
     enter('calibration');
     const calibration = await cpu.calibrateThreshold(models);
     absorb('calibration', calibration.metrics);
+
+    enter('alignment-evaluation');
+    const evaluation = await cpu.evaluateAlignment({ ...models, threshold: calibration.threshold });
+    absorb('eval', evaluation.metrics);
 
     enter('registration');
     const reg = await cpu.registerModelVersion({

@@ -45,7 +45,7 @@ function stubStages(calls: string[], fail?: 'ingest'): Partial<CorellaActivities
     },
     async trainCrm() {
       calls.push('trainCrm');
-      return { crmArtifact: 'c'.repeat(64), backend: 'stub', metrics: { 'valid.auc': 0.7 } };
+      return { crmArtifact: 'c'.repeat(64), backend: 'stub', metrics: { 'crm.valid.auc': 0.7 } };
     },
     async extractLlmFeatures() {
       calls.push('extractLlmFeatures');
@@ -165,8 +165,8 @@ describe('retrainWorkflow on a real Temporal dev server and a real Postgres', ()
     expect(new Set(calls.slice(1, 3))).toEqual(new Set(['trainCrm', 'extractLlmFeatures']));
     expect(calls.slice(3)).toEqual([
       'trainJoint',
-      'evaluateAlignment',
       'calibrateThreshold',
+      'evaluateAlignment',
       'registerModelVersion',
     ]);
     expect(result.modelVersionId).toBe('mv-1');

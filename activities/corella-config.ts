@@ -1,0 +1,58 @@
+import type { PipelineConfig } from './types.js';
+import type { LlmConfig } from '../ml/llm/index.js';
+import { CorellaError } from '../ml/errors.js';
+import type { JointConfigInput } from '../ml/corella/joint.js';
+import type { CalibrationConfig } from '../ml/corella/calibration.js';
+import { join } from 'node:path';
+
+/** How many rows of each split get LLM features up front (the LLM is the expensive part of a run). */
+export interface LlmPools {
+  valid: number;
+  test: number;
+  seed: number;
+}
+
+export function llmConfigOf(config: PipelineConfig, home: string): LlmConfig {
+  const s = (config.llm ?? {}) as Record<string, unknown>;
+  if (typeof s.model !== 'string' || s.model === '') {
+    throw new CorellaError('BAD_CONFIG', 'config.llm.model is required (a .gguf path or an hf: URI)');
+  }
+  const out: Record<string, unknown> = { modelCacheDir: join(home, 'models') };
+  for (const k of [
+    'model',
+    'gpu',
+    'gpuLayers',
+    'threads',
+    'contextSize',
+    'batchSize',
+    'sequences',
+    'lora',
+    'template',
+    'answers',
+    'hidden',
+    'maxHistoryItems',
+    'targetReserveTokens',
+  ]) {
+    if (s[k] !== undefined) out[k] = s[k];
+  }
+  return out as unknown as LlmConfig;
+}
+
+export function llmPoolsOf(config: PipelineConfig): LlmPools {
+  const p = ((config.llm ?? {}) as Record<string, unknown>).pools as Partial<LlmPools> | undefined;
+  return { valid: p?.valid ?? 2000, test: p?.test ?? 2000, seed: p?.seed ?? 11 };
+}
+
+export function jointConfigOf(config: PipelineConfig, runId: string): JointConfigInput {
+  return { ...(config.joint ?? {}), checkpointName: `runs/${runId}/joint` } as JointConfigInput;
+}
+
+/** Calibration works on the same validation pool the LLM features were extracted for. */
+export function calibrationConfigOf(config: PipelineConfig): Partial<CalibrationConfig> {
+  const pools = llmPoolsOf(config);
+  return {
+    maxRows: pools.valid,
+    seed: pools.seed,
+    ...((config.calibration ?? {}) as Partial<CalibrationConfig>),
+  };
+}

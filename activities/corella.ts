@@ -1,0 +1,264 @@
+import { CalibrationRepository } from '../db/repositories/calibrations.js';
+import { EvaluationRepository } from '../db/repositories/evaluations.js';
+import { RunRepository } from '../db/repositories/runs.js';
+import type { ArtifactStore } from '../ml/artifacts/store.js';
+import { LlmAdapter } from '../ml/corella/adapter.js';
+import { calibrateThreshold } from '../ml/corella/calibration.js';
+import { evaluateAlignment, sampleRows } from '../ml/corella/evaluation.js';
+import { trainJoint } from '../ml/corella/joint.js';
+import type { CtrScores } from '../ml/corella/score.js';
+import { loadCrm, saveCrm, type CrmNet } from '../ml/crm/index.js';
+import type { CtrDataset } from '../ml/data/index.js';
+import { LlmFeatureExtractor } from '../ml/llm/index.js';
+import { initTf } from '../ml/tf/index.js';
+import type { ActivityContext } from './context.js';
+import { calibrationConfigOf, jointConfigOf, llmConfigOf, llmPoolsOf } from './corella-config.js';
+import { datasetForVersion } from './datasets.js';
+import { activityRunOptions } from './heartbeat.js';
+import type { CorellaActivities, Metrics, PipelineConfig } from './types.js';
+
+function scores(prefix: string, s: CtrScores): Metrics {
+  return { [`${prefix}.auc`]: s.auc, [`${prefix}.logloss`]: s.logLoss, [`${prefix}.acc`]: s.acc };
+}
+
+/** Finite numbers only: Postgres metrics and workflow summaries have no use for NaN. */
+function finite(m: Metrics): Metrics {
+  return Object.fromEntries(Object.entries(m).filter(([, v]) => Number.isFinite(v)));
+}
+
+interface Loaded {
+  dataset: CtrDataset;
+  crm: CrmNet;
+  llm: LlmFeatureExtractor;
+  adapter?: LlmAdapter;
+  dispose(): Promise<void>;
+}
+
+/** Dataset, CRM, LLM source and (optionally) adapter of one run, released together. */
+async function loadRunModels(
+  ctx: ActivityContext,
+  a: { config: PipelineConfig; datasetVersionId: string; crmArtifact: string; adapterArtifact?: string },
+): Promise<Loaded> {
+  await initTf();
+  const dataset = await datasetForVersion(ctx.store, a.datasetVersionId);
+  const crm = await loadCrm(ctx.store, a.crmArtifact, dataset.featureMap);
+  const adapter = a.adapterArtifact
+    ? LlmAdapter.deserialize(await ctx.store.get(a.adapterArtifact))
+    : undefined;
+  let llm: LlmFeatureExtractor;
+  try {
+    llm = await LlmFeatureExtractor.open(llmConfigOf(a.config, ctx.home), ctx.store);
+  } catch (e) {
+    crm.dispose();
+    adapter?.dispose();
+    throw e;
+  }
+  return {
+    dataset,
+    crm,
+    llm,
+    adapter,
+    async dispose() {
+      crm.dispose();
+      adapter?.dispose();
+      await llm.dispose();
+    },
+  };
+}
+
+async function logRunMetrics(ctx: ActivityContext, runId: string, metrics: Metrics): Promise<void> {
+  await new RunRepository(ctx.db).logMetrics(runId, finite(metrics));
+}
+
+async function putJson(store: ArtifactStore, value: unknown): Promise<string> {
+  return (await store.put(JSON.stringify(value))).sha256;
+}
+
+/** Stages 2 and 3, calibration on validation, and the alignment evaluation on test. */
+export function corellaActivities(
+  ctx: ActivityContext,
+): Pick<CorellaActivities, 'trainJoint' | 'calibrateThreshold' | 'evaluateAlignment'> {
+  return {
+    async trainJoint({ runId, config, datasetVersionId, crmArtifact }) {
+      const m = await loadRunModels(ctx, { config, datasetVersionId, crmArtifact });
+      const run = activityRunOptions('joint');
+      try {
+        // Stage 2 updates the CRM in place; a retry resumes from the named joint checkpoint of this run.
+        const r = await trainJoint({
+          crm: m.crm,
+          dataset: m.dataset,
+          llm: m.llm,
+          config: jointConfigOf(config, runId),
+          store: ctx.store,
+          signal: run.signal,
+          onProgress: run.onProgress,
+        });
+        try {
+          const crmRef = await saveCrm(m.crm, ctx.store, { runId, datasetVersionId, stage: 'joint' });
+          const metrics: Metrics = {
+            'stage2.samples': r.stage2.samples,
+            'stage2.meanCrmEntropy': r.stage2.meanCrmEntropy,
+            'stage2.samplesPerSec': r.stage2.samplesPerSec,
+            'stage3.samples': r.stage3.samples,
+            'stage3.meanCrmEntropy': r.stage3.meanCrmEntropy,
+          };
+          const last2 = r.stage2.epochs.at(-1);
+          if (last2) Object.assign(metrics, { 'stage2.loss': last2.total, 'stage2.lossAlign': last2.align });
+          const last3 = r.stage3.epochs.at(-1);
+          if (last3) metrics['stage3.loss'] = last3.total;
+          for (const [name, st] of [
+            ['stage2', r.stage2],
+            ['stage3', r.stage3],
+          ] as const) {
+            if (st.validation)
+              Object.assign(
+                metrics,
+                scores(`${name}.valid.crm`, st.validation.crm),
+                scores(`${name}.valid.llm`, st.validation.llm),
+              );
+          }
+          if (r.boundaryShift) {
+            for (const [when, b] of Object.entries(r.boundaryShift)) {
+              Object.assign(metrics, {
+                [`shift.${when}.agreement`]: b.agreement,
+                [`shift.${when}.logitCorrelation`]: b.logitCorrelation,
+                [`shift.${when}.meanAbsDiff`]: b.meanAbsDiff,
+                [`shift.${when}.alignLoss`]: b.alignLoss,
+              });
+            }
+            await new EvaluationRepository(ctx.db).record({
+              runId,
+              kind: 'boundary-shift',
+              payload: { ...r.boundaryShift, pairs: r.pairs },
+            });
+          }
+          const clean = finite(metrics);
+          await logRunMetrics(
+            ctx,
+            runId,
+            Object.fromEntries(Object.entries(clean).map(([k, v]) => [`joint.${k}`, v])),
+          );
+          return { crmArtifact: crmRef.sha256, adapterArtifact: r.artifacts.adapter.sha256, metrics: clean };
+        } finally {
+          r.adapter.dispose();
+          r.projections.dispose();
+        }
+      } finally {
+        await m.dispose();
+      }
+    },
+
+    async calibrateThreshold({ runId, config, datasetVersionId, crmArtifact, adapterArtifact }) {
+      const m = await loadRunModels(ctx, { config, datasetVersionId, crmArtifact, adapterArtifact });
+      const run = activityRunOptions('calibration');
+      try {
+        const cal = await calibrateThreshold({
+          crm: m.crm,
+          adapter: m.adapter!,
+          llm: m.llm,
+          split: m.dataset.splits.valid,
+          items: m.dataset.items,
+          config: calibrationConfigOf(config),
+          signal: run.signal,
+          onProgress: run.onProgress,
+        });
+        const curveArtifact = await putJson(ctx.store, cal);
+        await new CalibrationRepository(ctx.db).record({
+          runId,
+          threshold: cal.threshold,
+          metric: cal.metric,
+          // "Route nothing" / "route everything" are ±Infinity; entropies lie in [0, ln 2], so ln 2 and −1
+          // stand for them in the stored curve.
+          curve: cal.curve.map((p) => ({
+            threshold: Number.isFinite(p.threshold) ? p.threshold : p.threshold > 0 ? Math.LN2 : -1,
+            llmShare: p.routedFraction,
+            quantile: p.quantile,
+            auc: p.auc,
+            logLoss: p.logLoss,
+            acc: p.acc,
+          })),
+        });
+        const metrics = finite({
+          threshold: cal.threshold,
+          routedFraction: cal.chosen.routedFraction,
+          'hybrid.auc': cal.chosen.auc,
+          'hybrid.logloss': cal.chosen.logLoss,
+          'hybrid.acc': cal.chosen.acc,
+          'crm.auc': cal.crmOnly.auc,
+          'crm.logloss': cal.crmOnly.logLoss,
+          'crm.acc': cal.crmOnly.acc,
+          rows: cal.n,
+          llmRows: cal.llmRows,
+        });
+        await logRunMetrics(
+          ctx,
+          runId,
+          Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`calibration.${k}`, v])),
+        );
+        return {
+          threshold: cal.threshold,
+          routedFraction: cal.chosen.routedFraction,
+          curveArtifact,
+          metrics,
+        };
+      } finally {
+        await m.dispose();
+      }
+    },
+
+    async evaluateAlignment({ runId, config, datasetVersionId, crmArtifact, adapterArtifact, threshold }) {
+      const m = await loadRunModels(ctx, { config, datasetVersionId, crmArtifact, adapterArtifact });
+      const run = activityRunOptions('evaluation');
+      try {
+        const test = m.dataset.splits.test;
+        const pools = llmPoolsOf(config);
+        const ev = await evaluateAlignment({
+          crm: m.crm,
+          adapter: m.adapter!,
+          llm: m.llm,
+          split: test,
+          items: m.dataset.items,
+          threshold,
+          rows: sampleRows(test.size, pools.test, pools.seed),
+          signal: run.signal,
+          onProgress: run.onProgress,
+        });
+        const predictions = await putJson(ctx.store, {
+          rows: Array.from(ev.predictions.rows),
+          labels: Array.from(ev.predictions.labels),
+          pCrm: Array.from(ev.predictions.pCrm),
+          pLlm: Array.from(ev.predictions.pLlm),
+          pHybrid: Array.from(ev.predictions.pHybrid),
+        });
+        const row = await new EvaluationRepository(ctx.db).record({
+          runId,
+          kind: 'alignment',
+          payload: {
+            split: ev.split,
+            n: ev.n,
+            threshold: ev.threshold,
+            routedFraction: ev.routedFraction,
+            overall: ev.overall,
+            buckets: ev.buckets,
+            predictionsArtifact: predictions,
+          },
+        });
+        const metrics = finite({
+          ...scores('test.crm', ev.overall.crm),
+          ...scores('test.llm', ev.overall.llm),
+          ...scores('test.hybrid', ev.overall.hybrid),
+          'test.routedFraction': ev.routedFraction,
+          'test.rows': ev.n,
+        });
+        await logRunMetrics(
+          ctx,
+          runId,
+          Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`eval.${k}`, v])),
+        );
+        return { evaluationId: String(row.id), metrics };
+      } finally {
+        await m.dispose();
+      }
+    },
+  };
+}

@@ -1,0 +1,156 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection } from '@temporalio/worker';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { ActivityContext } from '../../activities/context.js';
+import { createActivities } from '../../activities/index.js';
+import type { PipelineConfig, RetrainInput, RetrainProgress, RetrainResult } from '../../activities/types.js';
+import { CalibrationRepository } from '../../db/repositories/calibrations.js';
+import { DatasetRepository } from '../../db/repositories/datasets.js';
+import { EvaluationRepository } from '../../db/repositories/evaluations.js';
+import { ModelRepository } from '../../db/repositories/models.js';
+import { RunRepository } from '../../db/repositories/runs.js';
+import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
+import { FileArtifactStore } from '../../ml/artifacts/store.js';
+import { createCpuWorker } from '../../workers/cpu.js';
+import { createGpuWorker } from '../../workers/gpu.js';
+import { installWorkerRuntime } from '../../workers/runtime.js';
+import { writeTinyGguf } from '../helpers/tiny-gguf.js';
+
+/** A config small enough for a test: every stage runs for real, on a few hundred samples. */
+export function tinyPipelineConfig(modelPath: string): PipelineConfig {
+  return {
+    crm: { embeddingDim: 8, crossLayers: 2, mlp: [32, 16], epochs: 2, batchSize: 256, patience: 1 },
+    llm: { model: modelPath, threads: 1, contextSize: 512, pools: { valid: 80, test: 100, seed: 3 } },
+    joint: {
+      subset: 'random',
+      stage2: { samples: 150, epochs: 1, batchSize: 64 },
+      stage3: { samples: 60, epochs: 1, batchSize: 64 },
+      adapter: { layers: [16, 8] },
+      alignment: { sharedDim: 8 },
+      validationSamples: 40,
+    },
+    calibration: { metric: 'auc', maxRoutedFraction: 0.3 },
+    promotion: { metric: 'calibration.hybrid.auc', margin: 0 },
+  };
+}
+
+describe('retrainWorkflow end to end with every real activity', () => {
+  let testDb: TestDatabase;
+  let dir: string;
+  let ctx: ActivityContext;
+
+  beforeAll(async () => {
+    installWorkerRuntime();
+    testDb = await createTestDatabase(inject('databaseUrl'));
+    dir = await mkdtemp(join(tmpdir(), 'corella-e2e-'));
+    ctx = {
+      db: testDb.db,
+      store: new FileArtifactStore(join(dir, 'artifacts')),
+      home: dir,
+      close: async () => undefined,
+    };
+  });
+  afterAll(async () => {
+    await testDb?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('ingests synthetic data, trains, extracts LLM features, calibrates, evaluates and registers a champion', async () => {
+    const modelPath = join(dir, 'tiny.gguf');
+    writeTinyGguf(modelPath, { seed: 5 });
+    const config = tinyPipelineConfig(modelPath);
+    const suffix = randomUUID().slice(0, 8);
+    const queues = { cpu: `e2e-cpu-${suffix}`, gpu: `e2e-gpu-${suffix}` };
+    const input: RetrainInput = {
+      dataset: {
+        source: 'synthetic-movielens',
+        dir: join(dir, 'datasets', 'synthetic'),
+        params: { synthetic: { seed: 9, users: 80, items: 120, ratingsPerUser: 30 } },
+      },
+      config,
+      configHash: 'e2e',
+      trigger: 'test',
+      queues,
+    };
+    const workflowId = `retrain-e2e-${suffix}`;
+    const activities = createActivities(ctx);
+    const nc = await NativeConnection.connect({ address: inject('temporalAddress') });
+    const namespace = inject('temporalNamespace');
+    const cpu = await createCpuWorker({ connection: nc, namespace, activities, taskQueue: queues.cpu });
+    const gpu = await createGpuWorker({ connection: nc, namespace, activities, taskQueue: queues.gpu });
+    const conn = await Connection.connect({ address: inject('temporalAddress') });
+    const client = new Client({ connection: conn, namespace });
+    let result: RetrainResult;
+    let progress: RetrainProgress;
+    try {
+      [result, progress] = await cpu.runUntil(
+        gpu.runUntil(async () => {
+          const h = await client.workflow.start('retrainWorkflow', {
+            taskQueue: queues.cpu,
+            workflowId,
+            args: [input],
+          });
+          const r = (await h.result()) as RetrainResult;
+          return [r, await h.query<RetrainProgress>('progress')] as const;
+        }),
+      );
+    } finally {
+      await conn.close();
+      await nc.close();
+    }
+
+    expect(progress.stage).toBe('done');
+    expect(progress.completed).toEqual([
+      'ingest',
+      'train-crm+llm-features',
+      'joint-training',
+      'calibration',
+      'alignment-evaluation',
+      'registration',
+    ]);
+    expect(result.alias).toBe('champion');
+    for (const k of [
+      'crm.test.auc',
+      'lr.test.auc',
+      'eval.test.crm.auc',
+      'eval.test.llm.auc',
+      'eval.test.hybrid.auc',
+      'calibration.hybrid.auc',
+    ]) {
+      expect(result.metrics[k], k).toBeGreaterThan(0);
+      expect(result.metrics[k], k).toBeLessThanOrEqual(1);
+    }
+    expect(result.metrics['calibration.routedFraction']).toBeLessThanOrEqual(0.3);
+    expect(result.threshold).toBeGreaterThanOrEqual(0);
+
+    const run = await new RunRepository(testDb.db).show(workflowId);
+    expect(run?.run.status).toBe('completed');
+    expect(run?.run.datasetVersionId).toBe(result.datasetVersionId);
+    const version = await new DatasetRepository(testDb.db).getVersion(result.datasetVersionId);
+    expect(version?.source).toBe('synthetic-movielens');
+
+    const models = new ModelRepository(testDb.db);
+    const mv = await models.get(Number(result.modelVersionId));
+    expect(mv?.calibratedThreshold).toBeCloseTo(result.threshold, 6);
+    expect(Object.keys(mv?.artifacts ?? {}).sort()).toEqual([
+      'adapter',
+      'calibrationCurve',
+      'crmModel',
+      'llmModel',
+    ]);
+    expect(String((await models.champion())?.id)).toBe(result.modelVersionId);
+    const cals = await new CalibrationRepository(testDb.db).listForModelVersion(mv!.id);
+    expect(cals).toHaveLength(1);
+    expect(cals[0].curve.length).toBeGreaterThan(2);
+    const evals = await new EvaluationRepository(testDb.db).listForRun(run!.run.id);
+    expect(evals.map((e) => e.kind).sort()).toEqual(['alignment', 'boundary-shift']);
+    const alignment = evals.find((e) => e.kind === 'alignment')!.payload as {
+      buckets: { rows: unknown[] }[];
+    };
+    expect(alignment.buckets.length).toBe(2);
+  }, 600_000);
+});
