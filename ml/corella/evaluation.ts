@@ -187,8 +187,8 @@ export interface AblationArgs extends LongRunOptions {
   testRows?: number;
   /** A fresh, untrained CRM. */
   newCrm: () => CrmModel;
-  /** Stage 1: trains `crm` in place on the training split. */
-  trainStage1: (crm: CrmModel, dataset: CtrDataset, opts: LongRunOptions) => Promise<void>;
+  /** Stage 1: a CRM trained on the training split (e.g. `(o) => trainCrm(ds, cfg, o).then((r) => r.model)`). */
+  trainStage1: (opts: LongRunOptions) => Promise<CrmModel>;
 }
 
 /**
@@ -201,8 +201,7 @@ export async function runAblations(args: AblationArgs): Promise<AblationResult[]
   const variants = args.variants ?? [...ALL_ABLATIONS];
   const { dataset } = args;
   const testRows = sampleRows(dataset.splits.test.size, args.testRows ?? 0, 23);
-  const stage1 = args.newCrm();
-  await args.trainStage1(stage1, dataset, { signal: args.signal, onProgress: args.onProgress });
+  const stage1 = await args.trainStage1({ signal: args.signal, onProgress: args.onProgress });
   const snap = snapshotVariables(stage1.trainableVariables());
   const results: AblationResult[] = [];
   const baseName = args.joint?.checkpointName ?? 'corella/ablation';

@@ -179,7 +179,7 @@ export interface TrainJointArgs extends LongRunOptions {
 interface Checkpoint {
   kind: 'corella-joint-checkpoint';
   configHash: string;
-  /** Phases finished so far, each 'phase:epoch'. */
+  /** The phase in progress and how many of its epochs are finished. */
   phase: 'reference' | 'stage2' | 'stage3';
   epochsDone: number;
   subsets: string;

@@ -100,9 +100,11 @@ describe('evaluateAlignment and ablations', () => {
       llm,
       store: new FileArtifactStore(join(dir, 'ablation')),
       newCrm: () => new TinyCrm([3, 6], { seed: 3 }),
-      trainStage1: async (crm) => {
+      trainStage1: async () => {
         stage1Runs++;
-        await trainTinyCrm(crm as TinyCrm, dataset.splits.train, 2);
+        const crm = new TinyCrm([3, 6], { seed: 3 });
+        await trainTinyCrm(crm, dataset.splits.train, 2);
+        return crm;
       },
       joint: {
         stage2: { samples: 200, epochs: 1, batchSize: 100, learningRate: 0.01 },
