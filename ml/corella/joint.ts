@@ -213,11 +213,17 @@ function sliceFeatures(f: LlmFeatures, s: number, e: number): LlmFeatures {
   };
 }
 
+/**
+ * Frees every tensor of a CRM batch, including any a CRM adds beyond the CrmBatch fields (ml/crm's
+ * prepared batches carry extra id/weight tensors), without depending on a CRM's internals.
+ */
 function disposeBatch(b: ReturnType<CrmModel['makeBatch']>): void {
-  b.categorical.dispose();
-  b.sequences.forEach((t) => t.dispose());
-  b.dense?.dispose();
-  b.labels.dispose();
+  const walk = (v: unknown, depth: number): void => {
+    if (v instanceof tf.Tensor) v.dispose();
+    else if (Array.isArray(v)) v.forEach((x) => walk(x, depth + 1));
+    else if (v && typeof v === 'object' && depth < 3) Object.values(v).forEach((x) => walk(x, depth + 1));
+  };
+  walk(b, 0);
 }
 
 /** Mean of a scalar over batches of validation rows: L_align with both networks in inference mode. */

@@ -6,6 +6,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileArtifactStore } from '../../../ml/artifacts/store.js';
 import { calibrateThreshold } from '../../../ml/corella/calibration.js';
@@ -43,6 +44,7 @@ describe('CoReLLa with the DCNv2 CRM', () => {
     expect(crm.activationShapes.map((a) => a.name)).toEqual(['cross_0', 'cross_1', 'mlp_0', 'mlp_1']);
     const before = JSON.stringify(snapshotVariables(crm.trainableVariables()).map((s) => s.data));
 
+    const tensorsBefore = tf.memory().numTensors;
     const joint = await trainJoint({
       crm,
       dataset,
@@ -56,6 +58,10 @@ describe('CoReLLa with the DCNv2 CRM', () => {
         validationSamples: 500,
       },
     });
+    // Batches (with ml/crm's extra prepared tensors), optimizer state and intermediates are all freed: what
+    // remains is the adapter and the projections.
+    const kept = [...joint.adapter.trainableVariables(), ...joint.projections.trainableVariables()].length;
+    expect(tf.memory().numTensors - tensorsBefore).toBe(kept);
     expect(joint.pairs).toEqual([
       { crm: 'cross_1', llm: 'adapter_0' },
       { crm: 'mlp_1', llm: 'adapter_1' },
