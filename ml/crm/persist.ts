@@ -1,6 +1,7 @@
 import type { ArtifactRef, ArtifactStore } from '../artifacts/store.js';
 import { CorellaError } from '../errors.js';
 import type { FeatureMap } from '../data/types.js';
+import { ensureTf } from '../tf/backend.js';
 import { CrmNet } from './model.js';
 import { decodeTensorFile, encodeTensorFile } from './tensor-file.js';
 import type { CrmConfig } from './types.js';
@@ -73,6 +74,7 @@ export function decodeCrmModel(
 
 /** Loads a model artifact; FEATURE_MAP_MISMATCH when it was trained on another feature map. */
 export async function loadCrm(store: ArtifactStore, sha256: string, featureMap: FeatureMap): Promise<CrmNet> {
+  await ensureTf();
   const buf = await store.get(sha256);
   return decodeCrmModel(buf, featureMap, `CRM model artifact ${sha256}`).model;
 }

@@ -1,11 +1,10 @@
-import * as tf from '@tensorflow/tfjs-core';
 import type { ArtifactStore } from '../artifacts/store.js';
 import type { CtrDataset } from '../data/types.js';
 import { CorellaError } from '../errors.js';
 import { auc, logLoss } from '../metrics/classification.js';
 import { throwIfAborted, yieldToEventLoop } from '../progress.js';
 import type { LongRunOptions } from '../progress.js';
-import { currentTfBackend } from '../tf/backend.js';
+import { ensureTf } from '../tf/backend.js';
 import { Adam } from './adam.js';
 import { disposeCrmBatch } from './batch.js';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint.js';
@@ -97,7 +96,7 @@ export async function trainCrm(
   const train = dataset.splits.train;
   const valid = dataset.splits.valid;
   if (train.size === 0) throw new CorellaError('BAD_DATASET', 'the training split is empty');
-  const backend = currentTfBackend()?.backend ?? tf.getBackend();
+  const backend = (await ensureTf()).backend;
 
   const model = new CrmNet(resolved, dataset.featureMap);
   const adam = new Adam({ lr: opts.lr });

@@ -141,3 +141,8 @@ export async function initTf(
 export function currentTfBackend(): TfInitResult | undefined {
   return current;
 }
+
+/** The current backend, initialising the default choice (CORELLA_TF_BACKEND or automatic) on first use. */
+export async function ensureTf(): Promise<TfInitResult> {
+  return current ?? initTf();
+}

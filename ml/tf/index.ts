@@ -1,4 +1,4 @@
-export { initTf, currentTfBackend, parseBackendChoice } from './backend.js';
+export { initTf, ensureTf, currentTfBackend, parseBackendChoice } from './backend.js';
 export type { TfBackendChoice, TfBackendName, TfInitResult } from './backend.js';
 export { dense } from './dense.js';
 export type { DenseActivation } from './dense.js';

@@ -140,12 +140,10 @@ export function registerEmbeddingBag(backendName: 'wasm' | 'cpu'): void {
         const { bagSize } = attrs as unknown as BagAttrs;
         return {
           table: () =>
-            tf
-              .engine()
-              .runKernel(EMBEDDING_BAG_GRAD, { dy: dy as Tensor, rows, weights }, {
-                bagSize,
-                numRows: table.shape[0],
-              } as unknown as NamedAttrMap) as Tensor,
+            tf.engine().runKernel(EMBEDDING_BAG_GRAD, { dy: dy as Tensor, rows, weights }, {
+              bagSize,
+              numRows: table.shape[0],
+            } as unknown as NamedAttrMap) as Tensor,
           rows: () => tf.zerosLike(rows),
           weights: () => tf.zerosLike(weights),
         };
