@@ -231,6 +231,22 @@ describe('CrmNet', () => {
     });
   }
 
+  it('rejects a split whose columns do not match the feature map, naming the field', () => {
+    const model = new CrmNet(dcn(), fm);
+    const broken = { ...split, categorical: split.categorical.subarray(0, split.categorical.length - 1) };
+    let err: unknown;
+    try {
+      model.makeBatch(broken, [0]);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(CorellaError);
+    expect((err as CorellaError).code).toBe('BAD_DATASET');
+    expect((err as CorellaError).details).toMatchObject({ split: 'train', field: 'categorical' });
+    expect(() => model.makeBatch(split, [split.size])).toThrow(/outside split train/);
+    model.dispose();
+  });
+
   it('rejects bad configs with a typed error naming the field', () => {
     expect(() => new CrmNet(dcn({ dropout: 1.5 }), fm)).toThrow(CorellaError);
     expect(() => new CrmNet(dcn({ mlp: [4, 0] }), fm)).toThrow(/mlp\[1\]/);
