@@ -46,7 +46,7 @@ export async function resolveModel(opts: {
     'LLM: no model configured or cached; fetching the default (SmolLM2-135M-Instruct) with scripts/fetch-model',
   );
   try {
-    const { stdout } = await run(join(repoRoot, 'scripts', 'fetch-model'), [], {
+    const { stdout } = await run(join(repoRoot, 'scripts', 'fetch-model'), ['--dest', modelsDir], {
       env: { ...process.env, CORELLA_HOME: opts.home },
       maxBuffer: 1 << 20,
     });

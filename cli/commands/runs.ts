@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { resolveDatabase } from '../../db/embedded-postgres.js';
 import { openDatabase } from '../../db/connection.js';
 import { migrateDatabase } from '../../db/migrate.js';
+import { defaultPayloadConverter, type Payload } from '@temporalio/common';
 import { RunRepository } from '../../db/repositories/runs.js';
 import { CorellaError } from '../../ml/errors.js';
 import type { RetrainProgress } from '../../activities/types.js';
@@ -37,12 +38,16 @@ async function liveProgress(
       const desc = await handle.describe();
       const progress = await handle.query<RetrainProgress>('progress').catch(() => undefined);
       const raw = desc.raw.pendingActivities ?? [];
-      const pending = raw.map((a) => ({
-        activity: a.activityType?.name,
-        attempt: a.attempt,
-        state: a.state,
-        heartbeat: a.heartbeatDetails ? 'present' : undefined,
-      }));
+      const pending = raw.map((a) => {
+        const payload = a.heartbeatDetails?.payloads?.[0];
+        let progress: unknown;
+        try {
+          progress = payload ? defaultPayloadConverter.fromPayload(payload as Payload) : undefined;
+        } catch {
+          progress = undefined;
+        }
+        return { activity: a.activityType?.name, attempt: a.attempt, progress };
+      });
       return { progress, ui: workflowUiUrl(tc.uiBase, tc.namespace, workflowId), pending };
     } finally {
       await tc.close();
@@ -104,7 +109,9 @@ export async function runs(argv: string[]): Promise<number> {
         live.progress
           ? `stage ${live.progress.stage}  done: ${live.progress.completed.join(' → ') || '-'}`
           : '',
-        live.pending && live.pending.length ? `pending activities: ${JSON.stringify(live.pending)}` : '',
+        ...(live.pending ?? []).map(
+          (a) => `running: ${a.activity} (attempt ${a.attempt}) ${describeProgress(a.progress)}`,
+        ),
         live.ui ? `Temporal UI: ${live.ui}` : '',
         '',
         latest.size
@@ -120,4 +127,20 @@ export async function runs(argv: string[]): Promise<number> {
     return EXIT.ok;
   }
   throw new UsageError('runs list|show');
+}
+
+/** One line from the heartbeat details of a running activity. */
+function describeProgress(p: unknown): string {
+  if (!p || typeof p !== 'object') return '';
+  const q = p as Record<string, unknown>;
+  const parts: string[] = [];
+  if (typeof q.stage === 'string') parts.push(q.stage);
+  if (typeof q.epoch === 'number') parts.push(`epoch ${q.epoch}`);
+  if (typeof q.done === 'number')
+    parts.push(typeof q.total === 'number' ? `${q.done}/${q.total}` : `${q.done}`);
+  if (typeof q.samplesPerSec === 'number') parts.push(`${q.samplesPerSec.toFixed(1)} samples/s`);
+  if (typeof q.tokensPerSec === 'number') parts.push(`${q.tokensPerSec.toFixed(0)} tokens/s`);
+  if (typeof q.etaSec === 'number') parts.push(`ETA ${Math.round(q.etaSec)} s`);
+  if (typeof q.checkpoint === 'string') parts.push(`checkpoint ${q.checkpoint.slice(0, 12)}`);
+  return parts.join(', ');
 }
