@@ -272,8 +272,11 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
       `joint config: stage2.samples (${n2}) + stage3.samples (${n3}) exceed the ${train.size} training samples; the subsets must be disjoint`,
     );
   }
+  // The checkpoint belongs to this config, dataset and starting CRM (a resumed run must be handed the same
+  // stage-1 CRM again; its stage-2 progress is restored from the checkpoint).
+  const crmStart = sha256Hex(JSON.stringify(snapshotVariables(crm.trainableVariables())));
   const configHash = sha256Hex(
-    JSON.stringify({ cfg: { ...cfg, resume: undefined }, dataset: dataset.manifest.versionId }),
+    JSON.stringify({ cfg: { ...cfg, resume: undefined }, dataset: dataset.manifest.versionId, crmStart }),
   );
 
   // Resume: a checkpoint for the same config and dataset continues where it stopped.

@@ -7,7 +7,7 @@ import { LlmAdapter } from '../../../ml/corella/adapter.js';
 import { trainJoint, type JointConfigInput } from '../../../ml/corella/joint.js';
 import { selectSubsets } from '../../../ml/corella/subsets.js';
 import { makeRng } from '../../../ml/corella/random.js';
-import { snapshotVariables } from '../../../ml/corella/weights.js';
+import { restoreVariables, snapshotVariables } from '../../../ml/corella/weights.js';
 import { CorellaError } from '../../../ml/errors.js';
 import type { Progress } from '../../../ml/progress.js';
 import { acceptanceWorld, TinyCrm, trainTinyCrm, useCpu } from './fixtures.js';
@@ -129,35 +129,28 @@ describe('trainJoint', () => {
 
   it('resumes from its checkpoint instead of training again', async () => {
     const { dataset, llm, crm, store } = await setup();
-    const first = await trainJoint({
-      crm,
-      dataset,
-      llm,
-      store,
-      config: { ...small, checkpointName: 'resume' },
-    });
+    const stage1 = snapshotVariables(crm.trainableVariables());
+    const cfg = { ...small, checkpointName: 'resume' };
+    const first = await trainJoint({ crm, dataset, llm, store, config: cfg });
     const asked = llm.requestedRows;
-    const again = await trainJoint({
-      crm,
-      dataset,
-      llm,
-      store,
-      config: { ...small, checkpointName: 'resume' },
-    });
+    const afterFirst = weights(crm);
+    // The caller hands the same stage-1 CRM to the retried run.
+    restoreVariables(crm.trainableVariables(), stage1, 'stage-1 CRM');
+    const again = await trainJoint({ crm, dataset, llm, store, config: cfg });
     expect(again.resumedFrom).toBe('stage3:2');
     expect(again.artifacts.adapter.sha256).toBe(first.artifacts.adapter.sha256);
     expect(again.stage2.epochs).toEqual(first.stage2.epochs);
+    // The CRM comes back as stage 2 left it.
+    expect(weights(crm)).toBe(afterFirst);
     // Features are asked for again (the source caches them), the training is not repeated.
     expect(llm.requestedRows).toBe(2 * asked);
-    const fresh = await trainJoint({
-      crm,
-      dataset,
-      llm,
-      store,
-      config: { ...small, checkpointName: 'resume', resume: false, stage3: { ...small.stage3, epochs: 1 } },
-    });
+    // A different starting CRM (here: the one stage 2 changed) or resume: false starts afresh.
+    const other = await trainJoint({ crm, dataset, llm, store, config: cfg });
+    expect(other.resumedFrom).toBeUndefined();
+    restoreVariables(crm.trainableVariables(), stage1, 'stage-1 CRM');
+    const fresh = await trainJoint({ crm, dataset, llm, store, config: { ...cfg, resume: false } });
     expect(fresh.resumedFrom).toBeUndefined();
-    for (const r of [first, again, fresh]) {
+    for (const r of [first, again, other, fresh]) {
       r.adapter.dispose();
       r.projections.dispose();
     }
