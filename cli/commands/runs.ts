@@ -27,10 +27,17 @@ export async function withDatabase<T>(
   }
 }
 
+interface PendingActivity {
+  activity?: string | null;
+  attempt?: number | null;
+  /** The last heartbeat's details (ml/progress.ts Progress). */
+  progress: unknown;
+}
+
 /** Live status from Temporal when it is reachable; the stored row is the fallback. */
 async function liveProgress(
   workflowId: string,
-): Promise<{ progress?: RetrainProgress; ui?: string; pending?: unknown[] }> {
+): Promise<{ progress?: RetrainProgress; ui?: string; pending?: PendingActivity[] }> {
   try {
     const tc = await connectClient();
     try {
