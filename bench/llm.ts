@@ -2,7 +2,7 @@
  * LLM branch throughput and zero-shot quality on real MovieLens-1M samples (../shared/datasets/ml-1m-u2999).
  *
  *   npx tsx bench/llm.ts [--samples 2000] [--naive-samples 300] [--threads 2] [--model PATH] [--history shared|sliding]
- *                        [--max-history 30] [--context 2048] [--template paper] [--hidden-samples 100]
+ *                        [--max-history 30] [--context 2048] [--template paper] [--hidden-samples 100] [--answers "Yes,No"]
  *
  * Prints JSON: the raw prompt-processing rate on one long prompt, prompts/s and tokens/s with and without prefix
  * reuse, their ratio to the raw rate, and the zero-shot AUC of pYes. The naive path's rate does not depend on
@@ -40,6 +40,8 @@ const maxHistory = Number(arg('max-history', '30'));
 const contextSize = Number(arg('context', '2048'));
 const template = arg('template', 'paper');
 const dataDir = resolve(arg('data', '../shared/datasets/ml-1m-u2999'));
+// 'Yes,No' (the paper's tokens, default) or e.g. ' Yes, No' for BPE models that expect a space after "Answer:".
+const [yesWord, noWord] = arg('answers', 'Yes,No').split(',');
 const log = (m: string): void => void process.stderr.write(`[bench/llm] ${m}\n`);
 
 interface Sample {
@@ -112,6 +114,7 @@ async function main(): Promise<void> {
     template,
     hidden: false,
     maxHistoryItems: maxHistory,
+    answers: { yes: yesWord, no: noWord },
   });
   const llm = await loadLlm(cfg);
   const bos = llm.model.tokens.shouldPrependBosToken ? llm.model.tokens.bos : null;
@@ -162,8 +165,14 @@ async function main(): Promise<void> {
   log(`reuse: ${(prompts.length / reuse.seconds).toFixed(2)} prompts/s`);
 
   let maxDiff = 0;
-  for (let i = 0; i < naiveN; i++)
-    maxDiff = Math.max(maxDiff, Math.abs(naive.value[i].pYes - reuse.value[i].pYes));
+  let sumDiff = 0;
+  let maxLogOddsDiff = 0;
+  for (let i = 0; i < naiveN; i++) {
+    const d = Math.abs(naive.value[i].pYes - reuse.value[i].pYes);
+    maxDiff = Math.max(maxDiff, d);
+    sumDiff += d;
+    maxLogOddsDiff = Math.max(maxLogOddsDiff, Math.abs(naive.value[i].logOdds - reuse.value[i].logOdds));
+  }
   const labels = selected.map((s) => s.label);
   const pYes = reuse.value.map((s) => s.pYes);
   await scorer.dispose();
@@ -193,6 +202,7 @@ async function main(): Promise<void> {
     threads,
     contextSize,
     template,
+    answers: [yesWord, noWord],
     historyMode,
     maxHistoryItems: maxHistory,
     samples: prompts.length,
@@ -217,7 +227,11 @@ async function main(): Promise<void> {
       ratioToRaw: reuseTps / rawBest,
     },
     speedupReuseOverNaive: prompts.length / reuse.seconds / (naiveN / naive.seconds),
-    maxAbsPYesDiffReuseVsNaive: maxDiff,
+    reuseVsNaive: {
+      maxAbsPYesDiff: maxDiff,
+      meanAbsPYesDiff: sumDiff / naiveN,
+      maxAbsLogOddsDiff: maxLogOddsDiff,
+    },
     zeroShotAuc: auc(labels, pYes),
     positiveRate: labels.reduce((a, b) => a + b, 0) / labels.length,
     hiddenPass: hiddenRun,
