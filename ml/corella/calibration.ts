@@ -11,7 +11,7 @@ import type { LlmFeatureSource } from '../llm/types.js';
 import type { LongRunOptions } from '../progress.js';
 import type { LlmAdapter } from './adapter.js';
 import { fetchFeatures } from './features.js';
-import { makeRng, permutation } from './random.js';
+import { sampleRows } from './random.js';
 import { combine, entropies } from './routing.js';
 import { ctrScores, higherIsBetter, METRIC_NAMES, pick, type MetricName } from './score.js';
 
@@ -176,10 +176,7 @@ export interface CalibrateArgs extends LongRunOptions {
 export async function calibrateThreshold(args: CalibrateArgs): Promise<Calibration> {
   const cfg = resolveCalibrationConfig(args.config);
   const { split } = args;
-  const rows =
-    cfg.maxRows > 0 && cfg.maxRows < split.size
-      ? permutation(makeRng(cfg.seed), split.size).slice(0, cfg.maxRows).sort()
-      : Int32Array.from({ length: split.size }, (_, i) => i);
+  const rows = sampleRows(split.size, cfg.maxRows, cfg.seed);
   const pCrm = await args.crm.predict(split, rows);
   const h = entropies(pCrm);
   const k = Math.min(rows.length, Math.ceil(cfg.curveMaxFraction * rows.length));

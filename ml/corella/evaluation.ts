@@ -17,7 +17,7 @@ import type { BoundaryShift } from './boundary.js';
 import { calibrateThreshold, type Calibration, type CalibrationConfig } from './calibration.js';
 import { fetchFeatures } from './features.js';
 import { trainJoint, type JointConfigInput, type JointResult } from './joint.js';
-import { makeRng, permutation } from './random.js';
+import { sampleRows } from './random.js';
 import { combine, entropies } from './routing.js';
 import { ctrScores, pick, type CtrScores } from './score.js';
 import { restoreVariables, snapshotVariables } from './weights.js';
@@ -149,11 +149,7 @@ export async function evaluateAlignment(args: EvaluateArgs): Promise<AlignmentEv
   };
 }
 
-/** Random rows of a split (all when `count` is 0 or ≥ size), sorted, seeded. */
-export function sampleRows(size: number, count: number, seed: number): Int32Array {
-  if (count <= 0 || count >= size) return Int32Array.from({ length: size }, (_, i) => i);
-  return permutation(makeRng(seed), size).slice(0, count).sort();
-}
+export { sampleRows };
 
 export type AblationVariant =
   'full' | 'no_stage1' | 'no_stage2' | 'no_stage3' | 'no_align' | 'crm_only' | 'llm_only';

@@ -17,8 +17,9 @@ import { throwIfAborted, yieldToEventLoop, type LongRunOptions } from '../progre
 import { LlmAdapter, validateAdapterConfig } from './adapter.js';
 import { AlignmentProjections, defaultPairs, validatePairs, type AlignPair } from './alignment.js';
 import { boundaryShift, type BoundaryShift } from './boundary.js';
+import { DEFAULT_CALIBRATION_CONFIG } from './calibration.js';
 import { fetchFeatures } from './features.js';
-import { makeRng, permutation } from './random.js';
+import { makeRng, permutation, sampleRows } from './random.js';
 import { entropies } from './routing.js';
 import { ctrScores, pick, type CtrScores } from './score.js';
 import { selectSubsets, type SubsetSelection } from './subsets.js';
@@ -48,6 +49,11 @@ export interface JointConfig {
   alignment: { pairs?: AlignPair[]; sharedDim: number };
   /** Validation samples for per-stage metrics and the boundary shift (0 = none). */
   validationSamples: number;
+  /**
+   * Seed of the validation sample. Drawn like calibrateThreshold's rows (same permutation), so with the
+   * calibration seed (the default) they are a subset of the calibration rows and share their LLM features.
+   */
+  validationSeed: number;
   /** Measure the decision-boundary shift before/after stage 2 (needs stage 2 and validationSamples > 0). */
   boundaryShift: boolean;
   /** LLM rows requested per call, so progress and cancellation keep flowing. */
@@ -77,6 +83,7 @@ export const DEFAULT_JOINT_CONFIG: JointConfig = {
   adapter: { layers: [64, 32] },
   alignment: { sharedDim: 32 },
   validationSamples: 5_000,
+  validationSeed: DEFAULT_CALIBRATION_CONFIG.seed,
   boundaryShift: true,
   featureChunkSize: 512,
   checkpointName: 'corella/joint',
@@ -132,6 +139,12 @@ export function resolveJointConfig(input: JointConfigInput = {}): JointConfig {
   if (!Number.isInteger(c.featureChunkSize) || c.featureChunkSize < 1)
     bad('featureChunkSize', 'must be an integer ≥ 1');
   return c;
+}
+
+/** The validation rows trainJoint uses (for precomputing their LLM features). */
+export function jointValidationRows(validSize: number, cfg: JointConfig): Int32Array {
+  if (cfg.validationSamples === 0) return new Int32Array(0);
+  return sampleRows(validSize, cfg.validationSamples, cfg.validationSeed);
 }
 
 export interface EpochLoss {
@@ -320,10 +333,7 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
     });
     stage2Rows = plan.stage2;
     stage3Rows = plan.stage3;
-    const nv = Math.min(cfg.validationSamples, valid.size);
-    validRows = permutation(makeRng(cfg.seed ^ 0x5bd1e995), valid.size)
-      .slice(0, nv)
-      .sort();
+    validRows = jointValidationRows(valid.size, cfg);
   }
   const subsetsJson = JSON.stringify({
     stage2: int32ToB64(stage2Rows),

@@ -36,3 +36,12 @@ export function permutation(rng: Rng, n: number): Int32Array {
   }
   return p;
 }
+
+/**
+ * Random rows of a split (all when `count` is 0 or ≥ size), sorted, seeded. Prefixes of one permutation:
+ * with the same seed, a smaller sample is a subset of a larger one (so their LLM features are shared).
+ */
+export function sampleRows(size: number, count: number, seed: number): Int32Array {
+  if (count <= 0 || count >= size) return Int32Array.from({ length: size }, (_, i) => i);
+  return permutation(makeRng(seed), size).slice(0, count).sort();
+}

@@ -4,9 +4,15 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileArtifactStore } from '../../../ml/artifacts/store.js';
 import { LlmAdapter } from '../../../ml/corella/adapter.js';
-import { trainJoint, type JointConfigInput } from '../../../ml/corella/joint.js';
+import { DEFAULT_CALIBRATION_CONFIG } from '../../../ml/corella/calibration.js';
+import {
+  jointValidationRows,
+  resolveJointConfig,
+  trainJoint,
+  type JointConfigInput,
+} from '../../../ml/corella/joint.js';
 import { selectSubsets } from '../../../ml/corella/subsets.js';
-import { makeRng } from '../../../ml/corella/random.js';
+import { makeRng, sampleRows } from '../../../ml/corella/random.js';
 import { restoreVariables, snapshotVariables } from '../../../ml/corella/weights.js';
 import { CorellaError } from '../../../ml/errors.js';
 import type { Progress } from '../../../ml/progress.js';
@@ -226,5 +232,15 @@ describe('subset selection', () => {
       expect(p.stage2.length).toBe(300);
       expect(new Set([...p.stage2, ...p.stage3]).size).toBe(600);
     }
+  });
+});
+
+describe('validation rows', () => {
+  it('are a subset of the calibration rows with the default seeds, so their LLM features are shared', () => {
+    const v = jointValidationRows(3000, resolveJointConfig({ validationSamples: 200 }));
+    const c = new Set(sampleRows(3000, 900, DEFAULT_CALIBRATION_CONFIG.seed));
+    expect(v).toHaveLength(200);
+    expect(Array.from(v).every((r) => c.has(r))).toBe(true);
+    expect(jointValidationRows(100, resolveJointConfig({ validationSamples: 500 }))).toHaveLength(100);
   });
 });
