@@ -4,6 +4,8 @@ import { CorellaError } from '../errors.js';
 
 /** What makes two feature sets interchangeable: same model file, adapter, template and prompt shaping. */
 export interface FeatureCacheKey {
+  /** E.g. the dataset version id, so equal sample ids of different datasets never share features. */
+  namespace?: string;
   modelSha256: string;
   loraSha256?: string;
   loraScale?: number;

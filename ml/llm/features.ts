@@ -58,7 +58,15 @@ export class LlmFeatureExtractor implements LlmFeatureSource {
     this.cache = new LlmFeatureCache(store, key);
   }
 
-  static async open(config: LlmConfig, store: ArtifactStore): Promise<LlmFeatureExtractor> {
+  /**
+   * `namespace` separates caches whose sample ids could collide, e.g. the dataset version id: sample ids are
+   * only unique within one dataset version.
+   */
+  static async open(
+    config: LlmConfig,
+    store: ArtifactStore,
+    opts: { namespace?: string } = {},
+  ): Promise<LlmFeatureExtractor> {
     const cfg = resolveLlmConfig(config);
     const template = templateByName(cfg.template);
     const modelPath = await resolveModelPath(cfg.model, cfg.modelCacheDir);
@@ -69,6 +77,7 @@ export class LlmFeatureExtractor implements LlmFeatureSource {
       cfg.lora ? sha256File(resolve(cfg.lora.path)) : Promise.resolve(undefined),
     ]);
     const key: FeatureCacheKey = {
+      namespace: opts.namespace,
       modelSha256,
       loraSha256,
       loraScale: cfg.lora ? (cfg.lora.scale ?? 1) : undefined,

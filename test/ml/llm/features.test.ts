@@ -104,6 +104,22 @@ describe('LlmFeatureExtractor', () => {
     expect(n).toBe(2);
   });
 
+  it('keys the cache by namespace (dataset version): another namespace computes anew', async () => {
+    const storeDir = join(dir, 'namespaces');
+    const run = async (namespace: string): Promise<number> => {
+      const ex = await LlmFeatureExtractor.open(config, new FileArtifactStore(storeDir), { namespace });
+      try {
+        await ex.extract(split, ITEMS, [0, 1, 2]);
+        return ex.stats.prompts;
+      } finally {
+        await ex.dispose();
+      }
+    };
+    expect(await run('dataset-a')).toBe(3);
+    expect(await run('dataset-a')).toBe(0);
+    expect(await run('dataset-b')).toBe(3);
+  });
+
   it('resumes after a cancelled run from the last complete chunk', async () => {
     const store = join(dir, 'resume');
     const ac = new AbortController();
