@@ -16,6 +16,8 @@ export async function schedule(argv: string[]): Promise<number> {
     model: { type: 'string' },
     'max-routed': { type: 'string' },
     note: { type: 'string' },
+    'task-queue': { type: 'string' },
+    'window-days': { type: 'string' },
   });
   const out = makeOutput(Boolean(values.json));
   const [action, idArg] = positionals;
@@ -37,9 +39,16 @@ export async function schedule(argv: string[]): Promise<number> {
           action: {
             type: 'startWorkflow',
             workflowType: 'recalibrateWorkflow',
-            taskQueue: TASK_QUEUE_CPU,
+            taskQueue: values['task-queue'] ?? TASK_QUEUE_CPU,
             workflowId: `recalibrate-${id}`,
-            args: [{ modelVersionId: values.model, maxRoutedFraction: maxRouted }],
+            args: [
+              {
+                modelVersionId: values.model,
+                maxRoutedFraction: maxRouted,
+                windowDays: values['window-days'] !== undefined ? Number(values['window-days']) : undefined,
+                queues: values['task-queue'] ? { cpu: values['task-queue'] } : undefined,
+              },
+            ],
           },
           policies: {
             overlap: ScheduleOverlapPolicy.SKIP,

@@ -21,3 +21,4 @@ export { fetchMovielens1m, resolveMovielens1m, MOVIELENS_1M_ZIP } from './downlo
 export type { DownloadOptions } from './download.js';
 export { sampleText } from './sample-text.js';
 export type { SampleText, ItemText } from './sample-text.js';
+export { sliceSplit, recentRows } from './slice.js';

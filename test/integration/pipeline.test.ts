@@ -19,6 +19,8 @@ import { createCpuWorker } from '../../workers/cpu.js';
 import { createGpuWorker } from '../../workers/gpu.js';
 import { installWorkerRuntime } from '../../workers/runtime.js';
 import { writeTinyGguf } from '../helpers/tiny-gguf.js';
+import { cliEnv, startCli } from '../helpers/cli-process.js';
+import type { RunRow } from '../../db/schema/index.js';
 
 /** A config small enough for a test: every stage runs for real, on a few hundred samples. */
 export function tinyPipelineConfig(modelPath: string): PipelineConfig {
@@ -86,6 +88,8 @@ describe('retrainWorkflow end to end with every real activity', () => {
     const client = new Client({ connection: conn, namespace });
     let result: RetrainResult;
     let progress: RetrainProgress;
+    let recalibration: RunRow | undefined;
+    const runs = new RunRepository(testDb.db);
     try {
       [result, progress] = await cpu.runUntil(
         gpu.runUntil(async () => {
@@ -95,7 +99,43 @@ describe('retrainWorkflow end to end with every real activity', () => {
             args: [input],
           });
           const r = (await h.result()) as RetrainResult;
-          return [r, await h.query<RetrainProgress>('progress')] as const;
+          const p = await h.query<RetrainProgress>('progress');
+
+          // A Temporal Schedule, made and triggered through the CLI, runs recalibrateWorkflow on the champion.
+          const env = cliEnv(dir, {
+            DATABASE_URL: testDb.url,
+            TEMPORAL_ADDRESS: inject('temporalAddress'),
+            TEMPORAL_NAMESPACE: namespace,
+          });
+          const scheduleId = `recal-${suffix}`;
+          for (const args of [
+            [
+              'schedule',
+              'create',
+              '--id',
+              scheduleId,
+              '--every',
+              '24h',
+              '--task-queue',
+              queues.cpu,
+              '--max-routed',
+              '0.25',
+            ],
+            ['schedule', 'trigger', scheduleId],
+          ]) {
+            const c = startCli(args, env);
+            expect((await c.exited()).code, c.stderr()).toBe(0);
+          }
+          await expect
+            .poll(async () => (await runs.list({ kind: 'recalibrate' }))[0]?.status, {
+              timeout: 240_000,
+              interval: 1_000,
+            })
+            .toBe('completed');
+          recalibration = (await runs.list({ kind: 'recalibrate' }))[0];
+          const del = startCli(['schedule', 'delete', scheduleId], env);
+          expect((await del.exited()).code, del.stderr()).toBe(0);
+          return [r, p] as const;
         }),
       );
     } finally {
@@ -127,7 +167,7 @@ describe('retrainWorkflow end to end with every real activity', () => {
     expect(result.metrics['calibration.routedFraction']).toBeLessThanOrEqual(0.3);
     expect(result.threshold).toBeGreaterThanOrEqual(0);
 
-    const run = await new RunRepository(testDb.db).show(workflowId);
+    const run = await runs.show(workflowId);
     expect(run?.run.status).toBe('completed');
     expect(run?.run.datasetVersionId).toBe(result.datasetVersionId);
     const version = await new DatasetRepository(testDb.db).getVersion(result.datasetVersionId);
@@ -152,5 +192,15 @@ describe('retrainWorkflow end to end with every real activity', () => {
       buckets: { rows: unknown[] }[];
     };
     expect(alignment.buckets.length).toBe(2);
+
+    // The scheduled recalibration stored a new calibration under the routing budget it was given.
+    expect(recalibration?.status).toBe('completed');
+    const recal = await new CalibrationRepository(testDb.db).listForRun(recalibration!.id);
+    expect(recal).toHaveLength(1);
+    const summary = recalibration!.summary as { threshold: number; applied: boolean; modelVersionId: string };
+    expect(summary.modelVersionId).toBe(result.modelVersionId);
+    expect(recal[0].threshold).toBeCloseTo(summary.threshold, 9);
+    const after = await models.get(Number(result.modelVersionId));
+    expect(after?.calibratedThreshold).toBeCloseTo(summary.applied ? summary.threshold : result.threshold, 9);
   }, 600_000);
 });

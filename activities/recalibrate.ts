@@ -1,0 +1,133 @@
+import { CalibrationRepository } from '../db/repositories/calibrations.js';
+import { ModelRepository } from '../db/repositories/models.js';
+import { RunRepository } from '../db/repositories/runs.js';
+import { LlmAdapter } from '../ml/corella/adapter.js';
+import { calibrateThreshold } from '../ml/corella/calibration.js';
+import { evaluateAlignment } from '../ml/corella/evaluation.js';
+import { loadCrm } from '../ml/crm/index.js';
+import { recentRows, sliceSplit } from '../ml/data/index.js';
+import { CorellaError } from '../ml/errors.js';
+import { LlmFeatureExtractor } from '../ml/llm/index.js';
+import { initTf } from '../ml/tf/index.js';
+import type { ActivityContext } from './context.js';
+import { calibrationConfigOf, llmConfigOf } from './corella-config.js';
+import { datasetForVersion } from './datasets.js';
+import { activityRunOptions } from './heartbeat.js';
+import type { CorellaActivities, PipelineConfig, RecalibrateResult } from './types.js';
+
+/**
+ * Re-derives a model version's entropy threshold on recent data (the newest `windowDays` of the validation
+ * split of its own or a newer dataset version) under the routing budget. The new calibration is always
+ * stored; the version's threshold changes only when the new one scores better on that window.
+ */
+export function recalibrateActivities(ctx: ActivityContext): Pick<CorellaActivities, 'recalibrate'> {
+  return {
+    async recalibrate(input): Promise<RecalibrateResult> {
+      const models = new ModelRepository(ctx.db);
+      const version = input.modelVersionId
+        ? await models.get(Number(input.modelVersionId))
+        : await models.champion();
+      if (!version) {
+        throw new CorellaError(
+          'DATA_NOT_AVAILABLE',
+          input.modelVersionId
+            ? `no model version ${input.modelVersionId}`
+            : 'no champion model to recalibrate yet',
+        );
+      }
+      const { crmModel, adapter: adapterSha } = version.artifacts;
+      if (!crmModel || !adapterSha)
+        throw new CorellaError('BAD_CONFIG', `model version ${version.id} lacks a CRM or adapter artifact`);
+      const source = await new RunRepository(ctx.db).get(version.sourceRunId);
+      const config = ((source?.config as { config?: PipelineConfig } | undefined)?.config ??
+        {}) as PipelineConfig;
+      const datasetVersionId = input.datasetVersionId ?? version.datasetVersionId;
+      if (!datasetVersionId)
+        throw new CorellaError('DATA_NOT_AVAILABLE', `model version ${version.id} has no dataset version`);
+
+      await initTf();
+      const dataset = await datasetForVersion(ctx.store, datasetVersionId);
+      const crm = await loadCrm(ctx.store, crmModel, dataset.featureMap);
+      const adapter = LlmAdapter.deserialize(await ctx.store.get(adapterSha));
+      const llm = await LlmFeatureExtractor.open(llmConfigOf(config, ctx.home), ctx.store);
+      const run = activityRunOptions('recalibration');
+      try {
+        const window = sliceSplit(dataset.splits.valid, recentRows(dataset.splits.valid, input.windowDays));
+        if (window.size === 0)
+          throw new CorellaError('DATA_NOT_AVAILABLE', 'the recalibration window holds no samples');
+        const calConfig = {
+          ...calibrationConfigOf(config),
+          ...(input.maxRoutedFraction !== undefined ? { maxRoutedFraction: input.maxRoutedFraction } : {}),
+        };
+        const cal = await calibrateThreshold({
+          crm,
+          adapter,
+          llm,
+          split: window,
+          items: dataset.items,
+          config: calConfig,
+          ...run,
+        });
+        const previous = version.calibratedThreshold;
+        // The incumbent threshold, scored on the same window (and the same rows), decides whether to switch.
+        let applied = previous === null;
+        let previousScore = NaN;
+        if (previous !== null) {
+          const rows = Int32Array.from({ length: Math.min(window.size, cal.n) }, (_, i) => i);
+          const ev = await evaluateAlignment({
+            crm,
+            adapter,
+            llm,
+            split: window,
+            items: dataset.items,
+            threshold: previous,
+            rows,
+            ...run,
+          });
+          const metric = cal.metric;
+          previousScore = ev.overall.hybrid[metric];
+          const better =
+            metric === 'logLoss' ? cal.chosen.logLoss < previousScore : cal.chosen[metric] > previousScore;
+          applied = better && Math.abs(cal.threshold - previous) > 1e-12;
+        }
+        const calRow = await new CalibrationRepository(ctx.db).record({
+          runId: input.runId,
+          threshold: cal.threshold,
+          metric: cal.metric,
+          curve: cal.curve.map((p) => ({
+            threshold: Number.isFinite(p.threshold) ? p.threshold : p.threshold > 0 ? Math.LN2 : -1,
+            llmShare: p.routedFraction,
+            quantile: p.quantile,
+            auc: p.auc,
+            logLoss: p.logLoss,
+            acc: p.acc,
+          })),
+          modelVersionId: applied ? version.id : null,
+        });
+        const metrics: Record<string, number> = {
+          windowRows: window.size,
+          threshold: cal.threshold,
+          [`new.${cal.metric}`]: cal.chosen[cal.metric],
+          routedFraction: cal.chosen.routedFraction,
+        };
+        if (Number.isFinite(previousScore)) metrics[`previous.${cal.metric}`] = previousScore;
+        await new RunRepository(ctx.db).logMetrics(
+          input.runId,
+          Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`recalibration.${k}`, v])),
+        );
+        return {
+          modelVersionId: String(version.id),
+          calibrationId: String(calRow.id),
+          threshold: cal.threshold,
+          previousThreshold: previous,
+          applied,
+          metrics,
+        };
+      } finally {
+        crm.dispose();
+        adapter.dispose();
+        await llm.dispose();
+      }
+    },
+  };
+}
