@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import type { Tensor, Variable } from '@tensorflow/tfjs-core';
+import type { Variable } from '@tensorflow/tfjs-core';
 import { hasHostMemory, liveData } from '../tf/memory.js';
 import type { TensorEntry } from './tensor-file.js';
 
@@ -52,14 +52,9 @@ export class Adam {
     return (this.lr * Math.sqrt(1 - this.beta2 ** this.step)) / (1 - this.beta1 ** this.step);
   }
 
-  /**
-   * Updates in place where the backend allows it, else through a copy. `inPlace` must be false for
-   * anything used as matmul weights on wasm: XNNPACK caches packed weights per tensor id, so weights
-   * changed behind its back would keep being read from the stale packed copy. A fresh tensor (one
-   * memcpy) gets a new id. The embedding table only feeds our own kernels, so it is safe to mutate.
-   */
-  private write(variable: Variable, inPlace: boolean, fn: (w: Float32Array) => void): void {
-    if (inPlace && hasHostMemory()) {
+  /** In place where the backend keeps tensors in JS-visible memory, else through a copy and assign. */
+  private write(variable: Variable, fn: (w: Float32Array) => void): void {
+    if (hasHostMemory()) {
       fn(liveData(variable));
       return;
     }
@@ -68,23 +63,28 @@ export class Adam {
     tf.tidy(() => variable.assign(tf.tensor(w, variable.shape, 'float32')));
   }
 
-  /** Dense update of `variable` with gradient `grad` (same shape). */
-  updateDense(name: string, variable: Variable, grad: Tensor, lrT: number): void {
+  /** Dense update of `variable` with gradient `g` (same size); returns the new weights. */
+  updateDense(name: string, variable: Variable, g: Float32Array, lrT: number): Float32Array {
     const s = this.slot(name, variable.size);
-    const g = grad.dataSync() as Float32Array;
     const { beta1: b1, beta2: b2, epsilon: eps } = this;
     const { m, v } = s;
-    this.write(variable, false, (w) => {
-      for (let i = 0; i < w.length; i++) {
-        const gi = g[i];
-        const mi = (m[i] = b1 * m[i] + (1 - b1) * gi);
-        const vi = (v[i] = b2 * v[i] + (1 - b2) * gi * gi);
-        w[i] -= (lrT * mi) / (Math.sqrt(vi) + eps);
-      }
-    });
+    const w = (variable.dataSync() as Float32Array).slice();
+    for (let i = 0; i < w.length; i++) {
+      const gi = g[i];
+      const mi = (m[i] = b1 * m[i] + (1 - b1) * gi);
+      const vi = (v[i] = b2 * v[i] + (1 - b2) * gi * gi);
+      w[i] -= (lrT * mi) / (Math.sqrt(vi) + eps);
+    }
+    // A fresh tensor, not an in-place write: on wasm XNNPACK caches packed matmul weights per tensor id,
+    // so weights changed behind its back would keep being read from the stale packed copy.
+    tf.tidy(() => variable.assign(tf.tensor(w, variable.shape, 'float32')));
+    return w;
   }
 
-  /** Lazy update of rows `rows[0..count)` of a [V, dim] table; `grads` holds their gradients at row·dim. */
+  /**
+   * Lazy update of rows `rows[0..count)` of a [V, dim] table; `grads` holds their gradients at row·dim.
+   * In place: the table only feeds our embedding-bag kernel, which reads it afresh on every call.
+   */
   updateRows(
     name: string,
     variable: Variable,
@@ -97,7 +97,7 @@ export class Adam {
     const s = this.slot(name, variable.size);
     const { beta1: b1, beta2: b2, epsilon: eps } = this;
     const { m, v } = s;
-    this.write(variable, true, (w) => {
+    this.write(variable, (w) => {
       for (let k = 0; k < count; k++) {
         const base = rows[k] * dim;
         for (let i = base; i < base + dim; i++) {

@@ -22,7 +22,7 @@ export interface PreparedCrmBatch extends CrmBatch {
     /** float32 [B * maxLen] per sequence field */
     sequenceWeights: Tensor1D[];
     /** The same row ids and weights in JS memory, for sparse embedding updates. */
-    host: { categoricalRows: Int32Array; sequenceRows: Int32Array[]; sequenceWeights: Float32Array[] };
+    host: HostRows;
   };
 }
 
@@ -91,42 +91,35 @@ export function checkSplitShape(split: EncodedSplit, layout: TableLayout): void 
   }
 }
 
-export function makePreparedBatch(
-  split: EncodedSplit,
-  rows: ArrayLike<number>,
-  layout: TableLayout,
-): PreparedCrmBatch {
+/** Row ids and pooling weights of a batch in JS memory (what sparse embedding updates scatter onto). */
+export interface HostRows {
+  categoricalRows: Int32Array;
+  sequenceRows: Int32Array[];
+  sequenceWeights: Float32Array[];
+}
+
+/** Field offsets applied, out-of-range ids mapped to the field's OOV row, 1/count weights on real positions. */
+export function hostRows(split: EncodedSplit, rows: ArrayLike<number>, layout: TableLayout): HostRows {
   const B = rows.length;
   const nCat = layout.categoricalOffsets.length;
-  const cat = new Int32Array(B * nCat);
   const catRows = new Int32Array(B * nCat);
-  const labels = new Float32Array(B);
   for (let i = 0; i < B; i++) {
     const r = rows[i];
     if (!(r >= 0 && r < split.size)) {
       throw new CorellaError('BAD_CONFIG', `row ${r} is outside split ${split.name} (size ${split.size})`);
     }
-    labels[i] = split.labels[r];
     for (let f = 0; f < nCat; f++) {
       const id = split.categorical[r * nCat + f];
-      cat[i * nCat + f] = id;
       catRows[i * nCat + f] =
         layout.categoricalOffsets[f] + (id >= 0 && id < layout.categoricalVocab[f] ? id : 0);
     }
   }
-  const sequences: Tensor2D[] = [];
-  const sequenceRows: Tensor1D[] = [];
-  const sequenceWeights: Tensor1D[] = [];
-  const host = {
-    categoricalRows: catRows,
-    sequenceRows: [] as Int32Array[],
-    sequenceWeights: [] as Float32Array[],
-  };
+  const sequenceRows: Int32Array[] = [];
+  const sequenceWeights: Float32Array[] = [];
   split.sequences.forEach((col, s) => {
     const L = layout.sequenceMaxLen[s];
     const vocab = layout.sequenceVocab[s];
     const off = layout.sequenceOffsets[s];
-    const ids = new Int32Array(B * L);
     const seqRows = new Int32Array(B * L);
     const w = new Float32Array(B * L);
     for (let i = 0; i < B; i++) {
@@ -134,18 +127,38 @@ export function makePreparedBatch(
       let count = 0;
       for (let p = 0; p < L; p++) {
         const id = col[base + p];
-        ids[i * L + p] = id;
         if (id !== 0) count++;
         seqRows[i * L + p] = off + (id > 0 && id < vocab ? id : 0);
       }
       const inv = count > 0 ? 1 / count : 0;
-      for (let p = 0; p < L; p++) if (ids[i * L + p] !== 0) w[i * L + p] = inv;
+      for (let p = 0; p < L; p++) if (col[base + p] !== 0) w[i * L + p] = inv;
     }
-    sequences.push(tf.tensor2d(ids, [B, L], 'int32'));
-    sequenceRows.push(tf.tensor1d(seqRows, 'int32'));
-    sequenceWeights.push(tf.tensor1d(w, 'float32'));
-    host.sequenceRows.push(seqRows);
-    host.sequenceWeights.push(w);
+    sequenceRows.push(seqRows);
+    sequenceWeights.push(w);
+  });
+  return { categoricalRows: catRows, sequenceRows, sequenceWeights };
+}
+
+export function makePreparedBatch(
+  split: EncodedSplit,
+  rows: ArrayLike<number>,
+  layout: TableLayout,
+): PreparedCrmBatch {
+  const B = rows.length;
+  const nCat = layout.categoricalOffsets.length;
+  const host = hostRows(split, rows, layout);
+  const cat = new Int32Array(B * nCat);
+  const labels = new Float32Array(B);
+  for (let i = 0; i < B; i++) {
+    const r = rows[i];
+    labels[i] = split.labels[r];
+    cat.set(split.categorical.subarray(r * nCat, (r + 1) * nCat), i * nCat);
+  }
+  const sequences = split.sequences.map((col, s) => {
+    const L = layout.sequenceMaxLen[s];
+    const ids = new Int32Array(B * L);
+    for (let i = 0; i < B; i++) ids.set(col.subarray(rows[i] * L, (rows[i] + 1) * L), i * L);
+    return tf.tensor2d(ids, [B, L], 'int32');
   });
   let dense: Tensor2D | undefined;
   if (layout.nDense > 0) {
@@ -159,10 +172,10 @@ export function makePreparedBatch(
     sequences,
     labels: tf.tensor1d(labels, 'float32'),
     prepared: {
-      categoricalRows: tf.tensor1d(catRows, 'int32'),
+      categoricalRows: tf.tensor1d(host.categoricalRows, 'int32'),
       categoricalWeights: tf.ones([B * nCat], 'float32'),
-      sequenceRows,
-      sequenceWeights,
+      sequenceRows: host.sequenceRows.map((r) => tf.tensor1d(r, 'int32')),
+      sequenceWeights: host.sequenceWeights.map((w) => tf.tensor1d(w, 'float32')),
       host,
     },
   };

@@ -1,18 +1,86 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Scalar, Tensor2D, Variable } from '@tensorflow/tfjs-core';
+import { hasHostMemory, liveData } from '../tf/memory.js';
 import type { Adam } from './adam.js';
-import type { PreparedCrmBatch } from './batch.js';
+import type { HostRows, PreparedCrmBatch } from './batch.js';
 import { sigmoidCrossEntropy } from './loss.js';
 import type { CrmNet } from './model.js';
 
 let stepVariableCounter = 0;
 
+export interface NamedVariable {
+  name: string;
+  variable: Variable;
+}
+
+/** Every trainable variable except the embedding table, in the model's stable order. */
+export function denseVariables(model: CrmNet): NamedVariable[] {
+  return model.namedVariables().filter((v) => v.trainable && v.variable !== model.embeddingTable);
+}
+
+export interface BatchGradients {
+  loss: number;
+  /** Gradients of the dense variables, in denseVariables() order. */
+  dense: Float32Array[];
+  /** dLoss/dx0, [B, width]. */
+  dx0: Float32Array;
+  width: number;
+}
+
 /**
- * One optimisation step with sparse embedding updates. The embedding lookup runs outside the gradient
- * tape; its output x0 becomes a temporary variable, so the tape yields dLoss/dx0 [B, width] instead of
- * a dense [V, D] table gradient. That gradient is scattered (in JS) onto the rows the batch touched and
- * those rows alone get an Adam update: the cost of a step no longer grows with the vocabulary.
- * Mathematically the same gradient as differentiating through the lookup (tested).
+ * Loss and gradients of one batch with the embedding lookup outside the gradient tape: x0 becomes a
+ * temporary variable, so the tape yields dLoss/dx0 [B, width] instead of a dense [V, D] table gradient.
+ */
+export function batchGradients(
+  model: CrmNet,
+  dense: NamedVariable[],
+  batch: PreparedCrmBatch,
+): BatchGradients {
+  const B = batch.labels.shape[0];
+  const nCat = model.layout.categoricalOffsets.length;
+  const D = model.config.embeddingDim;
+  const l2 = model.config.l2Embedding;
+  const x0 = tf.tidy(() => model.embed(batch));
+  const x0v = tf.variable(x0, true, `crm-step-x0/${++stepVariableCounter}`);
+  x0.dispose();
+  try {
+    const { value, grads } = tf.variableGrads(() => {
+      const f = model.forward(batch, { training: true, x0: x0v as unknown as Tensor2D });
+      let loss = sigmoidCrossEntropy(f.logits, batch.labels);
+      if (l2 > 0 && nCat > 0) {
+        // l2 × mean over the batch of the squared categorical rows, as CrmNet.regularizer computes it.
+        const cat = tf.slice(x0v, [0, 0], [-1, nCat * D]);
+        loss = tf.add(loss, tf.mul(tf.sum(tf.square(cat)), l2 / B)) as Scalar;
+      }
+      return loss;
+    }, [...dense.map((d) => d.variable), x0v]);
+    const out: BatchGradients = {
+      loss: (value.dataSync() as Float32Array)[0],
+      dense: dense.map((d) => (grads[d.variable.name].dataSync() as Float32Array).slice()),
+      dx0: (grads[x0v.name].dataSync() as Float32Array).slice(),
+      width: x0v.shape[1],
+    };
+    value.dispose();
+    tf.dispose(grads);
+    return out;
+  } finally {
+    x0v.dispose();
+  }
+}
+
+/** The x0 gradient of (part of) a batch, with the rows it came from and its share of the batch loss. */
+export interface EmbeddingGradientPart {
+  host: HostRows;
+  size: number;
+  dx0: Float32Array;
+  width: number;
+  scale: number;
+}
+
+/**
+ * Applies Adam: dense variables get the usual update; the x0 gradients are scattered (in JS) onto the
+ * embedding rows the batch touched, and those rows alone are updated. A step's cost no longer grows with
+ * the vocabulary. Mathematically the gradient of differentiating through the lookup (tested).
  */
 export class SparseEmbeddingStepper {
   private readonly model: CrmNet;
@@ -20,8 +88,10 @@ export class SparseEmbeddingStepper {
   private readonly dim: number;
   private readonly rowGrads: Float32Array;
   private readonly touchedMark: Uint8Array;
-  private readonly touched: Int32Array;
-  private readonly dense: { name: string; variable: Variable }[];
+  /** Rows updated by the last apply(), in [0, touchedCount). */
+  readonly touched: Int32Array;
+  touchedCount = 0;
+  readonly dense: NamedVariable[];
   private readonly tableName: string;
 
   constructor(model: CrmNet, adam: Adam) {
@@ -32,72 +102,79 @@ export class SparseEmbeddingStepper {
     this.rowGrads = new Float32Array(rows * this.dim);
     this.touchedMark = new Uint8Array(rows);
     this.touched = new Int32Array(rows);
-    const named = model.namedVariables().filter((v) => v.trainable);
-    const table = named.find((v) => v.variable === model.embeddingTable)!;
-    this.tableName = table.name;
-    this.dense = named.filter((v) => v !== table);
+    this.tableName = model.namedVariables().find((v) => v.variable === model.embeddingTable)!.name;
+    this.dense = denseVariables(model);
   }
 
-  /** Runs forward, backward and the update; returns the batch loss (regularizer included). */
+  /** Forward, backward and update of one batch; returns its loss (regularizer included). */
   step(batch: PreparedCrmBatch): number {
-    const model = this.model;
-    const B = batch.labels.shape[0];
-    const nCat = model.layout.categoricalOffsets.length;
-    const D = this.dim;
-    const l2 = model.config.l2Embedding;
-    const x0 = tf.tidy(() => model.embed(batch));
-    const x0v = tf.variable(x0, true, `crm-step-x0/${++stepVariableCounter}`);
-    x0.dispose();
-    const vars = [...this.dense.map((d) => d.variable), x0v];
-    const { value, grads } = tf.variableGrads(() => {
-      const f = model.forward(batch, { training: true, x0: x0v as unknown as Tensor2D });
-      let loss = sigmoidCrossEntropy(f.logits, batch.labels);
-      if (l2 > 0 && nCat > 0) {
-        // l2 × mean over the batch of the squared categorical rows, as CrmNet.regularizer computes it.
-        const cat = tf.slice(x0v, [0, 0], [-1, nCat * D]);
-        loss = tf.add(loss, tf.mul(tf.sum(tf.square(cat)), l2 / B)) as Scalar;
-      }
-      return loss;
-    }, vars);
-    const loss = (value.dataSync() as Float32Array)[0];
+    const g = batchGradients(this.model, this.dense, batch);
+    const size = batch.labels.shape[0];
+    this.apply([{ host: batch.prepared.host, size, dx0: g.dx0, width: g.width, scale: 1 }], g.dense);
+    return g.loss;
+  }
+
+  /** One Adam step from dense gradients and x0 gradient parts; returns the new dense weights. */
+  apply(parts: EmbeddingGradientPart[], denseGrads: Float32Array[]): Float32Array[] {
     const lrT = this.adam.nextStep();
-    for (const { name, variable } of this.dense)
-      this.adam.updateDense(name, variable, grads[variable.name], lrT);
-    const dx0 = grads[x0v.name].dataSync() as Float32Array;
-    const count = this.scatter(batch, dx0, x0v.shape[1]);
-    this.adam.updateRows(this.tableName, model.embeddingTable, this.rowGrads, this.touched, count, D, lrT);
-    for (let k = 0; k < count; k++) {
+    const weights = this.dense.map(({ name, variable }, i) =>
+      this.adam.updateDense(name, variable, denseGrads[i], lrT),
+    );
+    for (let k = 0; k < this.touchedCount; k++) this.touchedMark[this.touched[k]] = 0;
+    this.touchedCount = 0;
+    for (const p of parts) this.scatter(p);
+    const D = this.dim;
+    this.adam.updateRows(
+      this.tableName,
+      this.model.embeddingTable,
+      this.rowGrads,
+      this.touched,
+      this.touchedCount,
+      D,
+      lrT,
+    );
+    for (let k = 0; k < this.touchedCount; k++) {
       const r = this.touched[k];
-      this.touchedMark[r] = 0;
       this.rowGrads.fill(0, r * D, (r + 1) * D);
     }
-    value.dispose();
-    tf.dispose(grads);
-    x0v.dispose();
-    return loss;
+    return weights;
   }
 
-  /** Adds each x0 gradient slice onto its table row (weighted for pooled sequences); returns #rows touched. */
-  private scatter(batch: PreparedCrmBatch, dx0: Float32Array, width: number): number {
-    const { categoricalRows, sequenceRows, sequenceWeights } = batch.prepared.host;
+  /** Current values of the rows the last apply() touched, packed in touched order. */
+  touchedRowValues(): Float32Array {
+    const D = this.dim;
+    const table = hasHostMemory()
+      ? liveData(this.model.embeddingTable)
+      : (this.model.embeddingTable.dataSync() as Float32Array);
+    const out = new Float32Array(this.touchedCount * D);
+    for (let k = 0; k < this.touchedCount; k++) {
+      const r = this.touched[k];
+      out.set(table.subarray(r * D, (r + 1) * D), k * D);
+    }
+    return out;
+  }
+
+  private touch(r: number): void {
+    if (this.touchedMark[r] === 0) {
+      this.touchedMark[r] = 1;
+      this.touched[this.touchedCount++] = r;
+    }
+  }
+
+  /** Adds each x0 gradient slice (× scale) onto its table row, weighted for pooled sequences. */
+  private scatter(p: EmbeddingGradientPart): void {
+    const { categoricalRows, sequenceRows, sequenceWeights } = p.host;
+    const { dx0, width, size: B, scale } = p;
     const D = this.dim;
     const nCat = this.model.layout.categoricalOffsets.length;
-    const B = batch.labels.shape[0];
     const g = this.rowGrads;
-    let count = 0;
-    const touch = (r: number) => {
-      if (this.touchedMark[r] === 0) {
-        this.touchedMark[r] = 1;
-        this.touched[count++] = r;
-      }
-    };
     for (let b = 0; b < B; b++) {
       for (let f = 0; f < nCat; f++) {
         const r = categoricalRows[b * nCat + f];
-        touch(r);
+        this.touch(r);
         const src = b * width + f * D;
         const dst = r * D;
-        for (let d = 0; d < D; d++) g[dst + d] += dx0[src + d];
+        for (let d = 0; d < D; d++) g[dst + d] += scale * dx0[src + d];
       }
     }
     sequenceRows.forEach((rows, s) => {
@@ -106,16 +183,16 @@ export class SparseEmbeddingStepper {
       const col = (nCat + s) * D;
       for (let b = 0; b < B; b++) {
         const src = b * width + col;
-        for (let p = 0; p < L; p++) {
-          const wk = w[b * L + p];
+        for (let q = 0; q < L; q++) {
+          const wk = w[b * L + q];
           if (wk === 0) continue;
-          const r = rows[b * L + p];
-          touch(r);
+          const r = rows[b * L + q];
+          this.touch(r);
           const dst = r * D;
-          for (let d = 0; d < D; d++) g[dst + d] += wk * dx0[src + d];
+          const f = scale * wk;
+          for (let d = 0; d < D; d++) g[dst + d] += f * dx0[src + d];
         }
       }
     });
-    return count;
   }
 }
