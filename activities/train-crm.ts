@@ -1,3 +1,4 @@
+import { Context } from '@temporalio/activity';
 import { RunRepository } from '../db/repositories/runs.js';
 import { defaultCrmConfig, saveCrm, trainCrm, type CrmConfig } from '../ml/crm/index.js';
 import { ctrMetrics } from '../ml/metrics/index.js';
@@ -56,8 +57,14 @@ export function trainCrmActivities(ctx: ActivityContext): Pick<CorellaActivities
       for (const kind of kinds) {
         const prefix = kind === 'dcnv2' ? 'crm' : 'lr';
         // A retried attempt resumes from the last epoch checkpoint of the same run.
+        // The first epoch this attempt works on shows how much a retry had to redo.
+        let startEpoch: number | undefined;
         const result = await trainCrm(dataset, crmModelConfig(section, kind), {
           ...trainer,
+          onProgress: (p) => {
+            if (startEpoch === undefined && p.epoch !== undefined) startEpoch = p.epoch;
+            return trainer.onProgress?.({ ...p, stage: `train-${prefix}` });
+          },
           checkpointKey: `runs/${runId}/${prefix}-checkpoint`,
           resumeFrom: 'latest',
         });
@@ -72,6 +79,8 @@ export function trainCrmActivities(ctx: ActivityContext): Pick<CorellaActivities
             [`${prefix}.test.acc`]: m.acc,
             [`${prefix}.epochs`]: result.epochsRun,
             [`${prefix}.trainSamplesPerSec`]: result.trainSamplesPerSec,
+            [`${prefix}.attempt`]: Context.current().info.attempt,
+            [`${prefix}.startEpoch`]: startEpoch ?? result.epochsRun,
           });
           if (m.userAuc !== undefined) metrics[`${prefix}.test.userAuc`] = m.userAuc;
           for (const h of result.history) {

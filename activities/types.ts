@@ -34,6 +34,8 @@ export interface RetrainInput {
   trigger?: string;
   /** Task queue overrides (defaults corella-cpu / corella-gpu). */
   queues?: TaskQueues;
+  /** How long a long activity may go without a heartbeat before it is retried elsewhere (default 2m). */
+  heartbeatTimeout?: string;
 }
 
 export interface TaskQueues {

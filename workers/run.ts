@@ -19,6 +19,8 @@ export async function runWorkers(opts: {
   target: TemporalTarget;
   activities: Partial<CorellaActivities>;
   gpuConcurrency?: number;
+  /** Task queue names per kind, when not corella-cpu / corella-gpu. */
+  taskQueues?: { cpu?: string; gpu?: string };
 }): Promise<RunningWorkers> {
   installWorkerRuntime();
   const connection = await connectWorker(opts.target);
@@ -32,12 +34,14 @@ export async function runWorkers(opts: {
               connection,
               namespace: opts.target.namespace,
               activities: opts.activities,
+              taskQueue: opts.taskQueues?.cpu,
             })
           : await createGpuWorker({
               connection,
               namespace: opts.target.namespace,
               activities: opts.activities,
               concurrency: opts.gpuConcurrency,
+              taskQueue: opts.taskQueues?.gpu,
             }),
       );
     }

@@ -1,4 +1,5 @@
 import {
+  ActivityCancellationType,
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
@@ -49,13 +50,14 @@ const retry = {
 };
 
 /** Proxies per activity class; queue names can be overridden per run (separate GPU pools, isolated tests). */
-export function activityProxies(queues: { cpu?: string; gpu?: string } = {}) {
+export function activityProxies(queues: { cpu?: string; gpu?: string } = {}, heartbeatTimeout = '2m') {
   const cpuQueue = queues.cpu ?? TASK_QUEUE_CPU;
   return {
     cpu: proxyActivities<CorellaActivities>({
       taskQueue: cpuQueue,
+      cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
       startToCloseTimeout: '30m',
-      heartbeatTimeout: '2m',
+      heartbeatTimeout,
       retry,
     }),
     bookkeeping: proxyActivities<CorellaActivities>({
@@ -67,8 +69,10 @@ export function activityProxies(queues: { cpu?: string; gpu?: string } = {}) {
     // the retry resumes from the checkpoint named in the last heartbeat.
     gpu: proxyActivities<CorellaActivities>({
       taskQueue: queues.gpu ?? TASK_QUEUE_GPU,
+      // A cancelled run ends only once its training has really stopped (no half-written model behind it).
+      cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
       startToCloseTimeout: '8h',
-      heartbeatTimeout: '2m',
+      heartbeatTimeout,
       retry,
     }),
   };
@@ -82,7 +86,7 @@ function describe(err: unknown): string {
 
 /** Ingest → (CRM stage 1 ∥ LLM features) → joint training → alignment evaluation → calibration → registry. */
 export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResult> {
-  const { cpu, gpu, bookkeeping } = activityProxies(input.queues);
+  const { cpu, gpu, bookkeeping } = activityProxies(input.queues, input.heartbeatTimeout);
   const progress: RetrainProgress = { stage: 'starting', completed: [], metrics: {} };
   setHandler(progressQuery, () => progress);
   const enter = (stage: StageName): void => {

@@ -11,12 +11,18 @@ import { corellaHome } from '../services/paths.js';
 
 /** `corella worker --queue cpu|gpu`: one worker process, e.g. on a GPU machine pointed at a cluster. */
 export async function worker(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { queue: { type: 'string' }, concurrency: { type: 'string' } });
+  const { values } = parse(argv, {
+    queue: { type: 'string' },
+    concurrency: { type: 'string' },
+    'task-queue': { type: 'string' },
+  });
   const out = makeOutput(Boolean(values.json));
   const queues = (values.queue ?? '').split(',').filter(Boolean);
   if (queues.length === 0 || queues.some((q) => q !== 'cpu' && q !== 'gpu')) {
     throw new UsageError('--queue must be cpu, gpu or cpu,gpu');
   }
+  if (values['task-queue'] && queues.length !== 1)
+    throw new UsageError('--task-queue names one queue: give one --queue');
   const concurrency = values.concurrency !== undefined ? Number(values.concurrency) : undefined;
   if (concurrency !== undefined && !(Number.isInteger(concurrency) && concurrency > 0)) {
     throw new UsageError('--concurrency must be a positive integer');
@@ -51,6 +57,9 @@ export async function worker(argv: string[]): Promise<number> {
       target: { address, namespace },
       activities: createActivities(ctx),
       gpuConcurrency: concurrency,
+      taskQueues: values['task-queue']
+        ? Object.fromEntries(queues.map((q) => [q, values['task-queue'] as string]))
+        : undefined,
     });
     if (stopping) await running.shutdown();
     else

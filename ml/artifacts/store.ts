@@ -67,11 +67,17 @@ export class FileArtifactStore implements ArtifactStore {
 
   private namedPath(name: string): string {
     if (!NAME_RE.test(name) || name.split('/').some((p) => p === '..' || p === '.')) {
-      throw new CorellaError('BAD_ARTIFACT_NAME', `artifact name may not escape the store: ${JSON.stringify(name)}`);
+      throw new CorellaError(
+        'BAD_ARTIFACT_NAME',
+        `artifact name may not escape the store: ${JSON.stringify(name)}`,
+      );
     }
     const p = resolve(this.namedRoot, name);
     if (!p.startsWith(this.namedRoot + sep)) {
-      throw new CorellaError('BAD_ARTIFACT_NAME', `artifact name may not escape the store: ${JSON.stringify(name)}`);
+      throw new CorellaError(
+        'BAD_ARTIFACT_NAME',
+        `artifact name may not escape the store: ${JSON.stringify(name)}`,
+      );
     }
     return p;
   }
@@ -138,15 +144,22 @@ export class FileArtifactStore implements ArtifactStore {
       buf = await readFile(this.blobPath(sha256));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw new CorellaError('ARTIFACT_NOT_FOUND', `artifact ${sha256} is not in the store at ${this.root}`);
+        throw new CorellaError(
+          'ARTIFACT_NOT_FOUND',
+          `artifact ${sha256} is not in the store at ${this.root}`,
+        );
       }
       throw e;
     }
     const actual = sha256Hex(buf);
     if (actual !== sha256) {
-      throw new CorellaError('ARTIFACT_CORRUPT', `artifact ${sha256} is corrupt: its content hashes to ${actual}`, {
-        details: { expected: sha256, actual, bytes: buf.byteLength },
-      });
+      throw new CorellaError(
+        'ARTIFACT_CORRUPT',
+        `artifact ${sha256} is corrupt: its content hashes to ${actual}`,
+        {
+          details: { expected: sha256, actual, bytes: buf.byteLength },
+        },
+      );
     }
     return buf;
   }
@@ -158,12 +171,18 @@ export class FileArtifactStore implements ArtifactStore {
       actual = await sha256File(p);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw new CorellaError('ARTIFACT_NOT_FOUND', `artifact ${sha256} is not in the store at ${this.root}`);
+        throw new CorellaError(
+          'ARTIFACT_NOT_FOUND',
+          `artifact ${sha256} is not in the store at ${this.root}`,
+        );
       }
       throw e;
     }
     if (actual !== sha256) {
-      throw new CorellaError('ARTIFACT_CORRUPT', `artifact ${sha256} is corrupt: its content hashes to ${actual}`);
+      throw new CorellaError(
+        'ARTIFACT_CORRUPT',
+        `artifact ${sha256} is corrupt: its content hashes to ${actual}`,
+      );
     }
     return p;
   }

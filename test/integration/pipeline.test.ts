@@ -7,7 +7,7 @@ import { NativeConnection } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { ActivityContext } from '../../activities/context.js';
 import { createActivities } from '../../activities/index.js';
-import type { PipelineConfig, RetrainInput, RetrainProgress, RetrainResult } from '../../activities/types.js';
+import type { RetrainInput, RetrainProgress, RetrainResult } from '../../activities/types.js';
 import { CalibrationRepository } from '../../db/repositories/calibrations.js';
 import { DatasetRepository } from '../../db/repositories/datasets.js';
 import { EvaluationRepository } from '../../db/repositories/evaluations.js';
@@ -19,26 +19,9 @@ import { createCpuWorker } from '../../workers/cpu.js';
 import { createGpuWorker } from '../../workers/gpu.js';
 import { installWorkerRuntime } from '../../workers/runtime.js';
 import { writeTinyGguf } from '../helpers/tiny-gguf.js';
+import { tinyPipelineConfig } from '../helpers/pipeline-config.js';
 import { cliEnv, startCli } from '../helpers/cli-process.js';
 import type { RunRow } from '../../db/schema/index.js';
-
-/** A config small enough for a test: every stage runs for real, on a few hundred samples. */
-export function tinyPipelineConfig(modelPath: string): PipelineConfig {
-  return {
-    crm: { embeddingDim: 8, crossLayers: 2, mlp: [32, 16], epochs: 2, batchSize: 256, patience: 1 },
-    llm: { model: modelPath, threads: 1, contextSize: 512, pools: { valid: 80, test: 100, seed: 3 } },
-    joint: {
-      subset: 'random',
-      stage2: { samples: 150, epochs: 1, batchSize: 64 },
-      stage3: { samples: 60, epochs: 1, batchSize: 64 },
-      adapter: { layers: [16, 8] },
-      alignment: { sharedDim: 8 },
-      validationSamples: 40,
-    },
-    calibration: { metric: 'auc', maxRoutedFraction: 0.3 },
-    promotion: { metric: 'calibration.hybrid.auc', margin: 0 },
-  };
-}
 
 describe('retrainWorkflow end to end with every real activity', () => {
   let testDb: TestDatabase;
