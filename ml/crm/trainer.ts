@@ -6,13 +6,13 @@ import { throwIfAborted, yieldToEventLoop } from '../progress.js';
 import type { LongRunOptions } from '../progress.js';
 import { ensureTf } from '../tf/backend.js';
 import { Adam } from './adam.js';
-import { disposeCrmBatch } from './batch.js';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 import type { CheckpointState } from './checkpoint.js';
 import { resolveCrmConfig } from './config.js';
 import { CrmNet } from './model.js';
 import { mixSeed, mulberry32, permutation } from './random.js';
-import { SparseEmbeddingStepper } from './train-step.js';
+import { LocalStepper, ParallelStepper } from './parallel.js';
+import type { Stepper } from './parallel.js';
 import type { TensorEntry } from './tensor-file.js';
 import type { CrmConfig } from './types.js';
 import { readWeights, writeWeights } from './weights.js';
@@ -38,6 +38,11 @@ export interface TrainCrmOptions extends LongRunOptions {
   /** Progress is reported at most this often (ms) during an epoch. */
   progressIntervalMs?: number;
   evalBatchSize?: number;
+  /**
+   * 2 = data-parallel over this thread and a gradient worker (wasm/cpu backends, no batch norm); wasm
+   * has no threads in Node, so this is how training uses a second core. Default 1.
+   */
+  threads?: 1 | 2;
 }
 
 export interface EpochRecord {
@@ -100,7 +105,6 @@ export async function trainCrm(
 
   const model = new CrmNet(resolved, dataset.featureMap);
   const adam = new Adam({ lr: opts.lr });
-  const stepper = new SparseEmbeddingStepper(model, adam);
   let state: CheckpointState = {
     nextEpoch: 0,
     step: 0,
@@ -112,6 +116,7 @@ export async function trainCrm(
   };
   let best: TensorEntry[] | undefined;
   let lastCheckpoint: string | undefined;
+  let stepper: Stepper | undefined;
   try {
     const resumed = await loadCheckpoint(opts, model, adam, resolved, dataset.featureMap.id);
     if (resumed) {
@@ -128,6 +133,10 @@ export async function trainCrm(
     let secondsThisCall = 0;
     let stoppedEarly = state.badEpochs >= opts.patience;
     const stepsPerEpoch = Math.ceil(train.size / B);
+    stepper =
+      opts.threads === 2 && (backend === 'wasm' || backend === 'cpu') && !resolved.batchNorm
+        ? await ParallelStepper.start(model, adam, train, dataset.featureMap, backend, B)
+        : new LocalStepper(model, adam, train);
     const rowsBuf = new Int32Array(B);
 
     while (!stoppedEarly && state.nextEpoch < opts.epochs) {
@@ -143,10 +152,7 @@ export async function trainCrm(
         const end = Math.min(train.size, start + B);
         const rows = rowsBuf.subarray(0, end - start);
         for (let i = start; i < end; i++) rows[i - start] = order[i];
-        model.setDropoutStep(state.step);
-        const batch = model.makeBatch(train, rows);
-        lossSum += stepper.step(batch) * (end - start);
-        disposeCrmBatch(batch);
+        lossSum += (await stepper.step(rows, state.step)) * (end - start);
         state.step++;
         const now = performance.now();
         if (opts.onProgress && now - lastReport >= interval) {
@@ -234,6 +240,7 @@ export async function trainCrm(
     model.dispose();
     throw e;
   } finally {
+    await stepper?.close();
     adam.dispose();
   }
 }
