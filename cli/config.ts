@@ -37,3 +37,16 @@ export function retrainWorkflowId(
 export function retrainInput(dataset: DatasetSpec, config: PipelineConfig, trigger: string): RetrainInput {
   return { dataset, config, configHash: retrainWorkflowId(dataset, config).hash, trigger };
 }
+
+/** A few words on the config for the Temporal UI's memo (the whole config lives in the run row). */
+export function configSummary(config: PipelineConfig): Record<string, unknown> {
+  const crm = (config.crm ?? {}) as Record<string, unknown>;
+  const llm = (config.llm ?? {}) as Record<string, unknown>;
+  const joint = (config.joint ?? {}) as Record<string, unknown>;
+  return {
+    crm: `${String(crm.kind ?? 'dcnv2')} emb ${String(crm.embeddingDim ?? '?')} cross ${String(crm.crossLayers ?? '?')} mlp ${JSON.stringify(crm.mlp ?? [])}`,
+    llm: typeof llm.model === 'string' ? llm.model.split('/').pop() : undefined,
+    joint: `α ${String(joint.alpha ?? 1)} β ${String(joint.beta ?? 1)} γ ${String(joint.gamma ?? 0.1)} subset ${String(joint.subset ?? 'random')}`,
+    routing: config.calibration,
+  };
+}

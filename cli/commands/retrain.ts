@@ -5,7 +5,7 @@ import type { retrainWorkflow } from '../../workflows/retrain.js';
 import { failureMessage } from '../failure.js';
 import { EXIT, parse } from '../args.js';
 import { connectClient, workflowUiUrl } from '../client.js';
-import { loadPipelineConfig, retrainInput, retrainWorkflowId } from '../config.js';
+import { configSummary, loadPipelineConfig, retrainInput, retrainWorkflowId } from '../config.js';
 import { resolveDataSource } from '../data-source.js';
 import { resolveModel } from '../model-source.js';
 import { makeOutput } from '../output.js';
@@ -43,6 +43,7 @@ export async function retrain(argv: string[]): Promise<number> {
         taskQueue: TASK_QUEUE_CPU,
         workflowId: id,
         args: [retrainInput(data.spec, config, 'corella retrain')],
+        memo: { dataset: data.spec, origin: data.origin, config: configSummary(config) },
       });
     } catch (e) {
       if (!(e instanceof WorkflowExecutionAlreadyStartedError)) throw e;

@@ -12,7 +12,7 @@ import type { retrainWorkflow } from '../../workflows/retrain.js';
 import { failureMessage } from '../failure.js';
 import { EXIT, parse } from '../args.js';
 import { connectClient, workflowUiUrl } from '../client.js';
-import { loadPipelineConfig, retrainInput, retrainWorkflowId } from '../config.js';
+import { configSummary, loadPipelineConfig, retrainInput, retrainWorkflowId } from '../config.js';
 import { resolveDataSource, type ResolvedData } from '../data-source.js';
 import { resolveModel } from '../model-source.js';
 import { makeOutput, table, type Output } from '../output.js';
@@ -210,7 +210,7 @@ async function runRetrain(
         taskQueue: TASK_QUEUE_CPU,
         workflowId: id,
         args: [retrainInput(data.spec, config, 'corella up')],
-        memo: { dataset: data.spec, origin: data.origin },
+        memo: { dataset: data.spec, origin: data.origin, config: configSummary(config) },
       });
       out.info(`started ${id}`);
     } catch (e) {
