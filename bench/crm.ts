@@ -2,7 +2,7 @@
  * CRM benchmark on the real MovieLens-1M subset (users 1–2999): ingest (time split 80/10/10), train
  * DCNv2 (embedding 16, 3 full-rank cross layers, MLP 256-128, batch 1024) and the LR baseline, and print
  * one JSON line with throughput, epochs, test metrics and peak RSS.
- * Usage: npx tsx bench/crm.ts [dir] [--epochs N] [--backend wasm|cpu|auto]
+ * Usage: npx tsx bench/crm.ts [dir] [--epochs N] [--backend wasm|cpu|auto] [--threads 1|2]
  * The artifact store lives in a temporary folder removed afterwards: nothing derived from the real files
  * may end up in the repository. Numbers are noisy on shared machines: compare runs made side by side.
  */
@@ -28,10 +28,19 @@ const positional = process.argv
 const dir = resolve(positional[0] ?? join(import.meta.dirname, '../../shared/datasets/ml-1m-u2999'));
 const epochs = Number(arg('epochs') ?? 6);
 const backendChoice = (arg('backend') ?? 'wasm') as TfBackendChoice;
+const threads = (arg('threads') === '2' ? 2 : 1) as 1 | 2;
 const round = (x: number, d = 4) => Number(x.toFixed(d));
 
 async function run(ds: CtrDataset, store: FileArtifactStore, config: CrmConfig, lr: number) {
-  const r = await trainCrm(ds, config, { store, epochs, batchSize: 1024, lr, patience: 2, lrDecay: 0.5 });
+  const r = await trainCrm(ds, config, {
+    store,
+    epochs,
+    batchSize: 1024,
+    lr,
+    patience: 2,
+    lrDecay: 0.5,
+    threads,
+  });
   const test = ds.splits.test;
   // Warm-up pass, then the timed one.
   await r.model.predict(
@@ -89,6 +98,7 @@ try {
         dense: ds.featureMap.dense.length,
       },
       batchSize: 1024,
+      threads,
       inferBatchSize: 4096,
       dcnv2,
       lr,
