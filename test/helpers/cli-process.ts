@@ -24,8 +24,12 @@ export function cliEnv(home: string, extra: Record<string, string> = {}): NodeJS
   return env;
 }
 
-export function startCli(args: string[], env: NodeJS.ProcessEnv): CliProcess {
-  const child = spawn(process.execPath, [join(repoRoot, 'bin', 'corella.mjs'), ...args], {
+export function startCli(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  bin = join(repoRoot, 'bin', 'corella.mjs'),
+): CliProcess {
+  const child = spawn(process.execPath, [bin, ...args], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
