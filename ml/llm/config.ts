@@ -26,6 +26,12 @@ export interface LlmConfig {
   /** Extract the final hidden state (costs a second pass in an embedding context). */
   hidden?: boolean;
   maxHistoryItems?: number;
+  /**
+   * Flash attention (default false). On the CPU it shifted SmolLM2's Yes/No log-odds by up to ~0.2 and made
+   * them depend on how a prompt was split into batches, which breaks exact prefix reuse; off, they are
+   * bit-identical across splits.
+   */
+  flashAttention?: boolean;
   /** Tokens kept free for the target item so history truncation does not depend on the target's title. */
   targetReserveTokens?: number;
 }
@@ -77,6 +83,7 @@ export function resolveLlmConfig(c: LlmConfig): ResolvedLlmConfig {
     template: c.template ?? 'paper',
     answers,
     hidden: c.hidden ?? true,
+    flashAttention: c.flashAttention ?? false,
     maxHistoryItems:
       c.maxHistoryItems === undefined ? undefined : positiveInt('maxHistoryItems', c.maxHistoryItems),
     targetReserveTokens: positiveIntOrZero('targetReserveTokens', c.targetReserveTokens ?? 48),

@@ -16,6 +16,7 @@ export interface FeatureCacheKey {
   maxHistoryItems?: number;
   targetReserveTokens: number;
   hidden: boolean;
+  flashAttention: boolean;
 }
 
 export interface FeatureChunk {

@@ -88,6 +88,7 @@ export class LlmFeatureExtractor implements LlmFeatureSource {
       maxHistoryItems: cfg.maxHistoryItems,
       targetReserveTokens: cfg.targetReserveTokens,
       hidden: cfg.hidden,
+      flashAttention: cfg.flashAttention,
     };
     const ex = new LlmFeatureExtractor(
       { ...cfg, model: modelPath },

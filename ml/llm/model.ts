@@ -130,7 +130,12 @@ export async function loadLlm(cfg: ResolvedLlmConfig): Promise<LoadedLlm> {
   const llama = await llamaFor(cfg.gpu);
   let model: LlamaModel;
   try {
-    model = await llama.loadModel({ modelPath, gpuLayers: cfg.gpu === false ? 0 : cfg.gpuLayers });
+    model = await llama.loadModel({
+      modelPath,
+      gpuLayers: cfg.gpu === false ? 0 : cfg.gpuLayers,
+      // Inherited by every context, including the embedding context (which takes no such option).
+      defaultContextFlashAttention: cfg.flashAttention,
+    });
   } catch (e) {
     throw new CorellaError(
       'BAD_MODEL_FILE',

@@ -83,6 +83,7 @@ export class LlmScorer {
         batchSize: cfg.batchSize,
         sequences: cfg.sequences,
         threads: cfg.threads,
+        flashAttention: cfg.flashAttention,
         lora,
       });
       contexts.push(gen);
@@ -96,6 +97,7 @@ export class LlmScorer {
               contextSize: cfg.contextSize,
               batchSize: cfg.batchSize,
               threads: cfg.threads,
+              flashAttention: cfg.flashAttention,
               lora,
               _embeddings: true,
             } as Parameters<typeof llm.model.createContext>[0]);
@@ -106,6 +108,7 @@ export class LlmScorer {
               contextSize: cfg.contextSize,
               batchSize: cfg.batchSize,
               threads: cfg.threads,
+              // flash attention: inherited from the model's defaultContextFlashAttention
             });
             const inner = emb as unknown as EmbeddingInternals;
             contexts.push(inner._llamaContext);
