@@ -1,5 +1,6 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { CorellaError } from '../ml/errors.js';
+import { withPulse } from './heartbeat.js';
 
 /** Our typed errors become Temporal failures whose `type` is the error code; bad input is non-retryable. */
 export function toFailure(e: unknown): unknown {
@@ -15,14 +16,14 @@ export function toFailure(e: unknown): unknown {
   return e;
 }
 
-/** Wraps every activity so that a thrown CorellaError reaches the workflow with its code. */
+/** Wraps every activity: a thrown CorellaError reaches the workflow with its code, and it heartbeats while it runs. */
 export function withTypedFailures<T extends object>(activities: T): T {
   const out: Record<string, unknown> = {};
   for (const [name, fn] of Object.entries(activities)) {
     if (typeof fn !== 'function') continue;
     out[name] = async (...args: unknown[]) => {
       try {
-        return await (fn as (...a: unknown[]) => Promise<unknown>)(...args);
+        return await withPulse(() => (fn as (...a: unknown[]) => Promise<unknown>)(...args));
       } catch (e) {
         throw toFailure(e);
       }
