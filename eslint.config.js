@@ -2,9 +2,34 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 const nodeBuiltins = [
-  'assert', 'buffer', 'child_process', 'cluster', 'crypto', 'dgram', 'dns', 'events', 'fs', 'fs/promises',
-  'http', 'http2', 'https', 'net', 'os', 'path', 'perf_hooks', 'process', 'readline', 'stream', 'timers',
-  'tls', 'url', 'util', 'v8', 'vm', 'worker_threads', 'zlib',
+  'assert',
+  'buffer',
+  'child_process',
+  'cluster',
+  'crypto',
+  'dgram',
+  'dns',
+  'events',
+  'fs',
+  'fs/promises',
+  'http',
+  'http2',
+  'https',
+  'net',
+  'os',
+  'path',
+  'perf_hooks',
+  'process',
+  'readline',
+  'stream',
+  'timers',
+  'tls',
+  'url',
+  'util',
+  'v8',
+  'vm',
+  'worker_threads',
+  'zlib',
 ];
 
 export default tseslint.config(
@@ -34,7 +59,10 @@ export default tseslint.config(
             { name: `node:${m}`, message: 'Workflows must not import Node built-ins.' },
           ]),
           patterns: [
-            { group: ['../activities/*', '!../activities/types*'], message: 'Workflows import activity types only.' },
+            {
+              group: ['../activities/*', '!../activities/types*'],
+              message: 'Workflows import activity types only.',
+            },
             { group: ['../db/*', '../ml/*'], message: 'Workflows must not import db or ml code.' },
           ],
         },
@@ -47,8 +75,16 @@ export default tseslint.config(
       ],
       'no-restricted-properties': [
         'error',
-        { object: 'Math', property: 'random', message: 'Not deterministic in workflows (the SDK seeds it, prefer uuid4()).' },
-        { object: 'Date', property: 'now', message: 'Use workflow time via Date from @temporalio/workflow context only with care.' },
+        {
+          object: 'Math',
+          property: 'random',
+          message: 'Not deterministic in workflows (the SDK seeds it, prefer uuid4()).',
+        },
+        {
+          object: 'Date',
+          property: 'now',
+          message: 'Use workflow time via Date from @temporalio/workflow context only with care.',
+        },
       ],
     },
   },
@@ -61,7 +97,10 @@ export default tseslint.config(
         {
           patterns: [
             { group: ['@temporalio/*'], message: 'ml/ must not import Temporal.' },
-            { group: ['pg', 'drizzle-orm', 'drizzle-orm/*', '../db/*', '../../db/*'], message: 'ml/ must not import the database.' },
+            {
+              group: ['pg', 'drizzle-orm', 'drizzle-orm/*', '../db/*', '../../db/*'],
+              message: 'ml/ must not import the database.',
+            },
           ],
         },
       ],
