@@ -94,7 +94,11 @@ export async function startTemporalDevServer(opts: DevServerOptions): Promise<Te
   // Port 0 asks for any free port (tests); otherwise the preferred one or the next free one after it.
   const port = opts.port === 0 ? await freePort() : await choosePort(opts.port ?? 7233);
   const headless = opts.headless ?? false;
-  const uiPort = headless ? undefined : await choosePort(opts.uiPort ?? port + 1000);
+  const uiPort = headless
+    ? undefined
+    : opts.uiPort === 0
+      ? await freePort()
+      : await choosePort(opts.uiPort ?? port + 1000);
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--namespace', namespace];
   if (opts.persistent ?? true) args.push('--db-filename', dbFile);
   if (uiPort !== undefined) args.push('--ui-port', String(uiPort));

@@ -9,6 +9,7 @@ declare module 'vitest' {
   export interface ProvidedContext {
     temporalAddress: string;
     temporalNamespace: string;
+    temporalUiUrl: string;
     databaseUrl: string;
   }
 }
@@ -20,13 +21,14 @@ export default async function setup(project: TestProject): Promise<() => Promise
   try {
     const temporal: TemporalServer = await startTemporalDevServer({
       dir: join(dir, 'temporal'),
-      headless: true,
       persistent: false,
       port: 0,
+      uiPort: 0,
     });
     stops.push(() => temporal.stop());
     project.provide('temporalAddress', temporal.address);
     project.provide('temporalNamespace', temporal.namespace);
+    project.provide('temporalUiUrl', temporal.uiUrl ?? '');
 
     const { resolveDatabase } = await import('../../db/embedded-postgres.js');
     const pg = await resolveDatabase({ dataDir: join(dir, 'pg') });

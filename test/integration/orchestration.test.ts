@@ -13,71 +13,15 @@ import { withTypedFailures } from '../../activities/failures.js';
 import type { CorellaActivities, RetrainInput, RetrainProgress } from '../../activities/types.js';
 import { RunRepository } from '../../db/repositories/runs.js';
 import { createTestDatabase } from '../../db/testing.js';
+import { stubStages } from '../helpers/stub-stages.js';
 import { installWorkerRuntime } from '../../workers/runtime.js';
 import { datasetVersions } from '../../db/schema/index.js';
 import { listFiles, movielensLines, writeMovielens } from '../helpers/datasets.js';
 import { FileArtifactStore } from '../../ml/artifacts/store.js';
-import { DatasetError } from '../../ml/errors.js';
 import type { ActivityContext } from '../../activities/context.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-
-/** Stage stubs registered by the test; bookkeeping (run rows) is the real thing against Postgres. */
-function stubStages(calls: string[], fail?: 'ingest'): Partial<CorellaActivities> {
-  return {
-    async ingestDataset() {
-      calls.push('ingestDataset');
-      if (fail === 'ingest') {
-        throw new DatasetError('rating must be 1..5', {
-          file: 'ratings.dat',
-          line: 7,
-          field: 'Rating',
-          excerpt: '1::2::9::3',
-        });
-      }
-      return {
-        datasetVersionId: 'v-test',
-        manifestSha256: 'a'.repeat(64),
-        counts: { users: 3 },
-        source: 'movielens-1m',
-      };
-    },
-    async trainCrm() {
-      calls.push('trainCrm');
-      return { crmArtifact: 'c'.repeat(64), backend: 'stub', metrics: { 'crm.valid.auc': 0.7 } };
-    },
-    async extractLlmFeatures() {
-      calls.push('extractLlmFeatures');
-      return { featuresIndex: 'features/x', modelSha256: 'd'.repeat(64), metrics: { samples: 10 } };
-    },
-    async trainJoint() {
-      calls.push('trainJoint');
-      return {
-        crmArtifact: 'c'.repeat(64),
-        adapterArtifact: 'e'.repeat(64),
-        metrics: { 'stage2.loss': 0.5 },
-      };
-    },
-    async evaluateAlignment() {
-      calls.push('evaluateAlignment');
-      return { evaluationId: 'ev1', metrics: { 'test.hybrid.auc': 0.75 } };
-    },
-    async calibrateThreshold() {
-      calls.push('calibrateThreshold');
-      return {
-        threshold: 0.6,
-        routedFraction: 0.15,
-        curveArtifact: 'f'.repeat(64),
-        metrics: { routedFraction: 0.15 },
-      };
-    },
-    async registerModelVersion() {
-      calls.push('registerModelVersion');
-      return { modelVersionId: 'mv-1', alias: 'champion', reason: 'first version' };
-    },
-  };
-}
 
 describe('retrainWorkflow on a real Temporal dev server and a real Postgres', () => {
   let connection: Connection;
