@@ -56,3 +56,13 @@ export function calibrationConfigOf(config: PipelineConfig): Partial<Calibration
     ...((config.calibration ?? {}) as Partial<CalibrationConfig>),
   };
 }
+
+/**
+ * Thresholds as stored and passed around: the sweep's "route nothing" / "route everything" are ±Infinity,
+ * which JSON and Postgres cannot carry. Entropies lie in [0, ln 2] and routing takes entropy > threshold, so
+ * ln 2 routes nothing and −1 routes everything.
+ */
+export function storableThreshold(t: number): number {
+  if (Number.isFinite(t)) return t;
+  return t > 0 ? Math.LN2 : -1;
+}

@@ -12,7 +12,13 @@ import type { CtrDataset } from '../ml/data/index.js';
 import { LlmFeatureExtractor } from '../ml/llm/index.js';
 import { initTf } from '../ml/tf/index.js';
 import type { ActivityContext } from './context.js';
-import { calibrationConfigOf, jointConfigOf, llmConfigOf, llmPoolsOf } from './corella-config.js';
+import {
+  calibrationConfigOf,
+  jointConfigOf,
+  llmConfigOf,
+  llmPoolsOf,
+  storableThreshold,
+} from './corella-config.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
 import type { CorellaActivities, Metrics, PipelineConfig } from './types.js';
@@ -165,12 +171,10 @@ export function corellaActivities(
         const curveArtifact = await putJson(ctx.store, cal);
         await new CalibrationRepository(ctx.db).record({
           runId,
-          threshold: cal.threshold,
+          threshold: storableThreshold(cal.threshold),
           metric: cal.metric,
-          // "Route nothing" / "route everything" are ±Infinity; entropies lie in [0, ln 2], so ln 2 and −1
-          // stand for them in the stored curve.
           curve: cal.curve.map((p) => ({
-            threshold: Number.isFinite(p.threshold) ? p.threshold : p.threshold > 0 ? Math.LN2 : -1,
+            threshold: storableThreshold(p.threshold),
             llmShare: p.routedFraction,
             quantile: p.quantile,
             auc: p.auc,
@@ -179,7 +183,7 @@ export function corellaActivities(
           })),
         });
         const metrics = finite({
-          threshold: cal.threshold,
+          threshold: storableThreshold(cal.threshold),
           routedFraction: cal.chosen.routedFraction,
           'hybrid.auc': cal.chosen.auc,
           'hybrid.logloss': cal.chosen.logLoss,
@@ -196,7 +200,7 @@ export function corellaActivities(
           Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`calibration.${k}`, v])),
         );
         return {
-          threshold: cal.threshold,
+          threshold: storableThreshold(cal.threshold),
           routedFraction: cal.chosen.routedFraction,
           curveArtifact,
           metrics,

@@ -10,7 +10,7 @@ import { CorellaError } from '../ml/errors.js';
 import { LlmFeatureExtractor } from '../ml/llm/index.js';
 import { initTf } from '../ml/tf/index.js';
 import type { ActivityContext } from './context.js';
-import { calibrationConfigOf, llmConfigOf } from './corella-config.js';
+import { calibrationConfigOf, llmConfigOf, storableThreshold } from './corella-config.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
 import type { CorellaActivities, PipelineConfig, RecalibrateResult } from './types.js';
@@ -88,14 +88,14 @@ export function recalibrateActivities(ctx: ActivityContext): Pick<CorellaActivit
           previousScore = ev.overall.hybrid[metric];
           const better =
             metric === 'logLoss' ? cal.chosen.logLoss < previousScore : cal.chosen[metric] > previousScore;
-          applied = better && Math.abs(cal.threshold - previous) > 1e-12;
+          applied = better && Math.abs(storableThreshold(cal.threshold) - previous) > 1e-12;
         }
         const calRow = await new CalibrationRepository(ctx.db).record({
           runId: input.runId,
-          threshold: cal.threshold,
+          threshold: storableThreshold(cal.threshold),
           metric: cal.metric,
           curve: cal.curve.map((p) => ({
-            threshold: Number.isFinite(p.threshold) ? p.threshold : p.threshold > 0 ? Math.LN2 : -1,
+            threshold: storableThreshold(p.threshold),
             llmShare: p.routedFraction,
             quantile: p.quantile,
             auc: p.auc,
@@ -106,7 +106,7 @@ export function recalibrateActivities(ctx: ActivityContext): Pick<CorellaActivit
         });
         const metrics: Record<string, number> = {
           windowRows: window.size,
-          threshold: cal.threshold,
+          threshold: storableThreshold(cal.threshold),
           [`new.${cal.metric}`]: cal.chosen[cal.metric],
           routedFraction: cal.chosen.routedFraction,
         };
@@ -118,7 +118,7 @@ export function recalibrateActivities(ctx: ActivityContext): Pick<CorellaActivit
         return {
           modelVersionId: String(version.id),
           calibrationId: String(calRow.id),
-          threshold: cal.threshold,
+          threshold: storableThreshold(cal.threshold),
           previousThreshold: previous,
           applied,
           metrics,
