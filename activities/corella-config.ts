@@ -2,7 +2,8 @@ import type { PipelineConfig } from './types.js';
 import type { LlmConfig } from '../ml/llm/index.js';
 import { CorellaError } from '../ml/errors.js';
 import type { JointConfigInput } from '../ml/corella/joint.js';
-import type { CalibrationConfig } from '../ml/corella/calibration.js';
+import type { Calibration, CalibrationConfig } from '../ml/corella/calibration.js';
+import type { CalibrationInput } from '../db/repositories/calibrations.js';
 import { join } from 'node:path';
 
 /** How many rows of each split get LLM features up front (the LLM is the expensive part of a run). */
@@ -65,4 +66,26 @@ export function calibrationConfigOf(config: PipelineConfig): Partial<Calibration
 export function storableThreshold(t: number): number {
   if (Number.isFinite(t)) return t;
   return t > 0 ? Math.LN2 : -1;
+}
+
+/** The calibration row of a sweep, as CalibrationRepository stores it. */
+export function calibrationRow(
+  runId: string,
+  cal: Calibration,
+  modelVersionId?: number | null,
+): CalibrationInput {
+  return {
+    runId,
+    threshold: storableThreshold(cal.threshold),
+    metric: cal.metric,
+    curve: cal.curve.map((p) => ({
+      threshold: storableThreshold(p.threshold),
+      llmShare: p.routedFraction,
+      quantile: p.quantile,
+      auc: p.auc,
+      logLoss: p.logLoss,
+      acc: p.acc,
+    })),
+    modelVersionId,
+  };
 }

@@ -14,6 +14,7 @@ import { initTf } from '../ml/tf/index.js';
 import type { ActivityContext } from './context.js';
 import {
   calibrationConfigOf,
+  calibrationRow,
   jointConfigOf,
   llmConfigOf,
   llmPoolsOf,
@@ -169,19 +170,7 @@ export function corellaActivities(
           onProgress: run.onProgress,
         });
         const curveArtifact = await putJson(ctx.store, cal);
-        await new CalibrationRepository(ctx.db).record({
-          runId,
-          threshold: storableThreshold(cal.threshold),
-          metric: cal.metric,
-          curve: cal.curve.map((p) => ({
-            threshold: storableThreshold(p.threshold),
-            llmShare: p.routedFraction,
-            quantile: p.quantile,
-            auc: p.auc,
-            logLoss: p.logLoss,
-            acc: p.acc,
-          })),
-        });
+        await new CalibrationRepository(ctx.db).record(calibrationRow(runId, cal));
         const metrics = finite({
           threshold: storableThreshold(cal.threshold),
           routedFraction: cal.chosen.routedFraction,

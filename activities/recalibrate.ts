@@ -10,7 +10,7 @@ import { CorellaError } from '../ml/errors.js';
 import { LlmFeatureExtractor } from '../ml/llm/index.js';
 import { initTf } from '../ml/tf/index.js';
 import type { ActivityContext } from './context.js';
-import { calibrationConfigOf, llmConfigOf, storableThreshold } from './corella-config.js';
+import { calibrationConfigOf, calibrationRow, llmConfigOf, storableThreshold } from './corella-config.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
 import type { CorellaActivities, PipelineConfig, RecalibrateResult } from './types.js';
@@ -90,20 +90,9 @@ export function recalibrateActivities(ctx: ActivityContext): Pick<CorellaActivit
             metric === 'logLoss' ? cal.chosen.logLoss < previousScore : cal.chosen[metric] > previousScore;
           applied = better && Math.abs(storableThreshold(cal.threshold) - previous) > 1e-12;
         }
-        const calRow = await new CalibrationRepository(ctx.db).record({
-          runId: input.runId,
-          threshold: storableThreshold(cal.threshold),
-          metric: cal.metric,
-          curve: cal.curve.map((p) => ({
-            threshold: storableThreshold(p.threshold),
-            llmShare: p.routedFraction,
-            quantile: p.quantile,
-            auc: p.auc,
-            logLoss: p.logLoss,
-            acc: p.acc,
-          })),
-          modelVersionId: applied ? version.id : null,
-        });
+        const calRow = await new CalibrationRepository(ctx.db).record(
+          calibrationRow(input.runId, cal, applied ? version.id : null),
+        );
         const metrics: Record<string, number> = {
           windowRows: window.size,
           threshold: storableThreshold(cal.threshold),
