@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { resolveDatabase } from '../../db/embedded-postgres.js';
 import { openDatabase } from '../../db/connection.js';
 import { migrateDatabase } from '../../db/migrate.js';
+import type { WorkflowExecutionDescription, WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter, type Payload } from '@temporalio/common';
 import { RunRepository } from '../../db/repositories/runs.js';
 import { CorellaError } from '../../ml/errors.js';
@@ -34,6 +35,24 @@ interface PendingActivity {
   progress: unknown;
 }
 
+/** Running activities of a workflow with their last heartbeat decoded. */
+function pendingFrom(desc: WorkflowExecutionDescription): PendingActivity[] {
+  return (desc.raw.pendingActivities ?? []).map((a) => {
+    const payload = a.heartbeatDetails?.payloads?.[0];
+    let progress: unknown;
+    try {
+      progress = payload ? defaultPayloadConverter.fromPayload(payload as Payload) : undefined;
+    } catch {
+      progress = undefined;
+    }
+    return { activity: a.activityType?.name, attempt: a.attempt, progress };
+  });
+}
+
+export async function pendingProgress(handle: WorkflowHandle): Promise<PendingActivity[]> {
+  return pendingFrom(await handle.describe());
+}
+
 /** Live status from Temporal when it is reachable; the stored row is the fallback. */
 async function liveProgress(
   workflowId: string,
@@ -44,17 +63,7 @@ async function liveProgress(
       const handle = tc.client.workflow.getHandle(workflowId);
       const desc = await handle.describe();
       const progress = await handle.query<RetrainProgress>('progress').catch(() => undefined);
-      const raw = desc.raw.pendingActivities ?? [];
-      const pending = raw.map((a) => {
-        const payload = a.heartbeatDetails?.payloads?.[0];
-        let progress: unknown;
-        try {
-          progress = payload ? defaultPayloadConverter.fromPayload(payload as Payload) : undefined;
-        } catch {
-          progress = undefined;
-        }
-        return { activity: a.activityType?.name, attempt: a.attempt, progress };
-      });
+      const pending = pendingFrom(desc);
       return { progress, ui: workflowUiUrl(tc.uiBase, tc.namespace, workflowId), pending };
     } finally {
       await tc.close();

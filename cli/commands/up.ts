@@ -15,8 +15,11 @@ import { connectClient, workflowUiUrl } from '../client.js';
 import { configSummary, loadPipelineConfig, retrainInput, retrainWorkflowId } from '../config.js';
 import { resolveDataSource, type ResolvedData } from '../data-source.js';
 import { resolveModel } from '../model-source.js';
-import { makeOutput, table, type Output } from '../output.js';
+import { makeOutput, progressLine, table, type Output } from '../output.js';
+import type { Progress } from '../../ml/progress.js';
+import { pendingProgress } from './runs.js';
 import { corellaHome, repoRoot } from '../services/paths.js';
+import { lockHome } from '../services/home-lock.js';
 import { startStack, type Stack } from '../services/stack.js';
 
 /** Starts one `corella worker` child per queue, so the embedded default is one process tree. */
@@ -53,8 +56,16 @@ async function followProgress(
       try {
         const p = await handle.query<RetrainProgress>('progress');
         if (p.stage !== last) {
+          if (last && process.stderr.isTTY) process.stderr.write('\n');
           last = p.stage;
           log(`  stage: ${p.stage}`);
+        }
+        // On a terminal, a bar for the running activity from its last heartbeat.
+        if (process.stderr.isTTY) {
+          for (const a of await pendingProgress(handle)) {
+            const q = (a.progress ?? {}) as Progress;
+            if (typeof q.done === 'number') progressLine(`    ${q.stage ?? a.activity}`, q.done, q.total);
+          }
         }
       } catch {
         // The workflow may not have started its first task yet.
@@ -144,7 +155,14 @@ export async function up(argv: string[]): Promise<number> {
     prepared = { data, config };
   }
 
-  const stack = await startStack({ log: out.info });
+  const unlock = await lockHome(home);
+  let stack: Stack;
+  try {
+    stack = await startStack({ log: out.info });
+  } catch (e) {
+    await unlock();
+    throw e;
+  }
   const children: ChildProcess[] = [];
   let interrupted = false;
   const onSignal = (): void => {
@@ -187,6 +205,7 @@ export async function up(argv: string[]): Promise<number> {
     process.off('SIGTERM', onSignal);
     await Promise.all(children.map(stopChild));
     await stack.stop();
+    await unlock();
   }
 }
 

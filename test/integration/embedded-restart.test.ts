@@ -38,6 +38,10 @@ describe('the embedded default survives a SIGKILL of the process that started it
     const first = startCli(['up', '--no-run'], cliEnv(home));
     procs.push(first);
     const r1 = await first.ready();
+    // While it runs, a second `up` on the same home is refused instead of fighting over its services.
+    const rival = startCli(['up', '--no-run'], cliEnv(home));
+    expect((await rival.exited()).code).toBe(3);
+    expect(rival.stderr()).toContain('another corella up');
 
     // Leave a trace in both stores: a run row in Postgres, a workflow in Temporal's SQLite file.
     const h1 = openDatabase(r1.databaseUrl);
