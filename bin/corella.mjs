@@ -5,4 +5,6 @@ import { register } from 'tsx/esm/api';
 register();
 const { main } = await import('../cli/main.ts');
 const code = await main(process.argv.slice(2));
-process.exitCode = code;
+// The command has finished its work and closed what it opened; native libraries (llama.cpp, tfjs) may still
+// hold the event loop open, so exit explicitly (stdout/stderr writes are synchronous on Linux pipes and files).
+process.exit(code);
