@@ -40,6 +40,10 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return name ? EXIT.ok : EXIT.usage;
   }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(`${USAGE}\n`);
+    return EXIT.ok;
+  }
   const load = commands[name];
   if (!load) {
     process.stderr.write(`unknown command: ${name}\n\n${USAGE}\n`);

@@ -5,16 +5,16 @@ import {
   WorkflowFailedError,
   type WorkflowHandle,
 } from '@temporalio/client';
-import type { PipelineConfig, RetrainProgress, RetrainResult } from '../../activities/types.js';
+import { WorkflowIdReusePolicy } from '@temporalio/common';
+import type { RetrainProgress, RetrainResult } from '../../activities/types.js';
 import { migrateUrl } from '../../activities/context.js';
 import { TASK_QUEUE_CPU } from '../../workflows/search-attributes.js';
 import type { retrainWorkflow } from '../../workflows/retrain.js';
 import { failureMessage } from '../failure.js';
 import { EXIT, parse } from '../args.js';
 import { connectClient, workflowUiUrl } from '../client.js';
-import { configSummary, loadPipelineConfig, retrainInput, retrainWorkflowId } from '../config.js';
-import { resolveDataSource, type ResolvedData } from '../data-source.js';
-import { resolveModel } from '../model-source.js';
+import { configSummary, retrainInput, retrainWorkflowId } from '../config.js';
+import { prepareRun, RUN_OPTIONS, type PreparedRun } from '../prepare-run.js';
 import { makeOutput, progressLine, table, type Output } from '../output.js';
 import type { Progress } from '../../ml/progress.js';
 import { pendingProgress } from './runs.js';
@@ -127,32 +127,16 @@ function waitUntil(cond: () => boolean): Promise<void> {
  */
 export async function up(argv: string[]): Promise<number> {
   const { values } = parse(argv, {
-    'data-dir': { type: 'string' },
-    source: { type: 'string' },
-    name: { type: 'string' },
-    config: { type: 'string' },
-    model: { type: 'string' },
+    ...RUN_OPTIONS,
     'keep-alive': { type: 'boolean' },
     'no-run': { type: 'boolean' },
   });
   const out = makeOutput(Boolean(values.json));
   const home = corellaHome();
-  const runPipeline = !values['no-run'];
-
-  let prepared: { data: ResolvedData; config: PipelineConfig } | undefined;
-  if (runPipeline) {
-    const data = await resolveDataSource({
-      dataDir: values['data-dir'],
-      source: values.source,
-      name: values.name,
-      home,
-      allowSynthetic: true,
-    });
-    if (data.origin === 'synthetic') announceSynthetic(out);
-    const config = await loadPipelineConfig(values.config ?? 'default');
-    const model = await resolveModel({ model: values.model, home, log: out.info });
-    config.llm = { ...(config.llm ?? {}), model: model.path, modelSha256: model.sha256 };
-    prepared = { data, config };
+  let prepared: PreparedRun | undefined;
+  if (!values['no-run']) {
+    prepared = await prepareRun(values, home, out.info);
+    if (prepared.data.origin === 'synthetic') announceSynthetic(out);
   }
 
   const unlock = await lockHome(home);
@@ -210,7 +194,7 @@ export async function up(argv: string[]): Promise<number> {
 }
 
 async function runRetrain(
-  prepared: { data: ResolvedData; config: PipelineConfig },
+  prepared: PreparedRun,
   stack: Stack,
   out: Output,
   interrupted: () => boolean,
@@ -228,6 +212,9 @@ async function runRetrain(
       handle = await tc.client.workflow.start<typeof retrainWorkflow>('retrainWorkflow', {
         taskQueue: TASK_QUEUE_CPU,
         workflowId: id,
+        // A completed retrain of the same data and config is not run again (its result is shown); a failed
+        // or cancelled one may be.
+        workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
         args: [retrainInput(data.spec, config, 'corella up')],
         memo: { dataset: data.spec, origin: data.origin, config: configSummary(config) },
       });
@@ -235,7 +222,7 @@ async function runRetrain(
     } catch (e) {
       if (!(e instanceof WorkflowExecutionAlreadyStartedError)) throw e;
       handle = tc.client.workflow.getHandle(id);
-      out.info(`${id} is already running: following it`);
+      out.info(`${id} was already started (running or completed): following it`);
     }
     const ui = workflowUiUrl(stack.temporal.uiUrl, tc.namespace, id);
     if (ui) out.info(`run in the Temporal UI: ${ui}`);

@@ -1,0 +1,37 @@
+import type { PipelineConfig } from '../activities/types.js';
+import { loadPipelineConfig } from './config.js';
+import { resolveDataSource, type ResolvedData } from './data-source.js';
+import { resolveModel } from './model-source.js';
+
+/** The options `up` and `retrain` share: what to train on, with which config and which LLM. */
+export const RUN_OPTIONS = {
+  'data-dir': { type: 'string' },
+  source: { type: 'string' },
+  name: { type: 'string' },
+  config: { type: 'string' },
+  model: { type: 'string' },
+} as const;
+
+export interface PreparedRun {
+  data: ResolvedData;
+  config: PipelineConfig;
+}
+
+/** Resolves data, config and model (whose path and sha256 become part of the config, hence the run id). */
+export async function prepareRun(
+  values: { 'data-dir'?: string; source?: string; name?: string; config?: string; model?: string },
+  home: string,
+  log: (line: string) => void,
+): Promise<PreparedRun> {
+  const data = await resolveDataSource({
+    dataDir: values['data-dir'],
+    source: values.source,
+    name: values.name,
+    home,
+    allowSynthetic: true,
+  });
+  const config = await loadPipelineConfig(values.config ?? 'default');
+  const model = await resolveModel({ model: values.model, home, log });
+  config.llm = { ...(config.llm ?? {}), model: model.path, modelSha256: model.sha256 };
+  return { data, config };
+}
