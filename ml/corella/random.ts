@@ -2,18 +2,13 @@
  * Seeded randomness for the CoReLLa stages. Weight initialisation and subset sampling must be reproducible
  * across backends and runs, so they never touch Math.random or tfjs' own RNG.
  */
+import { mulberry32, permutation as shuffle } from '../crm/random.js';
+
 export type Rng = () => number;
 
-/** mulberry32: tiny, fast, good enough for initialisation and sampling. Returns floats in [0, 1). */
+/** mulberry32 (ml/crm's generator): tiny, fast, good enough for initialisation and sampling; floats in [0, 1). */
 export function makeRng(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32(seed);
 }
 
 /** Glorot-uniform matrix [fanIn, fanOut], row-major. */
@@ -24,17 +19,10 @@ export function glorotUniform(rng: Rng, fanIn: number, fanOut: number): Float32A
   return out;
 }
 
-/** Fisher–Yates shuffle of 0..n-1. */
+/** Fisher–Yates shuffle of 0..n-1 (the same draws as ml/crm's shuffle). */
 export function permutation(rng: Rng, n: number): Int32Array {
-  const p = new Int32Array(n);
-  for (let i = 0; i < n; i++) p[i] = i;
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(rng() * (i + 1));
-    const t = p[i];
-    p[i] = p[j];
-    p[j] = t;
-  }
-  return p;
+  const p = shuffle(n, rng);
+  return new Int32Array(p.buffer, p.byteOffset, p.length);
 }
 
 /**

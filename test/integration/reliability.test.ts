@@ -88,95 +88,91 @@ describe('reliability: a killed GPU worker and a cancelled run', () => {
     };
   }
 
-  it('SIGKILL of the GPU worker mid-training: a new worker resumes from the last checkpoint and one model version exists', async () => {
+  /** A CPU worker in this process on fresh queues (the GPU worker is a child process the test controls). */
+  async function withCpuWorker<T>(
+    fn: (queues: { cpu: string; gpu: string }, suffix: string) => Promise<T>,
+  ): Promise<T> {
     const suffix = randomUUID().slice(0, 8);
     const queues = { cpu: `rel-cpu-${suffix}`, gpu: `rel-gpu-${suffix}` };
     const nc = await NativeConnection.connect({ address: inject('temporalAddress') });
-    const cpu = await createCpuWorker({
-      connection: nc,
-      namespace,
-      activities: createActivities(ctx),
-      taskQueue: queues.cpu,
-    });
-    const workflowId = `retrain-rel-${suffix}`;
     try {
-      const result = await cpu.runUntil(async () => {
-        const first = gpuWorker(queues.gpu);
-        const handle = await client.workflow.start('retrainWorkflow', {
-          taskQueue: queues.cpu,
-          workflowId,
-          args: [retrainInput('kill', queues, 6)],
-        });
-        // Wait until at least two epochs are checkpointed, then kill the worker process outright.
-        let seen: Progress | undefined;
-        await expect
-          .poll(
-            async () => {
-              const hb = await heartbeatOf(handle, 'trainCrm');
-              if (hb?.stage === 'train-crm' && hb.checkpoint) seen = hb;
-              return seen?.epoch ?? -1;
-            },
-            { timeout: 240_000, interval: 250 },
-          )
-          .toBeGreaterThanOrEqual(1);
-        first.child.kill('SIGKILL');
-        await first.exited();
-        gpuWorker(queues.gpu);
-        const r = (await handle.result()) as RetrainResult;
-        return { r, epochAtKill: seen!.epoch! };
+      const cpu = await createCpuWorker({
+        connection: nc,
+        namespace,
+        activities: createActivities(ctx),
+        taskQueue: queues.cpu,
       });
-      expect(result.r.metrics['crm.attempt']).toBeGreaterThanOrEqual(2);
-      // Resumed: the retry started at or after the last epoch the killed attempt had checkpointed.
-      expect(result.r.metrics['crm.startEpoch']).toBeGreaterThanOrEqual(result.epochAtKill);
-      expect(result.r.metrics['crm.startEpoch']).toBeGreaterThan(0);
-      const runs = new RunRepository(testDb.db);
-      expect((await runs.getByWorkflowId(workflowId))?.status).toBe('completed');
-      expect(await new ModelRepository(testDb.db).list()).toHaveLength(1);
+      return await cpu.runUntil(fn(queues, suffix));
     } finally {
       await nc.close();
     }
+  }
+
+  it('SIGKILL of the GPU worker mid-training: a new worker resumes from the last checkpoint and one model version exists', async () => {
+    let workflowId = '';
+    const result = await withCpuWorker(async (queues, suffix) => {
+      workflowId = `retrain-rel-${suffix}`;
+      const first = gpuWorker(queues.gpu);
+      const handle = await client.workflow.start('retrainWorkflow', {
+        taskQueue: queues.cpu,
+        workflowId,
+        args: [retrainInput('kill', queues, 6)],
+      });
+      // Wait until at least two epochs are checkpointed, then kill the worker process outright.
+      let seen: Progress | undefined;
+      await expect
+        .poll(
+          async () => {
+            const hb = await heartbeatOf(handle, 'trainCrm');
+            if (hb?.stage === 'train-crm' && hb.checkpoint) seen = hb;
+            return seen?.epoch ?? -1;
+          },
+          { timeout: 240_000, interval: 250 },
+        )
+        .toBeGreaterThanOrEqual(1);
+      first.child.kill('SIGKILL');
+      await first.exited();
+      gpuWorker(queues.gpu);
+      const r = (await handle.result()) as RetrainResult;
+      return { r, epochAtKill: seen!.epoch! };
+    });
+    expect(result.r.metrics['crm.attempt']).toBeGreaterThanOrEqual(2);
+    // Resumed: the retry started at or after the last epoch the killed attempt had checkpointed.
+    expect(result.r.metrics['crm.startEpoch']).toBeGreaterThanOrEqual(result.epochAtKill);
+    expect(result.r.metrics['crm.startEpoch']).toBeGreaterThan(0);
+    const runs = new RunRepository(testDb.db);
+    expect((await runs.getByWorkflowId(workflowId))?.status).toBe('completed');
+    expect(await new ModelRepository(testDb.db).list()).toHaveLength(1);
   }, 600_000);
 
   it('cancelling a run during training stops it within the heartbeat timeout and registers nothing', async () => {
-    const suffix = randomUUID().slice(0, 8);
-    const queues = { cpu: `rel-cpu-${suffix}`, gpu: `rel-gpu-${suffix}` };
-    const nc = await NativeConnection.connect({ address: inject('temporalAddress') });
-    const cpu = await createCpuWorker({
-      connection: nc,
-      namespace,
-      activities: createActivities(ctx),
-      taskQueue: queues.cpu,
-    });
-    const workflowId = `retrain-cancel-${suffix}`;
     const models = new ModelRepository(testDb.db);
     const before = (await models.list()).length;
-    try {
-      await cpu.runUntil(async () => {
-        const worker = gpuWorker(queues.gpu);
-        const handle = await client.workflow.start('retrainWorkflow', {
-          taskQueue: queues.cpu,
-          workflowId,
-          args: [retrainInput('cancel', queues, 50)],
-        });
-        await expect
-          .poll(async () => (await heartbeatOf(handle, 'trainCrm'))?.stage, {
-            timeout: 240_000,
-            interval: 250,
-          })
-          .toBe('train-crm');
-        const t0 = Date.now();
-        await handle.cancel();
-        // The workflow waits for its activities to acknowledge the cancellation (on their next heartbeat), so
-        // its end means training has stopped.
-        await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
-        expect(Date.now() - t0).toBeLessThan(20_000);
-        worker.child.kill('SIGTERM');
-        await worker.exited();
+    let workflowId = '';
+    await withCpuWorker(async (queues, suffix) => {
+      workflowId = `retrain-cancel-${suffix}`;
+      const worker = gpuWorker(queues.gpu);
+      const handle = await client.workflow.start('retrainWorkflow', {
+        taskQueue: queues.cpu,
+        workflowId,
+        args: [retrainInput('cancel', queues, 50)],
       });
-      expect((await new RunRepository(testDb.db).getByWorkflowId(workflowId))?.status).toBe('cancelled');
-      expect((await models.list()).length).toBe(before);
-    } finally {
-      await nc.close();
-    }
+      await expect
+        .poll(async () => (await heartbeatOf(handle, 'trainCrm'))?.stage, {
+          timeout: 240_000,
+          interval: 250,
+        })
+        .toBe('train-crm');
+      const t0 = Date.now();
+      await handle.cancel();
+      // The workflow waits for its activities to acknowledge the cancellation (on their next heartbeat), so
+      // its end means training has stopped.
+      await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
+      expect(Date.now() - t0).toBeLessThan(20_000);
+      worker.child.kill('SIGTERM');
+      await worker.exited();
+    });
+    expect((await new RunRepository(testDb.db).getByWorkflowId(workflowId))?.status).toBe('cancelled');
+    expect((await models.list()).length).toBe(before);
   }, 600_000);
 });
