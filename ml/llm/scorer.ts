@@ -46,6 +46,9 @@ interface ContextInternals {
 
 interface Worker {
   gen: LlamaContextSequence;
+  /** Set when `gen`'s own context also yields the hidden state (one pass per prompt). */
+  fused?: LlamaContext;
+  /** A separate embedding context, for models whose embeddings are pooled over the prompt. */
   hidden?: { context: LlamaContext; sequence: LlamaContextSequence };
 }
 
@@ -55,7 +58,8 @@ const ANSWER_BIAS = 200;
 
 /**
  * Scores token prompts: P(yes) from the next-token logits of the two answer tokens, and the prompt's final
- * hidden state from an embedding-mode context. With prefix reuse each sequence keeps its KV cache and only
+ * hidden state, read from the same evaluation (embeddings-enabled context) unless the model pools its
+ * embeddings, which takes a second pass in an embedding context. With prefix reuse each sequence keeps its KV cache and only
  * evaluates the tokens after the longest prefix shared with the previous prompt.
  */
 export class LlmScorer {
@@ -78,6 +82,25 @@ export class LlmScorer {
       ? { adapters: [{ filePath: resolve(cfg.lora.path), scale: cfg.lora.scale ?? 1 }] }
       : undefined;
     try {
+      const workers: Worker[] = [];
+      if (cfg.hidden && !llm.pooledEmbeddings) {
+        // One pass per prompt: an embeddings-enabled context still produces logits, and the last output
+        // row's embedding is the prompt's final hidden state. llama.cpp hands out "the last output" of the
+        // context's latest batch, so each sequence gets a context of its own to keep reads unambiguous.
+        for (let s = 0; s < cfg.sequences; s++) {
+          const ctx = await llm.model.createContext({
+            contextSize: cfg.contextSize,
+            batchSize: cfg.batchSize,
+            threads: cfg.threads,
+            flashAttention: cfg.flashAttention,
+            lora,
+            _embeddings: true,
+          } as Parameters<typeof llm.model.createContext>[0]);
+          contexts.push(ctx);
+          workers.push({ gen: ctx.getSequence(), fused: ctx });
+        }
+        return new LlmScorer(llm, contexts, workers);
+      }
       const gen = await llm.model.createContext({
         contextSize: cfg.contextSize,
         batchSize: cfg.batchSize,
@@ -87,10 +110,10 @@ export class LlmScorer {
         lora,
       });
       contexts.push(gen);
-      const workers: Worker[] = [];
       for (let s = 0; s < cfg.sequences; s++) {
         const w: Worker = { gen: gen.getSequence() };
         if (cfg.hidden) {
+          // Pooled embeddings (mean/cls/...) need the whole prompt in an embedding context of their own.
           if (lora) {
             // createEmbeddingContext takes no LoRA, so an embedding-mode context is made directly.
             const ctx = await llm.model.createContext({
@@ -134,7 +157,13 @@ export class LlmScorer {
   }
 
   get hiddenDim(): number {
-    return this.workers[0].hidden ? this.llm.hiddenDim : 0;
+    const w = this.workers[0];
+    return w.hidden || w.fused ? this.llm.hiddenDim : 0;
+  }
+
+  /** True when pYes and the hidden state come from one evaluation of the prompt. */
+  get singlePass(): boolean {
+    return this.workers[0].fused !== undefined;
   }
 
   get sequences(): number {
@@ -223,7 +252,9 @@ export class LlmScorer {
     const logOdds = Math.log(Math.max(py, 1e-38)) - Math.log(Math.max(pn, 1e-38));
     let evaluated = rest.length;
     let hidden: Float32Array | undefined;
-    if (w.hidden) {
+    if (w.fused) {
+      hidden = Float32Array.from((w.fused as unknown as ContextInternals)._ctx.getEmbedding(tokens.length));
+    } else if (w.hidden) {
       const h = await this.hiddenState(w.hidden, tokens, reuse && !this.llm.pooledEmbeddings);
       hidden = h.vector;
       evaluated += h.evaluated;

@@ -111,7 +111,7 @@ describe('LlmScorer on a real (tiny) GGUF model', () => {
       expect(maxDiff).toBeLessThan(1e-3);
     }
     const total = prompts.reduce((n, p) => n + p.length, 0);
-    expect(naiveTokens).toBe(2 * total); // answer pass + hidden-state pass, every token
+    expect(naiveTokens).toBe(total); // one pass gives the answer and the hidden state
     expect(reuseTokens).toBeLessThan(naiveTokens * 0.6);
   });
 
@@ -127,6 +127,24 @@ describe('LlmScorer on a real (tiny) GGUF model', () => {
       expect(maxDiff).toBeLessThan(1e-4);
     } finally {
       await emb.dispose();
+    }
+  });
+
+  it('reads the hidden state of the right sequence when two sequences score at once', async () => {
+    const one = await withScorer({}, (s) => s.score(prompts));
+    const two = await withScorer({ sequences: 2 }, (s) =>
+      s.score(prompts, {}, [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+      ]),
+    );
+    for (let i = 0; i < prompts.length; i++) {
+      expect(Math.abs(one[i].pYes - two[i].pYes)).toBeLessThan(1e-3);
+      const a = one[i].hidden!;
+      const b = two[i].hidden!;
+      let maxDiff = 0;
+      for (let j = 0; j < a.length; j++) maxDiff = Math.max(maxDiff, Math.abs(a[j] - b[j]));
+      expect(maxDiff).toBeLessThan(1e-3);
     }
   });
 
