@@ -9,7 +9,8 @@ import { CorellaError } from '../../ml/errors.js';
 import type { RetrainProgress } from '../../activities/types.js';
 import { EXIT, parse, UsageError } from '../args.js';
 import { connectClient, workflowUiUrl } from '../client.js';
-import { makeOutput, table } from '../output.js';
+import { makeOutput, table, type Output } from '../output.js';
+import { reconcileRuns } from '../reconcile.js';
 import { corellaHome } from '../services/paths.js';
 
 /** Opens the configured database for a short CLI command; stops an embedded server only if it started it. */
@@ -62,7 +63,12 @@ async function liveProgress(
     try {
       const handle = tc.client.workflow.getHandle(workflowId);
       const desc = await handle.describe();
-      const progress = await handle.query<RetrainProgress>('progress').catch(() => undefined);
+      // A closed workflow's query needs a worker to replay it (and hangs ~30 s without one); its row says
+      // how it ended.
+      const progress =
+        desc.status.name === 'RUNNING'
+          ? await handle.query<RetrainProgress>('progress').catch(() => undefined)
+          : undefined;
       const pending = pendingFrom(desc);
       return { progress, ui: workflowUiUrl(tc.uiBase, tc.namespace, workflowId), pending };
     } finally {
@@ -70,6 +76,33 @@ async function liveProgress(
     }
   } catch {
     return {};
+  }
+}
+
+/**
+ * Settles stale `running` rows (workflow terminated or timed out from outside) when Temporal is reachable;
+ * without Temporal the rows are shown as stored, with a note. Never fails the listing itself.
+ */
+export async function reconcileIfReachable(
+  db: ReturnType<typeof openDatabase>['db'],
+  out: Output,
+  runIds?: string[],
+): Promise<void> {
+  let tc;
+  try {
+    tc = await connectClient();
+  } catch (e) {
+    out.info(`note: running runs not checked against Temporal (${(e as Error).message})`);
+    return;
+  }
+  try {
+    for (const r of await reconcileRuns(db, tc.client, { runIds })) {
+      out.info(`run ${r.runId.slice(0, 8)} (${r.workflowId}): running → ${r.status}: ${r.note}`);
+    }
+  } catch (e) {
+    out.info(`note: could not reconcile running runs with Temporal (${(e as Error).message})`);
+  } finally {
+    await tc.close();
   }
 }
 
@@ -85,13 +118,15 @@ export async function runs(argv: string[]): Promise<number> {
   if (action === 'list') {
     const limit = values.limit ? Number(values.limit) : 20;
     if (!Number.isInteger(limit) || limit <= 0) throw new UsageError('--limit must be a positive integer');
-    const rows = await withDatabase((db) =>
-      new RunRepository(db).list({
+    const rows = await withDatabase(async (db) => {
+      const repo = new RunRepository(db);
+      if ((await repo.list({ status: 'running', limit: 1 })).length > 0) await reconcileIfReachable(db, out);
+      return repo.list({
         limit,
         kind: values.kind,
         status: values.status as 'running' | undefined,
-      }),
-    );
+      });
+    });
     out.result(rows, () =>
       rows.length === 0
         ? 'no runs yet'
@@ -111,7 +146,13 @@ export async function runs(argv: string[]): Promise<number> {
   }
   if (action === 'show') {
     if (!id) throw new UsageError('runs show RUN_ID|WORKFLOW_ID');
-    const details = await withDatabase((db) => new RunRepository(db).show(id));
+    const details = await withDatabase(async (db) => {
+      const repo = new RunRepository(db);
+      const found = await repo.show(id);
+      if (found?.run.status !== 'running') return found;
+      await reconcileIfReachable(db, out, [found.run.id]);
+      return repo.show(id);
+    });
     if (!details) throw new CorellaError('BAD_CONFIG', `no run ${id}`);
     const live = await liveProgress(details.run.workflowId);
     out.result({ ...details, live }, () => {

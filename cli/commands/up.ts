@@ -8,6 +8,8 @@ import {
 import { WorkflowIdReusePolicy } from '@temporalio/common';
 import type { RetrainProgress, RetrainResult } from '../../activities/types.js';
 import { migrateUrl } from '../../activities/context.js';
+import { openDatabase } from '../../db/connection.js';
+import { reconcileRuns } from '../reconcile.js';
 import { TASK_QUEUE_CPU } from '../../workflows/search-attributes.js';
 import type { retrainWorkflow } from '../../workflows/retrain.js';
 import { failureMessage } from '../failure.js';
@@ -110,6 +112,25 @@ function announceSynthetic(out: Output): void {
   );
 }
 
+/** Run rows a previous stack left `running` although their workflow closed (e.g. terminated) are settled. */
+async function reconcileAtStart(stack: Stack, out: Output): Promise<void> {
+  const handle = openDatabase(stack.databaseUrl);
+  try {
+    const tc = await connectClient({ address: stack.temporal.address, namespace: stack.temporal.namespace });
+    try {
+      for (const r of await reconcileRuns(handle.db, tc.client)) {
+        out.info(`run ${r.runId.slice(0, 8)} (${r.workflowId}): running → ${r.status}: ${r.note}`);
+      }
+    } finally {
+      await tc.close();
+    }
+  } catch (e) {
+    out.warn(`could not reconcile running runs with Temporal: ${(e as Error).message}`);
+  } finally {
+    await handle.close();
+  }
+}
+
 function waitUntil(cond: () => boolean): Promise<void> {
   return new Promise((resolve) => {
     const t = setInterval(() => {
@@ -157,6 +178,7 @@ export async function up(argv: string[]): Promise<number> {
   process.once('SIGTERM', onSignal);
   try {
     await migrateUrl(stack.databaseUrl);
+    await reconcileAtStart(stack, out);
     const env = {
       ...process.env,
       DATABASE_URL: stack.databaseUrl,

@@ -40,6 +40,19 @@ export interface FinishRunInput {
   datasetVersionId?: string | null;
 }
 
+/** Ended states Temporal lets a workflow id be reused after (ALLOW_DUPLICATE_FAILED_ONLY). */
+const REOPENABLE = new Set<RunStatus>(['failed', 'cancelled', 'terminated', 'timed_out']);
+
+/** How reconciliation settles a run row whose workflow closed without recording its end. */
+export interface RunReconciliation {
+  status: Exclude<RunStatus, 'running'>;
+  /** When the workflow execution closed (Temporal's close time). */
+  endedAt: Date;
+  /** Human-readable: stored as the run's error (unless completed) and in summary.reconciliation. */
+  note: string;
+  details?: Record<string, unknown>;
+}
+
 export interface ListRunsFilter {
   kind?: string;
   status?: RunStatus;
@@ -135,7 +148,7 @@ export class RunRepository extends Repository {
             .for('update');
           if (!existing) throw new NotFoundError('run with workflow id', input.workflowId);
           run = existing;
-          if (existing.status === 'failed' || existing.status === 'cancelled') {
+          if (REOPENABLE.has(existing.status)) {
             [run] = await tx
               .update(runs)
               .set({
@@ -219,6 +232,46 @@ export class RunRepository extends Repository {
       if (!row) throw new NotFoundError('run', runId);
       return row;
     });
+  }
+
+  /**
+   * Settles a `running` row whose workflow ended without its own bookkeeping (terminated from outside,
+   * timed out). The row is locked while `decide` looks at Temporal, so a new execution's `start` waits
+   * for the decision instead of being overwritten by it; a row that is no longer running is left alone
+   * (idempotent). Returns the updated row, or undefined when nothing changed.
+   */
+  async reconcile(
+    runId: string,
+    decide: (row: RunRow) => Promise<RunReconciliation | undefined>,
+  ): Promise<RunRow | undefined> {
+    requireUuid('runId', runId);
+    return this.retry(() =>
+      this.db.transaction(async (tx) => {
+        const [row] = await tx.select().from(runs).where(eq(runs.id, runId)).for('update');
+        if (!row) throw new NotFoundError('run', runId);
+        if (row.status !== 'running') return undefined;
+        const outcome = await decide(row);
+        if (!outcome) return undefined;
+        const reconciliation = {
+          status: outcome.status,
+          note: outcome.note,
+          closedAt: outcome.endedAt.toISOString(),
+          reconciledAt: new Date().toISOString(),
+          ...(outcome.details ?? {}),
+        };
+        const [updated] = await tx
+          .update(runs)
+          .set({
+            status: outcome.status,
+            error: outcome.status === 'completed' ? row.error : outcome.note,
+            endedAt: outcome.endedAt,
+            summary: { ...(row.summary ?? {}), reconciliation },
+          })
+          .where(and(eq(runs.id, runId), eq(runs.status, 'running')))
+          .returning();
+        return updated;
+      }),
+    );
   }
 
   async cancel(runId: string, reason = 'cancelled'): Promise<RunRow> {

@@ -12,7 +12,16 @@ import {
 } from 'drizzle-orm/pg-core';
 import { datasetVersions } from './dataset-versions.js';
 
-export const RUN_STATUSES = ['running', 'completed', 'failed', 'cancelled'] as const;
+// `terminated` and `timed_out` are set only by reconciliation (cli/reconcile.ts): the workflow was ended from
+// outside, so its own bookkeeping never ran.
+export const RUN_STATUSES = [
+  'running',
+  'completed',
+  'failed',
+  'cancelled',
+  'terminated',
+  'timed_out',
+] as const;
 export type RunStatus = (typeof RUN_STATUSES)[number];
 
 /** One execution of a workflow (retrain, calibrate, evaluate, …), keyed by its Temporal workflow id. */
@@ -37,7 +46,10 @@ export const runs = pgTable(
     summary: jsonb('summary').$type<Record<string, unknown>>(),
   },
   (t) => [
-    check('runs_status_check', sql`${t.status} in ('running', 'completed', 'failed', 'cancelled')`),
+    check(
+      'runs_status_check',
+      sql`${t.status} in ('running', 'completed', 'failed', 'cancelled', 'terminated', 'timed_out')`,
+    ),
     index('runs_started_idx').on(t.startedAt),
     index('runs_kind_status_idx').on(t.kind, t.status),
     index('runs_dataset_version_idx').on(t.datasetVersionId),
