@@ -6,11 +6,12 @@ const USAGE = `corella — train, calibrate and serve CoReLLa recommenders
 
 Usage: corella <command> [options]   (add --json for machine-readable output)
 
-  up [--data-dir DIR] [--source S] [--config NAME|FILE] [--model PATH|hf:URI] [--keep-alive]
+  up [--data-dir DIR] [--source S] [--config NAME|FILE] [--model PATH|hf:URI] [--no-download] [--keep-alive]
                         start Postgres, Temporal and workers, run the retrain pipeline, print a summary
+                        (data: --data-dir, CORELLA_DATA_DIR, cached or downloaded MovieLens-1M, synthetic)
   worker --queue cpu|gpu [--concurrency N]
                         run one worker process against TEMPORAL_ADDRESS / DATABASE_URL (or the embedded stack)
-  retrain [--data-dir DIR] [--source S] [--config NAME|FILE] [--wait]
+  retrain [--data-dir DIR] [--source S] [--config NAME|FILE] [--no-download] [--wait]
                         start retrainWorkflow (one run per dataset + config)
   runs list [--limit N] | runs show ID
   models list | models show ID | models promote ID [--reason TEXT]
@@ -18,6 +19,7 @@ Usage: corella <command> [options]   (add --json for machine-readable output)
   doctor                what is configured and what is reachable
 
 Environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, CORELLA_HOME, CORELLA_DATA_DIR,
+CORELLA_NO_DOWNLOAD, CORELLA_DOWNLOAD_TIMEOUT (seconds, default 5), CORELLA_ML1M_URL, CORELLA_ML1M_SHA256,
 CORELLA_LLM_MODEL, CORELLA_TF_BACKEND.`;
 
 type Command = (argv: string[]) => Promise<number>;

@@ -10,6 +10,9 @@ export const RUN_OPTIONS = {
   name: { type: 'string' },
   config: { type: 'string' },
   model: { type: 'string' },
+  // Skips downloading MovieLens-1M when no data dir is given (CORELLA_NO_DOWNLOAD=1 too); a cached copy is
+  // still used.
+  'no-download': { type: 'boolean' },
 } as const;
 
 export interface PreparedRun {
@@ -19,7 +22,14 @@ export interface PreparedRun {
 
 /** Resolves data, config and model (whose path and sha256 become part of the config, hence the run id). */
 export async function prepareRun(
-  values: { 'data-dir'?: string; source?: string; name?: string; config?: string; model?: string },
+  values: {
+    'data-dir'?: string;
+    source?: string;
+    name?: string;
+    config?: string;
+    model?: string;
+    'no-download'?: boolean;
+  },
   home: string,
   log: (line: string) => void,
 ): Promise<PreparedRun> {
@@ -29,6 +39,8 @@ export async function prepareRun(
     name: values.name,
     home,
     allowSynthetic: true,
+    download: !values['no-download'],
+    log,
   });
   const config = await loadPipelineConfig(values.config ?? 'default');
   const model = await resolveModel({ model: values.model, home, log });

@@ -98,18 +98,23 @@ export function summaryTable(result: RetrainResult): string {
   ].join('\n');
 }
 
+/** For the summary: synthetic data is never passed off as real, and a download says so. */
+function describeOrigin(data: PreparedRun['data']): string {
+  if (data.origin === 'synthetic') return '(SYNTHETIC, generated)';
+  if (data.origin === 'download') return `(downloaded MovieLens-1M, ${data.spec.dir})`;
+  if (data.origin === 'cache') return `(MovieLens-1M download cached in ${data.spec.dir})`;
+  return `(${data.spec.dir})`;
+}
+
 function announceSynthetic(out: Output): void {
-  out.info(
-    [
-      '',
-      '************************************************************************************',
-      '*  NO DATASET CONFIGURED: using the SYNTHETIC MovieLens-style dataset               *',
-      '*  (generated, seeded; not real data). Pass --data-dir or set CORELLA_DATA_DIR to   *',
-      '*  a real MovieLens-1M / Amazon-Books / RecBole folder for real results.            *',
-      '************************************************************************************',
-      '',
-    ].join('\n'),
-  );
+  const text = [
+    'NO REAL DATASET: none configured, and MovieLens-1M is neither cached nor',
+    'downloadable here. Using the SYNTHETIC MovieLens-style dataset (generated,',
+    'seeded; not real data). Pass --data-dir or set CORELLA_DATA_DIR to a real',
+    'MovieLens-1M / Amazon-Books / RecBole folder for real results.',
+  ];
+  const rule = '*'.repeat(84);
+  out.info(['', rule, ...text.map((l) => `*  ${l.padEnd(80)}*`), rule, ''].join('\n'));
 }
 
 /** Run rows a previous stack left `running` although their workflow closed (e.g. terminated) are settled. */
@@ -275,7 +280,7 @@ async function runRetrain(
     out.result({ ...result, datasetSource: data.spec.source, datasetOrigin: data.origin, ui }, () =>
       [
         '',
-        `dataset: ${data.spec.source}${data.origin === 'synthetic' ? ' (SYNTHETIC, generated)' : ` (${data.spec.dir})`}`,
+        `dataset: ${data.spec.source} ${describeOrigin(data)}`,
         summaryTable(result),
         ui ? `Temporal UI: ${ui}` : '',
       ].join('\n'),

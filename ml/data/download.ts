@@ -39,7 +39,8 @@ function offline(url: string, cause: unknown): CorellaError {
       : String(cause);
   return new CorellaError('DATA_NOT_AVAILABLE', `could not download ${url} (${why}): ${HOW_TO}`, {
     retryable: false,
-    details: { url },
+    // `why` alone lets a caller with its own fallback (corella up) say what failed without the advice.
+    details: { url, why },
     cause,
   });
 }
