@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Variable } from '@tensorflow/tfjs-core';
+import { activeNativeAddon } from '../tf/kernels/native-kernels.js';
 import { hasHostMemory, liveData } from '../tf/memory.js';
 import type { TensorEntry } from './tensor-file.js';
 
@@ -68,6 +69,13 @@ export class Adam {
     const s = this.slot(name, variable.size);
     const { beta1: b1, beta2: b2, epsilon: eps } = this;
     const { m, v } = s;
+    const native = activeNativeAddon();
+    if (native) {
+      // In place: with the native kernels no XNNPACK operator caches packed copies of the weights.
+      const live = liveData(variable);
+      native.adam(live, g, m, v, lrT, b1, b2, eps);
+      return live.slice();
+    }
     const w = (variable.dataSync() as Float32Array).slice();
     for (let i = 0; i < w.length; i++) {
       const gi = g[i];
@@ -97,6 +105,11 @@ export class Adam {
     const s = this.slot(name, variable.size);
     const { beta1: b1, beta2: b2, epsilon: eps } = this;
     const { m, v } = s;
+    const native = activeNativeAddon();
+    if (native) {
+      native.adamRows(liveData(variable), grads, m, v, rows, count, dim, lrT, b1, b2, eps);
+      return;
+    }
     this.write(variable, (w) => {
       for (let k = 0; k < count; k++) {
         const base = rows[k] * dim;

@@ -3,6 +3,7 @@ import type { Scalar, Tensor, Tensor1D, Tensor2D, Variable } from '@tensorflow/t
 import { CorellaError } from '../errors.js';
 import type { EncodedSplit, FeatureMap } from '../data/types.js';
 import { yieldToEventLoop } from '../progress.js';
+import { crossLayer } from '../tf/cross.js';
 import { dense } from '../tf/dense.js';
 import { embeddingBag } from '../tf/kernels/embedding-bag.js';
 import { checkSplitShape, disposeCrmBatch, isPrepared, makePreparedBatch } from './batch.js';
@@ -221,7 +222,7 @@ export class CrmNet implements CrmModel {
   }
 
   private crossLayer(layer: CrossLayer, x0: Tensor2D, xl: Tensor2D): Tensor2D {
-    if (layer.w) return tf.add(tf.mul(x0, dense(xl, layer.w, layer.b)), xl);
+    if (layer.w) return crossLayer(x0, xl, layer.w, layer.b!);
     const experts = layer.experts!;
     const gates = tf.softmax(dense(xl, layer.gate!));
     let mix: Tensor2D | undefined;

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
-import type { Scalar, Tensor2D, Variable } from '@tensorflow/tfjs-core';
+import type { Scalar, Tensor, Tensor2D, Variable } from '@tensorflow/tfjs-core';
+import { activeNativeAddon } from '../tf/kernels/native-kernels.js';
 import { hasHostMemory, liveData } from '../tf/memory.js';
 import type { Adam } from './adam.js';
 import type { HostRows, PreparedCrmBatch } from './batch.js';
@@ -43,23 +44,45 @@ export function batchGradients(
   const x0 = tf.tidy(() => model.embed(batch));
   const x0v = tf.variable(x0, true, `crm-step-x0/${++stepVariableCounter}`);
   x0.dispose();
+  // With the native kernels the regularizer stays off the tape: its gradient 2·l2/B·x0 is added to dx0 on
+  // the host (one pass) instead of slice/square/sum forward and pad/mul/ones backward over [B, width].
+  const hostL2 = activeNativeAddon() !== undefined && l2 > 0 && nCat > 0;
   try {
     const { value, grads } = tf.variableGrads(() => {
       const f = model.forward(batch, { training: true, x0: x0v as unknown as Tensor2D });
       let loss = sigmoidCrossEntropy(f.logits, batch.labels);
-      if (l2 > 0 && nCat > 0) {
+      if (l2 > 0 && nCat > 0 && !hostL2) {
         // l2 × mean over the batch of the squared categorical rows, as CrmNet.regularizer computes it.
         const cat = tf.slice(x0v, [0, 0], [-1, nCat * D]);
         loss = tf.add(loss, tf.mul(tf.sum(tf.square(cat)), l2 / B)) as Scalar;
       }
       return loss;
     }, [...dense.map((d) => d.variable), x0v]);
+    // dataSync copies out of the wasm heap already; other backends may hand back their own storage.
+    const owned = tf.getBackend() === 'wasm';
+    const read = (t: Tensor) =>
+      owned ? (t.dataSync() as Float32Array) : (t.dataSync() as Float32Array).slice();
+    const width = x0v.shape[1];
     const out: BatchGradients = {
       loss: (value.dataSync() as Float32Array)[0],
-      dense: dense.map((d) => (grads[d.variable.name].dataSync() as Float32Array).slice()),
-      dx0: (grads[x0v.name].dataSync() as Float32Array).slice(),
-      width: x0v.shape[1],
+      dense: dense.map((d) => read(grads[d.variable.name])),
+      dx0: read(grads[x0v.name]),
+      width,
     };
+    if (hostL2) {
+      const xs = liveData(x0v);
+      const cols = nCat * D;
+      const f = (2 * l2) / B;
+      let sq = 0;
+      for (let b = 0; b < B; b++) {
+        for (let j = b * width; j < b * width + cols; j++) {
+          const v = xs[j];
+          sq += v * v;
+          out.dx0[j] += f * v;
+        }
+      }
+      out.loss += (l2 / B) * sq;
+    }
     value.dispose();
     tf.dispose(grads);
     return out;
@@ -168,6 +191,17 @@ export class SparseEmbeddingStepper {
     const D = this.dim;
     const nCat = this.model.layout.categoricalOffsets.length;
     const g = this.rowGrads;
+    const native = activeNativeAddon();
+    if (native) {
+      for (let k = 0; k < B * nCat; k++) this.touch(categoricalRows[k]);
+      native.scatterAdd(g, dx0, categoricalRows, null, B, nCat, 0, D, width, D, scale);
+      sequenceRows.forEach((rows, s) => {
+        const w = sequenceWeights[s];
+        for (let k = 0; k < rows.length; k++) if (w[k] !== 0) this.touch(rows[k]);
+        native.scatterAdd(g, dx0, rows, w, B, rows.length / B, (nCat + s) * D, 0, width, D, scale);
+      });
+      return;
+    }
     for (let b = 0; b < B; b++) {
       for (let f = 0; f < nCat; f++) {
         const r = categoricalRows[b * nCat + f];

@@ -3,7 +3,9 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { CorellaError } from '../errors.js';
 import { registerAllGradients } from './gradients.js';
+import { loadNative } from './native.js';
 import { registerEmbeddingBag } from './kernels/embedding-bag.js';
+import { registerNativeKernels } from './kernels/native-kernels.js';
 import { registerUnsortedSegmentSum } from './kernels/unsorted-segment-sum.js';
 
 export type TfBackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
@@ -14,6 +16,12 @@ export interface TfInitResult {
   backend: TfBackendName;
   /** Why each earlier candidate was skipped, in order; empty when the first one worked. */
   reasons: string[];
+  /**
+   * wasm only: 'openblas' when matrix products run in the native addon (native/), else 'none' with the
+   * reason in nativeReason. The backend name stays 'wasm' either way: every other op is wasm's.
+   */
+  accelerator?: 'openblas' | 'none';
+  nativeReason?: string;
 }
 
 const CHOICES: readonly TfBackendChoice[] = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'];
@@ -57,7 +65,7 @@ function wasmDistDir(): string {
   return join(dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist') + '/';
 }
 
-async function tryWasm(): Promise<void> {
+async function tryWasm(): Promise<Pick<TfInitResult, 'accelerator' | 'nativeReason'>> {
   const wasm = await import('@tensorflow/tfjs-backend-wasm');
   // In Node the emscripten loader reads the .wasm files from disk; point it at the installed ones.
   wasm.setWasmPaths(wasmDistDir());
@@ -65,6 +73,11 @@ async function tryWasm(): Promise<void> {
   registerEmbeddingBag('wasm');
   if (!(await tf.setBackend('wasm'))) throw new Error('the wasm backend failed to initialise');
   await tf.ready();
+  // After initialisation: the stock matmul kernels' setup has run, so they can serve as the fallback.
+  const native = loadNative();
+  if (!native.addon) return { accelerator: 'none', nativeReason: native.reason };
+  registerNativeKernels(native.addon);
+  return { accelerator: 'openblas' };
 }
 
 async function tryCpu(): Promise<void> {
@@ -75,16 +88,19 @@ async function tryCpu(): Promise<void> {
   await tf.ready();
 }
 
-async function tryBackend(name: TfBackendName): Promise<void> {
+async function tryBackend(name: TfBackendName): Promise<Pick<TfInitResult, 'accelerator' | 'nativeReason'>> {
   switch (name) {
     case 'tensorflow-gpu':
-      return tryNative('@tensorflow/tfjs-node-gpu', true);
+      await tryNative('@tensorflow/tfjs-node-gpu', true);
+      return {};
     case 'tensorflow':
-      return tryNative('@tensorflow/tfjs-node', false);
+      await tryNative('@tensorflow/tfjs-node', false);
+      return {};
     case 'wasm':
       return tryWasm();
     case 'cpu':
-      return tryCpu();
+      await tryCpu();
+      return {};
   }
 }
 
@@ -111,9 +127,14 @@ export async function initTf(
   const reasons: string[] = [];
   for (const name of candidates) {
     try {
-      await tryBackend(name);
-      current = { backend: name, reasons };
-      log(`[corella] tfjs backend: ${name}${reasons.length ? ` (skipped: ${reasons.join('; ')})` : ''}`);
+      const extra = await tryBackend(name);
+      current = { backend: name, reasons, ...extra };
+      const accel = extra.accelerator
+        ? `, matmul: ${extra.accelerator}${extra.nativeReason ? ` (${extra.nativeReason})` : ''}`
+        : '';
+      log(
+        `[corella] tfjs backend: ${name}${accel}${reasons.length ? ` (skipped: ${reasons.join('; ')})` : ''}`,
+      );
       return current;
     } catch (e) {
       reasons.push(`${name}: ${message(e)}`);

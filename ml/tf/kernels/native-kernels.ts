@@ -1,0 +1,257 @@
+import {
+  BatchMatMul,
+  _FusedMatMul,
+  getBackend,
+  getKernel,
+  registerKernel,
+  unregisterKernel,
+} from '@tensorflow/tfjs-core';
+import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
+import type { NativeAddon } from '../native.js';
+import { EMBEDDING_BAG, EMBEDDING_BAG_GRAD } from './embedding-bag.js';
+
+/**
+ * Kernels for the wasm backend computed by the native addon (native/corella_native.c, OpenBLAS) on the
+ * tensors' own wasm-heap memory: the addon receives Float32Array views of the heap, so nothing is copied.
+ *
+ * - BatchMatMul and _FusedMatMul: XNNPACK inside the wasm module reaches ~20 GFLOP/s on the CRM's
+ *   1024×128·128×128 products and needs materialised transposes for the backward pass; sgemm runs them
+ *   at several times that and takes transposed operands as they are. What the addon does not cover
+ *   (non-float32, batch broadcasting other than one side whole, bias of another shape, activations other
+ *   than linear/relu, prelu weights) goes to the stock wasm kernel.
+ * - Our embedding bag and its gradient (the JS loops of embedding-bag.ts, in C).
+ * - CorellaCrossLayer / CorellaCrossLayerGrad / CorellaDenseGrad: a DCNv2 cross layer and the backward
+ *   pass of a dense layer, each one kernel (ml/tf/cross.ts and ml/tf/dense.ts use them when registered).
+ */
+
+export const CROSS_LAYER = 'CorellaCrossLayer';
+export const CROSS_LAYER_GRAD = 'CorellaCrossLayerGrad';
+export const DENSE_GRAD = 'CorellaDenseGrad';
+
+interface WasmBackend {
+  typedArrayFromHeap(t: TensorInfo): Float32Array | Int32Array;
+  makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
+}
+
+interface MatMulAttrs {
+  transposeA: boolean;
+  transposeB: boolean;
+  activation?: string;
+}
+
+/** Kernels registered on wasm before ours (undefined: none), to restore them. */
+const originals = new Map<string, KernelConfig | undefined>();
+let active: NativeAddon | undefined;
+
+function batchOf(shape: number[]): number {
+  let n = 1;
+  for (let i = 0; i < shape.length - 2; i++) n *= shape[i];
+  return n;
+}
+
+/** Batch dims of the output when one side broadcasts whole (or both agree); undefined otherwise. */
+function outputBatchDims(a: number[], b: number[]): number[] | undefined {
+  const da = a.slice(0, -2);
+  const db = b.slice(0, -2);
+  const na = batchOf(a);
+  const nb = batchOf(b);
+  if (na === 1 && nb === 1) return da.length >= db.length ? da : db;
+  if (nb === 1) return da;
+  if (na === 1) return db;
+  if (da.length === db.length && da.every((d, i) => d === db[i])) return da;
+  return undefined;
+}
+
+function heap(backend: unknown) {
+  const w = backend as WasmBackend;
+  return {
+    f32: (t: TensorInfo) => w.typedArrayFromHeap(t) as Float32Array,
+    i32: (t: TensorInfo) => w.typedArrayFromHeap(t) as Int32Array,
+    out: (shape: number[]) => w.makeOutput(shape, 'float32'),
+  };
+}
+
+function matMulKernel(addon: NativeAddon, kernelName: string): KernelFunc {
+  return (args) => {
+    const { inputs, backend, attrs } = args;
+    const { a, b, bias, preluActivationWeights } = inputs as Record<string, TensorInfo | undefined>;
+    const { transposeA, transposeB, activation = 'linear' } = attrs as unknown as MatMulAttrs;
+    const fallback = () => originals.get(kernelName)!.kernelFunc(args) as TensorInfo;
+    if (!a || !b || a.dtype !== 'float32' || b.dtype !== 'float32') return fallback();
+    if (a.shape.length < 2 || b.shape.length < 2) return fallback();
+    if (preluActivationWeights || (activation !== 'linear' && activation !== 'relu')) return fallback();
+    const m = transposeA ? a.shape.at(-1)! : a.shape.at(-2)!;
+    const k = transposeA ? a.shape.at(-2)! : a.shape.at(-1)!;
+    const kb = transposeB ? b.shape.at(-1)! : b.shape.at(-2)!;
+    const n = transposeB ? b.shape.at(-2)! : b.shape.at(-1)!;
+    if (k !== kb) return fallback();
+    if (
+      bias &&
+      (bias.dtype !== 'float32' || bias.shape.length !== 1 || (bias.shape[0] !== n && bias.shape[0] !== 1))
+    )
+      return fallback();
+    const batchDims = outputBatchDims(a.shape, b.shape);
+    if (!batchDims) return fallback();
+    const h = heap(backend);
+    const out = h.out([...batchDims, m, n]);
+    // Views after makeOutput: allocating may grow the heap, which detaches views taken before.
+    const na = batchOf(a.shape);
+    const nb = batchOf(b.shape);
+    addon.matmul(
+      h.f32(a),
+      h.f32(b),
+      h.f32(out),
+      Math.max(na, nb),
+      m,
+      n,
+      k,
+      transposeA,
+      transposeB,
+      na === 1 ? 0 : m * k,
+      nb === 1 ? 0 : k * n,
+      bias ? h.f32(bias) : null,
+      activation === 'relu' ? 1 : 0,
+    );
+    return out;
+  };
+}
+
+function embeddingBagKernel(addon: NativeAddon): KernelFunc {
+  return ({ inputs, backend, attrs }) => {
+    const { table, rows, weights } = inputs as Record<string, TensorInfo>;
+    const { bagSize } = attrs as unknown as { bagSize: number };
+    const dim = table.shape[1];
+    const h = heap(backend);
+    const out = h.out([rows.shape[0] / bagSize, dim]);
+    addon.embeddingBag(h.f32(table), h.i32(rows), h.f32(weights), h.f32(out), dim, bagSize);
+    return out;
+  };
+}
+
+function embeddingBagGradKernel(addon: NativeAddon): KernelFunc {
+  return ({ inputs, backend, attrs }) => {
+    const { dy, rows, weights } = inputs as Record<string, TensorInfo>;
+    const { bagSize, numRows } = attrs as unknown as { bagSize: number; numRows: number };
+    const dim = dy.shape[1];
+    const h = heap(backend);
+    const out = h.out([numRows, dim]);
+    addon.embeddingBagGrad(h.f32(dy), h.i32(rows), h.f32(weights), h.f32(out), dim, bagSize);
+    return out;
+  };
+}
+
+/** inputs x0, x [m, n], w [n, n], b [n] → [y, z]: z = x·w + b, y = x0 ⊙ z + x. */
+function crossKernel(addon: NativeAddon): KernelFunc {
+  return ({ inputs, backend }) => {
+    const { x0, x, w, b } = inputs as Record<string, TensorInfo>;
+    const [m, n] = x.shape;
+    const h = heap(backend);
+    const y = h.out([m, n]);
+    const z = h.out([m, n]);
+    addon.crossForward(h.f32(x0), h.f32(x), h.f32(w), h.f32(b), h.f32(y), h.f32(z), m, n);
+    return [y, z];
+  };
+}
+
+/** inputs dy, x0, x, w, z → [dx0, dx, dw, db]. */
+function crossGradKernel(addon: NativeAddon): KernelFunc {
+  return ({ inputs, backend }) => {
+    const { dy, x0, x, w, z } = inputs as Record<string, TensorInfo>;
+    const [m, n] = x.shape;
+    const h = heap(backend);
+    const dx0 = h.out([m, n]);
+    const dx = h.out([m, n]);
+    const dw = h.out([n, n]);
+    const db = h.out([n]);
+    addon.crossBackward(
+      h.f32(dy),
+      h.f32(x0),
+      h.f32(x),
+      h.f32(w),
+      h.f32(z),
+      h.f32(dx0),
+      h.f32(dx),
+      h.f32(dw),
+      h.f32(db),
+      m,
+      n,
+    );
+    return [dx0, dx, dw, db];
+  };
+}
+
+/** inputs dy, x [m, k], w [k, n], y; attrs relu, withBias → [dx, dw] or [dx, dw, db]. */
+function denseGradKernel(addon: NativeAddon): KernelFunc {
+  return ({ inputs, backend, attrs }) => {
+    const { dy, x, w, y } = inputs as Record<string, TensorInfo>;
+    const { relu, withBias } = attrs as unknown as { relu: boolean; withBias: boolean };
+    const [m, k] = x.shape;
+    const n = w.shape[1];
+    const h = heap(backend);
+    const dx = h.out([m, k]);
+    const dw = h.out([k, n]);
+    const db = withBias ? h.out([n]) : undefined;
+    addon.denseBackward(
+      h.f32(dy),
+      h.f32(x),
+      h.f32(w),
+      h.f32(y),
+      h.f32(dx),
+      h.f32(dw),
+      db ? h.f32(db) : null,
+      m,
+      k,
+      n,
+      relu,
+    );
+    return db ? [dx, dw, db] : [dx, dw];
+  };
+}
+
+function replace(name: string, kernelFunc: KernelFunc): void {
+  if (!originals.has(name)) originals.set(name, getKernel(name, 'wasm'));
+  if (getKernel(name, 'wasm')) unregisterKernel(name, 'wasm');
+  registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc });
+}
+
+/**
+ * Registers the native kernels on wasm. Call after the wasm backend is initialised (the stock matmul
+ * kernels' setup must have run: they remain the fallback) and after our JS embedding-bag kernels.
+ * Idempotent.
+ */
+export function registerNativeKernels(addon: NativeAddon): void {
+  for (const name of [BatchMatMul, _FusedMatMul]) {
+    if (!originals.has(name) && !getKernel(name, 'wasm'))
+      throw new Error(`the wasm backend has no ${name} kernel to fall back to`);
+    replace(name, matMulKernel(addon, name));
+  }
+  replace(EMBEDDING_BAG, embeddingBagKernel(addon));
+  replace(EMBEDDING_BAG_GRAD, embeddingBagGradKernel(addon));
+  replace(CROSS_LAYER, crossKernel(addon));
+  replace(CROSS_LAYER_GRAD, crossGradKernel(addon));
+  replace(DENSE_GRAD, denseGradKernel(addon));
+  active = addon;
+}
+
+/** Puts back what was registered on wasm before (tests compare the native kernels against it). */
+export function restoreNativeKernels(): void {
+  for (const [name, orig] of originals) {
+    if (getKernel(name, 'wasm')) unregisterKernel(name, 'wasm');
+    if (orig) registerKernel(orig);
+  }
+  originals.clear();
+  active = undefined;
+}
+
+/** Whether the native kernels are registered on wasm (matrix products then take transposed operands at full speed). */
+export function nativeKernelsActive(): boolean {
+  return active !== undefined;
+}
+
+/**
+ * The addon while its kernels serve the current backend (wasm), for host-side loops (optimizer, gradient
+ * scatter) that run next to them; undefined elsewhere.
+ */
+export function activeNativeAddon(): NativeAddon | undefined {
+  return active && getBackend() === 'wasm' ? active : undefined;
+}

@@ -1,0 +1,203 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CorellaError } from '../errors.js';
+
+/** The Node-API addon built from native/corella_native.c by scripts/build-native.mjs. */
+export interface NativeAddon {
+  /**
+   * out[i] = act(op(a[i])·op(b[i]) + bias) for i < batch, op = transpose when the flag is set; strides are
+   * element offsets between batch entries (0 = broadcast); bias null, length n or 1; act 0 linear, 1 relu.
+   */
+  matmul(
+    a: Float32Array,
+    b: Float32Array,
+    out: Float32Array,
+    batch: number,
+    m: number,
+    n: number,
+    k: number,
+    transA: boolean,
+    transB: boolean,
+    aStride: number,
+    bStride: number,
+    bias: Float32Array | null,
+    activation: 0 | 1,
+  ): void;
+  embeddingBag(
+    table: Float32Array,
+    rows: Int32Array,
+    weights: Float32Array,
+    out: Float32Array,
+    dim: number,
+    bagSize: number,
+  ): void;
+  embeddingBagGrad(
+    dy: Float32Array,
+    rows: Int32Array,
+    weights: Float32Array,
+    out: Float32Array,
+    dim: number,
+    bagSize: number,
+  ): void;
+  /** z = x·w + b, y = x0 ⊙ z + x for [m, n] inputs. */
+  crossForward(
+    x0: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    b: Float32Array,
+    y: Float32Array,
+    z: Float32Array,
+    m: number,
+    n: number,
+  ): void;
+  /** dz = dy ⊙ x0; dx0 = dy ⊙ z; dx = dy + dz·wᵀ; dw = xᵀ·dz; db = Σ_rows dz. */
+  crossBackward(
+    dy: Float32Array,
+    x0: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    z: Float32Array,
+    dx0: Float32Array,
+    dx: Float32Array,
+    dw: Float32Array,
+    db: Float32Array,
+    m: number,
+    n: number,
+  ): void;
+  /** Gradients of y = act(x·w + b), x [m, k], w [k, n]: dx, dw and (when given) db. */
+  denseBackward(
+    dy: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    y: Float32Array,
+    dx: Float32Array,
+    dw: Float32Array,
+    db: Float32Array | null,
+    m: number,
+    k: number,
+    n: number,
+    relu: boolean,
+  ): void;
+  /** In-place Adam over whole arrays (float64 arithmetic, as ml/crm/adam.ts). */
+  adam(
+    w: Float32Array,
+    g: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    lrT: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+  ): void;
+  /** Lazy Adam on rows[0..count) of [V, dim] arrays. */
+  adamRows(
+    w: Float32Array,
+    g: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    rows: Int32Array,
+    count: number,
+    dim: number,
+    lrT: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+  ): void;
+  /** g[rows[k]] += scale·weights[k]·dx0[b·width + col + q·qStride], k = b·bagSize + q (weights null = 1). */
+  scatterAdd(
+    g: Float32Array,
+    dx0: Float32Array,
+    rows: Int32Array,
+    weights: Float32Array | null,
+    bags: number,
+    bagSize: number,
+    col: number,
+    qStride: number,
+    width: number,
+    dim: number,
+    scale: number,
+  ): void;
+  setThreads(n: number): void;
+  threads(): number;
+  info(): string;
+}
+
+export interface NativeStatus {
+  addon?: NativeAddon;
+  /** Why the addon is not in use (missing build, disabled, failed to load). */
+  reason?: string;
+  path: string;
+}
+
+const ADDON_PATH = join(
+  dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  'native',
+  'build',
+  'corella_native.node',
+);
+
+let status: NativeStatus | undefined;
+
+/**
+ * CORELLA_TF_NATIVE: unset/`auto` = use the addon when it was built, `0`/`off` = never, `1`/`on` = required
+ * (a missing addon is then an error, not a silent fallback to the slower path).
+ */
+export function nativeMode(raw = process.env.CORELLA_TF_NATIVE): 'auto' | 'off' | 'on' {
+  const v = (raw ?? '').trim().toLowerCase();
+  if (v === '' || v === 'auto') return 'auto';
+  if (v === '0' || v === 'off' || v === 'false') return 'off';
+  if (v === '1' || v === 'on' || v === 'true') return 'on';
+  throw new CorellaError(
+    'BAD_CONFIG',
+    `CORELLA_TF_NATIVE=${JSON.stringify(raw)} is not one of auto, on, off`,
+  );
+}
+
+/**
+ * BLAS threads per addon instance. One by default: the machine's cores are shared with other jobs (and
+ * the two-thread CRM stepper already runs one instance per core), where extra BLAS threads only contend.
+ */
+function blasThreads(): number {
+  const raw = process.env.CORELLA_NATIVE_THREADS;
+  if (raw === undefined || raw === '') return 1;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 64) {
+    throw new CorellaError(
+      'BAD_CONFIG',
+      `CORELLA_NATIVE_THREADS=${JSON.stringify(raw)} is not an integer 1..64`,
+    );
+  }
+  return n;
+}
+
+/** Loads the addon once per thread; never throws for a missing build (see `reason`). */
+export function loadNative(): NativeStatus {
+  if (status) return status;
+  const mode = nativeMode();
+  if (mode === 'off') return (status = { reason: 'disabled by CORELLA_TF_NATIVE', path: ADDON_PATH });
+  if (!existsSync(ADDON_PATH)) {
+    status = {
+      reason: `${ADDON_PATH} is not built (run node scripts/build-native.mjs; needs cc and libopenblas-dev)`,
+      path: ADDON_PATH,
+    };
+  } else {
+    try {
+      const addon = createRequire(import.meta.url)(ADDON_PATH) as NativeAddon;
+      addon.setThreads(blasThreads());
+      status = { addon, path: ADDON_PATH };
+    } catch (e) {
+      status = { reason: `loading ${ADDON_PATH} failed: ${(e as Error).message}`, path: ADDON_PATH };
+    }
+  }
+  if (mode === 'on' && !status.addon) {
+    throw new CorellaError(
+      'BAD_CONFIG',
+      `CORELLA_TF_NATIVE=on but the native kernels are unavailable: ${status.reason}`,
+    );
+  }
+  return status;
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env node
+/**
+ * Builds native/corella_native.c (Node-API addon over OpenBLAS) into native/build/corella_native.node.
+ * Runs from `npm install`/`npm ci` (postinstall) and by hand: `node scripts/build-native.mjs [--strict]`.
+ *
+ * The addon is an optional speed-up: without a C compiler, Node's headers or OpenBLAS (Debian:
+ * `apt-get install libopenblas-dev`), the build is skipped with a warning and the CRM runs on plain wasm.
+ * Only --strict (or CORELLA_NATIVE_STRICT=1) turns a skipped build into a failure.
+ * CORELLA_NATIVE_BUILD=0 skips the build outright.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const src = join(root, 'native', 'corella_native.c');
+const outDir = join(root, 'native', 'build');
+const out = join(outDir, 'corella_native.node');
+const strict = process.argv.includes('--strict') || process.env.CORELLA_NATIVE_STRICT === '1';
+
+function skip(reason) {
+  const msg = `[corella] native CRM kernels not built: ${reason}. The CRM will use the plain wasm backend.`;
+  if (strict) {
+    console.error(msg);
+    process.exit(1);
+  }
+  console.warn(`warning: ${msg}`);
+  process.exit(0);
+}
+
+if (process.env.CORELLA_NATIVE_BUILD === '0') skip('CORELLA_NATIVE_BUILD=0');
+if (process.platform !== 'linux') skip(`only Linux builds are set up (this is ${process.platform})`);
+
+/** Node's own headers: next to the node binary (official tarballs, Debian/NodeSource packages). */
+const headerDirs = [
+  process.env.CORELLA_NODE_HEADERS,
+  join(dirname(process.execPath), '..', 'include', 'node'),
+  '/usr/include/node',
+  '/usr/local/include/node',
+].filter(Boolean);
+const headers = headerDirs.find((d) => existsSync(join(d, 'node_api.h')));
+if (!headers) skip(`node_api.h not found in ${headerDirs.join(', ')} (set CORELLA_NODE_HEADERS)`);
+
+const cc = process.env.CC || 'cc';
+try {
+  execFileSync(cc, ['--version'], { stdio: 'ignore' });
+} catch {
+  skip(`no C compiler (${cc})`);
+}
+
+// The shared library is enough (we declare the few CBLAS functions ourselves): prefer the -dev symlink,
+// else the runtime soname.
+const libs = ['-lopenblas', '-l:libopenblas.so.0'];
+mkdirSync(outDir, { recursive: true });
+const tmp = `${out}.${process.pid}.tmp`;
+const errors = [];
+for (const lib of libs) {
+  const args = [
+    '-O3',
+    '-fPIC',
+    '-shared',
+    '-std=c11',
+    // No FMA contraction: the Adam loop must round exactly as the JS one it replaces.
+    '-ffp-contract=off',
+    '-fno-math-errno',
+    '-Wall',
+    '-Werror',
+    '-fvisibility=hidden',
+    `-I${headers}`,
+    src,
+    '-o',
+    tmp,
+    lib,
+    '-lm',
+    // Fail now, not at load time, if the library lacks a symbol we use.
+    '-Wl,--no-undefined-version',
+    '-Wl,--as-needed',
+  ];
+  try {
+    execFileSync(cc, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    renameSync(tmp, out);
+    writeFileSync(
+      join(outDir, 'build.json'),
+      JSON.stringify({
+        node: process.version,
+        napiHeaders: headers,
+        cc,
+        lib,
+        builtAt: new Date().toISOString(),
+      }) + '\n',
+    );
+    console.log(`[corella] built ${out} (OpenBLAS via ${lib})`);
+    process.exit(0);
+  } catch (e) {
+    errors.push(
+      `${lib}: ${String(e.stderr ?? e.message)
+        .trim()
+        .split('\n')
+        .slice(-3)
+        .join(' | ')}`,
+    );
+    rmSync(tmp, { force: true });
+  }
+}
+skip(`compiling against OpenBLAS failed (install libopenblas-dev): ${errors.join('; ')}`);
