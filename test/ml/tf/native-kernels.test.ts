@@ -1,0 +1,349 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Adam } from '../../../ml/crm/adam.js';
+import { disposeCrmBatch } from '../../../ml/crm/batch.js';
+import { defaultCrmConfig } from '../../../ml/crm/config.js';
+import { CrmNet } from '../../../ml/crm/model.js';
+import { SparseEmbeddingStepper } from '../../../ml/crm/train-step.js';
+import { initTf } from '../../../ml/tf/backend.js';
+import { crossLayer } from '../../../ml/tf/cross.js';
+import { dense } from '../../../ml/tf/dense.js';
+import { embeddingBag, embeddingBagReference } from '../../../ml/tf/kernels/embedding-bag.js';
+import { nativeKernelsActive } from '../../../ml/tf/kernels/native-kernels.js';
+import { loadNative, nativeMode } from '../../../ml/tf/native.js';
+import type { NativeAddon } from '../../../ml/tf/native.js';
+import { syntheticDataset } from '../crm/fixtures.js';
+
+/**
+ * The native kernels (native/corella_native.c on the wasm backend) against the stock tfjs cpu backend,
+ * which shares no code with them: values and gradients within float32 tolerance. CI builds the addon
+ * (npm ci's postinstall, with Debian's libopenblas-dev), so there its absence is a failure, not a skip.
+ */
+const status = loadNative();
+const required = process.env.CI === 'true' || nativeMode() === 'on';
+
+function rand(seed: number): () => number {
+  let s = seed;
+  return () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296 - 0.5;
+}
+
+function fill(n: number, seed: number): Float32Array {
+  const r = rand(seed);
+  return Float32Array.from({ length: n }, r);
+}
+
+function close(got: ArrayLike<number>, want: ArrayLike<number>, what: string, tol = 1e-4): void {
+  expect(got.length, `${what}: length`).toBe(want.length);
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < want.length; i++) {
+    const err = Math.abs(got[i] - want[i]) / (1 + Math.abs(want[i]));
+    if (!(err <= worst)) {
+      worst = err;
+      at = i;
+    }
+  }
+  expect(worst, `${what}: worst relative error at ${at} (got ${got[at]}, want ${want[at]})`).toBeLessThan(
+    tol,
+  );
+}
+
+/** Runs `f` on a backend and returns plain arrays, disposing every tensor it made. */
+async function on(backend: 'wasm' | 'cpu', f: () => tf.Tensor[]): Promise<Float32Array[]> {
+  await initTf(backend, () => undefined);
+  const out = tf.tidy(() => f().map((t) => t.dataSync() as Float32Array));
+  await initTf('wasm', () => undefined);
+  return out;
+}
+
+describe('native kernels (OpenBLAS on the wasm heap)', () => {
+  it('the addon is built and active where it is required (CI, CORELLA_TF_NATIVE=on)', async () => {
+    const init = await initTf('wasm', () => undefined);
+    if (!required && !status.addon) {
+      // Visible in the output; the remaining tests then check nothing native.
+      console.warn(`native kernels not tested: ${status.reason}`);
+      return;
+    }
+    expect(status.addon, status.reason).toBeDefined();
+    expect(init.accelerator).toBe('openblas');
+    expect(nativeKernelsActive()).toBe(true);
+  });
+
+  describe.runIf(status.addon !== undefined)('equivalence with the stock cpu backend', () => {
+    beforeAll(async () => {
+      await initTf('wasm', () => undefined);
+    });
+    afterAll(async () => {
+      await initTf('wasm', () => undefined);
+    });
+
+    it('matMul: every transpose combination, batched and broadcast batches', async () => {
+      const cases: { a: number[]; b: number[]; ta: boolean; tb: boolean }[] = [
+        { a: [37, 11], b: [11, 5], ta: false, tb: false },
+        { a: [11, 37], b: [11, 5], ta: true, tb: false },
+        { a: [37, 11], b: [5, 11], ta: false, tb: true },
+        { a: [11, 37], b: [5, 11], ta: true, tb: true },
+        { a: [3, 7, 4], b: [3, 4, 6], ta: false, tb: false },
+        { a: [1, 7, 4], b: [3, 6, 4], ta: false, tb: true },
+        { a: [2, 3, 4, 7], b: [1, 1, 4, 2], ta: true, tb: false },
+        { a: [1, 9], b: [9, 1], ta: false, tb: false },
+      ];
+      for (const [i, c] of cases.entries()) {
+        const size = (s: number[]) => s.reduce((x, y) => x * y, 1);
+        const A = fill(size(c.a), 10 + i);
+        const B = fill(size(c.b), 20 + i);
+        const run = () => [tf.matMul(tf.tensor(A, c.a), tf.tensor(B, c.b), c.ta, c.tb)];
+        const [want] = await on('cpu', run);
+        const [got] = await on('wasm', run);
+        close(got, want, `case ${i} ${JSON.stringify(c)}`);
+      }
+    });
+
+    it('fused matMul: bias of width n or 1, linear and relu, and the prelu fallback', async () => {
+      const x = fill(64 * 24, 1);
+      const w = fill(24 * 16, 2);
+      for (const [name, bias, activation] of [
+        ['bias n, relu', fill(16, 3), 'relu'],
+        ['bias n, linear', fill(16, 4), 'linear'],
+        ['bias 1, relu', fill(1, 5), 'relu'],
+        ['no bias, relu', undefined, 'relu'],
+        ['prelu (stock fallback)', fill(16, 6), 'prelu'],
+      ] as const) {
+        const run = () => [
+          tf.fused.matMul({
+            a: tf.tensor2d(x, [64, 24]),
+            b: tf.tensor2d(w, [24, 16]),
+            bias: bias ? tf.tensor1d(bias) : undefined,
+            activation,
+            preluActivationWeights: activation === 'prelu' ? tf.fill([16], 0.1) : undefined,
+          }),
+        ];
+        const [want] = await on('cpu', run);
+        const [got] = await on('wasm', run);
+        close(got, want, name);
+      }
+    });
+
+    it('dense: values and gradients (relu/linear, with and without bias)', async () => {
+      const x = fill(50 * 13, 7);
+      const w = fill(13 * 9, 8);
+      const b = fill(9, 9);
+      const up = fill(50 * 9, 10);
+      for (const activation of ['relu', 'linear'] as const) {
+        for (const withBias of [true, false]) {
+          const run = () => {
+            const xs = tf.tensor2d(x, [50, 13]);
+            const ws = tf.tensor2d(w, [13, 9]);
+            const bs = tf.tensor1d(b);
+            const f = (xx: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) =>
+              tf.sum(tf.mul(dense(xx, ww, withBias ? bb : undefined, activation), tf.tensor2d(up, [50, 9])));
+            const wrt = withBias ? [xs, ws, bs] : [xs, ws];
+            const grads = tf.grads((...a: tf.Tensor[]) => f(a[0], a[1], a[2] ?? bs))(wrt);
+            return [dense(xs, ws, withBias ? bs : undefined, activation), ...grads];
+          };
+          const want = await on('cpu', run);
+          const got = await on('wasm', run);
+          want.forEach((wv, i) => close(got[i], wv, `${activation}/${withBias}: output ${i}`));
+        }
+      }
+    });
+
+    it('cross layer: values and gradients for x0, x, w and b', async () => {
+      const m = 40;
+      const n = 12;
+      const x0 = fill(m * n, 11);
+      const x = fill(m * n, 12);
+      const w = fill(n * n, 13);
+      const b = fill(n, 14);
+      const up = fill(m * n, 15);
+      const run = () => {
+        const t = [tf.tensor2d(x0, [m, n]), tf.tensor2d(x, [m, n]), tf.tensor2d(w, [n, n]), tf.tensor1d(b)];
+        const f = (...a: tf.Tensor[]) =>
+          tf.sum(
+            tf.mul(crossLayer(a[0] as tf.Tensor2D, a[1] as tf.Tensor2D, a[2], a[3]), tf.tensor2d(up, [m, n])),
+          );
+        return [crossLayer(t[0] as tf.Tensor2D, t[1] as tf.Tensor2D, t[2], t[3]), ...tf.grads(f)(t)];
+      };
+      const want = await on('cpu', run);
+      const got = await on('wasm', run);
+      ['y', 'dx0', 'dx', 'dw', 'db'].forEach((name, i) => close(got[i], want[i], name));
+    });
+
+    it('two stacked cross layers sharing x0: gradients accumulate into x0 like the stock ops', async () => {
+      const m = 16;
+      const n = 8;
+      const x0 = fill(m * n, 16);
+      const w1 = fill(n * n, 17);
+      const w2 = fill(n * n, 18);
+      const run = () => {
+        const t = [tf.tensor2d(x0, [m, n]), tf.tensor2d(w1, [n, n]), tf.tensor2d(w2, [n, n])];
+        const b = tf.zeros([n]);
+        const f = (...a: tf.Tensor[]) => {
+          const x1 = crossLayer(a[0] as tf.Tensor2D, a[0] as tf.Tensor2D, a[1], b);
+          return tf.sum(tf.square(crossLayer(a[0] as tf.Tensor2D, x1, a[2], b)));
+        };
+        return tf.grads(f)(t);
+      };
+      const want = await on('cpu', run);
+      const got = await on('wasm', run);
+      ['dx0', 'dw1', 'dw2'].forEach((name, i) => close(got[i], want[i], name));
+    });
+
+    it('embedding bag: values and table gradient, bags of 1 and of 4 with zero weights', async () => {
+      for (const bag of [1, 4]) {
+        const V = 31;
+        const D = 5;
+        const N = 24 * bag;
+        const r = rand(bag);
+        const rows = Int32Array.from({ length: N }, () => Math.floor((r() + 0.5) * V));
+        const weights = Float32Array.from({ length: N }, () => (r() < -0.2 ? 0 : r() + 0.5));
+        const table = fill(V * D, 19);
+        const up = fill((N / bag) * D, 20);
+        const run = (impl: typeof embeddingBag) => () => {
+          const t = tf.tensor2d(table, [V, D]);
+          const rw = tf.tensor1d(rows, 'int32');
+          const ww = tf.tensor1d(weights);
+          const g = tf.grad((tt: tf.Tensor) =>
+            tf.sum(tf.mul(impl(tt, rw, ww, bag), tf.tensor2d(up, [N / bag, D]))),
+          )(t);
+          return [impl(t, rw, ww, bag), g];
+        };
+        const reference = (t: tf.Tensor, rw: tf.Tensor1D, ww: tf.Tensor1D, L: number) =>
+          embeddingBagReference(t as tf.Tensor2D, rw, ww, L);
+        const want = await on('cpu', run(reference));
+        const got = await on('wasm', run(embeddingBag));
+        close(got[0], want[0], `bag ${bag}: values`);
+        close(got[1], want[1], `bag ${bag}: table gradient`);
+      }
+    });
+
+    it('three sparse training steps of a DCNv2 (history, dense field, l2) match the cpu backend', async () => {
+      const ds = syntheticDataset({ rows: 400, dense: 1, maxLen: 5 });
+      const config = defaultCrmConfig('dcnv2', {
+        embeddingDim: 4,
+        crossLayers: 2,
+        mlp: [8, 4],
+        l2Embedding: 0.01,
+      });
+      const train = async (backend: 'wasm' | 'cpu') => {
+        await initTf(backend, () => undefined);
+        const model = new CrmNet(config, ds.featureMap);
+        const stepper = new SparseEmbeddingStepper(model, new Adam({ lr: 0.01 }));
+        const losses: number[] = [];
+        for (let s = 0; s < 3; s++) {
+          const batch = model.makeBatch(
+            ds.splits.train,
+            Array.from({ length: 64 }, (_, i) => (s * 64 + i * 5) % ds.splits.train.size),
+          );
+          losses.push(stepper.step(batch));
+          disposeCrmBatch(batch);
+        }
+        const weights = model.namedVariables().map((v) => (v.variable.dataSync() as Float32Array).slice());
+        model.dispose();
+        await initTf('wasm', () => undefined);
+        return { losses, weights };
+      };
+      const want = await train('cpu');
+      const got = await train('wasm');
+      close(got.losses, want.losses, 'losses', 1e-5);
+      want.weights.forEach((w, i) => close(got.weights[i], w, `variable ${i}`, 1e-5));
+    });
+  });
+
+  describe.runIf(status.addon !== undefined)('host-side loops equal their JS versions', () => {
+    const addon = status.addon as NativeAddon;
+
+    it('adam and adamRows are bit-identical to the JS Adam arithmetic', () => {
+      const n = 1000;
+      const g = fill(n, 21);
+      const w = fill(n, 22);
+      const m = fill(n, 23).map((x) => x * 0.1);
+      const v = fill(n, 24).map((x) => x * x * 0.01);
+      const [lr, b1, b2, eps] = [0.0123, 0.9, 0.999, 1e-7];
+      const jw = w.slice();
+      const jm = m.slice();
+      const jv = v.slice();
+      for (let i = 0; i < n; i++) {
+        const mi = (jm[i] = b1 * jm[i] + (1 - b1) * g[i]);
+        const vi = (jv[i] = b2 * jv[i] + (1 - b2) * g[i] * g[i]);
+        jw[i] -= (lr * mi) / (Math.sqrt(vi) + eps);
+      }
+      const nw = w.slice();
+      const nm = m.slice();
+      const nv = v.slice();
+      addon.adam(nw, g, nm, nv, lr, b1, b2, eps);
+      expect(nw).toEqual(jw);
+      expect(nm).toEqual(jm);
+      expect(nv).toEqual(jv);
+
+      // Rows 3 and 7 of a [10, 100] table: exactly the same update there, nothing elsewhere.
+      const rw = w.slice();
+      const rm = m.slice();
+      const rv = v.slice();
+      addon.adamRows(rw, g, rm, rv, Int32Array.from([7, 3]), 2, 100, lr, b1, b2, eps);
+      for (let i = 0; i < n; i++) {
+        const row = Math.floor(i / 100);
+        const touched = row === 3 || row === 7;
+        expect(rw[i]).toBe(touched ? jw[i] : w[i]);
+        expect(rm[i]).toBe(touched ? jm[i] : m[i]);
+      }
+    });
+
+    it('scatterAdd adds weighted slices onto rows, strided for fields and pooled for sequences', () => {
+      const B = 3;
+      const D = 2;
+      const width = 3 * D;
+      const dx0 = Float32Array.from({ length: B * width }, (_, i) => i + 1);
+      // fields 0 and 1 (columns 0..3) by row id
+      const g = new Float32Array(10 * D);
+      addon.scatterAdd(g, dx0, Int32Array.from([4, 5, 4, 6, 0, 5]), null, B, 2, 0, D, width, D, 0.5);
+      const want = new Float32Array(10 * D);
+      const add = (row: number, src: number, f: number) => {
+        for (let d = 0; d < D; d++) want[row * D + d] += f * dx0[src + d];
+      };
+      [4, 5, 4, 6, 0, 5].forEach((row, k) => add(row, Math.floor(k / 2) * width + (k % 2) * D, 0.5));
+      expect(g).toEqual(want);
+      // a pooled sequence in column 2: every position adds the same slice × its weight
+      const seqRows = Int32Array.from([1, 2, 9, 9, 1, 3]);
+      const seqW = Float32Array.from([0.5, 0.5, 0, 1, 0.25, 0.75]);
+      addon.scatterAdd(g, dx0, seqRows, seqW, B, 2, 2 * D, 0, width, D, 2);
+      seqRows.forEach((row, k) => {
+        if (seqW[k] !== 0) add(row, Math.floor(k / 2) * width + 2 * D, 2 * seqW[k]);
+      });
+      expect(g).toEqual(want);
+    });
+
+    it('rejects buffers too small for the shapes and row ids outside the table', () => {
+      const a = new Float32Array(6);
+      expect(() => addon.matmul(a, a, new Float32Array(3), 1, 2, 2, 3, false, false, 0, 0, null, 0)).toThrow(
+        /shapes do not fit/,
+      );
+      expect(() =>
+        addon.embeddingBag(
+          new Float32Array(8),
+          Int32Array.from([0, 4]),
+          new Float32Array(2),
+          new Float32Array(4),
+          2,
+          1,
+        ),
+      ).toThrow(/outside the table/);
+      expect(() =>
+        addon.scatterAdd(
+          new Float32Array(4),
+          new Float32Array(2),
+          Int32Array.from([-1]),
+          null,
+          1,
+          1,
+          0,
+          0,
+          2,
+          2,
+          1,
+        ),
+      ).toThrow(/outside the table/);
+      expect(() => addon.matmul(a, a, a, 1, 1, 1, 1, false, false, 0, 0, null, 0 as 0 | 1)).not.toThrow();
+    });
+  });
+});
