@@ -28,6 +28,11 @@
  *   scatterAdd(g, dx0, rows, weights, bags, bagSize, col, qStride, width, dim, scale)
  *     g[rows[k]] += scale · weights[k] · dx0[b·width + col + q·qStride] for k = b·bagSize + q (weights
  *     null = 1): the gradient of embedding lookups onto their table rows.
+ *   markRows(rows, weights, mark, touched, count) -> count
+ *     appends each row id not yet marked (positions of weight 0 skipped; weights null = all) to touched
+ *     at [count, ...) and marks it; returns the new count.
+ *   l2Grad(dx0, x0, bags, width, cols, factor) -> Σ x0²
+ *     over the first cols columns of each of bags rows: dx0 += factor · x0, returning the sum of squares.
  *   setThreads(n), threads(), info()
  */
 #include <node_api.h>
@@ -493,6 +498,78 @@ static napi_value js_scatter_add(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value js_mark_rows(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) return range_error(env, "corella_native.markRows: expected 5 arguments");
+  int32_t *rows, *touched;
+  float *weights = NULL;
+  size_t lr_, lwt = 0, lt, lm;
+  int64_t count;
+  bool is_ta = false;
+  napi_typedarray_type type;
+  void *mptr = NULL;
+  if (!i32_arg(env, argv[0], "rows", &rows, &lr_)) return NULL;
+  napi_valuetype wt;
+  CHECK(env, napi_typeof(env, argv[1], &wt));
+  if (wt != napi_null && wt != napi_undefined && !f32_arg(env, argv[1], "weights", &weights, &lwt)) return NULL;
+  if (napi_is_typedarray(env, argv[2], &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, argv[2], &type, &lm, &mptr, NULL, NULL) != napi_ok || type != napi_uint8_array) {
+    napi_throw_type_error(env, "CORELLA_NATIVE", "corella_native: mark must be a Uint8Array");
+    return NULL;
+  }
+  uint8_t *mark = (uint8_t *)mptr;
+  if (!i32_arg(env, argv[3], "touched", &touched, &lt) || !i64_arg(env, argv[4], &count)) return NULL;
+  if ((weights != NULL && lwt < lr_) || count < 0 || (size_t)count > lt || lt < lm)
+    return range_error(env, "corella_native.markRows: shapes do not fit the buffers");
+  for (size_t k = 0; k < lr_; k++)
+    if (rows[k] < 0 || (size_t)rows[k] >= lm) return range_error(env, "corella_native.markRows: row id outside the table");
+  for (size_t k = 0; k < lr_; k++) {
+    if (weights != NULL && weights[k] == 0.0f) continue;
+    const int32_t r = rows[k];
+    if (mark[r] == 0) {
+      mark[r] = 1;
+      touched[count++] = r;
+    }
+  }
+  napi_value v;
+  CHECK(env, napi_create_int64(env, count, &v));
+  return v;
+}
+
+__attribute__((noinline)) static double l2_span(float *restrict g, const float *restrict x, size_t n, float f) {
+  double sq = 0.0;
+  for (size_t j = 0; j < n; j++) {
+    const float v = x[j];
+    sq += (double)v * (double)v;
+    g[j] += f * v;
+  }
+  return sq;
+}
+
+static napi_value js_l2_grad(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 6) return range_error(env, "corella_native.l2Grad: expected 6 arguments");
+  float *g, *x;
+  size_t lg, lx;
+  int64_t bags, width, cols;
+  double factor;
+  if (!f32_arg(env, argv[0], "dx0", &g, &lg) || !f32_arg(env, argv[1], "x0", &x, &lx) ||
+      !i64_arg(env, argv[2], &bags) || !i64_arg(env, argv[3], &width) || !i64_arg(env, argv[4], &cols) ||
+      !f64_arg(env, argv[5], &factor))
+    return NULL;
+  if (bags < 0 || cols < 0 || cols > width || (size_t)(bags * width) > lg || (size_t)(bags * width) > lx)
+    return range_error(env, "corella_native.l2Grad: shapes do not fit the buffers");
+  double sq = 0.0;
+  for (int64_t b = 0; b < bags; b++) sq += l2_span(g + b * width, x + b * width, (size_t)cols, (float)factor);
+  napi_value v;
+  CHECK(env, napi_create_double(env, sq, &v));
+  return v;
+}
+
 static napi_value js_set_threads(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -537,6 +614,8 @@ NAPI_MODULE_INIT() {
       {"adam", NULL, js_adam, NULL, NULL, NULL, napi_default_method, NULL},
       {"adamRows", NULL, js_adam_rows, NULL, NULL, NULL, napi_default_method, NULL},
       {"scatterAdd", NULL, js_scatter_add, NULL, NULL, NULL, napi_default_method, NULL},
+      {"markRows", NULL, js_mark_rows, NULL, NULL, NULL, napi_default_method, NULL},
+      {"l2Grad", NULL, js_l2_grad, NULL, NULL, NULL, napi_default_method, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -70,17 +70,7 @@ export function batchGradients(
       width,
     };
     if (hostL2) {
-      const xs = liveData(x0v);
-      const cols = nCat * D;
-      const f = (2 * l2) / B;
-      let sq = 0;
-      for (let b = 0; b < B; b++) {
-        for (let j = b * width; j < b * width + cols; j++) {
-          const v = xs[j];
-          sq += v * v;
-          out.dx0[j] += f * v;
-        }
-      }
+      const sq = activeNativeAddon()!.l2Grad(out.dx0, liveData(x0v), B, width, nCat * D, (2 * l2) / B);
       out.loss += (l2 / B) * sq;
     }
     value.dispose();
@@ -193,11 +183,13 @@ export class SparseEmbeddingStepper {
     const g = this.rowGrads;
     const native = activeNativeAddon();
     if (native) {
-      for (let k = 0; k < B * nCat; k++) this.touch(categoricalRows[k]);
+      const mark = (rows: Int32Array, w: Float32Array | null) =>
+        (this.touchedCount = native.markRows(rows, w, this.touchedMark, this.touched, this.touchedCount));
+      mark(categoricalRows.subarray(0, B * nCat), null);
       native.scatterAdd(g, dx0, categoricalRows, null, B, nCat, 0, D, width, D, scale);
       sequenceRows.forEach((rows, s) => {
         const w = sequenceWeights[s];
-        for (let k = 0; k < rows.length; k++) if (w[k] !== 0) this.touch(rows[k]);
+        mark(rows, w);
         native.scatterAdd(g, dx0, rows, w, B, rows.length / B, (nCat + s) * D, 0, width, D, scale);
       });
       return;

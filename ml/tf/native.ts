@@ -119,6 +119,23 @@ export interface NativeAddon {
     dim: number,
     scale: number,
   ): void;
+  /** Appends unmarked row ids (weight ≠ 0; weights null = all) to touched from count on; returns the new count. */
+  markRows(
+    rows: Int32Array,
+    weights: Float32Array | null,
+    mark: Uint8Array,
+    touched: Int32Array,
+    count: number,
+  ): number;
+  /** dx0 += factor·x0 over the first cols columns of bags rows of width; returns Σ x0² there. */
+  l2Grad(
+    dx0: Float32Array,
+    x0: Float32Array,
+    bags: number,
+    width: number,
+    cols: number,
+    factor: number,
+  ): number;
   setThreads(n: number): void;
   threads(): number;
   info(): string;

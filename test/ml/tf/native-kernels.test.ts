@@ -313,6 +313,21 @@ describe('native kernels (OpenBLAS on the wasm heap)', () => {
       expect(g).toEqual(want);
     });
 
+    it('markRows appends each new row once (skipping zero weights); l2Grad adds factor·x0 and sums squares', () => {
+      const mark = new Uint8Array(10);
+      const touched = new Int32Array(10);
+      let count = addon.markRows(Int32Array.from([3, 5, 3, 0]), null, mark, touched, 0);
+      count = addon.markRows(Int32Array.from([5, 9, 8]), Float32Array.from([1, 0, 2]), mark, touched, count);
+      expect(Array.from(touched.subarray(0, count))).toEqual([3, 5, 0, 8]);
+      expect(Array.from(mark)).toEqual([1, 0, 0, 1, 0, 1, 0, 0, 1, 0]);
+
+      const x0 = Float32Array.from([1, 2, 3, 4, 5, 6]);
+      const dx0 = Float32Array.from([1, 1, 1, 1, 1, 1]);
+      // two rows of width 3, the first 2 columns regularised
+      expect(addon.l2Grad(dx0, x0, 2, 3, 2, 0.5)).toBe(1 + 4 + 16 + 25);
+      expect(Array.from(dx0)).toEqual([1.5, 2, 1, 3, 3.5, 1]);
+    });
+
     it('rejects buffers too small for the shapes and row ids outside the table', () => {
       const a = new Float32Array(6);
       expect(() => addon.matmul(a, a, new Float32Array(3), 1, 2, 2, 3, false, false, 0, 0, null, 0)).toThrow(
