@@ -2,7 +2,7 @@
  * CRM benchmark on the real MovieLens-1M subset (users 1–2999): ingest (time split 80/10/10), train
  * DCNv2 (embedding 16, 3 full-rank cross layers, MLP 256-128, batch 1024) and the LR baseline, and print
  * one JSON line with throughput, epochs, test metrics and peak RSS.
- * Usage: npx tsx bench/crm.ts [dir] [--epochs N] [--backend wasm|cpu|auto] [--threads 1|2]
+ * Usage: npx tsx bench/crm.ts [dir] [--epochs N] [--backend wasm|cpu|auto] [--threads 1|2] [--infer-batch N]
  * The artifact store lives in a temporary folder removed afterwards: nothing derived from the real files
  * may end up in the repository. Numbers are noisy on shared machines: compare runs made side by side.
  */
@@ -29,6 +29,9 @@ const dir = resolve(positional[0] ?? join(import.meta.dirname, '../../shared/dat
 const epochs = Number(arg('epochs') ?? 6);
 const backendChoice = (arg('backend') ?? 'wasm') as TfBackendChoice;
 const threads = (arg('threads') === '2' ? 2 : 1) as 1 | 2;
+const inferBatch = Number(arg('infer-batch') ?? 2048);
+if (!Number.isInteger(inferBatch) || inferBatch < 1)
+  throw new Error(`--infer-batch must be a positive integer`);
 const round = (x: number, d = 4) => Number(x.toFixed(d));
 
 async function run(ds: CtrDataset, store: FileArtifactStore, config: CrmConfig, lr: number) {
@@ -49,7 +52,7 @@ async function run(ds: CtrDataset, store: FileArtifactStore, config: CrmConfig, 
   );
   const t0 = performance.now();
   const c0 = process.cpuUsage();
-  const p = await r.model.predict(test, undefined, 4096);
+  const p = await r.model.predict(test, undefined, inferBatch);
   const inferSec = (performance.now() - t0) / 1000;
   const c1 = process.cpuUsage(c0);
   const inferCpuSec = (c1.user + c1.system) / 1e6;
@@ -74,6 +77,7 @@ async function run(ds: CtrDataset, store: FileArtifactStore, config: CrmConfig, 
   };
 }
 
+const loadAtStart = os.loadavg().map((x) => round(x, 2));
 const root = await mkdtemp(join(tmpdir(), 'corella-bench-crm-'));
 try {
   const tf = await initTf(backendChoice, () => undefined);
@@ -90,6 +94,8 @@ try {
   console.log(
     JSON.stringify({
       backend: tf.backend,
+      accelerator: tf.accelerator ?? 'none',
+      ...(tf.nativeReason ? { nativeReason: tf.nativeReason } : {}),
       skipped: tf.reasons,
       samples: { train: ds.splits.train.size, valid: ds.splits.valid.size, test: ds.splits.test.size },
       fields: {
@@ -99,11 +105,12 @@ try {
       },
       batchSize: 1024,
       threads,
-      inferBatchSize: 4096,
+      inferBatchSize: inferBatch,
       dcnv2,
       lr,
       dcnv2BeatsLr: dcnv2.test.auc > lr.test.auc,
       peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
+      loadAverageAtStart: loadAtStart,
       loadAverage: os.loadavg().map((x) => round(x, 2)),
     }),
   );

@@ -124,14 +124,21 @@ export function hostRows(split: EncodedSplit, rows: ArrayLike<number>, layout: T
     const w = new Float32Array(B * L);
     for (let i = 0; i < B; i++) {
       const base = rows[i] * L;
+      const o = i * L;
       let count = 0;
       for (let p = 0; p < L; p++) {
         const id = col[base + p];
-        if (id !== 0) count++;
-        seqRows[i * L + p] = off + (id > 0 && id < vocab ? id : 0);
+        if (id !== 0) {
+          count++;
+          // Marks the real positions; replaced by 1/count below.
+          w[o + p] = 1;
+        }
+        seqRows[o + p] = off + (id > 0 && id < vocab ? id : 0);
       }
-      const inv = count > 0 ? 1 / count : 0;
-      for (let p = 0; p < L; p++) if (col[base + p] !== 0) w[i * L + p] = inv;
+      if (count > 1) {
+        const inv = 1 / count;
+        for (let p = 0; p < L; p++) if (w[o + p] !== 0) w[o + p] = inv;
+      }
     }
     sequenceRows.push(seqRows);
     sequenceWeights.push(w);
@@ -149,15 +156,20 @@ export function makePreparedBatch(
   const host = hostRows(split, rows, layout);
   const cat = new Int32Array(B * nCat);
   const labels = new Float32Array(B);
+  // Index loops rather than set(subarray(...)) per row: a subarray is an allocation, three per sample.
+  const srcCat = split.categorical;
   for (let i = 0; i < B; i++) {
     const r = rows[i];
     labels[i] = split.labels[r];
-    cat.set(split.categorical.subarray(r * nCat, (r + 1) * nCat), i * nCat);
+    for (let f = 0; f < nCat; f++) cat[i * nCat + f] = srcCat[r * nCat + f];
   }
   const sequences = split.sequences.map((col, s) => {
     const L = layout.sequenceMaxLen[s];
     const ids = new Int32Array(B * L);
-    for (let i = 0; i < B; i++) ids.set(col.subarray(rows[i] * L, (rows[i] + 1) * L), i * L);
+    for (let i = 0; i < B; i++) {
+      const src = rows[i] * L;
+      for (let p = 0; p < L; p++) ids[i * L + p] = col[src + p];
+    }
     return tf.tensor2d(ids, [B, L], 'int32');
   });
   let dense: Tensor2D | undefined;
