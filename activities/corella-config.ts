@@ -11,6 +11,8 @@ export interface LlmPools {
   valid: number;
   test: number;
   seed: number;
+  /** Pools are drawn in user blocks of the LLM's historyBlock, so their prompts share prefixes. */
+  block: number;
 }
 
 export function llmConfigOf(config: PipelineConfig, home: string): LlmConfig {
@@ -32,6 +34,7 @@ export function llmConfigOf(config: PipelineConfig, home: string): LlmConfig {
     'answers',
     'hidden',
     'maxHistoryItems',
+    'historyBlock',
     'targetReserveTokens',
   ]) {
     if (s[k] !== undefined) out[k] = s[k];
@@ -40,12 +43,18 @@ export function llmConfigOf(config: PipelineConfig, home: string): LlmConfig {
 }
 
 export function llmPoolsOf(config: PipelineConfig): LlmPools {
-  const p = ((config.llm ?? {}) as Record<string, unknown>).pools as Partial<LlmPools> | undefined;
-  return { valid: p?.valid ?? 2000, test: p?.test ?? 2000, seed: p?.seed ?? 11 };
+  const llm = (config.llm ?? {}) as Record<string, unknown>;
+  const p = llm.pools as Partial<LlmPools> | undefined;
+  const block = typeof llm.historyBlock === 'number' ? llm.historyBlock : 1;
+  return { valid: p?.valid ?? 2000, test: p?.test ?? 2000, seed: p?.seed ?? 11, block };
 }
 
 export function jointConfigOf(config: PipelineConfig, runId: string): JointConfigInput {
-  return { ...(config.joint ?? {}), checkpointName: `runs/${runId}/joint` } as JointConfigInput;
+  return {
+    poolBlock: llmPoolsOf(config).block,
+    ...(config.joint ?? {}),
+    checkpointName: `runs/${runId}/joint`,
+  } as JointConfigInput;
 }
 
 /** Calibration works on the same validation pool the LLM features were extracted for. */
@@ -54,6 +63,7 @@ export function calibrationConfigOf(config: PipelineConfig): Partial<Calibration
   return {
     maxRows: pools.valid,
     seed: pools.seed,
+    poolBlock: pools.block,
     ...((config.calibration ?? {}) as Partial<CalibrationConfig>),
   };
 }

@@ -4,7 +4,8 @@ import { RunRepository } from '../db/repositories/runs.js';
 import type { ArtifactStore } from '../ml/artifacts/store.js';
 import { LlmAdapter } from '../ml/corella/adapter.js';
 import { calibrateThreshold } from '../ml/corella/calibration.js';
-import { evaluateAlignment, sampleRows } from '../ml/corella/evaluation.js';
+import { evaluateAlignment } from '../ml/corella/evaluation.js';
+import { samplePool } from '../ml/corella/random.js';
 import { trainJoint } from '../ml/corella/joint.js';
 import type { CtrScores } from '../ml/corella/score.js';
 import { loadCrm, saveCrm, type CrmNet } from '../ml/crm/index.js';
@@ -212,7 +213,7 @@ export function corellaActivities(
           split: test,
           items: m.dataset.items,
           threshold,
-          rows: sampleRows(test.size, pools.test, pools.seed),
+          rows: samplePool(test, pools.test, pools.seed, pools.block),
           signal: run.signal,
           onProgress: run.onProgress,
         });

@@ -1,7 +1,6 @@
 import { RunRepository } from '../db/repositories/runs.js';
-import { sampleRows } from '../ml/corella/evaluation.js';
-import { resolveJointConfig } from '../ml/corella/joint.js';
-import { selectSubsets } from '../ml/corella/subsets.js';
+import { jointSubsets, resolveJointConfig } from '../ml/corella/joint.js';
+import { samplePool } from '../ml/corella/random.js';
 import { LlmFeatureExtractor } from '../ml/llm/index.js';
 import type { ActivityContext } from './context.js';
 import { calibrationConfigOf, jointConfigOf, llmConfigOf, llmPoolsOf } from './corella-config.js';
@@ -28,21 +27,18 @@ export function llmFeatureActivities(ctx: ActivityContext): Pick<CorellaActiviti
         const work: { name: 'train' | 'valid' | 'test'; rows: Int32Array }[] = [
           {
             name: 'valid',
-            rows: sampleRows(dataset.splits.valid.size, cal.maxRows ?? pools.valid, cal.seed ?? pools.seed),
+            rows: samplePool(
+              dataset.splits.valid,
+              cal.maxRows ?? pools.valid,
+              cal.seed ?? pools.seed,
+              cal.poolBlock ?? pools.block,
+            ),
           },
-          { name: 'test', rows: sampleRows(dataset.splits.test.size, pools.test, pools.seed) },
+          { name: 'test', rows: samplePool(dataset.splits.test, pools.test, pools.seed, pools.block) },
         ];
         const joint = resolveJointConfig(jointConfigOf(config, runId));
         if (joint.subset === 'random') {
-          const n2 = joint.stage2.enabled ? joint.stage2.samples : 0;
-          const n3 = joint.stage3.enabled ? joint.stage3.samples : 0;
-          const plan = selectSubsets({
-            size: dataset.splits.train.size,
-            n2,
-            n3,
-            selection: 'random',
-            seed: joint.seed,
-          });
+          const plan = jointSubsets(dataset.splits.train, joint);
           work.unshift({ name: 'train', rows: Int32Array.from([...plan.stage2, ...plan.stage3]).sort() });
         }
         const metrics: Record<string, number> = {};

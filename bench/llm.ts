@@ -1,17 +1,21 @@
 /**
  * LLM branch throughput and zero-shot quality on real MovieLens-1M samples (../shared/datasets/ml-1m-u2999).
  *
- *   npx tsx bench/llm.ts [--samples 2000] [--naive-samples 300] [--threads 2] [--model PATH] [--history shared|sliding]
- *                        [--max-history 30] [--context 2048] [--template paper] [--hidden-samples 100] [--answers "Yes,No"]
+ *   npx tsx bench/llm.ts [--samples 2000] [--naive-samples 300] [--threads 2] [--model PATH]
+ *                        [--history anchored|sliding|shared] [--block 8] [--max-history 30] [--context 2048]
+ *                        [--template paper] [--hidden-samples 100] [--answers "Yes,No"]
  *
  * Prints JSON: the raw prompt-processing rate on one long prompt, prompts/s and tokens/s with and without prefix
  * reuse, their ratio to the raw rate, and the zero-shot AUC of pYes. The naive path's rate does not depend on
  * how many samples it sees, so it runs on the first --naive-samples of the selection to save time.
  *
- * History modes: `sliding` uses each sample's own history as ingested (most recent earlier items; consecutive
- * samples of a user then share little more than the template head); `shared` gives all of a user's selected
- * targets the history of the user's first selected sample (the user's history before the test period), the
- * setting in which a user's prefix is evaluated once and reused.
+ * History modes:
+ * - `anchored` (the pipeline's setting with llm.historyBlock): test rows drawn in user blocks of --block samples
+ *   (ml/corella samplePool), each block's windows anchored so consecutive prompts extend one another;
+ * - `sliding`: rows drawn one by one (samplePool with block 1), each with its own sliding window of the most
+ *   recent --max-history items (consecutive prompts then share little more than the template head);
+ * - `shared`: whole users, every target of a user gets the history of the user's first selected sample.
+ * In the first two modes the prompts are exactly what the extractor builds (PromptBuilder.buildForRow).
  */
 import { resolve } from 'node:path';
 import { availableParallelism, loadavg } from 'node:os';
@@ -23,6 +27,7 @@ import { loadLlm } from '../ml/llm/model.js';
 import { PromptBuilder, templateByName } from '../ml/llm/prompts.js';
 import { LlmScorer } from '../ml/llm/scorer.js';
 import { auc } from '../ml/metrics/classification.js';
+import { samplePool } from '../ml/corella/random.js';
 import type { Token } from 'node-llama-cpp';
 
 function arg(name: string, def: string): string {
@@ -35,7 +40,8 @@ const naiveSamples = Number(arg('naive-samples', '300'));
 const hiddenSamples = Number(arg('hidden-samples', '100'));
 const threads = Number(arg('threads', '2'));
 const modelPath = resolve(arg('model', '.corella/models/SmolLM2-135M-Instruct.Q4_1.gguf'));
-const historyMode = arg('history', 'shared');
+const historyMode = arg('history', 'anchored');
+const block = historyMode === 'anchored' ? Number(arg('block', '8')) : 1;
 const maxHistory = Number(arg('max-history', '30'));
 const contextSize = Number(arg('context', '2048'));
 const template = arg('template', 'paper');
@@ -50,6 +56,16 @@ interface Sample {
   label: number;
   history: { title: string; rating: number; genres: string }[];
   target: string;
+}
+
+/** Pipeline pools: samplePool rows in the extractor's order (user, then time). */
+function poolRows(split: EncodedSplit, n: number): number[] {
+  return Array.from(samplePool(split, n, 11, block)).sort(
+    (a, b) =>
+      split.userRows[a] - split.userRows[b] ||
+      split.timestamps[a] - split.timestamps[b] ||
+      split.sampleIds[a] - split.sampleIds[b],
+  );
 }
 
 function historyOf(split: EncodedSplit, items: ItemTable, r: number): Sample['history'] {
@@ -102,7 +118,17 @@ async function main(): Promise<void> {
   log(`ingesting ${dataDir}`);
   const manifest = await ingestDataset({ source: 'movielens-1m', dir: dataDir }, store);
   const ds = await loadDataset(store, manifest);
-  const selected = selectSamples(ds.splits.test, ds.items, samples);
+  const test = ds.splits.test;
+  const pool = historyMode === 'shared' ? undefined : poolRows(test, samples);
+  const selected = pool
+    ? pool.map((r) => ({
+        row: r,
+        user: test.userRows[r],
+        label: test.labels[r],
+        history: [],
+        target: '',
+      }))
+    : selectSamples(test, ds.items, samples);
   log(
     `${selected.length} samples of ${new Set(selected.map((s) => s.user)).size} users (history: ${historyMode})`,
   );
@@ -124,10 +150,13 @@ async function main(): Promise<void> {
     {
       contextSize,
       maxHistoryItems: maxHistory,
+      historyBlock: block,
       targetReserveTokens: cfg.targetReserveTokens,
     },
   );
-  const prompts: Token[][] = selected.map((s) => builder.build(s.history, s.target).tokens);
+  const prompts: Token[][] = pool
+    ? pool.map((r) => builder.buildForRow(test, ds.items, r).tokens)
+    : selected.map((s) => builder.build(s.history, s.target).tokens);
   const meanPromptTokens = prompts.reduce((a, p) => a + p.length, 0) / prompts.length;
 
   const scorer = await LlmScorer.create(llm, cfg);
@@ -143,8 +172,10 @@ async function main(): Promise<void> {
       targetReserveTokens: cfg.targetReserveTokens,
     },
   );
-  const longHistory = selected.flatMap((s) => s.history).slice(0, 400);
-  const longPrompt = longBuilder.build(longHistory, selected[0].target).tokens;
+  const longHistory = selectSamples(test, ds.items, 40)
+    .flatMap((s) => s.history)
+    .slice(0, 400);
+  const longPrompt = longBuilder.build(longHistory, ds.items.titles[test.targetItemRows[0]]).tokens;
   let rawBest = 0;
   for (let i = 0; i < 3; i++) {
     const { seconds } = await timed(() => scorer.score([longPrompt], { reusePrefix: false }));
@@ -177,7 +208,7 @@ async function main(): Promise<void> {
   const pYes = reuse.value.map((s) => s.pYes);
   await scorer.dispose();
 
-  // The hidden state costs a second pass in an embedding context; measured on a few users with reuse.
+  // With the hidden state (read from the same pass unless the model pools embeddings), on the first prompts.
   let hiddenRun: Record<string, number> | undefined;
   if (hiddenSamples > 0) {
     const hcfg = { ...cfg, hidden: true };
@@ -204,6 +235,7 @@ async function main(): Promise<void> {
     template,
     answers: [yesWord, noWord],
     historyMode,
+    historyBlock: block,
     maxHistoryItems: maxHistory,
     samples: prompts.length,
     users: new Set(selected.map((s) => s.user)).size,

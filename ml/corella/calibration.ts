@@ -11,7 +11,7 @@ import type { LlmFeatureSource } from '../llm/types.js';
 import type { LongRunOptions } from '../progress.js';
 import type { LlmAdapter } from './adapter.js';
 import { fetchFeatures } from './features.js';
-import { sampleRows } from './random.js';
+import { samplePool } from './random.js';
 import { combine, entropies } from './routing.js';
 import { ctrScores, higherIsBetter, METRIC_NAMES, pick, type MetricName } from './score.js';
 
@@ -28,6 +28,8 @@ export interface CalibrationConfig {
    */
   curveMaxFraction: number;
   seed: number;
+  /** Draw the validation rows in user blocks of this size (see JointConfig.poolBlock); 1 = single rows. */
+  poolBlock: number;
 }
 
 export const DEFAULT_CALIBRATION_CONFIG: CalibrationConfig = {
@@ -37,6 +39,7 @@ export const DEFAULT_CALIBRATION_CONFIG: CalibrationConfig = {
   maxRows: 0,
   curveMaxFraction: 1,
   seed: 11,
+  poolBlock: 1,
 };
 
 export interface CurvePoint {
@@ -82,6 +85,7 @@ export function resolveCalibrationConfig(input: Partial<CalibrationConfig> = {})
     bad('quantiles', `must be a non-empty list of numbers in [0, 1]`);
   }
   if (!Number.isInteger(c.maxRows) || c.maxRows < 0) bad('maxRows', `must be an integer ≥ 0`);
+  if (!Number.isInteger(c.poolBlock) || c.poolBlock < 1) bad('poolBlock', `must be an integer ≥ 1`);
   return c;
 }
 
@@ -176,7 +180,7 @@ export interface CalibrateArgs extends LongRunOptions {
 export async function calibrateThreshold(args: CalibrateArgs): Promise<Calibration> {
   const cfg = resolveCalibrationConfig(args.config);
   const { split } = args;
-  const rows = sampleRows(split.size, cfg.maxRows, cfg.seed);
+  const rows = samplePool(split, cfg.maxRows, cfg.seed, cfg.poolBlock);
   const pCrm = await args.crm.predict(split, rows);
   const h = entropies(pCrm);
   const k = Math.min(rows.length, Math.ceil(cfg.curveMaxFraction * rows.length));

@@ -19,10 +19,11 @@ import { AlignmentProjections, defaultPairs, validatePairs, type AlignPair } fro
 import { boundaryShift, type BoundaryShift } from './boundary.js';
 import { DEFAULT_CALIBRATION_CONFIG } from './calibration.js';
 import { fetchFeatures } from './features.js';
-import { makeRng, permutation, sampleRows } from './random.js';
+import { makeRng, permutation, samplePool } from './random.js';
+import { userBlocks } from '../data/user-blocks.js';
 import { entropies } from './routing.js';
 import { ctrScores, pick, type CtrScores } from './score.js';
-import { selectSubsets, type SubsetSelection } from './subsets.js';
+import { selectSubsets, type SubsetPlan, type SubsetSelection } from './subsets.js';
 import { bceWithLogits, weightedSum } from './ops.js';
 import { restoreVariables, snapshotVariables, type StoredTensor } from './weights.js';
 
@@ -44,6 +45,11 @@ export interface JointConfig {
   subset: SubsetSelection;
   /** 'hard' sampling weight = entropy^hardPower. */
   hardPower: number;
+  /**
+   * Draw subsets and validation rows in user blocks of this size (ml/data/user-blocks.ts; match the LLM's
+   * historyBlock so the drawn prompts share prefixes). 1 = single rows.
+   */
+  poolBlock: number;
   adapter: { layers: number[] };
   /** pairs omitted = defaultPairs (adapter layer i ↔ CRM layer at the same relative depth). */
   alignment: { pairs?: AlignPair[]; sharedDim: number };
@@ -80,6 +86,7 @@ export const DEFAULT_JOINT_CONFIG: JointConfig = {
   stage3: { enabled: true, samples: 10_000, epochs: 3, batchSize: 256, learningRate: 1e-3 },
   subset: 'random',
   hardPower: 2,
+  poolBlock: 1,
   adapter: { layers: [64, 32] },
   alignment: { sharedDim: 32 },
   validationSamples: 5_000,
@@ -134,6 +141,7 @@ export function resolveJointConfig(input: JointConfigInput = {}): JointConfig {
   if (c.subset !== 'random' && c.subset !== 'hard')
     bad('subset', `must be 'random' or 'hard', got ${JSON.stringify(c.subset)}`);
   if (!(c.hardPower >= 0)) bad('hardPower', `must be ≥ 0, got ${c.hardPower}`);
+  if (!Number.isInteger(c.poolBlock) || c.poolBlock < 1) bad('poolBlock', `must be an integer ≥ 1`);
   if (!Number.isInteger(c.validationSamples) || c.validationSamples < 0)
     bad('validationSamples', `must be an integer ≥ 0`);
   if (!Number.isInteger(c.featureChunkSize) || c.featureChunkSize < 1)
@@ -142,9 +150,23 @@ export function resolveJointConfig(input: JointConfigInput = {}): JointConfig {
 }
 
 /** The validation rows trainJoint uses (for precomputing their LLM features). */
-export function jointValidationRows(validSize: number, cfg: JointConfig): Int32Array {
+export function jointValidationRows(valid: EncodedSplit, cfg: JointConfig): Int32Array {
   if (cfg.validationSamples === 0) return new Int32Array(0);
-  return sampleRows(validSize, cfg.validationSamples, cfg.validationSeed);
+  return samplePool(valid, cfg.validationSamples, cfg.validationSeed, cfg.poolBlock);
+}
+
+/** The stage-2 and stage-3 rows for a config ('hard' needs the stage-1 CRM's entropy of every train row). */
+export function jointSubsets(train: EncodedSplit, cfg: JointConfig, entropy?: Float32Array): SubsetPlan {
+  return selectSubsets({
+    size: train.size,
+    n2: cfg.stage2.enabled ? cfg.stage2.samples : 0,
+    n3: cfg.stage3.enabled ? cfg.stage3.samples : 0,
+    selection: cfg.subset,
+    seed: cfg.seed,
+    entropy,
+    hardPower: cfg.hardPower,
+    units: cfg.poolBlock > 1 ? userBlocks(train, cfg.poolBlock) : undefined,
+  });
 }
 
 export interface EpochLoss {
@@ -322,18 +344,10 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
       });
       h = entropies(await crm.predict(train));
     }
-    const plan = selectSubsets({
-      size: train.size,
-      n2,
-      n3,
-      selection: cfg.subset,
-      seed: cfg.seed,
-      entropy: h,
-      hardPower: cfg.hardPower,
-    });
+    const plan = jointSubsets(train, cfg, h);
     stage2Rows = plan.stage2;
     stage3Rows = plan.stage3;
-    validRows = jointValidationRows(valid.size, cfg);
+    validRows = jointValidationRows(valid, cfg);
   }
   const subsetsJson = JSON.stringify({
     stage2: int32ToB64(stage2Rows),

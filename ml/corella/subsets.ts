@@ -3,7 +3,7 @@
  * are disjoint by construction: stage 2 takes the first n2 rows of the ordering, stage 3 the next n3.
  */
 import { CorellaError } from '../errors.js';
-import { makeRng, permutation } from './random.js';
+import { flattenUnits, makeRng, permutation } from './random.js';
 
 export type SubsetSelection = 'random' | 'hard';
 
@@ -26,6 +26,11 @@ export function selectSubsets(opts: {
   /** CRM entropy per training row; required for 'hard'. */
   entropy?: ArrayLike<number>;
   hardPower?: number;
+  /**
+   * Draw whole units (user blocks, ml/data/user-blocks.ts) instead of single rows, so the LLM branch reuses
+   * each block's prompt prefix. A unit's 'hard' weight is its rows' mean entropy.
+   */
+  units?: Int32Array[];
 }): SubsetPlan {
   const { size, n2, n3 } = opts;
   if (n2 + n3 > size) {
@@ -35,21 +40,29 @@ export function selectSubsets(opts: {
     );
   }
   const rng = makeRng(opts.seed);
+  const units = opts.units;
+  const m = units ? units.length : size;
   let order: Int32Array;
   if (opts.selection === 'random') {
-    order = permutation(rng, size);
+    order = permutation(rng, m);
   } else {
     const h = opts.entropy;
     if (!h || h.length !== size) {
       throw new CorellaError('BAD_CONFIG', `hard subset selection needs one CRM entropy per training row`);
     }
     const power = opts.hardPower ?? 2;
-    const keys = new Float64Array(size);
-    for (let i = 0; i < size; i++) {
-      const w = Math.pow(Math.max(0, h[i]), power) + 1e-6;
+    const keys = new Float64Array(m);
+    for (let i = 0; i < m; i++) {
+      let e = 0;
+      if (units) {
+        for (const r of units[i]) e += h[r];
+        e /= Math.max(1, units[i].length);
+      } else e = h[i];
+      const w = Math.pow(Math.max(0, e), power) + 1e-6;
       keys[i] = Math.log(Math.max(rng(), 1e-300)) / w;
     }
-    order = Int32Array.from({ length: size }, (_, i) => i).sort((a, b) => keys[b] - keys[a]);
+    order = Int32Array.from({ length: m }, (_, i) => i).sort((a, b) => keys[b] - keys[a]);
   }
-  return { stage2: order.slice(0, n2), stage3: order.slice(n2, n2 + n3) };
+  const rows = units ? flattenUnits(units, order, n2 + n3) : order;
+  return { stage2: rows.slice(0, n2), stage3: rows.slice(n2, n2 + n3) };
 }

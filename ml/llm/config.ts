@@ -23,9 +23,16 @@ export interface LlmConfig {
   template?: string;
   /** The two answer words; each must be one token when tokenized with trimLeadingSpace. */
   answers?: { yes: string; no: string };
-  /** Extract the final hidden state (costs a second pass in an embedding context). */
+  /** Extract the final hidden state (same pass as the answer, except for models with pooled embeddings). */
   hidden?: boolean;
   maxHistoryItems?: number;
+  /**
+   * Anchors history windows per block of this many consecutive samples of a user (1 = every sample slides
+   * its own window). The block's k-th sample sees maxHistoryItems + k items, so its prompt extends the
+   * previous one and prefix reuse evaluates only the new item and the target. Pools sampled in the same
+   * blocks get the speed-up; others still get correct (just longer) prompts.
+   */
+  historyBlock?: number;
   /**
    * Flash attention (default false). On the CPU it shifted SmolLM2's Yes/No log-odds by up to ~0.2 and made
    * them depend on how a prompt was split into batches, which breaks exact prefix reuse; off, they are
@@ -86,6 +93,7 @@ export function resolveLlmConfig(c: LlmConfig): ResolvedLlmConfig {
     flashAttention: c.flashAttention ?? false,
     maxHistoryItems:
       c.maxHistoryItems === undefined ? undefined : positiveInt('maxHistoryItems', c.maxHistoryItems),
+    historyBlock: positiveInt('historyBlock', c.historyBlock ?? 1),
     targetReserveTokens: positiveIntOrZero('targetReserveTokens', c.targetReserveTokens ?? 48),
   };
 }

@@ -14,6 +14,8 @@ export interface FeatureCacheKey {
   answers: { yes: string; no: string };
   contextSize: number;
   maxHistoryItems?: number;
+  /** Absent for sliding windows (1), so those keys stay what they were before blocks existed. */
+  historyBlock?: number;
   targetReserveTokens: number;
   hidden: boolean;
   flashAttention: boolean;

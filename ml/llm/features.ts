@@ -29,9 +29,13 @@ export interface ExtractReport {
 
 /** Describes how a template renders, so a changed template never reuses features cached under its name. */
 function templateFingerprint(t: PromptTemplate): string {
-  return [t.text, t.entry('TITLE', 4.5, 'GENRES'), t.entry('TITLE', 3, ''), t.separator, t.emptyHistory].join(
-    '\u0000',
-  );
+  return [
+    t.text,
+    t.entry('TITLE', 4.5, 'GENRES'),
+    t.entry('TITLE', 3, ''),
+    `separator-leads:${t.separator}`,
+    t.emptyHistory,
+  ].join('\u0000');
 }
 
 /**
@@ -86,6 +90,7 @@ export class LlmFeatureExtractor implements LlmFeatureSource {
       answers: cfg.answers,
       contextSize: cfg.contextSize,
       maxHistoryItems: cfg.maxHistoryItems,
+      historyBlock: cfg.historyBlock > 1 && cfg.maxHistoryItems !== undefined ? cfg.historyBlock : undefined,
       targetReserveTokens: cfg.targetReserveTokens,
       hidden: cfg.hidden,
       flashAttention: cfg.flashAttention,
@@ -137,6 +142,7 @@ export class LlmFeatureExtractor implements LlmFeatureSource {
         {
           contextSize: this.config.contextSize,
           maxHistoryItems: this.config.maxHistoryItems,
+          historyBlock: this.config.historyBlock,
           targetReserveTokens: this.config.targetReserveTokens,
         },
       );

@@ -1,5 +1,6 @@
 import type { Token } from 'node-llama-cpp';
 import type { EncodedSplit, ItemTable } from '../data/types.js';
+import { blockOffset } from '../data/user-blocks.js';
 import { CorellaError } from '../errors.js';
 
 /**
@@ -10,7 +11,7 @@ export interface PromptTemplate {
   name: string;
   text: string;
   entry(title: string, rating: number, genres: string): string;
-  /** Put between consecutive history entries (attached to the older one). */
+  /** Put between consecutive history entries (it leads the newer one). */
   separator: string;
   /** Rendered in place of the history when there is none (or none fits). */
   emptyHistory: string;
@@ -80,6 +81,8 @@ export interface BuiltPrompt {
 export interface PromptBuilderOptions {
   contextSize: number;
   maxHistoryItems?: number;
+  /** Samples per user block whose history windows are anchored together (1 = a sliding window). */
+  historyBlock?: number;
   targetReserveTokens: number;
 }
 
@@ -142,6 +145,7 @@ export class PromptBuilder {
     history: { title: string; rating: number; genres: string }[],
     target: string,
     sampleId?: number,
+    maxItems?: number,
   ): BuiltPrompt {
     const targetToks = this.piece(` ${target}`);
     const budget = this.opts.contextSize - 1;
@@ -157,19 +161,27 @@ export class PromptBuilder {
     // Reserve a fixed room for the target so the history cut (hence the shared prefix) does not depend on it.
     const historyBudget =
       budget - this.fixedTokens - Math.max(targetToks.length, this.opts.targetReserveTokens);
-    const max = this.opts.maxHistoryItems ?? history.length;
+    const max = maxItems ?? this.opts.maxHistoryItems ?? history.length;
     const start = Math.max(0, history.length - max);
+    // The separator leads each entry after the first, so a prompt whose window grows by one item (an anchored
+    // history block) is the previous prompt's history plus one piece, token for token.
+    const entry = (i: number, lead: boolean): Token[] => {
+      const e = history[i];
+      const text = this.template.entry(e.title, e.rating, e.genres);
+      return this.piece(lead ? `${this.template.separator} ${text}` : ` ${text}`);
+    };
     const pieces: Token[][] = [];
     let used = 0;
+    let oldest = history.length;
     for (let i = history.length - 1; i >= start; i--) {
-      const e = history[i];
-      const sep = i === history.length - 1 ? '' : this.template.separator;
-      const p = this.piece(` ${this.template.entry(e.title, e.rating, e.genres)}${sep}`);
+      const p = entry(i, true);
       if (used + p.length > historyBudget) break;
       used += p.length;
       pieces.push(p);
+      oldest = i;
     }
     pieces.reverse();
+    if (pieces.length > 0) pieces[0] = entry(oldest, false);
     const hist = pieces.length === 0 ? this.empty : pieces.flat();
     const prefix = [...this.bos, ...this.head, ...hist, ...this.mid];
     return {
@@ -184,7 +196,10 @@ export class PromptBuilder {
     this.build([], itemTitle(items, split.targetItemRows[r], split.sampleIds[r]), split.sampleIds[r]);
   }
 
-  /** Builds the prompt of row `r` of an encoded split. */
+  /**
+   * Builds the prompt of row `r` of an encoded split. With `historyBlock` > 1 the window is anchored per user
+   * block (see ml/data/user-blocks.ts): the block's k-th sample sees maxHistoryItems + k items.
+   */
   buildForRow(split: EncodedSplit, items: ItemTable, r: number): BuiltPrompt {
     const L = split.historyLen;
     const history: { title: string; rating: number; genres: string }[] = [];
@@ -200,7 +215,10 @@ export class PromptBuilder {
       });
     }
     const target = itemTitle(items, split.targetItemRows[r], split.sampleIds[r]);
-    return this.build(history, target, split.sampleIds[r]);
+    const base = this.opts.maxHistoryItems;
+    const block = this.opts.historyBlock ?? 1;
+    const max = base === undefined ? undefined : base + blockOffset(split, r, block);
+    return this.build(history, target, split.sampleIds[r], max);
   }
 }
 

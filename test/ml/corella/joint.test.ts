@@ -16,7 +16,7 @@ import { makeRng, sampleRows } from '../../../ml/corella/random.js';
 import { restoreVariables, snapshotVariables } from '../../../ml/corella/weights.js';
 import { CorellaError } from '../../../ml/errors.js';
 import type { Progress } from '../../../ml/progress.js';
-import { acceptanceWorld, TinyCrm, trainTinyCrm, useCpu } from './fixtures.js';
+import { acceptanceWorld, makeSplit, TinyCrm, trainTinyCrm, useCpu } from './fixtures.js';
 
 let dir: string;
 let n = 0;
@@ -237,10 +237,11 @@ describe('subset selection', () => {
 
 describe('validation rows', () => {
   it('are a subset of the calibration rows with the default seeds, so their LLM features are shared', () => {
-    const v = jointValidationRows(3000, resolveJointConfig({ validationSamples: 200 }));
+    const split = (n: number) => ({ ...makeSplit('valid', [], 0), size: n });
+    const v = jointValidationRows(split(3000), resolveJointConfig({ validationSamples: 200 }));
     const c = new Set(sampleRows(3000, 900, DEFAULT_CALIBRATION_CONFIG.seed));
     expect(v).toHaveLength(200);
     expect(Array.from(v).every((r) => c.has(r))).toBe(true);
-    expect(jointValidationRows(100, resolveJointConfig({ validationSamples: 500 }))).toHaveLength(100);
+    expect(jointValidationRows(split(100), resolveJointConfig({ validationSamples: 500 }))).toHaveLength(100);
   });
 });

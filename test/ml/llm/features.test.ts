@@ -181,6 +181,47 @@ describe('LlmFeatureExtractor', () => {
     expectClose(naive, reference);
   });
 
+  it('anchored history blocks make consecutive prompts of a user share their prefix', async () => {
+    // Real timelines: each sample's history is its user's earlier targets, most recent last.
+    const users = 2;
+    const per = 8;
+    const L = 12;
+    const t = makeSplit(users, per, L, 0);
+    for (let r = 0; r < t.size; r++) {
+      const u = t.userRows[r];
+      const k = Math.round((t.timestamps[r] - 1e9 - u) / 60); // the sample's index in its user's timeline
+      const timeline = Array.from({ length: L + per }, (_, i) => (u * 5 + i) % ITEMS.ids.length);
+      t.targetItemRows[r] = timeline[L + k];
+      for (let j = 0; j < L; j++) {
+        t.historyItemRows[r * L + j] = timeline[k + j];
+        t.historyRatings[r * L + j] = 1 + ((u + k + j) % 5);
+      }
+    }
+    const rows = Array.from({ length: t.size }, (_, i) => i);
+    const run = (historyBlock: number, reusePrefix = true) =>
+      withExtractor(
+        join(dir, `blocks-${historyBlock}-${reusePrefix}`),
+        async (ex) => {
+          const f = await ex.extract(t, ITEMS, rows, { reusePrefix });
+          return { f, report: ex.lastReport! };
+        },
+        { ...config, maxHistoryItems: 3, historyBlock },
+      );
+    const sliding = await run(1);
+    const anchored = await run(4);
+    const naive = await run(4, false);
+    const ratio = (x: { report: { evaluatedTokens: number; promptTokens: number } }) =>
+      x.report.evaluatedTokens / x.report.promptTokens;
+    expect(ratio(anchored)).toBeLessThan(0.6);
+    expect(ratio(anchored)).toBeLessThan(ratio(sliding) * 0.75);
+    expect(ratio(naive)).toBe(1);
+    expectClose(anchored.f, naive.f);
+    // Same rows, other windows: the features differ (and are cached under another key).
+    let differs = false;
+    for (let i = 0; i < t.size; i++) differs ||= Math.abs(anchored.f.pYes[i] - sliding.f.pYes[i]) > 1e-4;
+    expect(differs).toBe(true);
+  });
+
   it('PROMPT_TOO_LONG before any work, leaving the cache untouched', async () => {
     const store = join(dir, 'toolong');
     const err = await withExtractor(

@@ -63,7 +63,8 @@ describe('PromptBuilder', () => {
       targetReserveTokens: 0,
     });
     const fullLen = full.build(hist, 'Fargo (1996)').tokens.length;
-    // Entry "Toy Story (1995) (5 stars)," is 5 word tokens: a context 3 tokens short drops exactly that one.
+    // Entries after the first carry a leading separator: ", Heat (1995) (3 stars)" is 5 word tokens, as is
+    // "Toy Story (1995) (5 stars)". A context 3 tokens short drops exactly the oldest entry.
     const b = new PromptBuilder(wordTokenizer, templateByName('paper'), {
       contextSize: fullLen + 1 - 3,
       targetReserveTokens: 0,
@@ -73,14 +74,14 @@ describe('PromptBuilder', () => {
     expect(detok(p.tokens)).toContain('user: Heat (1995) (3 stars), Alien');
     expect(p.tokens.length).toBeLessThan(fullLen + 1 - 3);
     expect(b.build(hist, 'Fargo (1996)').tokens).toEqual(p.tokens);
-    // Dropping "Heat (1995) (3 stars)," as well (4 more tokens) leaves only the most recent entry.
+    // Dropping Heat as well leaves only the most recent entry, which then loses its separator: 11 tokens fewer.
     const tight = new PromptBuilder(wordTokenizer, templateByName('paper'), {
       contextSize: fullLen + 1 - 9,
       targetReserveTokens: 0,
     });
     const q = tight.build(hist, 'Fargo (1996)');
     expect(q.historyItemsUsed).toBe(1);
-    expect(q.tokens.length).toBe(fullLen - 9);
+    expect(q.tokens.length).toBe(fullLen - 11);
     const oneShort = new PromptBuilder(wordTokenizer, templateByName('paper'), {
       contextSize: fullLen,
       targetReserveTokens: 0,
@@ -96,6 +97,22 @@ describe('PromptBuilder', () => {
     });
     expect(detok(b.build(hist, 'Fargo').tokens)).toContain('user: Alien (1979) (4.5 stars). Please');
     expect(detok(b.build([], 'Fargo').tokens)).toContain('user: none. Please');
+  });
+
+  it('a window that grows by one item extends the previous prompt token for token', () => {
+    const b = new PromptBuilder(wordTokenizer, templateByName('paper'), {
+      contextSize: 1000,
+      targetReserveTokens: 0,
+    });
+    const longer = [...hist, { title: 'Fargo (1996)', rating: 2, genres: '' }];
+    const p = b.build(hist, 'Fargo (1996)', undefined, 2);
+    const q = b.build(longer, 'Casino (1995)', undefined, 3);
+    const historyEnd = p.prefixLength - 8; // the text between history and target: ". Please predict … like"
+    expect(detok(p.tokens.slice(historyEnd, p.prefixLength))).toBe(
+      '. Please predict whether the user will like',
+    );
+    expect(q.tokens.slice(0, historyEnd)).toEqual(p.tokens.slice(0, historyEnd));
+    expect(detok(q.tokens.slice(historyEnd, historyEnd + 5))).toBe(', Fargo (1996) (2 stars)');
   });
 
   it('throws PROMPT_TOO_LONG when even an empty history does not fit', () => {
