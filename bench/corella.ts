@@ -1,15 +1,25 @@
 /**
- * CoReLLa end to end on the real MovieLens-1M subset (../shared/datasets/ml-1m-u2999) with a small GGUF LLM
- * on CPU: stage 1 (DCNv2), LLM features, stages 2 + 3, threshold calibration on validation, evaluation on a
- * random sample of test rows. Prints one JSON object: test AUC/LogLoss/ACC of the stage-1 CRM, the CRM
- * after stage 2, the LLM branch and the hybrid at the calibrated threshold, the routed fraction, the
- * per-bucket tables, the boundary shift before/after stage 2, and a bootstrap 95% interval of the
- * hybrid-minus-stage-1-CRM AUC difference.
+ * CoReLLa end to end on the real MovieLens-1M subset (../shared/datasets/ml-1m-u2999), or on the synthetic
+ * MovieLens-format dataset (`--data synthetic[:SEED]`, ml/data/synthetic.ts), with a small GGUF LLM on CPU:
+ * stage 1 (DCNv2), LLM features, stages 2 + 3, threshold calibration on validation, evaluation on a random
+ * pool of test rows. Prints one JSON object: test AUC/LogLoss/ACC of the stage-1 CRM, the CRM after stage 2,
+ * the LLM branch and the hybrid at the calibrated threshold, the routed fraction, the per-bucket tables, the
+ * boundary shift before/after stage 2, and a bootstrap 95% interval of the hybrid-minus-stage-1-CRM AUC
+ * difference. On synthetic data it adds `segments`: the same scores on test rows whose target item is in
+ * the planted text-only segment vs the rest (with `--planted-rows` extra planted rows evaluated so the
+ * segment is large enough), their CRM entropies and routed fractions, and bootstrap intervals of the
+ * hybrid-minus-CRM AUC on the planted segment.
  *
- *   npx tsx bench/corella.ts [--data DIR] [--model PATH] [--threads 2] [--backend wasm] [--crm-epochs 4]
- *     [--stage2 2000] [--stage3 1000] [--shift-rows 500] [--calib-rows 3000] [--curve-frac 0.3]
- *     [--test-rows 2000] [--subset random|hard] [--max-history 10] [--bootstrap 1000] [--max-routed 0.2]
- *     [--hidden 1|0]
+ *   npx tsx bench/corella.ts [--data DIR|synthetic[:SEED]] [--synthetic-users 3000] [--synthetic-items 2000]
+ *     [--synthetic-ratings 40] [--synthetic-planted-share 0.06] [--planted-rows 400] [--block 8]
+ *     [--model PATH] [--threads 2] [--backend wasm] [--crm-epochs 4] [--stage2 2000] [--stage3 1000]
+ *     [--shift-rows 500] [--calib-rows 3000] [--curve-frac 0.3] [--test-rows 2000] [--subset random|hard]
+ *     [--max-history 10] [--bootstrap 1000] [--max-routed 0.2] [--hidden 1|0]
+ *
+ * `--block N` (default 8; 1 = off) anchors LLM history windows in user blocks of N samples (llm
+ * historyBlock) and draws every pool (stage-2/3 subsets, validation, calibration and test rows) in the same
+ * blocks, so consecutive prompts share their prefix. The overall test scores and buckets are on the random
+ * test pool only; the added planted rows enter the segment table alone, so the pool stays unbiased.
  *
  * Dataset, CRM and checkpoints live in a temporary store removed afterwards; LLM features are cached in
  * .corella/bench-store (git-ignored) so a re-run does not recompute them. Nothing derived from the real
@@ -20,19 +30,36 @@ import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { FileArtifactStore } from '../ml/artifacts/store.js';
 import { calibrateThreshold } from '../ml/corella/calibration.js';
-import { evaluateAlignment, sampleRows, type BucketTable } from '../ml/corella/evaluation.js';
+import { evaluateAlignment, type AlignmentEvaluation, type BucketTable } from '../ml/corella/evaluation.js';
 import { trainJoint } from '../ml/corella/joint.js';
-import { makeRng } from '../ml/corella/random.js';
+import { samplePool } from '../ml/corella/random.js';
+import { entropies } from '../ml/corella/routing.js';
 import { ctrScores, pick } from '../ml/corella/score.js';
 import type { SubsetSelection } from '../ml/corella/subsets.js';
 import { defaultCrmConfig, trainCrm } from '../ml/crm/index.js';
-import { ingestDataset, loadDataset } from '../ml/data/index.js';
-import type { EncodedSplit, ItemTable } from '../ml/data/types.js';
+import {
+  generateSyntheticMovielens,
+  ingestDataset,
+  loadDataset,
+  type SyntheticMovielens,
+  type SyntheticOptions,
+} from '../ml/data/index.js';
+import type { DatasetSource, EncodedSplit, ItemTable } from '../ml/data/types.js';
+import { CorellaError } from '../ml/errors.js';
 import { LlmFeatureExtractor } from '../ml/llm/index.js';
 import type { LlmFeatures, LlmFeatureSource } from '../ml/llm/types.js';
-import { auc } from '../ml/metrics/index.js';
 import type { Progress } from '../ml/progress.js';
 import { initTf, type TfBackendChoice } from '../ml/tf/index.js';
+import {
+  bootstrapAucDiff,
+  concat,
+  extraMaskedRows,
+  meanPercentile,
+  positions,
+  segmentRow,
+  targetMask,
+  type SegmentInput,
+} from './segments.js';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -40,7 +67,40 @@ function arg(name: string, def: string): string {
 }
 const num = (name: string, def: number) => Number(arg(name, String(def)));
 
-const dataDir = resolve(arg('data', join(import.meta.dirname, '../../shared/datasets/ml-1m-u2999')));
+const dataArg = arg('data', join(import.meta.dirname, '../../shared/datasets/ml-1m-u2999'));
+/** `synthetic` or `synthetic:SEED` generates the dataset; anything else is a MovieLens-1M folder. */
+const syntheticSeed = ((): number | undefined => {
+  const m = /^synthetic(?::(.*))?$/.exec(dataArg);
+  if (!m) return undefined;
+  const seed = m[1] === undefined ? 42 : Number(m[1]);
+  if (!Number.isInteger(seed) || seed < 0)
+    throw new CorellaError(
+      'BAD_CONFIG',
+      `--data ${dataArg}: the seed after "synthetic:" must be an integer ≥ 0`,
+    );
+  return seed;
+})();
+/** Generator sizes: only those given are passed, so the generator's own defaults apply otherwise. */
+const syntheticOptions = (): SyntheticOptions => {
+  const o: SyntheticOptions = { seed: syntheticSeed };
+  const opt = (flag: string, set: (v: number) => void) => {
+    const v = arg(flag, '');
+    if (v === '') return;
+    const x = Number(v);
+    if (!Number.isFinite(x) || x <= 0)
+      throw new CorellaError('BAD_CONFIG', `--${flag}: expected a positive number, got ${v}`);
+    set(x);
+  };
+  opt('synthetic-users', (v) => (o.users = Math.round(v)));
+  opt('synthetic-items', (v) => (o.items = Math.round(v)));
+  opt('synthetic-ratings', (v) => (o.ratingsPerUser = v));
+  opt('synthetic-planted-share', (v) => (o.plantedShare = v));
+  return o;
+};
+const plantedRows = num('planted-rows', 400);
+const block = num('block', 8);
+if (!Number.isInteger(block) || block < 1)
+  throw new CorellaError('BAD_CONFIG', `--block: expected an integer ≥ 1, got ${arg('block', '')}`);
 const modelPath = resolve(arg('model', '.corella/models/SmolLM2-135M-Instruct.Q4_1.gguf'));
 const threads = num('threads', 2);
 const backend = arg('backend', 'wasm') as TfBackendChoice;
@@ -83,28 +143,6 @@ class CountingSource implements LlmFeatureSource {
   }
 }
 
-function bootstrapAucDiff(labels: Float32Array, a: Float32Array, b: Float32Array, rounds: number) {
-  const rng = makeRng(2718);
-  const n = labels.length;
-  const diffs: number[] = [];
-  const y = new Float32Array(n);
-  const pa = new Float32Array(n);
-  const pb = new Float32Array(n);
-  for (let k = 0; k < rounds; k++) {
-    for (let i = 0; i < n; i++) {
-      const j = Math.floor(rng() * n);
-      y[i] = labels[j];
-      pa[i] = a[j];
-      pb[i] = b[j];
-    }
-    const d = auc(y, pa) - auc(y, pb);
-    if (Number.isFinite(d)) diffs.push(d);
-  }
-  diffs.sort((x, z) => x - z);
-  const q = (p: number) => diffs[Math.min(diffs.length - 1, Math.max(0, Math.floor(p * diffs.length)))];
-  return { point: auc(labels, a) - auc(labels, b), lo95: q(0.025), hi95: q(0.975), rounds: diffs.length };
-}
-
 const scores = (p: Float32Array, y: Float32Array) => {
   const s = ctrScores(p, y);
   return { auc: r4(s.auc), logLoss: r4(s.logLoss), acc: r4(s.acc), n: s.count };
@@ -124,13 +162,82 @@ const tableJson = (t: BucketTable) => ({
   })),
 });
 
+/**
+ * Planted segment vs the rest over the random pool plus the added planted rows: scores of every predictor,
+ * routed fraction and CRM entropies per segment (does routing even reach the planted rows?), and bootstrap
+ * intervals of hybrid-minus-CRM AUC on each segment.
+ */
+function segmentReport(
+  planted: Uint8Array,
+  synth: SyntheticMovielens,
+  ev: AlignmentEvaluation,
+  evExtra: AlignmentEvaluation | undefined,
+  pStage1AllRows: Float32Array,
+) {
+  const a = ev.predictions;
+  const b = evExtra?.predictions;
+  const join2 = (x: Float32Array, y: Float32Array | undefined) => (y ? concat(x, y) : x);
+  const rows = b ? Int32Array.from([...a.rows, ...b.rows]) : a.rows;
+  const pCrm = join2(a.pCrm, b?.pCrm);
+  const pStage1 = pick(pStage1AllRows, rows);
+  const d: SegmentInput = {
+    labels: join2(a.labels, b?.labels),
+    pStage1,
+    pCrm,
+    pLlm: join2(a.pLlm, b?.pLlm),
+    pHybrid: join2(a.pHybrid, b?.pHybrid),
+    entropy: entropies(pCrm),
+    entropyStage1: entropies(pStage1),
+    threshold: ev.threshold,
+  };
+  const inPlanted = positions(rows.length, (i) => planted[rows[i]] === 1);
+  const rest = positions(rows.length, (i) => planted[rows[i]] !== 1);
+  const poolEntropy = d.entropy.subarray(0, a.rows.length);
+  const interval = (idx: Int32Array, other: Float32Array) =>
+    bootstrapAucDiff(pick(d.labels, idx), pick(d.pHybrid, idx), pick(other, idx), bootstrapRounds);
+  return {
+    plantedItems: synth.plantedItemIds.length,
+    plantedTestRowsInSplit: planted.reduce((s, x) => s + x, 0),
+    plantedInRandomPool: positions(a.rows.length, (i) => planted[a.rows[i]] === 1).length,
+    plantedAdded: b?.rows.length ?? 0,
+    threshold: r4(ev.threshold),
+    table: [segmentRow('planted', d, inPlanted), segmentRow('rest', d, rest)],
+    /** Mean percentile of each segment's CRM entropy within the random pool (routing takes the top). */
+    entropyPercentileInPool: {
+      planted: meanPercentile(pick(d.entropy, inPlanted), poolEntropy),
+      rest: meanPercentile(pick(d.entropy, rest), poolEntropy),
+    },
+    plantedHybridMinusStage1CrmAuc: interval(inPlanted, d.pStage1),
+    plantedHybridMinusCrmAfterStage2Auc: interval(inPlanted, d.pCrm),
+    plantedLlmMinusStage1CrmAuc: bootstrapAucDiff(
+      pick(d.labels, inPlanted),
+      pick(d.pLlm, inPlanted),
+      pick(d.pStage1, inPlanted),
+      bootstrapRounds,
+    ),
+    restHybridMinusStage1CrmAuc: interval(rest, d.pStage1),
+  };
+}
+
 const root = await mkdtemp(join(tmpdir(), 'corella-bench-corella-'));
 try {
   const load0 = loadavg()[0];
   const tf = await initTf(backend, () => undefined);
   log(`tf backend ${tf.backend}`);
   const store = new FileArtifactStore(root);
-  const manifest = await ingestDataset({ source: 'movielens-1m', dir: dataDir }, store);
+  let source: DatasetSource = 'movielens-1m';
+  let dataDir = resolve(dataArg);
+  let synth: SyntheticMovielens | undefined;
+  if (syntheticSeed !== undefined) {
+    source = 'synthetic-movielens';
+    dataDir = join(root, 'synthetic-movielens');
+    synth = await generateSyntheticMovielens(dataDir, syntheticOptions());
+    log(
+      `synthetic data (seed ${syntheticSeed}): ${synth.users} users, ${synth.items} items, ` +
+        `${synth.ratings} ratings, ${synth.plantedItemIds.length} planted items (${synth.plantedRatings} ratings)`,
+    );
+  }
+  const manifest = await ingestDataset({ source, dir: dataDir }, store);
   const ds = await loadDataset(store, manifest);
   const test = ds.splits.test;
   log(`dataset: train ${ds.splits.train.size}, valid ${ds.splits.valid.size}, test ${test.size}`);
@@ -148,10 +255,22 @@ try {
   });
   const crm = s1.model;
   log(`stage 1 done: best valid AUC ${s1.bestValidAuc.toFixed(4)} (epoch ${s1.bestEpoch})`);
-  const evalRows = sampleRows(test.size, testRows, 99);
+  const evalRows = samplePool(test, testRows, 99, block);
   const yTest = pick(test.labels, evalRows);
-  const pStage1 = await crm.predict(test, evalRows);
-  const stage1All = ctrScores(await crm.predict(test), test.labels);
+  // Stage 2 fine-tunes the CRM in place: every stage-1 prediction needed later is taken now.
+  const pStage1AllRows = await crm.predict(test);
+  const pStage1 = pick(pStage1AllRows, evalRows);
+  const stage1All = ctrScores(pStage1AllRows, test.labels);
+  const planted = synth ? targetMask(test, ds.items, synth.plantedItemIds) : undefined;
+  const extra = planted
+    ? extraMaskedRows(evalRows, planted, plantedRows, 4242)
+    : { rows: new Int32Array(0), available: 0 };
+  if (planted) {
+    const inTest = planted.reduce((s, x) => s + x, 0);
+    log(
+      `planted test rows: ${inTest} in the split, ${extra.rows.length} added to the ${evalRows.length} pooled`,
+    );
+  }
 
   const extractor = await LlmFeatureExtractor.open(
     {
@@ -160,6 +279,7 @@ try {
       contextSize: 2048,
       hidden,
       maxHistoryItems: maxHistory,
+      historyBlock: block,
       template: 'paper',
     },
     new FileArtifactStore(resolve('.corella/bench-store')),
@@ -176,6 +296,7 @@ try {
       stage2: { samples: stage2, epochs: 3, batchSize: 128, learningRate: 1e-3, crmLearningRate: 1e-4 },
       stage3: { samples: stage3, epochs: 5, batchSize: 128, learningRate: 1e-3 },
       subset,
+      poolBlock: block,
       adapter: { layers: [64, 32] },
       alignment: { sharedDim: 32 },
       validationSamples: shiftRows,
@@ -191,7 +312,13 @@ try {
     llm,
     split: ds.splits.valid,
     items: ds.items,
-    config: { maxRows: calibRows, curveMaxFraction: curveFrac, maxRoutedFraction: maxRouted, metric: 'auc' },
+    config: {
+      maxRows: calibRows,
+      curveMaxFraction: curveFrac,
+      maxRoutedFraction: maxRouted,
+      metric: 'auc',
+      poolBlock: block,
+    },
     onProgress,
   });
   log(`calibrated: threshold ${cal.threshold.toFixed(4)}, routed ${cal.chosen.routedFraction.toFixed(3)}`);
@@ -207,10 +334,34 @@ try {
     onProgress,
   });
   const pr = ev.predictions;
+  // The added planted rows are evaluated on their own so the pool's overall scores and buckets stay unbiased.
+  const evExtra: AlignmentEvaluation | undefined =
+    extra.rows.length > 0
+      ? await evaluateAlignment({
+          crm,
+          adapter: joint.adapter,
+          llm,
+          split: test,
+          items: ds.items,
+          threshold: cal.threshold,
+          rows: extra.rows,
+          onProgress,
+        })
+      : undefined;
+  const segments = planted && synth ? segmentReport(planted, synth, ev, evExtra, pStage1AllRows) : undefined;
 
   console.log(
     JSON.stringify({
       dataset: {
+        source,
+        synthetic: synth && {
+          seed: syntheticSeed,
+          users: synth.users,
+          items: synth.items,
+          ratings: synth.ratings,
+          plantedItems: synth.plantedItemIds.length,
+          plantedRatings: synth.plantedRatings,
+        },
         train: ds.splits.train.size,
         valid: ds.splits.valid.size,
         test: test.size,
@@ -235,6 +386,7 @@ try {
           maxRoutedFraction: cal.maxRoutedFraction,
         },
         maxHistory,
+        block,
         hiddenState: hidden,
       },
       test: {
@@ -254,6 +406,7 @@ try {
       hybridMinusStage1CrmAuc: bootstrapAucDiff(yTest, pr.pHybrid, pStage1, bootstrapRounds),
       hybridMinusCrmAfterStage2Auc: bootstrapAucDiff(yTest, pr.pHybrid, pr.pCrm, bootstrapRounds),
       buckets: ev.buckets.map(tableJson),
+      segments,
       boundaryShift: joint.boundaryShift,
       stages: {
         stage2: {
