@@ -29,7 +29,7 @@ const dir = resolve(positional[0] ?? join(import.meta.dirname, '../../shared/dat
 const epochs = Number(arg('epochs') ?? 6);
 const backendChoice = (arg('backend') ?? 'wasm') as TfBackendChoice;
 const threads = (arg('threads') === '2' ? 2 : 1) as 1 | 2;
-const inferBatch = Number(arg('infer-batch') ?? 2048);
+const inferBatch = Number(arg('infer-batch') ?? 4096);
 if (!Number.isInteger(inferBatch) || inferBatch < 1)
   throw new Error(`--infer-batch must be a positive integer`);
 const round = (x: number, d = 4) => Number(x.toFixed(d));

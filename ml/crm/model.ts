@@ -305,11 +305,7 @@ export class CrmNet implements CrmModel {
     return tf.mul(tf.sum(tf.square(e)), this.config.l2Embedding / batch.labels.shape[0]) as Scalar;
   }
 
-  /**
-   * Sigmoid scores of the given rows (all by default). The default batch keeps each layer's activations
-   * (batch × 256 floats) within a core's L2 cache: 4096-row batches measured slower with the native kernels.
-   */
-  async predict(split: EncodedSplit, rows?: ArrayLike<number>, batchSize = 2048): Promise<Float32Array> {
+  async predict(split: EncodedSplit, rows?: ArrayLike<number>, batchSize = 4096): Promise<Float32Array> {
     checkSplitShape(split, this.layout);
     const n = rows ? rows.length : split.size;
     const out = new Float32Array(n);
