@@ -529,6 +529,7 @@ static napi_value js_mark_rows(napi_env env, napi_callback_info info) {
     if (weights != NULL && weights[k] == 0.0f) continue;
     const int32_t r = rows[k];
     if (mark[r] == 0) {
+      if ((size_t)count >= lt) return range_error(env, "corella_native.markRows: touched is full");
       mark[r] = 1;
       touched[count++] = r;
     }
