@@ -9,7 +9,7 @@
  * CORELLA_NATIVE_BUILD=0 skips the build outright.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -78,17 +78,8 @@ for (const lib of libs) {
   try {
     execFileSync(cc, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     renameSync(tmp, out);
-    writeFileSync(
-      join(outDir, 'build.json'),
-      JSON.stringify({
-        node: process.version,
-        napiHeaders: headers,
-        cc,
-        lib,
-        builtAt: new Date().toISOString(),
-      }) + '\n',
-    );
-    console.log(`[corella] built ${out} (OpenBLAS via ${lib})`);
+    // Nothing else is written under native/build: `prettier --check .` would see a JSON file there.
+    console.log(`[corella] built ${out} (OpenBLAS via ${lib}, node_api.h from ${headers})`);
     process.exit(0);
   } catch (e) {
     errors.push(
