@@ -189,6 +189,16 @@ describe('native kernels (OpenBLAS on the wasm heap)', () => {
       ['dx0', 'dw1', 'dw2'].forEach((name, i) => close(got[i], want[i], name));
     });
 
+    it('Identity (clone) shares memory by reference count: the clone outlives its source', () => {
+      const a = tf.tensor2d(fill(12, 25), [3, 4]);
+      const want = a.dataSync().slice();
+      const c = tf.clone(a);
+      a.dispose();
+      const more = tf.ones([64, 64]); // reuses freed heap memory if the clone's were wrongly released
+      expect(c.dataSync()).toEqual(want);
+      tf.dispose([c, more]);
+    });
+
     it('embedding bag: values and table gradient, bags of 1 and of 4 with zero weights', async () => {
       for (const bag of [1, 4]) {
         const V = 31;
