@@ -214,6 +214,7 @@ export function corellaActivities(
           items: m.dataset.items,
           threshold,
           rows: samplePool(test, pools.test, pools.seed, pools.block),
+          coldItems: calibrationConfigOf(config).coldItems,
           signal: run.signal,
           onProgress: run.onProgress,
         });

@@ -82,6 +82,7 @@ export function recalibrateActivities(ctx: ActivityContext): Pick<CorellaActivit
             items: dataset.items,
             threshold: previous,
             rows,
+            coldItems: calConfig.coldItems,
             ...run,
           });
           const metric = cal.metric;

@@ -14,7 +14,7 @@
  *     [--synthetic-ratings 40] [--synthetic-planted-share 0.06] [--planted-rows 400] [--block 8]
  *     [--model PATH] [--threads 2] [--backend wasm] [--crm-epochs 4] [--stage2 2000] [--stage3 1000]
  *     [--shift-rows 500] [--calib-rows 3000] [--curve-frac 0.3] [--test-rows 2000] [--subset random|hard]
- *     [--max-history 10] [--bootstrap 1000] [--max-routed 0.2] [--hidden 1|0]
+ *     [--max-history 10] [--bootstrap 1000] [--max-routed 0.2] [--hidden 1|0] [--cold-items]
  *
  * `--block N` (default 8; 1 = off) anchors LLM history windows in user blocks of N samples (llm
  * historyBlock) and draws every pool (stage-2/3 subsets, validation, calibration and test rows) in the same
@@ -33,7 +33,7 @@ import { calibrateThreshold } from '../ml/corella/calibration.js';
 import { evaluateAlignment, type AlignmentEvaluation, type BucketTable } from '../ml/corella/evaluation.js';
 import { trainJoint } from '../ml/corella/joint.js';
 import { samplePool } from '../ml/corella/random.js';
-import { entropies } from '../ml/corella/routing.js';
+import { entropies, routingEntropies } from '../ml/corella/routing.js';
 import { ctrScores, pick } from '../ml/corella/score.js';
 import type { SubsetSelection } from '../ml/corella/subsets.js';
 import { defaultCrmConfig, trainCrm } from '../ml/crm/index.js';
@@ -99,6 +99,8 @@ const syntheticOptions = (): SyntheticOptions => {
 };
 const plantedRows = num('planted-rows', 400);
 const block = num('block', 8);
+// Cold items (never seen in training) count as maximally uncertain for routing (CalibrationConfig.coldItems).
+const coldItems = process.argv.includes('--cold-items');
 if (!Number.isInteger(block) || block < 1)
   throw new CorellaError('BAD_CONFIG', `--block: expected an integer ≥ 1, got ${arg('block', '')}`);
 const modelPath = resolve(arg('model', '.corella/models/SmolLM2-135M-Instruct.Q4_1.gguf'));
@@ -168,6 +170,7 @@ const tableJson = (t: BucketTable) => ({
  * intervals of hybrid-minus-CRM AUC on each segment.
  */
 function segmentReport(
+  test: EncodedSplit,
   planted: Uint8Array,
   synth: SyntheticMovielens,
   ev: AlignmentEvaluation,
@@ -186,7 +189,8 @@ function segmentReport(
     pCrm,
     pLlm: join2(a.pLlm, b?.pLlm),
     pHybrid: join2(a.pHybrid, b?.pHybrid),
-    entropy: entropies(pCrm),
+    // What routing sees (cold items at ln 2 with --cold-items), so `routed` matches the hybrid.
+    entropy: routingEntropies(pCrm, test, rows, coldItems),
     entropyStage1: entropies(pStage1),
     threshold: ev.threshold,
   };
@@ -318,6 +322,7 @@ try {
       maxRoutedFraction: maxRouted,
       metric: 'auc',
       poolBlock: block,
+      coldItems,
     },
     onProgress,
   });
@@ -330,6 +335,7 @@ try {
     split: test,
     items: ds.items,
     threshold: cal.threshold,
+    coldItems,
     rows: evalRows,
     onProgress,
   });
@@ -344,11 +350,13 @@ try {
           split: test,
           items: ds.items,
           threshold: cal.threshold,
+          coldItems,
           rows: extra.rows,
           onProgress,
         })
       : undefined;
-  const segments = planted && synth ? segmentReport(planted, synth, ev, evExtra, pStage1AllRows) : undefined;
+  const segments =
+    planted && synth ? segmentReport(test, planted, synth, ev, evExtra, pStage1AllRows) : undefined;
 
   console.log(
     JSON.stringify({
@@ -384,6 +392,7 @@ try {
           llmRows: cal.llmRows,
           metric: cal.metric,
           maxRoutedFraction: cal.maxRoutedFraction,
+          coldItems,
         },
         maxHistory,
         block,

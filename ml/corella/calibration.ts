@@ -12,7 +12,7 @@ import type { LongRunOptions } from '../progress.js';
 import type { LlmAdapter } from './adapter.js';
 import { fetchFeatures } from './features.js';
 import { samplePool } from './random.js';
-import { combine, entropies } from './routing.js';
+import { combine, entropies, routingEntropies } from './routing.js';
 import { ctrScores, higherIsBetter, METRIC_NAMES, pick, type MetricName } from './score.js';
 
 export interface CalibrationConfig {
@@ -30,6 +30,8 @@ export interface CalibrationConfig {
   seed: number;
   /** Draw the validation rows in user blocks of this size (see JointConfig.poolBlock); 1 = single rows. */
   poolBlock: number;
+  /** Rows whose item the CRM never saw count as maximally uncertain (ml/corella/routing routingEntropies). */
+  coldItems: boolean;
 }
 
 export const DEFAULT_CALIBRATION_CONFIG: CalibrationConfig = {
@@ -40,6 +42,7 @@ export const DEFAULT_CALIBRATION_CONFIG: CalibrationConfig = {
   curveMaxFraction: 1,
   seed: 11,
   poolBlock: 1,
+  coldItems: false,
 };
 
 export interface CurvePoint {
@@ -104,6 +107,8 @@ export function sweepThresholds(
   pLlm: ArrayLike<number>,
   labels: ArrayLike<number>,
   input: Partial<CalibrationConfig> = {},
+  /** Routing uncertainty per row (default: the entropy of pCrm). */
+  entropy?: Float32Array,
 ): Calibration {
   const cfg = resolveCalibrationConfig(input);
   const n = pCrm.length;
@@ -114,7 +119,7 @@ export function sweepThresholds(
     );
   }
   if (n === 0) throw new CorellaError('DATA_NOT_AVAILABLE', 'calibration: no validation samples');
-  const h = entropies(pCrm);
+  const h = entropy ?? entropies(pCrm);
   const sorted = Float64Array.from(h).sort();
   // Highest entropy of a row without an LLM prediction: thresholds below it would route that row.
   let maxMissing = -Infinity;
@@ -182,7 +187,7 @@ export async function calibrateThreshold(args: CalibrateArgs): Promise<Calibrati
   const { split } = args;
   const rows = samplePool(split, cfg.maxRows, cfg.seed, cfg.poolBlock);
   const pCrm = await args.crm.predict(split, rows);
-  const h = entropies(pCrm);
+  const h = routingEntropies(pCrm, split, rows, cfg.coldItems);
   const k = Math.min(rows.length, Math.ceil(cfg.curveMaxFraction * rows.length));
   const byEntropy = Int32Array.from({ length: rows.length }, (_, i) => i).sort((a, b) => h[b] - h[a]);
   const local = byEntropy.slice(0, k);
@@ -204,5 +209,5 @@ export async function calibrateThreshold(args: CalibrateArgs): Promise<Calibrati
   }
   // A tie at the cut-off leaves rows of equal entropy without an LLM score; sweepThresholds skips those
   // thresholds instead of routing them to a missing prediction.
-  return sweepThresholds(pCrm, pLlm, pick(split.labels, rows), cfg);
+  return sweepThresholds(pCrm, pLlm, pick(split.labels, rows), cfg, h);
 }

@@ -18,7 +18,7 @@ import { calibrateThreshold, type Calibration, type CalibrationConfig } from './
 import { fetchFeatures } from './features.js';
 import { trainJoint, type JointConfigInput, type JointResult } from './joint.js';
 import { sampleRows } from './random.js';
-import { combine, entropies } from './routing.js';
+import { combine, routingEntropies } from './routing.js';
 import { ctrScores, pick, type CtrScores } from './score.js';
 import { restoreVariables, snapshotVariables } from './weights.js';
 
@@ -115,6 +115,8 @@ export interface EvaluateArgs extends LongRunOptions {
   /** Rows of `split` to evaluate (all when omitted). */
   rows?: ArrayLike<number>;
   schemes?: BucketScheme[];
+  /** Cold-item rows count as maximally uncertain, as in the calibration (CalibrationConfig.coldItems). */
+  coldItems?: boolean;
 }
 
 export async function evaluateAlignment(args: EvaluateArgs): Promise<AlignmentEvaluation> {
@@ -129,7 +131,7 @@ export async function evaluateAlignment(args: EvaluateArgs): Promise<AlignmentEv
     stage: `evaluation-llm-${split.name}`,
   });
   const pLlm = args.adapter.predict(f);
-  const h = entropies(pCrm);
+  const h = routingEntropies(pCrm, split, rows, args.coldItems);
   const { p: pHybrid, routed } = combine(pCrm, pLlm, h, args.threshold);
   const labels = pick(split.labels, rows);
   return {

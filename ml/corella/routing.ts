@@ -27,6 +27,38 @@ export function entropies(p: ArrayLike<number>): Float32Array {
   return out;
 }
 
+/**
+ * Rows (of `rows`) whose target item is out of the CRM's vocabulary: never seen in training, so the CRM has
+ * no embedding for it and its prediction carries no collaborative signal about the item. Categorical
+ * column 1 is the item id (ml/data layout) and id 0 is the OOV row.
+ */
+export function coldItemMask(split: EncodedSplit, rows: ArrayLike<number>): Uint8Array {
+  const nCat = split.size > 0 ? split.categorical.length / split.size : 0;
+  const out = new Uint8Array(rows.length);
+  if (nCat < 2) return out;
+  for (let i = 0; i < rows.length; i++) out[i] = split.categorical[rows[i] * nCat + 1] === 0 ? 1 : 0;
+  return out;
+}
+
+/**
+ * The routing uncertainty of the CRM: the entropy of its prediction, and with `coldItems` the maximum
+ * (ln 2) for rows whose item is cold (coldItemMask). A cold item's prediction can look confident while it
+ * rests on the user alone; counting it as maximally uncertain sends it to the LLM first, which reads the
+ * item's text. Thresholds keep their meaning: entropy > t is routed, so t = ln 2 still routes nothing.
+ */
+export function routingEntropies(
+  pCrm: ArrayLike<number>,
+  split: EncodedSplit,
+  rows: ArrayLike<number>,
+  coldItems = false,
+): Float32Array {
+  const h = entropies(pCrm);
+  if (!coldItems) return h;
+  const cold = coldItemMask(split, rows);
+  for (let i = 0; i < h.length; i++) if (cold[i]) h[i] = Math.LN2;
+  return h;
+}
+
 /** Indices i with entropy[i] > threshold (strict, so threshold = max entropy routes nothing). */
 export function routedIndices(h: ArrayLike<number>, threshold: number): Int32Array {
   const out: number[] = [];
@@ -73,6 +105,8 @@ export interface HybridPredictorOptions {
   items: ItemTable;
   /** Entropy threshold in nats; +Infinity = CRM only, −Infinity = LLM only. */
   threshold: number;
+  /** Count cold-item rows as maximally uncertain (routingEntropies); must match the calibration's setting. */
+  coldItems?: boolean;
   batchSize?: number;
 }
 
@@ -92,7 +126,7 @@ export class HybridPredictor {
   ): Promise<HybridPrediction> {
     const scored = rows ? Int32Array.from(rows) : Int32Array.from({ length: split.size }, (_, i) => i);
     const pCrm = await this.o.crm.predict(split, scored, this.o.batchSize);
-    const h = entropies(pCrm);
+    const h = routingEntropies(pCrm, split, scored, this.o.coldItems);
     const local = routedIndices(h, this.threshold);
     const routedRows = local.map((i) => scored[i]);
     const pLlm = new Float32Array(scored.length).fill(NaN);

@@ -1,7 +1,15 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { LlmAdapter } from '../../../ml/corella/adapter.js';
-import { HybridPredictor, entropies, entropy, routedIndices } from '../../../ml/corella/routing.js';
+import {
+  HybridPredictor,
+  coldItemMask,
+  entropies,
+  entropy,
+  routedIndices,
+  routingEntropies,
+} from '../../../ml/corella/routing.js';
+import { calibrateThreshold } from '../../../ml/corella/calibration.js';
 import { acceptanceWorld, TinyCrm, trainTinyCrm, useCpu } from './fixtures.js';
 
 beforeAll(useCpu);
@@ -87,6 +95,68 @@ describe('HybridPredictor', () => {
     }).predict(dataset.splits.test, rows);
     expect(llm.calls.flatMap((c) => c.rows)).toEqual(rows);
     expect(every.routedFraction).toBe(1);
+    crm.dispose();
+    adapter.dispose();
+  });
+});
+
+describe('cold items', () => {
+  it('count as maximally uncertain when asked, so the LLM sees them first', async () => {
+    const { dataset, llm } = acceptanceWorld(5, { train: 800, valid: 300, test: 300 });
+    const crm = new TinyCrm([3, 6], { seed: 2 });
+    await trainTinyCrm(crm, dataset.splits.train, 2);
+    const adapter = LlmAdapter.create({ hiddenDim: llm.hiddenDim, layers: [4], seed: 1 });
+    const test = dataset.splits.test;
+    const cold = [4, 9, 150, 299];
+    for (const r of cold) test.categorical[r * 2 + 1] = 0; // item column → the OOV row
+    const all = Array.from({ length: test.size }, (_, i) => i);
+    expect(Array.from(coldItemMask(test, all)).flatMap((c, i) => (c ? [i] : []))).toEqual(cold);
+    const pCrm = await crm.predict(test);
+    const plain = entropies(pCrm);
+    const h = routingEntropies(pCrm, test, all, true);
+    expect(Array.from(routingEntropies(pCrm, test, all, false))).toEqual(Array.from(plain));
+    let maxWarm = 0;
+    for (let i = 0; i < test.size; i++) {
+      if (cold.includes(i)) expect(h[i]).toBeCloseTo(Math.LN2, 6);
+      else {
+        expect(h[i]).toBe(plain[i]);
+        maxWarm = Math.max(maxWarm, plain[i]);
+      }
+    }
+    expect(maxWarm).toBeLessThan(Math.LN2 - 1e-6);
+    const out = await new HybridPredictor({
+      crm,
+      adapter,
+      llm,
+      items: dataset.items,
+      threshold: maxWarm,
+      coldItems: true,
+    }).predict(test);
+    expect(Array.from(out.routedRows)).toEqual(cold);
+    expect(llm.calls.flatMap((c) => c.rows)).toEqual(cold);
+
+    // Calibration with the same setting orders rows the same way: a curve point routing 5% holds every
+    // cold validation row.
+    const valid = dataset.splits.valid;
+    const coldValid = Array.from({ length: 12 }, (_, i) => i * 25);
+    for (const r of coldValid) valid.categorical[r * 2 + 1] = 0;
+    const cal = await calibrateThreshold({
+      crm,
+      adapter,
+      llm,
+      split: valid,
+      items: dataset.items,
+      config: { coldItems: true, quantiles: [0.95], maxRoutedFraction: 1 },
+    });
+    const pValid = await crm.predict(valid);
+    const hv = routingEntropies(
+      pValid,
+      valid,
+      Array.from({ length: valid.size }, (_, i) => i),
+      true,
+    );
+    const routed = Array.from(routedIndices(hv, cal.curve[0].threshold));
+    for (const r of coldValid) expect(routed).toContain(r);
     crm.dispose();
     adapter.dispose();
   });
