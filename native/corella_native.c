@@ -190,7 +190,8 @@ static napi_value js_matmul(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* Per-thread scratch for intermediates that no tensor holds (dz), grown on demand; freed at exit. */
+/* Per-thread scratch for intermediates that no tensor holds (dz), grown on demand; freed when the thread's
+ * Node environment (main thread or worker) shuts down. */
 static _Thread_local float *scratch = NULL;
 static _Thread_local size_t scratch_len = 0;
 
@@ -601,7 +602,15 @@ static napi_value js_info(napi_env env, napi_callback_info info) {
   return v;
 }
 
+static void free_scratch(void *arg) {
+  (void)arg;
+  free(scratch);
+  scratch = NULL;
+  scratch_len = 0;
+}
+
 NAPI_MODULE_INIT() {
+  if (napi_add_env_cleanup_hook(env, free_scratch, NULL) != napi_ok) return NULL;
   napi_property_descriptor props[] = {
       {"matmul", NULL, js_matmul, NULL, NULL, NULL, napi_default_method, NULL},
       {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default_method, NULL},
