@@ -12,7 +12,7 @@
  *
  *   npx tsx bench/corella.ts [--data DIR|synthetic[:SEED]] [--synthetic-users 3000] [--synthetic-items 2000]
  *     [--synthetic-ratings 40] [--synthetic-planted-share 0.06] [--planted-rows 400] [--block 8]
- *     [--model PATH] [--threads 2] [--backend wasm] [--crm-epochs 4] [--stage2 2000] [--stage3 1000]
+ *     [--model PATH] [--threads 2] [--sequences 1] [--backend wasm] [--crm-epochs 4] [--stage2 2000] [--stage3 1000]
  *     [--shift-rows 500] [--calib-rows 3000] [--curve-frac 0.3] [--test-rows 2000] [--subset random|hard]
  *     [--max-history 10] [--bootstrap 1000] [--max-routed 0.2] [--hidden 1|0] [--cold-items]
  *
@@ -105,6 +105,8 @@ if (!Number.isInteger(block) || block < 1)
   throw new CorellaError('BAD_CONFIG', `--block: expected an integer ≥ 1, got ${arg('block', '')}`);
 const modelPath = resolve(arg('model', '.corella/models/SmolLM2-135M-Instruct.Q4_1.gguf'));
 const threads = num('threads', 2);
+// Parallel LLM sequences, each its own context (1 thread × 2 sequences is the robust choice on 2 shared cores).
+const sequences = num('sequences', 1);
 const backend = arg('backend', 'wasm') as TfBackendChoice;
 const crmEpochs = num('crm-epochs', 4);
 const stage2 = num('stage2', 2000);
@@ -280,6 +282,7 @@ try {
     {
       model: modelPath,
       threads,
+      sequences,
       contextSize: 2048,
       hidden,
       maxHistoryItems: maxHistory,

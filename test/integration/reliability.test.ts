@@ -116,7 +116,9 @@ describe('reliability: a killed GPU worker and a cancelled run', () => {
       const handle = await client.workflow.start('retrainWorkflow', {
         taskQueue: queues.cpu,
         workflowId,
-        args: [retrainInput('kill', queues, 6)],
+        // Enough epochs that training outlasts a few heartbeats even on the native CRM path (~1 s an epoch
+        // here), so the kill lands mid-training; without the addon it is slower, never faster.
+        args: [retrainInput('kill', queues, 30)],
       });
       // Wait until at least two epochs are checkpointed, then kill the worker process outright.
       let seen: Progress | undefined;
