@@ -125,6 +125,15 @@ export function corellaActivities(
                 scores(`${name}.valid.llm`, st.validation.llm),
               );
           }
+          if (r.outputCalibration) {
+            const oc = r.outputCalibration;
+            Object.assign(
+              metrics,
+              { 'outputCalibration.a': oc.a, 'outputCalibration.b': oc.b, 'outputCalibration.rows': oc.rows },
+              scores('outputCalibration.before', oc.before),
+              scores('outputCalibration.after', oc.after),
+            );
+          }
           if (r.boundaryShift) {
             for (const [when, b] of Object.entries(r.boundaryShift)) {
               Object.assign(metrics, {

@@ -195,6 +195,14 @@ export class LlmAdapter {
     return [...this.hidden.flatMap((d) => [d.w, d.b]), this.out.w, this.out.b];
   }
 
+  /** Replaces the output logit z by a·z + b (folded into the last layer, so it is saved with the weights). */
+  rescaleOutput(a: number, b: number): void {
+    tf.tidy(() => {
+      this.out.w.assign(tf.mul(this.out.w, a));
+      this.out.b.assign(tf.add(tf.mul(this.out.b, a), b));
+    });
+  }
+
   serialize(): string {
     const names = [...this.hidden.flatMap((_, i) => [`adapter_${i}/w`, `adapter_${i}/b`]), 'out/w', 'out/b'];
     const file: AdapterFile = {

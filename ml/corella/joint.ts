@@ -16,7 +16,7 @@ import type { LlmFeatures, LlmFeatureSource } from '../llm/types.js';
 import { throwIfAborted, yieldToEventLoop, type LongRunOptions } from '../progress.js';
 import { LlmAdapter, validateAdapterConfig } from './adapter.js';
 import { AlignmentProjections, defaultPairs, validatePairs, type AlignPair } from './alignment.js';
-import { boundaryShift, type BoundaryShift } from './boundary.js';
+import { boundaryShift, logit, type BoundaryShift } from './boundary.js';
 import { DEFAULT_CALIBRATION_CONFIG } from './calibration.js';
 import { fetchFeatures } from './features.js';
 import { makeRng, permutation, samplePool } from './random.js';
@@ -24,6 +24,7 @@ import { userBlocks } from '../data/user-blocks.js';
 import { entropies } from './routing.js';
 import { ctrScores, pick, type CtrScores } from './score.js';
 import { selectSubsets, type SubsetPlan, type SubsetSelection } from './subsets.js';
+import { fitPlatt } from './platt.js';
 import { bceWithLogits, weightedSum } from './ops.js';
 import { restoreVariables, snapshotVariables, type StoredTensor } from './weights.js';
 
@@ -55,6 +56,12 @@ export interface JointConfig {
   alignment: { pairs?: AlignPair[]; sharedDim: number };
   /** Validation samples for per-stage metrics and the boundary shift (0 = none). */
   validationSamples: number;
+  /**
+   * After stage 3, Platt-scale the LLM branch's logit on this top fraction of the validation samples by CRM
+   * entropy (the rows routing sends to the LLM), folded into the adapter's output layer. 0 = off (the paper
+   * uses the branch's probabilities as they are).
+   */
+  calibrateOutput: number;
   /**
    * Seed of the validation sample. Drawn like calibrateThreshold's rows (same permutation), so with the
    * calibration seed (the default) they are a subset of the calibration rows and share their LLM features.
@@ -90,6 +97,7 @@ export const DEFAULT_JOINT_CONFIG: JointConfig = {
   adapter: { layers: [64, 32] },
   alignment: { sharedDim: 32 },
   validationSamples: 5_000,
+  calibrateOutput: 0,
   validationSeed: DEFAULT_CALIBRATION_CONFIG.seed,
   boundaryShift: true,
   featureChunkSize: 512,
@@ -144,6 +152,8 @@ export function resolveJointConfig(input: JointConfigInput = {}): JointConfig {
   if (!Number.isInteger(c.poolBlock) || c.poolBlock < 1) bad('poolBlock', `must be an integer ≥ 1`);
   if (!Number.isInteger(c.validationSamples) || c.validationSamples < 0)
     bad('validationSamples', `must be an integer ≥ 0`);
+  if (!(c.calibrateOutput >= 0 && c.calibrateOutput <= 1))
+    bad('calibrateOutput', `must be a fraction in [0, 1], got ${c.calibrateOutput}`);
   if (!Number.isInteger(c.featureChunkSize) || c.featureChunkSize < 1)
     bad('featureChunkSize', 'must be an integer ≥ 1');
   return c;
@@ -200,6 +210,8 @@ export interface JointResult {
   stage3: StageReport;
   /** before = stage-1 CRM vs an adapter trained alone on the stage-2 subset; after = both after stage 2. */
   boundaryShift?: { before: BoundaryShift; after: BoundaryShift };
+  /** The Platt scale folded into the adapter (calibrateOutput > 0), with the LLM branch's scores on those rows. */
+  outputCalibration?: { a: number; b: number; rows: number; before: CtrScores; after: CtrScores };
   resumedFrom?: string;
 }
 
@@ -612,6 +624,29 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
   const sec3 = (Date.now() - t3) / 1000;
   const v3 = await validScores();
 
+  let outputCalibration: JointResult['outputCalibration'];
+  if (cfg.calibrateOutput > 0 && v3) {
+    const h = entropies(v3.pc);
+    const k = Math.max(1, Math.round(cfg.calibrateOutput * validRows.length));
+    const top = Int32Array.from({ length: h.length }, (_, i) => i)
+      .sort((x, y) => h[y] - h[x])
+      .slice(0, k);
+    const labels = pick(valid.labels, validRows);
+    const z = Float32Array.from(top, (i) => logit(v3.pl[i]));
+    const y = Float32Array.from(top, (i) => labels[i]);
+    const { a, b } = fitPlatt(z, y);
+    const before = ctrScores(
+      Float32Array.from(top, (i) => v3.pl[i]),
+      y,
+    );
+    adapter.rescaleOutput(a, b);
+    const after = ctrScores(
+      Float32Array.from(z, (zi) => 1 / (1 + Math.exp(-(a * zi + b)))),
+      y,
+    );
+    outputCalibration = { a, b, rows: k, before, after };
+  }
+
   const adapterRef = await store.put(adapter.serialize());
   const projRef = await store.put(proj.serialize());
   await store.putNamed(
@@ -672,6 +707,7 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
       v3,
     ),
     boundaryShift: before && after ? { before, after } : undefined,
+    outputCalibration,
     resumedFrom: ckpt ? `${ckpt.phase}:${ckpt.epochsDone}` : undefined,
   };
 }
