@@ -81,6 +81,19 @@ export class LlmScorer {
     const lora = cfg.lora
       ? { adapters: [{ filePath: resolve(cfg.lora.path), scale: cfg.lora.scale ?? 1 }] }
       : undefined;
+    // A one-sequence context with embeddings on (node-llama-cpp's private `_embeddings`, pinned 3.21.1).
+    const embeddingsContext = async (): Promise<LlamaContext> => {
+      const ctx = await llm.model.createContext({
+        contextSize: cfg.contextSize,
+        batchSize: cfg.batchSize,
+        threads: cfg.threads,
+        flashAttention: cfg.flashAttention,
+        lora,
+        _embeddings: true,
+      } as Parameters<typeof llm.model.createContext>[0]);
+      contexts.push(ctx);
+      return ctx;
+    };
     try {
       const workers: Worker[] = [];
       if (cfg.hidden && !llm.pooledEmbeddings) {
@@ -88,15 +101,7 @@ export class LlmScorer {
         // row's embedding is the prompt's final hidden state. llama.cpp hands out "the last output" of the
         // context's latest batch, so each sequence gets a context of its own to keep reads unambiguous.
         for (let s = 0; s < cfg.sequences; s++) {
-          const ctx = await llm.model.createContext({
-            contextSize: cfg.contextSize,
-            batchSize: cfg.batchSize,
-            threads: cfg.threads,
-            flashAttention: cfg.flashAttention,
-            lora,
-            _embeddings: true,
-          } as Parameters<typeof llm.model.createContext>[0]);
-          contexts.push(ctx);
+          const ctx = await embeddingsContext();
           workers.push({ gen: ctx.getSequence(), fused: ctx });
         }
         return new LlmScorer(llm, contexts, workers);
@@ -116,15 +121,7 @@ export class LlmScorer {
           // Pooled embeddings (mean/cls/...) need the whole prompt in an embedding context of their own.
           if (lora) {
             // createEmbeddingContext takes no LoRA, so an embedding-mode context is made directly.
-            const ctx = await llm.model.createContext({
-              contextSize: cfg.contextSize,
-              batchSize: cfg.batchSize,
-              threads: cfg.threads,
-              flashAttention: cfg.flashAttention,
-              lora,
-              _embeddings: true,
-            } as Parameters<typeof llm.model.createContext>[0]);
-            contexts.push(ctx);
+            const ctx = await embeddingsContext();
             w.hidden = { context: ctx, sequence: ctx.getSequence() };
           } else {
             const emb = await llm.model.createEmbeddingContext({
