@@ -331,33 +331,23 @@ try {
   });
   log(`calibrated: threshold ${cal.threshold.toFixed(4)}, routed ${cal.chosen.routedFraction.toFixed(3)}`);
 
-  const ev = await evaluateAlignment({
-    crm,
-    adapter: joint.adapter,
-    llm,
-    split: test,
-    items: ds.items,
-    threshold: cal.threshold,
-    coldItems,
-    rows: evalRows,
-    onProgress,
-  });
+  const evaluate = (rows: ArrayLike<number>) =>
+    evaluateAlignment({
+      crm,
+      adapter: joint.adapter,
+      llm,
+      split: test,
+      items: ds.items,
+      threshold: cal.threshold,
+      coldItems,
+      rows,
+      onProgress,
+    });
+  const ev = await evaluate(evalRows);
   const pr = ev.predictions;
   // The added planted rows are evaluated on their own so the pool's overall scores and buckets stay unbiased.
   const evExtra: AlignmentEvaluation | undefined =
-    extra.rows.length > 0
-      ? await evaluateAlignment({
-          crm,
-          adapter: joint.adapter,
-          llm,
-          split: test,
-          items: ds.items,
-          threshold: cal.threshold,
-          coldItems,
-          rows: extra.rows,
-          onProgress,
-        })
-      : undefined;
+    extra.rows.length > 0 ? await evaluate(extra.rows) : undefined;
   const segments =
     planted && synth ? segmentReport(test, planted, synth, ev, evExtra, pStage1AllRows) : undefined;
 
