@@ -36,6 +36,7 @@ export function llmConfigOf(config: PipelineConfig, home: string): LlmConfig {
     'maxHistoryItems',
     'historyBlock',
     'targetReserveTokens',
+    'itemAffinity',
   ]) {
     if (s[k] !== undefined) out[k] = s[k];
   }

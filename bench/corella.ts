@@ -15,6 +15,7 @@
  *     [--model PATH] [--threads 2] [--sequences 1] [--backend wasm] [--crm-epochs 4] [--stage2 2000] [--stage3 1000]
  *     [--shift-rows 500] [--calib-rows 3000] [--curve-frac 0.3] [--test-rows 2000] [--subset random|hard]
  *     [--max-history 10] [--bootstrap 1000] [--max-routed 0.2] [--hidden 1|0] [--cold-items]
+ *     [--affinity] [--calibrate-output 0.3]
  *
  * `--block N` (default 8; 1 = off) anchors LLM history windows in user blocks of N samples (llm
  * historyBlock) and draws every pool (stage-2/3 subsets, validation, calibration and test rows) in the same
@@ -101,6 +102,8 @@ const plantedRows = num('planted-rows', 400);
 const block = num('block', 8);
 // Cold items (never seen in training) count as maximally uncertain for routing (CalibrationConfig.coldItems).
 const coldItems = process.argv.includes('--cold-items');
+// Item-affinity features for the LLM branch (llm.itemAffinity, ml/llm/item-affinity.ts).
+const itemAffinity = process.argv.includes('--affinity');
 if (!Number.isInteger(block) || block < 1)
   throw new CorellaError('BAD_CONFIG', `--block: expected an integer ≥ 1, got ${arg('block', '')}`);
 const modelPath = resolve(arg('model', '.corella/models/SmolLM2-135M-Instruct.Q4_1.gguf'));
@@ -121,6 +124,8 @@ const bootstrapRounds = num('bootstrap', 1000);
 const maxRouted = num('max-routed', 0.2);
 /** 0 = no hidden-state pass (half the LLM time): the adapter then reads the Yes/No log-odds only. */
 const hidden = num('hidden', 1) !== 0;
+/** joint.calibrateOutput: share of the validation pool used to Platt-scale the LLM branch (0 = off). */
+const calibrateOutput = num('calibrate-output', 0.3);
 
 const t0 = performance.now();
 const elapsed = () => Math.round((performance.now() - t0) / 1000);
@@ -288,8 +293,11 @@ try {
       maxHistoryItems: maxHistory,
       historyBlock: block,
       template: 'paper',
+      itemAffinity,
     },
     new FileArtifactStore(resolve('.corella/bench-store')),
+    // Sample ids are only unique within one dataset version (synthetic and real runs share this store).
+    { namespace: manifest.versionId },
   );
   const llm = new CountingSource(extractor);
 
@@ -308,6 +316,7 @@ try {
       alignment: { sharedDim: 32 },
       validationSamples: shiftRows,
       featureChunkSize: 256,
+      calibrateOutput,
       resume: false,
     },
   });
@@ -389,6 +398,8 @@ try {
         },
         maxHistory,
         block,
+        itemAffinity,
+        calibrateOutput,
         hiddenState: hidden,
       },
       test: {

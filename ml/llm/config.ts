@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { CorellaError } from '../errors.js';
+import { resolveItemAffinity, type ItemAffinityConfig, type ResolvedItemAffinity } from './item-affinity.js';
 
 export type LlmGpu = 'auto' | 'cuda' | 'vulkan' | false;
 
@@ -41,10 +42,19 @@ export interface LlmConfig {
   flashAttention?: boolean;
   /** Tokens kept free for the target item so history truncation does not depend on the target's title. */
   targetReserveTokens?: number;
+  /**
+   * Append item-affinity features (ml/llm/item-affinity.ts) to each sample's hidden state: the target's
+   * LLM item vector compared with those of the history items. Off by default (the paper's inputs only).
+   */
+  itemAffinity?: ItemAffinityConfig | boolean;
 }
 
-export type ResolvedLlmConfig = Required<Omit<LlmConfig, 'lora' | 'modelCacheDir' | 'maxHistoryItems'>> &
-  Pick<LlmConfig, 'lora' | 'modelCacheDir' | 'maxHistoryItems'>;
+export type ResolvedLlmConfig = Required<
+  Omit<LlmConfig, 'lora' | 'modelCacheDir' | 'maxHistoryItems' | 'itemAffinity'>
+> &
+  Pick<LlmConfig, 'lora' | 'modelCacheDir' | 'maxHistoryItems'> & {
+    itemAffinity: ResolvedItemAffinity | undefined;
+  };
 
 function bad(field: string, message: string): CorellaError {
   return new CorellaError('BAD_CONFIG', `llm config field ${field}: ${message}`, { details: { field } });
@@ -70,6 +80,8 @@ export function resolveLlmConfig(c: LlmConfig): ResolvedLlmConfig {
   const answers = c.answers ?? { yes: 'Yes', no: 'No' };
   if (!answers.yes || !answers.no || answers.yes === answers.no)
     throw bad('answers', 'need two different answer words');
+  if (c.itemAffinity && c.hidden === false)
+    throw bad('itemAffinity', 'item vectors are hidden states: it needs hidden extraction (hidden: true)');
   const lora = c.lora;
   if (lora !== undefined) {
     if (typeof lora.path !== 'string' || lora.path.length === 0)
@@ -95,6 +107,7 @@ export function resolveLlmConfig(c: LlmConfig): ResolvedLlmConfig {
       c.maxHistoryItems === undefined ? undefined : positiveInt('maxHistoryItems', c.maxHistoryItems),
     historyBlock: positiveInt('historyBlock', c.historyBlock ?? 1),
     targetReserveTokens: positiveIntOrZero('targetReserveTokens', c.targetReserveTokens ?? 48),
+    itemAffinity: resolveItemAffinity(c.itemAffinity),
   };
 }
 

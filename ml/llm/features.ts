@@ -1,10 +1,19 @@
 import { resolve } from 'node:path';
-import { sha256File, type ArtifactStore } from '../artifacts/store.js';
+import { sha256File, sha256Hex, type ArtifactStore } from '../artifacts/store.js';
 import type { EncodedSplit, ItemTable } from '../data/types.js';
 import { CorellaError } from '../errors.js';
 import { throwIfAborted, yieldToEventLoop, type LongRunOptions, type Progress } from '../progress.js';
 import { resolveLlmConfig, type LlmConfig, type ResolvedLlmConfig } from './config.js';
 import { LlmFeatureCache, type FeatureCacheKey } from './feature-cache.js';
+import {
+  AFFINITY_FEATURES,
+  affinityFeatures,
+  affinityWindow,
+  centreOf,
+  centredUnit,
+  itemPromptText,
+  referenceItemRows,
+} from './item-affinity.js';
 import { assertGgufFile, loadLlm, resolveModelPath, type LoadedLlm } from './model.js';
 import { PromptBuilder, templateByName, type BuiltPrompt, type PromptTemplate } from './prompts.js';
 import { LlmScorer, type ScorerStats } from './scorer.js';
@@ -50,14 +59,17 @@ export class LlmFeatureExtractor implements LlmFeatureSource {
   private scorer: LlmScorer | undefined;
   private builder: PromptBuilder | undefined;
   private loaded = false;
+  /** Item-vector caches by item-table fingerprint, with their reference centre once known. */
+  private readonly itemCaches = new Map<string, { cache: LlmFeatureCache; centre?: Float64Array }>();
+  private readonly itemFingerprints = new WeakMap<ItemTable, string>();
 
   private constructor(
     readonly config: ResolvedLlmConfig,
     readonly modelPath: string,
     readonly modelSha256: string,
     readonly template: PromptTemplate,
-    store: ArtifactStore,
-    key: FeatureCacheKey,
+    private readonly store: ArtifactStore,
+    private readonly key: FeatureCacheKey,
   ) {
     this.cache = new LlmFeatureCache(store, key);
   }
@@ -203,7 +215,7 @@ export class LlmFeatureExtractor implements LlmFeatureSource {
 
     const hiddenDim = this.cache.hiddenDim ?? this.scorer?.hiddenDim ?? 0;
     const n = rows.length;
-    const out: LlmFeatures = {
+    let out: LlmFeatures = {
       modelSha256: this.modelSha256,
       template: this.template.name,
       hiddenDim,
@@ -218,6 +230,7 @@ export class LlmFeatureExtractor implements LlmFeatureSource {
       if (!this.cache.copyInto(id, i, out, hiddenDim))
         throw new Error(`internal: sample ${id} missing after extraction`);
     }
+    if (this.config.itemAffinity) out = await this.appendAffinity(split, items, rows, out, opts);
     report.seconds = (performance.now() - t0) / 1000;
     this.lastReport = report;
     return out;
@@ -344,6 +357,132 @@ export class LlmFeatureExtractor implements LlmFeatureSource {
     idx.forEach((i, j) => part.hidden.set(chunk.hidden.subarray(i * d, (i + 1) * d), j * d));
     await this.cache.append(part);
     report.chunksWritten++;
+  }
+
+  /** The hidden state of each row followed by its item-affinity features (AFFINITY_FEATURES). */
+  private async appendAffinity(
+    split: EncodedSplit,
+    items: ItemTable,
+    rows: ArrayLike<number>,
+    f: LlmFeatures,
+    opts: ExtractOptions,
+  ): Promise<LlmFeatures> {
+    const aff = this.config.itemAffinity!;
+    const entry = await this.itemCache(items);
+    const refs = referenceItemRows(items.ids.length, aff.referenceItems);
+    const windows = Array.from({ length: rows.length }, (_, i) =>
+      affinityWindow(split, rows[i], this.config.maxHistoryItems, this.config.historyBlock),
+    );
+    const need = new Set<number>(entry.centre ? [] : refs);
+    for (let i = 0; i < rows.length; i++) {
+      need.add(split.targetItemRows[rows[i]]);
+      for (const it of windows[i].items) need.add(it);
+    }
+    const missing = [...need].filter((it) => !entry.cache.has(it)).sort((a, b) => a - b);
+    if (missing.length > 0) await this.computeItemVectors(items, missing, entry.cache, opts);
+    const d = entry.cache.hiddenDim ?? 0;
+    const scratch = { pYes: new Float32Array(1), logOdds: new Float32Array(1), hidden: new Float32Array(d) };
+    const raw = (it: number): Float32Array => {
+      if (!entry.cache.copyInto(it, 0, scratch, d)) throw new Error(`internal: item ${it} has no vector`);
+      return scratch.hidden.slice();
+    };
+    entry.centre ??= centreOf(refs.map(raw), d);
+    const centre = entry.centre;
+    const unit = new Map<number, Float64Array>();
+    const vec = (it: number): Float64Array => {
+      let v = unit.get(it);
+      if (!v) unit.set(it, (v = centredUnit(raw(it), centre)));
+      return v;
+    };
+    const hd = f.hiddenDim;
+    const wd = hd + AFFINITY_FEATURES.length;
+    const hidden = new Float32Array(rows.length * wd);
+    for (let i = 0; i < rows.length; i++) {
+      hidden.set(f.hidden.subarray(i * hd, (i + 1) * hd), i * wd);
+      const w = windows[i];
+      const feats = affinityFeatures(vec(split.targetItemRows[rows[i]]), w.items.map(vec), w.ratings);
+      hidden.set(feats, i * wd + hd);
+    }
+    return { ...f, hiddenDim: wd, hidden };
+  }
+
+  /**
+   * Item vectors are cached per model and item prompt, under a fingerprint of the item titles (item rows are
+   * only meaningful within one item table).
+   */
+  private async itemCache(items: ItemTable): Promise<{ cache: LlmFeatureCache; centre?: Float64Array }> {
+    let fp = this.itemFingerprints.get(items);
+    if (!fp) {
+      fp = sha256Hex(items.titles.join('\u0000'));
+      this.itemFingerprints.set(items, fp);
+    }
+    let entry = this.itemCaches.get(fp);
+    if (!entry) {
+      const aff = this.config.itemAffinity!;
+      const cache = new LlmFeatureCache(this.store, {
+        namespace: `items:${fp}`,
+        modelSha256: this.key.modelSha256,
+        loraSha256: this.key.loraSha256,
+        loraScale: this.key.loraScale,
+        template: 'item-affinity',
+        templateText: `${aff.prompt}\u0000referenceItems:${aff.referenceItems}`,
+        answers: this.key.answers,
+        contextSize: this.key.contextSize,
+        targetReserveTokens: 0,
+        hidden: true,
+        flashAttention: this.key.flashAttention,
+      });
+      await cache.load();
+      entry = { cache };
+      this.itemCaches.set(fp, entry);
+    }
+    return entry;
+  }
+
+  private async computeItemVectors(
+    items: ItemTable,
+    missing: number[],
+    cache: LlmFeatureCache,
+    opts: ExtractOptions,
+  ): Promise<void> {
+    throwIfAborted(opts.signal);
+    const { llm, scorer } = await this.ensureModel();
+    const d = scorer.hiddenDim;
+    if (d === 0) throw new CorellaError('BAD_CONFIG', 'itemAffinity needs hidden-state extraction');
+    const bos =
+      llm.model.tokens.shouldPrependBosToken && llm.model.tokens.bos !== null ? [llm.model.tokens.bos] : [];
+    const prompt = this.config.itemAffinity!.prompt;
+    const t0 = performance.now();
+    const chunkSize = 256;
+    for (let start = 0; start < missing.length; start += chunkSize) {
+      const part = missing.slice(start, start + chunkSize);
+      const prompts = part.map((it) => [
+        ...bos,
+        ...llm.model.tokenize(itemPromptText(prompt, items.titles[it] ?? ''), false),
+      ]);
+      const scores = await scorer.score(prompts, { reusePrefix: true, signal: opts.signal });
+      const m = part.length;
+      const chunk = {
+        sampleIds: Uint32Array.from(part),
+        pYes: Float32Array.from(scores, (s) => s.pYes),
+        logOdds: Float32Array.from(scores, (s) => s.logOdds),
+        hidden: new Float32Array(m * d),
+        hiddenDim: d,
+      };
+      scores.forEach((s, i) => s.hidden && chunk.hidden.set(s.hidden, i * d));
+      const sha = await cache.append(chunk);
+      const done = Math.min(missing.length, start + chunkSize);
+      const secs = Math.max((performance.now() - t0) / 1000, 1e-9);
+      await opts.onProgress?.({
+        stage: 'llm-item-vectors',
+        done,
+        total: missing.length,
+        samplesPerSec: done / secs,
+        checkpoint: sha,
+        message: `item vectors for the affinity features (${done}/${missing.length})`,
+      });
+      await yieldToEventLoop();
+    }
   }
 
   async dispose(): Promise<void> {

@@ -90,6 +90,72 @@ describe('LlmFeatureExtractor', () => {
     expect(Array.from(second.hidden)).toEqual(Array.from(first.hidden));
   });
 
+  it('itemAffinity appends the three affinity features after the unchanged hidden state, from cached item vectors', async () => {
+    const store = join(dir, 'affinity');
+    const cfg: LlmConfig = { ...config, itemAffinity: { referenceItems: 4 } };
+    const distinctItems = new Set<number>();
+    for (let r = 0; r < split.size; r++) {
+      distinctItems.add(split.targetItemRows[r]);
+      for (let j = 0; j < split.historyLen; j++) {
+        const it = split.historyItemRows[r * split.historyLen + j];
+        if (it >= 0) distinctItems.add(it);
+      }
+    }
+    for (const it of [0, 2, 4, 6]) distinctItems.add(it); // the reference rows of an 8-item table
+    const first = await withExtractor(
+      store,
+      async (ex) => {
+        const f = await ex.extract(split, ITEMS, allRows);
+        // One prompt per sample plus one per distinct item (targets, history items, reference items).
+        expect(ex.stats.prompts).toBe(split.size + distinctItems.size);
+        return f;
+      },
+      cfg,
+    );
+    expect(first.hiddenDim).toBe(32 + 3);
+    for (let i = 0; i < split.size; i++) {
+      const head = Array.from(first.hidden.subarray(i * 35, i * 35 + 32));
+      const ref = Array.from(reference.hidden.subarray(i * 32, (i + 1) * 32));
+      head.forEach((x, k) => expect(Math.abs(x - ref[k])).toBeLessThan(1e-3));
+      const [liked, disliked, weighted] = first.hidden.subarray(i * 35 + 32, i * 35 + 35);
+      for (const x of [liked, disliked]) {
+        expect(x).toBeGreaterThanOrEqual(-1 - 1e-6);
+        expect(x).toBeLessThanOrEqual(1 + 1e-6);
+      }
+      expect(Number.isFinite(weighted)).toBe(true);
+    }
+    // The features vary with the sample (they are not a constant that standardisation would erase).
+    const likedCol = Array.from({ length: split.size }, (_, i) => first.hidden[i * 35 + 32]);
+    expect(new Set(likedCol.map((x) => x.toFixed(5))).size).toBeGreaterThan(2);
+    // A rerun (another process) needs no model: sample features and item vectors both come from the cache.
+    const second = await withExtractor(
+      store,
+      async (ex) => {
+        const f = await ex.extract(split, ITEMS, [5, 1]);
+        expect(ex.modelLoaded).toBe(false);
+        return f;
+      },
+      cfg,
+    );
+    expect(Array.from(second.hidden.subarray(0, 35))).toEqual(
+      Array.from(first.hidden.subarray(5 * 35, 6 * 35)),
+    );
+    // Other titles are another item table: its vectors are computed anew, never taken from the first one's.
+    const renamed = { ...ITEMS, titles: ITEMS.titles.map((t) => `${t} redux`) };
+    const third = await withExtractor(
+      store,
+      async (ex) => {
+        const f = await ex.extract(split, renamed, [5]);
+        expect(ex.stats.prompts).toBeGreaterThan(0);
+        return f;
+      },
+      cfg,
+    );
+    expect(Array.from(third.hidden.subarray(32, 35))).not.toEqual(
+      Array.from(first.hidden.subarray(5 * 35 + 32, 6 * 35)),
+    );
+  });
+
   it('keys the cache by template: another template computes anew', async () => {
     const store = join(dir, 'templates');
     await withExtractor(store, (ex) => ex.extract(split, ITEMS, [0, 1]));
