@@ -15,7 +15,7 @@
  *     [--model PATH] [--threads 2] [--sequences 1] [--backend wasm] [--crm-epochs 4] [--stage2 2000] [--stage3 1000]
  *     [--shift-rows 500] [--calib-rows 3000] [--curve-frac 0.3] [--test-rows 2000] [--subset random|hard]
  *     [--max-history 10] [--bootstrap 1000] [--max-routed 0.2] [--hidden 1|0] [--cold-items]
- *     [--affinity] [--calibrate-output 0.3]
+ *     [--affinity] [--affinity-history N] [--adapter-skip N] [--calibrate-output 0.3]
  *
  * `--block N` (default 8; 1 = off) anchors LLM history windows in user blocks of N samples (llm
  * historyBlock) and draws every pool (stage-2/3 subsets, validation, calibration and test rows) in the same
@@ -103,7 +103,14 @@ const block = num('block', 8);
 // Cold items (never seen in training) count as maximally uncertain for routing (CalibrationConfig.coldItems).
 const coldItems = process.argv.includes('--cold-items');
 // Item-affinity features for the LLM branch (llm.itemAffinity, ml/llm/item-affinity.ts).
-const itemAffinity = process.argv.includes('--affinity');
+const affinityHistory = num('affinity-history', 0);
+const itemAffinity = process.argv.includes('--affinity')
+  ? affinityHistory > 0
+    ? { historyItems: affinityHistory }
+    : true
+  : false;
+// Inputs that also reach the adapter's logit linearly (joint.adapter.skipInputs).
+const adapterSkip = num('adapter-skip', 0);
 if (!Number.isInteger(block) || block < 1)
   throw new CorellaError('BAD_CONFIG', `--block: expected an integer ≥ 1, got ${arg('block', '')}`);
 const modelPath = resolve(arg('model', '.corella/models/SmolLM2-135M-Instruct.Q4_1.gguf'));
@@ -312,7 +319,7 @@ try {
       stage3: { samples: stage3, epochs: 5, batchSize: 128, learningRate: 1e-3 },
       subset,
       poolBlock: block,
-      adapter: { layers: [64, 32] },
+      adapter: { layers: [64, 32], skipInputs: adapterSkip },
       alignment: { sharedDim: 32 },
       validationSamples: shiftRows,
       featureChunkSize: 256,
@@ -399,6 +406,7 @@ try {
         maxHistory,
         block,
         itemAffinity,
+        adapterSkip,
         calibrateOutput,
         hiddenState: hidden,
       },

@@ -12,7 +12,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { CorellaError } from '../errors.js';
 import type { LlmFeatures } from '../llm/types.js';
 import { dense } from '../tf/dense.js';
-import { column } from './ops.js';
+import { addTensors, column } from './ops.js';
 import { glorotUniform, makeRng } from './random.js';
 import {
   encodeFloat32,
@@ -28,6 +28,12 @@ export interface AdapterConfig {
   hiddenDim: number;
   /** Hidden layer widths; each layer's ReLU output is an alignable activation `adapter_<i>`. */
   layers: number[];
+  /**
+   * The last `skipInputs` input columns (the log-odds last, before it the trailing hidden columns, e.g. the
+   * three item-affinity features) also reach the output logit linearly ("wide and deep"), so a few strong
+   * scalar inputs are not drowned by hundreds of hidden-state dimensions. 0 (default) = deep path only.
+   */
+  skipInputs?: number;
   seed: number;
 }
 
@@ -66,6 +72,13 @@ export function validateAdapterConfig(c: AdapterConfig, where = 'adapter'): void
       `${where}.layers must be positive integer widths, got ${JSON.stringify(c.layers)}`,
     );
   }
+  const k = c.skipInputs ?? 0;
+  if (!Number.isInteger(k) || k < 0 || k > c.hiddenDim + 1) {
+    throw new CorellaError(
+      'BAD_CONFIG',
+      `${where}.skipInputs must be an integer in [0, hiddenDim + 1 = ${c.hiddenDim + 1}], got ${k}`,
+    );
+  }
 }
 
 export class LlmAdapter {
@@ -76,6 +89,7 @@ export class LlmAdapter {
   private inputStd: Float32Array;
   private readonly hidden: Dense[];
   private readonly out: Dense;
+  private readonly skip: tf.Variable | undefined;
 
   private constructor(config: AdapterConfig, init: (name: string, shape: number[]) => tf.Tensor) {
     validateAdapterConfig(config);
@@ -93,6 +107,8 @@ export class LlmAdapter {
       return d;
     });
     this.out = { w: makeVariable(init('out/w', [fanIn, 1])), b: makeVariable(init('out/b', [1])) };
+    const k = config.skipInputs ?? 0;
+    this.skip = k > 0 ? makeVariable(init('skip/w', [k, 1])) : undefined;
   }
 
   static create(config: AdapterConfig): LlmAdapter {
@@ -171,7 +187,14 @@ export class LlmAdapter {
       h = dense(h, layer.w, layer.b, 'relu');
       if (opts.activations) activations.push({ name: `adapter_${i}`, value: h });
     });
-    return { logits: column(dense(h, this.out.w, this.out.b)), activations };
+    let out = dense(h, this.out.w, this.out.b);
+    if (this.skip) {
+      const k = this.skip.shape[0];
+      // x is data (no gradient flows into it), so the slice needs none either.
+      const wide = dense(tf.slice(x, [0, this.inputDim - k], [-1, k]), this.skip);
+      out = addTensors(out, wide);
+    }
+    return { logits: column(out), activations };
   }
 
   /** Logits for every row of `f` (in `f`'s order), batched. */
@@ -192,7 +215,12 @@ export class LlmAdapter {
   }
 
   trainableVariables(): tf.Variable[] {
-    return [...this.hidden.flatMap((d) => [d.w, d.b]), this.out.w, this.out.b];
+    return [
+      ...this.hidden.flatMap((d) => [d.w, d.b]),
+      this.out.w,
+      this.out.b,
+      ...(this.skip ? [this.skip] : []),
+    ];
   }
 
   /** Replaces the output logit z by a·z + b (folded into the last layer, so it is saved with the weights). */
@@ -200,11 +228,17 @@ export class LlmAdapter {
     tf.tidy(() => {
       this.out.w.assign(tf.mul(this.out.w, a));
       this.out.b.assign(tf.add(tf.mul(this.out.b, a), b));
+      this.skip?.assign(tf.mul(this.skip, a));
     });
   }
 
   serialize(): string {
-    const names = [...this.hidden.flatMap((_, i) => [`adapter_${i}/w`, `adapter_${i}/b`]), 'out/w', 'out/b'];
+    const names = [
+      ...this.hidden.flatMap((_, i) => [`adapter_${i}/w`, `adapter_${i}/b`]),
+      'out/w',
+      'out/b',
+      ...(this.skip ? ['skip/w'] : []),
+    ];
     const file: AdapterFile = {
       kind: 'corella-llm-adapter',
       version: 1,

@@ -51,7 +51,8 @@ export interface JointConfig {
    * historyBlock so the drawn prompts share prefixes). 1 = single rows.
    */
   poolBlock: number;
-  adapter: { layers: number[] };
+  /** skipInputs: see AdapterConfig (set it to 4 with llm.itemAffinity: log-odds + three affinity features). */
+  adapter: { layers: number[]; skipInputs?: number };
   /** pairs omitted = defaultPairs (adapter layer i ↔ CRM layer at the same relative depth). */
   alignment: { pairs?: AlignPair[]; sharedDim: number };
   /** Validation samples for per-stage metrics and the boundary shift (0 = none). */
@@ -312,7 +313,8 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
   const adapterShapes = cfg.adapter.layers.map((w, i) => ({ name: `adapter_${i}`, width: w }));
   const pairs = cfg.alignment.pairs ?? defaultPairs(crm.activationShapes, adapterShapes);
   validatePairs(pairs, crm.activationShapes, adapterShapes);
-  validateAdapterConfig({ hiddenDim: 1, layers: cfg.adapter.layers, seed: cfg.seed }, 'joint config adapter');
+  // The skip width is checked against the real input width once features exist; here only its form.
+  validateAdapterConfig({ hiddenDim: 1e9, ...cfg.adapter, seed: cfg.seed }, 'joint config adapter');
   if (n2 + n3 > train.size) {
     throw new CorellaError(
       'BAD_CONFIG',
@@ -406,7 +408,12 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
     const crmSnap = JSON.parse((await store.get(ckpt.crm)).toString('utf8')) as StoredTensor[];
     restoreVariables(crm.trainableVariables(), crmSnap, 'CRM checkpoint');
   } else {
-    adapter = LlmAdapter.create({ hiddenDim, layers: cfg.adapter.layers, seed: cfg.seed });
+    adapter = LlmAdapter.create({
+      hiddenDim,
+      layers: cfg.adapter.layers,
+      skipInputs: cfg.adapter.skipInputs,
+      seed: cfg.seed,
+    });
     if (trainRows.length > 0) adapter.fitNormalization(trainF);
     proj = AlignmentProjections.create(
       { pairs, sharedDim: cfg.alignment.sharedDim, seed: cfg.seed + 1 },

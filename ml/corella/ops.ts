@@ -19,6 +19,12 @@ export const column = tf.customGrad((...args: Args) => {
   };
 }) as unknown as (x: tf.Tensor2D) => tf.Tensor1D;
 
+/** a + b for two same-shape tensors, differentiable in both. */
+export const addTensors = tf.customGrad((...args: Args) => {
+  const [a, b] = args as tf.Tensor[];
+  return { value: tf.add(a, b), gradFunc: (dy: tf.Tensor) => [dy, dy] };
+}) as unknown as <T extends tf.Tensor>(a: T, b: T) => T;
+
 const bce = tf.customGrad((...args: Args) => {
   const [z, y] = args as tf.Tensor1D[];
   const save = args[2] as tf.GradSaveFunc;

@@ -371,7 +371,9 @@ export class LlmFeatureExtractor implements LlmFeatureSource {
     const entry = await this.itemCache(items);
     const refs = referenceItemRows(items.ids.length, aff.referenceItems);
     const windows = Array.from({ length: rows.length }, (_, i) =>
-      affinityWindow(split, rows[i], this.config.maxHistoryItems, this.config.historyBlock),
+      aff.historyItems === undefined
+        ? affinityWindow(split, rows[i], this.config.maxHistoryItems, this.config.historyBlock)
+        : affinityWindow(split, rows[i], aff.historyItems, 1),
     );
     const need = new Set<number>(entry.centre ? [] : refs);
     for (let i = 0; i < rows.length; i++) {

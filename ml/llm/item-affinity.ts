@@ -21,11 +21,17 @@ export interface ItemAffinityConfig {
   prompt?: string;
   /** Catalogue items embedded to estimate the centre of the item vectors (default 256). */
   referenceItems?: number;
+  /**
+   * Most recent history items compared with the target (default: the prompt's own window). Item vectors are
+   * cached per item, so a longer window costs little beyond the first sight of each item.
+   */
+  historyItems?: number;
 }
 
 export interface ResolvedItemAffinity {
   prompt: string;
   referenceItems: number;
+  historyItems: number | undefined;
 }
 
 export const DEFAULT_ITEM_PROMPT = 'Movie: {title}. Genre:';
@@ -59,7 +65,15 @@ export function resolveItemAffinity(
       { details: { field: 'itemAffinity.referenceItems' } },
     );
   }
-  return { prompt, referenceItems };
+  const historyItems = o.historyItems;
+  if (historyItems !== undefined && (!Number.isInteger(historyItems) || historyItems < 1)) {
+    throw new CorellaError(
+      'BAD_CONFIG',
+      `llm config field itemAffinity.historyItems: expected a positive integer, got ${String(historyItems)}`,
+      { details: { field: 'itemAffinity.historyItems' } },
+    );
+  }
+  return { prompt, referenceItems, historyItems };
 }
 
 export function itemPromptText(prompt: string, title: string): string {

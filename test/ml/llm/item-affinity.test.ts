@@ -78,7 +78,11 @@ describe('item-affinity features', () => {
   it('config: true takes the defaults; bad prompts and counts are typed errors naming the field', () => {
     expect(resolveItemAffinity(undefined)).toBeUndefined();
     expect(resolveItemAffinity(false)).toBeUndefined();
-    expect(resolveItemAffinity(true)).toEqual({ prompt: DEFAULT_ITEM_PROMPT, referenceItems: 256 });
+    expect(resolveItemAffinity(true)).toEqual({
+      prompt: DEFAULT_ITEM_PROMPT,
+      referenceItems: 256,
+      historyItems: undefined,
+    });
     const bad = (c: unknown, field: string) => {
       let err: unknown;
       try {
@@ -92,12 +96,14 @@ describe('item-affinity features', () => {
     };
     bad({ prompt: 'no placeholder' }, 'itemAffinity.prompt');
     bad({ referenceItems: 0 }, 'itemAffinity.referenceItems');
+    bad({ historyItems: 2.5 }, 'itemAffinity.historyItems');
     expect(() => resolveLlmConfig({ model: 'm.gguf', hidden: false, itemAffinity: true })).toThrow(
       /itemAffinity/,
     );
     expect(resolveLlmConfig({ model: 'm.gguf', itemAffinity: { referenceItems: 8 } }).itemAffinity).toEqual({
       prompt: DEFAULT_ITEM_PROMPT,
       referenceItems: 8,
+      historyItems: undefined,
     });
   });
 });
