@@ -111,6 +111,10 @@ const itemAffinity = process.argv.includes('--affinity')
   : false;
 // Inputs that also reach the adapter's logit linearly (joint.adapter.skipInputs).
 const adapterSkip = num('adapter-skip', 0);
+const stage3Lr = num('stage3-lr', 1e-3);
+// joint.adapter.inputTail: read only the last N input columns (0 = all).
+const adapterTail = num('adapter-tail', 0);
+const stage3Epochs = num('stage3-epochs', 5);
 if (!Number.isInteger(block) || block < 1)
   throw new CorellaError('BAD_CONFIG', `--block: expected an integer ≥ 1, got ${arg('block', '')}`);
 const modelPath = resolve(arg('model', '.corella/models/SmolLM2-135M-Instruct.Q4_1.gguf'));
@@ -316,10 +320,14 @@ try {
     onProgress,
     config: {
       stage2: { samples: stage2, epochs: 3, batchSize: 128, learningRate: 1e-3, crmLearningRate: 1e-4 },
-      stage3: { samples: stage3, epochs: 5, batchSize: 128, learningRate: 1e-3 },
+      stage3: { samples: stage3, epochs: stage3Epochs, batchSize: 128, learningRate: stage3Lr },
       subset,
       poolBlock: block,
-      adapter: { layers: [64, 32], skipInputs: adapterSkip },
+      adapter: {
+        layers: [64, 32],
+        skipInputs: adapterSkip,
+        ...(adapterTail > 0 ? { inputTail: adapterTail } : {}),
+      },
       alignment: { sharedDim: 32 },
       validationSamples: shiftRows,
       featureChunkSize: 256,
@@ -407,6 +415,9 @@ try {
         block,
         itemAffinity,
         adapterSkip,
+        adapterTail,
+        stage3Lr,
+        stage3Epochs,
         calibrateOutput,
         hiddenState: hidden,
       },

@@ -34,6 +34,12 @@ export interface AdapterConfig {
    * scalar inputs are not drowned by hundreds of hidden-state dimensions. 0 (default) = deep path only.
    */
   skipInputs?: number;
+  /**
+   * Read only the last `inputTail` input columns (e.g. 4 = the three item-affinity features and the
+   * log-odds), leaving the prompt's hidden state out. For small training sets, where hundreds of hidden-state
+   * dimensions mostly add noise. Absent = every column.
+   */
+  inputTail?: number;
   seed: number;
 }
 
@@ -72,11 +78,18 @@ export function validateAdapterConfig(c: AdapterConfig, where = 'adapter'): void
       `${where}.layers must be positive integer widths, got ${JSON.stringify(c.layers)}`,
     );
   }
-  const k = c.skipInputs ?? 0;
-  if (!Number.isInteger(k) || k < 0 || k > c.hiddenDim + 1) {
+  const width = c.inputTail ?? c.hiddenDim + 1;
+  if (!Number.isInteger(width) || width < 1 || width > c.hiddenDim + 1) {
     throw new CorellaError(
       'BAD_CONFIG',
-      `${where}.skipInputs must be an integer in [0, hiddenDim + 1 = ${c.hiddenDim + 1}], got ${k}`,
+      `${where}.inputTail must be an integer in [1, hiddenDim + 1 = ${c.hiddenDim + 1}], got ${width}`,
+    );
+  }
+  const k = c.skipInputs ?? 0;
+  if (!Number.isInteger(k) || k < 0 || k > width) {
+    throw new CorellaError(
+      'BAD_CONFIG',
+      `${where}.skipInputs must be an integer in [0, input width ${width}], got ${k}`,
     );
   }
 }
@@ -94,7 +107,7 @@ export class LlmAdapter {
   private constructor(config: AdapterConfig, init: (name: string, shape: number[]) => tf.Tensor) {
     validateAdapterConfig(config);
     this.config = { ...config, layers: config.layers.slice() };
-    this.inputDim = config.hiddenDim + 1;
+    this.inputDim = config.inputTail ?? config.hiddenDim + 1;
     this.inputMean = new Float32Array(this.inputDim);
     this.inputStd = new Float32Array(this.inputDim).fill(1);
     let fanIn = this.inputDim;
@@ -113,8 +126,10 @@ export class LlmAdapter {
 
   static create(config: AdapterConfig): LlmAdapter {
     const rng = makeRng(config.seed);
+    // The skip starts at zero: a random wide path would rank rows by a random mix of its few inputs, and
+    // short stages cannot undo that; from zero it moves only where the gradient says.
     return new LlmAdapter(config, (name, shape) =>
-      shape.length === 2
+      shape.length === 2 && name !== 'skip/w'
         ? tf.tensor2d(glorotUniform(rng, shape[0], shape[1]), [shape[0], shape[1]])
         : tf.zeros(shape),
     );
@@ -128,17 +143,15 @@ export class LlmAdapter {
   fitNormalization(f: LlmFeatures): void {
     this.checkFeatures(f);
     const n = f.sampleIds.length;
-    const d = this.config.hiddenDim;
     const mean = new Float64Array(this.inputDim);
     const sq = new Float64Array(this.inputDim);
+    const row = new Float32Array(this.inputDim);
     for (let r = 0; r < n; r++) {
-      for (let j = 0; j < d; j++) {
-        const v = f.hidden[r * d + j];
-        mean[j] += v;
-        sq[j] += v * v;
+      this.rawRow(f, r, row);
+      for (let j = 0; j < this.inputDim; j++) {
+        mean[j] += row[j];
+        sq[j] += row[j] * row[j];
       }
-      mean[d] += f.logOdds[r];
-      sq[d] += f.logOdds[r] * f.logOdds[r];
     }
     for (let j = 0; j < this.inputDim; j++) {
       const m = n > 0 ? mean[j] / n : 0;
@@ -146,6 +159,16 @@ export class LlmAdapter {
       this.inputMean[j] = m;
       // Constant inputs would divide by zero; leave them centred but unscaled.
       this.inputStd[j] = variance > 1e-12 ? Math.sqrt(variance) : 1;
+    }
+  }
+
+  /** The adapter's unstandardised input columns of feature row r: the tail of [hidden state, log-odds]. */
+  private rawRow(f: LlmFeatures, r: number, out: Float32Array): void {
+    const d = this.config.hiddenDim;
+    const first = d + 1 - this.inputDim;
+    for (let j = 0; j < this.inputDim; j++) {
+      const c = first + j;
+      out[j] = c < d ? f.hidden[r * d + c] : f.logOdds[r];
     }
   }
 
@@ -165,17 +188,16 @@ export class LlmAdapter {
     }
   }
 
-  /** Standardised input rows [B, hiddenDim + 1]; `rows` index into the feature set (all when omitted). */
+  /** Standardised input rows [B, inputDim]; `rows` index into the feature set (all when omitted). */
   inputTensor(f: LlmFeatures, rows?: ArrayLike<number>): tf.Tensor2D {
     this.checkFeatures(f);
-    const d = this.config.hiddenDim;
     const count = rows ? rows.length : f.sampleIds.length;
     const x = new Float32Array(count * this.inputDim);
+    const row = new Float32Array(this.inputDim);
     for (let i = 0; i < count; i++) {
-      const r = rows ? rows[i] : i;
+      this.rawRow(f, rows ? rows[i] : i, row);
       const o = i * this.inputDim;
-      for (let j = 0; j < d; j++) x[o + j] = (f.hidden[r * d + j] - this.inputMean[j]) / this.inputStd[j];
-      x[o + d] = (f.logOdds[r] - this.inputMean[d]) / this.inputStd[d];
+      for (let j = 0; j < this.inputDim; j++) x[o + j] = (row[j] - this.inputMean[j]) / this.inputStd[j];
     }
     return tf.tensor2d(x, [count, this.inputDim]);
   }

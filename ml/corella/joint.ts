@@ -52,7 +52,7 @@ export interface JointConfig {
    */
   poolBlock: number;
   /** skipInputs: see AdapterConfig (set it to 4 with llm.itemAffinity: log-odds + three affinity features). */
-  adapter: { layers: number[]; skipInputs?: number };
+  adapter: { layers: number[]; skipInputs?: number; inputTail?: number };
   /** pairs omitted = defaultPairs (adapter layer i ↔ CRM layer at the same relative depth). */
   alignment: { pairs?: AlignPair[]; sharedDim: number };
   /** Validation samples for per-stage metrics and the boundary shift (0 = none). */
@@ -412,6 +412,7 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
       hiddenDim,
       layers: cfg.adapter.layers,
       skipInputs: cfg.adapter.skipInputs,
+      inputTail: cfg.adapter.inputTail,
       seed: cfg.seed,
     });
     if (trainRows.length > 0) adapter.fitNormalization(trainF);

@@ -43,7 +43,7 @@ function train(adapter: LlmAdapter, f: LlmFeatures, y: Float32Array, steps: numb
         () => bceWithLogits(adapter.forward(x).logits, labels),
         adapter.trainableVariables(),
       );
-      opt.applyGradients(grads);
+      opt.applyGradients(Object.entries(grads).map(([name, tensor]) => ({ name, tensor })));
       return value.dataSync()[0];
     });
   }
