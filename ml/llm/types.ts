@@ -10,7 +10,10 @@ export interface LlmFeatures {
   pYes: Float32Array;
   /** logit(yes) − logit(no) */
   logOdds: Float32Array;
-  /** n × hiddenDim final hidden state of the prompt. */
+  /**
+   * n × hiddenDim: the prompt's final hidden state, followed by the three item-affinity features
+   * (ml/llm/item-affinity.ts, AFFINITY_FEATURES) when llm.itemAffinity is on.
+   */
   hidden: Float32Array;
 }
 
