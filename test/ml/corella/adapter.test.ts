@@ -92,7 +92,30 @@ describe('LlmAdapter skip inputs (wide and deep)', () => {
     zero.dispose();
   });
 
-  it('rejects a skip wider than the input', () => {
+  it('inputTail reads only the trailing columns: the rest of the hidden state cannot move the output', () => {
+    const { f } = features(32, 6, 7);
+    const adapter = LlmAdapter.create({ hiddenDim: 6, layers: [3], inputTail: 2, seed: 3 });
+    adapter.fitNormalization(f);
+    expect(adapter.inputDim).toBe(2);
+    const z = adapter.predictLogits(f);
+    // Scramble hidden columns 0–4; column 5 and the log-odds are the adapter's whole input.
+    const scrambled = { ...f, hidden: f.hidden.map((v, i) => (i % 6 < 5 ? v * -7 + 3 : v)) };
+    expect(Array.from(adapter.predictLogits(scrambled))).toEqual(Array.from(z));
+    const changed = { ...f, logOdds: f.logOdds.map((v) => v + 5) };
+    expect(Array.from(adapter.predictLogits(changed))).not.toEqual(Array.from(z));
+    const copy = LlmAdapter.deserialize(adapter.serialize());
+    expect(Array.from(copy.predictLogits(f))).toEqual(Array.from(z));
+    adapter.dispose();
+    copy.dispose();
+  });
+
+  it('rejects a skip wider than the input, and a tail wider than the features', () => {
+    expect(() =>
+      LlmAdapter.create({ hiddenDim: 4, layers: [2], inputTail: 2, skipInputs: 3, seed: 1 }),
+    ).toThrow(/skipInputs/);
+    expect(() => LlmAdapter.create({ hiddenDim: 2, layers: [2], inputTail: 4, seed: 1 })).toThrow(
+      /inputTail/,
+    );
     expect(() => LlmAdapter.create({ hiddenDim: 2, layers: [2], skipInputs: 4, seed: 1 })).toThrow(
       CorellaError,
     );
