@@ -448,20 +448,15 @@ export class LlmFeatureExtractor implements LlmFeatureSource {
     opts: ExtractOptions,
   ): Promise<void> {
     throwIfAborted(opts.signal);
-    const { llm, scorer } = await this.ensureModel();
+    const { scorer, builder } = await this.ensureModel();
     const d = scorer.hiddenDim;
     if (d === 0) throw new CorellaError('BAD_CONFIG', 'itemAffinity needs hidden-state extraction');
-    const bos =
-      llm.model.tokens.shouldPrependBosToken && llm.model.tokens.bos !== null ? [llm.model.tokens.bos] : [];
     const prompt = this.config.itemAffinity!.prompt;
     const t0 = performance.now();
     const chunkSize = 256;
     for (let start = 0; start < missing.length; start += chunkSize) {
       const part = missing.slice(start, start + chunkSize);
-      const prompts = part.map((it) => [
-        ...bos,
-        ...llm.model.tokenize(itemPromptText(prompt, items.titles[it] ?? ''), false),
-      ]);
+      const prompts = part.map((it) => builder.standalone(itemPromptText(prompt, items.titles[it] ?? '')));
       const scores = await scorer.score(prompts, { reusePrefix: true, signal: opts.signal });
       const m = part.length;
       const chunk = {

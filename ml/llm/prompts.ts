@@ -132,6 +132,11 @@ export class PromptBuilder {
     return p;
   }
 
+  /** A free-standing prompt (e.g. an item prompt), with the BOS token when the model wants one. */
+  standalone(text: string): Token[] {
+    return [...this.bos, ...this.tok.tokenize(text, false)];
+  }
+
   /** Tokens that every prompt has whatever its history and target. */
   get fixedTokens(): number {
     return this.bos.length + this.head.length + this.mid.length + this.tail.length;
