@@ -5,14 +5,12 @@ import { openDatabase, type DatabaseHandle } from '../db/connection.js';
 import { ModelRepository } from '../db/repositories/models.js';
 import type { ArtifactStore } from '../ml/artifacts/store.js';
 import { CorellaError } from '../ml/errors.js';
-import { ServingEngine } from '../ml/serving/engine.js';
+import { DEFAULT_LIMITS, ServingEngine } from '../ml/serving/engine.js';
 import type { LlmBudget, ServingLimits } from '../ml/serving/types.js';
 import { buildApp, type FeedbackSink, type PredictionSink } from './app.js';
 import { ModelFollower, type ResolvedRef } from './follower.js';
 import { ServeMetrics } from './metrics.js';
 import { ModelHolder, type LoadedModel } from './model-holder.js';
-
-export const DEFAULT_LIMITS: ServingLimits = { maxCandidates: 500, maxHistory: 1000 };
 
 export interface ServeOptions {
   databaseUrl: string;
