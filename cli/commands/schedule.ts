@@ -18,6 +18,8 @@ export async function schedule(argv: string[]): Promise<number> {
     note: { type: 'string' },
     'task-queue': { type: 'string' },
     'window-days': { type: 'string' },
+    source: { type: 'string' },
+    'shadow-rows': { type: 'string' },
   });
   const out = makeOutput(Boolean(values.json));
   const [action, idArg] = positionals;
@@ -33,6 +35,12 @@ export async function schedule(argv: string[]): Promise<number> {
           ? { intervals: [{ every: parseDuration(values.every) }] }
           : { cronExpressions: [values.cron as string] };
         const maxRouted = values['max-routed'] !== undefined ? Number(values['max-routed']) : undefined;
+        const source = values.source;
+        if (source !== undefined && source !== 'dataset' && source !== 'served')
+          throw new UsageError(`--source must be dataset or served, got ${JSON.stringify(source)}`);
+        const shadowRows = values['shadow-rows'] !== undefined ? Number(values['shadow-rows']) : undefined;
+        if (shadowRows !== undefined && !(Number.isInteger(shadowRows) && shadowRows >= 0))
+          throw new UsageError(`--shadow-rows must be an integer >= 0, got ${values['shadow-rows']}`);
         await schedules.create({
           scheduleId: id,
           spec,
@@ -47,6 +55,8 @@ export async function schedule(argv: string[]): Promise<number> {
                 maxRoutedFraction: maxRouted,
                 windowDays: values['window-days'] !== undefined ? Number(values['window-days']) : undefined,
                 queues: values['task-queue'] ? { cpu: values['task-queue'] } : undefined,
+                source,
+                shadowRows,
               },
             ],
           },

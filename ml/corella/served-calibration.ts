@@ -114,7 +114,9 @@ export function calibrateOnServed(rows: ServedRows, opts: ServedCalibrationOptio
   if (n === 0)
     throw new CorellaError('DATA_NOT_AVAILABLE', 'served calibration: no served rows with feedback');
   const metric = opts.metric ?? DEFAULT_CALIBRATION_CONFIG.metric;
-  const h = Float32Array.from(rows.entropy);
+  // Logged entropies as stored (float64): rounding them would let a chosen threshold route a row it was
+  // computed to leave out.
+  const h = Float64Array.from(rows.entropy);
   const sweep = sweepThresholds(
     rows.pCrm,
     rows.pLlm,
