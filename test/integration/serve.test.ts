@@ -246,6 +246,27 @@ describe('corella serve: a real server over a trained model version', () => {
     expect(results.slice(firstNew).every((r) => r.body!.modelVersion === b.modelVersionId)).toBe(true);
   }, 180_000);
 
+  it('an applied recalibration (a new threshold on the followed version) is picked up live', async () => {
+    const v = trained[0];
+    const models = new ModelRepository(testDb.db);
+    const before = (await models.get(Number(v.modelVersionId)))!.calibratedThreshold!;
+    // A long poll: only the NOTIFY can make the swap this fast.
+    const server = await start({ model: v.modelVersionId, pollMs: 600_000 });
+    const readyThreshold = async () =>
+      ((await (await fetch(`${server.url}/readyz`)).json()) as { model: { threshold: number } }).model
+        .threshold;
+    expect(await readyThreshold()).toBeCloseTo(before, 9);
+    const next = before > 0.3 ? before - 0.05 : before + 0.05;
+    try {
+      await models.setThreshold(Number(v.modelVersionId), next);
+      await expect.poll(readyThreshold, { timeout: 20_000, interval: 100 }).toBeCloseTo(next, 9);
+      const r = await post(`${server.url}/v1/score`, { user: { id: 'u1' }, candidates: [{ item: 'i1' }] });
+      expect((r.json as { threshold: number }).threshold).toBeCloseTo(next, 9);
+    } finally {
+      await models.setThreshold(Number(v.modelVersionId), before);
+    }
+  }, 60_000);
+
   it('rejects bad requests with a 400 or 413 that says what is wrong, and never a stack trace', async () => {
     const server = await start({ model: trained[0].modelVersionId, limits: { maxCandidates: 20 } });
     const url = `${server.url}/v1/score`;
