@@ -1,7 +1,7 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { CorellaError } from '../ml/errors.js';
-import type { CandidateScore, ScoreRequest, ServingLimits } from '../ml/serving/types.js';
+import type { CandidateScore, HistoryEvent, ScoreRequest, ServingLimits } from '../ml/serving/types.js';
 import type { ServeMetrics } from './metrics.js';
 import type { ModelHolder } from './model-holder.js';
 import { errorSchema, feedbackRequestSchema, scoreRequestSchema, scoreResponseSchema } from './schemas.js';
@@ -13,7 +13,7 @@ export interface LoggedRequest {
   modelVersionId: number;
   user: string;
   /** The history the request carried, null when the server used the stored one. */
-  history: ScoreRequest['history'] | null;
+  history: HistoryEvent[] | null;
   budgetMs: number | null;
   threshold: number;
   candidates: (CandidateScore & { latencyMs: number })[];
