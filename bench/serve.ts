@@ -23,6 +23,7 @@ import { openDatabase } from '../db/connection.js';
 import { resolveDatabase } from '../db/embedded-postgres.js';
 import { FileArtifactStore } from '../ml/artifacts/store.js';
 import { makeRng } from '../ml/corella/random.js';
+import type { EngineStats } from '../ml/serving/engine.js';
 import type { ScoreRequest } from '../ml/serving/types.js';
 
 function arg(name: string, fallback?: string): string | undefined {
@@ -95,15 +96,7 @@ interface Scenario {
   seconds?: number;
 }
 
-interface Tally {
-  candidates: number;
-  routed: number;
-  answered: number;
-  fallbacks: number;
-  promptTokens: number;
-  evaluatedTokens: number;
-  non200: number;
-}
+type Tally = Omit<EngineStats, 'requests'> & { non200: number };
 
 async function drive(server: Server, s: Scenario) {
   const tally: Tally = {
