@@ -32,7 +32,7 @@ export interface ServedRequestInput {
   /** As supplied with the request; null when the server used the user's known history. */
   history: HistoryEvent[] | null;
   budgetMs: number | null;
-  /** The routing threshold in force; +Infinity in CRM-only mode. */
+  /** The routing threshold in force; +Infinity in CRM-only mode, -Infinity when everything is routed. */
   threshold: number;
   candidates: ServedCandidateInput[];
 }
@@ -122,8 +122,9 @@ export function validateServedRequest(e: ServedRequestInput, field = 'entry'): v
   if (e.history !== null && !Array.isArray(e.history))
     throw badInput(`${field}.history`, 'must be an array of events or null', e.history);
   if (e.budgetMs !== null) requireNonNegative(`${field}.budgetMs`, e.budgetMs);
-  if (typeof e.threshold !== 'number' || Number.isNaN(e.threshold) || e.threshold < 0)
-    throw badInput(`${field}.threshold`, 'must be an entropy >= 0 (or Infinity)', e.threshold);
+  // Any number: +Infinity is CRM-only serving, a negative threshold (down to -Infinity) routes everything.
+  if (typeof e.threshold !== 'number' || Number.isNaN(e.threshold))
+    throw badInput(`${field}.threshold`, 'must be a number (±Infinity allowed)', e.threshold);
   if (!Array.isArray(e.candidates)) throw badInput(`${field}.candidates`, 'must be an array', e.candidates);
   e.candidates.forEach((c, i) => {
     const f = `${field}.candidates[${i}]`;
