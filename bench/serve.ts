@@ -172,6 +172,8 @@ async function drive(server: Server, s: Scenario) {
   };
 }
 
+let partial: Record<string, unknown> = {};
+
 async function main() {
   const db = await resolveDatabase({ dataDir: join(home, 'pg') });
   const env = { ...process.env, CORELLA_HOME: home, DATABASE_URL: db.url };
@@ -194,14 +196,14 @@ async function main() {
     });
   const withBudget = (bs: string[], ms: number) =>
     bs.map((b) => JSON.stringify({ ...(JSON.parse(b) as object), budgetMs: ms }));
-  const out: Record<string, unknown> = {
+  const out: Record<string, unknown> = (partial = {
     bench: 'serve',
     modelVersion: version.id,
     threshold: bundle.threshold,
     dataset: bundle.datasetVersionId.slice(0, 12),
     machine: { cores: (await import('node:os')).cpus().length },
     scenarios: [] as unknown[],
-  };
+  });
   const scenarios = out.scenarios as unknown[];
 
   // CRM only.
@@ -249,7 +251,7 @@ async function main() {
   }
 
   // LLM for every candidate: the LLM-only recommender CoReLLa is measured against.
-  server = await startServe(['--model', modelRef, '--threshold', '-inf', '--budget-ms', '60000'], env);
+  server = await startServe(['--model', modelRef, '--threshold=-inf', '--budget-ms', '60000'], env);
   try {
     scenarios.push(
       await drive(server, {
@@ -265,4 +267,8 @@ async function main() {
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
 }
 
-await main();
+await main().catch((e: unknown) => {
+  // What was measured before the failure is still worth having.
+  process.stdout.write(`${JSON.stringify({ ...partial, error: String(e) }, null, 2)}\n`);
+  process.exitCode = 1;
+});

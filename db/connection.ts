@@ -48,11 +48,10 @@ export function openDatabase(url: string, options: OpenDatabaseOptions = {}): Da
   const onIdleError =
     options.onIdleError ?? ((e: Error) => console.warn(`corella db: idle connection dropped: ${e.message}`));
   pool.on('error', onIdleError);
-  // pg-pool listens for errors on idle clients only. A checked-out client whose server goes away between two
-  // queries (Postgres stopped in the middle of a transaction) emits 'error' with no listener, which would be
-  // an uncaught exception and kill a server that must keep serving through the outage. Its queries fail
-  // anyway, and release() discards a client that is no longer queryable.
-  pool.on('connect', (client) => client.on('error', () => undefined));
+  // A checked-out client (e.g. inside a transaction, between statements) has no pool listener: without one
+  // of its own, the server going away emits an unhandled 'error' that kills the process. Its queries fail
+  // anyway, which is where callers handle the outage.
+  pool.on('connect', (client) => client.on('error', onIdleError));
   const db = drizzle(pool, { schema }) as Database;
   let closed: Promise<void> | undefined;
   return {
