@@ -186,13 +186,22 @@ export class OnlineLlm {
         extra = await this.affinity(index, history, targets, signal);
         evaluatedTokens += extra.evaluated;
       }
-      const scores = await this.scorer.scoreOn(index, prompts, {
-        reusePrefix: true,
-        signal,
-        onScored: (_i, _s, evaluated) => {
-          evaluatedTokens += evaluated;
+      // In token order, so that consecutive targets also share their leading tokens ("The ...", a common
+      // word): the KV cache keeps the longest common prefix with the previous prompt, not only the history.
+      const order = prompts.map((_, i) => i).sort((a, b) => compareTokens(prompts[a], prompts[b]));
+      const sorted = await this.scorer.scoreOn(
+        index,
+        order.map((i) => prompts[i]),
+        {
+          reusePrefix: true,
+          signal,
+          onScored: (_i, _s, evaluated) => {
+            evaluatedTokens += evaluated;
+          },
         },
-      });
+      );
+      const scores = new Array<(typeof sorted)[number]>(prompts.length);
+      order.forEach((i, k) => (scores[i] = sorted[k]));
       const n = targets.length;
       const hd = this.scorer.hiddenDim;
       const wd = this.featureDim;
@@ -262,4 +271,10 @@ export class OnlineLlm {
     await this.llm.dispose();
     await this.extractor?.dispose();
   }
+}
+
+function compareTokens(a: readonly number[], b: readonly number[]): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return a.length - b.length;
 }
