@@ -98,7 +98,7 @@ export class ServingEngine implements Scorer {
     readonly modelVersion: string,
     readonly threshold: number,
     readonly coldItems: boolean,
-    readonly dataset: CtrDataset,
+    dataset: CtrDataset,
     readonly crm: CrmModel,
     private readonly adapter: LlmAdapter | undefined,
     readonly llm: OnlineLlm | undefined,
