@@ -118,6 +118,14 @@ export class ServingEngine implements Scorer {
     opts: ServingEngineOptions = {},
   ): Promise<ServingEngine> {
     const log = opts.log ?? (() => undefined);
+    const threshold = opts.threshold ?? bundle.threshold;
+    if (typeof threshold !== 'number' || Number.isNaN(threshold)) {
+      throw new CorellaError('BAD_CONFIG', `threshold: expected a number of nats, got ${String(threshold)}`, {
+        details: { field: 'threshold' },
+      });
+    }
+    // Checked before anything is loaded, so a bad option costs nothing.
+    const budget = new LlmLimiter(opts.budget).budget;
     await initTf();
     const manifest = await loadManifest(store, bundle.datasetVersionId);
     if (!manifest) {
@@ -138,7 +146,6 @@ export class ServingEngine implements Scorer {
       // missing model file costs the LLM half only.
       try {
         adapter = LlmAdapter.deserialize(await store.get(bundle.adapterArtifact));
-        const budget = new LlmLimiter(opts.budget).budget;
         const sequences = opts.llmSequences ?? Math.max(4, budget.maxConcurrency);
         const llmOpts: OnlineLlmOptions = { sequences };
         llm = await OnlineLlm.load(bundle.llm, store, dataset.items, llmOpts);
@@ -157,18 +164,24 @@ export class ServingEngine implements Scorer {
       }
     }
     if (why) log(`model version ${bundle.modelVersion}: ${why}; serving CRM answers only`);
-    const threshold = opts.threshold ?? bundle.threshold;
-    return new ServingEngine(
-      bundle.modelVersion,
-      threshold,
-      bundle.coldItems,
-      dataset,
-      crm,
-      adapter,
-      llm,
-      why,
-      opts,
-    );
+    try {
+      return new ServingEngine(
+        bundle.modelVersion,
+        threshold,
+        bundle.coldItems,
+        dataset,
+        crm,
+        adapter,
+        llm,
+        why,
+        opts,
+      );
+    } catch (e) {
+      crm.dispose();
+      adapter?.dispose();
+      await llm?.dispose();
+      throw e;
+    }
   }
 
   llmQueueDepth(): number {
