@@ -343,6 +343,34 @@ export class ServingEngine implements Scorer {
   }
 
   /**
+   * Computes the item vectors (item-affinity features) of the whole item table in small chunks, each only
+   * while the LLM is otherwise idle, so that live requests find them cached. A no-op without item affinity.
+   * Resolves with the number of item rows covered; stops early on `signal` or dispose().
+   */
+  async warmItemVectors(opts: { chunk?: number; signal?: AbortSignal } = {}): Promise<number> {
+    const llm = this.llm;
+    if (!llm?.usesItemVectors) return 0;
+    // Small chunks: a request that arrives meanwhile waits for at most one chunk.
+    const chunk = Math.max(1, opts.chunk ?? 4);
+    const total = this.encoder.itemCount;
+    let done = 0;
+    while (done < total && !this.disposed && !opts.signal?.aborted) {
+      if (this.limiter.running > 0 || this.limiter.queueDepth > 0) {
+        await new Promise((r) => setTimeout(r, 5));
+        continue;
+      }
+      const rows = Array.from({ length: Math.min(chunk, total - done) }, (_, i) => done + i);
+      const r = await this.limiter.run(() => llm.itemVectors(rows), {
+        budgetMs: Infinity,
+        bypassQueueLimit: true,
+      });
+      if (!r.ok) break;
+      done += rows.length;
+    }
+    return done;
+  }
+
+  /**
    * The LLM branch's answer for every candidate, whatever the threshold says: what recalibration on served
    * traffic needs for rows the CRM answered. Not on a request path, so no deadline and no queue limit (it
    * still takes one of the LLM's concurrency slots). Throws when the LLM branch is not available.

@@ -90,6 +90,7 @@ export class StickySequences {
 export class OnlineLlm {
   readonly sequences: StickySequences;
   private readonly textVectors = new Map<string, Float64Array>();
+  private itemLock: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly config: ResolvedLlmConfig,
@@ -224,6 +225,26 @@ export class OnlineLlm {
     }
   }
 
+  /**
+   * Centred unit vectors of item rows through the extractor, one call at a time: its scorer has one
+   * sequence, and concurrent LLM jobs (maxConcurrency > 1) must not evaluate on it together.
+   */
+  itemVectors(rows: number[]): Promise<{ centre: Float64Array; vectors: Map<number, Float64Array> }> {
+    const ex = this.extractor;
+    if (!ex) return Promise.reject(new Error('item vectors need llm.itemAffinity'));
+    const run = this.itemLock.then(() => ex.itemUnitVectors(this.items, rows));
+    this.itemLock = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  /** Whether item affinity is on (item vectors are part of the features). */
+  get usesItemVectors(): boolean {
+    return this.extractor !== undefined;
+  }
+
   /** The three item-affinity features per target, over the same window the extractor compares. */
   private async affinity(
     seq: number,
@@ -235,7 +256,11 @@ export class OnlineLlm {
     const max = aff.historyItems ?? this.config.maxHistoryItems;
     const window = max === undefined ? history : history.slice(Math.max(0, history.length - max));
     const known = [...window.map((e) => e.itemRow), ...targets.map((t) => t.row)].filter((r) => r >= 0);
-    const { centre, vectors } = await this.extractor!.itemUnitVectors(this.items, known, { signal });
+    // No signal: item vectors missing from the cache are computed to the end and cached even when the
+    // request's deadline passes meanwhile. Cancelled, a request would drop them unsaved and the next one
+    // would start over, so a catalogue never warmed up would fall back for ever.
+    signal?.throwIfAborted();
+    const { centre, vectors } = await this.itemVectors(known);
     let evaluated = 0;
     const vec = async (row: number, title: string): Promise<Float64Array> => {
       if (row >= 0) return vectors.get(row)!;

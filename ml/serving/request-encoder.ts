@@ -188,6 +188,11 @@ export class RequestEncoder {
     }
   }
 
+  /** Rows of the dataset's item table. */
+  get itemCount(): number {
+    return this.itemInfos.length;
+  }
+
   /** The item as the model knows it; an item outside the item table has no title, so its raw id is used. */
   item(raw: string): ItemInfo {
     const r = this.itemIndex.get(raw);

@@ -203,6 +203,32 @@ describe('ServingEngine, LLM path', () => {
     }
   });
 
+  it('warmItemVectors caches every item vector while requests keep being answered', async () => {
+    // Another item prompt: a cache of its own, so nothing earlier tests computed counts here.
+    const llm = { ...w.llm, itemAffinity: { prompt: 'Film: {title}. Genre:', referenceItems: 16 } };
+    const warm = await ServingEngine.load(w.store, w.bundle({ threshold: -1, llm }), {
+      budget: { defaultBudgetMs: 60_000 },
+      llmSequences: 1,
+    });
+    try {
+      const warming = warm.warmItemVectors({ chunk: 8 });
+      const during = await warm.score(slate(3));
+      expect(during.llm.answered).toBe(3);
+      expect(await warming).toBe(w.dataset.items.ids.length);
+      const check = await LlmFeatureExtractor.open(llm, w.store);
+      try {
+        const all = w.dataset.items.ids.map((_, i) => i);
+        const { vectors } = await check.itemUnitVectors(w.dataset.items, all);
+        expect(vectors.size).toBe(all.length);
+        expect(check.modelLoaded).toBe(false);
+      } finally {
+        await check.dispose();
+      }
+    } finally {
+      await warm.dispose();
+    }
+  });
+
   it('an LLM that cannot load leaves the CRM serving, routed candidates fall back as llm-unavailable', async () => {
     const logs: string[] = [];
     const broken = await ServingEngine.load(
