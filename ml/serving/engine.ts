@@ -67,6 +67,17 @@ export interface EngineStats {
   evaluatedTokens: number;
 }
 
+interface LlmOutcome {
+  /** Per candidate asked for: the LLM branch's probability, NaN where it did not answer. */
+  p: Float32Array;
+  answered: number;
+  promptTokens: number;
+  evaluatedTokens: number;
+  /** Why some (or all) candidates were not answered. */
+  reason?: FallbackReason;
+  error?: unknown;
+}
+
 function badRequest(field: string, message: string): CorellaError {
   return new CorellaError('BAD_REQUEST', `${field}: ${message}`, { details: { field } });
 }
@@ -272,15 +283,12 @@ export class ServingEngine implements Scorer {
         opts.signal,
       );
       llmMs = performance.now() - t1;
-      if (r.ok) {
-        routed.forEach((i, k) => (pLlm[i] = r.p[k]));
-        usage.answered = routed.length;
-        usage.promptTokens = r.promptTokens;
-        usage.evaluatedTokens = r.evaluatedTokens;
-      } else {
-        usage.fallbacks = routed.length;
-        usage.fallbackReason = r.reason;
-      }
+      routed.forEach((i, k) => (pLlm[i] = r.p[k]));
+      usage.answered = r.answered;
+      usage.fallbacks = routed.length - r.answered;
+      if (usage.fallbacks > 0) usage.fallbackReason = r.reason;
+      usage.promptTokens = r.promptTokens;
+      usage.evaluatedTokens = r.evaluatedTokens;
     }
     const candidates: CandidateScore[] = [];
     for (let i = 0; i < n; i++) {
@@ -308,6 +316,10 @@ export class ServingEngine implements Scorer {
     return { candidates, timings: { totalMs: performance.now() - t0, crmMs, llmMs }, llm: usage };
   }
 
+  /**
+   * LLM-branch probabilities for candidates `idx` (NaN where not answered). At a deadline the prompts
+   * already scored still count: their candidates are answered, the rest fall back.
+   */
   private async runLlm(
     req: ScoreRequest,
     enc: EncodedRequest,
@@ -316,20 +328,26 @@ export class ServingEngine implements Scorer {
     budgetMs: number,
     signal: AbortSignal | undefined,
     bypassQueueLimit = false,
-  ): Promise<
-    | { ok: true; p: Float32Array; promptTokens: number; evaluatedTokens: number }
-    | { ok: false; reason: FallbackReason; error?: unknown }
-  > {
+  ): Promise<LlmOutcome> {
+    const none = (reason: FallbackReason, error?: unknown): LlmOutcome => ({
+      p: new Float32Array(idx.length).fill(NaN),
+      answered: 0,
+      promptTokens: 0,
+      evaluatedTokens: 0,
+      reason,
+      error,
+    });
     const llm = this.llm;
     const adapter = this.adapter;
     if (!llm || !adapter) {
       this.limiter.countFallback('llm-unavailable');
-      return { ok: false, reason: 'llm-unavailable' };
+      return none('llm-unavailable');
     }
     const targets = idx.map((i) => enc.targets[i]);
+    const progress = llm.progress(targets.length);
     const r = await this.limiter.run(
       async (sig) => {
-        const f = await llm.features(req.user.id, enc.history, targets, sig);
+        const f = await llm.features(req.user.id, enc.history, targets, sig, progress);
         return {
           p: adapter.predict(f.features),
           promptTokens: f.promptTokens,
@@ -338,8 +356,22 @@ export class ServingEngine implements Scorer {
       },
       { budgetMs, startedAt, signal, bypassQueueLimit },
     );
-    if (!r.ok) return { ok: false, reason: r.reason, error: r.error };
-    return { ok: true, ...r.value };
+    if (r.ok) return { ...r.value, answered: idx.length };
+    if (r.reason !== 'deadline') return none(r.reason, r.error);
+    // Snapshot now: the job may still be running and finishing prompts that nobody waits for any more.
+    const done = progress.finished();
+    if (done.length === 0) return none('deadline');
+    const out = none('deadline');
+    try {
+      const q = adapter.predict(progress.subset(done));
+      done.forEach((i, k) => (out.p[i] = q[k]));
+    } catch (e) {
+      return none('llm-error', e);
+    }
+    out.answered = done.length;
+    out.promptTokens = progress.promptTokens;
+    out.evaluatedTokens = progress.evaluatedTokens;
+    return out;
   }
 
   /**
@@ -385,7 +417,7 @@ export class ServingEngine implements Scorer {
     const all = Array.from({ length: enc.split.size }, (_, i) => i);
     if (all.length === 0) return [];
     const r = await this.runLlm(req, enc, all, performance.now(), Infinity, undefined, true);
-    if (!r.ok) {
+    if (r.answered < all.length) {
       const cause = r.error instanceof Error ? `: ${r.error.message}` : '';
       throw new CorellaError(
         'SERVICE_UNAVAILABLE',
