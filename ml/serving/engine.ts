@@ -65,6 +65,8 @@ export interface EngineStats {
   fallbacks: number;
   promptTokens: number;
   evaluatedTokens: number;
+  /** Tokens LLM jobs evaluated after their request had stopped waiting (deadline): paid for, unused. */
+  discardedTokens: number;
 }
 
 interface LlmOutcome {
@@ -96,6 +98,7 @@ export class ServingEngine implements Scorer {
     fallbacks: 0,
     promptTokens: 0,
     evaluatedTokens: 0,
+    discardedTokens: 0,
   };
   readonly limits: ServingLimits;
   readonly limiter: LlmLimiter;
@@ -345,9 +348,13 @@ export class ServingEngine implements Scorer {
     }
     const targets = idx.map((i) => enc.targets[i]);
     const progress = llm.progress(targets.length);
+    // Set when the request stops waiting: whatever the job evaluates after that is counted as discarded.
+    const late: { from?: number } = {};
     const r = await this.limiter.run(
       async (sig) => {
-        const f = await llm.features(req.user.id, enc.history, targets, sig, progress);
+        const f = await llm.features(req.user.id, enc.history, targets, sig, progress).finally(() => {
+          if (late.from !== undefined) this.stats.discardedTokens += progress.evaluatedTokens - late.from;
+        });
         return {
           p: adapter.predict(f.features),
           promptTokens: f.promptTokens,
@@ -357,6 +364,7 @@ export class ServingEngine implements Scorer {
       { budgetMs, startedAt, signal, bypassQueueLimit },
     );
     if (r.ok) return { ...r.value, answered: idx.length };
+    late.from = progress.evaluatedTokens;
     if (r.reason !== 'deadline') return none(r.reason, r.error);
     // Snapshot now: the job may still be running and finishing prompts that nobody waits for any more.
     const done = progress.finished();

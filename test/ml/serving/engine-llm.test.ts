@@ -178,6 +178,10 @@ describe('ServingEngine, LLM path', () => {
       // The job was still running when the request returned; it stops at its next prompt.
       expect(big.limiter.running).toBe(1);
       expect(big.limiter.fallbacks.deadline).toBe(1);
+      // ... and stops soon after, far from finishing the whole slate.
+      const t0 = performance.now();
+      while (big.limiter.running > 0) await new Promise((r) => setTimeout(r, 2));
+      expect(performance.now() - t0).toBeLessThan(full.timings.llmMs / 2);
     } finally {
       await big.dispose();
     }
