@@ -23,6 +23,7 @@ import { openDatabase } from '../db/connection.js';
 import { resolveDatabase } from '../db/embedded-postgres.js';
 import { FileArtifactStore } from '../ml/artifacts/store.js';
 import { makeRng } from '../ml/corella/random.js';
+import type { EngineStats } from '../ml/serving/engine.js';
 import type { ScoreRequest } from '../ml/serving/types.js';
 
 function arg(name: string, fallback?: string): string | undefined {
@@ -95,15 +96,7 @@ interface Scenario {
   seconds?: number;
 }
 
-interface Tally {
-  candidates: number;
-  routed: number;
-  answered: number;
-  fallbacks: number;
-  promptTokens: number;
-  evaluatedTokens: number;
-  non200: number;
-}
+type Tally = Omit<EngineStats, 'requests'> & { non200: number };
 
 async function drive(server: Server, s: Scenario) {
   const tally: Tally = {
@@ -179,6 +172,8 @@ async function drive(server: Server, s: Scenario) {
   };
 }
 
+let partial: Record<string, unknown> = {};
+
 async function main() {
   const db = await resolveDatabase({ dataDir: join(home, 'pg') });
   const env = { ...process.env, CORELLA_HOME: home, DATABASE_URL: db.url };
@@ -201,14 +196,14 @@ async function main() {
     });
   const withBudget = (bs: string[], ms: number) =>
     bs.map((b) => JSON.stringify({ ...(JSON.parse(b) as object), budgetMs: ms }));
-  const out: Record<string, unknown> = {
+  const out: Record<string, unknown> = (partial = {
     bench: 'serve',
     modelVersion: version.id,
     threshold: bundle.threshold,
     dataset: bundle.datasetVersionId.slice(0, 12),
     machine: { cores: (await import('node:os')).cpus().length },
     scenarios: [] as unknown[],
-  };
+  });
   const scenarios = out.scenarios as unknown[];
 
   // CRM only.
@@ -256,7 +251,7 @@ async function main() {
   }
 
   // LLM for every candidate: the LLM-only recommender CoReLLa is measured against.
-  server = await startServe(['--model', modelRef, '--threshold', '-inf', '--budget-ms', '60000'], env);
+  server = await startServe(['--model', modelRef, '--threshold=-inf', '--budget-ms', '60000'], env);
   try {
     scenarios.push(
       await drive(server, {
@@ -272,4 +267,8 @@ async function main() {
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
 }
 
-await main();
+await main().catch((e: unknown) => {
+  // What was measured before the failure is still worth having.
+  process.stdout.write(`${JSON.stringify({ ...partial, error: String(e) }, null, 2)}\n`);
+  process.exitCode = 1;
+});

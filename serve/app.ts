@@ -1,23 +1,14 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { CorellaError } from '../ml/errors.js';
-import type { CandidateScore, HistoryEvent, ScoreRequest, ServingLimits } from '../ml/serving/types.js';
+import type { ScoreRequest, ServingLimits } from '../ml/serving/types.js';
+import type { PredictionLogEntry } from './prediction-log.js';
 import type { ServeMetrics } from './metrics.js';
 import type { ModelHolder } from './model-holder.js';
 import { errorSchema, feedbackRequestSchema, scoreRequestSchema, scoreResponseSchema } from './schemas.js';
 
-/** One scored request as the prediction log stores it (serve/prediction-log.ts). */
-export interface LoggedRequest {
-  requestId: string;
-  at: Date;
-  modelVersionId: number;
-  user: string;
-  /** The history the request carried, null when the server used the stored one. */
-  history: HistoryEvent[] | null;
-  budgetMs: number | null;
-  threshold: number;
-  candidates: (CandidateScore & { latencyMs: number })[];
-}
+/** One scored request as the prediction log stores it. */
+export type LoggedRequest = PredictionLogEntry;
 
 export interface PredictionSink {
   /** Cheap and synchronous: it must never block or fail the request. */

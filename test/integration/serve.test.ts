@@ -16,6 +16,9 @@ import type { CtrDataset } from '../../ml/data/index.js';
 import { LlmFeatureExtractor } from '../../ml/llm/index.js';
 import type { ScoreRequest } from '../../ml/serving/types.js';
 import { startServer, type RunningServer } from '../../serve/server.js';
+import { databaseStorage } from '../../serve/storage.js';
+import { ServingRepository } from '../../db/repositories/serving.js';
+import { sql } from 'drizzle-orm';
 import { tinyPipelineConfig } from '../helpers/pipeline-config.js';
 import { writeTinyGguf } from '../helpers/tiny-gguf.js';
 import { trainVersions } from '../helpers/trained-versions.js';
@@ -112,7 +115,9 @@ describe('corella serve: a real server over a trained model version', () => {
 
   it('answers like the offline HybridPredictor on the same rows (route and p)', async () => {
     const v = trained[0];
-    const server = await start({ model: v.modelVersionId });
+    // A generous deadline: this test is about equal answers, the budget has its own test (and the machine
+    // may be busy).
+    const server = await start({ model: v.modelVersionId, budget: { defaultBudgetMs: 60_000 } });
     const ds = await datasetForVersion(ctx.store, v.datasetVersionId);
     const mv = (await new ModelRepository(testDb.db).get(Number(v.modelVersionId)))!;
     const crm = await loadCrm(ctx.store, mv.artifacts.crmModel!, ds.featureMap);
@@ -241,6 +246,27 @@ describe('corella serve: a real server over a trained model version', () => {
     expect(results.slice(firstNew).every((r) => r.body!.modelVersion === b.modelVersionId)).toBe(true);
   }, 180_000);
 
+  it('an applied recalibration (a new threshold on the followed version) is picked up live', async () => {
+    const v = trained[0];
+    const models = new ModelRepository(testDb.db);
+    const before = (await models.get(Number(v.modelVersionId)))!.calibratedThreshold!;
+    // A long poll: only the NOTIFY can make the swap this fast.
+    const server = await start({ model: v.modelVersionId, pollMs: 600_000 });
+    const readyThreshold = async () =>
+      ((await (await fetch(`${server.url}/readyz`)).json()) as { model: { threshold: number } }).model
+        .threshold;
+    expect(await readyThreshold()).toBeCloseTo(before, 9);
+    const next = before > 0.3 ? before - 0.05 : before + 0.05;
+    try {
+      await models.setThreshold(Number(v.modelVersionId), next);
+      await expect.poll(readyThreshold, { timeout: 20_000, interval: 100 }).toBeCloseTo(next, 9);
+      const r = await post(`${server.url}/v1/score`, { user: { id: 'u1' }, candidates: [{ item: 'i1' }] });
+      expect((r.json as { threshold: number }).threshold).toBeCloseTo(next, 9);
+    } finally {
+      await models.setThreshold(Number(v.modelVersionId), before);
+    }
+  }, 60_000);
+
   it('rejects bad requests with a 400 or 413 that says what is wrong, and never a stack trace', async () => {
     const server = await start({ model: trained[0].modelVersionId, limits: { maxCandidates: 20 } });
     const url = `${server.url}/v1/score`;
@@ -269,6 +295,71 @@ describe('corella serve: a real server over a trained model version', () => {
     }
     const fb = await post(`${server.url}/v1/feedback`, { user: 'u1', item: 'i1', ts: 1, label: 3 });
     expect(fb.status).toBe(400);
+  }, 60_000);
+
+  it('stores feedback once, folds it into the user history, logs predictions and exports metrics', async () => {
+    const v = trained[0];
+    const server = await start({
+      model: v.modelVersionId,
+      storage: (db) => databaseStorage(db, { spoolDir: join(dir, 'spool-feedback') }),
+    });
+    const ds = await datasetForVersion(ctx.store, v.datasetVersionId);
+    const user = ds.featureMap.vocabularies.user_id[1];
+    const items = ds.featureMap.vocabularies.item_id.slice(1, 6);
+    const slate = { user: { id: user }, candidates: items.map((item) => ({ item })) };
+    const before = await post(`${server.url}/v1/score`, slate);
+    expect(before.status, before.text).toBe(200);
+    const requestId = (before.json as unknown as ScoreBody).requestId;
+
+    const now = Math.floor(Date.now() / 1000);
+    const fb = { requestId, user, item: items[0], rating: 5, ts: now };
+    const first = await post(`${server.url}/v1/feedback`, fb);
+    expect(first.status, first.text).toBe(201);
+    const again = await post(`${server.url}/v1/feedback`, fb);
+    expect(again.status).toBe(200);
+    expect(again.json).toEqual({ stored: false });
+    const rows = await new ServingRepository(testDb.db).feedbackSince(new Date((now - 10) * 1000));
+    expect(rows.filter((r) => r.userId === user && r.itemId === items[0])).toHaveLength(1);
+    expect(rows[0].label).toBe(1);
+
+    // The request carries no history: the stored one plus the new feedback is used, so the CRM's input (and
+    // its answer for the other candidates) moves.
+    const after = await post(`${server.url}/v1/score`, slate);
+    const pBefore = (before.json as unknown as ScoreBody).candidates.map((c) => c.p);
+    const pAfter = (after.json as unknown as ScoreBody).candidates.map((c) => c.p);
+    expect(pAfter).not.toEqual(pBefore);
+
+    await expect
+      .poll(
+        async () =>
+          Number(
+            (
+              await testDb.db.execute<{ n: string }>(
+                sql`select count(*) as n from predictions where request_id = ${requestId}`,
+              )
+            ).rows[0].n,
+          ),
+        { timeout: 20_000 },
+      )
+      .toBe(items.length);
+
+    expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${server.url}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({ status: 'ready', model: { version: v.modelVersionId } });
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    for (const re of [
+      /corella_serve_requests_total\{endpoint="\/v1\/score",status="200"\} [1-9]/,
+      /corella_serve_requests_total\{endpoint="\/v1\/feedback",status="201"\} 1/,
+      /corella_serve_request_seconds_bucket\{le="0.01",endpoint="\/v1\/score"\}/,
+      /corella_serve_route_seconds_count\{route="(crm|llm)"\} [1-9]/,
+      /corella_serve_candidates_total\{route="crm"\} [1-9]/,
+      /corella_serve_llm_queue_depth 0/,
+      /corella_serve_routed_fraction [0-9.]+/,
+      new RegExp(`corella_serve_model_version\\{version="${v.modelVersionId}"\\} 1`),
+      /corella_serve_prediction_log_pending \d+/,
+    ])
+      expect(metrics).toMatch(re);
   }, 60_000);
 
   it('needs a token to bind beyond loopback, and every /v1 route then checks it', async () => {
