@@ -66,7 +66,7 @@ export interface EngineStats {
   promptTokens: number;
   evaluatedTokens: number;
   /** Tokens LLM jobs evaluated after their request had stopped waiting (deadline): paid for, unused. */
-  discardedTokens: number;
+  discardedTokens?: number;
 }
 
 interface LlmOutcome {
@@ -353,7 +353,9 @@ export class ServingEngine implements Scorer {
     const r = await this.limiter.run(
       async (sig) => {
         const f = await llm.features(req.user.id, enc.history, targets, sig, progress).finally(() => {
-          if (late.from !== undefined) this.stats.discardedTokens += progress.evaluatedTokens - late.from;
+          if (late.from !== undefined)
+            this.stats.discardedTokens =
+              (this.stats.discardedTokens ?? 0) + progress.evaluatedTokens - late.from;
         });
         return {
           p: adapter.predict(f.features),
