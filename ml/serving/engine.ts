@@ -160,7 +160,8 @@ export class ServingEngine implements Scorer {
       // missing model file costs the LLM half only.
       try {
         adapter = LlmAdapter.deserialize(await store.get(bundle.adapterArtifact));
-        const sequences = opts.llmSequences ?? Math.max(4, budget.maxConcurrency);
+        // At least one sequence per concurrent job, so a job never waits for a sequence inside its slot.
+        const sequences = Math.max(opts.llmSequences ?? 4, budget.maxConcurrency);
         const llmOpts: OnlineLlmOptions = { sequences };
         llm = await OnlineLlm.load(bundle.llm, store, dataset.items, llmOpts);
         if (adapter.config.hiddenDim !== llm.featureDim) {
