@@ -358,21 +358,17 @@ export class ServingEngine implements Scorer {
             this.stats.discardedTokens =
               (this.stats.discardedTokens ?? 0) + progress.evaluatedTokens - late.from;
         });
-        return {
-          p: adapter.predict(f.features),
-          promptTokens: f.promptTokens,
-          evaluatedTokens: f.evaluatedTokens,
-        };
+        return { failed: f.failed, error: f.error };
       },
       { budgetMs, startedAt, signal, bypassQueueLimit },
     );
-    if (r.ok) return { ...r.value, answered: idx.length };
-    late.from = progress.evaluatedTokens;
-    if (r.reason !== 'deadline') return none(r.reason, r.error);
-    // Snapshot now: the job may still be running and finishing prompts that nobody waits for any more.
+    if (!r.ok) late.from = progress.evaluatedTokens;
+    if (!r.ok && r.reason !== 'deadline') return none(r.reason, r.error);
+    // At a deadline, a snapshot: the job may still be running and finishing prompts nobody waits for.
     const done = progress.finished();
-    if (done.length === 0) return none('deadline');
-    const out = none('deadline');
+    const reason: FallbackReason = r.ok ? 'llm-error' : 'deadline';
+    const out = none(reason, r.ok ? r.value.error : undefined);
+    if (done.length === 0) return out;
     try {
       const q = adapter.predict(progress.subset(done));
       done.forEach((i, k) => (out.p[i] = q[k]));
@@ -382,6 +378,7 @@ export class ServingEngine implements Scorer {
     out.answered = done.length;
     out.promptTokens = progress.promptTokens;
     out.evaluatedTokens = progress.evaluatedTokens;
+    if (out.answered === idx.length) delete out.reason;
     return out;
   }
 

@@ -12,6 +12,7 @@
  * per request, then each target and the template tail. A small LRU keeps each recent user on the sequence
  * that holds their prefix, so the next request of the same user starts with it cached.
  */
+import type { Token } from 'node-llama-cpp';
 import type { ArtifactStore } from '../artifacts/store.js';
 import type { ItemTable } from '../data/types.js';
 import { resolveLlmConfig, type LlmConfig, type ResolvedLlmConfig } from '../llm/config.js';
@@ -35,6 +36,10 @@ export interface OnlineFeatures {
   /** Tokens of the scored prompts, and tokens actually evaluated (prefix reuse makes this far smaller). */
   promptTokens: number;
   evaluatedTokens: number;
+  /** Targets whose prompt could not be built (e.g. a title longer than the context): not scored. */
+  failed: number[];
+  /** Why the first of them failed. */
+  error?: unknown;
 }
 
 interface Slot {
@@ -185,21 +190,41 @@ export class OnlineLlm {
     signal?: AbortSignal,
     progress: FeatureProgress = this.progress(targets.length),
   ): Promise<OnlineFeatures> {
-    const prompts = this.prompts(history, targets).map((p) => p.tokens);
+    // One unbuildable prompt (a title longer than the context) costs its own candidate, not the request's.
+    const h = history.map((e) => ({ title: e.title, rating: e.rating, genres: e.genres }));
+    const built: (Token[] | undefined)[] = [];
+    const failed: number[] = [];
+    let error: unknown;
+    for (let i = 0; i < targets.length; i++) {
+      try {
+        built.push(this.builder.build(h, targets[i].title, undefined, this.config.maxHistoryItems).tokens);
+      } catch (e) {
+        built.push(undefined);
+        failed.push(i);
+        error ??= e;
+      }
+    }
+    if (failed.length === targets.length) throw error;
+    const live = built.flatMap((t, i) => (t ? [i] : []));
+    const prompts = built as Token[][];
     const { index } = await this.sequences.acquire(user);
     const f = progress.features;
     const hd = this.scorer.hiddenDim;
     const wd = this.featureDim;
     try {
       if (this.config.itemAffinity) {
-        const extra = await this.affinity(index, history, targets, signal);
+        const extra = await this.affinity(
+          index,
+          history,
+          live.map((i) => targets[i]),
+          signal,
+        );
         progress.evaluatedTokens += extra.evaluated;
-        for (let i = 0; i < targets.length; i++)
-          f.hidden.set(extra.values.subarray(i * 3, i * 3 + 3), i * wd + hd);
+        live.forEach((i, k) => f.hidden.set(extra.values.subarray(k * 3, k * 3 + 3), i * wd + hd));
       }
       // In token order, so that consecutive targets also share their leading tokens ("The ...", a common
       // word): the KV cache keeps the longest common prefix with the previous prompt, not only the history.
-      const order = prompts.map((_, i) => i).sort((a, b) => compareTokens(prompts[a], prompts[b]));
+      const order = [...live].sort((a, b) => compareTokens(prompts[a], prompts[b]));
       await this.scorer.scoreOn(
         index,
         order.map((i) => prompts[i]),
@@ -217,7 +242,13 @@ export class OnlineLlm {
           },
         },
       );
-      return { features: f, promptTokens: progress.promptTokens, evaluatedTokens: progress.evaluatedTokens };
+      return {
+        features: f,
+        promptTokens: progress.promptTokens,
+        evaluatedTokens: progress.evaluatedTokens,
+        failed,
+        error,
+      };
     } finally {
       this.sequences.release(index);
     }
