@@ -140,7 +140,7 @@ export class ServingEngine implements Scorer {
     }
     // Checked before anything is loaded, so a bad option costs nothing.
     const budget = new LlmLimiter(opts.budget).budget;
-    await initTf();
+    await initTf(undefined, opts.log ?? ((m) => console.error(m)));
     const manifest = await loadManifest(store, bundle.datasetVersionId);
     if (!manifest) {
       throw new CorellaError(
