@@ -169,8 +169,12 @@ export class OnlineLlm {
    * most-recent `maxHistoryItems`, which is what a sliding-window (historyBlock 1) extraction shows too.
    */
   prompts(history: HistoryEntry[], targets: ItemInfo[]): BuiltPrompt[] {
-    const h = history.map((e) => ({ title: e.title, rating: e.rating, genres: e.genres }));
-    return targets.map((t) => this.builder.build(h, t.title, undefined, this.config.maxHistoryItems));
+    const h = promptHistory(history);
+    return targets.map((t) => this.prompt(h, t));
+  }
+
+  private prompt(history: ReturnType<typeof promptHistory>, target: ItemInfo): BuiltPrompt {
+    return this.builder.build(history, target.title, undefined, this.config.maxHistoryItems);
   }
 
   /** An empty progress record for `n` targets, to pass to `features`. */
@@ -191,13 +195,13 @@ export class OnlineLlm {
     progress: FeatureProgress = this.progress(targets.length),
   ): Promise<OnlineFeatures> {
     // One unbuildable prompt (a title longer than the context) costs its own candidate, not the request's.
-    const h = history.map((e) => ({ title: e.title, rating: e.rating, genres: e.genres }));
+    const h = promptHistory(history);
     const built: (Token[] | undefined)[] = [];
     const failed: number[] = [];
     let error: unknown;
     for (let i = 0; i < targets.length; i++) {
       try {
-        built.push(this.builder.build(h, targets[i].title, undefined, this.config.maxHistoryItems).tokens);
+        built.push(this.prompt(h, targets[i]).tokens);
       } catch (e) {
         built.push(undefined);
         failed.push(i);
@@ -325,6 +329,10 @@ export class OnlineLlm {
     await this.llm.dispose();
     await this.extractor?.dispose();
   }
+}
+
+function promptHistory(history: HistoryEntry[]): { title: string; rating: number; genres: string }[] {
+  return history.map((e) => ({ title: e.title, rating: e.rating, genres: e.genres }));
 }
 
 function compareTokens(a: readonly number[], b: readonly number[]): number {
