@@ -15,6 +15,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import os from 'node:os';
 import { join, resolve } from 'node:path';
 import autocannon from 'autocannon';
 import { resolveServingBundle } from '../activities/serving-bundle.js';
@@ -94,6 +95,8 @@ interface Scenario {
   rate?: number;
   connections?: number;
   seconds?: number;
+  /** autocannon's per-request timeout in seconds (an LLM-only slate takes seconds on a CPU). */
+  timeout?: number;
 }
 
 type Tally = Omit<EngineStats, 'requests'> & { non200: number };
@@ -115,6 +118,7 @@ async function drive(server: Server, s: Scenario) {
     url: `${server.url}/v1/score`,
     connections: s.connections ?? 10,
     duration: s.seconds ?? seconds,
+    timeout: s.timeout ?? 10,
     ...(s.rate ? { overallRate: s.rate } : {}),
     requests: [
       {
@@ -201,7 +205,8 @@ async function main() {
     modelVersion: version.id,
     threshold: bundle.threshold,
     dataset: bundle.datasetVersionId.slice(0, 12),
-    machine: { cores: (await import('node:os')).cpus().length },
+    // Other work on the machine moves every figure: the load average says how busy it was.
+    machine: { cores: os.cpus().length, loadAverageAtStart: os.loadavg().map((x) => round(x, 2)) },
     scenarios: [] as unknown[],
   });
   const scenarios = out.scenarios as unknown[];
@@ -223,12 +228,15 @@ async function main() {
       name: 'hybrid slate 1, closed loop',
       bodies: bodies(1),
       connections: 2,
+      timeout: 120,
     });
     scenarios.push(closed1);
     const closed50 = await drive(server, {
       name: 'hybrid slate 50, closed loop',
       bodies: bodies(50, 100),
       connections: 2,
+      seconds: 2 * seconds,
+      timeout: 120,
     });
     scenarios.push(closed50);
     capacity = closed50.requestsPerSec;
@@ -258,6 +266,8 @@ async function main() {
         name: 'llm-only slate 50, closed loop',
         bodies: bodies(50, 100),
         connections: 2,
+        seconds: 2 * seconds,
+        timeout: 120,
       }),
     );
   } finally {
