@@ -1,3 +1,4 @@
+import { batchScoreActivities } from './batch-score.js';
 import { bookkeepingActivities } from './bookkeeping.js';
 import type { ActivityContext } from './context.js';
 import { withTypedFailures } from './failures.js';
@@ -19,5 +20,6 @@ export function createActivities(ctx: ActivityContext): CorellaActivities {
     ...corellaActivities(ctx),
     ...registryActivities(ctx),
     ...recalibrateActivities(ctx),
+    ...batchScoreActivities(ctx),
   });
 }
