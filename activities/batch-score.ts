@@ -18,6 +18,7 @@ import {
   verifyChunkOutput,
   type ChunkSpec,
 } from '../ml/serving/jsonl-batch.js';
+import { ServingEngine } from '../ml/serving/engine.js';
 import type { LlmBudget, Scorer, ServingLimits } from '../ml/serving/types.js';
 import type { ActivityContext } from './context.js';
 import { activityRunOptions } from './heartbeat.js';
@@ -54,21 +55,16 @@ interface ChunkPointer {
  */
 export const BATCH_BUDGET: LlmBudget = { maxConcurrency: 1, maxQueue: 64, defaultBudgetMs: 10 * 60_000 };
 
+/** Requests of one chunk scored concurrently (bounded, so the LLM queue stays within BATCH_BUDGET.maxQueue). */
+const REQUESTS_IN_FLIGHT = 8;
+
 export type ScorerLoader = (
   store: ArtifactStore,
   bundle: ServingBundleSpec,
   opts: { budget: LlmBudget; limits: Partial<ServingLimits>; log(msg: string): void },
 ) => Promise<Scorer>;
 
-// INTERIM until ml/serving/engine.ts lands on main: the engine is loaded through a specifier TypeScript does
-// not resolve, so this file compiles before it exists. Replace with a static import of ServingEngine then.
-const ENGINE_MODULE: string = '../ml/serving/engine.js';
-const loadServingEngine: ScorerLoader = async (store, bundle, opts) => {
-  const mod = (await import(ENGINE_MODULE)) as {
-    ServingEngine: { load(s: ArtifactStore, b: ServingBundleSpec, o: object): Promise<Scorer> };
-  };
-  return mod.ServingEngine.load(store, bundle, opts);
-};
+const loadServingEngine: ScorerLoader = (store, bundle, opts) => ServingEngine.load(store, bundle, opts);
 
 /**
  * One loaded engine per worker process, kept between chunks (loading the dataset, the CRM and the LLM costs
@@ -269,29 +265,63 @@ export function batchScoreActivities(
 
       const run = activityRunOptions('score');
       const routes: RouteCounts = { crm: 0, llm: 0, 'crm-fallback': 0 };
-      const lines: string[] = [];
+      const texts: string[][] = new Array<string[]>(requests.length);
+      let scored = 0;
       await scorers.use(ctx.store, bundle, async (scorer) => {
-        for (const r of requests) {
-          throwIfAborted(run.signal);
-          const group = candidates.slice(r.start, r.end);
-          const res = await scorer.score(toScoreRequest(group, BATCH_BUDGET.defaultBudgetMs), {
-            signal: run.signal,
-          });
-          if (res.candidates.length !== group.length) {
-            throw new Error(`the engine answered ${res.candidates.length} candidates for ${group.length}`);
+        // A few requests in flight at once: their CRM rows share one micro-batched pass while the LLM
+        // takes them one at a time. Each request's lines land in its own slot, so the output keeps input order.
+        let next = 0;
+        let stopped = false;
+        const lane = async (): Promise<void> => {
+          try {
+            await work();
+          } catch (e) {
+            stopped = true;
+            throw e;
           }
-          for (let i = 0; i < group.length; i++) {
-            lines.push(formatResultLine(group[i], res.candidates[i]));
-            routes[res.candidates[i].route]++;
+        };
+        const work = async (): Promise<void> => {
+          while (next < requests.length && !stopped) {
+            throwIfAborted(run.signal);
+            const k = next++;
+            const group = candidates.slice(requests[k].start, requests[k].end);
+            const res = await scorer.score(toScoreRequest(group, BATCH_BUDGET.defaultBudgetMs), {
+              signal: run.signal,
+            });
+            throwIfAborted(run.signal);
+            if (res.candidates.length !== group.length) {
+              throw new Error(`the engine answered ${res.candidates.length} candidates for ${group.length}`);
+            }
+            // A batch has no latency to protect: an LLM that failed or ran out of time is retried (the chunk
+            // attempt fails), never silently replaced by the CRM. 'llm-unavailable' (no LLM for this version)
+            // is what serving would answer too, so it stands and is counted.
+            const reason = res.llm.fallbackReason;
+            if (res.llm.fallbacks > 0 && reason !== 'llm-unavailable') {
+              throw new CorellaError(
+                'SERVICE_UNAVAILABLE',
+                `the LLM branch failed ${res.llm.fallbacks} routed candidates of line ${group[0].line} (${reason})`,
+                { retryable: true },
+              );
+            }
+            texts[k] = group.map((c, i) => formatResultLine(c, res.candidates[i]));
+            for (const c of res.candidates) routes[c.route]++;
+            scored += group.length;
+            void run.onProgress?.({
+              stage: 'score',
+              done: scored,
+              total: candidates.length,
+              message: `chunk ${chunk}`,
+            });
           }
-          void run.onProgress?.({
-            stage: 'score',
-            done: lines.length,
-            total: candidates.length,
-            message: `chunk ${chunk}`,
-          });
-        }
+        };
+        // Settled, not raced: a failed lane stops the others before the engine is handed back.
+        const settled = await Promise.allSettled(
+          Array.from({ length: Math.min(REQUESTS_IN_FLIGHT, requests.length) }, lane),
+        );
+        const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failed) throw failed.reason;
       });
+      const lines = texts.flat();
       const text = `${lines.join('\n')}\n`;
       verifyChunkOutput(text, { ...spec });
       const out = await ctx.store.put(text);

@@ -58,6 +58,9 @@ export interface ChunkSpec {
 /** The engine's default slate limit (ServingLimits.maxCandidates): a request of one user never exceeds it. */
 export const DEFAULT_MAX_REQUEST_CANDIDATES = 500;
 
+/** The engine's default history limit (ServingLimits.maxHistory): checked here so it fails before any run. */
+export const MAX_HISTORY_EVENTS = 1000;
+
 const TOP_FIELDS = new Set(['id', 'user', 'item', 'history', 'features']);
 const HISTORY_FIELDS = new Set(['item', 'rating', 'ts']);
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
@@ -133,6 +136,14 @@ export function parseCandidateLine(text: string, file: string, line: number): Ba
   if (value.history !== undefined) {
     if (!Array.isArray(value.history)) {
       throw fail(file, line, 'history', `must be an array, got ${typeName(value.history)}`);
+    }
+    if (value.history.length > MAX_HISTORY_EVENTS) {
+      throw fail(
+        file,
+        line,
+        'history',
+        `${value.history.length} events exceed the limit of ${MAX_HISTORY_EVENTS}`,
+      );
     }
     out.history = value.history.map((ev: unknown, i) => {
       const at = `history[${i}]`;

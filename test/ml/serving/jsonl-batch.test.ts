@@ -76,6 +76,12 @@ describe('parseBatch: validation', () => {
       /required/,
     ],
     ['features value is a number', { user: 'u', item: 'i', features: { age: 25 } }, 'features.age', /string/],
+    [
+      'history is too long',
+      { user: 'u', item: 'i', history: Array.from({ length: 1001 }, () => ({ item: 'a' })) },
+      'history',
+      /1001 events exceed the limit of 1000/,
+    ],
     ['features is an array', { user: 'u', item: 'i', features: ['F'] }, 'features', /object of strings/],
   ])('wrong type: %s', (_name, value, field, message) => {
     const e = errorOf(`${good('u', 'ok')}\n${JSON.stringify(value)}\n`);
