@@ -173,6 +173,8 @@ export interface BatchScoreInput {
   chunkRows?: number;
   /** Chunks scored at once (default 1: one LLM per GPU worker). */
   parallelChunks?: number;
+  /** Chunks per workflow run before it continues as new (default 500, which keeps the history small). */
+  chunksPerRun?: number;
   queues?: TaskQueues;
   heartbeatTimeout?: string;
   /** Set by the workflow itself when it continues as new on a long file: the plan and the tallies so far. */

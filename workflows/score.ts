@@ -61,7 +61,7 @@ export async function scoreWorkflow(input: BatchScoreInput): Promise<BatchScoreR
   Object.assign(progress, { stage: 'scoring', chunks: plan.chunks, rows: plan.rows });
 
   const first = input.resume?.nextChunk ?? 0;
-  const stop = Math.min(plan.chunks, first + CHUNKS_PER_RUN);
+  const stop = Math.min(plan.chunks, first + Math.max(1, input.chunksPerRun ?? CHUNKS_PER_RUN));
   let next = first;
   // A small pool: `parallelChunks` chunk activities in flight, taken in order.
   const lane = async (): Promise<void> => {

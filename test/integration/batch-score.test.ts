@@ -10,7 +10,12 @@ import type { ActivityContext } from '../../activities/context.js';
 import { datasetForVersion } from '../../activities/datasets.js';
 import { createActivities } from '../../activities/index.js';
 import { resolveServingBundle } from '../../activities/serving-bundle.js';
-import type { BatchScoreResult, RetrainInput, RetrainResult } from '../../activities/types.js';
+import type {
+  BatchScoreInput,
+  BatchScoreResult,
+  RetrainInput,
+  RetrainResult,
+} from '../../activities/types.js';
 import { scoreWorkflowId } from '../../cli/commands/score.js';
 import { ModelRepository } from '../../db/repositories/models.js';
 import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
@@ -215,7 +220,7 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
         activities: createActivities(ctx),
         taskQueue: queues.cpu,
       });
-      const { result, doneAtKill, chunks, again } = await cpu.runUntil(async () => {
+      const { result, doneAtKill, chunks, again, chained } = await cpu.runUntil(async () => {
         const first = gpuWorker();
         const run = cli(scoreArgs(inputPath, outputPath));
         // Kill the worker once a few chunks are finished and before the last one is.
@@ -231,6 +236,10 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
         const desc = await client.workflow.getHandle(workflowId).describe();
         expect(desc.status.name).toBe('RUNNING');
         gpuWorker();
+        // A second trigger of the same file and model while it runs joins the running workflow.
+        const dup = cli(scoreArgs(inputPath, join(dir, 'dup.jsonl')).filter((a) => a !== '--wait'));
+        expect((await dup.exited()).code, dup.stderr()).toBe(0);
+        expect(JSON.parse(dup.stdout())).toMatchObject({ workflowId, started: false });
         const exit = await run.exited();
         expect(exit.code, run.stderr()).toBe(0);
         const result = JSON.parse(run.stdout()) as BatchScoreResult & { workflowId: string };
@@ -249,7 +258,24 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
           result: JSON.parse(rerun.stdout()) as BatchScoreResult,
           text: await readFile(rerunOut, 'utf8'),
         };
-        return { result, doneAtKill, chunks, again };
+        // A trigger while a run is going joins it; here, a workflow that continues as new every 7 chunks
+        // (what a long file does every 500) reuses every chunk across its runs and joins the same output.
+        const chained = await client.workflow.execute('scoreWorkflow', {
+          taskQueue: queues.cpu,
+          workflowId,
+          args: [
+            {
+              inputSha256: sha256Hex(inputText),
+              inputName: inputPath,
+              model: 'champion',
+              chunkRows: 60,
+              chunksPerRun: 7,
+              queues,
+              heartbeatTimeout: '4s',
+            } satisfies BatchScoreInput,
+          ],
+        });
+        return { result, doneAtKill, chunks, again, chained: chained as BatchScoreResult };
       });
 
       expect(result.workflowId).toBe(workflowId);
@@ -304,6 +330,24 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
       expect(again.result.reusedChunks).toBe(result.chunks);
       expect(again.result.scoredChunks).toBe(0);
       expect(again.text).toBe(await readFile(outputPath, 'utf8'));
+      expect(again.result.outputSha256).toBe(result.outputSha256);
+      expect(chained.outputSha256).toBe(result.outputSha256);
+      expect([chained.reusedChunks, chained.scoredChunks, chained.rows]).toEqual([
+        result.chunks,
+        0,
+        result.rows,
+      ]);
+      // Runs of this id: the kill-resumed one, the CLI re-run, and the chained one with its continuations.
+      await expect
+        .poll(
+          async () => {
+            let n = 0;
+            for await (const _ of client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) n++;
+            return n;
+          },
+          { timeout: 20_000, interval: 500 },
+        )
+        .toBe(2 + Math.ceil(result.chunks / 7));
     } finally {
       await nc.close();
     }
