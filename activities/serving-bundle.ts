@@ -4,21 +4,12 @@ import type { Database } from '../db/connection.js';
 import type { ModelVersionRow } from '../db/schema/index.js';
 import { CorellaError } from '../ml/errors.js';
 import type { LlmConfig } from '../ml/llm/index.js';
+import type { ServingBundle } from '../ml/serving/engine.js';
 import { calibrationConfigOf, llmConfigOf } from './corella-config.js';
 import type { PipelineConfig } from './types.js';
 
-/** Everything the serving engine needs to load one model version (ml/serving/engine.ts ServingBundle). */
-export interface ServingBundleSpec {
-  modelVersion: string;
-  datasetVersionId: string;
-  crmArtifact: string;
-  adapterArtifact: string;
-  /** Stored entropy threshold: ln 2 routes nothing (also the value of a never-calibrated version). */
-  threshold: number;
-  coldItems: boolean;
-  /** null when the source run's config names no LLM: the version is served CRM-only. */
-  llm: LlmConfig | null;
-}
+/** What the serving engine loads for one version (ml/serving/engine.ts). */
+export type ServingBundleSpec = ServingBundle;
 
 /** `champion`, `challenger` (any alias) or a version id. */
 export type ModelRef = string;

@@ -91,6 +91,8 @@ export class ServingEngine implements Scorer {
   readonly batcher: CrmBatcher;
   readonly encoder: RequestEncoder;
   private disposed = false;
+  /** Requests being scored: dispose() lets them finish (a hot swap retires an engine under load). */
+  private readonly inflight = new Set<Promise<unknown>>();
 
   private constructor(
     readonly modelVersion: string,
@@ -209,8 +211,23 @@ export class ServingEngine implements Scorer {
       throw badRequest('budgetMs', 'expected a number ≥ 0');
   }
 
-  async score(req: ScoreRequest, opts: { signal?: AbortSignal } = {}): Promise<ScoreResult> {
-    if (this.disposed) throw new CorellaError('SERVICE_UNAVAILABLE', 'the serving engine was disposed');
+  score(req: ScoreRequest, opts: { signal?: AbortSignal } = {}): Promise<ScoreResult> {
+    return this.track(() => this.scoreNow(req, opts));
+  }
+
+  private track<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.disposed)
+      return Promise.reject(new CorellaError('SERVICE_UNAVAILABLE', 'the serving engine was disposed'));
+    const p = fn();
+    this.inflight.add(p);
+    void p.then(
+      () => this.inflight.delete(p),
+      () => this.inflight.delete(p),
+    );
+    return p;
+  }
+
+  private async scoreNow(req: ScoreRequest, opts: { signal?: AbortSignal }): Promise<ScoreResult> {
     const t0 = performance.now();
     this.validate(req);
     const enc = this.encoder.encode(req);
@@ -317,7 +334,11 @@ export class ServingEngine implements Scorer {
    * traffic needs for rows the CRM answered. Not on a request path, so no deadline and no queue limit (it
    * still takes one of the LLM's concurrency slots). Throws when the LLM branch is not available.
    */
-  async shadowScore(req: ScoreRequest): Promise<{ item: string; pLlm: number }[]> {
+  shadowScore(req: ScoreRequest): Promise<{ item: string; pLlm: number }[]> {
+    return this.track(() => this.shadowNow(req));
+  }
+
+  private async shadowNow(req: ScoreRequest): Promise<{ item: string; pLlm: number }[]> {
     this.validate(req);
     const enc = this.encoder.encode(req);
     const all = Array.from({ length: enc.split.size }, (_, i) => i);
@@ -337,6 +358,7 @@ export class ServingEngine implements Scorer {
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
+    await Promise.allSettled([...this.inflight]);
     await this.batcher.drain();
     await this.limiter.close();
     this.crm.dispose();

@@ -42,6 +42,7 @@ export class LlmLimiter {
   private readonly queue: Waiter[] = [];
   /** Jobs still running (a request may have stopped waiting for them): close() waits for these. */
   private readonly inflight = new Map<Promise<unknown>, AbortController>();
+  private closed = false;
   /** Fallbacks by reason since start (for metrics). */
   readonly fallbacks: Record<FallbackReason, number> = {
     deadline: 0,
@@ -75,6 +76,7 @@ export class LlmLimiter {
     const t0 = opts.startedAt ?? performance.now();
     const remaining = opts.budgetMs - (performance.now() - t0);
     const queuedMs = (): number => performance.now() - t0;
+    if (this.closed) return this.fail('llm-unavailable', 0);
     if (remaining <= 0 || opts.signal?.aborted) return this.fail('deadline', queuedMs());
     const needsQueue = this.active >= this.budget.maxConcurrency;
     if (needsQueue && !opts.bypassQueueLimit && this.queue.length >= this.budget.maxQueue)
@@ -140,6 +142,7 @@ export class LlmLimiter {
 
   /** Aborts running jobs (they stop at their next prompt) and waits until none runs. */
   async close(): Promise<void> {
+    this.closed = true;
     for (const a of this.inflight.values()) a.abort(new Error('the LLM limiter is closing'));
     await Promise.allSettled([...this.inflight.keys()]);
   }
