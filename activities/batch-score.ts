@@ -18,11 +18,11 @@ import {
   verifyChunkOutput,
   type ChunkSpec,
 } from '../ml/serving/jsonl-batch.js';
-import { ServingEngine } from '../ml/serving/engine.js';
+import { ServingEngine, type ServingBundle } from '../ml/serving/engine.js';
 import type { LlmBudget, Scorer, ServingLimits } from '../ml/serving/types.js';
 import type { ActivityContext } from './context.js';
 import { activityRunOptions } from './heartbeat.js';
-import { resolveModelVersion, servingBundleOf, type ServingBundleSpec } from './serving-bundle.js';
+import { resolveModelVersion, servingBundleOf } from './serving-bundle.js';
 import type { CorellaActivities, RouteCounts, ScorePlanSummary } from './types.js';
 
 /** The plan artifact: everything a chunk needs besides the input, pinned when the run was planned. */
@@ -60,7 +60,7 @@ const REQUESTS_IN_FLIGHT = 8;
 
 export type ScorerLoader = (
   store: ArtifactStore,
-  bundle: ServingBundleSpec,
+  bundle: ServingBundle,
   opts: { budget: LlmBudget; limits: Partial<ServingLimits>; log(msg: string): void },
 ) => Promise<Scorer>;
 
@@ -79,7 +79,7 @@ class ScorerCache {
     private readonly idleMs = 60_000,
   ) {}
 
-  async use<T>(store: ArtifactStore, bundle: ServingBundleSpec, fn: (s: Scorer) => Promise<T>): Promise<T> {
+  async use<T>(store: ArtifactStore, bundle: ServingBundle, fn: (s: Scorer) => Promise<T>): Promise<T> {
     const key = canonicalJson(bundle);
     if (this.entry?.key !== key) {
       this.retire();
