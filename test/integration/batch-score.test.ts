@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client, Connection, WorkflowNotFoundError } from '@temporalio/client';
+import { Client, Connection, WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { BATCH_BUDGET } from '../../activities/batch-score.js';
@@ -99,6 +99,8 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
     children.push(c);
     return c;
   };
+  /** The candidate lines of the first test, reused by the cancellation test. */
+  const lines: string[] = [];
   const gpuWorker = () => cli(['worker', '--queue', 'gpu', '--task-queue', queues.gpu]);
   const scoreArgs = (input: string, output: string) => [
     'score',
@@ -170,7 +172,7 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
       const ds = await datasetForVersion(ctx.store, trained.datasetVersionId);
       const users = ds.featureMap.vocabularies.user_id.slice(1);
       const items = ds.items.ids;
-      const lines: string[] = [];
+      lines.length = 0;
       for (let u = 0; u < 78; u++) {
         for (let k = 0; k < 30; k++) {
           const row: Record<string, unknown> = {
@@ -352,6 +354,59 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
       await nc.close();
     }
   }, 300_000);
+
+  it('cancelling a batch stops its chunk activity within the heartbeat timeout; nothing is scored after it', async () => {
+    // Another file (the same rows, reversed): another workflow id, so no chunk of the first test is reused.
+    expect(lines.length).toBeGreaterThan(1000);
+    const text = `${[...lines].reverse().join('\n')}\n`;
+    const inputSha256 = (await ctx.store.put(text)).sha256;
+    const workflowId = scoreWorkflowId(inputSha256, 'champion');
+    const pointers = join(dir, 'artifacts', 'named', 'score', workflowId);
+    const nc = await NativeConnection.connect({ address: inject('temporalAddress') });
+    try {
+      const cpu = await createCpuWorker({
+        connection: nc,
+        namespace,
+        activities: createActivities(ctx),
+        taskQueue: queues.cpu,
+      });
+      await cpu.runUntil(async () => {
+        const worker = gpuWorker();
+        const handle = await client.workflow.start('scoreWorkflow', {
+          taskQueue: queues.cpu,
+          workflowId,
+          args: [
+            {
+              inputSha256,
+              model: 'champion',
+              chunkRows: 60,
+              queues,
+              heartbeatTimeout: '4s',
+            } satisfies BatchScoreInput,
+          ],
+        });
+        await expect
+          .poll(async () => (await filesUnder(pointers)).length, { timeout: 120_000, interval: 50 })
+          .toBeGreaterThanOrEqual(1);
+        const t0 = Date.now();
+        await handle.cancel();
+        // The workflow waits for its chunk activity to acknowledge the cancellation, so its end means the
+        // scoring has stopped.
+        await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
+        expect(Date.now() - t0).toBeLessThan(15_000);
+        expect((await handle.describe()).status.name).toBe('CANCELLED');
+        const done = (await filesUnder(pointers)).length;
+        await new Promise((r) => setTimeout(r, 1_500));
+        // Nothing more is scored after the end, and no chunk set was joined into an output.
+        expect((await filesUnder(pointers)).length).toBe(done);
+        expect(done).toBeLessThan(Math.ceil(lines.length / 30));
+        worker.child.kill('SIGTERM');
+        await worker.exited();
+      });
+    } finally {
+      await nc.close();
+    }
+  }, 120_000);
 
   it('a bad line exits 4 naming the file, the line and the field, and starts no workflow', async () => {
     const text = `${JSON.stringify({ user: 'u', item: 'i' })}\n${JSON.stringify({ user: 'u', item: 3 })}\n`;
