@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { once } from 'node:events';
 import { canonicalJson } from '../ml/canonical.js';
 import type { ArtifactStore } from '../ml/artifacts/store.js';
-import { CorellaError } from '../ml/errors.js';
+import { CorellaError, DatasetError } from '../ml/errors.js';
 import { throwIfAborted } from '../ml/progress.js';
 import {
   DEFAULT_MAX_REQUEST_CANDIDATES,
@@ -19,7 +19,7 @@ import {
   type ChunkSpec,
 } from '../ml/serving/jsonl-batch.js';
 import { ServingEngine, type ServingBundle } from '../ml/serving/engine.js';
-import type { LlmBudget, Scorer, ServingLimits } from '../ml/serving/types.js';
+import type { LlmBudget, Scorer, ScoreResult, ServingLimits } from '../ml/serving/types.js';
 import type { ActivityContext } from './context.js';
 import { activityRunOptions } from './heartbeat.js';
 import { resolveModelVersion, servingBundleOf } from './serving-bundle.js';
@@ -140,6 +140,11 @@ async function dispose(scorer: Promise<Scorer>): Promise<void> {
   } catch {
     // a scorer that never loaded has nothing to release
   }
+}
+
+/** The engine names request fields (`user.features.age`); the input file calls them `features.age`. */
+function batchField(requestField: string): string {
+  return requestField.replace(/^user\.features\./, 'features.').replace(/^user\.id$/, 'user');
 }
 
 /** Named pointers live under the workflow id and the plan, so a re-run with another model never reuses one. */
@@ -285,9 +290,22 @@ export function batchScoreActivities(
             throwIfAborted(run.signal);
             const k = next++;
             const group = candidates.slice(requests[k].start, requests[k].end);
-            const res = await scorer.score(toScoreRequest(group, BATCH_BUDGET.defaultBudgetMs), {
-              signal: run.signal,
-            });
+            let res: ScoreResult;
+            try {
+              res = await scorer.score(toScoreRequest(group, BATCH_BUDGET.defaultBudgetMs), {
+                signal: run.signal,
+              });
+            } catch (e) {
+              // What only the model can judge (a user attribute it does not have) is still a bad input line.
+              if (e instanceof CorellaError && e.code === 'BAD_REQUEST') {
+                throw new DatasetError(e.message, {
+                  file: plan.inputName,
+                  line: group[0].line,
+                  field: typeof e.details.field === 'string' ? batchField(e.details.field) : undefined,
+                });
+              }
+              throw e;
+            }
             throwIfAborted(run.signal);
             if (res.candidates.length !== group.length) {
               throw new Error(`the engine answered ${res.candidates.length} candidates for ${group.length}`);

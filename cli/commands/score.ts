@@ -2,16 +2,16 @@ import { randomBytes } from 'node:crypto';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
-import { WorkflowIdReusePolicy } from '@temporalio/common';
+import { ApplicationFailure, WorkflowIdReusePolicy } from '@temporalio/common';
 import type { BatchScoreInput, BatchScoreResult } from '../../activities/types.js';
 import { FileArtifactStore, sha256Hex } from '../../ml/artifacts/store.js';
 import { parseBatch } from '../../ml/serving/jsonl-batch.js';
 import { TASK_QUEUE_CPU } from '../../workflows/search-attributes.js';
-import type { scoreWorkflow } from '../../workflows/score.js';
+import { scoreProgressQuery, type scoreWorkflow } from '../../workflows/score.js';
 import { EXIT, parse, parseDuration, UsageError } from '../args.js';
 import { connectClient, workflowUiUrl } from '../client.js';
 import { failureMessage } from '../failure.js';
-import { makeOutput, table } from '../output.js';
+import { makeOutput, progressLine, table } from '../output.js';
 import { artifactsDir, corellaHome } from '../services/paths.js';
 
 const REF_RE = /^(?:[1-9][0-9]*|[a-z][a-z0-9_-]{0,62})$/;
@@ -26,6 +26,15 @@ function positiveInt(name: string, raw: string | undefined): number | undefined 
 /** The business key of a batch: the same file scored with the same model ref joins the same workflow. */
 export function scoreWorkflowId(inputSha256: string, model: string): string {
   return `score-${sha256Hex(`${inputSha256}\n${model}`)}`;
+}
+
+/** The `type` of every ApplicationFailure in the cause chain of a failed workflow. */
+function failureTypes(e: unknown): string[] {
+  const out: string[] = [];
+  for (let cur: unknown = e; cur instanceof Error; cur = cur.cause) {
+    if (cur instanceof ApplicationFailure && cur.type) out.push(cur.type);
+  }
+  return out;
 }
 
 /** Written beside the target and renamed over it: a reader never sees half an output file. */
@@ -124,15 +133,33 @@ export async function score(argv: string[]): Promise<number> {
       return EXIT.ok;
     }
     let result: BatchScoreResult;
+    const handle = tc.client.workflow.getHandle<typeof scoreWorkflow>(workflowId);
+    // A progress bar on a terminal, from the workflow's query (silent when stderr is not a TTY).
+    const ticker = process.stderr.isTTY
+      ? setInterval(() => {
+          handle.query(scoreProgressQuery).then(
+            (p) => progressLine(`scoring ${p.stage}`, p.chunksDone, p.chunks),
+            () => undefined,
+          );
+        }, 1_000)
+      : undefined;
     try {
-      result = await tc.client.workflow.getHandle<typeof scoreWorkflow>(workflowId).result();
+      result = await handle.result();
     } catch (e) {
       if (e instanceof WorkflowFailedError) {
         const cause = failureMessage(e);
         out.result({ workflowId, failed: cause }, () => `scoring ${workflowId} failed: ${cause}`);
-        return EXIT.runFailed;
+        // A line only the model could reject (e.g. a user attribute it lacks) is bad input, like the others.
+        return failureTypes(e).some((t) => t === 'BAD_DATASET' || t === 'BAD_REQUEST')
+          ? EXIT.badInput
+          : EXIT.runFailed;
       }
       throw e;
+    } finally {
+      if (ticker) {
+        clearInterval(ticker);
+        process.stderr.write('\n');
+      }
     }
     const output = await new FileArtifactStore(artifactsDir(home)).get(result.outputSha256);
     await writeAtomic(outputPath, output);

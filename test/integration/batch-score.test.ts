@@ -2,7 +2,13 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client, Connection, WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
+import {
+  Client,
+  Connection,
+  WorkflowFailedError,
+  WorkflowNotFoundError,
+  type WorkflowHandle,
+} from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { BATCH_BUDGET } from '../../activities/batch-score.js';
@@ -43,6 +49,17 @@ async function filesUnder(dir: string): Promise<string[]> {
   } catch {
     return [];
   }
+}
+
+/** Start time (ms since epoch) of the scoreChunk attempt a worker is running, if one is. */
+async function startedChunk(handle: WorkflowHandle): Promise<number | undefined> {
+  const d = await handle.describe();
+  // PendingActivityState 2 = STARTED (picked up by a worker).
+  const a = (d.raw.pendingActivities ?? []).find(
+    (p) => p.activityType?.name === 'scoreChunk' && Number(p.state) === 2,
+  );
+  const t = a?.lastStartedTime;
+  return t ? Number(t.seconds) * 1000 + (t.nanos ?? 0) / 1e6 : undefined;
 }
 
 /** Inode and mtime of each file: a pointer written again (an atomic rename) gets a new inode. */
@@ -111,7 +128,7 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
     '--model',
     'champion',
     '--chunk-rows',
-    '60',
+    '240',
     '--wait',
     '--json',
     '--cpu-queue',
@@ -121,6 +138,30 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
     '--heartbeat-timeout',
     '4s',
   ];
+
+  /** A CPU worker in this process and a GPU worker child on this file's score queues, for `fn`. */
+  async function withScoreWorkers<T>(fn: () => Promise<T>): Promise<T> {
+    const nc = await NativeConnection.connect({ address: inject('temporalAddress') });
+    try {
+      const cpu = await createCpuWorker({
+        connection: nc,
+        namespace,
+        activities: createActivities(ctx),
+        taskQueue: queues.cpu,
+      });
+      return await cpu.runUntil(async () => {
+        const worker = gpuWorker();
+        try {
+          return await fn();
+        } finally {
+          worker.child.kill('SIGTERM');
+          await worker.exited();
+        }
+      });
+    } finally {
+      await nc.close();
+    }
+  }
 
   /** The real retrainWorkflow on tiny synthetic data, with this process's workers: one champion version. */
   async function trainChampion(nc: NativeConnection): Promise<RetrainResult> {
@@ -223,21 +264,32 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
         taskQueue: queues.cpu,
       });
       const { result, doneAtKill, chunks, again, chained } = await cpu.runUntil(async () => {
-        const first = gpuWorker();
+        let worker = gpuWorker();
         const run = cli(scoreArgs(inputPath, outputPath));
-        // Kill the worker once a few chunks are finished and before the last one is.
-        await expect
-          .poll(async () => (await filesUnder(pointers)).length, {
-            timeout: 120_000,
-            interval: 50,
-          })
-          .toBeGreaterThanOrEqual(3);
-        first.child.kill('SIGKILL');
-        await first.exited();
-        const finishedAtKill = await identities(await filesUnder(pointers));
-        const desc = await client.workflow.getHandle(workflowId).describe();
-        expect(desc.status.name).toBe('RUNNING');
-        gpuWorker();
+        const handle = client.workflow.getHandle(workflowId);
+        // Kill the worker in the middle of a chunk, after at least two chunks have finished. A chunk may
+        // finish between the look and the kill; then the worker is restarted and killed again.
+        let killedMidChunk = false;
+        let finishedAtKill = new Map<string, string>();
+        for (let tries = 0; tries < 3 && !killedMidChunk; tries++) {
+          await expect
+            .poll(
+              async () =>
+                (await filesUnder(pointers)).length >= 2 &&
+                (await startedChunk(handle)) !== undefined &&
+                Date.now() - (await startedChunk(handle))! > 200,
+              { timeout: 120_000, interval: 50 },
+            )
+            .toBe(true);
+          worker.child.kill('SIGKILL');
+          await worker.exited();
+          finishedAtKill = await identities(await filesUnder(pointers));
+          // Still STARTED with its worker dead: that attempt is lost and must be retried.
+          killedMidChunk = (await startedChunk(handle)) !== undefined;
+          expect((await handle.describe()).status.name).toBe('RUNNING');
+          worker = gpuWorker();
+        }
+        expect(killedMidChunk).toBe(true);
         // A second trigger of the same file and model while it runs joins the running workflow.
         const dup = cli(scoreArgs(inputPath, join(dir, 'dup.jsonl')).filter((a) => a !== '--wait'));
         expect((await dup.exited()).code, dup.stderr()).toBe(0);
@@ -260,7 +312,7 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
           result: JSON.parse(rerun.stdout()) as BatchScoreResult,
           text: await readFile(rerunOut, 'utf8'),
         };
-        // A trigger while a run is going joins it; here, a workflow that continues as new every 7 chunks
+        // A trigger while a run is going joins it; here, a workflow that continues as new every 3 chunks
         // (what a long file does every 500) reuses every chunk across its runs and joins the same output.
         const chained = await client.workflow.execute('scoreWorkflow', {
           taskQueue: queues.cpu,
@@ -270,8 +322,8 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
               inputSha256: sha256Hex(inputText),
               inputName: inputPath,
               model: 'champion',
-              chunkRows: 60,
-              chunksPerRun: 7,
+              chunkRows: 240,
+              chunksPerRun: 3,
               queues,
               heartbeatTimeout: '4s',
             } satisfies BatchScoreInput,
@@ -349,7 +401,7 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
           },
           { timeout: 20_000, interval: 500 },
         )
-        .toBe(2 + Math.ceil(result.chunks / 7));
+        .toBe(2 + Math.ceil(result.chunks / 3));
     } finally {
       await nc.close();
     }
@@ -362,50 +414,52 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
     const inputSha256 = (await ctx.store.put(text)).sha256;
     const workflowId = scoreWorkflowId(inputSha256, 'champion');
     const pointers = join(dir, 'artifacts', 'named', 'score', workflowId);
-    const nc = await NativeConnection.connect({ address: inject('temporalAddress') });
-    try {
-      const cpu = await createCpuWorker({
-        connection: nc,
-        namespace,
-        activities: createActivities(ctx),
+    await withScoreWorkers(async () => {
+      const handle = await client.workflow.start('scoreWorkflow', {
         taskQueue: queues.cpu,
+        workflowId,
+        args: [
+          {
+            inputSha256,
+            model: 'champion',
+            chunkRows: 60,
+            queues,
+            heartbeatTimeout: '4s',
+          } satisfies BatchScoreInput,
+        ],
       });
-      await cpu.runUntil(async () => {
-        const worker = gpuWorker();
-        const handle = await client.workflow.start('scoreWorkflow', {
-          taskQueue: queues.cpu,
-          workflowId,
-          args: [
-            {
-              inputSha256,
-              model: 'champion',
-              chunkRows: 60,
-              queues,
-              heartbeatTimeout: '4s',
-            } satisfies BatchScoreInput,
-          ],
-        });
-        await expect
-          .poll(async () => (await filesUnder(pointers)).length, { timeout: 120_000, interval: 50 })
-          .toBeGreaterThanOrEqual(1);
-        const t0 = Date.now();
-        await handle.cancel();
-        // The workflow waits for its chunk activity to acknowledge the cancellation, so its end means the
-        // scoring has stopped.
-        await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
-        expect(Date.now() - t0).toBeLessThan(15_000);
-        expect((await handle.describe()).status.name).toBe('CANCELLED');
-        const done = (await filesUnder(pointers)).length;
-        await new Promise((r) => setTimeout(r, 1_500));
-        // Nothing more is scored after the end, and no chunk set was joined into an output.
-        expect((await filesUnder(pointers)).length).toBe(done);
-        expect(done).toBeLessThan(Math.ceil(lines.length / 30));
-        worker.child.kill('SIGTERM');
-        await worker.exited();
-      });
-    } finally {
-      await nc.close();
-    }
+      await expect
+        .poll(async () => (await filesUnder(pointers)).length, { timeout: 120_000, interval: 50 })
+        .toBeGreaterThanOrEqual(1);
+      const t0 = Date.now();
+      await handle.cancel();
+      // The workflow waits for its chunk activity to acknowledge the cancellation, so its end means the
+      // scoring has stopped.
+      await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
+      expect(Date.now() - t0).toBeLessThan(15_000);
+      expect((await handle.describe()).status.name).toBe('CANCELLED');
+      const done = (await filesUnder(pointers)).length;
+      await new Promise((r) => setTimeout(r, 1_500));
+      // Nothing more is scored after the end, and no chunk set was joined into an output.
+      expect((await filesUnder(pointers)).length).toBe(done);
+      expect(done).toBeLessThan(20);
+    });
+  }, 120_000);
+
+  it('a user attribute the model lacks fails the batch as bad input (exit 4) naming the file, line and field', async () => {
+    expect(lines.length).toBeGreaterThan(1000);
+    const good = lines.slice(0, 3).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const rows = [...good, { ...good[0], features: { shoe_size: '44' } }].map((r) => JSON.stringify(r));
+    const path = join(dir, 'unknown-attribute.jsonl');
+    await writeFile(path, `${rows.join('\n')}\n`);
+    const run = await withScoreWorkers(async () => {
+      const c = cli(scoreArgs(path, join(dir, 'unknown-attribute-out.jsonl')).filter((a) => a !== '--json'));
+      await c.exited();
+      return c;
+    });
+    expect(run.child.exitCode, run.stderr()).toBe(4);
+    expect(run.stdout()).toContain(`${path}:4 (field features.shoe_size)`);
+    expect(run.stdout()).toMatch(/not a user attribute of this model/);
   }, 120_000);
 
   it('a bad line exits 4 naming the file, the line and the field, and starts no workflow', async () => {
