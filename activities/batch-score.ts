@@ -13,7 +13,7 @@ import {
   formatResultLine,
   groupRequests,
   parseBatch,
-  planChunks,
+  planBatch,
   toScoreRequest,
   verifyChunkOutput,
   type ChunkSpec,
@@ -200,8 +200,9 @@ export function batchScoreActivities(
         throw new CorellaError('BAD_CONFIG', `chunkRows must be a positive integer, got ${chunkRows}`);
       }
       const name = inputName ?? `artifact ${inputSha256}`;
-      // Validated again here: a workflow may be started by other clients than the CLI.
-      const parsed = parseBatch(await ctx.store.get(inputSha256), name);
+      // Validated again here (a workflow may be started by other clients than the CLI), in the same pass
+      // that plans the chunks; no candidate is kept, so a large file costs its bytes only.
+      const { rows, maxRequest, chunks } = planBatch(await ctx.store.get(inputSha256), name, chunkRows);
       const version = await resolveModelVersion(ctx.db, model);
       if (!version) {
         throw new CorellaError(
@@ -210,8 +211,6 @@ export function batchScoreActivities(
         );
       }
       const bundle = await servingBundleOf(ctx.db, ctx.home, version);
-      const maxRequest = DEFAULT_MAX_REQUEST_CANDIDATES;
-      const chunks = planChunks(parsed, chunkRows, maxRequest);
       const plan: StoredScorePlan = {
         format: 'corella-score-plan/1',
         inputSha256,
@@ -221,7 +220,7 @@ export function batchScoreActivities(
         threshold: bundle.threshold,
         chunkRows,
         maxRequest,
-        rows: parsed.candidates.length,
+        rows,
         requests: chunks.reduce((n, c) => n + c.requests, 0),
         chunks,
       };

@@ -5,7 +5,7 @@ import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temp
 import { ApplicationFailure, WorkflowIdReusePolicy } from '@temporalio/common';
 import type { BatchScoreInput, BatchScoreResult } from '../../activities/types.js';
 import { FileArtifactStore, sha256Hex } from '../../ml/artifacts/store.js';
-import { parseBatch } from '../../ml/serving/jsonl-batch.js';
+import { scanBatch } from '../../ml/serving/jsonl-batch.js';
 import { TASK_QUEUE_CPU } from '../../workflows/search-attributes.js';
 import { scoreProgressQuery, type scoreWorkflow } from '../../workflows/score.js';
 import { EXIT, parse, parseDuration, UsageError } from '../args.js';
@@ -87,8 +87,9 @@ export async function score(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError(`cannot read --input ${values.input}: ${(e as Error).message}`);
   }
-  // Every line is checked before anything starts; DatasetError names the file, the line and the field.
-  const { candidates } = parseBatch(data, values.input);
+  // Every line is checked before anything starts (DatasetError names the file, the line and the field);
+  // nothing is kept but the count.
+  const rows = scanBatch(data, values.input, 1, () => undefined);
   const home = corellaHome();
   const stored = await new FileArtifactStore(artifactsDir(home)).put(data);
   const workflowId = scoreWorkflowId(stored.sha256, model);
@@ -116,7 +117,7 @@ export async function score(argv: string[]): Promise<number> {
         // moved alias is honoured).
         workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
         args: [input],
-        memo: { input: values.input, rows: candidates.length, model },
+        memo: { input: values.input, rows, model },
       });
     } catch (e) {
       if (!(e instanceof WorkflowExecutionAlreadyStartedError)) throw e;
@@ -125,9 +126,9 @@ export async function score(argv: string[]): Promise<number> {
     const ui = workflowUiUrl(tc.uiBase, tc.namespace, workflowId);
     if (!values.wait) {
       out.result(
-        { workflowId, started, rows: candidates.length, ui },
+        { workflowId, started, rows, ui },
         () =>
-          `${started ? 'started' : 'already running (joined)'}: ${workflowId}, ${candidates.length} rows` +
+          `${started ? 'started' : 'already running (joined)'}: ${workflowId}, ${rows} rows` +
           `\nrun the same command with --wait to write ${values.output}${ui ? `\n${ui}` : ''}`,
       );
       return EXIT.ok;

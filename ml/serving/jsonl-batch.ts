@@ -66,19 +66,23 @@ const HISTORY_FIELDS = new Set(['item', 'rating', 'ts']);
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
- * Line spans of a JSON-lines buffer. A final newline ends the last line (it does not start an empty one);
- * a trailing CR is dropped so files written on Windows read the same.
+ * The line spans of a JSON-lines buffer, one at a time (a file of millions of lines needs no array of them).
+ * A final newline ends the last line (it does not start an empty one); a trailing CR is dropped so files
+ * written on Windows read the same.
  */
-export function lineSpans(data: Uint8Array): LineSpan[] {
-  const spans: LineSpan[] = [];
+export function* iterateLines(data: Uint8Array): Generator<LineSpan> {
   let start = 0;
-  for (let i = 0; i < data.length; i++) {
-    if (data[i] !== 10) continue;
-    spans.push({ start, end: i > start && data[i - 1] === 13 ? i - 1 : i });
-    start = i + 1;
+  for (;;) {
+    const nl = data.indexOf(10, start);
+    if (nl < 0) break;
+    yield { start, end: nl > start && data[nl - 1] === 13 ? nl - 1 : nl };
+    start = nl + 1;
   }
-  if (start < data.length) spans.push({ start, end: data.length });
-  return spans;
+  if (start < data.length) yield { start, end: data.length };
+}
+
+export function lineSpans(data: Uint8Array): LineSpan[] {
+  return [...iterateLines(data)];
 }
 
 function fail(file: string, line: number, field: string | undefined, message: string, excerpt?: string) {
@@ -193,33 +197,41 @@ export interface ParsedBatch {
 }
 
 /**
- * Parses a whole batch file (or one chunk of it: `firstLine` numbers its first line). The first bad line
- * throws, its message also saying how many further lines are bad, so one run of the CLI shows the size of
- * the problem. An empty file is an error too: a batch with nothing to score is almost always a mistake.
+ * Parses every line of a batch file (or of one chunk of it: `firstLine` numbers its first line), handing
+ * each candidate to `visit` without keeping it. The first bad line throws, its message also saying how many
+ * further lines are bad, so one run of the CLI shows the size of the problem. An empty file is an error too:
+ * a batch with nothing to score is almost always a mistake. Returns the number of lines.
  */
-export function parseBatch(data: Uint8Array, file: string, firstLine = 1): ParsedBatch {
-  const spans = lineSpans(data);
-  if (spans.length === 0) {
-    throw fail(file, firstLine, 'user', 'the file is empty: expected one {"user", "item"} object per line');
-  }
-  const candidates: BatchCandidate[] = [];
+export function scanBatch(
+  data: Uint8Array,
+  file: string,
+  firstLine: number,
+  visit: (c: BatchCandidate, span: LineSpan) => void,
+): number {
+  let n = 0;
   let first: DatasetError | undefined;
   let more = 0;
-  for (let i = 0; i < spans.length; i++) {
-    const lineNo = firstLine + i;
+  for (const span of iterateLines(data)) {
+    const lineNo = firstLine + n++;
+    let c: BatchCandidate;
     try {
       let text: string;
       try {
-        text = UTF8.decode(data.subarray(spans[i].start, spans[i].end));
+        text = UTF8.decode(data.subarray(span.start, span.end));
       } catch {
         throw fail(file, lineNo, undefined, 'not valid UTF-8');
       }
-      candidates.push(parseCandidateLine(text, file, lineNo));
+      c = parseCandidateLine(text, file, lineNo);
     } catch (e) {
       if (!(e instanceof DatasetError)) throw e;
       if (first) more++;
       else first = e;
+      continue;
     }
+    if (!first) visit(c, span);
+  }
+  if (n === 0) {
+    throw fail(file, firstLine, 'user', 'the file is empty: expected one {"user", "item"} object per line');
   }
   if (first) {
     if (more === 0) throw first;
@@ -232,6 +244,17 @@ export function parseBatch(data: Uint8Array, file: string, firstLine = 1): Parse
       reason,
     });
   }
+  return n;
+}
+
+/** Every candidate of a (small) batch or chunk, with its line's byte span. */
+export function parseBatch(data: Uint8Array, file: string, firstLine = 1): ParsedBatch {
+  const candidates: BatchCandidate[] = [];
+  const spans: LineSpan[] = [];
+  scanBatch(data, file, firstLine, (c, span) => {
+    candidates.push(c);
+    spans.push(span);
+  });
   return { candidates, spans };
 }
 
@@ -265,46 +288,118 @@ export function groupRequests(
   return out;
 }
 
+interface OpenRun {
+  key?: string;
+  rows: number;
+  requests: number;
+  startLine: number;
+  startByte: number;
+  lastLine: number;
+  lastEnd: number;
+}
+
 /**
- * Cuts the file into chunks of at most `chunkRows` lines at request boundaries (requests are capped at
- * `chunkRows` too, so every chunk fits). Chunks are the unit of retry and of resumption: a finished chunk is
- * never scored again.
+ * Cuts a stream of candidates into chunks of at most `chunkRows` lines at request boundaries (requests are
+ * capped at `chunkRows` too, so every chunk fits), holding only the open request and the open chunk.
+ * Chunks are the unit of retry and of resumption: a finished chunk is never scored again.
  */
+export class ChunkPlanner {
+  readonly chunks: ChunkSpec[] = [];
+  /** Cap on one request's candidates; chunk activities regroup their lines with the same cap. */
+  readonly maxRequest: number;
+  rows = 0;
+  private req: OpenRun | undefined;
+  private chunk: OpenRun | undefined;
+
+  constructor(
+    readonly chunkRows: number,
+    maxCandidates = DEFAULT_MAX_REQUEST_CANDIDATES,
+  ) {
+    if (!(Number.isInteger(chunkRows) && chunkRows > 0)) {
+      throw new RangeError(`chunkRows must be a positive integer, got ${chunkRows}`);
+    }
+    this.maxRequest = Math.min(maxCandidates, chunkRows);
+  }
+
+  add(c: BatchCandidate, span: LineSpan): void {
+    this.rows++;
+    const key = requestKey(c);
+    const r = this.req;
+    if (r && r.key === key && r.rows < this.maxRequest) {
+      r.rows++;
+      r.lastLine = c.line;
+      r.lastEnd = span.end;
+      return;
+    }
+    if (r) this.place(r);
+    this.req = {
+      key,
+      rows: 1,
+      requests: 1,
+      startLine: c.line,
+      startByte: span.start,
+      lastLine: c.line,
+      lastEnd: span.end,
+    };
+  }
+
+  finish(): ChunkSpec[] {
+    if (this.req) this.place(this.req);
+    this.req = undefined;
+    if (this.chunk) this.close(this.chunk.lastEnd);
+    return this.chunks;
+  }
+
+  private place(r: OpenRun): void {
+    const ch = this.chunk;
+    if (ch && ch.rows + r.rows > this.chunkRows) this.close(r.startByte);
+    if (!this.chunk) {
+      this.chunk = { ...r, key: undefined };
+      return;
+    }
+    const open = this.chunk;
+    open.rows += r.rows;
+    open.requests++;
+    open.lastLine = r.lastLine;
+    open.lastEnd = r.lastEnd;
+  }
+
+  /** `endByte`: the start of the next line (newline included) or, for the last chunk, the end of its line. */
+  private close(endByte: number): void {
+    const ch = this.chunk!;
+    this.chunks.push({
+      index: this.chunks.length,
+      startLine: ch.startLine,
+      endLine: ch.lastLine + 1,
+      startByte: ch.startByte,
+      endByte,
+      requests: ch.requests,
+    });
+    this.chunk = undefined;
+  }
+}
+
+/** The chunks of already parsed candidates. */
 export function planChunks(
   parsed: ParsedBatch,
   chunkRows: number,
   maxCandidates = DEFAULT_MAX_REQUEST_CANDIDATES,
 ): ChunkSpec[] {
-  if (!(Number.isInteger(chunkRows) && chunkRows > 0)) {
-    throw new RangeError(`chunkRows must be a positive integer, got ${chunkRows}`);
-  }
-  const { candidates, spans } = parsed;
-  const requests = groupRequests(candidates, Math.min(maxCandidates, chunkRows));
-  const chunks: ChunkSpec[] = [];
-  let open: { start: number; end: number; requests: number } | undefined;
-  const close = () => {
-    if (!open) return;
-    const last = open.end - 1;
-    chunks.push({
-      index: chunks.length,
-      startLine: candidates[open.start].line,
-      endLine: candidates[last].line + 1,
-      startByte: spans[open.start].start,
-      // Up to the start of the next line (newline included) or, for the last chunk, the end of its line.
-      endByte: open.end < spans.length ? spans[open.end].start : spans[last].end,
-      requests: open.requests,
-    });
-    open = undefined;
-  };
-  for (const r of requests) {
-    if (open && open.end - open.start + (r.end - r.start) > chunkRows) close();
-    if (open) {
-      open.end = r.end;
-      open.requests++;
-    } else open = { start: r.start, end: r.end, requests: 1 };
-  }
-  close();
-  return chunks;
+  const planner = new ChunkPlanner(chunkRows, maxCandidates);
+  parsed.candidates.forEach((c, i) => planner.add(c, parsed.spans[i]));
+  return planner.finish();
+}
+
+/** Validates and plans a whole batch file in one pass, keeping no candidate. */
+export function planBatch(
+  data: Uint8Array,
+  file: string,
+  chunkRows: number,
+  maxCandidates = DEFAULT_MAX_REQUEST_CANDIDATES,
+): { rows: number; maxRequest: number; chunks: ChunkSpec[] } {
+  const planner = new ChunkPlanner(chunkRows, maxCandidates);
+  scanBatch(data, file, 1, (c, span) => planner.add(c, span));
+  return { rows: planner.rows, maxRequest: planner.maxRequest, chunks: planner.finish() };
 }
 
 /** The engine request for one group of candidates; `budgetMs` lets batch work wait for the LLM. */

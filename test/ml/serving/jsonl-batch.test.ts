@@ -5,7 +5,9 @@ import {
   groupRequests,
   lineSpans,
   parseBatch,
+  planBatch,
   planChunks,
+  scanBatch,
   toScoreRequest,
   verifyChunkOutput,
   type BatchCandidate,
@@ -183,6 +185,59 @@ describe('request grouping and chunk planning', () => {
       again.push(...part.candidates);
     }
     expect(again).toEqual(parsed.candidates);
+  });
+
+  it('on random files, the one-pass planner covers every line once, in chunks that fit and regroup exactly', () => {
+    let seed = 12345;
+    const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    for (let trial = 0; trial < 40; trial++) {
+      const n = 1 + Math.floor(rand() * 400);
+      const chunkRows = 1 + Math.floor(rand() * 60);
+      const maxCandidates = 1 + Math.floor(rand() * 40);
+      const rows: string[] = [];
+      let user = 'u0';
+      for (let i = 0; i < n; i++) {
+        if (rand() < 0.15) user = `u${Math.floor(rand() * 5)}`;
+        const extra = rand() < 0.05 ? { history: [{ item: `h${i % 3}` }] } : {};
+        rows.push(good(user, `i${i}`, extra));
+      }
+      const data = enc(rows.join(rand() < 0.5 ? '\n' : '\r\n') + (rand() < 0.5 ? '\n' : ''));
+      const plan = planBatch(data, FILE, chunkRows, maxCandidates);
+      const parsed = parseBatch(data, FILE);
+      expect(plan.chunks).toEqual(planChunks(parsed, chunkRows, maxCandidates));
+      expect(plan.rows).toBe(n);
+      expect(plan.maxRequest).toBe(Math.min(chunkRows, maxCandidates));
+      expect(plan.chunks[0].startLine).toBe(1);
+      expect(plan.chunks.at(-1)!.endLine).toBe(n + 1);
+      let requests = 0;
+      plan.chunks.forEach((c, k) => {
+        expect(c.index).toBe(k);
+        if (k > 0) {
+          expect(c.startLine).toBe(plan.chunks[k - 1].endLine);
+          expect(c.startByte).toBe(plan.chunks[k - 1].endByte);
+        }
+        expect(c.endLine - c.startLine).toBeLessThanOrEqual(chunkRows);
+        const part = parseBatch(data.subarray(c.startByte, c.endByte), FILE, c.startLine);
+        expect(part.candidates).toEqual(parsed.candidates.slice(c.startLine - 1, c.endLine - 1));
+        expect(groupRequests(part.candidates, plan.maxRequest)).toHaveLength(c.requests);
+        requests += c.requests;
+      });
+      // Regrouping chunk by chunk gives the same requests as grouping the whole file.
+      expect(requests).toBe(groupRequests(parsed.candidates, plan.maxRequest).length);
+    }
+  });
+
+  it('scanBatch visits nothing once a line is bad, and counts lines', () => {
+    const seen: number[] = [];
+    expect(scanBatch(enc(`${good('a', 'x')}\n${good('b', 'y')}\n`), FILE, 1, (c) => seen.push(c.line))).toBe(
+      2,
+    );
+    expect(seen).toEqual([1, 2]);
+    seen.length = 0;
+    expect(() => scanBatch(enc(`{\n${good('a', 'x')}\n`), FILE, 1, (c) => seen.push(c.line))).toThrow(
+      DatasetError,
+    );
+    expect(seen).toEqual([]);
   });
 
   it('one chunk when everything fits, and bad sizes are rejected', () => {
