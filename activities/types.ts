@@ -261,6 +261,27 @@ export interface RecalibrateInput {
   windowDays?: number;
   maxRoutedFraction?: number;
   queues?: TaskQueues;
+  /**
+   * What to calibrate on: 'dataset' (default) the newest validation window of a dataset version; 'served'
+   * the model version's logged predictions that received feedback in the last `windowDays` (default 7).
+   */
+  source?: RecalibrateSource;
+  /** With source 'served': at most this many unrouted rows are shadow-scored by the LLM (default 256). */
+  shadowRows?: number;
+}
+
+export type RecalibrateSource = 'dataset' | 'served';
+
+/** Live routing against calibration, for a recalibration on served traffic. */
+export interface RecalibrateDrift {
+  /** Share of the window's served rows the server routed to the LLM. */
+  liveRoutedFraction: number;
+  /** Share the current threshold routed when it was calibrated (null when unknown). */
+  calibratedRoutedFraction: number | null;
+  /** The share the new threshold routes on the window. */
+  newRoutedFraction: number;
+  /** Live traffic routed more than the budget. */
+  overBudget: boolean;
 }
 
 export interface RecalibrateResult {
@@ -270,6 +291,13 @@ export interface RecalibrateResult {
   previousThreshold: number | null;
   applied: boolean;
   metrics: Metrics;
+  source?: RecalibrateSource;
+  /** With source 'served'. */
+  drift?: RecalibrateDrift;
+  /** With source 'served': the hybrid as served on the window's rows. */
+  served?: { auc: number; logLoss: number; acc: number };
+  /** Anything the caller should know (e.g. why no row could be shadow-scored). */
+  note?: string;
 }
 
 /** Activities that run on the GPU queue (training and LLM work); the rest run on the CPU queue. */

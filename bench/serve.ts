@@ -15,6 +15,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import os from 'node:os';
 import { join, resolve } from 'node:path';
 import autocannon from 'autocannon';
 import { resolveServingBundle } from '../activities/serving-bundle.js';
@@ -94,6 +95,8 @@ interface Scenario {
   rate?: number;
   connections?: number;
   seconds?: number;
+  /** autocannon's per-request timeout in seconds (an LLM-only slate takes seconds on a CPU). */
+  timeout?: number;
 }
 
 type Tally = Omit<EngineStats, 'requests'> & { non200: number };
@@ -115,6 +118,7 @@ async function drive(server: Server, s: Scenario) {
     url: `${server.url}/v1/score`,
     connections: s.connections ?? 10,
     duration: s.seconds ?? seconds,
+    timeout: s.timeout ?? 10,
     ...(s.rate ? { overallRate: s.rate } : {}),
     requests: [
       {
@@ -172,6 +176,8 @@ async function drive(server: Server, s: Scenario) {
   };
 }
 
+let partial: Record<string, unknown> = {};
+
 async function main() {
   const db = await resolveDatabase({ dataDir: join(home, 'pg') });
   const env = { ...process.env, CORELLA_HOME: home, DATABASE_URL: db.url };
@@ -194,14 +200,15 @@ async function main() {
     });
   const withBudget = (bs: string[], ms: number) =>
     bs.map((b) => JSON.stringify({ ...(JSON.parse(b) as object), budgetMs: ms }));
-  const out: Record<string, unknown> = {
+  const out: Record<string, unknown> = (partial = {
     bench: 'serve',
     modelVersion: version.id,
     threshold: bundle.threshold,
     dataset: bundle.datasetVersionId.slice(0, 12),
-    machine: { cores: (await import('node:os')).cpus().length },
+    // Other work on the machine moves every figure: the load average says how busy it was.
+    machine: { cores: os.cpus().length, loadAverageAtStart: os.loadavg().map((x) => round(x, 2)) },
     scenarios: [] as unknown[],
-  };
+  });
   const scenarios = out.scenarios as unknown[];
 
   // CRM only.
@@ -221,12 +228,15 @@ async function main() {
       name: 'hybrid slate 1, closed loop',
       bodies: bodies(1),
       connections: 2,
+      timeout: 120,
     });
     scenarios.push(closed1);
     const closed50 = await drive(server, {
       name: 'hybrid slate 50, closed loop',
       bodies: bodies(50, 100),
       connections: 2,
+      seconds: 2 * seconds,
+      timeout: 120,
     });
     scenarios.push(closed50);
     capacity = closed50.requestsPerSec;
@@ -249,13 +259,15 @@ async function main() {
   }
 
   // LLM for every candidate: the LLM-only recommender CoReLLa is measured against.
-  server = await startServe(['--model', modelRef, '--threshold', '-inf', '--budget-ms', '60000'], env);
+  server = await startServe(['--model', modelRef, '--threshold=-inf', '--budget-ms', '60000'], env);
   try {
     scenarios.push(
       await drive(server, {
         name: 'llm-only slate 50, closed loop',
         bodies: bodies(50, 100),
         connections: 2,
+        seconds: 2 * seconds,
+        timeout: 120,
       }),
     );
   } finally {
@@ -265,4 +277,8 @@ async function main() {
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
 }
 
-await main();
+await main().catch((e: unknown) => {
+  // What was measured before the failure is still worth having.
+  process.stdout.write(`${JSON.stringify({ ...partial, error: String(e) }, null, 2)}\n`);
+  process.exitCode = 1;
+});

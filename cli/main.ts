@@ -18,8 +18,8 @@ Usage: corella <command> [options]   (add --json for machine-readable output)
                         batch-score candidate lines as scoreWorkflow (resumable chunks; same scores as serving)
   runs list [--limit N] | runs show ID
   models list | models show ID | models promote ID [--reason TEXT]
-  schedule create [--every 24h | --cron "0 3 * * *"] [--id ID] [--catchup 1h] | schedule pause|unpause|trigger|delete ID
-  serve [--model champion|challenger|VERSION] [--host 127.0.0.1] [--port 8080] [--threshold inf|-inf|T]
+  schedule create [--every 24h | --cron "0 3 * * *"] [--id ID] [--catchup 1h] [--source dataset|served] | schedule pause|unpause|trigger|delete ID
+  serve [--model champion|challenger|VERSION] [--host 127.0.0.1] [--port 8080] [--threshold=inf|-inf|T]
         [--llm-concurrency N] [--llm-queue N] [--budget-ms MS] [--max-candidates N]
                         the online hybrid predictor over HTTP (POST /v1/score, /v1/feedback; /healthz,
                         /readyz, /metrics); follows the alias and swaps versions live. Beyond loopback it

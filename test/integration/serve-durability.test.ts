@@ -82,6 +82,8 @@ describe('corella serve keeps serving and logging through a Postgres outage and 
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify(body),
+      }).catch((e: unknown) => {
+        throw new Error(`request ${k} failed (${String(e)}); server stderr:\n${children.at(-1)?.stderr()}`);
       });
       expect(r.status, await r.clone().text()).toBe(200);
       const j = (await r.json()) as { requestId: string; candidates: unknown[] };

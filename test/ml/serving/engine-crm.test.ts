@@ -162,6 +162,19 @@ describe('ServingEngine, CRM path', () => {
     }
   });
 
+  it('a bad bundle or option is BAD_CONFIG naming the field, before anything loads', async () => {
+    await expect(ServingEngine.load(w.store, w.bundle({ llm: null, threshold: NaN }))).rejects.toMatchObject({
+      code: 'BAD_CONFIG',
+      details: { field: 'threshold' },
+    });
+    await expect(
+      ServingEngine.load(w.store, w.bundle({ llm: null }), { budget: { maxQueue: -1 } }),
+    ).rejects.toMatchObject({ code: 'BAD_CONFIG', details: { field: 'budget.maxQueue' } });
+    await expect(
+      ServingEngine.load(w.store, w.bundle({ llm: null, datasetVersionId: 'f'.repeat(64) })),
+    ).rejects.toMatchObject({ code: 'DATA_NOT_AVAILABLE' });
+  });
+
   it('user features by field name override the stored attributes', () => {
     const fm = w.dataset.featureMap;
     const r = knownUserRows(1)[0];
