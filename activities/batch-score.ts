@@ -49,14 +49,19 @@ interface ChunkPointer {
   routes: RouteCounts;
 }
 
-/**
- * Batch work waits for the LLM: the deadline and queue that protect online latency would only turn routed
- * rows into fallbacks here, and a batch score must equal the served score of the same row.
- */
-export const BATCH_BUDGET: LlmBudget = { maxConcurrency: 1, maxQueue: 64, defaultBudgetMs: 10 * 60_000 };
-
-/** Requests of one chunk scored concurrently (bounded, so the LLM queue stays within BATCH_BUDGET.maxQueue). */
+/** Requests of one chunk scored concurrently: their CRM rows share micro-batches; the LLM takes them in turn. */
 const REQUESTS_IN_FLIGHT = 8;
+
+/**
+ * Batch work waits for the LLM: no deadline (Infinity) and a queue that holds every request in flight. The
+ * limits that protect online latency would only turn routed rows into fallbacks here, and a batch score must
+ * equal the served score of the same row. Cancellation still stops it, through the activity's signal.
+ */
+export const BATCH_BUDGET: LlmBudget = {
+  maxConcurrency: 1,
+  maxQueue: REQUESTS_IN_FLIGHT,
+  defaultBudgetMs: Infinity,
+};
 
 export type ScorerLoader = (
   store: ArtifactStore,
@@ -114,6 +119,11 @@ class ScorerCache {
         this.idle.unref();
       }
     }
+  }
+
+  /** Drops the loaded scorer (released once its users are done): the next use loads it again. */
+  invalidate(): void {
+    this.retire();
   }
 
   private retire(): void {
@@ -309,11 +319,12 @@ export function batchScoreActivities(
             if (res.candidates.length !== group.length) {
               throw new Error(`the engine answered ${res.candidates.length} candidates for ${group.length}`);
             }
-            // A batch has no latency to protect: an LLM that failed or ran out of time is retried (the chunk
-            // attempt fails), never silently replaced by the CRM. 'llm-unavailable' (no LLM for this version)
-            // is what serving would answer too, so it stands and is counted.
+            // A batch has no latency to protect: a routed row the LLM did not answer fails the attempt (it is
+            // retried), never silently replaced by the CRM. Only a version without an LLM answers routed rows
+            // with the CRM, as serving does; an LLM that should be there but did not load is loaded afresh.
             const reason = res.llm.fallbackReason;
-            if (res.llm.fallbacks > 0 && reason !== 'llm-unavailable') {
+            if (res.llm.fallbacks > 0 && !(reason === 'llm-unavailable' && bundle.llm === null)) {
+              if (reason === 'llm-unavailable') scorers.invalidate();
               throw new CorellaError(
                 'SERVICE_UNAVAILABLE',
                 `the LLM branch failed ${res.llm.fallbacks} routed candidates of line ${group[0].line} (${reason})`,
