@@ -156,6 +156,23 @@ export interface CorellaActivities {
   ): Promise<CalibrationResult>;
   registerModelVersion(input: RegisterInput): Promise<RegisterResult>;
   recalibrate(input: RecalibrateInput & { runId: string }): Promise<RecalibrateResult>;
+  /** The run's HTML report, rendered from what it stored and kept as an artifact of the run. */
+  renderReport(input: ReportInput): Promise<ReportResult>;
+}
+
+export interface ReportInput {
+  runId: string;
+  /** Bootstrap resamples per interval (default 1000). */
+  bootstrapRounds?: number;
+}
+
+export interface ReportResult {
+  /** sha256 of the HTML in the artifact store (also in the run's summary as reportArtifact). */
+  reportArtifact: string;
+  /** A copy with an .html name under the home folder, for opening it in a browser. */
+  path: string;
+  bytes: number;
+  charts: string[];
 }
 
 export interface RecalibrateInput {
@@ -188,6 +205,7 @@ export type StageName =
   | 'calibration'
   | 'alignment-evaluation'
   | 'registration'
+  | 'report'
   | 'done'
   | 'failed'
   | 'cancelled';
@@ -201,6 +219,11 @@ export interface RetrainProgress {
   alias?: string;
   metrics: Metrics;
   error?: string;
+  /** sha256 of the run's HTML report in the artifact store, and where its .html copy was written. */
+  reportArtifact?: string;
+  reportPath?: string;
+  /** Why the report could not be rendered (the run itself still completes). */
+  reportError?: string;
 }
 
 export interface RetrainResult {
@@ -210,4 +233,6 @@ export interface RetrainResult {
   alias: 'champion' | 'challenger';
   threshold: number;
   metrics: Metrics;
+  reportArtifact?: string;
+  reportPath?: string;
 }

@@ -74,7 +74,7 @@ describe('the run report', () => {
 
   it('refuses predictions that do not match the evaluation, naming the field', () => {
     const src = fixtureSource();
-    src.predictions = { ...src.predictions!, pLlm: src.predictions!.pLlm.slice(0, 10) };
+    src.predictions = { ...src.predictions!, pLlm: Array.from(src.predictions!.pLlm).slice(0, 10) };
     expect(() => buildReport(src)).toThrow(CorellaError);
     expect(() => buildReport(src)).toThrow(/predictions\.pLlm has 10 rows but the evaluation has 300/);
   });
