@@ -17,6 +17,7 @@ import {
   type StoredAlignment,
   type StoredModel,
 } from '../ml/report/index.js';
+import { reportPath } from '../ml/report/location.js';
 import type { ActivityContext } from './context.js';
 import { calibrationConfigOf } from './corella-config.js';
 import { datasetForVersion } from './datasets.js';
@@ -184,11 +185,6 @@ export async function writeRunReport(
   await writeFile(tmp, html);
   await rename(tmp, path);
   return { reportArtifact: ref.sha256, path, bytes: ref.bytes, charts };
-}
-
-/** Where the .html copy of a run's report goes by default. */
-export function reportPath(home: string, runId: string): string {
-  return join(home, 'reports', `run-${runId}.html`);
 }
 
 export function reportActivities(ctx: ActivityContext): Pick<CorellaActivities, 'renderReport'> {
