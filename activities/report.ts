@@ -165,9 +165,10 @@ export async function gatherReportSource(deps: ReportDeps, runIdOrWorkflowId: st
 export async function writeRunReport(
   deps: ReportDeps,
   runIdOrWorkflowId: string,
-  opts: { bootstrapRounds?: number; out?: string } = {},
+  opts: { bootstrapRounds?: number; out?: string; completing?: boolean } = {},
 ): Promise<ReportResult> {
   const src = await gatherReportSource(deps, runIdOrWorkflowId);
+  if (opts.completing && src.run.status === 'running') src.run.status = 'completed';
   const { html, charts } = await renderRunReport({ ...src, bootstrapRounds: opts.bootstrapRounds });
   const ref = await deps.store.put(html);
   await new ArtifactRepository(deps.db).record({
@@ -191,7 +192,12 @@ export function reportActivities(ctx: ActivityContext): Pick<CorellaActivities, 
   return {
     async renderReport(input: ReportInput) {
       // Bootstrap intervals over a large pool take a few seconds: keep heartbeating meanwhile.
-      return withPulse(() => writeRunReport(ctx, input.runId, { bootstrapRounds: input.bootstrapRounds }));
+      return withPulse(() =>
+        writeRunReport(ctx, input.runId, {
+          bootstrapRounds: input.bootstrapRounds,
+          completing: input.completing,
+        }),
+      );
     },
   };
 }

@@ -162,6 +162,11 @@ export interface CorellaActivities {
 
 export interface ReportInput {
   runId: string;
+  /**
+   * Rendered as the last step of a run that is about to be closed as completed: the page shows that status
+   * (the run row still says running while the report is made).
+   */
+  completing?: boolean;
   /** Bootstrap resamples per interval (default 1000). */
   bootstrapRounds?: number;
 }

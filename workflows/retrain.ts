@@ -238,7 +238,7 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
     // renders it again).
     enter('report');
     try {
-      const report = await cpu(say.renderReport).renderReport({ runId });
+      const report = await cpu(say.renderReport).renderReport({ runId, completing: true });
       progress.reportArtifact = report.reportArtifact;
       progress.reportPath = report.path;
     } catch (err) {

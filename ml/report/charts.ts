@@ -199,30 +199,46 @@ function shiftChart(rows: NonNullable<RunReport['boundaryShift']>): Chart {
 
 function trainingChart(series: RunReport['training']): Chart {
   const values = series.flatMap((s) => s.points.map((p) => ({ ...p, phase: s.phase, kind: s.kind })));
-  const panel = (kind: string) => ({
-    name: `training_${kind === 'loss' ? 'loss' : 'auc'}`,
-    width: 340,
-    height: 220,
-    title: kind === 'loss' ? 'training loss per epoch' : 'validation AUC per epoch',
-    transform: [{ filter: { field: 'kind', equal: kind } }],
-    mark: { type: 'line', point: true },
-    encoding: {
-      x: { field: 'epoch', type: 'quantitative', title: 'epoch', axis: { tickMinStep: 1, format: 'd' } },
-      y: { field: 'value', type: 'quantitative', title: kind, scale: { zero: false } },
-      color: { field: 'phase', type: 'nominal', title: 'phase' },
-      tooltip: [
-        { field: 'phase' },
-        { field: 'epoch' },
-        { field: 'value', type: 'quantitative', format: '.4f' },
-      ],
-    },
+  const encoding = (kind: string) => ({
+    x: { field: 'epoch', type: 'quantitative', title: 'epoch', axis: { tickMinStep: 1, format: 'd' } },
+    y: { field: 'value', type: 'quantitative', title: kind, scale: { zero: false } },
+    color: { field: 'phase', type: 'nominal', title: 'phase' },
+    tooltip: [
+      { field: 'phase' },
+      { field: 'epoch' },
+      { field: 'value', type: 'quantitative', format: '.4f' },
+    ],
   });
+  // Losses of different phases are on different scales (the joint loss adds α·L_llm and γ·L_align): one
+  // panel per phase, each with its own y axis.
+  const loss = {
+    title: 'training loss per epoch',
+    transform: [{ filter: { field: 'kind', equal: 'loss' } }],
+    facet: { column: { field: 'phase', type: 'nominal', title: null } },
+    spec: {
+      name: 'training_loss',
+      width: 200,
+      height: 200,
+      mark: { type: 'line', point: true },
+      encoding: encoding('loss'),
+    },
+    resolve: { scale: { y: 'independent', x: 'independent' } },
+  };
+  const auc = {
+    name: 'training_auc',
+    width: 260,
+    height: 200,
+    title: 'validation AUC per epoch',
+    transform: [{ filter: { field: 'kind', equal: 'validation AUC' } }],
+    mark: { type: 'line', point: true },
+    encoding: encoding('validation AUC'),
+  };
   return {
     name: 'training',
     title: 'Training curves',
     caption:
       'Stage 1 (CRM) and joint stages 2–3: loss per epoch, and validation AUC (joint stages report it after their last epoch).',
-    spec: topLevel({ ...base, data: { values }, hconcat: [panel('loss'), panel('validation AUC')] }),
+    spec: topLevel({ ...base, data: { values }, vconcat: [loss, auc] }),
   };
 }
 
@@ -272,11 +288,17 @@ function reliabilityChart(rel: NonNullable<RunReport['reliability']>): Chart {
         {
           name: 'reliability_points',
           data: { values },
-          mark: { type: 'point', filled: true },
+          // Shapes and some transparency: CRM and hybrid often share a bin (most rows are not routed).
+          mark: { type: 'point', filled: true, opacity: 0.7 },
           encoding: {
             x: { field: 'predicted', type: 'quantitative' },
             y: { field: 'observed', type: 'quantitative' },
             color: { field: 'model', type: 'nominal', scale: MODEL_COLORS },
+            shape: {
+              field: 'model',
+              type: 'nominal',
+              scale: { domain: ['CRM', 'hybrid'], range: ['square', 'circle'] },
+            },
             size: { field: 'n', type: 'quantitative', title: 'rows' },
             tooltip: [
               { field: 'model' },

@@ -13,7 +13,8 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:32px 0 8px;border-bott
 .muted{color:#666}.tiles{display:flex;gap:12px;flex-wrap:wrap;margin:16px 0}
 .tile{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:130px}
 .tile b{display:block;font-size:20px}.tile span{color:#666;font-size:12px}
-table{border-collapse:collapse;margin:8px 0}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}
+table{border-collapse:collapse;margin:8px 0}th,td{border:1px solid #ddd;padding:3px 6px;text-align:right;white-space:nowrap}
+th{white-space:normal;font-size:12px;vertical-align:bottom}#summary-table td{font-size:13px}
 th{background:#f5f5f5}td.l,th.l{text-align:left}tr.section td{background:#fafafa;text-align:left;font-style:italic}
 code,pre{font:12px/1.4 Menlo,Consolas,monospace}pre{background:#f7f7f7;padding:10px;overflow:auto;max-height:420px}
 figure{margin:12px 0}figcaption{color:#555;font-size:13px;margin-top:4px}.pos{color:#2a7a2a}.neg{color:#b22}

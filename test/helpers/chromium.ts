@@ -42,8 +42,8 @@ export interface Page {
   evaluate<T>(expression: string): Promise<T>;
   /** Polls `expression` until it is truthy; returns its value. */
   waitFor<T>(expression: string, timeoutMs?: number): Promise<T>;
-  /** A PNG of the whole page (or of the viewport when the page is shorter). */
-  screenshot(file: string): Promise<void>;
+  /** A PNG of the window, or with fullPage of the whole document (a page that scrolls itself stays a window). */
+  screenshot(file: string, opts?: { fullPage?: boolean }): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -125,11 +125,18 @@ export async function openPage(
         await new Promise((r) => setTimeout(r, 250));
       }
     },
-    async screenshot(file) {
-      const { data } = await s<{ data: string }>('Page.captureScreenshot', {
-        format: 'png',
-        captureBeyondViewport: true,
-      });
+    async screenshot(file, opts = {}) {
+      if (opts.fullPage) {
+        // The window grows to the document's height, so the PNG holds the whole page.
+        const height = await evaluate<number>('document.documentElement.scrollHeight');
+        await s('Emulation.setDeviceMetricsOverride', {
+          width: size.width,
+          height: Math.min(16_000, Math.max(size.height, height)),
+          deviceScaleFactor: 1,
+          mobile: false,
+        });
+      }
+      const { data } = await s<{ data: string }>('Page.captureScreenshot', { format: 'png' });
       await writeFile(file, Buffer.from(data, 'base64'));
     },
     async close() {
