@@ -6,6 +6,7 @@ import { CalibrationRepository } from '../db/repositories/calibrations.js';
 import { EvaluationRepository } from '../db/repositories/evaluations.js';
 import { ModelRepository } from '../db/repositories/models.js';
 import { RunRepository } from '../db/repositories/runs.js';
+import { ServingRepository } from '../db/repositories/serving.js';
 import type { ModelVersionRow, RunRow } from '../db/schema/index.js';
 import type { ArtifactStore } from '../ml/artifacts/store.js';
 import { DEFAULT_CALIBRATION_CONFIG } from '../ml/corella/calibration.js';
@@ -143,6 +144,21 @@ export async function gatherReportSource(deps: ReportDeps, runIdOrWorkflowId: st
         routedFraction: p.llmShare,
         auc: p.auc,
         logLoss: p.logLoss,
+      })),
+    };
+  }
+  // A recalibration is about a served version: how its traffic was routed and how its threshold moved.
+  const servedVersion = Number((run.summary as { modelVersionId?: unknown } | null)?.modelVersionId);
+  if (run.kind === 'recalibrate' && Number.isInteger(servedVersion) && servedVersion > 0) {
+    const history = await new CalibrationRepository(deps.db).listForModelVersion(servedVersion);
+    const routed = await new ServingRepository(deps.db).routedOverTime(servedVersion);
+    src.serving = {
+      modelVersionId: servedVersion,
+      routed: routed.map((r) => ({ ...r, at: r.at.toISOString() })),
+      thresholds: history.map((c) => ({
+        at: c.createdAt.toISOString(),
+        threshold: c.threshold,
+        runId: c.runId,
       })),
     };
   }

@@ -5,7 +5,7 @@
 import type { TopLevelSpec } from 'vega-lite';
 import type { RunReport } from './model.js';
 
-export type ChartName = 'calibration' | 'buckets' | 'boundary-shift' | 'training' | 'reliability';
+export type ChartName = 'serving' | 'calibration' | 'buckets' | 'boundary-shift' | 'training' | 'reliability';
 
 export interface Chart {
   name: ChartName;
@@ -313,9 +313,101 @@ function reliabilityChart(rel: NonNullable<RunReport['reliability']>): Chart {
   };
 }
 
+function servingChart(sv: NonNullable<RunReport['serving']>): Chart {
+  const x = { field: 'at', type: 'temporal', title: 'time (UTC)', timeUnit: 'utcyearmonthdatehoursminutes' };
+  const routed = {
+    width: 380,
+    height: 220,
+    title: 'served routed fraction',
+    data: { values: sv.routed },
+    layer: [
+      {
+        name: 'serving_routed_line',
+        mark: { type: 'line', color: '#f58518' },
+        encoding: {
+          x,
+          y: {
+            field: 'routedFraction',
+            type: 'quantitative',
+            title: 'routed to the LLM branch',
+            axis: { format: '.0%' },
+          },
+        },
+      },
+      {
+        name: 'serving_routed_points',
+        mark: { type: 'point', filled: true, color: '#f58518' },
+        encoding: {
+          x,
+          y: { field: 'routedFraction', type: 'quantitative' },
+          size: { field: 'rows', type: 'quantitative', title: 'logged rows' },
+          tooltip: [
+            { field: 'at', type: 'temporal', format: '%Y-%m-%d %H:%M' },
+            { field: 'rows' },
+            { field: 'routedFraction', type: 'quantitative', format: '.1%' },
+          ],
+        },
+      },
+    ],
+  };
+  const thresholds = {
+    width: 380,
+    height: 220,
+    title: 'threshold history (calibrations of this version)',
+    data: { values: sv.thresholds },
+    layer: [
+      {
+        name: 'serving_threshold_line',
+        mark: { type: 'line', interpolate: 'step-after', color: '#4c78a8' },
+        encoding: {
+          x,
+          y: {
+            field: 'threshold',
+            type: 'quantitative',
+            title: 'entropy threshold (nats)',
+            scale: { zero: false },
+          },
+        },
+      },
+      {
+        name: 'serving_threshold_points',
+        mark: { type: 'point', filled: true, size: 60 },
+        encoding: {
+          x,
+          y: { field: 'threshold', type: 'quantitative' },
+          color: {
+            field: 'thisRun',
+            type: 'nominal',
+            title: 'this run',
+            scale: { domain: [false, true], range: ['#4c78a8', '#d62728'] },
+          },
+          tooltip: [
+            { field: 'at', type: 'temporal', format: '%Y-%m-%d %H:%M' },
+            { field: 'threshold', type: 'quantitative', format: '.4f' },
+            { field: 'runId' },
+          ],
+        },
+      },
+    ],
+  };
+  return {
+    name: 'serving',
+    title: `Model version ${sv.modelVersionId} as served`,
+    caption:
+      'Share of logged candidates the server routed to the LLM branch per time bucket, and every calibrated threshold of the version (red: this run).',
+    spec: topLevel({
+      ...base,
+      hconcat: [routed, thresholds],
+      resolve: { scale: { color: 'independent', size: 'independent' } },
+    }),
+  };
+}
+
 /** The charts this report has data for, in page order. */
 export function reportCharts(r: RunReport): Chart[] {
   const out: Chart[] = [];
+  if (r.serving && (r.serving.routed.length > 0 || r.serving.thresholds.length > 0))
+    out.push(servingChart(r.serving));
   if (r.calibration && r.calibration.points.length > 0) out.push(calibrationChart(r.calibration));
   if (r.buckets && r.buckets.bars.length > 0) out.push(bucketChart(r.buckets));
   if (r.boundaryShift && r.boundaryShift.length > 0) out.push(shiftChart(r.boundaryShift));

@@ -165,14 +165,23 @@ ${kv([
   ['trigger', escapeHtml(p.trigger ?? '–')],
   ['model version', model],
 ])}
+${fig('serving')}
 ${r.summary ? `<h2>Summary: CRM, LLM branch and hybrid (test)</h2>${summaryTable(r.summary)}` : ''}
 ${fig('calibration')}
 ${fig('buckets')}
 ${fig('boundary-shift')}${shiftRows}
 ${fig('training')}
 ${fig('reliability')}
-<h2>Comparison with the champion</h2>
-${r.champion ? championTable(r.champion) : '<p>No champion was in place when this run started.</p>'}
+${
+  r.run.kind === 'recalibrate'
+    ? ''
+    : `<h2>Comparison with the champion</h2>${r.champion ? championTable(r.champion) : '<p>No champion was in place when this run started.</p>'}`
+}
+<h2>All metrics</h2>
+<details><summary>${Object.keys(r.metrics).length} summary metrics of this run</summary>
+<table id="metrics-table">${Object.entries(r.metrics)
+    .map(([k, v]) => `<tr><td class="l">${escapeHtml(k)}</td>${cell(`metrics.${k}`, v, 6)}</tr>`)
+    .join('')}</table></details>
 <h2>Config</h2>
 <pre id="config">${escapeHtml(JSON.stringify(p.config, null, 2))}</pre>
 ${r.notes.length ? `<h2>Notes</h2><ul id="notes">${r.notes.map((n) => `<li>${escapeHtml(n)}</li>`).join('')}</ul>` : ''}

@@ -108,6 +108,12 @@ export interface ReportSource {
   llmModelSha256?: string;
   /** Bootstrap resamples per interval (default 1000). */
   bootstrapRounds?: number;
+  /** A recalibration's model version as served: the prediction log per time bucket and its calibrations. */
+  serving?: {
+    modelVersionId: number;
+    routed: { at: string; rows: number; routed: number; threshold: number | null }[];
+    thresholds: { at: string; threshold: number; runId: string }[];
+  };
 }
 
 export interface SummaryRow {
@@ -189,6 +195,13 @@ export interface RunReport {
   reliability?: { model: 'CRM' | 'hybrid'; bins: ReliabilityBin[] }[];
   model?: StoredModel;
   champion?: { id: number; since: string; sourceRunId: string; rows: ComparisonRow[] };
+  serving?: {
+    modelVersionId: number;
+    routed: { at: string; rows: number; routedFraction: number; threshold: number | null }[];
+    thresholds: { at: string; threshold: number; runId: string; thisRun: boolean }[];
+  };
+  /** Every summary metric (step 0) of the run, by key. */
+  metrics: Record<string, number>;
   /** What the report could not show, and why. */
   notes: string[];
 }
@@ -423,11 +436,30 @@ export function buildReport(src: ReportSource): RunReport {
     },
     headline: Object.fromEntries(HEADLINE.flatMap((k) => (latest.has(k) ? [[k, latest.get(k)!]] : []))),
     training: trainingSeries(src.metrics),
+    metrics: Object.fromEntries([...latest.entries()].sort(([a], [b]) => (a < b ? -1 : 1))),
     notes,
   };
 
   if (src.alignment) report.summary = summaryOf(src.alignment, src.predictions, rounds, notes);
-  else notes.push('No alignment evaluation was stored for this run: no summary table or bucket bars.');
+  else if (src.run.kind !== 'recalibrate') {
+    notes.push('No alignment evaluation was stored for this run: no summary table or bucket bars.');
+  }
+
+  if (src.serving) {
+    const sv = src.serving;
+    report.serving = {
+      modelVersionId: sv.modelVersionId,
+      routed: sv.routed
+        .filter((r) => r.rows > 0)
+        .map((r) => ({ at: r.at, rows: r.rows, routedFraction: r.routed / r.rows, threshold: r.threshold })),
+      thresholds: sv.thresholds.map((t) => ({ ...t, thisRun: t.runId === src.run.id })),
+    };
+    if (report.serving.routed.length === 0) {
+      notes.push(
+        `Model version ${sv.modelVersionId} has no served predictions logged yet: no routed fraction over time.`,
+      );
+    }
+  }
 
   if (src.calibration) {
     const c = src.calibration;
@@ -494,6 +526,8 @@ export function buildReport(src: ReportSource): RunReport {
         return { metric, run, champion, diff: run !== null && champion !== null ? run - champion : null };
       }).filter((r) => r.run !== null || r.champion !== null),
     };
-  } else notes.push('There was no champion when this run started: nothing to compare with.');
+  } else if (src.run.kind !== 'recalibrate') {
+    notes.push('There was no champion when this run started: nothing to compare with.');
+  }
   return report;
 }

@@ -136,3 +136,32 @@ describe('compareRuns', () => {
     ]);
   });
 });
+
+describe('the report of a recalibration run', () => {
+  it('adds the served routed fraction over time and the threshold history', async () => {
+    const base = fixtureSource();
+    const { html, charts, report } = await renderRunReport({
+      run: { ...base.run, kind: 'recalibrate' },
+      metrics: [{ key: 'threshold', step: 0, value: 0.55 }],
+      calibration: base.calibration,
+      serving: {
+        modelVersionId: 2,
+        routed: [
+          { at: '2026-12-01T08:00:00.000Z', rows: 40, routed: 10, threshold: 0.6 },
+          { at: '2026-12-01T09:00:00.000Z', rows: 0, routed: 0, threshold: null },
+          { at: '2026-12-01T10:00:00.000Z', rows: 20, routed: 2, threshold: 0.55 },
+        ],
+        thresholds: [
+          { at: '2026-11-30T08:00:00.000Z', threshold: 0.6, runId: 'other' },
+          { at: '2026-12-01T11:00:00.000Z', threshold: 0.55, runId: base.run.id },
+        ],
+      },
+    });
+    expect(charts).toEqual(['serving', 'calibration']);
+    expect(report.serving!.routed.map((r) => r.routedFraction)).toEqual([0.25, 0.1]);
+    expect(marks(html, 'serving_routed_points_marks')).toBe(2);
+    expect(marks(html, 'serving_threshold_points_marks')).toBe(2);
+    expect(report.notes.join(' ')).not.toMatch(/champion|alignment/);
+    expect(html).toContain('data-key="metrics.threshold" data-value="0.55"');
+  });
+});
