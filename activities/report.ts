@@ -147,20 +147,36 @@ export async function gatherReportSource(deps: ReportDeps, runIdOrWorkflowId: st
       })),
     };
   }
-  // A recalibration is about a served version: how its traffic was routed and how its threshold moved.
+  // A recalibration is about a served version: how its traffic was routed and how its threshold moved
+  // (every calibration linked to the version, and this run's even when it was not applied).
   const servedVersion = Number((run.summary as { modelVersionId?: unknown } | null)?.modelVersionId);
   if (run.kind === 'recalibrate' && Number.isInteger(servedVersion) && servedVersion > 0) {
-    const history = await new CalibrationRepository(deps.db).listForModelVersion(servedVersion);
+    const cals = new CalibrationRepository(deps.db);
+    const history = new Map((await cals.listForModelVersion(servedVersion)).map((c) => [c.id, c]));
+    for (const c of await cals.listForRun(run.id)) if (!history.has(c.id)) history.set(c.id, c);
     const routed = await new ServingRepository(deps.db).routedOverTime(servedVersion);
     src.serving = {
       modelVersionId: servedVersion,
       routed: routed.map((r) => ({ ...r, at: r.at.toISOString() })),
-      thresholds: history.map((c) => ({
-        at: c.createdAt.toISOString(),
-        threshold: c.threshold,
-        runId: c.runId,
-      })),
+      thresholds: [...history.values()]
+        .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime())
+        .map((c) => ({ at: c.createdAt.toISOString(), threshold: c.threshold, runId: c.runId })),
     };
+    const served = await models.show(servedVersion);
+    if (served) src.model = storedModel(served.version, served.aliases);
+    // The budget the recalibration used: its own input, else the trained version's config.
+    const own = (run.config as { maxRoutedFraction?: unknown }).maxRoutedFraction;
+    const sourceConfig = served
+      ? ((await runs.get(served.version.sourceRunId))?.config as { config?: PipelineConfig } | undefined)
+          ?.config
+      : undefined;
+    if (src.calibration) {
+      src.calibration.maxRoutedFraction =
+        typeof own === 'number'
+          ? own
+          : (calibrationConfigOf(sourceConfig ?? {}).maxRoutedFraction ??
+            DEFAULT_CALIBRATION_CONFIG.maxRoutedFraction);
+    }
   }
   if (alignment) {
     src.alignment = alignment;

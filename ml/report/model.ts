@@ -229,6 +229,10 @@ export const COMPARED_METRICS = [
 ] as const;
 
 const HEADLINE = [
+  'recalibration.threshold',
+  'recalibration.routedFraction',
+  'recalibration.new.auc',
+  'recalibration.previous.auc',
   'eval.test.hybrid.auc',
   'eval.test.crm.auc',
   'eval.test.llm.auc',
@@ -502,7 +506,9 @@ export function buildReport(src: ReportSource): RunReport {
         return v === null ? [] : [{ measure: label, when: `${when} stage 2` as const, value: v }];
       }),
     );
-  } else notes.push('No boundary shift was stored (stage 2 off, or no validation samples).');
+  } else if (src.run.kind !== 'recalibrate') {
+    notes.push('No boundary shift was stored (stage 2 off, or no validation samples).');
+  }
 
   if (src.predictions && src.alignment) {
     report.reliability = [
@@ -511,7 +517,9 @@ export function buildReport(src: ReportSource): RunReport {
     ];
   }
 
-  if (report.training.length === 0) notes.push('No per-epoch training metrics were stored for this run.');
+  if (report.training.length === 0 && src.run.kind !== 'recalibrate') {
+    notes.push('No per-epoch training metrics were stored for this run.');
+  }
 
   if (src.model) report.model = src.model;
   if (src.champion) {

@@ -13,6 +13,7 @@ import type { RetrainInput, RetrainResult } from '../../activities/types.js';
 import { CalibrationRepository } from '../../db/repositories/calibrations.js';
 import { EvaluationRepository } from '../../db/repositories/evaluations.js';
 import { RunRepository } from '../../db/repositories/runs.js';
+import { ServingRepository } from '../../db/repositories/serving.js';
 import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
 import { FileArtifactStore } from '../../ml/artifacts/store.js';
 import type { StoredAlignment } from '../../ml/report/index.js';
@@ -35,6 +36,7 @@ interface Probe {
 
 // Runs in the page: counts each named mark group's children (one SVG path per drawn mark).
 const PROBE = `(() => {
+  if (document.readyState !== 'complete') return false;
   const names = ['curve_auc_points_marks', 'curve_logLoss_points_marks', 'curve_auc_chosen_layer_0_marks',
     'curve_auc_budget_layer_0_marks', 'buckets_auc_marks', 'buckets_logLoss_marks', 'reliability_points_marks'];
   const marks = {};
@@ -101,7 +103,37 @@ describe('the HTML report of a real pipeline run', () => {
             workflowId: `retrain-report-${suffix}`,
             args: [input],
           });
-          return (await h.result()) as RetrainResult;
+          const r = (await h.result()) as RetrainResult;
+          // Serving logs traffic of the new version over two hours; then a recalibration of that version.
+          const version = Number(r.modelVersionId);
+          const hour = Date.UTC(2026, 11, 1, 8);
+          await new ServingRepository(testDb.db).recordServed(
+            [0, 0, 1].map((h, k) => ({
+              requestId: randomUUID(),
+              at: new Date(hour + h * 3_600_000 + k * 1000),
+              modelVersionId: version,
+              userId: `u${k}`,
+              history: null,
+              budgetMs: null,
+              threshold: r.threshold,
+              candidates: [0, 1, 2, 3].map((i) => ({
+                item: `i${i}`,
+                p: 0.5,
+                pCrm: 0.5,
+                pLlm: i < h + 1 ? 0.4 : null,
+                route: i < h + 1 ? ('llm' as const) : ('crm' as const),
+                entropy: 0.6,
+                latencyMs: 1,
+                cold: false,
+              })),
+            })),
+          );
+          await new Client({ connection: conn, namespace }).workflow.execute('recalibrateWorkflow', {
+            taskQueue: queues.cpu,
+            workflowId: `recalibrate-report-${suffix}`,
+            args: [{ modelVersionId: r.modelVersionId, maxRoutedFraction: 0.25, queues }],
+          });
+          return r;
         }),
       );
     } finally {
@@ -222,6 +254,34 @@ describe('the HTML report of a real pipeline run', () => {
     expect(existsSync(out)).toBe(true);
     expect(readFileSync(out, 'utf8')).toContain('id="run-status">completed<');
     expect((await runs.get(result.runId))!.summary?.reportArtifact).toBe(rendered.reportArtifact);
+
+    // The recalibration's report: the served routed fraction per hour and the version's threshold history.
+    const recal = startCli(['report', `recalibrate-report-${suffix}`, '--json'], env);
+    expect((await recal.exited()).code, recal.stderr()).toBe(0);
+    const recalPath = (JSON.parse(recal.stdout()) as { path: string }).path;
+    const recalPage = await openPage(pathToFileURL(recalPath).href, join(dir, 'profile-recal'));
+    let served: Record<string, number>;
+    try {
+      served = await recalPage.waitFor<Record<string, number>>(
+        `document.readyState === 'complete' && document.querySelector('figure[data-chart="serving"] svg') && Object.fromEntries(['serving_routed_points_marks', 'serving_threshold_points_marks'].map((n) => [n, document.querySelectorAll('g.' + n + ' > path').length]))`,
+      );
+      await recalPage.screenshot(join(shots, 'report-recalibration.png'), { fullPage: true });
+    } finally {
+      await recalPage.close();
+    }
+    const calRepo = new CalibrationRepository(testDb.db);
+    const recalRun = (await runs.getByWorkflowId(`recalibrate-report-${suffix}`))!;
+    const thresholdIds = new Set(
+      [
+        ...(await calRepo.listForModelVersion(Number(result.modelVersionId))),
+        ...(await calRepo.listForRun(recalRun.id)),
+      ].map((c) => c.id),
+    );
+    expect(served.serving_routed_points_marks).toBe(2);
+    // The retrain's calibration and the recalibration's own.
+    expect(thresholdIds.size).toBe(2);
+    expect(served.serving_threshold_points_marks).toBe(thresholdIds.size);
+
     const cmp = startCli(['runs', 'compare', result.runId, result.runId], env);
     expect((await cmp.exited()).code, cmp.stderr()).toBe(0);
     expect(cmp.stdout()).toContain('configs are identical');
