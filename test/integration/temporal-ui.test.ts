@@ -174,7 +174,7 @@ describe('the Temporal UI shows what a running retrain is doing', () => {
             }
             // A tall window: the activity summaries are on events further down the history.
             const history = await openPage(`${base}/history`, join(dir, 'profile-history'), {
-              width: 1400,
+              width: 1900,
               height: 2600,
             });
             try {
