@@ -288,17 +288,12 @@ function reliabilityChart(rel: NonNullable<RunReport['reliability']>): Chart {
         {
           name: 'reliability_points',
           data: { values },
-          // Shapes and some transparency: CRM and hybrid often share a bin (most rows are not routed).
-          mark: { type: 'point', filled: true, opacity: 0.7 },
+          // Transparent with an outline: CRM and hybrid often share a bin (most rows are not routed).
+          mark: { type: 'point', filled: true, opacity: 0.6, stroke: 'white', strokeWidth: 1 },
           encoding: {
             x: { field: 'predicted', type: 'quantitative' },
             y: { field: 'observed', type: 'quantitative' },
             color: { field: 'model', type: 'nominal', scale: MODEL_COLORS },
-            shape: {
-              field: 'model',
-              type: 'nominal',
-              scale: { domain: ['CRM', 'hybrid'], range: ['square', 'circle'] },
-            },
             size: { field: 'n', type: 'quantitative', title: 'rows' },
             tooltip: [
               { field: 'model' },

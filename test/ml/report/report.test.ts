@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { CorellaError } from '../../../ml/errors.js';
 import { buildReport, compareRuns, renderRunReport } from '../../../ml/report/index.js';
-import { aucDiffInterval, reliabilityBins } from '../../../ml/report/stats.js';
+import { aucDiffInterval, reliabilityBins, weightedAuc } from '../../../ml/report/stats.js';
+import { auc } from '../../../ml/metrics/index.js';
+import { makeRng } from '../../../ml/corella/random.js';
 import { fixtureSource } from './fixture.js';
 
 /** The children of the SVG mark group whose class ends with `name` (Vega writes a mark's name there). */
@@ -98,6 +100,25 @@ describe('report statistics', () => {
       { lo: 0.1, hi: 0.2, n: 2, predicted: expect.closeTo(0.135, 9), observed: 0.5 },
       { lo: 0.9, hi: 1, n: 1, predicted: 0.95, observed: 1 },
     ]);
+  });
+
+  it('the resample AUC equals the AUC of the rows repeated by their counts, ties included', () => {
+    const rng = makeRng(3);
+    const n = 200;
+    const y = Array.from({ length: n }, () => (rng() < 0.3 ? 1 : 0));
+    // Rounded scores: many ties.
+    const p = Array.from({ length: n }, (_, i) => Math.round((0.3 * y[i] + rng()) * 10) / 10);
+    const w = Array.from({ length: n }, () => Math.floor(rng() * 3));
+    const rows = w.flatMap((c, i) => Array.from({ length: c }, () => i));
+    const order = Uint32Array.from(Array.from({ length: n }, (_, i) => i).sort((a, b) => p[a] - p[b]));
+    const groupEnd = new Uint32Array(n);
+    for (let k = n - 1; k >= 0; k--)
+      groupEnd[k] = k + 1 < n && p[order[k + 1]] === p[order[k]] ? groupEnd[k + 1] : k + 1;
+    const expected = auc(
+      rows.map((i) => y[i]),
+      rows.map((i) => p[i]),
+    );
+    expect(weightedAuc(y, { order, groupEnd }, w)).toBeCloseTo(expected, 12);
   });
 
   it('a predictor compared with itself has a zero-width interval at 0', () => {
