@@ -9,6 +9,7 @@ import {
   WorkflowNotFoundError,
   type WorkflowHandle,
 } from '@temporalio/client';
+import { defineSearchAttributeKey } from '@temporalio/common';
 import { NativeConnection } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { BATCH_BUDGET } from '../../activities/batch-score.js';
@@ -391,6 +392,14 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
         0,
         result.rows,
       ]);
+      // Filterable in the Temporal UI like a retrain: by stage and model version.
+      const latest = await client.workflow.getHandle(workflowId).describe();
+      expect(latest.typedSearchAttributes.get(defineSearchAttributeKey('CorellaStage', 'KEYWORD'))).toBe(
+        'done',
+      );
+      expect(
+        latest.typedSearchAttributes.get(defineSearchAttributeKey('CorellaModelVersion', 'KEYWORD')),
+      ).toBe(trained.modelVersionId);
       // Runs of this id: the kill-resumed one, the CLI re-run, and the chained one with its continuations.
       await expect
         .poll(
