@@ -455,20 +455,27 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
     });
   }, 120_000);
 
-  it('a user attribute the model lacks fails the batch as bad input (exit 4) naming the file, line and field', async () => {
+  it('a user attribute the model lacks is bad input (exit 4) naming file, line and field; a missing version exits 3', async () => {
     expect(lines.length).toBeGreaterThan(1000);
     const good = lines.slice(0, 3).map((l) => JSON.parse(l) as Record<string, unknown>);
     const rows = [...good, { ...good[0], features: { shoe_size: '44' } }].map((r) => JSON.stringify(r));
     const path = join(dir, 'unknown-attribute.jsonl');
     await writeFile(path, `${rows.join('\n')}\n`);
-    const run = await withScoreWorkers(async () => {
+    const [run, missing] = await withScoreWorkers(async () => {
       const c = cli(scoreArgs(path, join(dir, 'unknown-attribute-out.jsonl')).filter((a) => a !== '--json'));
       await c.exited();
-      return c;
+      // A version that does not exist: the plan fails, and the exit code says the data is unavailable.
+      const args = scoreArgs(path, join(dir, 'missing-out.jsonl')).filter((a) => a !== '--json');
+      args[args.indexOf('champion')] = '999';
+      const m = cli(args);
+      await m.exited();
+      return [c, m];
     });
     expect(run.child.exitCode, run.stderr()).toBe(4);
     expect(run.stdout()).toContain(`${path}:4 (field features.shoe_size)`);
     expect(run.stdout()).toMatch(/not a user attribute of this model/);
+    expect(missing.child.exitCode, missing.stderr()).toBe(3);
+    expect(missing.stdout()).toMatch(/no model version 999/);
   }, 120_000);
 
   it('a bad line exits 4 naming the file, the line and the field, and starts no workflow', async () => {
