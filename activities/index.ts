@@ -7,6 +7,7 @@ import { ingestActivities } from './ingest.js';
 import { llmFeatureActivities } from './llm-features.js';
 import { recalibrateActivities } from './recalibrate.js';
 import { registryActivities } from './registry.js';
+import { reportActivities } from './report.js';
 import { trainCrmActivities } from './train-crm.js';
 import type { CorellaActivities } from './types.js';
 
@@ -21,5 +22,6 @@ export function createActivities(ctx: ActivityContext): CorellaActivities {
     ...registryActivities(ctx),
     ...recalibrateActivities(ctx),
     ...batchScoreActivities(ctx),
+    ...reportActivities(ctx),
   });
 }

@@ -160,6 +160,28 @@ export interface CorellaActivities {
   planScore(input: PlanScoreInput): Promise<ScorePlanSummary>;
   scoreChunk(input: ScoreChunkInput): Promise<ScoreChunkResult>;
   finishScore(input: FinishScoreInput): Promise<FinishScoreResult>;
+  /** The run's HTML report, rendered from what it stored and kept as an artifact of the run. */
+  renderReport(input: ReportInput): Promise<ReportResult>;
+}
+
+export interface ReportInput {
+  runId: string;
+  /**
+   * Rendered as the last step of a run that is about to be closed as completed: the page shows that status
+   * (the run row still says running while the report is made).
+   */
+  completing?: boolean;
+  /** Bootstrap resamples per interval (default 1000). */
+  bootstrapRounds?: number;
+}
+
+export interface ReportResult {
+  /** sha256 of the HTML in the artifact store (also in the run's summary as reportArtifact). */
+  reportArtifact: string;
+  /** A copy with an .html name under the home folder, for opening it in a browser. */
+  path: string;
+  bytes: number;
+  charts: string[];
 }
 
 /** A batch scoring run: the input file is an artifact; only its sha256 travels through the workflow. */
@@ -311,6 +333,7 @@ export type StageName =
   | 'calibration'
   | 'alignment-evaluation'
   | 'registration'
+  | 'report'
   | 'done'
   | 'failed'
   | 'cancelled';
@@ -324,6 +347,11 @@ export interface RetrainProgress {
   alias?: string;
   metrics: Metrics;
   error?: string;
+  /** sha256 of the run's HTML report in the artifact store, and where its .html copy was written. */
+  reportArtifact?: string;
+  reportPath?: string;
+  /** Why the report could not be rendered (the run itself still completes). */
+  reportError?: string;
 }
 
 export interface RetrainResult {
@@ -333,4 +361,6 @@ export interface RetrainResult {
   alias: 'champion' | 'challenger';
   threshold: number;
   metrics: Metrics;
+  reportArtifact?: string;
+  reportPath?: string;
 }

@@ -388,6 +388,42 @@ export class ServingRepository extends Repository {
     });
   }
 
+  /**
+   * The served routed fraction over time: logged candidates of a version per time bucket of `bucketSeconds`,
+   * how many went to the LLM branch, and the mean threshold the requests were served with.
+   */
+  async routedOverTime(
+    modelVersionId: number,
+    bucketSeconds = 3600,
+  ): Promise<{ at: Date; rows: number; routed: number; threshold: number | null }[]> {
+    requireId('modelVersionId', modelVersionId);
+    if (!Number.isInteger(bucketSeconds) || bucketSeconds < 1) {
+      throw badInput('bucketSeconds', 'must be a positive integer', bucketSeconds);
+    }
+    return this.retry(async () => {
+      const r = await this.db.execute<{
+        at: string | Date;
+        rows: number;
+        routed: number;
+        threshold: number | null;
+      }>(sql`
+        SELECT to_timestamp(floor(extract(epoch from p.at) / ${bucketSeconds}) * ${bucketSeconds}) AS at,
+               count(*)::int AS rows,
+               (count(*) FILTER (WHERE p.route = 'llm'))::int AS routed,
+               avg(CASE WHEN s.threshold = 'Infinity'::float8 OR s.threshold = '-Infinity'::float8 THEN NULL
+                        ELSE s.threshold END)::float8 AS threshold
+        FROM ${predictions} p JOIN ${servedRequests} s ON s.request_id = p.request_id
+        WHERE p.model_version_id = ${modelVersionId}
+        GROUP BY 1 ORDER BY 1`);
+      return r.rows.map((x) => ({
+        at: new Date(x.at),
+        rows: Number(x.rows),
+        routed: Number(x.routed),
+        threshold: x.threshold === null ? null : Number(x.threshold),
+      }));
+    });
+  }
+
   /** Logged rows of a version (or all), for metrics and tests. */
   async countPredictions(modelVersionId?: number): Promise<number> {
     if (modelVersionId !== undefined) requireId('modelVersionId', modelVersionId);
