@@ -272,13 +272,11 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
         // finish between the look and the kill; then the worker is restarted and killed again.
         let killedMidChunk = false;
         let finishedAtKill = new Map<string, string>();
-        for (let tries = 0; tries < 3 && !killedMidChunk; tries++) {
+        for (let tries = 0; tries < 5 && !killedMidChunk; tries++) {
           await expect
             .poll(
               async () =>
-                (await filesUnder(pointers)).length >= 2 &&
-                (await startedChunk(handle)) !== undefined &&
-                Date.now() - (await startedChunk(handle))! > 200,
+                (await filesUnder(pointers)).length >= 2 && (await startedChunk(handle)) !== undefined,
               { timeout: 120_000, interval: 50 },
             )
             .toBe(true);
@@ -445,7 +443,7 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
       // The workflow waits for its chunk activity to acknowledge the cancellation, so its end means the
       // scoring has stopped.
       await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
-      expect(Date.now() - t0).toBeLessThan(15_000);
+      expect(Date.now() - t0).toBeLessThan(20_000);
       expect((await handle.describe()).status.name).toBe('CANCELLED');
       const done = (await filesUnder(pointers)).length;
       await new Promise((r) => setTimeout(r, 1_500));
