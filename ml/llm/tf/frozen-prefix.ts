@@ -1,6 +1,18 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { CorellaError } from '../../errors.js';
 import { disposeRope, llamaBlock, ropeTables, type PastKv } from './llama-block.js';
 import type { LlamaTf } from './llama-forward.js';
+
+interface FrozenEntry {
+  input: Float32Array;
+  lastHidden: Map<number, Float32Array>;
+}
+
+function entryBytes(e: FrozenEntry): number {
+  let n = e.input.byteLength;
+  for (const v of e.lastHidden.values()) n += v.byteLength;
+  return n;
+}
 
 export interface FrozenStats {
   /** Prompts asked for. */
@@ -25,15 +37,33 @@ export interface FrozenStats {
  */
 export class FrozenPrefixCache {
   readonly stats: FrozenStats = { prompts: 0, hits: 0, evaluatedTokens: 0, promptTokens: 0 };
-  private readonly entries = new Map<string, Float32Array>();
+  private readonly entries = new Map<string, FrozenEntry>();
   private bytes = 0;
   private last?: { tokens: number[]; kv: PastKv[]; out: Float32Array };
+  private readonly keep: Set<number>;
 
+  /**
+   * `keepLayers`: frozen blocks (< firstLayer) whose last-token output is also kept per prompt, for the
+   * alignment loss's LLM layers.
+   */
   constructor(
     readonly model: LlamaTf,
     readonly firstLayer: number,
     readonly maxBytes = 2 ** 30,
-  ) {}
+    keepLayers: readonly number[] = [],
+  ) {
+    for (const l of keepLayers) {
+      if (!Number.isInteger(l) || l < 0 || l >= firstLayer)
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `frozen layer ${l} is not in 0..${firstLayer - 1} (field keepLayers)`,
+          {
+            details: { field: 'keepLayers' },
+          },
+        );
+    }
+    this.keep = new Set(keepLayers);
+  }
 
   static key(tokens: readonly number[]): string {
     return tokens.join(',');
@@ -41,20 +71,29 @@ export class FrozenPrefixCache {
 
   /** [T, nEmbd] input of block firstLayer for `tokens` (a new tensor; the caller disposes it). */
   input(tokens: readonly number[]): tf.Tensor2D {
+    return tf.tensor2d(this.entry(tokens).input, [tokens.length, this.model.hp.nEmbd]);
+  }
+
+  /** Last-token outputs of the kept frozen layers for `tokens`. */
+  lastHidden(tokens: readonly number[]): ReadonlyMap<number, Float32Array> {
+    return this.entry(tokens).lastHidden;
+  }
+
+  private entry(tokens: readonly number[]): FrozenEntry {
     this.stats.prompts++;
     this.stats.promptTokens += tokens.length;
     const key = FrozenPrefixCache.key(tokens);
-    let out = this.entries.get(key);
-    if (out) {
+    let e = this.entries.get(key);
+    if (e) {
       this.stats.hits++;
       // Refresh its age.
       this.entries.delete(key);
-      this.entries.set(key, out);
+      this.entries.set(key, e);
     } else {
-      out = this.compute(tokens);
-      this.remember(key, out);
+      e = this.compute(tokens);
+      this.remember(key, e);
     }
-    return tf.tensor2d(out, [tokens.length, this.model.hp.nEmbd]);
+    return e;
   }
 
   /** Frozen outputs without the cache or prefix reuse (tests compare against it). */
@@ -64,12 +103,13 @@ export class FrozenPrefixCache {
     );
   }
 
-  private compute(tokens: readonly number[]): Float32Array {
+  private compute(tokens: readonly number[]): FrozenEntry {
     const T = tokens.length;
     const E = this.model.hp.nEmbd;
+    const lastHidden = new Map<number, Float32Array>();
     if (this.firstLayer === 0) {
       this.stats.evaluatedTokens += T;
-      return tf.tidy(() => this.model.embed(tokens).dataSync() as Float32Array);
+      return { input: tf.tidy(() => this.model.embed(tokens).dataSync() as Float32Array), lastHidden };
     }
     let common = 0;
     if (this.last) {
@@ -99,6 +139,9 @@ export class FrozenPrefixCache {
             past,
             onKv: (x) => kv.push(x),
           });
+          // The last token is always among the fresh ones (common ≤ T − 1).
+          if (this.keep.has(l))
+            lastHidden.set(l, tf.slice(h, [T - common - 1, 0], [1, -1]).dataSync() as Float32Array);
         }
         return h.dataSync() as Float32Array;
       } finally {
@@ -110,16 +153,16 @@ export class FrozenPrefixCache {
     out.set(fresh, common * E);
     if (this.last) for (const x of this.last.kv) tf.dispose([x.k, x.v]);
     this.last = { tokens: [...tokens], kv, out };
-    return out;
+    return { input: out, lastHidden };
   }
 
-  private remember(key: string, out: Float32Array): void {
-    this.entries.set(key, out);
-    this.bytes += out.byteLength;
+  private remember(key: string, e: FrozenEntry): void {
+    this.entries.set(key, e);
+    this.bytes += entryBytes(e);
     for (const [k, v] of this.entries) {
       if (this.bytes <= this.maxBytes || this.entries.size === 1) break;
       this.entries.delete(k);
-      this.bytes -= v.byteLength;
+      this.bytes -= entryBytes(v);
     }
   }
 

@@ -3,12 +3,20 @@ import { CorellaError } from '../../errors.js';
 import { throwIfAborted } from '../../progress.js';
 import { FrozenPrefixCache } from './frozen-prefix.js';
 import type { LlamaTf } from './llama-forward.js';
-import type { LoraAdapter } from './lora.js';
+import type { LoraAdapter, LoraHostWeights } from './lora.js';
 
 export interface LoraSample {
   tokens: readonly number[];
   /** Click label, 0 or 1. */
   label: number;
+}
+
+/** Everything a resumed run needs: the LoRA weights and Adam's step count and moments (host copies). */
+export interface LoraTrainerState {
+  weights: LoraHostWeights;
+  adamIterations: number;
+  /** First moments then second moments, in `adapter.variables()` order (empty before the first step). */
+  adamMoments: Float32Array[];
 }
 
 export interface LoraTrainerOptions {
@@ -17,6 +25,8 @@ export interface LoraTrainerOptions {
   learningRate?: number;
   /** Bytes of frozen-prefix outputs to keep in memory (default 1 GiB). */
   cacheBytes?: number;
+  /** Layers whose last-token output `outputs()` returns (the alignment loss's LLM layers); default none. */
+  hiddenLayers?: number[];
 }
 
 /**
@@ -29,6 +39,7 @@ export class LoraTrainer {
   readonly frozen: FrozenPrefixCache;
   private readonly optimizer: tf.AdamOptimizer;
   private readonly answerRows: tf.Tensor2D;
+  readonly hiddenLayers: readonly number[];
 
   constructor(
     readonly model: LlamaTf,
@@ -45,7 +56,23 @@ export class LoraTrainer {
           },
         );
     }
-    this.frozen = new FrozenPrefixCache(model, adapter.firstLayer, opts.cacheBytes ?? 2 ** 30);
+    this.hiddenLayers = [...(opts.hiddenLayers ?? [])];
+    for (const l of this.hiddenLayers) {
+      if (!Number.isInteger(l) || l < 0 || l >= model.hp.nLayer)
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `hidden layer ${l} is not in 0..${model.hp.nLayer - 1} (field hiddenLayers)`,
+          {
+            details: { field: 'hiddenLayers' },
+          },
+        );
+    }
+    this.frozen = new FrozenPrefixCache(
+      model,
+      adapter.firstLayer,
+      opts.cacheBytes ?? 2 ** 30,
+      this.hiddenLayers.filter((l) => l < adapter.firstLayer),
+    );
     this.optimizer = tf.train.adam(opts.learningRate ?? 1e-3);
     // [2, nEmbd]: the loss needs these two rows of the output matrix, never the whole vocabulary.
     this.answerRows = model.outputRows(opts.answerTokens);
@@ -53,14 +80,42 @@ export class LoraTrainer {
 
   /** logit_yes − logit_no of `tokens` under the current LoRA, as a differentiable scalar. */
   logOdds(tokens: readonly number[]): tf.Scalar {
+    const { logOdds, hidden } = this.outputs(tokens);
+    hidden.dispose();
+    return logOdds;
+  }
+
+  /**
+   * The log-odds and the last-token outputs of `hiddenLayers` ([layers, nEmbd], in that order; [0, nEmbd]
+   * when none). Both are differentiable in the LoRA weights; the rows of frozen layers are constants.
+   */
+  outputs(tokens: readonly number[]): { logOdds: tf.Scalar; hidden: tf.Tensor2D } {
     return tf.tidy(() => {
       const x = this.frozen.input(tokens);
+      const T = tokens.length;
+      const rows = new Map<number, tf.Tensor2D>();
+      for (const [l, v] of this.frozen.lastHidden(tokens)) rows.set(l, tf.tensor2d(v, [1, v.length]));
+      const top = this.model.hp.nLayer - 1;
       const last = this.model.runLayers(x, this.adapter.firstLayer, this.model.hp.nLayer, {
         lora: this.adapter.layerLora(),
         lastOnly: true,
+        onLayer: (l, y) => {
+          if (this.hiddenLayers.includes(l))
+            rows.set(l, l === top ? y : (tf.slice(y, [T - 1, 0], [1, -1]) as tf.Tensor2D));
+        },
       });
       const z = tf.matMul(this.model.finalNorm(last), this.answerRows, false, true); // [1, 2]
-      return tf.reshape(tf.sub(tf.slice(z, [0, 0], [1, 1]), tf.slice(z, [0, 1], [1, 1])), []) as tf.Scalar;
+      const logOdds = tf.reshape(
+        tf.sub(tf.slice(z, [0, 0], [1, 1]), tf.slice(z, [0, 1], [1, 1])),
+        [],
+      ) as tf.Scalar;
+      const hidden = this.hiddenLayers.length
+        ? (tf.concat(
+            this.hiddenLayers.map((l) => rows.get(l)!),
+            0,
+          ) as tf.Tensor2D)
+        : (tf.zeros([0, this.model.hp.nEmbd]) as tf.Tensor2D);
+      return { logOdds, hidden };
     });
   }
 
@@ -97,6 +152,46 @@ export class LoraTrainer {
     const loss = value.dataSync()[0];
     tf.dispose([value, ...Object.values(grads)]);
     return { loss, grads: out };
+  }
+
+  /** A checkpoint of the weights and the optimizer. */
+  async state(): Promise<LoraTrainerState> {
+    const named = await this.optimizer.getWeights();
+    const [iter, ...moments] = named;
+    return {
+      weights: await this.adapter.toHost(),
+      adamIterations: (await iter.tensor.data())[0],
+      adamMoments: await Promise.all(moments.map(async (m) => (await m.tensor.data()) as Float32Array)),
+    };
+  }
+
+  /**
+   * Restores a checkpoint taken by `state()` of a trainer with the same adapter config. Adam's moments are
+   * matched to variables by position (tfjs does the same), so the next step continues the interrupted run.
+   */
+  async restore(s: LoraTrainerState): Promise<void> {
+    const vars = this.adapter.variables();
+    if (s.adamMoments.length !== 0 && s.adamMoments.length !== 2 * vars.length) {
+      throw new CorellaError(
+        'ARTIFACT_CORRUPT',
+        `LoRA checkpoint has ${s.adamMoments.length} Adam moments for ${vars.length} variables`,
+      );
+    }
+    s.adamMoments.forEach((m, i) => {
+      if (m.length !== vars[i % vars.length].size)
+        throw new CorellaError('ARTIFACT_CORRUPT', `LoRA checkpoint Adam moment ${i} has the wrong size`);
+    });
+    this.adapter.load(s.weights);
+    if (s.adamMoments.length === 0) return;
+    const tensors = [
+      { name: 'iter', tensor: tf.scalar(s.adamIterations, 'int32') },
+      ...s.adamMoments.map((m, i) => ({
+        name: `${vars[i % vars.length].name}/${i < vars.length ? 'm' : 'v'}`,
+        tensor: tf.tensor(m, vars[i % vars.length].shape),
+      })),
+    ];
+    await this.optimizer.setWeights(tensors);
+    tf.dispose(tensors.map((t) => t.tensor));
   }
 
   /** P(yes) of `tokens` under the current LoRA. */

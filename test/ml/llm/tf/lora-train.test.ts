@@ -83,6 +83,39 @@ describe('LoRA on the tfjs llama', () => {
     });
   });
 
+  it('returns the last-token outputs of chosen layers, frozen and adapted, as the full forward does', () => {
+    const adapter = LoraAdapter.create(model.hp, { layers: 2, rank: 2 });
+    const t = new LoraTrainer(model, adapter, { answerTokens: [YES, NO], hiddenLayers: [0, 1, 2] });
+    try {
+      randomiseB(adapter, 4);
+      const p = prompts(1, 7, 8)[0];
+      const full = model.forward(p, { hiddenLayers: [0, 1, 2], lora: adapter.layerLora() });
+      const { logOdds, hidden } = t.outputs(p);
+      expect(hidden.shape).toEqual([3, model.hp.nEmbd]);
+      const h = hidden.arraySync();
+      for (const l of [0, 1, 2]) {
+        const want = full.hidden.get(l)!;
+        for (let j = 0; j < want.length; j++) expect(h[l][j]).toBeCloseTo(want[j], 4);
+      }
+      tf.dispose([logOdds, hidden]);
+      // The adapted layers' rows carry gradients into the LoRA weights (the alignment loss needs them).
+      const { grads } = tf.variableGrads(
+        () =>
+          tf.tidy(() => {
+            const o = t.outputs(p);
+            return tf.sum(tf.square(tf.slice(o.hidden, [1, 0], [1, -1]))) as tf.Scalar;
+          }),
+        adapter.variables(),
+      );
+      const norms = Object.values(grads).map((g) => tf.tidy(() => tf.norm(g).dataSync()[0]));
+      expect(Math.max(...norms)).toBeGreaterThan(1e-4);
+      tf.dispose(Object.values(grads));
+    } finally {
+      t.dispose();
+      adapter.dispose();
+    }
+  });
+
   it('the frozen pass reuses shared prefixes and still equals a pass from scratch', () => {
     const cache = new FrozenPrefixCache(model, 2);
     try {
@@ -158,6 +191,59 @@ describe('LoRA on the tfjs llama', () => {
       },
       3e-2,
     );
+  });
+
+  it('a run resumed from a checkpoint (weights + Adam state) continues the uninterrupted run', async () => {
+    const cfg = { layers: 2, rank: 3, targets: ['q', 'v', 'up'] as const };
+    const batch: LoraSample[] = prompts(4, 5, 6).map((tokens, i) => ({ tokens, label: i % 2 }));
+    const run = async (stepsBefore: number, stepsAfter: number, resume: boolean): Promise<Float32Array[]> => {
+      const a1 = LoraAdapter.create(model.hp, { ...cfg, targets: [...cfg.targets] });
+      const t1 = new LoraTrainer(model, a1, { answerTokens: [YES, NO], learningRate: 2e-2 });
+      for (let i = 0; i < stepsBefore; i++) t1.step(batch);
+      let t = t1;
+      let a = a1;
+      if (resume) {
+        const state = await t1.state();
+        t1.dispose();
+        a1.dispose();
+        // A fresh adapter with another seed: everything must come from the checkpoint.
+        a = LoraAdapter.create(model.hp, { ...cfg, targets: [...cfg.targets], seed: 999 });
+        t = new LoraTrainer(model, a, { answerTokens: [YES, NO], learningRate: 2e-2 });
+        await t.restore(state);
+      }
+      for (let i = 0; i < stepsAfter; i++) t.step(batch);
+      const w = a.variables().map((v) => v.dataSync().slice() as Float32Array);
+      t.dispose();
+      a.dispose();
+      return w;
+    };
+    const straight = await run(5, 0, false);
+    const resumed = await run(3, 2, true);
+    const noAdamState = await (async () => {
+      const a = LoraAdapter.create(model.hp, { ...cfg, targets: [...cfg.targets] });
+      const t = new LoraTrainer(model, a, { answerTokens: [YES, NO], learningRate: 2e-2 });
+      for (let i = 0; i < 3; i++) t.step(batch);
+      const st = await t.state();
+      const t2 = new LoraTrainer(model, a, { answerTokens: [YES, NO], learningRate: 2e-2 });
+      await t2.restore({ ...st, adamMoments: [] });
+      for (let i = 0; i < 2; i++) t2.step(batch);
+      const w = a.variables().map((v) => v.dataSync().slice() as Float32Array);
+      t.dispose();
+      t2.dispose();
+      a.dispose();
+      return w;
+    })();
+    let maxDiff = 0;
+    let restartDiff = 0;
+    for (let i = 0; i < straight.length; i++) {
+      for (let j = 0; j < straight[i].length; j++) {
+        maxDiff = Math.max(maxDiff, Math.abs(straight[i][j] - resumed[i][j]));
+        restartDiff = Math.max(restartDiff, Math.abs(straight[i][j] - noAdamState[i][j]));
+      }
+    }
+    expect(maxDiff).toBeLessThan(1e-6);
+    // Restarting Adam's moments instead would have given other weights: the state matters.
+    expect(restartDiff).toBeGreaterThan(1e-4);
   });
 
   it('bad configs and labels get typed errors naming the field', () => {
