@@ -18,6 +18,9 @@
  *   the top k blocks, for each k.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { readGgufFileInfo, type LlamaModel } from 'node-llama-cpp';
+import { GgufFile } from '../ml/llm/tf/gguf-file.js';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Token } from 'node-llama-cpp';
@@ -106,6 +109,94 @@ function hiddenStats(ours: Float32Array[], ref: Float32Array[]) {
   };
 }
 
+/**
+ * A copy of the GGUF with every tensor dequantized to F32 by our reader: the metadata bytes verbatim, new
+ * tensor infos (type F32, offsets recomputed) and the float32 data. llama.cpp running this file multiplies
+ * exactly the weights our forward multiplies, so what remains between the two engines is the forward pass
+ * itself, not the quantization.
+ */
+async function writeDequantizedCopy(src: string, dst: string): Promise<void> {
+  const info = await readGgufFileInfo(src, { readTensorInfo: true, logWarnings: false });
+  const g = await GgufFile.open(src);
+  const alignment =
+    typeof g.meta('general.alignment') === 'number' ? (g.meta('general.alignment') as number) : 32;
+  const fin = await open(src, 'r');
+  const head = Buffer.alloc(Number(info.metadataSize));
+  await fin.read(head, 0, head.length, 0);
+  await fin.close();
+  const parts: Buffer[] = [head];
+  let headerLen = head.length;
+  let offset = 0;
+  const names = [...g.tensors.keys()];
+  for (const name of names) {
+    const t = g.tensor(name);
+    const nameBytes = Buffer.from(name, 'utf8');
+    const b = Buffer.alloc(8 + nameBytes.length + 4 + 8 * t.dims.length + 4 + 8);
+    let o = b.writeBigUInt64LE(BigInt(nameBytes.length), 0);
+    o += nameBytes.copy(b, o);
+    o = b.writeUInt32LE(t.dims.length, o);
+    for (const d of t.dims) o = b.writeBigUInt64LE(BigInt(d), o);
+    o = b.writeUInt32LE(0, o);
+    b.writeBigUInt64LE(BigInt(offset), o);
+    parts.push(b);
+    headerLen += b.length;
+    offset += Math.ceil((t.dims.reduce((x, y) => x * y, 1) * 4) / alignment) * alignment;
+  }
+  parts.push(Buffer.alloc((alignment - (headerLen % alignment)) % alignment));
+  const out = await open(dst, 'w');
+  try {
+    await out.write(Buffer.concat(parts));
+    for (const name of names) {
+      const data = await g.readF32(name);
+      const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+      await out.write(
+        Buffer.concat([bytes, Buffer.alloc((alignment - (bytes.length % alignment)) % alignment)]),
+      );
+    }
+  } finally {
+    await out.close();
+  }
+}
+
+/** Yes/No log-odds and final hidden state from llama.cpp with an F32 KV cache (one pass per prompt). */
+async function llamaCppF32Kv(
+  model: LlamaModel,
+  prompts: Token[][],
+  yes: Token,
+  no: Token,
+): Promise<{ logOdds: number[]; hidden: Float32Array[] }> {
+  const ctx = await model.createContext({
+    contextSize,
+    threads,
+    experimentalKvCacheKeyType: 'F32',
+    experimentalKvCacheValueType: 'F32',
+    _embeddings: true,
+  } as Parameters<LlamaModel['createContext']>[0]);
+  const logOdds: number[] = [];
+  const hidden: Float32Array[] = [];
+  try {
+    const seq = ctx.getSequence();
+    for (const p of prompts) {
+      await seq.clearHistory();
+      const res = await seq.controlledEvaluate([
+        ...p.slice(0, -1),
+        [
+          p[p.length - 1],
+          { generateNext: { probabilities: true, options: { temperature: 1, topK: 0, topP: 1, minP: 0 } } },
+        ],
+      ]);
+      const probs = res[res.length - 1]!.next.probabilities!;
+      logOdds.push(Math.log(probs.get(yes)!) - Math.log(probs.get(no)!));
+      // node-llama-cpp's private embedding read, as ml/llm/scorer.ts does (pinned 3.21.1).
+      const inner = ctx as unknown as { _ctx: { getEmbedding(n: number): Float64Array | number[] } };
+      hidden.push(Float32Array.from(inner._ctx.getEmbedding(p.length)));
+    }
+  } finally {
+    await ctx.dispose();
+  }
+  return { logOdds, hidden };
+}
+
 async function main(): Promise<void> {
   const load0 = loadavg()[0];
   const tf = await initTf(undefined, log);
@@ -156,27 +247,14 @@ async function main(): Promise<void> {
     const served = await scorer.score(eqPrompts, { reusePrefix: false });
     await scorer.dispose();
     // llama.cpp with an F32 KV cache: what remains is the quantized matmuls.
-    const ctx = await llm.model.createContext({
-      contextSize,
-      threads,
-      experimentalKvCacheKeyType: 'F32',
-      experimentalKvCacheValueType: 'F32',
-    });
-    const f32kv: number[] = [];
-    const seq = ctx.getSequence();
-    for (const p of eqPrompts) {
-      await seq.clearHistory();
-      const res = await seq.controlledEvaluate([
-        ...p.slice(0, -1),
-        [
-          p[p.length - 1],
-          { generateNext: { probabilities: true, options: { temperature: 1, topK: 0, topP: 1, minP: 0 } } },
-        ],
-      ]);
-      const probs = res[res.length - 1]!.next.probabilities!;
-      f32kv.push(Math.log(probs.get(llm.yesToken)!) - Math.log(probs.get(llm.noToken)!));
-    }
-    await ctx.dispose();
+    const f32kv = await llamaCppF32Kv(llm.model, eqPrompts, llm.yesToken, llm.noToken);
+    // llama.cpp on our dequantized F32 copy, F32 KV cache: the same weights as ours.
+    const f32Path = join(storeDir, 'dequantized-f32.gguf');
+    await writeDequantizedCopy(modelPath, f32Path);
+    const f32Model = await llm.llama.loadModel({ modelPath: f32Path, gpuLayers: 0 });
+    const f32ref = await llamaCppF32Kv(f32Model, eqPrompts, llm.yesToken, llm.noToken);
+    await f32Model.dispose();
+    rmSync(f32Path, { force: true });
 
     const loaded = await (async () => {
       const t0 = performance.now();
@@ -207,8 +285,15 @@ async function main(): Promise<void> {
           served.map((s) => s.hidden!),
         ),
       },
-      vsF32KvCache: { logOdds: stats(oursLogOdds, f32kv) },
-      servedVsF32KvCache: { logOdds: stats(servedLogOdds, f32kv) },
+      vsF32KvCache: {
+        logOdds: stats(oursLogOdds, f32kv.logOdds),
+        hidden: hiddenStats(oursHidden, f32kv.hidden),
+      },
+      vsDequantizedF32Model: {
+        logOdds: stats(oursLogOdds, f32ref.logOdds),
+        hidden: hiddenStats(oursHidden, f32ref.hidden),
+      },
+      servedVsF32KvCache: { logOdds: stats(servedLogOdds, f32kv.logOdds) },
       tfjsFullForwardSecondsPerPrompt: fwd.s / eqPrompts.length,
     };
     log(JSON.stringify(equivalence));

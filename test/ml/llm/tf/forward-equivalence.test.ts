@@ -48,8 +48,8 @@ afterAll(async () => {
  * llama.cpp's default F16 cache rounds keys and values to 11 significant bits, which alone moves the tiny
  * model's log-probabilities by ~5e-3 (the scorer's own tolerance below accounts for it).
  */
-async function llamaCppLogProbs(tokens: Token[]): Promise<Float64Array> {
-  const ctx = await llm.model.createContext({
+async function llamaCppLogProbs(tokens: Token[], on: LoadedLlm = llm): Promise<Float64Array> {
+  const ctx = await on.model.createContext({
     contextSize: 512,
     threads: 1,
     experimentalKvCacheKeyType: 'F32',
@@ -125,6 +125,45 @@ describe('the TensorFlow.js llama forward pass against llama.cpp (tiny F32 GGUF)
       }
     } finally {
       await s.dispose();
+    }
+  });
+
+  it('agrees with llama.cpp on tied-output and quantized variants of the model', async () => {
+    // [options, tolerance on log-probabilities, measured]. llama.cpp dequantizes the token embedding
+    // exactly (get_rows), so a quantized embedding checks our block decoding against llama.cpp's to float32
+    // precision. Quantized matrices are another matter: llama.cpp also rounds the activations (to Q8_0 for
+    // Q8_0 weights, to F16 for F16 weights) before each product, which we do not; on these random weights
+    // that moves log-probabilities about as much as quantizing the weights did. (Q4_1 matrices are left to
+    // bench/lora-forward.ts on SmolLM2: 4-bit random weights make this tiny model chaotic, the weight
+    // quantization alone moves its log-probabilities by units.)
+    const variants: [Parameters<typeof writeTinyGguf>[1], number, string][] = [
+      [{ tiedOutput: true }, 2e-5, '1.5e-5'],
+      [{ embeddingType: 'Q8_0' }, 2e-5, '7e-6'],
+      [{ embeddingType: 'Q4_1' }, 2e-5, '3.6e-6'],
+      [{ embeddingType: 'F16' }, 2e-5, '5e-6'],
+      [{ matrixType: 'F16' }, 2e-2, '2.6e-3'],
+      [{ matrixType: 'Q8_0', nEmbd: 64, nFf: 128 }, 0.5, '0.19'],
+    ];
+    for (const [i, [opts, tol]] of variants.entries()) {
+      const path = join(dir, `variant-${i}.gguf`);
+      writeTinyGguf(path, { seed: 11, nHeadKv: 2, ropeFreqBase: 5000, ...opts });
+      const v = await loadLlm(resolveLlmConfig({ model: path, threads: 1, contextSize: 512 }));
+      const m = await LlamaTf.load(path);
+      try {
+        for (const p of prompts.slice(0, 2)) {
+          const ref = await llamaCppLogProbs(p, v);
+          const mine = logSoftmax(m.forward(p, { logits: 'full' }).logits!);
+          let maxDiff = 0;
+          for (let t = 0; t < mine.length; t++) {
+            if (Number.isFinite(ref[t]) && ref[t] > -30)
+              maxDiff = Math.max(maxDiff, Math.abs(mine[t] - ref[t]));
+          }
+          expect(maxDiff, JSON.stringify(opts)).toBeLessThan(tol);
+        }
+      } finally {
+        m.dispose();
+        await v.dispose();
+      }
     }
   });
 
