@@ -107,6 +107,31 @@ export default tseslint.config(
     },
   },
   {
+    // serve/ is the online service: Postgres and the artifact store, never Temporal, the CLI or workflow code.
+    files: ['serve/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['@temporalio/*'],
+              message: 'serve/ needs no Temporal: it answers from Postgres and the store.',
+            },
+            {
+              group: ['../cli/*', '../workflows/*'],
+              message: 'serve/ must not import the CLI or workflows.',
+            },
+            {
+              group: ['../activities/*', '!../activities/serving-bundle*', '!../activities/corella-config*'],
+              message: 'serve/ may share only the serving bundle and config helpers with activities.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     files: ['**/*.js', '**/*.mjs'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
   },

@@ -7,6 +7,7 @@ const USAGE = `corella — train, calibrate and serve CoReLLa recommenders
 Usage: corella <command> [options]   (add --json for machine-readable output)
 
   up [--data-dir DIR] [--source S] [--config NAME|FILE] [--model PATH|hf:URI] [--no-download] [--keep-alive]
+     [--no-run] [--serve [--serve-port N]]
                         start Postgres, Temporal and workers, run the retrain pipeline, print a summary
                         (data: --data-dir, CORELLA_DATA_DIR, cached or downloaded MovieLens-1M, synthetic)
   worker --queue cpu|gpu [--concurrency N]
@@ -16,11 +17,16 @@ Usage: corella <command> [options]   (add --json for machine-readable output)
   runs list [--limit N] | runs show ID
   models list | models show ID | models promote ID [--reason TEXT]
   schedule create [--every 24h | --cron "0 3 * * *"] [--id ID] [--catchup 1h] | schedule pause|unpause|trigger|delete ID
+  serve [--model champion|challenger|VERSION] [--host 127.0.0.1] [--port 8080] [--threshold=inf|-inf|T]
+        [--llm-concurrency N] [--llm-queue N] [--budget-ms MS] [--max-candidates N]
+                        the online hybrid predictor over HTTP (POST /v1/score, /v1/feedback; /healthz,
+                        /readyz, /metrics); follows the alias and swaps versions live. Beyond loopback it
+                        needs CORELLA_SERVE_TOKEN (a bearer token)
   doctor                what is configured and what is reachable
 
 Environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, CORELLA_HOME, CORELLA_DATA_DIR,
 CORELLA_NO_DOWNLOAD, CORELLA_DOWNLOAD_TIMEOUT (seconds, default 5), CORELLA_ML1M_URL, CORELLA_ML1M_SHA256,
-CORELLA_LLM_MODEL, CORELLA_TF_BACKEND.`;
+CORELLA_LLM_MODEL, CORELLA_TF_BACKEND, CORELLA_SERVE_TOKEN.`;
 
 type Command = (argv: string[]) => Promise<number>;
 
@@ -32,6 +38,7 @@ const commands: Record<string, () => Promise<Command>> = {
   models: async () => (await import('./commands/models.js')).models,
   schedule: async () => (await import('./commands/schedule.js')).schedule,
   doctor: async () => (await import('./commands/doctor.js')).doctor,
+  serve: async () => (await import('./commands/serve.js')).serve,
 };
 
 export async function main(argv: string[]): Promise<number> {

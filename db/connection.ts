@@ -48,6 +48,10 @@ export function openDatabase(url: string, options: OpenDatabaseOptions = {}): Da
   const onIdleError =
     options.onIdleError ?? ((e: Error) => console.warn(`corella db: idle connection dropped: ${e.message}`));
   pool.on('error', onIdleError);
+  // A checked-out client (e.g. inside a transaction, between statements) has no pool listener: without one
+  // of its own, the server going away emits an unhandled 'error' that kills the process. Its queries fail
+  // anyway, which is where callers handle the outage.
+  pool.on('connect', (client) => client.on('error', onIdleError));
   const db = drizzle(pool, { schema }) as Database;
   let closed: Promise<void> | undefined;
   return {

@@ -14,7 +14,9 @@ export type ErrorCode =
   | 'GPU_UNAVAILABLE'
   | 'STAGE_NOT_IMPLEMENTED'
   | 'DATA_NOT_AVAILABLE'
-  | 'SERVICE_UNAVAILABLE';
+  | 'SERVICE_UNAVAILABLE'
+  /** A scoring request the engine cannot serve as asked (too many candidates, unknown field, ...). */
+  | 'BAD_REQUEST';
 
 export class CorellaError extends Error {
   readonly code: ErrorCode;

@@ -13,14 +13,17 @@ import { reconcileRuns } from '../reconcile.js';
 import { TASK_QUEUE_CPU } from '../../workflows/search-attributes.js';
 import type { retrainWorkflow } from '../../workflows/retrain.js';
 import { failureMessage } from '../failure.js';
-import { EXIT, parse } from '../args.js';
+import { EXIT, parse, UsageError } from '../args.js';
+import { FileArtifactStore } from '../../ml/artifacts/store.js';
+import { startServer, type RunningServer } from '../../serve/server.js';
+import { databaseStorage } from '../../serve/storage.js';
 import { connectClient, workflowUiUrl } from '../client.js';
 import { configSummary, retrainInput, retrainWorkflowId } from '../config.js';
 import { prepareRun, RUN_OPTIONS, type PreparedRun } from '../prepare-run.js';
 import { makeOutput, progressLine, table, type Output } from '../output.js';
 import type { Progress } from '../../ml/progress.js';
 import { pendingProgress } from './runs.js';
-import { corellaHome, repoRoot } from '../services/paths.js';
+import { artifactsDir, corellaHome, repoRoot } from '../services/paths.js';
 import { lockHome } from '../services/home-lock.js';
 import { startStack, type Stack } from '../services/stack.js';
 
@@ -156,8 +159,15 @@ export async function up(argv: string[]): Promise<number> {
     ...RUN_OPTIONS,
     'keep-alive': { type: 'boolean' },
     'no-run': { type: 'boolean' },
+    serve: { type: 'boolean' },
+    'serve-port': { type: 'string' },
   });
   const out = makeOutput(Boolean(values.json));
+  if (values.serve && !values['keep-alive'] && !values['no-run'])
+    throw new UsageError('--serve needs --keep-alive (or --no-run): the service runs until Ctrl-C');
+  const servePort = values['serve-port'];
+  if (servePort !== undefined && !/^\d+$/.test(servePort))
+    throw new UsageError('--serve-port must be a port number');
   const home = corellaHome();
   let prepared: PreparedRun | undefined;
   if (!values['no-run']) {
@@ -174,6 +184,7 @@ export async function up(argv: string[]): Promise<number> {
     throw e;
   }
   const children: ChildProcess[] = [];
+  let server: RunningServer | undefined;
   let interrupted = false;
   const onSignal = (): void => {
     interrupted = true;
@@ -208,10 +219,24 @@ export async function up(argv: string[]): Promise<number> {
       const code = await runRetrain(prepared, stack, out, () => interrupted);
       if (code !== EXIT.ok || !values['keep-alive']) return code;
     }
-    out.info('Postgres, Temporal and workers are up; Ctrl-C stops everything');
+    if (values.serve) {
+      server = await startServer({
+        databaseUrl: stack.databaseUrl,
+        store: new FileArtifactStore(artifactsDir(home)),
+        home,
+        port: values['serve-port'] !== undefined ? Number(values['serve-port']) : 8080,
+        storage: (db) => databaseStorage(db, { spoolDir: join(home, 'serve-spool') }),
+        log: (m) => out.info(`serve: ${m}`),
+      });
+      out.info(`corella serve: ${server.url} (POST /v1/score, /v1/feedback; GET /readyz, /metrics)`);
+    }
+    out.info(
+      `Postgres, Temporal${server ? ', workers and the scoring service' : ' and workers'} are up; Ctrl-C stops everything`,
+    );
     await waitUntil(() => interrupted);
     return EXIT.ok;
   } finally {
+    await server?.close();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await Promise.all(children.map(stopChild));

@@ -5,3 +5,4 @@ export * from './datasets.js';
 export * from './evaluations.js';
 export * from './models.js';
 export * from './runs.js';
+export * from './serving.js';

@@ -359,6 +359,38 @@ export class LlmFeatureExtractor implements LlmFeatureSource {
     report.chunksWritten++;
   }
 
+  /**
+   * Centred unit item vectors (the inputs of the item-affinity features) for item rows, from the item cache,
+   * computing the missing ones; and the centre they are taken about. For live serving, whose samples are
+   * not split rows: the vectors are exactly the ones `extract` compares.
+   */
+  async itemUnitVectors(
+    items: ItemTable,
+    rows: ArrayLike<number>,
+    opts: ExtractOptions = {},
+  ): Promise<{ centre: Float64Array; vectors: Map<number, Float64Array> }> {
+    const aff = this.config.itemAffinity;
+    if (!aff) throw new CorellaError('BAD_CONFIG', 'item vectors need llm.itemAffinity');
+    const entry = await this.itemCache(items);
+    const refs = referenceItemRows(items.ids.length, aff.referenceItems);
+    const need = new Set<number>(entry.centre ? [] : refs);
+    for (let i = 0; i < rows.length; i++) need.add(rows[i]);
+    const missing = [...need].filter((it) => !entry.cache.has(it)).sort((a, b) => a - b);
+    if (missing.length > 0) await this.computeItemVectors(items, missing, entry.cache, opts);
+    const d = entry.cache.hiddenDim ?? 0;
+    const scratch = { pYes: new Float32Array(1), logOdds: new Float32Array(1), hidden: new Float32Array(d) };
+    const raw = (it: number): Float32Array => {
+      if (!entry.cache.copyInto(it, 0, scratch, d)) throw new Error(`internal: item ${it} has no vector`);
+      return scratch.hidden.slice();
+    };
+    entry.centre ??= centreOf(refs.map(raw), d);
+    const centre = entry.centre;
+    const vectors = new Map<number, Float64Array>();
+    for (let i = 0; i < rows.length; i++)
+      if (!vectors.has(rows[i])) vectors.set(rows[i], centredUnit(raw(rows[i]), centre));
+    return { centre, vectors };
+  }
+
   /** The hidden state of each row followed by its item-affinity features (AFFINITY_FEATURES). */
   private async appendAffinity(
     split: EncodedSplit,

@@ -194,6 +194,29 @@ export class LlmScorer {
     return out;
   }
 
+  /**
+   * Scores `prompts` in order on sequence `index` only. For callers that manage the KV caches themselves:
+   * the serving engine keeps each user on a "sticky" sequence, so the user's history prefix, evaluated by
+   * one request, is still cached for the next (`score` hands groups to whichever sequence is free).
+   * Calls for one index must not overlap; different indices may run at once.
+   */
+  async scoreOn(index: number, prompts: Token[][], opts: ScoreOptions = {}): Promise<PromptScore[]> {
+    const w = this.workers[index];
+    if (!w) throw new RangeError(`sequence ${index} does not exist (${this.workers.length} sequences)`);
+    const reuse = opts.reusePrefix ?? true;
+    const out: PromptScore[] = [];
+    for (let i = 0; i < prompts.length; i++) {
+      throwIfAborted(opts.signal);
+      const r = await this.scoreOne(w, prompts[i], reuse);
+      out.push(r.score);
+      this.stats.prompts++;
+      this.stats.promptTokens += prompts[i].length;
+      this.stats.evaluatedTokens += r.evaluated;
+      await opts.onScored?.(i, r.score, r.evaluated);
+    }
+    return out;
+  }
+
   private defaultGroups(n: number): number[][] {
     const k = this.workers.length;
     const size = Math.ceil(n / k);

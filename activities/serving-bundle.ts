@@ -1,0 +1,76 @@
+import { ModelRepository } from '../db/repositories/models.js';
+import { RunRepository } from '../db/repositories/runs.js';
+import type { Database } from '../db/connection.js';
+import type { ModelVersionRow } from '../db/schema/index.js';
+import { CorellaError } from '../ml/errors.js';
+import type { LlmConfig } from '../ml/llm/index.js';
+import type { ServingBundle } from '../ml/serving/engine.js';
+import { calibrationConfigOf, llmConfigOf } from './corella-config.js';
+import type { PipelineConfig } from './types.js';
+
+/** What the serving engine loads for one version (ml/serving/engine.ts). */
+export type ServingBundleSpec = ServingBundle;
+
+/** `champion`, `challenger` (any alias) or a version id. */
+export type ModelRef = string;
+
+export function isVersionId(ref: ModelRef): boolean {
+  return /^[1-9][0-9]*$/.test(ref);
+}
+
+/** The version a ref names right now, or undefined when the alias points nowhere. */
+export async function resolveModelVersion(db: Database, ref: ModelRef): Promise<ModelVersionRow | undefined> {
+  const models = new ModelRepository(db);
+  return isVersionId(ref) ? models.get(Number(ref)) : models.byAlias(ref);
+}
+
+/**
+ * The serving bundle of a model version: its artifacts and threshold from the registry, and the LLM and
+ * routing settings from the config of the run that trained it — serving must route exactly as calibration
+ * did (cold items included), or the calibrated threshold means something else.
+ */
+export async function servingBundleOf(
+  db: Database,
+  home: string,
+  version: ModelVersionRow,
+): Promise<ServingBundleSpec> {
+  const { crmModel, adapter } = version.artifacts;
+  if (!crmModel || !adapter) {
+    throw new CorellaError('BAD_CONFIG', `model version ${version.id} lacks a CRM or adapter artifact`);
+  }
+  if (!version.datasetVersionId) {
+    throw new CorellaError('DATA_NOT_AVAILABLE', `model version ${version.id} has no dataset version`);
+  }
+  const run = await new RunRepository(db).get(version.sourceRunId);
+  const config = ((run?.config as { config?: PipelineConfig } | undefined)?.config ?? {}) as PipelineConfig;
+  let llm: LlmConfig | null = null;
+  try {
+    llm = llmConfigOf(config, home);
+  } catch {
+    llm = null; // no LLM in the training config: nothing to route to
+  }
+  return {
+    modelVersion: String(version.id),
+    datasetVersionId: version.datasetVersionId,
+    crmArtifact: crmModel,
+    adapterArtifact: adapter,
+    threshold: version.calibratedThreshold ?? Math.LN2,
+    coldItems: calibrationConfigOf(config).coldItems ?? false,
+    llm,
+  };
+}
+
+export async function resolveServingBundle(
+  db: Database,
+  home: string,
+  ref: ModelRef,
+): Promise<{ bundle: ServingBundleSpec; version: ModelVersionRow }> {
+  const version = await resolveModelVersion(db, ref);
+  if (!version) {
+    throw new CorellaError(
+      'DATA_NOT_AVAILABLE',
+      isVersionId(ref) ? `no model version ${ref}` : `no model version has the alias ${ref} yet`,
+    );
+  }
+  return { bundle: await servingBundleOf(db, home, version), version };
+}

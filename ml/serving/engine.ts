@@ -1,0 +1,368 @@
+/**
+ * The serving engine: one model version loaded for online scoring. The CRM scores every candidate
+ * (micro-batched with concurrent requests); candidates whose routing entropy is above the version's
+ * calibrated threshold go to the LLM branch within the per-process LLM budget, and keep the CRM's answer
+ * (`crm-fallback`) when the budget or the LLM fails them. Routing is ml/corella/routing.ts's, with the
+ * version's cold-item setting, so a request rebuilt from a stored sample gets the offline HybridPredictor's
+ * route and probability.
+ */
+import type { ArtifactStore } from '../artifacts/store.js';
+import { LlmAdapter } from '../corella/adapter.js';
+import { routingEntropies } from '../corella/routing.js';
+import { loadCrm } from '../crm/index.js';
+import type { CrmModel } from '../crm/types.js';
+import { loadDataset, loadManifest } from '../data/load.js';
+import type { CtrDataset } from '../data/types.js';
+import { CorellaError } from '../errors.js';
+import type { LlmConfig } from '../llm/config.js';
+import { initTf } from '../tf/index.js';
+import { CrmBatcher, type MicroBatchOptions } from './crm-batcher.js';
+import { LlmLimiter, type FallbackReason } from './llm-budget.js';
+import { OnlineLlm, type OnlineLlmOptions } from './online-llm.js';
+import { RequestEncoder, type EncodedRequest } from './request-encoder.js';
+import type {
+  CandidateScore,
+  LlmBudget,
+  LlmUsage,
+  Route,
+  ScoreRequest,
+  ScoreResult,
+  Scorer,
+  ServingLimits,
+} from './types.js';
+
+export interface ServingBundle {
+  modelVersion: string;
+  datasetVersionId: string;
+  crmArtifact: string;
+  adapterArtifact: string;
+  /** Stored entropy threshold: ln 2 (or more) routes nothing, a negative one routes everything. */
+  threshold: number;
+  coldItems: boolean;
+  /** null = CRM only. */
+  llm: LlmConfig | null;
+}
+
+export interface ServingEngineOptions {
+  budget?: Partial<LlmBudget>;
+  limits?: Partial<ServingLimits>;
+  microBatch?: MicroBatchOptions;
+  /** Overrides the bundle's threshold, e.g. +Infinity for CRM-only serving. */
+  threshold?: number;
+  /** llama.cpp sequences for the per-user prefix LRU (default max(4, maxConcurrency)). */
+  llmSequences?: number;
+  log?(msg: string): void;
+}
+
+export const DEFAULT_LIMITS: ServingLimits = { maxCandidates: 500, maxHistory: 1000 };
+
+/** Counters since load, for metrics and benchmarks. */
+export interface EngineStats {
+  requests: number;
+  candidates: number;
+  routed: number;
+  answered: number;
+  fallbacks: number;
+  promptTokens: number;
+  evaluatedTokens: number;
+}
+
+function badRequest(field: string, message: string): CorellaError {
+  return new CorellaError('BAD_REQUEST', `${field}: ${message}`, { details: { field } });
+}
+
+/** Entropy above the threshold is routed; a stored ln 2 means "route nothing" whatever float32 rounding does. */
+function isRouted(h: number, threshold: number): boolean {
+  return threshold < Math.LN2 && h > threshold;
+}
+
+export class ServingEngine implements Scorer {
+  readonly stats: EngineStats = {
+    requests: 0,
+    candidates: 0,
+    routed: 0,
+    answered: 0,
+    fallbacks: 0,
+    promptTokens: 0,
+    evaluatedTokens: 0,
+  };
+  readonly limits: ServingLimits;
+  readonly limiter: LlmLimiter;
+  readonly batcher: CrmBatcher;
+  readonly encoder: RequestEncoder;
+  private disposed = false;
+  /** Requests being scored: dispose() lets them finish (a hot swap retires an engine under load). */
+  private readonly inflight = new Set<Promise<unknown>>();
+
+  private constructor(
+    readonly modelVersion: string,
+    readonly threshold: number,
+    readonly coldItems: boolean,
+    readonly dataset: CtrDataset,
+    readonly crm: CrmModel,
+    private readonly adapter: LlmAdapter | undefined,
+    readonly llm: OnlineLlm | undefined,
+    /** Why the LLM branch is not available (undefined when it is). */
+    readonly llmUnavailable: string | undefined,
+    opts: ServingEngineOptions,
+  ) {
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.limiter = new LlmLimiter(opts.budget);
+    this.batcher = new CrmBatcher(crm, opts.microBatch);
+    this.encoder = new RequestEncoder(dataset);
+  }
+
+  static async load(
+    store: ArtifactStore,
+    bundle: ServingBundle,
+    opts: ServingEngineOptions = {},
+  ): Promise<ServingEngine> {
+    const log = opts.log ?? (() => undefined);
+    await initTf();
+    const manifest = await loadManifest(store, bundle.datasetVersionId);
+    if (!manifest) {
+      throw new CorellaError(
+        'DATA_NOT_AVAILABLE',
+        `dataset version ${bundle.datasetVersionId} of model version ${bundle.modelVersion} is not in the artifact store`,
+        { details: { datasetVersionId: bundle.datasetVersionId } },
+      );
+    }
+    const dataset = await loadDataset(store, manifest);
+    const crm = await loadCrm(store, bundle.crmArtifact, dataset.featureMap);
+    let adapter: LlmAdapter | undefined;
+    let llm: OnlineLlm | undefined;
+    let why: string | undefined;
+    if (!bundle.llm) why = 'the model version has no LLM configured';
+    else {
+      // Without the LLM the engine still serves (CRM answers, routed candidates fall back), so a broken or
+      // missing model file costs the LLM half only.
+      try {
+        adapter = LlmAdapter.deserialize(await store.get(bundle.adapterArtifact));
+        const budget = new LlmLimiter(opts.budget).budget;
+        const sequences = opts.llmSequences ?? Math.max(4, budget.maxConcurrency);
+        const llmOpts: OnlineLlmOptions = { sequences };
+        llm = await OnlineLlm.load(bundle.llm, store, dataset.items, llmOpts);
+        if (adapter.config.hiddenDim !== llm.featureDim) {
+          throw new CorellaError(
+            'BAD_CONFIG',
+            `the adapter reads ${adapter.config.hiddenDim} LLM features but the LLM gives ${llm.featureDim}`,
+          );
+        }
+      } catch (e) {
+        why = `LLM branch unavailable: ${e instanceof Error ? e.message : String(e)}`;
+        adapter?.dispose();
+        await llm?.dispose();
+        adapter = undefined;
+        llm = undefined;
+      }
+    }
+    if (why) log(`model version ${bundle.modelVersion}: ${why}; serving CRM answers only`);
+    const threshold = opts.threshold ?? bundle.threshold;
+    return new ServingEngine(
+      bundle.modelVersion,
+      threshold,
+      bundle.coldItems,
+      dataset,
+      crm,
+      adapter,
+      llm,
+      why,
+      opts,
+    );
+  }
+
+  llmQueueDepth(): number {
+    return this.limiter.queueDepth;
+  }
+
+  observe(event: { user: string; item: string; rating: number; ts: number }): void {
+    this.encoder.observe(event);
+  }
+
+  private validate(req: ScoreRequest): void {
+    if (!req || typeof req !== 'object') throw badRequest('body', 'expected a score request object');
+    if (!req.user || typeof req.user.id !== 'string' || req.user.id.length === 0)
+      throw badRequest('user.id', 'expected a non-empty string');
+    if (!Array.isArray(req.candidates)) throw badRequest('candidates', 'expected an array');
+    if (req.candidates.length > this.limits.maxCandidates) {
+      throw badRequest(
+        'candidates',
+        `${req.candidates.length} candidates exceed the limit of ${this.limits.maxCandidates}`,
+      );
+    }
+    req.candidates.forEach((c, i) => {
+      if (!c || typeof c.item !== 'string') throw badRequest(`candidates[${i}].item`, 'expected a string');
+    });
+    if (req.history !== undefined) {
+      if (!Array.isArray(req.history)) throw badRequest('history', 'expected an array');
+      if (req.history.length > this.limits.maxHistory) {
+        throw badRequest(
+          'history',
+          `${req.history.length} events exceed the limit of ${this.limits.maxHistory}`,
+        );
+      }
+      req.history.forEach((e, i) => {
+        if (!e || typeof e.item !== 'string') throw badRequest(`history[${i}].item`, 'expected a string');
+        if (e.rating !== undefined && !Number.isFinite(e.rating))
+          throw badRequest(`history[${i}].rating`, 'expected a finite number');
+      });
+    }
+    if (req.budgetMs !== undefined && !(typeof req.budgetMs === 'number' && req.budgetMs >= 0))
+      throw badRequest('budgetMs', 'expected a number ≥ 0');
+  }
+
+  score(req: ScoreRequest, opts: { signal?: AbortSignal } = {}): Promise<ScoreResult> {
+    return this.track(() => this.scoreNow(req, opts));
+  }
+
+  private track<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.disposed)
+      return Promise.reject(new CorellaError('SERVICE_UNAVAILABLE', 'the serving engine was disposed'));
+    const p = fn();
+    this.inflight.add(p);
+    void p.then(
+      () => this.inflight.delete(p),
+      () => this.inflight.delete(p),
+    );
+    return p;
+  }
+
+  private async scoreNow(req: ScoreRequest, opts: { signal?: AbortSignal }): Promise<ScoreResult> {
+    const t0 = performance.now();
+    this.validate(req);
+    const enc = this.encoder.encode(req);
+    const n = enc.split.size;
+    const pCrm = await this.batcher.predict(enc.split);
+    const crmMs = performance.now() - t0;
+    const rows = Int32Array.from({ length: n }, (_, i) => i);
+    const h = routingEntropies(pCrm, enc.split, rows, this.coldItems);
+    const routed: number[] = [];
+    for (let i = 0; i < n; i++) if (isRouted(h[i], this.threshold)) routed.push(i);
+
+    const usage: LlmUsage = {
+      routed: routed.length,
+      answered: 0,
+      fallbacks: 0,
+      promptTokens: 0,
+      evaluatedTokens: 0,
+    };
+    const pLlm = new Float32Array(n).fill(NaN);
+    let llmMs = 0;
+    if (routed.length > 0) {
+      const t1 = performance.now();
+      const r = await this.runLlm(
+        req,
+        enc,
+        routed,
+        t0,
+        req.budgetMs ?? this.limiter.budget.defaultBudgetMs,
+        opts.signal,
+      );
+      llmMs = performance.now() - t1;
+      if (r.ok) {
+        routed.forEach((i, k) => (pLlm[i] = r.p[k]));
+        usage.answered = routed.length;
+        usage.promptTokens = r.promptTokens;
+        usage.evaluatedTokens = r.evaluatedTokens;
+      } else {
+        usage.fallbacks = routed.length;
+        usage.fallbackReason = r.reason;
+      }
+    }
+    const candidates: CandidateScore[] = [];
+    for (let i = 0; i < n; i++) {
+      const answered = !Number.isNaN(pLlm[i]);
+      const route: Route = answered ? 'llm' : isRouted(h[i], this.threshold) ? 'crm-fallback' : 'crm';
+      const c: CandidateScore = {
+        item: req.candidates[i].item,
+        p: answered ? pLlm[i] : pCrm[i],
+        route,
+        entropy: h[i],
+        pCrm: pCrm[i],
+        cold: enc.cold[i],
+      };
+      if (answered) c.pLlm = pLlm[i];
+      candidates.push(c);
+    }
+    const s = this.stats;
+    s.requests++;
+    s.candidates += n;
+    s.routed += usage.routed;
+    s.answered += usage.answered;
+    s.fallbacks += usage.fallbacks;
+    s.promptTokens += usage.promptTokens;
+    s.evaluatedTokens += usage.evaluatedTokens;
+    return { candidates, timings: { totalMs: performance.now() - t0, crmMs, llmMs }, llm: usage };
+  }
+
+  private async runLlm(
+    req: ScoreRequest,
+    enc: EncodedRequest,
+    idx: number[],
+    startedAt: number,
+    budgetMs: number,
+    signal: AbortSignal | undefined,
+    bypassQueueLimit = false,
+  ): Promise<
+    | { ok: true; p: Float32Array; promptTokens: number; evaluatedTokens: number }
+    | { ok: false; reason: FallbackReason; error?: unknown }
+  > {
+    const llm = this.llm;
+    const adapter = this.adapter;
+    if (!llm || !adapter) {
+      this.limiter.countFallback('llm-unavailable');
+      return { ok: false, reason: 'llm-unavailable' };
+    }
+    const targets = idx.map((i) => enc.targets[i]);
+    const r = await this.limiter.run(
+      async (sig) => {
+        const f = await llm.features(req.user.id, enc.history, targets, sig);
+        return {
+          p: adapter.predict(f.features),
+          promptTokens: f.promptTokens,
+          evaluatedTokens: f.evaluatedTokens,
+        };
+      },
+      { budgetMs, startedAt, signal, bypassQueueLimit },
+    );
+    if (!r.ok) return { ok: false, reason: r.reason, error: r.error };
+    return { ok: true, ...r.value };
+  }
+
+  /**
+   * The LLM branch's answer for every candidate, whatever the threshold says: what recalibration on served
+   * traffic needs for rows the CRM answered. Not on a request path, so no deadline and no queue limit (it
+   * still takes one of the LLM's concurrency slots). Throws when the LLM branch is not available.
+   */
+  shadowScore(req: ScoreRequest): Promise<{ item: string; pLlm: number }[]> {
+    return this.track(() => this.shadowNow(req));
+  }
+
+  private async shadowNow(req: ScoreRequest): Promise<{ item: string; pLlm: number }[]> {
+    this.validate(req);
+    const enc = this.encoder.encode(req);
+    const all = Array.from({ length: enc.split.size }, (_, i) => i);
+    if (all.length === 0) return [];
+    const r = await this.runLlm(req, enc, all, performance.now(), Infinity, undefined, true);
+    if (!r.ok) {
+      const cause = r.error instanceof Error ? `: ${r.error.message}` : '';
+      throw new CorellaError(
+        'SERVICE_UNAVAILABLE',
+        `shadow scoring failed (${r.reason}${cause})${this.llmUnavailable ? `; ${this.llmUnavailable}` : ''}`,
+        { retryable: r.reason !== 'llm-unavailable', cause: r.error },
+      );
+    }
+    return all.map((i) => ({ item: req.candidates[i].item, pLlm: r.p[i] }));
+  }
+
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    await Promise.allSettled([...this.inflight]);
+    await this.batcher.drain();
+    await this.limiter.close();
+    this.crm.dispose();
+    this.adapter?.dispose();
+    await this.llm?.dispose();
+  }
+}
