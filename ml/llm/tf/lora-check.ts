@@ -56,15 +56,13 @@ export async function checkLoraForBase(basePath: string, loraPath: string): Prom
   const pairs = new Map<string, { a?: number[]; b?: number[] }>();
   for (const t of lora.tensors.values()) {
     const m = /^(.*)\.lora_(a|b)$/.exec(t.name);
-    if (!m)
-      throw loraError(loraPath, basePath, `tensor ${t.name} is neither a lora_a nor a lora_b`, {
-        tensor: t.name,
-      });
+    // llama.cpp discards (with a warning) tensors that are neither; so do we, to refuse nothing it accepts.
+    if (!m) continue;
     const p = pairs.get(m[1]) ?? {};
     p[m[2] as 'a' | 'b'] = t.dims;
     pairs.set(m[1], p);
   }
-  if (pairs.size === 0) throw loraError(loraPath, basePath, 'it holds no tensors');
+  if (pairs.size === 0) throw loraError(loraPath, basePath, 'it holds no lora_a / lora_b tensors');
   let rank = -1;
   for (const [name, { a, b }] of pairs) {
     if (!a || !b)
