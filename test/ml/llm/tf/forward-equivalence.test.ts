@@ -1,3 +1,4 @@
+import * as tf from '@tensorflow/tfjs-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -168,7 +169,9 @@ describe('the TensorFlow.js llama forward pass against llama.cpp (tiny F32 GGUF)
   });
 
   it('returns last-token hidden states of the chosen layers, the top one consistent with the final norm', () => {
+    const before = tf.memory().numTensors;
     const r = ours.forward(prompts[0], { hiddenLayers: [0, ours.hp.nLayer - 1] });
+    expect(tf.memory().numTensors).toBe(before);
     expect([...r.hidden.keys()].sort()).toEqual([0, ours.hp.nLayer - 1]);
     const top = r.hidden.get(ours.hp.nLayer - 1)!;
     const ms = top.reduce((a, v) => a + v * v, 0) / top.length;

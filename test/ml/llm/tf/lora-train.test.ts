@@ -181,8 +181,11 @@ describe('LoRA on the tfjs llama', () => {
           label: i % 3 === 0 ? 1 : 0,
         }));
         const first = t.step(batch);
+        const tensorsAfterFirst = tf.memory().numTensors;
         let last = first;
         for (let i = 0; i < 8; i++) last = t.step(batch);
+        // Steady state: a step leaves no tensors behind (the frozen pass keeps its last prompt's KV only).
+        expect(tf.memory().numTensors).toBe(tensorsAfterFirst);
         const after = tf.tidy(() => t.loss(batch).dataSync()[0]);
         expect(after).toBeLessThan(first - 0.05);
         expect(after).toBeLessThanOrEqual(last);
