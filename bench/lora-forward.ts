@@ -5,6 +5,7 @@
  *   npx tsx bench/lora-forward.ts [--model .corella/models/SmolLM2-135M-Instruct.Q4_1.gguf]
  *     [--data ../shared/datasets/ml-1m-u2999] [--samples 20] [--block 8] [--max-history 6]
  *     [--context 1024] [--k 2,4] [--rank 8] [--train-samples 8] [--steps 2] [--threads 1]
+ *     [--learn-train 0] [--learn-eval 200] [--learn-epochs 3] [--learn-k 2] [--learn-lr 1e-3] [--learn-batch 8]
  *
  * Prompts are the pipeline's (config/ml-1m-cpu.json: paper template, 6 history items, history blocks of 8,
  * test pool rows drawn in user blocks by samplePool, built by PromptBuilder.buildForRow).
@@ -36,6 +37,9 @@ import { LlamaTf } from '../ml/llm/tf/llama-forward.js';
 import { LoraAdapter } from '../ml/llm/tf/lora.js';
 import { LoraTrainer } from '../ml/llm/tf/lora-train.js';
 import { initTf } from '../ml/tf/backend.js';
+import { accuracy, auc, logLoss } from '../ml/metrics/classification.js';
+import { mixSeed, mulberry32, permutation } from '../ml/crm/random.js';
+import type { EncodedSplit } from '../ml/data/types.js';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -53,6 +57,13 @@ const rank = Number(arg('rank', '8'));
 const trainSamples = Number(arg('train-samples', '8'));
 const steps = Number(arg('steps', '2'));
 const threads = Number(arg('threads', '1'));
+// A first learning check (off by default): LoRA on --learn-train train rows, AUC on --learn-eval test rows.
+const learnTrain = Number(arg('learn-train', '0'));
+const learnEval = Number(arg('learn-eval', '200'));
+const learnEpochs = Number(arg('learn-epochs', '3'));
+const learnK = Number(arg('learn-k', '2'));
+const learnLr = Number(arg('learn-lr', '1e-3'));
+const learnBatch = Number(arg('learn-batch', '8'));
 const log = (m: string): void => void process.stderr.write(`[bench/lora-forward] ${m}\n`);
 
 function seconds<T>(fn: () => T): { value: T; s: number } {
@@ -341,6 +352,74 @@ async function main(): Promise<void> {
       log(JSON.stringify(row));
       speed.push(row);
     }
+    // A first look at whether LoRA learns on this data (the real ablation is bench/lora.ts, next).
+    let learning: Record<string, unknown> | undefined;
+    if (learnTrain > 0) {
+      const ordered = (split: EncodedSplit, n: number, seed: number) =>
+        Array.from(samplePool(split, n, seed, block)).sort(
+          (a, b) =>
+            split.userRows[a] - split.userRows[b] ||
+            split.timestamps[a] - split.timestamps[b] ||
+            split.sampleIds[a] - split.sampleIds[b],
+        );
+      const train = ds.splits.train;
+      const trRows = ordered(train, learnTrain, 21);
+      const evRows = ordered(test, learnEval, 22);
+      const trSet = trRows.map((r) => ({
+        tokens: builder.buildForRow(train, ds.items, r).tokens,
+        label: train.labels[r],
+      }));
+      const evSet = evRows.map((r) => ({
+        tokens: builder.buildForRow(test, ds.items, r).tokens,
+        label: test.labels[r],
+      }));
+      const adapter = LoraAdapter.create(model.hp, { layers: learnK, rank, alpha: 2 * rank });
+      const trainer = new LoraTrainer(model, adapter, {
+        answerTokens: [llm.yesToken, llm.noToken],
+        learningRate: learnLr,
+        cacheBytes: 4 * 2 ** 30,
+      });
+      // Frozen pass once, in history-block order (prefix reuse).
+      const frozen = seconds(() =>
+        [...trSet, ...evSet].forEach((s) => trainer.frozen.input(s.tokens).dispose()),
+      );
+      const evalNow = () => {
+        const p = evSet.map((s) => trainer.pYes(s.tokens));
+        const y = evSet.map((s) => s.label);
+        return { auc: auc(y, p), logLoss: logLoss(y, p), acc: accuracy(y, p) };
+      };
+      const epochs: Record<string, unknown>[] = [{ epoch: 0, ...evalNow() }];
+      log(`learning: zero-shot ${JSON.stringify(epochs[0])}, frozen pass ${frozen.s.toFixed(0)} s`);
+      for (let e = 1; e <= learnEpochs; e++) {
+        const order = permutation(trSet.length, mulberry32(mixSeed(7, e)));
+        let lossSum = 0;
+        let batches = 0;
+        const t = seconds(() => {
+          for (let i = 0; i < order.length; i += learnBatch) {
+            lossSum += trainer.step(Array.from(order.subarray(i, i + learnBatch), (j) => trSet[j]));
+            batches++;
+          }
+        });
+        const row = { epoch: e, trainLoss: lossSum / batches, epochSeconds: t.s, ...evalNow() };
+        log(`learning: ${JSON.stringify(row)}`);
+        epochs.push(row);
+      }
+      learning = {
+        k: learnK,
+        rank,
+        alpha: 2 * rank,
+        learningRate: learnLr,
+        batch: learnBatch,
+        trainRows: trSet.length,
+        evalRows: evSet.length,
+        trainPositiveRate: trSet.reduce((a, s) => a + s.label, 0) / trSet.length,
+        frozenPassSeconds: frozen.s,
+        frozenTokensEvaluated: trainer.frozen.stats.evaluatedTokens,
+        epochs,
+      };
+      trainer.dispose();
+      adapter.dispose();
+    }
     model.dispose();
     await llm.dispose();
 
@@ -356,6 +435,7 @@ async function main(): Promise<void> {
           loadSeconds: loaded.s,
           equivalence,
           speed,
+          learning,
           loadAverage: { start: load0, end: loadavg()[0] },
           note: 'taken on a 2-core machine shared with other jobs: timings are under load',
         },
