@@ -6,6 +6,7 @@
  *     [--data ../shared/datasets/ml-1m-u2999] [--samples 20] [--block 8] [--max-history 6]
  *     [--context 1024] [--k 2,4] [--rank 8] [--train-samples 8] [--steps 2] [--threads 1]
  *     [--learn-train 0] [--learn-eval 200] [--learn-epochs 3] [--learn-k 2] [--learn-lr 1e-3] [--learn-batch 8]
+ *     [--learn-targets q,v]
  *
  * Prompts are the pipeline's (config/ml-1m-cpu.json: paper template, 6 history items, history blocks of 8,
  * test pool rows drawn in user blocks by samplePool, built by PromptBuilder.buildForRow).
@@ -35,6 +36,7 @@ import { LlmScorer } from '../ml/llm/scorer.js';
 import { FrozenPrefixCache } from '../ml/llm/tf/frozen-prefix.js';
 import { LlamaTf } from '../ml/llm/tf/llama-forward.js';
 import { LoraAdapter } from '../ml/llm/tf/lora.js';
+import type { Projection } from '../ml/llm/tf/llama-weights.js';
 import { LoraTrainer } from '../ml/llm/tf/lora-train.js';
 import { initTf } from '../ml/tf/backend.js';
 import { accuracy, auc, logLoss } from '../ml/metrics/classification.js';
@@ -64,6 +66,7 @@ const learnEpochs = Number(arg('learn-epochs', '3'));
 const learnK = Number(arg('learn-k', '2'));
 const learnLr = Number(arg('learn-lr', '1e-3'));
 const learnBatch = Number(arg('learn-batch', '8'));
+const learnTargets = arg('learn-targets', 'q,v').split(',') as Projection[];
 const log = (m: string): void => void process.stderr.write(`[bench/lora-forward] ${m}\n`);
 
 function seconds<T>(fn: () => T): { value: T; s: number } {
@@ -373,7 +376,12 @@ async function main(): Promise<void> {
         tokens: builder.buildForRow(test, ds.items, r).tokens,
         label: test.labels[r],
       }));
-      const adapter = LoraAdapter.create(model.hp, { layers: learnK, rank, alpha: 2 * rank });
+      const adapter = LoraAdapter.create(model.hp, {
+        layers: learnK,
+        rank,
+        alpha: 2 * rank,
+        targets: learnTargets,
+      });
       const trainer = new LoraTrainer(model, adapter, {
         answerTokens: [llm.yesToken, llm.noToken],
         learningRate: learnLr,
@@ -406,6 +414,7 @@ async function main(): Promise<void> {
       }
       learning = {
         k: learnK,
+        targets: learnTargets,
         rank,
         alpha: 2 * rank,
         learningRate: learnLr,
