@@ -13,11 +13,13 @@ import type { ActivityContext } from './context.js';
 import { calibrationConfigOf, calibrationRow, llmConfigOf, storableThreshold } from './corella-config.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
+import { recalibrateOnServed } from './recalibrate-served.js';
 import type { CorellaActivities, PipelineConfig, RecalibrateResult } from './types.js';
 
 /**
  * Re-derives a model version's entropy threshold on recent data (the newest `windowDays` of the validation
- * split of its own or a newer dataset version) under the routing budget. The new calibration is always
+ * split of its own or a newer dataset version, or with `source: 'served'` its logged predictions that got
+ * feedback: activities/recalibrate-served.ts) under the routing budget. The new calibration is always
  * stored; the version's threshold changes only when the new one scores better on that window.
  */
 export function recalibrateActivities(ctx: ActivityContext): Pick<CorellaActivities, 'recalibrate'> {
@@ -41,6 +43,17 @@ export function recalibrateActivities(ctx: ActivityContext): Pick<CorellaActivit
       const source = await new RunRepository(ctx.db).get(version.sourceRunId);
       const config = ((source?.config as { config?: PipelineConfig } | undefined)?.config ??
         {}) as PipelineConfig;
+      if (input.source !== undefined && input.source !== 'dataset' && input.source !== 'served') {
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `source: must be 'dataset' or 'served', got ${JSON.stringify(input.source)}`,
+          {
+            details: { field: 'source' },
+          },
+        );
+      }
+      if (input.source === 'served')
+        return recalibrateOnServed(ctx, input, version, config, activityRunOptions('recalibration'));
       const datasetVersionId = input.datasetVersionId ?? version.datasetVersionId;
       if (!datasetVersionId)
         throw new CorellaError('DATA_NOT_AVAILABLE', `model version ${version.id} has no dataset version`);

@@ -81,7 +81,7 @@ interface SpoolRecord {
   userId: string;
   history: HistoryEvent[] | null;
   budgetMs: number | null;
-  threshold: number | 'Infinity';
+  threshold: number | 'Infinity' | '-Infinity';
   candidates: ServedRequestInput['candidates'];
 }
 
@@ -116,7 +116,7 @@ function encode(r: ServedRequestInput): string {
     userId: r.userId,
     history: r.history,
     budgetMs: r.budgetMs,
-    threshold: r.threshold === Infinity ? 'Infinity' : r.threshold,
+    threshold: r.threshold === Infinity ? 'Infinity' : r.threshold === -Infinity ? '-Infinity' : r.threshold,
     candidates: r.candidates,
   };
   return JSON.stringify(rec);
@@ -132,7 +132,8 @@ function decode(line: string): ServedRequestInput {
     userId: rec.userId,
     history: rec.history,
     budgetMs: rec.budgetMs,
-    threshold: rec.threshold === 'Infinity' ? Infinity : rec.threshold,
+    threshold:
+      rec.threshold === 'Infinity' ? Infinity : rec.threshold === '-Infinity' ? -Infinity : rec.threshold,
     candidates: rec.candidates,
   };
   validateServedRequest(input);

@@ -3,7 +3,10 @@ import type { CorellaActivities, RecalibrateInput, RecalibrateResult } from '../
 import { NON_RETRYABLE } from './retrain.js';
 import { TASK_QUEUE_CPU } from './search-attributes.js';
 
-/** Re-derives the champion's entropy threshold on recent data; run on a Temporal Schedule. */
+/**
+ * Re-derives the champion's entropy threshold on recent data (a dataset window, or with `source: 'served'`
+ * the served traffic that received feedback); run on a Temporal Schedule.
+ */
 export async function recalibrateWorkflow(input: RecalibrateInput = {}): Promise<RecalibrateResult> {
   const acts = proxyActivities<CorellaActivities>({
     taskQueue: input.queues?.cpu ?? TASK_QUEUE_CPU,
@@ -21,7 +24,8 @@ export async function recalibrateWorkflow(input: RecalibrateInput = {}): Promise
       workflowId: workflowInfo().workflowId,
       kind: 'recalibrate',
       config: input,
-      datasetLabel: input.datasetVersionId ?? 'champion-window',
+      datasetLabel:
+        input.source === 'served' ? 'served-window' : (input.datasetVersionId ?? 'champion-window'),
     }),
   );
   try {

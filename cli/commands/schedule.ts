@@ -1,10 +1,43 @@
 import { ScheduleOverlapPolicy, type ScheduleSpec } from '@temporalio/client';
+import type { RecalibrateInput } from '../../activities/types.js';
 import { TASK_QUEUE_CPU } from '../../workflows/search-attributes.js';
 import { EXIT, parse, parseDuration, UsageError } from '../args.js';
 import { connectClient } from '../client.js';
 import { makeOutput } from '../output.js';
 
 const DEFAULT_ID = 'corella-recalibrate';
+
+type Flags = Record<string, string | boolean | undefined>;
+
+function numberFlag(
+  values: Flags,
+  name: string,
+  ok: (n: number) => boolean,
+  what: string,
+): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (typeof raw !== 'string' || raw.trim() === '' || !ok(n))
+    throw new UsageError(`--${name} must be ${what}, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+/** The recalibrateWorkflow input a `schedule create` starts, checked before anything connects. */
+export function recalibrateInputFrom(values: Flags): RecalibrateInput {
+  const source = values.source;
+  if (source !== undefined && source !== 'dataset' && source !== 'served')
+    throw new UsageError(`--source must be dataset or served, got ${JSON.stringify(source)}`);
+  const taskQueue = typeof values['task-queue'] === 'string' ? values['task-queue'] : undefined;
+  return {
+    modelVersionId: typeof values.model === 'string' ? values.model : undefined,
+    maxRoutedFraction: numberFlag(values, 'max-routed', (n) => n >= 0 && n <= 1, 'a fraction in [0, 1]'),
+    windowDays: numberFlag(values, 'window-days', (n) => n > 0, 'a number of days > 0'),
+    queues: taskQueue ? { cpu: taskQueue } : undefined,
+    source,
+    shadowRows: numberFlag(values, 'shadow-rows', (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0'),
+  };
+}
 
 /** `corella schedule create|pause|unpause|trigger|delete`: a Temporal Schedule for recalibrateWorkflow. */
 export async function schedule(argv: string[]): Promise<number> {
@@ -18,10 +51,13 @@ export async function schedule(argv: string[]): Promise<number> {
     note: { type: 'string' },
     'task-queue': { type: 'string' },
     'window-days': { type: 'string' },
+    source: { type: 'string' },
+    'shadow-rows': { type: 'string' },
   });
   const out = makeOutput(Boolean(values.json));
   const [action, idArg] = positionals;
   const id = idArg ?? values.id ?? DEFAULT_ID;
+  const input = action === 'create' ? recalibrateInputFrom(values) : undefined;
   const tc = await connectClient();
   try {
     const schedules = tc.client.schedule;
@@ -32,7 +68,6 @@ export async function schedule(argv: string[]): Promise<number> {
         const spec: ScheduleSpec = values.every
           ? { intervals: [{ every: parseDuration(values.every) }] }
           : { cronExpressions: [values.cron as string] };
-        const maxRouted = values['max-routed'] !== undefined ? Number(values['max-routed']) : undefined;
         await schedules.create({
           scheduleId: id,
           spec,
@@ -41,14 +76,7 @@ export async function schedule(argv: string[]): Promise<number> {
             workflowType: 'recalibrateWorkflow',
             taskQueue: values['task-queue'] ?? TASK_QUEUE_CPU,
             workflowId: `recalibrate-${id}`,
-            args: [
-              {
-                modelVersionId: values.model,
-                maxRoutedFraction: maxRouted,
-                windowDays: values['window-days'] !== undefined ? Number(values['window-days']) : undefined,
-                queues: values['task-queue'] ? { cpu: values['task-queue'] } : undefined,
-              },
-            ],
+            args: [input],
           },
           policies: {
             overlap: ScheduleOverlapPolicy.SKIP,

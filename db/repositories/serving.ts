@@ -1,4 +1,4 @@
-import { and, asc, gt, gte, sql } from 'drizzle-orm';
+import { asc, gte, sql } from 'drizzle-orm';
 import type { LabelRule } from '../../ml/data/build.js';
 import type { HistoryEvent, Route } from '../../ml/serving/types.js';
 import { badInput } from '../errors.js';
@@ -8,8 +8,6 @@ import {
   predictions,
   servedRequests,
   type FeedbackRow,
-  type NewPredictionRow,
-  type NewServedRequestRow,
 } from '../schema/index.js';
 import { Repository } from './base.js';
 import { requireFinite, requireId, requireText, requireUuid } from './validate.js';
@@ -34,7 +32,7 @@ export interface ServedRequestInput {
   /** As supplied with the request; null when the server used the user's known history. */
   history: HistoryEvent[] | null;
   budgetMs: number | null;
-  /** The routing threshold in force; +Infinity in CRM-only mode. */
+  /** The routing threshold in force; +Infinity in CRM-only mode, -Infinity when everything is routed. */
   threshold: number;
   candidates: ServedCandidateInput[];
 }
@@ -93,9 +91,8 @@ export interface RecalibrationWindowQuery {
 /** MovieLens' rule (rating ≥ 4 is a positive), the default of ml/data/ingest.ts for rated data. */
 const DEFAULT_LABEL_RULE: LabelRule = { kind: 'min', threshold: 4 };
 
-// Postgres binds at most 65,535 parameters per statement; predictions have 12 columns.
-const PREDICTION_CHUNK = 4_000;
-const REQUEST_CHUNK = 5_000;
+// Rows per INSERT of predictions: bounds one statement's memory on both sides.
+const PREDICTION_CHUNK = 20_000;
 
 function requireProbability(field: string, value: unknown): number {
   const p = requireFinite(field, value);
@@ -125,8 +122,9 @@ export function validateServedRequest(e: ServedRequestInput, field = 'entry'): v
   if (e.history !== null && !Array.isArray(e.history))
     throw badInput(`${field}.history`, 'must be an array of events or null', e.history);
   if (e.budgetMs !== null) requireNonNegative(`${field}.budgetMs`, e.budgetMs);
-  if (typeof e.threshold !== 'number' || Number.isNaN(e.threshold) || e.threshold < 0)
-    throw badInput(`${field}.threshold`, 'must be an entropy >= 0 (or Infinity)', e.threshold);
+  // Any number: +Infinity is CRM-only serving, a negative threshold (down to -Infinity) routes everything.
+  if (typeof e.threshold !== 'number' || Number.isNaN(e.threshold))
+    throw badInput(`${field}.threshold`, 'must be a number (±Infinity allowed)', e.threshold);
   if (!Array.isArray(e.candidates)) throw badInput(`${field}.candidates`, 'must be an array', e.candidates);
   e.candidates.forEach((c, i) => {
     const f = `${field}.candidates[${i}]`;
@@ -172,53 +170,74 @@ export class ServingRepository extends Repository {
     if (!Array.isArray(entries)) throw badInput('entries', 'must be an array', entries);
     entries.forEach((e, i) => validateServedRequest(e, `entries[${i}]`));
     if (entries.length === 0) return { requests: 0, predictions: 0 };
-    const requestRows: NewServedRequestRow[] = entries.map((e) => ({
-      requestId: e.requestId,
-      at: e.at,
-      modelVersionId: e.modelVersionId,
-      userId: e.userId,
-      history: e.history,
-      budgetMs: e.budgetMs,
-      threshold: e.threshold,
-    }));
-    const predictionRows: NewPredictionRow[] = entries.flatMap((e) =>
-      e.candidates.map((c, idx) => ({
-        requestId: e.requestId,
-        idx,
-        at: e.at,
-        modelVersionId: e.modelVersionId,
-        userId: e.userId,
-        itemId: c.item,
-        p: c.p,
-        pCrm: c.pCrm,
-        pLlm: c.pLlm ?? null,
-        route: c.route,
-        entropy: c.entropy,
-        latencyMs: c.latencyMs,
-        cold: c.cold,
-      })),
-    );
+    // One array parameter per column (INSERT … SELECT FROM unnest): a 50-candidate slate is 12 parameters,
+    // not 600, which is what lets the flusher keep up with a busy server (bench/prediction-log.ts).
+    const rq = {
+      id: entries.map((e) => e.requestId),
+      at: entries.map((e) => e.at.toISOString()),
+      version: entries.map((e) => e.modelVersionId),
+      user: entries.map((e) => e.userId),
+      history: entries.map((e) => (e.history === null ? null : JSON.stringify(e.history))),
+      budget: entries.map((e) => e.budgetMs),
+      threshold: entries.map((e) => e.threshold),
+    };
+    const total = entries.reduce((n, e) => n + e.candidates.length, 0);
+    const pr = {
+      id: new Array<string>(total),
+      idx: new Array<number>(total),
+      at: new Array<string>(total),
+      version: new Array<number>(total),
+      user: new Array<string>(total),
+      item: new Array<string>(total),
+      p: new Array<number>(total),
+      pCrm: new Array<number>(total),
+      pLlm: new Array<number | null>(total),
+      route: new Array<string>(total),
+      entropy: new Array<number>(total),
+      latency: new Array<number>(total),
+      cold: new Array<boolean>(total),
+    };
+    let k = 0;
+    entries.forEach((e, r) => {
+      e.candidates.forEach((c, idx) => {
+        pr.id[k] = e.requestId;
+        pr.idx[k] = idx;
+        pr.at[k] = rq.at[r];
+        pr.version[k] = e.modelVersionId;
+        pr.user[k] = e.userId;
+        pr.item[k] = c.item;
+        pr.p[k] = c.p;
+        pr.pCrm[k] = c.pCrm;
+        pr.pLlm[k] = c.pLlm ?? null;
+        pr.route[k] = c.route;
+        pr.entropy[k] = c.entropy;
+        pr.latency[k] = c.latencyMs;
+        pr.cold[k] = c.cold;
+        k++;
+      });
+    });
+    const a = sql.param.bind(sql);
     return this.retry(() =>
       this.db.transaction(async (tx) => {
-        let requests = 0;
+        const requests = await tx.execute(sql`
+          INSERT INTO ${servedRequests} (request_id, at, model_version_id, user_id, history, budget_ms, threshold)
+          SELECT * FROM unnest(${a(rq.id)}::uuid[], ${a(rq.at)}::timestamptz[], ${a(rq.version)}::int[],
+            ${a(rq.user)}::text[], ${a(rq.history)}::jsonb[], ${a(rq.budget)}::float8[], ${a(rq.threshold)}::float8[])
+          ON CONFLICT (request_id) DO NOTHING`);
         let preds = 0;
-        for (let i = 0; i < requestRows.length; i += REQUEST_CHUNK) {
-          const r = await tx
-            .insert(servedRequests)
-            .values(requestRows.slice(i, i + REQUEST_CHUNK))
-            .onConflictDoNothing({ target: servedRequests.requestId })
-            .returning({ id: servedRequests.requestId });
-          requests += r.length;
+        for (let i = 0; i < total; i += PREDICTION_CHUNK) {
+          const col = <T>(xs: T[]) => a(xs.slice(i, i + PREDICTION_CHUNK));
+          const r = await tx.execute(sql`
+            INSERT INTO ${predictions} (request_id, idx, at, model_version_id, user_id, item_id, p, p_crm, p_llm,
+              route, entropy, latency_ms, cold)
+            SELECT * FROM unnest(${col(pr.id)}::uuid[], ${col(pr.idx)}::int[], ${col(pr.at)}::timestamptz[],
+              ${col(pr.version)}::int[], ${col(pr.user)}::text[], ${col(pr.item)}::text[], ${col(pr.p)}::float8[],
+              ${col(pr.pCrm)}::float8[], ${col(pr.pLlm)}::float8[], ${col(pr.route)}::text[],
+              ${col(pr.entropy)}::float8[], ${col(pr.latency)}::float8[], ${col(pr.cold)}::bool[])
+            ON CONFLICT (request_id, idx) DO NOTHING`);
+          preds += r.rowCount ?? 0;
         }
-        for (let i = 0; i < predictionRows.length; i += PREDICTION_CHUNK) {
-          const r = await tx
-            .insert(predictions)
-            .values(predictionRows.slice(i, i + PREDICTION_CHUNK))
-            .onConflictDoNothing({ target: [predictions.requestId, predictions.idx] })
-            .returning({ idx: predictions.idx });
-          preds += r.length;
-        }
-        return { requests, predictions: preds };
+        return { requests: requests.rowCount ?? 0, predictions: preds };
       }),
     );
   }
@@ -275,27 +294,25 @@ export class ServingRepository extends Repository {
 
   /**
    * Feedback since a time, oldest first (the server replays it into user histories at load). `by` picks
-   * the clock: the outcome's own `ts` (default) or when the server received it. Page with `afterId`.
+   * the clock: the outcome's own `ts` (default) or when the server received it. Every row unless `limit`
+   * is given: a silently truncated replay would leave users' histories short.
    */
   async feedbackSince(
     since: Date,
-    opts: { by?: 'ts' | 'receivedAt'; limit?: number; afterId?: number } = {},
+    opts: { by?: 'ts' | 'receivedAt'; limit?: number } = {},
   ): Promise<FeedbackRow[]> {
     requireDate('since', since);
     const column = opts.by === 'receivedAt' ? feedback.receivedAt : feedback.ts;
-    const limit = opts.limit ?? 100_000;
-    if (!Number.isSafeInteger(limit) || limit <= 0)
+    if (opts.limit !== undefined && (!Number.isSafeInteger(opts.limit) || opts.limit <= 0))
       throw badInput('limit', 'must be a positive integer', opts.limit);
-    return this.retry(() =>
-      this.db
+    return this.retry(() => {
+      const q = this.db
         .select()
         .from(feedback)
-        .where(
-          and(gte(column, since), opts.afterId !== undefined ? gt(feedback.id, opts.afterId) : undefined),
-        )
-        .orderBy(asc(column), asc(feedback.id))
-        .limit(limit),
-    );
+        .where(gte(column, since))
+        .orderBy(asc(column), asc(feedback.id));
+      return opts.limit === undefined ? q : q.limit(opts.limit);
+    });
   }
 
   /**
@@ -365,6 +382,42 @@ export class ServingRepository extends Repository {
         threshold: Number(r.threshold),
         history: r.history,
         label: Number(r.label),
+      }));
+    });
+  }
+
+  /**
+   * The served routed fraction over time: logged candidates of a version per time bucket of `bucketSeconds`,
+   * how many went to the LLM branch, and the mean threshold the requests were served with.
+   */
+  async routedOverTime(
+    modelVersionId: number,
+    bucketSeconds = 3600,
+  ): Promise<{ at: Date; rows: number; routed: number; threshold: number | null }[]> {
+    requireId('modelVersionId', modelVersionId);
+    if (!Number.isInteger(bucketSeconds) || bucketSeconds < 1) {
+      throw badInput('bucketSeconds', 'must be a positive integer', bucketSeconds);
+    }
+    return this.retry(async () => {
+      const r = await this.db.execute<{
+        at: string | Date;
+        rows: number;
+        routed: number;
+        threshold: number | null;
+      }>(sql`
+        SELECT to_timestamp(floor(extract(epoch from p.at) / ${bucketSeconds}) * ${bucketSeconds}) AS at,
+               count(*)::int AS rows,
+               (count(*) FILTER (WHERE p.route = 'llm'))::int AS routed,
+               avg(CASE WHEN s.threshold = 'Infinity'::float8 OR s.threshold = '-Infinity'::float8 THEN NULL
+                        ELSE s.threshold END)::float8 AS threshold
+        FROM ${predictions} p JOIN ${servedRequests} s ON s.request_id = p.request_id
+        WHERE p.model_version_id = ${modelVersionId}
+        GROUP BY 1 ORDER BY 1`);
+      return r.rows.map((x) => ({
+        at: new Date(x.at),
+        rows: Number(x.rows),
+        routed: Number(x.routed),
+        threshold: x.threshold === null ? null : Number(x.threshold),
       }));
     });
   }

@@ -108,7 +108,7 @@ export function sweepThresholds(
   labels: ArrayLike<number>,
   input: Partial<CalibrationConfig> = {},
   /** Routing uncertainty per row (default: the entropy of pCrm). */
-  entropy?: Float32Array,
+  entropy?: ArrayLike<number>,
 ): Calibration {
   const cfg = resolveCalibrationConfig(input);
   const n = pCrm.length;

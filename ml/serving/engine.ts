@@ -65,6 +65,19 @@ export interface EngineStats {
   fallbacks: number;
   promptTokens: number;
   evaluatedTokens: number;
+  /** Tokens LLM jobs evaluated after their request had stopped waiting (deadline): paid for, unused. */
+  discardedTokens?: number;
+}
+
+interface LlmOutcome {
+  /** Per candidate asked for: the LLM branch's probability, NaN where it did not answer. */
+  p: Float32Array;
+  answered: number;
+  promptTokens: number;
+  evaluatedTokens: number;
+  /** Why some (or all) candidates were not answered. */
+  reason?: FallbackReason;
+  error?: unknown;
 }
 
 function badRequest(field: string, message: string): CorellaError {
@@ -85,6 +98,7 @@ export class ServingEngine implements Scorer {
     fallbacks: 0,
     promptTokens: 0,
     evaluatedTokens: 0,
+    discardedTokens: 0,
   };
   readonly limits: ServingLimits;
   readonly limiter: LlmLimiter;
@@ -98,7 +112,7 @@ export class ServingEngine implements Scorer {
     readonly modelVersion: string,
     readonly threshold: number,
     readonly coldItems: boolean,
-    readonly dataset: CtrDataset,
+    dataset: CtrDataset,
     readonly crm: CrmModel,
     private readonly adapter: LlmAdapter | undefined,
     readonly llm: OnlineLlm | undefined,
@@ -118,7 +132,15 @@ export class ServingEngine implements Scorer {
     opts: ServingEngineOptions = {},
   ): Promise<ServingEngine> {
     const log = opts.log ?? (() => undefined);
-    await initTf();
+    const threshold = opts.threshold ?? bundle.threshold;
+    if (typeof threshold !== 'number' || Number.isNaN(threshold)) {
+      throw new CorellaError('BAD_CONFIG', `threshold: expected a number of nats, got ${String(threshold)}`, {
+        details: { field: 'threshold' },
+      });
+    }
+    // Checked before anything is loaded, so a bad option costs nothing.
+    const budget = new LlmLimiter(opts.budget).budget;
+    await initTf(undefined, opts.log ?? ((m) => console.error(m)));
     const manifest = await loadManifest(store, bundle.datasetVersionId);
     if (!manifest) {
       throw new CorellaError(
@@ -138,8 +160,8 @@ export class ServingEngine implements Scorer {
       // missing model file costs the LLM half only.
       try {
         adapter = LlmAdapter.deserialize(await store.get(bundle.adapterArtifact));
-        const budget = new LlmLimiter(opts.budget).budget;
-        const sequences = opts.llmSequences ?? Math.max(4, budget.maxConcurrency);
+        // At least one sequence per concurrent job, so a job never waits for a sequence inside its slot.
+        const sequences = Math.max(opts.llmSequences ?? 4, budget.maxConcurrency);
         const llmOpts: OnlineLlmOptions = { sequences };
         llm = await OnlineLlm.load(bundle.llm, store, dataset.items, llmOpts);
         if (adapter.config.hiddenDim !== llm.featureDim) {
@@ -157,18 +179,24 @@ export class ServingEngine implements Scorer {
       }
     }
     if (why) log(`model version ${bundle.modelVersion}: ${why}; serving CRM answers only`);
-    const threshold = opts.threshold ?? bundle.threshold;
-    return new ServingEngine(
-      bundle.modelVersion,
-      threshold,
-      bundle.coldItems,
-      dataset,
-      crm,
-      adapter,
-      llm,
-      why,
-      opts,
-    );
+    try {
+      return new ServingEngine(
+        bundle.modelVersion,
+        threshold,
+        bundle.coldItems,
+        dataset,
+        crm,
+        adapter,
+        llm,
+        why,
+        opts,
+      );
+    } catch (e) {
+      crm.dispose();
+      adapter?.dispose();
+      await llm?.dispose();
+      throw e;
+    }
   }
 
   llmQueueDepth(): number {
@@ -259,15 +287,12 @@ export class ServingEngine implements Scorer {
         opts.signal,
       );
       llmMs = performance.now() - t1;
-      if (r.ok) {
-        routed.forEach((i, k) => (pLlm[i] = r.p[k]));
-        usage.answered = routed.length;
-        usage.promptTokens = r.promptTokens;
-        usage.evaluatedTokens = r.evaluatedTokens;
-      } else {
-        usage.fallbacks = routed.length;
-        usage.fallbackReason = r.reason;
-      }
+      routed.forEach((i, k) => (pLlm[i] = r.p[k]));
+      usage.answered = r.answered;
+      usage.fallbacks = routed.length - r.answered;
+      if (usage.fallbacks > 0) usage.fallbackReason = r.reason;
+      usage.promptTokens = r.promptTokens;
+      usage.evaluatedTokens = r.evaluatedTokens;
     }
     const candidates: CandidateScore[] = [];
     for (let i = 0; i < n; i++) {
@@ -295,6 +320,10 @@ export class ServingEngine implements Scorer {
     return { candidates, timings: { totalMs: performance.now() - t0, crmMs, llmMs }, llm: usage };
   }
 
+  /**
+   * LLM-branch probabilities for candidates `idx` (NaN where not answered). At a deadline the prompts
+   * already scored still count: their candidates are answered, the rest fall back.
+   */
   private async runLlm(
     req: ScoreRequest,
     enc: EncodedRequest,
@@ -303,30 +332,82 @@ export class ServingEngine implements Scorer {
     budgetMs: number,
     signal: AbortSignal | undefined,
     bypassQueueLimit = false,
-  ): Promise<
-    | { ok: true; p: Float32Array; promptTokens: number; evaluatedTokens: number }
-    | { ok: false; reason: FallbackReason; error?: unknown }
-  > {
+  ): Promise<LlmOutcome> {
+    const none = (reason: FallbackReason, error?: unknown): LlmOutcome => ({
+      p: new Float32Array(idx.length).fill(NaN),
+      answered: 0,
+      promptTokens: 0,
+      evaluatedTokens: 0,
+      reason,
+      error,
+    });
     const llm = this.llm;
     const adapter = this.adapter;
     if (!llm || !adapter) {
       this.limiter.countFallback('llm-unavailable');
-      return { ok: false, reason: 'llm-unavailable' };
+      return none('llm-unavailable');
     }
     const targets = idx.map((i) => enc.targets[i]);
+    const progress = llm.progress(targets.length);
+    // Set when the request stops waiting: whatever the job evaluates after that is counted as discarded.
+    const late: { from?: number } = {};
     const r = await this.limiter.run(
       async (sig) => {
-        const f = await llm.features(req.user.id, enc.history, targets, sig);
-        return {
-          p: adapter.predict(f.features),
-          promptTokens: f.promptTokens,
-          evaluatedTokens: f.evaluatedTokens,
-        };
+        const f = await llm.features(req.user.id, enc.history, targets, sig, progress).finally(() => {
+          if (late.from !== undefined)
+            this.stats.discardedTokens =
+              (this.stats.discardedTokens ?? 0) + progress.evaluatedTokens - late.from;
+        });
+        return { failed: f.failed, error: f.error };
       },
       { budgetMs, startedAt, signal, bypassQueueLimit },
     );
-    if (!r.ok) return { ok: false, reason: r.reason, error: r.error };
-    return { ok: true, ...r.value };
+    if (!r.ok) late.from = progress.evaluatedTokens;
+    if (!r.ok && r.reason !== 'deadline') return none(r.reason, r.error);
+    // At a deadline, a snapshot: the job may still be running and finishing prompts nobody waits for.
+    const done = progress.finished();
+    const reason: FallbackReason = r.ok ? 'llm-error' : 'deadline';
+    const out = none(reason, r.ok ? r.value.error : undefined);
+    if (done.length === 0) return out;
+    try {
+      const q = adapter.predict(progress.subset(done));
+      done.forEach((i, k) => (out.p[i] = q[k]));
+    } catch (e) {
+      return none('llm-error', e);
+    }
+    out.answered = done.length;
+    out.promptTokens = progress.promptTokens;
+    out.evaluatedTokens = progress.evaluatedTokens;
+    if (out.answered === idx.length) delete out.reason;
+    return out;
+  }
+
+  /**
+   * Computes the item vectors (item-affinity features) of the whole item table in small chunks, each only
+   * while the LLM is otherwise idle, so that live requests find them cached. A no-op without item affinity.
+   * Resolves with the number of item rows covered; stops early on `signal` or dispose().
+   */
+  async warmItemVectors(opts: { chunk?: number; signal?: AbortSignal } = {}): Promise<number> {
+    const llm = this.llm;
+    if (!llm?.usesItemVectors) return 0;
+    // Small chunks: a request that arrives meanwhile waits for at most one chunk.
+    const chunk = Math.max(1, opts.chunk ?? 4);
+    const total = this.encoder.itemCount;
+    let done = 0;
+    while (done < total && !this.disposed && !opts.signal?.aborted) {
+      if (this.limiter.running > 0 || this.limiter.queueDepth > 0) {
+        await new Promise((r) => setTimeout(r, 5));
+        continue;
+      }
+      const rows = Array.from({ length: Math.min(chunk, total - done) }, (_, i) => done + i);
+      const r = await this.limiter.run(() => llm.itemVectors(rows), {
+        budgetMs: Infinity,
+        bypassQueueLimit: true,
+      });
+      if (!r.ok) break;
+      done += rows.length;
+    }
+    return done;
   }
 
   /**
@@ -344,7 +425,7 @@ export class ServingEngine implements Scorer {
     const all = Array.from({ length: enc.split.size }, (_, i) => i);
     if (all.length === 0) return [];
     const r = await this.runLlm(req, enc, all, performance.now(), Infinity, undefined, true);
-    if (!r.ok) {
+    if (r.answered < all.length) {
       const cause = r.error instanceof Error ? `: ${r.error.message}` : '';
       throw new CorellaError(
         'SERVICE_UNAVAILABLE',

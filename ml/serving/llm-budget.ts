@@ -8,6 +8,7 @@
  * stops at the next prompt) while the request that started it has already answered. The late result is
  * dropped. The slot is freed only when the work really ends, so the concurrency limit stays honest.
  */
+import { CorellaError } from '../errors.js';
 import type { LlmBudget } from './types.js';
 
 export type FallbackReason = 'deadline' | 'queue-full' | 'llm-unavailable' | 'llm-error';
@@ -23,7 +24,9 @@ export function resolveBudget(b: Partial<LlmBudget> = {}): LlmBudget {
   const check = (name: keyof LlmBudget, min: number): void => {
     const v = out[name];
     if (typeof v !== 'number' || !(v >= min) || (name !== 'defaultBudgetMs' && !Number.isInteger(v)))
-      throw new RangeError(`LLM budget ${name} must be a number ≥ ${min}, got ${String(v)}`);
+      throw new CorellaError('BAD_CONFIG', `LLM budget ${name} must be a number ≥ ${min}, got ${String(v)}`, {
+        details: { field: `budget.${name}` },
+      });
   };
   check('maxConcurrency', 1);
   check('maxQueue', 0);

@@ -12,6 +12,7 @@
  * per request, then each target and the template tail. A small LRU keeps each recent user on the sequence
  * that holds their prefix, so the next request of the same user starts with it cached.
  */
+import type { Token } from 'node-llama-cpp';
 import type { ArtifactStore } from '../artifacts/store.js';
 import type { ItemTable } from '../data/types.js';
 import { resolveLlmConfig, type LlmConfig, type ResolvedLlmConfig } from '../llm/config.js';
@@ -35,6 +36,10 @@ export interface OnlineFeatures {
   /** Tokens of the scored prompts, and tokens actually evaluated (prefix reuse makes this far smaller). */
   promptTokens: number;
   evaluatedTokens: number;
+  /** Targets whose prompt could not be built (e.g. a title longer than the context): not scored. */
+  failed: number[];
+  /** Why the first of them failed. */
+  error?: unknown;
 }
 
 interface Slot {
@@ -90,6 +95,7 @@ export class StickySequences {
 export class OnlineLlm {
   readonly sequences: StickySequences;
   private readonly textVectors = new Map<string, Float64Array>();
+  private itemLock: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly config: ResolvedLlmConfig,
@@ -163,56 +169,113 @@ export class OnlineLlm {
    * most-recent `maxHistoryItems`, which is what a sliding-window (historyBlock 1) extraction shows too.
    */
   prompts(history: HistoryEntry[], targets: ItemInfo[]): BuiltPrompt[] {
-    const h = history.map((e) => ({ title: e.title, rating: e.rating, genres: e.genres }));
-    return targets.map((t) => this.builder.build(h, t.title, undefined, this.config.maxHistoryItems));
+    const h = promptHistory(history);
+    return targets.map((t) => this.prompt(h, t));
+  }
+
+  private prompt(history: ReturnType<typeof promptHistory>, target: ItemInfo): BuiltPrompt {
+    return this.builder.build(history, target.title, undefined, this.config.maxHistoryItems);
+  }
+
+  /** An empty progress record for `n` targets, to pass to `features`. */
+  progress(n: number): FeatureProgress {
+    return new FeatureProgress(n, this.featureDim, this.llm.modelSha256, this.builder.template.name);
   }
 
   /**
-   * Features for `targets` of one request, in order. Runs on the user's sticky sequence; `signal` stops it
-   * between prompts.
+   * Features for `targets` of one request, written into `progress` as each prompt is scored, so a caller
+   * whose deadline passes can still use the finished ones. Runs on the user's sticky sequence; `signal`
+   * stops it between prompts.
    */
   async features(
     user: string,
     history: HistoryEntry[],
     targets: ItemInfo[],
     signal?: AbortSignal,
+    progress: FeatureProgress = this.progress(targets.length),
   ): Promise<OnlineFeatures> {
-    const prompts = this.prompts(history, targets).map((p) => p.tokens);
-    const { index } = await this.sequences.acquire(user);
-    let evaluatedTokens = 0;
-    try {
-      let extra: { values: Float32Array; evaluated: number } | undefined;
-      if (this.config.itemAffinity) {
-        extra = await this.affinity(index, history, targets, signal);
-        evaluatedTokens += extra.evaluated;
+    // One unbuildable prompt (a title longer than the context) costs its own candidate, not the request's.
+    const h = promptHistory(history);
+    const built: (Token[] | undefined)[] = [];
+    const failed: number[] = [];
+    let error: unknown;
+    for (let i = 0; i < targets.length; i++) {
+      try {
+        built.push(this.prompt(h, targets[i]).tokens);
+      } catch (e) {
+        built.push(undefined);
+        failed.push(i);
+        error ??= e;
       }
-      const scores = await this.scorer.scoreOn(index, prompts, {
-        reusePrefix: true,
-        signal,
-        onScored: (_i, _s, evaluated) => {
-          evaluatedTokens += evaluated;
+    }
+    if (failed.length === targets.length) throw error;
+    const live = built.flatMap((t, i) => (t ? [i] : []));
+    const prompts = built as Token[][];
+    const { index } = await this.sequences.acquire(user);
+    const f = progress.features;
+    const hd = this.scorer.hiddenDim;
+    const wd = this.featureDim;
+    try {
+      if (this.config.itemAffinity) {
+        const extra = await this.affinity(
+          index,
+          history,
+          live.map((i) => targets[i]),
+          signal,
+        );
+        progress.evaluatedTokens += extra.evaluated;
+        live.forEach((i, k) => f.hidden.set(extra.values.subarray(k * 3, k * 3 + 3), i * wd + hd));
+      }
+      // In token order, so that consecutive targets also share their leading tokens ("The ...", a common
+      // word): the KV cache keeps the longest common prefix with the previous prompt, not only the history.
+      const order = [...live].sort((a, b) => compareTokens(prompts[a], prompts[b]));
+      await this.scorer.scoreOn(
+        index,
+        order.map((i) => prompts[i]),
+        {
+          reusePrefix: true,
+          signal,
+          onScored: (k, s, evaluated) => {
+            const i = order[k];
+            f.pYes[i] = s.pYes;
+            f.logOdds[i] = s.logOdds;
+            if (s.hidden) f.hidden.set(s.hidden.subarray(0, hd), i * wd);
+            progress.evaluatedTokens += evaluated;
+            progress.promptTokens += prompts[i].length;
+            progress.done[i] = 1;
+          },
         },
-      });
-      const n = targets.length;
-      const hd = this.scorer.hiddenDim;
-      const wd = this.featureDim;
-      const f: LlmFeatures = {
-        modelSha256: this.llm.modelSha256,
-        template: this.builder.template.name,
-        hiddenDim: wd,
-        sampleIds: Uint32Array.from({ length: n }, (_, i) => i),
-        pYes: Float32Array.from(scores, (s) => s.pYes),
-        logOdds: Float32Array.from(scores, (s) => s.logOdds),
-        hidden: new Float32Array(n * wd),
+      );
+      return {
+        features: f,
+        promptTokens: progress.promptTokens,
+        evaluatedTokens: progress.evaluatedTokens,
+        failed,
+        error,
       };
-      scores.forEach((s, i) => {
-        if (s.hidden) f.hidden.set(s.hidden.subarray(0, hd), i * wd);
-        if (extra) f.hidden.set(extra.values.subarray(i * 3, i * 3 + 3), i * wd + hd);
-      });
-      return { features: f, promptTokens: prompts.reduce((a, p) => a + p.length, 0), evaluatedTokens };
     } finally {
       this.sequences.release(index);
     }
+  }
+
+  /**
+   * Centred unit vectors of item rows through the extractor, one call at a time: its scorer has one
+   * sequence, and concurrent LLM jobs (maxConcurrency > 1) must not evaluate on it together.
+   */
+  itemVectors(rows: number[]): Promise<{ centre: Float64Array; vectors: Map<number, Float64Array> }> {
+    const ex = this.extractor;
+    if (!ex) return Promise.reject(new Error('item vectors need llm.itemAffinity'));
+    const run = this.itemLock.then(() => ex.itemUnitVectors(this.items, rows));
+    this.itemLock = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  /** Whether item affinity is on (item vectors are part of the features). */
+  get usesItemVectors(): boolean {
+    return this.extractor !== undefined;
   }
 
   /** The three item-affinity features per target, over the same window the extractor compares. */
@@ -226,7 +289,11 @@ export class OnlineLlm {
     const max = aff.historyItems ?? this.config.maxHistoryItems;
     const window = max === undefined ? history : history.slice(Math.max(0, history.length - max));
     const known = [...window.map((e) => e.itemRow), ...targets.map((t) => t.row)].filter((r) => r >= 0);
-    const { centre, vectors } = await this.extractor!.itemUnitVectors(this.items, known, { signal });
+    // No signal: item vectors missing from the cache are computed to the end and cached even when the
+    // request's deadline passes meanwhile. Cancelled, a request would drop them unsaved and the next one
+    // would start over, so a catalogue never warmed up would fall back for ever.
+    signal?.throwIfAborted();
+    const { centre, vectors } = await this.itemVectors(known);
     let evaluated = 0;
     const vec = async (row: number, title: string): Promise<Float64Array> => {
       if (row >= 0) return vectors.get(row)!;
@@ -261,5 +328,60 @@ export class OnlineLlm {
     await this.scorer.dispose();
     await this.llm.dispose();
     await this.extractor?.dispose();
+  }
+}
+
+function promptHistory(history: HistoryEntry[]): { title: string; rating: number; genres: string }[] {
+  return history.map((e) => ({ title: e.title, rating: e.rating, genres: e.genres }));
+}
+
+function compareTokens(a: readonly number[], b: readonly number[]): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return a.length - b.length;
+}
+
+/** Features of one request's targets as they are scored; `done[i]` = target i is complete. */
+export class FeatureProgress {
+  readonly done: Uint8Array;
+  readonly features: LlmFeatures;
+  /** Tokens of the finished prompts. */
+  promptTokens = 0;
+  /** Tokens evaluated so far (finished prompts, item vectors computed live). */
+  evaluatedTokens = 0;
+
+  constructor(n: number, width: number, modelSha256: string, template: string) {
+    this.done = new Uint8Array(n);
+    this.features = {
+      modelSha256,
+      template,
+      hiddenDim: width,
+      sampleIds: Uint32Array.from({ length: n }, (_, i) => i),
+      pYes: new Float32Array(n),
+      logOdds: new Float32Array(n),
+      hidden: new Float32Array(n * width),
+    };
+  }
+
+  /** Indices of the finished targets. */
+  finished(): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < this.done.length; i++) if (this.done[i]) out.push(i);
+    return out;
+  }
+
+  /** The features of `rows` only, row-aligned with `rows` (a copy: the job may still be writing). */
+  subset(rows: number[]): LlmFeatures {
+    const f = this.features;
+    const d = f.hiddenDim;
+    const hidden = new Float32Array(rows.length * d);
+    rows.forEach((r, k) => hidden.set(f.hidden.subarray(r * d, (r + 1) * d), k * d));
+    return {
+      ...f,
+      sampleIds: Uint32Array.from(rows),
+      pYes: Float32Array.from(rows, (r) => f.pYes[r]),
+      logOdds: Float32Array.from(rows, (r) => f.logOdds[r]),
+      hidden,
+    };
   }
 }

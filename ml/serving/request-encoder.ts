@@ -75,8 +75,12 @@ export class RequestEncoder {
   private readonly observed = new Map<string, HistoryEntry[]>();
   private readonly coldItemTemplate: ItemInfo;
 
-  constructor(private readonly dataset: CtrDataset) {
+  private readonly featureMap: FeatureMap;
+
+  /** Keeps lookup tables only, not the splits: an engine holds a few MB, not the dataset's samples. */
+  constructor(dataset: CtrDataset) {
     const fm = dataset.featureMap;
+    this.featureMap = fm;
     const items = dataset.items;
     this.nCat = fm.categorical.length;
     this.historyLen = fm.sequences[0]?.maxLen ?? 0;
@@ -130,14 +134,12 @@ export class RequestEncoder {
     // Items that are never a sample's target (seen only in histories): their categorical attributes are not
     // recoverable and stay OOV; a single multi-valued attribute is the item table's genre text (MovieLens
     // genres, Amazon categories are both stored as ', '-joined lists), so it is re-encoded from there.
-    const seqField = this.dataset.featureMap.sequences[1];
+    const seqField = this.featureMap.sequences[1];
     if (this.seqWidths.length === 1 && seqField) {
-      const vocab = vocabIndex(this.dataset.featureMap.vocabularies[seqField.name] ?? []);
-      for (let it = 0; it < infos.length; it++) {
-        if (seen[it] || !infos[it].genres) continue;
-        const toks = infos[it].genres.split(', ').slice(0, seqField.maxLen);
-        toks.forEach((t, j) => (infos[it].seqs[0][j] = vocab.get(t) ?? 0));
-      }
+      const vocab = vocabIndex(this.featureMap.vocabularies[seqField.name] ?? []);
+      for (let it = 0; it < infos.length; it++)
+        if (!seen[it] && infos[it].genres)
+          infos[it].seqs[0] = sequenceFromText(infos[it].genres, seqField.maxLen, vocab);
     }
     return infos;
   }
@@ -182,6 +184,16 @@ export class RequestEncoder {
         history,
       });
     }
+  }
+
+  /** Names of the categorical user attributes, in feature-map order. */
+  get userAttributes(): readonly string[] {
+    return this.userAttrNames;
+  }
+
+  /** Rows of the dataset's item table. */
+  get itemCount(): number {
+    return this.itemInfos.length;
   }
 
   /** The item as the model knows it; an item outside the item table has no title, so its raw id is used. */
@@ -252,7 +264,7 @@ export class RequestEncoder {
       timestamps: new Float64Array(n).fill(Math.floor(Date.now() / 1000)),
       userRows: new Int32Array(n).fill(user ? user.row : -1),
       categorical: new Int32Array(n * C),
-      sequences: this.dataset.featureMap.sequences.map((f) => new Int32Array(n * f.maxLen)),
+      sequences: this.featureMap.sequences.map((f) => new Int32Array(n * f.maxLen)),
       dense: new Float32Array(0),
       targetItemRows: new Int32Array(n),
       historyItemRows: new Int32Array(n * K).fill(-1),
@@ -285,7 +297,17 @@ export class RequestEncoder {
   }
 }
 
-function vocabIndex(tokens: string[]): Map<string, number> {
+/** A multi-valued attribute re-encoded from the item table's ', '-joined text (as ingestion stores genres). */
+export function sequenceFromText(text: string, maxLen: number, vocab: Map<string, number>): Int32Array {
+  const out = new Int32Array(maxLen);
+  text
+    .split(', ')
+    .slice(0, maxLen)
+    .forEach((t, j) => (out[j] = vocab.get(t) ?? 0));
+  return out;
+}
+
+export function vocabIndex(tokens: string[]): Map<string, number> {
   const m = new Map<string, number>();
   for (let i = 1; i < tokens.length; i++) m.set(tokens[i], i);
   return m;

@@ -18,7 +18,7 @@ export function servedEntry(i: number, modelVersionId: number, candidates = 3): 
     user: `u${i % 17}`,
     history: i % 2 === 0 ? [{ item: `h${i % 5}`, rating: 4, ts: 1_000 + i }] : null,
     budgetMs: 150,
-    threshold: i % 5 === 0 ? Infinity : 0.55,
+    threshold: i % 5 === 0 ? Infinity : i % 7 === 0 ? -Infinity : 0.55,
     candidates: Array.from({ length: candidates }, (_, k) => {
       const pCrm = ((i * 7 + k * 13) % 97) / 100 + 0.005;
       const llm = k % 3 === 0;

@@ -72,6 +72,11 @@ describe('PredictionLog', () => {
       WHERE p.request_id = ${servedEntry(0, versionId).requestId} ORDER BY p.idx`);
     expect(p.rows[0]).toEqual({ threshold: Infinity, route: 'llm', p_llm: 0.5 });
     expect(p.rows[1]).toEqual({ threshold: Infinity, route: 'crm', p_llm: null });
+    // LLM-only serving logs -Infinity; both infinities survive the spool's JSON and Postgres.
+    const minus = await t.db.execute<{ threshold: number }>(
+      sql`SELECT threshold FROM served_requests WHERE request_id = ${servedEntry(7, versionId).requestId}`,
+    );
+    expect(minus.rows[0].threshold).toBe(-Infinity);
     expect(Spool.listIn(spoolDir)).toEqual([]);
     const rejected = readFileSync(join(spoolDir, 'rejected.jsonl'), 'utf8').trim().split('\n');
     expect(rejected).toHaveLength(1);
@@ -135,7 +140,7 @@ describe('PredictionLog', () => {
       await handle.close();
       await pg?.stop();
     }
-  }, 120_000);
+  }, 300_000); // stopping and starting Postgres can take a minute each on a loaded machine
 
   it('a process SIGKILLed mid-stream: a new log on its spool stores every row it spooled once, skipping a torn line', async () => {
     const spoolDir = join(dir, 'killed');

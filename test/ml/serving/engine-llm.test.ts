@@ -78,6 +78,21 @@ describe('ServingEngine, LLM path', () => {
     }
   });
 
+  it('routes cold items to the LLM when the version routes them, whatever the CRM says', async () => {
+    const user = rawUser(w.dataset, 'test', knownUserRows(1)[0])!;
+    const known = w.dataset.items.ids[w.dataset.splits.train.targetItemRows[0]];
+    const res = await engine.score({
+      user: { id: user },
+      candidates: [{ item: 'an-item-nobody-has-seen' }, { item: known }],
+    });
+    const [cold, warm] = res.candidates;
+    expect(cold).toMatchObject({ cold: true, route: 'llm' });
+    expect(cold.entropy).toBeCloseTo(Math.LN2, 6);
+    expect(cold.p).toBe(cold.pLlm);
+    expect(warm.cold).toBe(false);
+    expect(warm.entropy).toBeLessThan(Math.LN2);
+  });
+
   it('shares the prompt prefix within a request and keeps it for the user’s next request', async () => {
     await engine?.dispose();
     // Two sequences: the LRU keeps the two most recent users' prefixes.
@@ -128,7 +143,7 @@ describe('ServingEngine, LLM path', () => {
     }
   });
 
-  it('a deadline gives crm-fallback on time while the LLM job is still running', async () => {
+  it('a deadline returns on time: finished prompts answer, the rest fall back, the job runs on', async () => {
     const big = await ServingEngine.load(w.store, w.bundle({ threshold: -1 }), {
       limits: { maxCandidates: 2000 },
       budget: { defaultBudgetMs: 60_000 },
@@ -136,28 +151,37 @@ describe('ServingEngine, LLM path', () => {
     });
     try {
       const req = slate(w.dataset.items.ids.length);
-      const full = await big.score(req);
+      // Twice: the first one also computes item vectors, which the timed run below finds cached.
+      await big.score(req);
+      const full = await big.score({ ...req, history: [{ item: w.dataset.items.ids[5], rating: 4 }] });
       expect(full.llm.answered).toBe(req.candidates.length);
       // A budget well inside the time the LLM needs for this slate.
-      const budgetMs = Math.max(full.timings.crmMs + 5, full.timings.llmMs / 4);
+      const budgetMs = Math.max(full.timings.crmMs + 5, full.timings.llmMs / 8);
       expect(full.timings.llmMs).toBeGreaterThan(budgetMs);
-      const res = await big.score({
-        ...req,
-        history: [{ item: w.dataset.items.ids[3], rating: 2 }],
-        budgetMs,
+      const history = [{ item: w.dataset.items.ids[5], rating: 4 }];
+      const res = await big.score({ ...req, history, budgetMs });
+      // The prompts finished by the deadline are answered (exactly as without one), the rest fall back.
+      const n = req.candidates.length;
+      expect(res.llm.fallbackReason).toBe('deadline');
+      expect(res.llm.fallbacks).toBeGreaterThan(0);
+      expect(res.llm.answered).toBeGreaterThan(0);
+      expect(res.llm.answered + res.llm.fallbacks).toBe(n);
+      res.candidates.forEach((c, i) => {
+        if (c.route === 'llm') expect(Math.abs(c.pLlm! - full.candidates[i].pLlm!)).toBeLessThan(1e-6);
+        else {
+          expect(c).toMatchObject({ route: 'crm-fallback', p: c.pCrm });
+          expect(c.pLlm).toBeUndefined();
+        }
       });
-      expect(res.llm).toMatchObject({
-        fallbacks: req.candidates.length,
-        fallbackReason: 'deadline',
-        answered: 0,
-      });
-      expect(
-        res.candidates.every((c) => c.route === 'crm-fallback' && c.p === c.pCrm && c.pLlm === undefined),
-      ).toBe(true);
-      expect(res.timings.totalMs).toBeLessThan(budgetMs + 15);
+      expect(res.candidates.filter((c) => c.route === 'llm')).toHaveLength(res.llm.answered);
+      expect(res.timings.totalMs).toBeLessThan(budgetMs + 25);
       // The job was still running when the request returned; it stops at its next prompt.
       expect(big.limiter.running).toBe(1);
       expect(big.limiter.fallbacks.deadline).toBe(1);
+      // ... and stops soon after, far from finishing the whole slate.
+      const t0 = performance.now();
+      while (big.limiter.running > 0) await new Promise((r) => setTimeout(r, 2));
+      expect(performance.now() - t0).toBeLessThan(full.timings.llmMs / 2);
     } finally {
       await big.dispose();
     }
@@ -181,8 +205,38 @@ describe('ServingEngine, LLM path', () => {
       expect(err.llm.fallbackReason).toBe('llm-error');
       expect(err.candidates[0].route).toBe('crm-fallback');
       expect(tight.limiter.fallbacks).toMatchObject({ 'queue-full': 1, 'llm-error': 1 });
+      // Beside a normal candidate, only the unbuildable one falls back.
+      const mixed = await tight.score({ ...slate(1), candidates: [{ item: huge }, ...slate(1).candidates] });
+      expect(mixed.candidates.map((c) => c.route)).toEqual(['crm-fallback', 'llm']);
+      expect(mixed.llm).toMatchObject({ routed: 2, answered: 1, fallbacks: 1, fallbackReason: 'llm-error' });
     } finally {
       await tight.dispose();
+    }
+  });
+
+  it('warmItemVectors caches every item vector while requests keep being answered', async () => {
+    // Another item prompt: a cache of its own, so nothing earlier tests computed counts here.
+    const llm = { ...w.llm, itemAffinity: { prompt: 'Film: {title}. Genre:', referenceItems: 16 } };
+    const warm = await ServingEngine.load(w.store, w.bundle({ threshold: -1, llm }), {
+      budget: { defaultBudgetMs: 60_000 },
+      llmSequences: 1,
+    });
+    try {
+      const warming = warm.warmItemVectors({ chunk: 8 });
+      const during = await warm.score(slate(3));
+      expect(during.llm.answered).toBe(3);
+      expect(await warming).toBe(w.dataset.items.ids.length);
+      const check = await LlmFeatureExtractor.open(llm, w.store);
+      try {
+        const all = w.dataset.items.ids.map((_, i) => i);
+        const { vectors } = await check.itemUnitVectors(w.dataset.items, all);
+        expect(vectors.size).toBe(all.length);
+        expect(check.modelLoaded).toBe(false);
+      } finally {
+        await check.dispose();
+      }
+    } finally {
+      await warm.dispose();
     }
   });
 

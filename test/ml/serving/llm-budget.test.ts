@@ -99,6 +99,9 @@ describe('LlmLimiter', () => {
 
   it('rejects nonsensical budgets', () => {
     expect(() => resolveBudget({ maxConcurrency: 0 })).toThrow(/maxConcurrency/);
+    expect(() => resolveBudget({ maxConcurrency: 1.5 })).toThrow(
+      expect.objectContaining({ code: 'BAD_CONFIG', details: { field: 'budget.maxConcurrency' } }),
+    );
     expect(() => resolveBudget({ maxQueue: -1 })).toThrow(/maxQueue/);
     expect(resolveBudget({ defaultBudgetMs: 50 }).defaultBudgetMs).toBe(50);
   });

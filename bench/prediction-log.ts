@@ -1,0 +1,97 @@
+/**
+ * Prediction-log benchmark, printing one JSON object: what `append` costs on the request path (validation,
+ * JSON encoding and the synchronous spool write) for slates of 1 and 50 candidates, and how fast the
+ * flusher drains a backlog into Postgres (a replay after an outage).
+ *
+ * Usage: npx tsx bench/prediction-log.ts [--requests 5000] [--database-url URL]
+ *   Without a URL (or DATABASE_URL) it starts an embedded Postgres in a temp dir.
+ * Target (issue 14): appending a 50-candidate request costs well under the 10 ms p99 of a CRM-only request.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openDatabase } from '../db/connection.js';
+import { startEmbeddedPostgres } from '../db/embedded-postgres.js';
+import { migrateDatabase } from '../db/migrate.js';
+import { ModelRepository, RunRepository } from '../db/repositories/index.js';
+import { PredictionLog, type PredictionLogEntry } from '../serve/prediction-log.js';
+
+function arg(name: string, fallback?: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : fallback;
+}
+const requests = Number(arg('requests', '5000'));
+const round = (x: number, d = 3) => Number(x.toFixed(d));
+
+function entry(i: number, version: number, slate: number, prefix: number): PredictionLogEntry {
+  return {
+    requestId: `${prefix.toString(16).padStart(8, '0')}-0000-4000-8000-${i.toString(16).padStart(12, '0')}`,
+    at: Date.now(),
+    modelVersionId: version,
+    user: `u${i % 997}`,
+    history: null,
+    budgetMs: 200,
+    threshold: 0.55,
+    candidates: Array.from({ length: slate }, (_, k) => ({
+      item: `item-${(i * 31 + k) % 3_000}`,
+      p: 0.31,
+      pCrm: 0.31,
+      route: 'crm' as const,
+      entropy: 0.62,
+      cold: false,
+      latencyMs: 1.7,
+    })),
+  };
+}
+
+function quantile(sorted: Float64Array, q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+const dir = await mkdtemp(join(tmpdir(), 'corella-bench-plog-'));
+const url0 = arg('database-url') ?? process.env.DATABASE_URL;
+const pg = url0 ? undefined : await startEmbeddedPostgres({ dataDir: join(dir, 'pg'), port: 0 });
+const handle = openDatabase(url0 ?? pg!.url, { onIdleError: () => undefined });
+try {
+  await migrateDatabase(handle.db);
+  const run = await new RunRepository(handle.db).start({
+    workflowId: `bench-plog-${Date.now()}`,
+    kind: 'bench',
+  });
+  const version = (await new ModelRepository(handle.db).register({ sourceRunId: run.id, artifacts: {} }))
+    .version.id;
+  const out: Record<string, unknown> = { requests };
+  for (const [s, slate] of [1, 50].entries()) {
+    // Append cost with the flusher stopped (a long interval): a Postgres outage, the spool only grows.
+    const spoolDir = join(dir, `spool-${slate}`);
+    const log = await PredictionLog.open({ db: handle.db, spoolDir, flushIntervalMs: 3_600_000 });
+    const times = new Float64Array(requests);
+    const entries = Array.from({ length: requests }, (_, i) => entry(i, version, slate, s + 1));
+    for (let i = 0; i < requests; i++) {
+      const t0 = performance.now();
+      log.append(entries[i]);
+      times[i] = performance.now() - t0;
+    }
+    times.sort();
+    // Then the replay: every spooled request into Postgres.
+    const t1 = performance.now();
+    await log.flush();
+    const drainMs = performance.now() - t1;
+    const c = log.counters();
+    await log.close();
+    out[`slate${slate}`] = {
+      appendP50Us: round(quantile(times, 0.5) * 1000, 1),
+      appendP99Us: round(quantile(times, 0.99) * 1000, 1),
+      appendMaxUs: round(times[times.length - 1] * 1000, 1),
+      drainRequestsPerSec: round((c.flushed / drainMs) * 1000, 0),
+      drainPredictionsPerSec: round(((c.flushed * slate) / drainMs) * 1000, 0),
+      flushed: c.flushed,
+      pending: c.pending,
+    };
+  }
+  console.log(JSON.stringify(out, null, 2));
+} finally {
+  await handle.close();
+  await pg?.stop();
+  await rm(dir, { recursive: true, force: true });
+}
