@@ -4,6 +4,7 @@ import { CorellaError } from '../ml/errors.js';
 import type { JointConfigInput } from '../ml/corella/joint.js';
 import type { Calibration, CalibrationConfig } from '../ml/corella/calibration.js';
 import type { CalibrationInput } from '../db/repositories/calibrations.js';
+import type { CalibrationPoint } from '../db/schema/calibrations.js';
 import { join } from 'node:path';
 
 /** How many rows of each split get LLM features up front (the LLM is the expensive part of a run). */
@@ -82,21 +83,24 @@ export function storableThreshold(t: number): number {
 /** The calibration row of a sweep, as CalibrationRepository stores it. */
 export function calibrationRow(
   runId: string,
-  cal: Calibration,
+  cal: Pick<Calibration, 'threshold' | 'metric' | 'curve'> & Partial<Pick<Calibration, 'reason'>>,
   modelVersionId?: number | null,
 ): CalibrationInput {
-  return {
-    runId,
-    threshold: storableThreshold(cal.threshold),
-    metric: cal.metric,
-    curve: cal.curve.map((p) => ({
-      threshold: storableThreshold(p.threshold),
-      llmShare: p.routedFraction,
-      quantile: p.quantile,
-      auc: p.auc,
-      logLoss: p.logLoss,
-      acc: p.acc,
-    })),
-    modelVersionId,
-  };
+  const threshold = storableThreshold(cal.threshold);
+  const curve: CalibrationPoint[] = cal.curve.map((p) => ({
+    threshold: storableThreshold(p.threshold),
+    llmShare: p.routedFraction,
+    quantile: p.quantile,
+    auc: p.auc,
+    logLoss: p.logLoss,
+    acc: p.acc,
+  }));
+  // The reason lives on the chosen point (the table has no other jsonb column, and this needs no
+  // migration); a chosen threshold outside the curve (e.g. route nothing without quantile 1) is appended.
+  if (cal.reason !== undefined) {
+    const chosen = curve.find((p) => p.threshold === threshold);
+    if (chosen) chosen.reason = cal.reason;
+    else curve.push({ threshold, llmShare: 0, reason: cal.reason });
+  }
+  return { runId, threshold, metric: cal.metric, curve, modelVersionId };
 }

@@ -208,6 +208,10 @@ export function corellaActivities(
           'crm.acc': cal.crmOnly.acc,
           rows: cal.n,
           llmRows: cal.llmRows,
+          // The gain check that decided (the admissible one, else the best rejected one): see the reason
+          // stored with the calibration row.
+          gain: (cal.gainChecks.find((g) => g.admissible) ?? cal.gainChecks[0])?.gain,
+          gainLo: (cal.gainChecks.find((g) => g.admissible) ?? cal.gainChecks[0])?.lo,
         });
         await logRunMetrics(
           ctx,

@@ -142,8 +142,9 @@ export async function gatherReportSource(deps: ReportDeps, runIdOrWorkflowId: st
       curve: cal.curve.map((p) => ({
         threshold: p.threshold,
         routedFraction: p.llmShare,
-        auc: p.auc,
-        logLoss: p.logLoss,
+        // A stored point may carry a string (the chosen point's reason): metrics are numbers or NaN.
+        auc: Number(p.auc),
+        logLoss: Number(p.logLoss),
       })),
     };
   }

@@ -17,7 +17,12 @@ import { runs } from './runs.js';
 export interface CalibrationPoint {
   threshold: number;
   llmShare: number;
-  [metric: string]: number;
+  /**
+   * On the chosen point only: why calibration chose it (e.g. no hybrid gain cleared its noise, so nothing
+   * is routed). Kept in the curve's jsonb so the reason needs no migration.
+   */
+  reason?: string;
+  [metric: string]: number | string | undefined;
 }
 
 /**

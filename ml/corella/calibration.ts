@@ -3,6 +3,11 @@
  * validation entropies, score the hybrid at each, and choose the threshold that maximises the configured
  * metric among those routing at most `maxRoutedFraction` of the samples. The whole curve is returned so it
  * can be stored with the calibration.
+ *
+ * A threshold must also earn its routing (`requireGain`): the hybrid's gain over the CRM has to clear its
+ * own noise, i.e. the lower bound of a bootstrap interval of the gain (users resampled when known) must be
+ * above 0. Without this a useless LLM branch (e.g. one Platt scaling flattened to a constant) still got
+ * 15% of the rows for a +0.0002 validation "gain" that was pure noise, and the hybrid lost to the CRM.
  */
 import type { CrmModel } from '../crm/types.js';
 import type { EncodedSplit, ItemTable } from '../data/types.js';
@@ -10,8 +15,16 @@ import { CorellaError } from '../errors.js';
 import type { LlmFeatureSource } from '../llm/types.js';
 import type { LongRunOptions } from '../progress.js';
 import type { LlmAdapter } from './adapter.js';
+import {
+  groupsOf,
+  percentileInterval,
+  resampleGroups,
+  singletonGroups,
+  sortedTies,
+  weightedAuc,
+} from './bootstrap.js';
 import { fetchFeatures } from './features.js';
-import { samplePool } from './random.js';
+import { makeRng, samplePool } from './random.js';
 import { combine, entropies, routingEntropies } from './routing.js';
 import { ctrScores, higherIsBetter, METRIC_NAMES, pick, type MetricName } from './score.js';
 
@@ -32,6 +45,15 @@ export interface CalibrationConfig {
   poolBlock: number;
   /** Rows whose item the CRM never saw count as maximally uncertain (ml/corella/routing routingEntropies). */
   coldItems: boolean;
+  /**
+   * Route only when the hybrid's gain over the CRM clears its noise (bootstrap lower bound > 0); false is
+   * the old rule (best point metric under the budget, however small its gain).
+   */
+  requireGain: boolean;
+  /** Two-sided confidence of the gain's bootstrap interval; its lower bound must be above 0. */
+  gainConfidence: number;
+  /** Bootstrap resamples per candidate threshold (each costs O(rows)). */
+  bootstrapRounds: number;
 }
 
 export const DEFAULT_CALIBRATION_CONFIG: CalibrationConfig = {
@@ -43,6 +65,9 @@ export const DEFAULT_CALIBRATION_CONFIG: CalibrationConfig = {
   seed: 11,
   poolBlock: 1,
   coldItems: false,
+  requireGain: true,
+  gainConfidence: 0.95,
+  bootstrapRounds: 200,
 };
 
 export interface CurvePoint {
@@ -56,6 +81,22 @@ export interface CurvePoint {
   acc: number;
 }
 
+/** The bootstrap of one candidate threshold's gain (hybrid − CRM on the metric, sign flipped for LogLoss). */
+export interface GainCheck {
+  threshold: number;
+  routedFraction: number;
+  /** Gain on the whole validation pool. */
+  gain: number;
+  lo: number;
+  hi: number;
+  confidence: number;
+  /** Resamples with a finite gain (a resample with one class only has no AUC). */
+  rounds: number;
+  /** 'user': whole users resampled; 'row': single rows (users unknown). */
+  unit: 'user' | 'row';
+  admissible: boolean;
+}
+
 export interface Calibration {
   metric: MetricName;
   maxRoutedFraction: number;
@@ -67,6 +108,10 @@ export interface Calibration {
   n: number;
   /** Validation rows the LLM branch was run on. */
   llmRows: number;
+  /** Candidates bootstrapped, best point metric first, up to the first admissible one (requireGain). */
+  gainChecks: GainCheck[];
+  /** Why this threshold (set when requireGain decided; undefined under the old rule). */
+  reason?: string;
 }
 
 export function resolveCalibrationConfig(input: Partial<CalibrationConfig> = {}): CalibrationConfig {
@@ -89,6 +134,12 @@ export function resolveCalibrationConfig(input: Partial<CalibrationConfig> = {})
   }
   if (!Number.isInteger(c.maxRows) || c.maxRows < 0) bad('maxRows', `must be an integer ≥ 0`);
   if (!Number.isInteger(c.poolBlock) || c.poolBlock < 1) bad('poolBlock', `must be an integer ≥ 1`);
+  if (typeof c.requireGain !== 'boolean') bad('requireGain', `must be true or false`);
+  if (!(c.gainConfidence > 0 && c.gainConfidence < 1))
+    bad('gainConfidence', `must be in (0, 1), got ${c.gainConfidence}`);
+  if (!Number.isInteger(c.bootstrapRounds) || c.bootstrapRounds < 1)
+    bad('bootstrapRounds', `must be an integer ≥ 1, got ${c.bootstrapRounds}`);
+  if (!Number.isInteger(c.seed)) bad('seed', `must be an integer, got ${c.seed}`);
   return c;
 }
 
@@ -109,6 +160,8 @@ export function sweepThresholds(
   input: Partial<CalibrationConfig> = {},
   /** Routing uncertainty per row (default: the entropy of pCrm). */
   entropy?: ArrayLike<number>,
+  /** User of each row: the gain's bootstrap resamples whole users (default: single rows). */
+  users?: ArrayLike<number>,
 ): Calibration {
   const cfg = resolveCalibrationConfig(input);
   const n = pCrm.length;
@@ -152,11 +205,36 @@ export function sweepThresholds(
     seen.add(t);
     curve.push(t === Infinity ? { ...crmOnly, quantile: q } : point(q, t));
   }
+  const m = cfg.metric;
   let chosen = crmOnly;
   for (const c of curve) {
     if (c.routedFraction > cfg.maxRoutedFraction) continue;
-    const m = cfg.metric;
     if (better(m, c[m], chosen[m])) chosen = c;
+  }
+  const gainChecks: GainCheck[] = [];
+  let reason: string | undefined;
+  if (cfg.requireGain) {
+    if (users !== undefined && users.length !== n) {
+      throw new CorellaError('BAD_CONFIG', `calibration: ${n} predictions, ${users.length} users`, {
+        details: { field: 'users' },
+      });
+    }
+    const gains = gainBootstrap(pCrm, pLlm, labels, h, cfg, crmOnly, users);
+    // Only points that beat the CRM on the whole pool could win; best first (ties: fewer rows routed, as
+    // the plain sweep picks), stopping at the first admissible one, so the bootstrap runs on few of them.
+    const candidates = curve
+      .filter((c) => c.routed > 0 && c.routedFraction <= cfg.maxRoutedFraction && better(m, c[m], crmOnly[m]))
+      .sort((a, b) => (better(m, a[m], b[m]) ? -1 : better(m, b[m], a[m]) ? 1 : a.routed - b.routed));
+    chosen = crmOnly;
+    for (const c of candidates) {
+      const g = gains.check(c);
+      gainChecks.push(g);
+      if (g.admissible) {
+        chosen = c;
+        break;
+      }
+    }
+    reason = gainReason(cfg, gainChecks);
   }
   let llmRows = 0;
   for (let i = 0; i < n; i++) if (!Number.isNaN(pLlm[i])) llmRows++;
@@ -169,7 +247,110 @@ export function sweepThresholds(
     curve,
     n,
     llmRows,
+    gainChecks,
+    reason,
   };
+}
+
+const METRIC_LABEL: Record<MetricName, string> = { auc: 'AUC', logLoss: 'LogLoss', acc: 'ACC' };
+
+const signed = (x: number) => `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(4)}`;
+const percent = (x: number) => `${Math.round(x * 1000) / 10}%`;
+
+/** A sentence for the calibration row: why this threshold, or why nothing is routed. */
+function gainReason(cfg: CalibrationConfig, checks: GainCheck[]): string {
+  const label = METRIC_LABEL[cfg.metric];
+  const conf = `${Math.round(cfg.gainConfidence * 1000) / 10}%`;
+  const won = checks.find((g) => g.admissible);
+  if (won) {
+    return (
+      `hybrid gain ${signed(won.gain)} ${label} at ${percent(won.routedFraction)} routed cleared its noise: ` +
+      `${conf} lower bound ${signed(won.lo)} (${won.rounds} ${won.unit} resamples)`
+    );
+  }
+  const best = checks[0];
+  if (!best) {
+    return `no threshold routing ≤ ${percent(cfg.maxRoutedFraction)} beat the CRM on validation ${label}: nothing routed`;
+  }
+  const lo = Number.isFinite(best.lo) ? signed(best.lo) : 'undefined';
+  return (
+    `no threshold's hybrid gain cleared its noise: best ${signed(best.gain)} ${label} at ` +
+    `${percent(best.routedFraction)} routed, ${conf} lower bound ${lo} (${best.rounds} ${best.unit} resamples): nothing routed`
+  );
+}
+
+/** Per-row loss of the metrics that are means over rows (ml/metrics' LogLoss clipping and ACC cut-off). */
+function rowLoss(metric: 'logLoss' | 'acc', p: number, y: number): number {
+  if (metric === 'acc') return (p >= 0.5 ? 1 : 0) === (y > 0.5 ? 1 : 0) ? 0 : 1;
+  const q = Math.min(1 - 1e-7, Math.max(1e-7, p));
+  return y > 0.5 ? -Math.log(q) : -Math.log(1 - q);
+}
+
+/**
+ * The bootstrap of the gain at candidate thresholds. Every candidate is resampled with the same seed, so
+ * all see the same resamples (paired): their intervals differ by the routing, not by the draw. A round is
+ * O(rows): AUC walks score orders sorted once per candidate; LogLoss/ACC gains are weighted means.
+ */
+function gainBootstrap(
+  pCrm: ArrayLike<number>,
+  pLlm: ArrayLike<number>,
+  labels: ArrayLike<number>,
+  h: ArrayLike<number>,
+  cfg: CalibrationConfig,
+  crmOnly: CurvePoint,
+  users?: ArrayLike<number>,
+) {
+  const n = pCrm.length;
+  const unit: 'user' | 'row' = users ? 'user' : 'row';
+  const groups = users ? groupsOf(users) : singletonGroups(n);
+  const crmSorted = cfg.metric === 'auc' ? sortedTies(pCrm) : undefined;
+  const weights = new Float64Array(n);
+  const check = (c: CurvePoint): GainCheck => {
+    const { p } = combine(pCrm, pLlm, h, c.threshold);
+    // Gain > 0 means the hybrid is better: LogLoss differences are flipped so higher is better throughout.
+    let draw: () => number;
+    if (cfg.metric === 'auc') {
+      const hybSorted = sortedTies(p);
+      draw = () => weightedAuc(labels, hybSorted, weights) - weightedAuc(labels, crmSorted!, weights);
+    } else {
+      const metric = cfg.metric;
+      const d = new Float64Array(n);
+      for (let i = 0; i < n; i++)
+        d[i] = rowLoss(metric, pCrm[i], labels[i]) - rowLoss(metric, p[i], labels[i]);
+      draw = () => {
+        let s = 0;
+        let w = 0;
+        for (let i = 0; i < n; i++) {
+          s += weights[i] * d[i];
+          w += weights[i];
+        }
+        return w > 0 ? s / w : NaN;
+      };
+    }
+    const rng = makeRng(cfg.seed);
+    const draws: number[] = [];
+    for (let r = 0; r < cfg.bootstrapRounds; r++) {
+      resampleGroups(groups, rng, weights);
+      draws.push(draw());
+    }
+    const m = cfg.metric;
+    const gain = higherIsBetter(m) ? c[m] - crmOnly[m] : crmOnly[m] - c[m];
+    const iv = percentileInterval(draws, cfg.gainConfidence);
+    const lo = iv?.lo ?? NaN;
+    return {
+      threshold: c.threshold,
+      routedFraction: c.routedFraction,
+      gain,
+      lo,
+      hi: iv?.hi ?? NaN,
+      confidence: cfg.gainConfidence,
+      rounds: iv?.rounds ?? 0,
+      unit,
+      // Two groups or fewer cannot say anything about noise; a NaN bound is never admissible.
+      admissible: groups.length >= 2 && lo > 0,
+    };
+  };
+  return { check };
 }
 
 export interface CalibrateArgs extends LongRunOptions {
@@ -209,5 +390,8 @@ export async function calibrateThreshold(args: CalibrateArgs): Promise<Calibrati
   }
   // A tie at the cut-off leaves rows of equal entropy without an LLM score; sweepThresholds skips those
   // thresholds instead of routing them to a missing prediction.
-  return sweepThresholds(pCrm, pLlm, pick(split.labels, rows), cfg, h);
+  // The gain's bootstrap resamples whole users: one user's rows are correlated, and a row bootstrap would
+  // call a gain real that one lucky user made.
+  const users = Int32Array.from(rows, (r) => split.userRows[r]);
+  return sweepThresholds(pCrm, pLlm, pick(split.labels, rows), cfg, h, users);
 }

@@ -3,8 +3,12 @@
  * reliability bins. Pure functions over stored per-row predictions, so a report can be rendered again later
  * from what the run stored.
  */
+import { resampleGroups, sortedTies, weightedAuc } from '../corella/bootstrap.js';
 import { makeRng } from '../corella/random.js';
 import { auc } from '../metrics/index.js';
+
+// weightedAuc moved to ml/corella/bootstrap.ts, shared with calibration; re-exported for its callers.
+export { weightedAuc };
 
 export interface Interval {
   /** The difference on the whole pool. */
@@ -15,56 +19,6 @@ export interface Interval {
   rounds: number;
   /** 'user': whole users resampled (rows of one user are correlated); 'row': single rows. */
   unit: 'user' | 'row';
-}
-
-/** Row order by ascending score, with each row's tie group (rows of equal score share one group). */
-function sortedTies(scores: ArrayLike<number>): { order: Uint32Array; groupEnd: Uint32Array } {
-  const n = scores.length;
-  const order = new Uint32Array(n);
-  for (let i = 0; i < n; i++) order[i] = i;
-  order.sort((x, y) => scores[x] - scores[y]);
-  // groupEnd[k] = one past the last position of the tie group that position k belongs to
-  const groupEnd = new Uint32Array(n);
-  let i = 0;
-  while (i < n) {
-    let j = i + 1;
-    while (j < n && scores[order[j]] === scores[order[i]]) j++;
-    for (let k = i; k < j; k++) groupEnd[k] = j;
-    i = j;
-  }
-  return { order, groupEnd };
-}
-
-/**
- * AUC of a resample given as a count per row (the Mann–Whitney statistic with ties counted half), walking
- * the rows in a score order sorted once: a bootstrap round costs O(n) instead of a sort.
- */
-export function weightedAuc(
-  labels: ArrayLike<number>,
-  sorted: { order: Uint32Array; groupEnd: Uint32Array },
-  weights: ArrayLike<number>,
-): number {
-  const { order, groupEnd } = sorted;
-  let negBelow = 0;
-  let pos = 0;
-  let neg = 0;
-  let num = 0;
-  let k = 0;
-  while (k < order.length) {
-    const end = groupEnd[k];
-    let p = 0;
-    let q = 0;
-    for (; k < end; k++) {
-      const i = order[k];
-      if (labels[i] > 0.5) p += weights[i];
-      else q += weights[i];
-    }
-    num += p * negBelow + 0.5 * p * q;
-    negBelow += q;
-    pos += p;
-    neg += q;
-  }
-  return pos > 0 && neg > 0 ? num / (pos * neg) : NaN;
 }
 
 /**
@@ -86,10 +40,7 @@ export function aucDiffInterval(
   const weights = new Float64Array(labels.length);
   const diffs: number[] = [];
   for (let k = 0; k < opts.rounds; k++) {
-    weights.fill(0);
-    for (let g = 0; g < groups.length; g++) {
-      for (const i of groups[Math.floor(rng() * groups.length)]) weights[i]++;
-    }
+    resampleGroups(groups, rng, weights);
     const d = weightedAuc(labels, sa, weights) - weightedAuc(labels, sb, weights);
     if (Number.isFinite(d)) diffs.push(d);
   }
