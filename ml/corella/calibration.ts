@@ -308,8 +308,10 @@ function gainBootstrap(
   users?: ArrayLike<number>,
 ) {
   const n = pCrm.length;
-  const unit: 'user' | 'row' = users ? 'user' : 'row';
-  const groups = users ? groupsOf(users) : singletonGroups(n);
+  // One user (e.g. a split whose users are unknown, all row 0) leaves nothing to resample: use rows.
+  const byUser = users ? groupsOf(users) : [];
+  const unit: 'user' | 'row' = byUser.length >= 2 ? 'user' : 'row';
+  const groups = unit === 'user' ? byUser : singletonGroups(n);
   const crmSorted = cfg.metric === 'auc' ? sortedTies(pCrm) : undefined;
   const weights = new Float64Array(n);
   const check = (c: CurvePoint, tested: number): GainCheck => {

@@ -212,5 +212,17 @@ describe('calibration routes only on a real gain', () => {
     expect(run({}, new Int32Array(3))).toThrow(/users/);
     expect(run({ requireGain: false }, new Int32Array(3))).toThrow(/users/);
     expect(run({}, p.user)).not.toThrow();
+    // A single user (users unknown) falls back to the row bootstrap rather than resampling one cluster.
+    const one = sweepThresholds(
+      p.pCrm,
+      p.pLlm,
+      p.labels,
+      { requireGain: true },
+      undefined,
+      new Int32Array(100),
+    );
+    const rows = sweepThresholds(p.pCrm, p.pLlm, p.labels, { requireGain: true });
+    expect(one.gainChecks).toEqual(rows.gainChecks);
+    expect(one.gainChecks.every((g) => g.unit === 'row')).toBe(true);
   });
 });
