@@ -59,6 +59,8 @@ export interface ServedCalibration {
   chosen: CurvePoint;
   crmOnly: CurvePoint;
   curve: CurvePoint[];
+  /** Why sweepThresholds chose its threshold (its gain check; stored with the calibration row). */
+  reason?: string;
   /** The current threshold on these rows; routed rows without an LLM answer keep the CRM's, as served. */
   current: CurvePoint | null;
   /** The hybrid as it was served on these rows. */
@@ -163,6 +165,7 @@ export function calibrateOnServed(rows: ServedRows, opts: ServedCalibrationOptio
     chosen: sweep.chosen,
     crmOnly: sweep.crmOnly,
     curve: sweep.curve,
+    reason: sweep.reason,
     current,
     served: ctrScores(rows.pServed, rows.labels),
     drift: {
