@@ -110,13 +110,11 @@ describe('corella serve: a real server over a trained model version', () => {
 
   it('answers like the offline HybridPredictor on the same rows (route and p)', async () => {
     const v = trained[0];
-    // A generous deadline: this test is about equal answers, the budget has its own test (and the machine
-    // may be busy).
-    const server = await start({ model: v.modelVersionId, budget: { defaultBudgetMs: 60_000 } });
     const ds = await datasetForVersion(ctx.store, v.datasetVersionId);
-    const mv = (await new ModelRepository(testDb.db).get(Number(v.modelVersionId)))!;
-    const crm = await loadCrm(ctx.store, mv.artifacts.crmModel!, ds.featureMap);
-    const adapter = LlmAdapter.deserialize(await ctx.store.get(mv.artifacts.adapter!));
+    const models = new ModelRepository(testDb.db);
+    const stored = (await models.get(Number(v.modelVersionId)))!;
+    const crm = await loadCrm(ctx.store, stored.artifacts.crmModel!, ds.featureMap);
+    const adapter = LlmAdapter.deserialize(await ctx.store.get(stored.artifacts.adapter!));
     const llm = await LlmFeatureExtractor.open(llmConfigOf(config, dir), ctx.store);
     try {
       const rows: number[] = [];
@@ -128,14 +126,30 @@ describe('corella serve: a real server over a trained model version', () => {
           requests.push(req);
         }
       }
-      const offline = await new HybridPredictor({
-        crm,
-        adapter,
-        llm,
-        items: ds.items,
-        threshold: mv.calibratedThreshold!,
-        coldItems: calibrationConfigOf(config).coldItems,
-      }).predict(ds.splits.test, rows);
+      const predictor = (threshold: number) =>
+        new HybridPredictor({
+          crm,
+          adapter,
+          llm,
+          items: ds.items,
+          threshold,
+          coldItems: calibrationConfigOf(config).coldItems,
+        });
+      // Calibration on a random-weight LLM (rightly) routes nothing; a threshold at the 70th percentile of
+      // the CRM's entropies on these rows (as a recalibration would set it) sends about 30% of them to the
+      // LLM, so both routes are compared. Set before the server starts, which reads it with the version.
+      const entropies = (await predictor(stored.calibratedThreshold!).predict(ds.splits.test, rows)).entropy;
+      // Midway between two neighbouring entropies, so no row sits on the threshold (the server's float64
+      // entropy and the predictor's float32 one may round differently there).
+      const sorted = Float64Array.from(entropies).sort();
+      const k = Math.floor(sorted.length * 0.7);
+      const threshold = (sorted[k - 1] + sorted[k]) / 2;
+      await models.setThreshold(Number(v.modelVersionId), threshold);
+      const mv = (await models.get(Number(v.modelVersionId)))!;
+      // A generous deadline: this test is about equal answers, the budget has its own test (and the machine
+      // may be busy).
+      const server = await start({ model: v.modelVersionId, budget: { defaultBudgetMs: 60_000 } });
+      const offline = await predictor(mv.calibratedThreshold!).predict(ds.splits.test, rows);
       expect(
         offline.routedRows.length,
         'some rows must be routed for the test to mean anything',
