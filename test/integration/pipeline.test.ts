@@ -165,6 +165,12 @@ describe('retrainWorkflow end to end with every real activity', () => {
     const cals = await new CalibrationRepository(testDb.db).listForModelVersion(mv!.id);
     expect(cals).toHaveLength(1);
     expect(cals[0].curve.length).toBeGreaterThan(2);
+    // The gain check says why on the chosen point of the stored curve (routed or not), matching the run.
+    const decided = cals[0].curve.filter((p) => typeof p.reason === 'string');
+    expect(decided).toHaveLength(1);
+    expect(decided[0].threshold).toBe(cals[0].threshold);
+    expect(decided[0].llmShare).toBe(result.metrics['calibration.routedFraction']);
+    expect(decided[0].reason).toMatch(/cleared its noise|beat the CRM/);
     const evals = await new EvaluationRepository(testDb.db).listForRun(run!.run.id);
     expect(evals.map((e) => e.kind).sort()).toEqual(['alignment', 'boundary-shift']);
     const alignment = evals.find((e) => e.kind === 'alignment')!.payload as {
@@ -179,6 +185,7 @@ describe('retrainWorkflow end to end with every real activity', () => {
     const summary = recalibration!.summary as { threshold: number; applied: boolean; modelVersionId: string };
     expect(summary.modelVersionId).toBe(result.modelVersionId);
     expect(recal[0].threshold).toBeCloseTo(summary.threshold, 9);
+    expect(recal[0].curve.filter((p) => typeof p.reason === 'string')).toHaveLength(1);
     const after = await models.get(Number(result.modelVersionId));
     expect(after?.calibratedThreshold).toBeCloseTo(summary.applied ? summary.threshold : result.threshold, 9);
   }, 600_000);
