@@ -3,6 +3,10 @@
  *
  *   npx tsx scripts/record-histories.ts [--out DIR] [--only NAME,NAME]
  *
+ * NAME: retrain-completed, recalibrate-dataset, recalibrate-served (writes recalibrate-served and
+ * recalibrate-served-no-feedback), score (score-continued-as-new, score-completed), retrain-failed-bad-dataset,
+ * retrain-cancelled.
+ *
  * Starts its own Temporal dev server (in memory) and embedded Postgres (or uses DATABASE_URL), runs every
  * workflow of workflows/ for real with every real activity, a tiny GGUF (test/helpers/tiny-gguf.ts) and
  * synthetic data only, and writes each history in the JSON form of `temporal workflow show --output json`.
@@ -58,8 +62,11 @@ async function settle(handle: WorkflowHandle): Promise<string> {
   );
 }
 
-/** The runs, in order: later ones use the champion the first one registers. */
-const RECORDINGS: { name: string; run: (r: Recorder) => Promise<void> }[] = [
+/**
+ * The runs, in order. `needsChampion`: it uses the version retrain-completed registers, so `--only` runs
+ * (and writes) retrain-completed first when it was not selected.
+ */
+const RECORDINGS: { name: string; needsChampion?: boolean; run: (r: Recorder) => Promise<void> }[] = [
   {
     name: 'retrain-completed',
     run: async (r) => {
@@ -74,6 +81,7 @@ const RECORDINGS: { name: string; run: (r: Recorder) => Promise<void> }[] = [
   },
   {
     name: 'recalibrate-dataset',
+    needsChampion: true,
     run: async (r) => {
       const input: RecalibrateInput = { maxRoutedFraction: 0.25, queues: { cpu: r.queues.cpu } };
       const h = await r.client.workflow.start('recalibrateWorkflow', {
@@ -87,6 +95,7 @@ const RECORDINGS: { name: string; run: (r: Recorder) => Promise<void> }[] = [
   },
   {
     name: 'recalibrate-served',
+    needsChampion: true,
     run: async (r) => {
       const model = await new ModelRepository(r.ctx.db).champion();
       if (!model) throw new Error('recalibrate-served needs the champion of retrain-completed');
@@ -130,6 +139,7 @@ const RECORDINGS: { name: string; run: (r: Recorder) => Promise<void> }[] = [
   },
   {
     name: 'score',
+    needsChampion: true,
     run: async (r) => {
       const champion = await new ModelRepository(r.ctx.db).champion();
       const ds = await datasetForVersion(r.ctx.store, champion!.datasetVersionId!);
@@ -278,6 +288,11 @@ async function main(): Promise<void> {
   const { values } = parseArgs({ options: { out: { type: 'string' }, only: { type: 'string' } } });
   const out = resolve(values.out ?? FIXTURES_DIR);
   const only = values.only?.split(',');
+  const unknown = only?.filter((n) => !RECORDINGS.some((rec) => rec.name === n));
+  if (unknown?.length)
+    throw new Error(
+      `--only: unknown recording ${unknown.join(', ')} (${RECORDINGS.map((r) => r.name).join(', ')})`,
+    );
   installWorkerRuntime();
   const dir = await mkdtemp(join(tmpdir(), 'corella-record-'));
   const stops: (() => Promise<void>)[] = [];
@@ -333,7 +348,10 @@ async function main(): Promise<void> {
     };
     await cpu.runUntil(
       gpu.runUntil(async () => {
-        for (const rec of RECORDINGS) if (!only || only.includes(rec.name)) await rec.run(recorder);
+        const selected = RECORDINGS.filter((rec) => !only || only.includes(rec.name));
+        if (selected.some((rec) => rec.needsChampion) && !selected.includes(RECORDINGS[0]))
+          selected.unshift(RECORDINGS[0]);
+        for (const rec of selected) await rec.run(recorder);
       }),
     );
   } finally {

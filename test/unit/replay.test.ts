@@ -5,7 +5,7 @@ import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@t
 import { beforeAll, describe, expect, it } from 'vitest';
 import { workflowsPath } from '../../workers/cpu.js';
 import { installWorkerRuntime } from '../../workers/runtime.js';
-import { historyFromJson } from '../helpers/history-json.js';
+import { historyFromJson, historyToJson } from '../helpers/history-json.js';
 
 /**
  * Replays histories recorded from real runs (scripts/record-histories.ts) against the current workflows/
@@ -20,20 +20,27 @@ const fixtures = (readdirSync(FIXTURES, { recursive: true }) as string[])
   .filter((f) => f.endsWith('.json'))
   .sort();
 
-/** The runs every change must stay compatible with; removing one needs a reason, so it is named here. */
-const REQUIRED = [
-  'retrain-completed',
-  'retrain-cancelled',
-  'retrain-failed-bad-dataset',
-  'recalibrate-dataset',
-  'recalibrate-served',
-  'recalibrate-served-no-feedback',
-  'score-continued-as-new',
-  'score-completed',
-];
+/**
+ * The runs every change must stay compatible with, and how each ended (the recorder's own check: a
+ * "cancelled" fixture that completed would protect nothing). Removing one needs a reason, so they are named.
+ */
+const REQUIRED: Record<string, string> = {
+  'retrain-completed': 'workflowExecutionCompletedEventAttributes',
+  'retrain-cancelled': 'workflowExecutionCanceledEventAttributes',
+  'retrain-failed-bad-dataset': 'workflowExecutionFailedEventAttributes',
+  'recalibrate-dataset': 'workflowExecutionCompletedEventAttributes',
+  'recalibrate-served': 'workflowExecutionCompletedEventAttributes',
+  'recalibrate-served-no-feedback': 'workflowExecutionFailedEventAttributes',
+  'score-continued-as-new': 'workflowExecutionContinuedAsNewEventAttributes',
+  'score-completed': 'workflowExecutionCompletedEventAttributes',
+};
+
+function raw(file: string): unknown {
+  return JSON.parse(readFileSync(join(FIXTURES, file), 'utf8'));
+}
 
 function load(file: string) {
-  return historyFromJson(JSON.parse(readFileSync(join(FIXTURES, file), 'utf8')));
+  return historyFromJson(raw(file));
 }
 
 describe('workflow replay against recorded histories', () => {
@@ -44,9 +51,17 @@ describe('workflow replay against recorded histories', () => {
     bundle = await bundleWorkflowCode({ workflowsPath, logger: quietLogger });
   }, 120_000);
 
-  it('has a fixture for every required kind of run', () => {
+  it('has a fixture for every required kind of run, ended the way its name says', () => {
     const current = fixtures.filter((f) => !f.includes('/')).map((f) => f.replace(/\.json$/, ''));
-    expect(current).toEqual(expect.arrayContaining(REQUIRED));
+    expect(current).toEqual(expect.arrayContaining(Object.keys(REQUIRED)));
+    for (const [name, end] of Object.entries(REQUIRED)) {
+      const events = load(`${name}.json`).events ?? [];
+      expect(Object.keys(events[events.length - 1] ?? {}), name).toContain(end);
+    }
+  });
+
+  it('reads every fixture losslessly (written back, it is the same JSON)', () => {
+    for (const file of fixtures) expect(JSON.parse(historyToJson(load(file))), file).toEqual(raw(file));
   });
 
   it.each(fixtures)('%s replays without non-determinism', async (file) => {
