@@ -1,6 +1,7 @@
 import { CorellaError } from '../ml/errors.js';
 import { EXIT, UsageError } from './args.js';
 import { makeOutput } from './output.js';
+import { redactSecrets } from './services/secrets.js';
 
 const USAGE = `corella — train, calibrate and serve CoReLLa recommenders
 
@@ -86,7 +87,8 @@ export function reportError(e: unknown, json: boolean): number {
     code =
       e.code === 'SERVICE_UNAVAILABLE' || e.code === 'DATA_NOT_AVAILABLE' ? EXIT.unavailable : EXIT.badInput;
   }
-  const message = describeError(e);
+  // A driver error can quote a connection URL: errors are masked like every other output.
+  const message = redactSecrets(describeError(e));
   if (code === EXIT.internal && isConnectionRefused(e)) {
     code = EXIT.unavailable;
     kind = 'SERVICE_UNAVAILABLE';
@@ -94,7 +96,7 @@ export function reportError(e: unknown, json: boolean): number {
   if (json) process.stdout.write(`${JSON.stringify({ error: { kind, message } })}\n`);
   process.stderr.write(`corella: ${kind === 'INTERNAL' ? '' : `${kind}: `}${message}\n`);
   if (code === EXIT.internal && e instanceof Error && e.stack && process.env.CORELLA_DEBUG)
-    process.stderr.write(`${e.stack}\n`);
+    process.stderr.write(redactSecrets(`${e.stack}\n`));
   return code;
 }
 

@@ -1,11 +1,27 @@
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { readyDatabase } from '../../cli/services/paths.js';
 import { maskUrl, redactSecrets } from '../../cli/services/secrets.js';
 
 describe('database URLs are printed without their password', () => {
+  it('masks them in error reports too (a driver error may quote the URL)', async () => {
+    const { reportError } = await import('../../cli/main.js');
+    const written: string[] = [];
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
+      written.push(String(chunk));
+      return true;
+    });
+    try {
+      reportError(new Error('connect failed: postgres://postgres:hunter2@127.0.0.1:5432/corella'), false);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(written.join('')).toContain('postgres://postgres:***@127.0.0.1:5432/corella');
+    expect(written.join('')).not.toContain('hunter2');
+  });
+
   it('masks the password of a URL and of every URL inside a text', () => {
     expect(maskUrl('postgres://postgres:5f3a9c@127.0.0.1:5432/corella')).toBe(
       'postgres://postgres:***@127.0.0.1:5432/corella',
