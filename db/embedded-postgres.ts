@@ -533,6 +533,20 @@ function urlFor(meta: Meta, port: number, database: string): string {
   return `postgres://${meta.superuser}:${meta.password}@127.0.0.1:${port}/${encodeURIComponent(database)}`;
 }
 
+/**
+ * The URL of the embedded server of `dataDir` when its postmaster.pid says one runs, without starting or
+ * adopting anything: `corella doctor` connects to it to tell "running" from "dead".
+ */
+export async function runningEmbeddedUrl(
+  dataDir: string,
+  database = DEFAULT_DATABASE,
+): Promise<string | undefined> {
+  const info = await readPostmasterPid(resolve(dataDir));
+  if (info === undefined || !Number.isInteger(info.port) || info.port <= 0) return undefined;
+  const meta = await readJson<Meta>(join(resolve(dataDir), META_FILE));
+  return meta === undefined ? undefined : urlFor(meta, info.port, database);
+}
+
 export class EmbeddedPostgresServer {
   readonly dataDir: string;
   private readonly opts: Required<Omit<EmbeddedPostgresOptions, 'port' | 'dataDir' | 'binaries'>> & {
