@@ -1,6 +1,7 @@
 import { RunRepository } from '../db/repositories/runs.js';
 import type { CorellaActivities } from './types.js';
 import type { ActivityContext } from './context.js';
+import { codeVersion } from './code-version.js';
 
 /** Run rows: the workflow's record in Postgres of how each run went. */
 export function bookkeepingActivities(
@@ -13,7 +14,7 @@ export function bookkeepingActivities(
         workflowId: input.workflowId,
         kind: input.kind,
         config: (input.config ?? {}) as Record<string, unknown>,
-        codeVersion: process.env.CORELLA_CODE_VERSION ?? null,
+        codeVersion: codeVersion(),
         params: { dataset: input.datasetLabel },
       });
       return { runId: row.id };

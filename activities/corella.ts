@@ -150,6 +150,22 @@ export function corellaActivities(
             });
           }
           const clean = finite(metrics);
+          // Loss curves per 1-based epoch for the report (step 0 keeps the last epoch's value as the summary).
+          const runs = new RunRepository(ctx.db);
+          for (const [name, st] of [
+            ['stage2', r.stage2],
+            ['stage3', r.stage3],
+          ] as const) {
+            for (const e of st.epochs) {
+              const curve = finite({
+                [`joint.${name}.loss`]: e.total,
+                [`joint.${name}.lossLlm`]: e.llm,
+                [`joint.${name}.lossCrm`]: e.crm,
+                [`joint.${name}.lossAlign`]: e.align,
+              });
+              await runs.logMetrics(runId, curve, e.epoch + 1);
+            }
+          }
           await logRunMetrics(
             ctx,
             runId,

@@ -31,6 +31,46 @@ export async function withPulse<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** How often a running activity tells its retrain workflow its progress (each signal is a history event). */
+const SIGNAL_MS = 10_000;
+
+/**
+ * Forwards progress to the retrain workflow as a signal, so its current details in the Temporal UI show
+ * what the running activity is doing (a workflow cannot read heartbeats). Best effort: a lost signal only
+ * leaves the details a little behind, and an activity without a client (unit tests) sends nothing.
+ */
+function progressSignaller(ctx: Context): (p: Progress) => void {
+  if (ctx.info.workflowType !== 'retrainWorkflow') return () => undefined;
+  let lastSent = 0;
+  let lastStage: string | undefined;
+  return (p) => {
+    const now = Date.now();
+    if (now - lastSent < SIGNAL_MS && p.stage === lastStage) return;
+    lastSent = now;
+    lastStage = p.stage;
+    try {
+      const exec = ctx.info.workflowExecution;
+      if (!exec) return;
+      const live = {
+        activity: ctx.info.activityType,
+        stage: p.stage,
+        epoch: p.epoch,
+        done: p.done,
+        total: p.total,
+        samplesPerSec: p.samplesPerSec,
+        etaSec: p.etaSec,
+        message: p.message,
+      };
+      ctx.client.workflow
+        .getHandle(exec.workflowId, exec.runId)
+        .signal('activityProgress', live)
+        .catch(() => undefined);
+    } catch {
+      // no client in this context
+    }
+  };
+}
+
 /**
  * Progress callbacks and cancellation for ml/ code running inside an activity: every progress report becomes
  * a heartbeat (the SDK throttles them), and the activity's cancellation reaches ml/ as an AbortSignal.
@@ -38,12 +78,14 @@ export async function withPulse<T>(fn: () => Promise<T>): Promise<T> {
 export function activityRunOptions(stage: string): LongRunOptions & { lastCheckpoint(): string | undefined } {
   const ctx = Context.current();
   let last: Progress | undefined = ctx.info.heartbeatDetails as Progress | undefined;
+  const signal = progressSignaller(ctx);
   return {
     signal: ctx.cancellationSignal,
     onProgress: (p) => {
       last = { ...p, stage: p.stage || stage, checkpoint: p.checkpoint ?? last?.checkpoint };
       latest.set(ctx, last);
       ctx.heartbeat(last);
+      signal(last);
     },
     lastCheckpoint: () => last?.checkpoint,
   };

@@ -1,3 +1,4 @@
+import { batchScoreActivities } from './batch-score.js';
 import { bookkeepingActivities } from './bookkeeping.js';
 import type { ActivityContext } from './context.js';
 import { withTypedFailures } from './failures.js';
@@ -6,6 +7,7 @@ import { ingestActivities } from './ingest.js';
 import { llmFeatureActivities } from './llm-features.js';
 import { recalibrateActivities } from './recalibrate.js';
 import { registryActivities } from './registry.js';
+import { reportActivities } from './report.js';
 import { trainCrmActivities } from './train-crm.js';
 import type { CorellaActivities } from './types.js';
 
@@ -19,5 +21,7 @@ export function createActivities(ctx: ActivityContext): CorellaActivities {
     ...corellaActivities(ctx),
     ...registryActivities(ctx),
     ...recalibrateActivities(ctx),
+    ...batchScoreActivities(ctx),
+    ...reportActivities(ctx),
   });
 }

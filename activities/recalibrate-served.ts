@@ -80,12 +80,22 @@ async function shadowScore(
   }
 }
 
-/** The routed share the version's current threshold had on its calibration data, when that is on record. */
-async function calibratedShare(ctx: ActivityContext, version: ModelVersionRow): Promise<number | null> {
-  if (version.calibratedThreshold === null) return null;
-  const cal = await new CalibrationRepository(ctx.db).latestForModelVersion(version.id);
-  const point = cal?.curve.find((p) => Math.abs(p.threshold - version.calibratedThreshold!) < 1e-9);
-  return point ? point.llmShare : null;
+/**
+ * The routed share `threshold` had when it was calibrated, when on record: the newest calibration of the
+ * version that chose that threshold (not this run's own, which a retry may already have linked), at that
+ * point of its curve.
+ */
+async function calibratedShare(
+  ctx: ActivityContext,
+  versionId: number,
+  threshold: number | null,
+  runId: string,
+): Promise<number | null> {
+  if (threshold === null) return null;
+  const same = (t: number) => Math.abs(t - threshold) < 1e-9;
+  const cals = await new CalibrationRepository(ctx.db).listForModelVersion(versionId);
+  const setter = cals.reverse().find((c) => c.runId !== runId && same(c.threshold));
+  return setter?.curve.find((p) => same(p.threshold))?.llmShare ?? null;
 }
 
 /**
@@ -128,6 +138,15 @@ export async function recalibrateOnServed(
   const want = shadowCandidates(entropy, pLlm, shadowRows);
   const shadow = want.length > 0 ? await shadowScore(ctx, version, rows, want, pLlm, run) : { scored: 0 };
 
+  // A retried attempt must decide as the first did: the first may already have applied its threshold, so the
+  // version's threshold is no longer the one being replaced. The first attempt records the threshold it
+  // started from before it applies anything.
+  const runs = new RunRepository(ctx.db);
+  const recorded = (await runs.latestMetrics([input.runId])).get(input.runId)?.[
+    'recalibration.previousThreshold'
+  ];
+  const currentThreshold =
+    recorded === undefined ? version.calibratedThreshold : Number.isNaN(recorded) ? null : recorded;
   const cal = calibrateOnServed(
     {
       pServed: Float64Array.from(rows, (r) => r.p),
@@ -139,14 +158,11 @@ export async function recalibrateOnServed(
     },
     {
       maxRoutedFraction,
-      currentThreshold: version.calibratedThreshold,
+      currentThreshold,
       metric: calConfig.metric,
       quantiles: calConfig.quantiles,
-      calibratedRoutedFraction: await calibratedShare(ctx, version),
+      calibratedRoutedFraction: await calibratedShare(ctx, version.id, currentThreshold, input.runId),
     },
-  );
-  const calRow = await new CalibrationRepository(ctx.db).record(
-    calibrationRow(input.runId, cal, cal.apply ? version.id : null),
   );
   const threshold = storableThreshold(cal.threshold);
   const metrics: Record<string, number> = {
@@ -160,21 +176,26 @@ export async function recalibrateOnServed(
     'served.auc': cal.served.auc,
     'served.logLoss': cal.served.logLoss,
     'served.acc': cal.served.acc,
+    previousThreshold: currentThreshold ?? NaN,
   };
   if (cal.current) metrics[`previous.${cal.metric}`] = cal.current[cal.metric];
   if (cal.drift.calibratedRoutedFraction !== null) {
     metrics.calibratedRoutedFraction = cal.drift.calibratedRoutedFraction;
     metrics.drift = cal.drift.delta!;
   }
-  await new RunRepository(ctx.db).logMetrics(
+  await runs.logMetrics(
     input.runId,
     Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`recalibration.${k}`, v])),
+  );
+  // Upsert by (run, metric): a retry rewrites this row; applying sets the version's threshold with it.
+  const calRow = await new CalibrationRepository(ctx.db).record(
+    calibrationRow(input.runId, cal, cal.apply ? version.id : null),
   );
   return {
     modelVersionId: String(version.id),
     calibrationId: String(calRow.id),
     threshold,
-    previousThreshold: version.calibratedThreshold,
+    previousThreshold: currentThreshold,
     applied: cal.apply,
     metrics,
     source: 'served',

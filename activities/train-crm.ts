@@ -83,11 +83,12 @@ export function trainCrmActivities(ctx: ActivityContext): Pick<CorellaActivities
             [`${prefix}.startEpoch`]: startEpoch ?? result.epochsRun,
           });
           if (m.userAuc !== undefined) metrics[`${prefix}.test.userAuc`] = m.userAuc;
+          // Curves by 1-based epoch: step 0 holds the run's summary value of the same key (the best epoch's).
           for (const h of result.history) {
             await runs.logMetrics(
               runId,
               { [`${prefix}.train.loss`]: h.trainLoss, [`${prefix}.valid.auc`]: h.validAuc },
-              h.epoch,
+              h.epoch + 1,
             );
           }
           if (kind === 'dcnv2') {

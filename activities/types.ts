@@ -156,6 +156,123 @@ export interface CorellaActivities {
   ): Promise<CalibrationResult>;
   registerModelVersion(input: RegisterInput): Promise<RegisterResult>;
   recalibrate(input: RecalibrateInput & { runId: string }): Promise<RecalibrateResult>;
+  /** Batch scoring (workflows/score.ts): plan the chunks of an input artifact, score one, join them. */
+  planScore(input: PlanScoreInput): Promise<ScorePlanSummary>;
+  scoreChunk(input: ScoreChunkInput): Promise<ScoreChunkResult>;
+  finishScore(input: FinishScoreInput): Promise<FinishScoreResult>;
+  /** The run's HTML report, rendered from what it stored and kept as an artifact of the run. */
+  renderReport(input: ReportInput): Promise<ReportResult>;
+}
+
+export interface ReportInput {
+  runId: string;
+  /**
+   * Rendered as the last step of a run that is about to be closed as completed: the page shows that status
+   * (the run row still says running while the report is made).
+   */
+  completing?: boolean;
+  /** Bootstrap resamples per interval (default 1000). */
+  bootstrapRounds?: number;
+}
+
+export interface ReportResult {
+  /** sha256 of the HTML in the artifact store (also in the run's summary as reportArtifact). */
+  reportArtifact: string;
+  /** A copy with an .html name under the home folder, for opening it in a browser. */
+  path: string;
+  bytes: number;
+  charts: string[];
+}
+
+/** A batch scoring run: the input file is an artifact; only its sha256 travels through the workflow. */
+export interface BatchScoreInput {
+  inputSha256: string;
+  /** The file's name as the user gave it, for messages. */
+  inputName?: string;
+  /** `champion`, `challenger` (any alias) or a model version id; resolved once, when the run is planned. */
+  model: string;
+  /** Lines per chunk activity (default 1000). */
+  chunkRows?: number;
+  /** Chunks scored at once (default 1: one LLM per GPU worker). */
+  parallelChunks?: number;
+  /** Chunks per workflow run before it continues as new (default 500, which keeps the history small). */
+  chunksPerRun?: number;
+  queues?: TaskQueues;
+  heartbeatTimeout?: string;
+  /** Set by the workflow itself when it continues as new on a long file: the plan and the tallies so far. */
+  resume?: { plan: ScorePlanSummary; nextChunk: number; tally: ScoreTally };
+}
+
+export interface PlanScoreInput {
+  workflowId: string;
+  inputSha256: string;
+  inputName?: string;
+  model: string;
+  chunkRows: number;
+}
+
+export interface ScorePlanSummary {
+  /** Artifact of the whole plan (chunk byte ranges, the pinned model version and threshold). */
+  planSha256: string;
+  rows: number;
+  requests: number;
+  chunks: number;
+  modelVersion: string;
+  threshold: number;
+}
+
+export interface ScoreChunkInput {
+  workflowId: string;
+  inputSha256: string;
+  planSha256: string;
+  chunk: number;
+}
+
+/** Rows per route; `crm-fallback` counts routed rows the LLM did not answer. */
+export type RouteCounts = Record<'crm' | 'llm' | 'crm-fallback', number>;
+
+export interface ScoreChunkResult {
+  chunk: number;
+  outputSha256: string;
+  rows: number;
+  routes: RouteCounts;
+  /** True when an earlier attempt or run had already finished this chunk: nothing was scored again. */
+  reused: boolean;
+  attempt: number;
+}
+
+export interface FinishScoreInput {
+  workflowId: string;
+  planSha256: string;
+}
+
+export interface FinishScoreResult {
+  outputSha256: string;
+  rows: number;
+  bytes: number;
+}
+
+export interface ScoreTally {
+  routes: RouteCounts;
+  scoredChunks: number;
+  reusedChunks: number;
+  /** Chunks that needed more than one attempt (a worker died or an attempt failed). */
+  retriedChunks: number;
+}
+
+export interface BatchScoreResult extends ScoreTally {
+  outputSha256: string;
+  rows: number;
+  chunks: number;
+  modelVersion: string;
+  threshold: number;
+}
+
+export interface ScoreProgress {
+  stage: 'planning' | 'scoring' | 'joining' | 'done';
+  chunks?: number;
+  chunksDone: number;
+  rows?: number;
 }
 
 export interface RecalibrateInput {
@@ -206,7 +323,7 @@ export interface RecalibrateResult {
 }
 
 /** Activities that run on the GPU queue (training and LLM work); the rest run on the CPU queue. */
-export const GPU_ACTIVITIES = ['trainCrm', 'extractLlmFeatures', 'trainJoint'] as const;
+export const GPU_ACTIVITIES = ['trainCrm', 'extractLlmFeatures', 'trainJoint', 'scoreChunk'] as const;
 
 export type StageName =
   | 'starting'
@@ -216,6 +333,7 @@ export type StageName =
   | 'calibration'
   | 'alignment-evaluation'
   | 'registration'
+  | 'report'
   | 'done'
   | 'failed'
   | 'cancelled';
@@ -229,6 +347,11 @@ export interface RetrainProgress {
   alias?: string;
   metrics: Metrics;
   error?: string;
+  /** sha256 of the run's HTML report in the artifact store, and where its .html copy was written. */
+  reportArtifact?: string;
+  reportPath?: string;
+  /** Why the report could not be rendered (the run itself still completes). */
+  reportError?: string;
 }
 
 export interface RetrainResult {
@@ -238,4 +361,6 @@ export interface RetrainResult {
   alias: 'champion' | 'challenger';
   threshold: number;
   metrics: Metrics;
+  reportArtifact?: string;
+  reportPath?: string;
 }

@@ -14,7 +14,11 @@ Usage: corella <command> [options]   (add --json for machine-readable output)
                         run one worker process against TEMPORAL_ADDRESS / DATABASE_URL (or the embedded stack)
   retrain [--data-dir DIR] [--source S] [--config NAME|FILE] [--no-download] [--wait]
                         start retrainWorkflow (one run per dataset + config)
-  runs list [--limit N] | runs show ID
+  score --input FILE.jsonl --output FILE.jsonl [--model champion|challenger|VERSION] [--chunk-rows N] [--wait]
+                        batch-score candidate lines as scoreWorkflow (resumable chunks; same scores as serving)
+  runs list [--limit N] | runs show ID | runs compare A B
+  report RUN [--out FILE.html]
+                        render a run's HTML report (charts, summary table, comparison with the champion)
   models list | models show ID | models promote ID [--reason TEXT]
   schedule create [--every 24h | --cron "0 3 * * *"] [--id ID] [--catchup 1h] [--source dataset|served] | schedule pause|unpause|trigger|delete ID
   serve [--model champion|challenger|VERSION] [--host 127.0.0.1] [--port 8080] [--threshold=inf|-inf|T]
@@ -36,6 +40,8 @@ const commands: Record<string, () => Promise<Command>> = {
   worker: async () => (await import('./commands/worker.js')).worker,
   retrain: async () => (await import('./commands/retrain.js')).retrain,
   runs: async () => (await import('./commands/runs.js')).runs,
+  score: async () => (await import('./commands/score.js')).score,
+  report: async () => (await import('./commands/report.js')).report,
   models: async () => (await import('./commands/models.js')).models,
   schedule: async () => (await import('./commands/schedule.js')).schedule,
   doctor: async () => (await import('./commands/doctor.js')).doctor,

@@ -1,5 +1,5 @@
 import type { PipelineConfig } from '../activities/types.js';
-import { loadPipelineConfig } from './config.js';
+import { configSummary, loadPipelineConfig, retrainWorkflowId } from './config.js';
 import { resolveDataSource, type ResolvedData } from './data-source.js';
 import { resolveModel } from './model-source.js';
 
@@ -46,4 +46,32 @@ export async function prepareRun(
   const model = await resolveModel({ model: values.model, home, log });
   config.llm = { ...(config.llm ?? {}), model: model.path, modelSha256: model.sha256 };
   return { data, config };
+}
+
+/**
+ * The Temporal UI's summary and details of a retrain, fixed at start (Temporal markdown): what it trains on,
+ * with which config, who started it. The live part is the workflow's current details.
+ */
+export function workflowMetadata(
+  data: ResolvedData,
+  config: PipelineConfig,
+  trigger: string,
+): { staticSummary: string; staticDetails: string } {
+  const { hash } = retrainWorkflowId(data.spec, config);
+  const dataset = data.spec.name ?? data.spec.source;
+  const llm = (config.llm ?? {}) as Record<string, unknown>;
+  const c = configSummary(config);
+  const model = typeof llm.model === 'string' ? llm.model.split('/').pop() : undefined;
+  return {
+    staticSummary: `retrain ${dataset}${data.origin === 'synthetic' ? ' (synthetic data)' : ''} · config ${hash.slice(0, 12)} · ${trigger}`,
+    staticDetails: [
+      `**Dataset:** ${dataset} (source ${data.spec.source}, found by ${data.origin})${data.spec.dir ? `, \`${data.spec.dir}\`` : ''}`,
+      `**Config hash:** \`${hash}\``,
+      `**Trigger:** ${trigger}`,
+      `**CRM:** ${String(c.crm)}`,
+      `**LLM:** ${model ?? '-'}${typeof llm.modelSha256 === 'string' ? ` (sha256 \`${llm.modelSha256.slice(0, 16)}…\`)` : ''}`,
+      `**Joint:** ${String(c.joint)}`,
+      `**Routing:** ${JSON.stringify(config.calibration ?? {})}`,
+    ].join('  \n'),
+  };
 }

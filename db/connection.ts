@@ -1,5 +1,6 @@
 import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
+import { isConnectionError } from './retry.js';
 import * as schema from './schema/index.js';
 
 export type Schema = typeof schema;
@@ -53,6 +54,22 @@ export function openDatabase(url: string, options: OpenDatabaseOptions = {}): Da
   // anyway, which is where callers handle the outage.
   pool.on('connect', (client) => client.on('error', onIdleError));
   const db = drizzle(pool, { schema }) as Database;
+  // drizzle-orm 0.45's pooled transaction() sends BEGIN before its try/finally: a BEGIN that fails (a pooled
+  // connection that died while idle, Postgres restarting) never releases its client, and a few such failures
+  // exhaust the pool for the life of the process (drizzle-team/drizzle-orm#6241, open). So every transaction
+  // runs on a client checked out and always released here, and destroyed when its connection failed.
+  db.transaction = async (fn, config) => {
+    const client = await pool.connect();
+    let failure: unknown;
+    try {
+      return await drizzle(client, { schema }).transaction(fn, config);
+    } catch (e) {
+      failure = e;
+      throw e;
+    } finally {
+      client.release(failure !== undefined && isConnectionError(failure));
+    }
+  };
   let closed: Promise<void> | undefined;
   return {
     db,

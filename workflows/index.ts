@@ -1,2 +1,3 @@
 export { retrainWorkflow, progressQuery } from './retrain.js';
 export { recalibrateWorkflow } from './recalibrate.js';
+export { scoreWorkflow, scoreProgressQuery } from './score.js';

@@ -5,12 +5,14 @@ import {
   CancellationScope,
   defineQuery,
   isCancellation,
+  defineSignal,
   proxyActivities,
+  setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import { defineSearchAttributeKey } from '@temporalio/common';
+import { defineSearchAttributeKey, type ActivityOptions } from '@temporalio/common';
 import type {
   CorellaActivities,
   Metrics,
@@ -19,9 +21,12 @@ import type {
   RetrainResult,
   StageName,
 } from '../activities/types.js';
+import { activitySummaries, currentDetails, STAGE_ACTIVITIES, type LiveProgress } from './run-details.js';
 import { TASK_QUEUE_CPU, TASK_QUEUE_GPU } from './search-attributes.js';
 
 export const progressQuery = defineQuery<RetrainProgress>('progress');
+/** Sent by long activities (activities/heartbeat.ts, throttled) so the current details show live progress. */
+export const activityProgressSignal = defineSignal<[LiveProgress]>('activityProgress');
 
 const stageKey = defineSearchAttributeKey('CorellaStage', 'KEYWORD');
 const datasetKey = defineSearchAttributeKey('CorellaDataset', 'KEYWORD');
@@ -49,33 +54,53 @@ const retry = {
   nonRetryableErrorTypes: NON_RETRYABLE,
 };
 
-/** Proxies per activity class; queue names can be overridden per run (separate GPU pools, isolated tests). */
-export function activityProxies(queues: { cpu?: string; gpu?: string } = {}, heartbeatTimeout = '2m') {
+/** Options per activity class; queue names can be overridden per run (separate GPU pools, isolated tests). */
+export function activityOptions(queues: { cpu?: string; gpu?: string } = {}, heartbeatTimeout = '2m') {
   const cpuQueue = queues.cpu ?? TASK_QUEUE_CPU;
   return {
-    cpu: proxyActivities<CorellaActivities>({
+    cpu: {
       taskQueue: cpuQueue,
       cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
       startToCloseTimeout: '30m',
       heartbeatTimeout,
       retry,
-    }),
-    bookkeeping: proxyActivities<CorellaActivities>({
+    },
+    bookkeeping: {
       taskQueue: cpuQueue,
       startToCloseTimeout: '1m',
       retry: { ...retry, maximumAttempts: 20 },
-    }),
+    },
     // Training and LLM activities heartbeat while they compute; a missed heartbeat means the worker died and
     // the retry resumes from the checkpoint named in the last heartbeat.
-    gpu: proxyActivities<CorellaActivities>({
+    gpu: {
       taskQueue: queues.gpu ?? TASK_QUEUE_GPU,
       // A cancelled run ends only once its training has really stopped (no half-written model behind it).
       cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
       startToCloseTimeout: '8h',
       heartbeatTimeout,
       retry,
-    }),
+    },
+  } satisfies Record<string, ActivityOptions>;
+}
+
+/** Proxies per activity class. */
+export function activityProxies(queues: { cpu?: string; gpu?: string } = {}, heartbeatTimeout = '2m') {
+  const o = activityOptions(queues, heartbeatTimeout);
+  return {
+    cpu: proxyActivities<CorellaActivities>(o.cpu),
+    bookkeeping: proxyActivities<CorellaActivities>(o.bookkeeping),
+    gpu: proxyActivities<CorellaActivities>(o.gpu),
   };
+}
+
+/**
+ * The same proxies, each call carrying a one-line summary that the Temporal UI shows on the activity's
+ * events ("train CRM: DCNv2 3 epochs"). A proxy is only an options holder, so one per call costs nothing.
+ */
+function summarised(o: ReturnType<typeof activityOptions>) {
+  const make = (opts: ActivityOptions) => (summary: string) =>
+    proxyActivities<CorellaActivities>({ ...opts, summary });
+  return { cpu: make(o.cpu), gpu: make(o.gpu), bookkeeping: make(o.bookkeeping) };
 }
 
 function describe(err: unknown): string {
@@ -84,23 +109,45 @@ function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** Ingest → (CRM stage 1 ∥ LLM features) → joint training → alignment evaluation → calibration → registry. */
+/**
+ * Ingest → (CRM stage 1 ∥ LLM features) → joint training → calibration → alignment evaluation → registry →
+ * report. The current details (Temporal UI) follow every stage, metric and progress report.
+ */
 export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResult> {
-  const { cpu, gpu, bookkeeping } = activityProxies(input.queues, input.heartbeatTimeout);
-  const progress: RetrainProgress = { stage: 'starting', completed: [], metrics: {} };
-  setHandler(progressQuery, () => progress);
+  const options = activityOptions(input.queues, input.heartbeatTimeout);
+  const { cpu, gpu, bookkeeping } = summarised(options);
+  const progress: RetrainProgress & { live?: Record<string, LiveProgress> } = {
+    stage: 'starting',
+    completed: [],
+    metrics: {},
+  };
+  const datasetLabel = input.dataset.name ?? input.dataset.source;
+  const refresh = (): void => setCurrentDetails(currentDetails(progress, datasetLabel));
+  setHandler(progressQuery, () => {
+    const { live: _live, ...rest } = progress;
+    return rest;
+  });
+  setHandler(activityProgressSignal, (p) => {
+    if (!STAGE_ACTIVITIES[progress.stage]?.includes(p.activity)) return;
+    progress.live = { ...progress.live, [p.activity]: p };
+    refresh();
+  });
   const enter = (stage: StageName): void => {
     if (progress.stage !== 'starting') progress.completed.push(progress.stage);
     progress.stage = stage;
+    progress.live = undefined;
     upsertSearchAttributes([{ key: stageKey, value: stage }]);
+    refresh();
   };
   const absorb = (prefix: string, metrics: Metrics): void => {
     for (const [k, v] of Object.entries(metrics)) progress.metrics[prefix ? `${prefix}.${k}` : k] = v;
+    refresh();
   };
+  const say = activitySummaries(input.config, datasetLabel);
 
-  const datasetLabel = input.dataset.name ?? input.dataset.source;
   upsertSearchAttributes([{ key: datasetKey, value: datasetLabel }]);
-  const { runId } = await bookkeeping.startRun({
+  refresh();
+  const { runId } = await bookkeeping('bookkeeping: open the run row').startRun({
     workflowId: workflowInfo().workflowId,
     kind: 'retrain',
     config: {
@@ -116,20 +163,24 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
 
   try {
     enter('ingest');
-    const ds = await cpu.ingestDataset({ runId, config, dataset: input.dataset });
+    const ds = await cpu(say.ingest).ingestDataset({ runId, config, dataset: input.dataset });
     progress.datasetVersionId = ds.datasetVersionId;
 
     enter('train-crm+llm-features');
     const [crm, llm] = await Promise.all([
-      gpu.trainCrm({ runId, config, datasetVersionId: ds.datasetVersionId }),
-      gpu.extractLlmFeatures({ runId, config, datasetVersionId: ds.datasetVersionId }),
+      gpu(say.trainCrm).trainCrm({ runId, config, datasetVersionId: ds.datasetVersionId }),
+      gpu(say.extractLlmFeatures).extractLlmFeatures({
+        runId,
+        config,
+        datasetVersionId: ds.datasetVersionId,
+      }),
     ]);
     // Stage 1 reports DCNv2 ('crm.*') and the LR baseline ('lr.*') side by side.
     absorb('', crm.metrics);
     absorb('llm', llm.metrics);
 
     enter('joint-training');
-    const joint = await gpu.trainJoint({
+    const joint = await gpu(say.trainJoint).trainJoint({
       runId,
       config,
       datasetVersionId: ds.datasetVersionId,
@@ -150,15 +201,18 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
     // Calibration (validation split) comes first: the alignment evaluation reports the hybrid on test at the
     // calibrated threshold.
     enter('calibration');
-    const calibration = await cpu.calibrateThreshold(models);
+    const calibration = await cpu(say.calibrateThreshold).calibrateThreshold(models);
     absorb('calibration', calibration.metrics);
 
     enter('alignment-evaluation');
-    const evaluation = await cpu.evaluateAlignment({ ...models, threshold: calibration.threshold });
+    const evaluation = await cpu(say.evaluateAlignment(calibration.threshold)).evaluateAlignment({
+      ...models,
+      threshold: calibration.threshold,
+    });
     absorb('eval', evaluation.metrics);
 
     enter('registration');
-    const reg = await cpu.registerModelVersion({
+    const reg = await cpu(say.registerModelVersion).registerModelVersion({
       runId,
       datasetVersionId: ds.datasetVersionId,
       artifacts: {
@@ -180,11 +234,24 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
       { key: outcomeKey, value: reg.alias },
     ]);
 
+    // The model is registered: a report that cannot be rendered is noted, not a failed run (`corella report`
+    // renders it again).
+    enter('report');
+    try {
+      const report = await cpu(say.renderReport).renderReport({ runId, completing: true });
+      progress.reportArtifact = report.reportArtifact;
+      progress.reportPath = report.path;
+    } catch (err) {
+      if (isCancellation(err)) throw err;
+      progress.reportError = describe(err);
+    }
+
     enter('done');
-    await bookkeeping.finishRun({
+    const { live: _live, ...summary } = progress;
+    await bookkeeping('bookkeeping: close the run row').finishRun({
       runId,
       status: 'completed',
-      summary: { ...progress, stage: 'done' },
+      summary: { ...summary, stage: 'done' },
     });
     return {
       runId,
@@ -193,19 +260,24 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
       alias: reg.alias,
       threshold: calibration.threshold,
       metrics: progress.metrics,
+      reportArtifact: progress.reportArtifact,
+      reportPath: progress.reportPath,
     };
   } catch (err) {
     const cancelled = isCancellation(err);
     progress.error = describe(err);
     progress.stage = cancelled ? 'cancelled' : 'failed';
+    progress.live = undefined;
+    refresh();
     // The run row must say how it ended even when the workflow itself is being cancelled.
     await CancellationScope.nonCancellable(async () => {
       upsertSearchAttributes([{ key: outcomeKey, value: progress.stage }]);
-      await bookkeeping.finishRun({
+      const { live: _live, ...summary } = progress;
+      await bookkeeping('bookkeeping: record how the run ended').finishRun({
         runId,
         status: cancelled ? 'cancelled' : 'failed',
         error: progress.error,
-        summary: { ...progress },
+        summary: { ...summary },
       });
     });
     throw err;

@@ -7,7 +7,7 @@ import { failureMessage } from '../failure.js';
 import { EXIT, parse } from '../args.js';
 import { connectClient, workflowUiUrl } from '../client.js';
 import { configSummary, retrainInput, retrainWorkflowId } from '../config.js';
-import { prepareRun, RUN_OPTIONS } from '../prepare-run.js';
+import { prepareRun, RUN_OPTIONS, workflowMetadata } from '../prepare-run.js';
 import { makeOutput } from '../output.js';
 import { corellaHome } from '../services/paths.js';
 import { summaryTable } from './up.js';
@@ -30,6 +30,7 @@ export async function retrain(argv: string[]): Promise<number> {
         workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
         args: [retrainInput(data.spec, config, 'corella retrain')],
         memo: { dataset: data.spec, origin: data.origin, config: configSummary(config) },
+        ...workflowMetadata(data, config, 'corella retrain'),
       });
     } catch (e) {
       if (!(e instanceof WorkflowExecutionAlreadyStartedError)) throw e;

@@ -4,7 +4,11 @@ import { openDatabase } from '../../db/connection.js';
 import { migrateDatabase } from '../../db/migrate.js';
 import type { WorkflowExecutionDescription, WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter, type Payload } from '@temporalio/common';
-import { RunRepository } from '../../db/repositories/runs.js';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { RunRepository, type RunDetails } from '../../db/repositories/runs.js';
+import { compareRuns } from '../../ml/report/compare.js';
+import { reportPath } from '../../ml/report/location.js';
 import { CorellaError } from '../../ml/errors.js';
 import type { RetrainProgress } from '../../activities/types.js';
 import { EXIT, parse, UsageError } from '../args.js';
@@ -106,7 +110,25 @@ export async function reconcileIfReachable(
   }
 }
 
-/** `corella runs list|show`. */
+/**
+ * Where a run's report can be opened: the .html copy when this machine has it, else the artifact's blob
+ * (content-addressed, no extension). Undefined when the run has no report yet.
+ */
+export function reportLocation(details: RunDetails): { path: string; artifact: string } | undefined {
+  const sha = details.run.summary?.reportArtifact;
+  if (typeof sha !== 'string') return undefined;
+  const copy = reportPath(corellaHome(), details.run.id);
+  if (existsSync(copy)) return { path: copy, artifact: sha };
+  const uri = details.artifacts.find((a) => a.sha256 === sha)?.uri;
+  return { path: uri?.startsWith('file://') ? fileURLToPath(uri) : (uri ?? sha), artifact: sha };
+}
+
+/** Summary metrics (step 0) of a run. */
+function summaryMetrics(details: RunDetails): Record<string, number> {
+  return Object.fromEntries(details.metrics.filter((m) => m.step === 0).map((m) => [m.key, m.value]));
+}
+
+/** `corella runs list|show|compare`. */
 export async function runs(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, {
     limit: { type: 'string' },
@@ -155,7 +177,8 @@ export async function runs(argv: string[]): Promise<number> {
     });
     if (!details) throw new CorellaError('BAD_CONFIG', `no run ${id}`);
     const live = await liveProgress(details.run.workflowId);
-    out.result({ ...details, live }, () => {
+    const report = reportLocation(details);
+    out.result({ ...details, live, report }, () => {
       const r = details.run;
       const latest = new Map<string, number>();
       for (const m of details.metrics) latest.set(m.key, m.value);
@@ -170,6 +193,7 @@ export async function runs(argv: string[]): Promise<number> {
           (a) => `running: ${a.activity} (attempt ${a.attempt}) ${describeProgress(a.progress)}`,
         ),
         live.ui ? `Temporal UI: ${live.ui}` : '',
+        report ? `report: ${report.path}` : '',
         '',
         latest.size
           ? table(
@@ -183,7 +207,56 @@ export async function runs(argv: string[]): Promise<number> {
     });
     return EXIT.ok;
   }
-  throw new UsageError('runs list|show');
+  if (action === 'compare') {
+    const [a, b] = positionals.slice(1);
+    if (!a || !b || positionals.length > 3) throw new UsageError('runs compare RUN_A RUN_B');
+    const [da, db] = await withDatabase(async (conn) => {
+      const repo = new RunRepository(conn);
+      return Promise.all([repo.show(a), repo.show(b)]);
+    });
+    if (!da) throw new CorellaError('BAD_CONFIG', `runs compare: no run ${a}`, { details: { field: 'A' } });
+    if (!db) throw new CorellaError('BAD_CONFIG', `runs compare: no run ${b}`, { details: { field: 'B' } });
+    const c = compareRuns(
+      { metrics: summaryMetrics(da), config: da.run.config },
+      { metrics: summaryMetrics(db), config: db.run.config },
+    );
+    const label = (d: RunDetails) => d.run.id.slice(0, 8);
+    const show = (v: unknown) =>
+      v === null || v === undefined ? '-' : typeof v === 'string' ? v : JSON.stringify(v);
+    out.result(
+      {
+        a: { id: da.run.id, workflowId: da.run.workflowId },
+        b: { id: db.run.id, workflowId: db.run.workflowId },
+        ...c,
+      },
+      () =>
+        [
+          `A = run ${da.run.id} (${da.run.workflowId}, ${da.run.status})`,
+          `B = run ${db.run.id} (${db.run.workflowId}, ${db.run.status})`,
+          '',
+          c.metrics.length
+            ? table(
+                c.metrics.map((m) => [
+                  m.key,
+                  m.a,
+                  m.b,
+                  m.diff === null ? '' : `${m.diff >= 0 ? '+' : ''}${m.diff.toFixed(4)}`,
+                ]),
+                ['metric', `A ${label(da)}`, `B ${label(db)}`, 'B − A'],
+              )
+            : 'no metrics in either run',
+          '',
+          c.config.length
+            ? table(
+                c.config.map((k) => [k.key, show(k.a), show(k.b)]),
+                ['config key that differs', `A ${label(da)}`, `B ${label(db)}`],
+              )
+            : 'configs are identical',
+        ].join('\n'),
+    );
+    return EXIT.ok;
+  }
+  throw new UsageError('runs list|show|compare');
 }
 
 /** One line from the heartbeat details of a running activity. */

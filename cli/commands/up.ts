@@ -19,7 +19,7 @@ import { startServer, type RunningServer } from '../../serve/server.js';
 import { databaseStorage } from '../../serve/storage.js';
 import { connectClient, workflowUiUrl } from '../client.js';
 import { configSummary, retrainInput, retrainWorkflowId } from '../config.js';
-import { prepareRun, RUN_OPTIONS, type PreparedRun } from '../prepare-run.js';
+import { prepareRun, RUN_OPTIONS, workflowMetadata, type PreparedRun } from '../prepare-run.js';
 import { makeOutput, progressLine, table, type Output } from '../output.js';
 import type { Progress } from '../../ml/progress.js';
 import { pendingProgress } from './runs.js';
@@ -98,6 +98,7 @@ export function summaryTable(result: RetrainResult): string {
     '',
     `routed to LLM: ${((pick('calibration.routedFraction') ?? NaN) * 100).toFixed(1)}%   threshold: ${result.threshold.toFixed(4)}`,
     `model version: ${result.modelVersionId} (${result.alias})`,
+    ...(result.reportPath ? [`report: ${result.reportPath}`] : []),
   ].join('\n');
 }
 
@@ -269,6 +270,7 @@ async function runRetrain(
         workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
         args: [retrainInput(data.spec, config, 'corella up')],
         memo: { dataset: data.spec, origin: data.origin, config: configSummary(config) },
+        ...workflowMetadata(data, config, 'corella up'),
       });
       out.info(`started ${id}`);
     } catch (e) {

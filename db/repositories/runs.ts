@@ -274,6 +274,20 @@ export class RunRepository extends Repository {
     );
   }
 
+  /** Sets top-level keys of the run's summary, keeping the others (e.g. the report artifact of a re-render). */
+  async mergeSummary(runId: string, patch: Record<string, unknown>): Promise<RunRow> {
+    requireUuid('runId', runId);
+    return this.retry(async () => {
+      const [row] = await this.db
+        .update(runs)
+        .set({ summary: sql`coalesce(${runs.summary}, '{}'::jsonb) || ${JSON.stringify(patch)}::jsonb` })
+        .where(eq(runs.id, runId))
+        .returning();
+      if (!row) throw new NotFoundError('run', runId);
+      return row;
+    });
+  }
+
   async cancel(runId: string, reason = 'cancelled'): Promise<RunRow> {
     return this.fail(runId, reason, 'cancelled');
   }

@@ -1,4 +1,4 @@
-import { and, asc, gt, gte, sql } from 'drizzle-orm';
+import { asc, gte, sql } from 'drizzle-orm';
 import type { LabelRule } from '../../ml/data/build.js';
 import type { HistoryEvent, Route } from '../../ml/serving/types.js';
 import { badInput } from '../errors.js';
@@ -294,27 +294,25 @@ export class ServingRepository extends Repository {
 
   /**
    * Feedback since a time, oldest first (the server replays it into user histories at load). `by` picks
-   * the clock: the outcome's own `ts` (default) or when the server received it. Page with `afterId`.
+   * the clock: the outcome's own `ts` (default) or when the server received it. Every row unless `limit`
+   * is given: a silently truncated replay would leave users' histories short.
    */
   async feedbackSince(
     since: Date,
-    opts: { by?: 'ts' | 'receivedAt'; limit?: number; afterId?: number } = {},
+    opts: { by?: 'ts' | 'receivedAt'; limit?: number } = {},
   ): Promise<FeedbackRow[]> {
     requireDate('since', since);
     const column = opts.by === 'receivedAt' ? feedback.receivedAt : feedback.ts;
-    const limit = opts.limit ?? 100_000;
-    if (!Number.isSafeInteger(limit) || limit <= 0)
+    if (opts.limit !== undefined && (!Number.isSafeInteger(opts.limit) || opts.limit <= 0))
       throw badInput('limit', 'must be a positive integer', opts.limit);
-    return this.retry(() =>
-      this.db
+    return this.retry(() => {
+      const q = this.db
         .select()
         .from(feedback)
-        .where(
-          and(gte(column, since), opts.afterId !== undefined ? gt(feedback.id, opts.afterId) : undefined),
-        )
-        .orderBy(asc(column), asc(feedback.id))
-        .limit(limit),
-    );
+        .where(gte(column, since))
+        .orderBy(asc(column), asc(feedback.id));
+      return opts.limit === undefined ? q : q.limit(opts.limit);
+    });
   }
 
   /**
@@ -384,6 +382,42 @@ export class ServingRepository extends Repository {
         threshold: Number(r.threshold),
         history: r.history,
         label: Number(r.label),
+      }));
+    });
+  }
+
+  /**
+   * The served routed fraction over time: logged candidates of a version per time bucket of `bucketSeconds`,
+   * how many went to the LLM branch, and the mean threshold the requests were served with.
+   */
+  async routedOverTime(
+    modelVersionId: number,
+    bucketSeconds = 3600,
+  ): Promise<{ at: Date; rows: number; routed: number; threshold: number | null }[]> {
+    requireId('modelVersionId', modelVersionId);
+    if (!Number.isInteger(bucketSeconds) || bucketSeconds < 1) {
+      throw badInput('bucketSeconds', 'must be a positive integer', bucketSeconds);
+    }
+    return this.retry(async () => {
+      const r = await this.db.execute<{
+        at: string | Date;
+        rows: number;
+        routed: number;
+        threshold: number | null;
+      }>(sql`
+        SELECT to_timestamp(floor(extract(epoch from p.at) / ${bucketSeconds}) * ${bucketSeconds}) AS at,
+               count(*)::int AS rows,
+               (count(*) FILTER (WHERE p.route = 'llm'))::int AS routed,
+               avg(CASE WHEN s.threshold = 'Infinity'::float8 OR s.threshold = '-Infinity'::float8 THEN NULL
+                        ELSE s.threshold END)::float8 AS threshold
+        FROM ${predictions} p JOIN ${servedRequests} s ON s.request_id = p.request_id
+        WHERE p.model_version_id = ${modelVersionId}
+        GROUP BY 1 ORDER BY 1`);
+      return r.rows.map((x) => ({
+        at: new Date(x.at),
+        rows: Number(x.rows),
+        routed: Number(x.routed),
+        threshold: x.threshold === null ? null : Number(x.threshold),
       }));
     });
   }

@@ -140,7 +140,7 @@ export class ServingEngine implements Scorer {
     }
     // Checked before anything is loaded, so a bad option costs nothing.
     const budget = new LlmLimiter(opts.budget).budget;
-    await initTf();
+    await initTf(undefined, opts.log ?? ((m) => console.error(m)));
     const manifest = await loadManifest(store, bundle.datasetVersionId);
     if (!manifest) {
       throw new CorellaError(
@@ -160,7 +160,8 @@ export class ServingEngine implements Scorer {
       // missing model file costs the LLM half only.
       try {
         adapter = LlmAdapter.deserialize(await store.get(bundle.adapterArtifact));
-        const sequences = opts.llmSequences ?? Math.max(4, budget.maxConcurrency);
+        // At least one sequence per concurrent job, so a job never waits for a sequence inside its slot.
+        const sequences = Math.max(opts.llmSequences ?? 4, budget.maxConcurrency);
         const llmOpts: OnlineLlmOptions = { sequences };
         llm = await OnlineLlm.load(bundle.llm, store, dataset.items, llmOpts);
         if (adapter.config.hiddenDim !== llm.featureDim) {
@@ -357,21 +358,17 @@ export class ServingEngine implements Scorer {
             this.stats.discardedTokens =
               (this.stats.discardedTokens ?? 0) + progress.evaluatedTokens - late.from;
         });
-        return {
-          p: adapter.predict(f.features),
-          promptTokens: f.promptTokens,
-          evaluatedTokens: f.evaluatedTokens,
-        };
+        return { failed: f.failed, error: f.error };
       },
       { budgetMs, startedAt, signal, bypassQueueLimit },
     );
-    if (r.ok) return { ...r.value, answered: idx.length };
-    late.from = progress.evaluatedTokens;
-    if (r.reason !== 'deadline') return none(r.reason, r.error);
-    // Snapshot now: the job may still be running and finishing prompts that nobody waits for any more.
+    if (!r.ok) late.from = progress.evaluatedTokens;
+    if (!r.ok && r.reason !== 'deadline') return none(r.reason, r.error);
+    // At a deadline, a snapshot: the job may still be running and finishing prompts nobody waits for.
     const done = progress.finished();
-    if (done.length === 0) return none('deadline');
-    const out = none('deadline');
+    const reason: FallbackReason = r.ok ? 'llm-error' : 'deadline';
+    const out = none(reason, r.ok ? r.value.error : undefined);
+    if (done.length === 0) return out;
     try {
       const q = adapter.predict(progress.subset(done));
       done.forEach((i, k) => (out.p[i] = q[k]));
@@ -381,6 +378,7 @@ export class ServingEngine implements Scorer {
     out.answered = done.length;
     out.promptTokens = progress.promptTokens;
     out.evaluatedTokens = progress.evaluatedTokens;
+    if (out.answered === idx.length) delete out.reason;
     return out;
   }
 

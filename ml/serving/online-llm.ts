@@ -12,6 +12,7 @@
  * per request, then each target and the template tail. A small LRU keeps each recent user on the sequence
  * that holds their prefix, so the next request of the same user starts with it cached.
  */
+import type { Token } from 'node-llama-cpp';
 import type { ArtifactStore } from '../artifacts/store.js';
 import type { ItemTable } from '../data/types.js';
 import { resolveLlmConfig, type LlmConfig, type ResolvedLlmConfig } from '../llm/config.js';
@@ -35,6 +36,10 @@ export interface OnlineFeatures {
   /** Tokens of the scored prompts, and tokens actually evaluated (prefix reuse makes this far smaller). */
   promptTokens: number;
   evaluatedTokens: number;
+  /** Targets whose prompt could not be built (e.g. a title longer than the context): not scored. */
+  failed: number[];
+  /** Why the first of them failed. */
+  error?: unknown;
 }
 
 interface Slot {
@@ -164,8 +169,12 @@ export class OnlineLlm {
    * most-recent `maxHistoryItems`, which is what a sliding-window (historyBlock 1) extraction shows too.
    */
   prompts(history: HistoryEntry[], targets: ItemInfo[]): BuiltPrompt[] {
-    const h = history.map((e) => ({ title: e.title, rating: e.rating, genres: e.genres }));
-    return targets.map((t) => this.builder.build(h, t.title, undefined, this.config.maxHistoryItems));
+    const h = promptHistory(history);
+    return targets.map((t) => this.prompt(h, t));
+  }
+
+  private prompt(history: ReturnType<typeof promptHistory>, target: ItemInfo): BuiltPrompt {
+    return this.builder.build(history, target.title, undefined, this.config.maxHistoryItems);
   }
 
   /** An empty progress record for `n` targets, to pass to `features`. */
@@ -185,21 +194,41 @@ export class OnlineLlm {
     signal?: AbortSignal,
     progress: FeatureProgress = this.progress(targets.length),
   ): Promise<OnlineFeatures> {
-    const prompts = this.prompts(history, targets).map((p) => p.tokens);
+    // One unbuildable prompt (a title longer than the context) costs its own candidate, not the request's.
+    const h = promptHistory(history);
+    const built: (Token[] | undefined)[] = [];
+    const failed: number[] = [];
+    let error: unknown;
+    for (let i = 0; i < targets.length; i++) {
+      try {
+        built.push(this.prompt(h, targets[i]).tokens);
+      } catch (e) {
+        built.push(undefined);
+        failed.push(i);
+        error ??= e;
+      }
+    }
+    if (failed.length === targets.length) throw error;
+    const live = built.flatMap((t, i) => (t ? [i] : []));
+    const prompts = built as Token[][];
     const { index } = await this.sequences.acquire(user);
     const f = progress.features;
     const hd = this.scorer.hiddenDim;
     const wd = this.featureDim;
     try {
       if (this.config.itemAffinity) {
-        const extra = await this.affinity(index, history, targets, signal);
+        const extra = await this.affinity(
+          index,
+          history,
+          live.map((i) => targets[i]),
+          signal,
+        );
         progress.evaluatedTokens += extra.evaluated;
-        for (let i = 0; i < targets.length; i++)
-          f.hidden.set(extra.values.subarray(i * 3, i * 3 + 3), i * wd + hd);
+        live.forEach((i, k) => f.hidden.set(extra.values.subarray(k * 3, k * 3 + 3), i * wd + hd));
       }
       // In token order, so that consecutive targets also share their leading tokens ("The ...", a common
       // word): the KV cache keeps the longest common prefix with the previous prompt, not only the history.
-      const order = prompts.map((_, i) => i).sort((a, b) => compareTokens(prompts[a], prompts[b]));
+      const order = [...live].sort((a, b) => compareTokens(prompts[a], prompts[b]));
       await this.scorer.scoreOn(
         index,
         order.map((i) => prompts[i]),
@@ -217,7 +246,13 @@ export class OnlineLlm {
           },
         },
       );
-      return { features: f, promptTokens: progress.promptTokens, evaluatedTokens: progress.evaluatedTokens };
+      return {
+        features: f,
+        promptTokens: progress.promptTokens,
+        evaluatedTokens: progress.evaluatedTokens,
+        failed,
+        error,
+      };
     } finally {
       this.sequences.release(index);
     }
@@ -294,6 +329,10 @@ export class OnlineLlm {
     await this.llm.dispose();
     await this.extractor?.dispose();
   }
+}
+
+function promptHistory(history: HistoryEntry[]): { title: string; rating: number; genres: string }[] {
+  return history.map((e) => ({ title: e.title, rating: e.rating, genres: e.genres }));
 }
 
 function compareTokens(a: readonly number[], b: readonly number[]): number {

@@ -137,11 +137,9 @@ export class RequestEncoder {
     const seqField = this.featureMap.sequences[1];
     if (this.seqWidths.length === 1 && seqField) {
       const vocab = vocabIndex(this.featureMap.vocabularies[seqField.name] ?? []);
-      for (let it = 0; it < infos.length; it++) {
-        if (seen[it] || !infos[it].genres) continue;
-        const toks = infos[it].genres.split(', ').slice(0, seqField.maxLen);
-        toks.forEach((t, j) => (infos[it].seqs[0][j] = vocab.get(t) ?? 0));
-      }
+      for (let it = 0; it < infos.length; it++)
+        if (!seen[it] && infos[it].genres)
+          infos[it].seqs[0] = sequenceFromText(infos[it].genres, seqField.maxLen, vocab);
     }
     return infos;
   }
@@ -186,6 +184,11 @@ export class RequestEncoder {
         history,
       });
     }
+  }
+
+  /** Names of the categorical user attributes, in feature-map order. */
+  get userAttributes(): readonly string[] {
+    return this.userAttrNames;
   }
 
   /** Rows of the dataset's item table. */
@@ -294,7 +297,17 @@ export class RequestEncoder {
   }
 }
 
-function vocabIndex(tokens: string[]): Map<string, number> {
+/** A multi-valued attribute re-encoded from the item table's ', '-joined text (as ingestion stores genres). */
+export function sequenceFromText(text: string, maxLen: number, vocab: Map<string, number>): Int32Array {
+  const out = new Int32Array(maxLen);
+  text
+    .split(', ')
+    .slice(0, maxLen)
+    .forEach((t, j) => (out[j] = vocab.get(t) ?? 0));
+  return out;
+}
+
+export function vocabIndex(tokens: string[]): Map<string, number> {
   const m = new Map<string, number>();
   for (let i = 1; i < tokens.length; i++) m.set(tokens[i], i);
   return m;

@@ -54,5 +54,9 @@ export function stubStages(calls: string[], fail?: 'ingest'): Partial<CorellaAct
       calls.push('registerModelVersion');
       return { modelVersionId: 'mv-1', alias: 'champion', reason: 'first version' };
     },
+    async renderReport() {
+      calls.push('renderReport');
+      return { reportArtifact: 'b'.repeat(64), path: '/tmp/stub-report.html', bytes: 1, charts: [] };
+    },
   };
 }

@@ -112,6 +112,7 @@ describe('retrainWorkflow on a real Temporal dev server and a real Postgres', ()
       'calibrateThreshold',
       'evaluateAlignment',
       'registerModelVersion',
+      'renderReport',
     ]);
     expect(result.modelVersionId).toBe('mv-1');
     const details = await runs.show(workflowId);

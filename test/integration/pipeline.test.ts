@@ -134,6 +134,7 @@ describe('retrainWorkflow end to end with every real activity', () => {
       'calibration',
       'alignment-evaluation',
       'registration',
+      'report',
     ]);
     expect(result.alias).toBe('champion');
     for (const k of [

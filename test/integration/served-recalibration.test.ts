@@ -9,7 +9,13 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { ActivityContext } from '../../activities/context.js';
 import { datasetForVersion } from '../../activities/datasets.js';
 import { createActivities } from '../../activities/index.js';
-import type { RecalibrateInput, RecalibrateResult, RetrainResult } from '../../activities/types.js';
+import { recalibrateOnServed } from '../../activities/recalibrate-served.js';
+import type {
+  PipelineConfig,
+  RecalibrateInput,
+  RecalibrateResult,
+  RetrainResult,
+} from '../../activities/types.js';
 import {
   MODEL_NOTIFY_CHANNEL,
   parseModelNotification,
@@ -104,6 +110,7 @@ describe('recalibration on served traffic', () => {
   let dir: string;
   let ctx: ActivityContext;
   let trained: RetrainResult;
+  let config: PipelineConfig;
 
   beforeAll(async () => {
     installWorkerRuntime();
@@ -117,11 +124,12 @@ describe('recalibration on served traffic', () => {
     };
     const modelPath = join(dir, 'tiny.gguf');
     writeTinyGguf(modelPath, { seed: 5 });
+    config = tinyPipelineConfig(modelPath);
     [trained] = await trainVersions(
       ctx,
       { address: inject('temporalAddress'), namespace: inject('temporalNamespace') },
       dir,
-      [tinyPipelineConfig(modelPath)],
+      [config],
     );
   }, 300_000);
 
@@ -286,4 +294,35 @@ describe('recalibration on served traffic', () => {
       threshold: after!.calibratedThreshold,
     });
   }, 400_000);
+  it('a retried attempt decides as the first did, after the first already applied its threshold', async () => {
+    // Runs after the test above: the served rows and their feedback are in place.
+    const versionId = Number(trained.modelVersionId);
+    const models = new ModelRepository(testDb.db);
+    await models.setThreshold(versionId, T0);
+    const run = await new RunRepository(testDb.db).start({
+      workflowId: `recal-retry-${randomUUID()}`,
+      kind: 'recalibrate',
+    });
+    const input = {
+      source: 'served' as const,
+      runId: run.id,
+      windowDays: 1,
+      maxRoutedFraction: BUDGET,
+      shadowRows: 0,
+    };
+    const first = await recalibrateOnServed(ctx, input, (await models.get(versionId))!, config, {});
+    expect(first).toMatchObject({ applied: true, previousThreshold: T0 });
+    expect(first.drift?.calibratedRoutedFraction).toBe(CALIBRATED_SHARE);
+    // The version now carries the new threshold; the retry must still see T0 as the one it replaces.
+    const again = await recalibrateOnServed(ctx, input, (await models.get(versionId))!, config, {});
+    expect(again).toMatchObject({
+      applied: true,
+      previousThreshold: T0,
+      threshold: first.threshold,
+      calibrationId: first.calibrationId,
+    });
+    expect(again.drift).toEqual(first.drift);
+    expect((await models.get(versionId))?.calibratedThreshold).toBeCloseTo(first.threshold, 9);
+    expect(await new CalibrationRepository(testDb.db).listForRun(run.id)).toHaveLength(1);
+  }, 120_000);
 });

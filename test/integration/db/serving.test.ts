@@ -158,6 +158,11 @@ describe('feedback', () => {
     const rows = await serving.feedbackSince(new Date(ts.getTime() + 1_000));
     expect(rows.map((r) => r.itemId)).toEqual(['fj', 'fk']);
     expect((await serving.feedbackSince(new Date(0), { by: 'receivedAt' })).length).toBeGreaterThanOrEqual(3);
+    expect(
+      (await serving.feedbackSince(new Date(ts.getTime() + 1_000), { limit: 1 })).map((r) => r.itemId),
+    ).toEqual(['fj']);
+    const e = await caught(() => serving.feedbackSince(ts, { limit: 0 }));
+    expect(e.details.field).toBe('limit');
   });
 
   it('bad feedback gets a typed error naming the field, and nothing is stored', async () => {

@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CorellaError } from '../../../ml/errors.js';
 import { ServingEngine } from '../../../ml/serving/engine.js';
+import { sequenceFromText, vocabIndex } from '../../../ml/serving/request-encoder.js';
 import { rawUser, requestOfRow, servedWorld, type ServedWorld } from './fixtures.js';
 
 let w: ServedWorld;
@@ -173,6 +174,27 @@ describe('ServingEngine, CRM path', () => {
     await expect(
       ServingEngine.load(w.store, w.bundle({ llm: null, datasetVersionId: 'f'.repeat(64) })),
     ).rejects.toMatchObject({ code: 'DATA_NOT_AVAILABLE' });
+  });
+
+  it('finds the user attributes and re-encodes genres from the item table exactly as ingestion did', () => {
+    expect(engine.encoder.userAttributes).toEqual(['gender', 'age', 'occupation', 'zip']);
+    // For items that are some sample's target the ids come from the rows; the text rule used for the
+    // others must agree with them.
+    const fm = w.dataset.featureMap;
+    const field = fm.sequences[1];
+    expect(field.name).toBe('genres');
+    const vocab = vocabIndex(fm.vocabularies.genres);
+    let checked = 0;
+    w.dataset.items.ids.forEach((id, row) => {
+      const info = engine.encoder.item(id);
+      expect(info.row).toBe(row);
+      if (info.id === 0) return;
+      expect(Array.from(sequenceFromText(w.dataset.items.genres[row], field.maxLen, vocab))).toEqual(
+        Array.from(info.seqs[0]),
+      );
+      checked++;
+    });
+    expect(checked).toBeGreaterThan(50);
   });
 
   it('user features by field name override the stored attributes', () => {

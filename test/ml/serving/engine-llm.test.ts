@@ -205,6 +205,10 @@ describe('ServingEngine, LLM path', () => {
       expect(err.llm.fallbackReason).toBe('llm-error');
       expect(err.candidates[0].route).toBe('crm-fallback');
       expect(tight.limiter.fallbacks).toMatchObject({ 'queue-full': 1, 'llm-error': 1 });
+      // Beside a normal candidate, only the unbuildable one falls back.
+      const mixed = await tight.score({ ...slate(1), candidates: [{ item: huge }, ...slate(1).candidates] });
+      expect(mixed.candidates.map((c) => c.route)).toEqual(['crm-fallback', 'llm']);
+      expect(mixed.llm).toMatchObject({ routed: 2, answered: 1, fallbacks: 1, fallbackReason: 'llm-error' });
     } finally {
       await tight.dispose();
     }

@@ -1,0 +1,32 @@
+import { join, resolve } from 'node:path';
+import { writeRunReport } from '../../activities/report.js';
+import { FileArtifactStore } from '../../ml/artifacts/store.js';
+import { EXIT, parse, UsageError } from '../args.js';
+import { makeOutput } from '../output.js';
+import { corellaHome } from '../services/paths.js';
+import { withDatabase } from './runs.js';
+
+/** `corella report RUN [--out FILE.html] [--bootstrap N]`: renders a run's report again (or for an older run). */
+export async function report(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { out: { type: 'string' }, bootstrap: { type: 'string' } });
+  const out = makeOutput(Boolean(values.json));
+  const [id] = positionals;
+  if (!id || positionals.length > 1) throw new UsageError('report RUN_ID|WORKFLOW_ID [--out FILE.html]');
+  const rounds = values.bootstrap === undefined ? undefined : Number(values.bootstrap);
+  if (rounds !== undefined && (!Number.isInteger(rounds) || rounds < 1)) {
+    throw new UsageError('--bootstrap must be a positive integer');
+  }
+  const home = corellaHome();
+  const result = await withDatabase((db) =>
+    writeRunReport({ db, store: new FileArtifactStore(join(home, 'artifacts')), home }, id, {
+      out: values.out ? resolve(values.out) : undefined,
+      bootstrapRounds: rounds,
+    }),
+  );
+  out.result(
+    result,
+    () =>
+      `report: ${result.path}\nartifact ${result.reportArtifact} (${result.bytes} bytes; charts: ${result.charts.join(', ') || 'none'})`,
+  );
+  return EXIT.ok;
+}

@@ -1,0 +1,97 @@
+import { continueAsNew, defineQuery, setHandler, workflowInfo } from '@temporalio/workflow';
+import type {
+  BatchScoreInput,
+  BatchScoreResult,
+  ScoreChunkResult,
+  ScoreProgress,
+  ScoreTally,
+} from '../activities/types.js';
+import { activityProxies } from './retrain.js';
+
+export const scoreProgressQuery = defineQuery<ScoreProgress>('scoreProgress');
+
+const DEFAULT_CHUNK_ROWS = 1_000;
+
+/**
+ * Chunks completed per workflow run before it continues as new: each chunk adds a handful of history events,
+ * and a long file would otherwise approach Temporal's history limit. Finished chunks are named pointers in
+ * the artifact store, so the next run needs only the plan and the tallies.
+ */
+const CHUNKS_PER_RUN = 500;
+
+function emptyTally(): ScoreTally {
+  return {
+    routes: { crm: 0, llm: 0, 'crm-fallback': 0 },
+    scoredChunks: 0,
+    reusedChunks: 0,
+    retriedChunks: 0,
+  };
+}
+
+function add(t: ScoreTally, r: ScoreChunkResult): void {
+  for (const k of ['crm', 'llm', 'crm-fallback'] as const) t.routes[k] += r.routes[k];
+  if (r.reused) t.reusedChunks++;
+  else t.scoredChunks++;
+  if (r.attempt > 1) t.retriedChunks++;
+}
+
+/**
+ * Batch scoring of a JSON-lines artifact: plan (count lines, group a user's consecutive candidates into one
+ * request, cut chunks at request boundaries, pin the model version), score each chunk in its own activity on
+ * the GPU queue, then join the chunk outputs into the output artifact. Only sha256s and counts pass through
+ * history. A worker killed mid-chunk costs that chunk's attempt only: the retry (or a re-run of the whole
+ * workflow) finds the chunks already finished under their named pointers and does not score them again.
+ */
+export async function scoreWorkflow(input: BatchScoreInput): Promise<BatchScoreResult> {
+  const { cpu, gpu } = activityProxies(input.queues, input.heartbeatTimeout);
+  const { workflowId } = workflowInfo();
+  const progress: ScoreProgress = { stage: 'planning', chunksDone: input.resume?.nextChunk ?? 0 };
+  setHandler(scoreProgressQuery, () => progress);
+
+  const plan =
+    input.resume?.plan ??
+    (await cpu.planScore({
+      workflowId,
+      inputSha256: input.inputSha256,
+      inputName: input.inputName,
+      model: input.model,
+      chunkRows: input.chunkRows ?? DEFAULT_CHUNK_ROWS,
+    }));
+  const tally = input.resume?.tally ?? emptyTally();
+  Object.assign(progress, { stage: 'scoring', chunks: plan.chunks, rows: plan.rows });
+
+  const first = input.resume?.nextChunk ?? 0;
+  const stop = Math.min(plan.chunks, first + Math.max(1, input.chunksPerRun ?? CHUNKS_PER_RUN));
+  let next = first;
+  // A small pool: `parallelChunks` chunk activities in flight, taken in order.
+  const lane = async (): Promise<void> => {
+    while (next < stop) {
+      const chunk = next++;
+      const r = await gpu.scoreChunk({
+        workflowId,
+        inputSha256: input.inputSha256,
+        planSha256: plan.planSha256,
+        chunk,
+      });
+      add(tally, r);
+      progress.chunksDone++;
+    }
+  };
+  const lanes = Math.max(1, Math.min(input.parallelChunks ?? 1, stop - first));
+  await Promise.all(Array.from({ length: lanes }, lane));
+  if (stop < plan.chunks) {
+    await continueAsNew<typeof scoreWorkflow>({ ...input, resume: { plan, nextChunk: stop, tally } });
+  }
+
+  progress.stage = 'joining';
+  const out = await cpu.finishScore({ workflowId, planSha256: plan.planSha256 });
+  progress.stage = 'done';
+  return {
+    ...tally,
+    outputSha256: out.outputSha256,
+    rows: out.rows,
+    chunks: plan.chunks,
+    modelVersion: plan.modelVersion,
+    threshold: plan.threshold,
+  };
+}
