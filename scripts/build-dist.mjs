@@ -5,7 +5,7 @@
  * by hand: `npm run build`.
  *
  * dist/ mirrors the source tree one level down, so what the code finds relative to its own file must be
- * there too: the native addon (native/build) and the migrations are linked, not copied, so that a rebuild
+ * there too: the native addon (native/build), the migrations and package.json are linked, not copied, so that a rebuild
  * of the addon or a new migration needs no rebuild of dist/; worker-boot.mjs (not TypeScript) is copied.
  * Without TypeScript (`npm ci --omit=dev`) the build is skipped with a notice and the CLI runs through tsx.
  */
@@ -45,6 +45,8 @@ function link(target, at) {
 }
 link('native', 'native');
 link('db/migrations', 'db/migrations');
+// activities/code-version.ts falls back to ../package.json (an installed copy without .git).
+link('package.json', 'package.json');
 copyFileSync(join(root, 'ml/crm/worker-boot.mjs'), join(distDir, 'ml/crm/worker-boot.mjs'));
 if (!existsSync(join(distDir, 'cli', 'main.js'))) {
   console.error('[corella] tsc emitted no dist/cli/main.js; check tsconfig.build.json');
