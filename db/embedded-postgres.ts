@@ -488,6 +488,49 @@ async function readPostmasterPid(dataDir: string): Promise<PostmasterInfo | unde
   };
 }
 
+export interface CommandLine {
+  /** The program (argv[0]). */
+  program: string;
+  /** Exact argv from /proc; from `ps`, the command split on spaces (so a path with spaces is split too). */
+  argv: string[];
+  /** The whole command line joined with spaces. */
+  joined: string;
+}
+
+const HAS_PROC = process.platform === 'linux';
+
+/**
+ * A process's command line: /proc on Linux, `ps` elsewhere. macOS has no /proc, and without this a live
+ * server would look dead there, lose its postmaster.pid to our stale-file cleanup, and postgres shuts down
+ * when its lock file disappears.
+ */
+export async function processCommandLine(
+  pid: number,
+  source: 'proc' | 'ps' = HAS_PROC ? 'proc' : 'ps',
+): Promise<CommandLine | undefined> {
+  if (source === 'proc') {
+    try {
+      const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter((a) => a !== '');
+      if (argv.length === 0) return undefined;
+      return { program: argv[0], argv, joined: argv.join(' ') };
+    } catch {
+      return undefined;
+    }
+  }
+  const r = await run('ps', ['-p', String(pid), '-o', 'command='], { name: 'self' }, 10_000).catch(
+    () => undefined,
+  );
+  const joined = r?.code === 0 ? r.stdout.trim() : '';
+  if (joined === '') return undefined;
+  const argv = joined.split(' ');
+  return { program: argv[0], argv, joined };
+}
+
+/** Does the command line name `path` as one argument (also when `ps` split a path containing spaces)? */
+function mentions(cmd: CommandLine | undefined, path: string): boolean {
+  return cmd !== undefined && (cmd.argv.includes(path) || ` ${cmd.joined} `.includes(` ${path} `));
+}
+
 /** Is `pid` a postmaster from our binary serving our data dir (not a recycled pid)? */
 async function isOurPostmaster(pid: number, dataDir: string, bins: Binaries): Promise<boolean> {
   if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return false;
@@ -497,12 +540,8 @@ async function isOurPostmaster(pid: number, dataDir: string, bins: Binaries): Pr
   } catch {
     // not readable (other user) or gone: fall back to the command line
   }
-  try {
-    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
-    return /(^|\/)postgres$/.test(argv[0] ?? '') && argv.includes(dataDir);
-  } catch {
-    return false;
-  }
+  const cmd = await processCommandLine(pid);
+  return cmd !== undefined && /(^|\/)postgres$/.test(cmd.program) && mentions(cmd, dataDir);
 }
 
 function logTail(text: string, lines = 15): string {
@@ -737,8 +776,7 @@ export class EmbeddedPostgresServer {
       if (!(await isOurPostmaster(info.pid, this.dataDir, bins))) {
         if (isAlive(info.pid) && !Number.isNaN(info.pid)) {
           // Alive and not our binary: only a foreign postgres on this dir would look like that.
-          const argv = await readFile(`/proc/${info.pid}/cmdline`, 'utf8').catch(() => '');
-          if (argv.split('\0').includes(this.dataDir)) {
+          if (mentions(await processCommandLine(info.pid), this.dataDir)) {
             throw new CorellaError(
               'SERVICE_UNAVAILABLE',
               `${this.dataDir} is in use by another PostgreSQL (pid ${info.pid})`,

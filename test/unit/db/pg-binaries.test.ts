@@ -1,8 +1,13 @@
+import { spawn } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { platformPackage, resolvePostgresBinaries } from '../../../db/embedded-postgres.js';
+import {
+  platformPackage,
+  processCommandLine,
+  resolvePostgresBinaries,
+} from '../../../db/embedded-postgres.js';
 import { CorellaError } from '../../../ml/errors.js';
 
 const dirs: string[] = [];
@@ -82,5 +87,30 @@ describe('PostgreSQL binary discovery', () => {
     expect(message).toContain('DATABASE_URL');
     expect(message).toContain('CORELLA_PG_BIN');
     expect(message).toContain('@embedded-postgres/aix-ppc64');
+  });
+});
+
+describe('process command lines (postmaster identification)', () => {
+  it('/proc and ps (what macOS has) both find a live process and the path it was given', async () => {
+    const dataDir = join(await tempDir(), 'a data dir', 'pg');
+    const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)', dataDir], {
+      stdio: 'ignore',
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const pid = child.pid as number;
+      const proc = await processCommandLine(pid, 'proc');
+      const ps = await processCommandLine(pid, 'ps');
+      expect(proc?.argv).toContain(dataDir);
+      expect(proc?.program).toBe(process.execPath);
+      // ps joins argv with spaces: the path is there, though split.
+      expect(ps?.program).toBe(process.execPath);
+      expect(` ${ps?.joined} `).toContain(` ${dataDir} `);
+    } finally {
+      child.kill('SIGKILL');
+    }
+    await new Promise((r) => child.once('exit', r));
+    expect(await processCommandLine(child.pid as number, 'ps')).toBeUndefined();
+    expect(await processCommandLine(child.pid as number, 'proc')).toBeUndefined();
   });
 });
