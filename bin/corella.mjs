@@ -6,7 +6,15 @@
 // same code as their parent; when we chose dist/ they check freshness themselves (and so never run stale JS).
 import { distStaleness } from './dist-state.mjs';
 
-const stale = process.env.CORELLA_TSX === '1' ? 'CORELLA_TSX=1' : distStaleness();
+function staleness() {
+  if (process.env.CORELLA_TSX === '1') return 'CORELLA_TSX=1';
+  try {
+    return distStaleness();
+  } catch (e) {
+    return `cannot tell whether dist/ is fresh (${e.message})`; // when in doubt, run the sources
+  }
+}
+const stale = staleness();
 let main;
 if (stale === undefined) {
   if (process.env.CORELLA_DEBUG) process.stderr.write('corella: running dist/ (compiled)\n');

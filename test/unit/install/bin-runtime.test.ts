@@ -89,4 +89,11 @@ describe('bin/corella.mjs chooses dist/ only when it is fresh', () => {
     await setTimes(['tsconfig.json'], past(1));
     expect(run()).toBe('from-ts CORELLA_TSX=1');
   });
+
+  it('runs the sources when freshness cannot be determined (no tsconfig.build.json)', async () => {
+    await setTimes(['tsconfig.json'], past(100));
+    expect(run()).toBe('from-dist');
+    await unlink(join(root, 'tsconfig.build.json'));
+    expect(run()).toBe('from-ts CORELLA_TSX=1');
+  });
 });
