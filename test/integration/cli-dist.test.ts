@@ -106,4 +106,25 @@ describe('the CLI from dist/', () => {
     worker.child.kill('SIGTERM');
     expect((await worker.exited()).code).toBe(0);
   }, 150_000);
+
+  it('`corella up` from dist/ starts its worker processes from dist/ too', async () => {
+    const upHome = await mkdtemp(join(tmpdir(), 'corella-dist-up-'));
+    const up = startCli(['up', '--no-run'], cliEnv(upHome, { CORELLA_DEBUG: '1', CORELLA_TSX: '' }));
+    try {
+      await up.ready(150_000);
+      const deadline = Date.now() + 90_000;
+      while ((up.stderr().match(/worker (cpu|gpu) running against/g) ?? []).length < 2) {
+        if (up.child.exitCode !== null || Date.now() > deadline)
+          throw new Error(`workers did not start:\n${up.stderr()}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      // The parent and both workers (they share its stderr) each say which code they run.
+      expect(up.stderr().match(/running dist\/ \(compiled\)/g)).toHaveLength(3);
+      expect(up.stderr()).not.toContain('through tsx');
+    } finally {
+      up.child.kill('SIGTERM');
+      await up.exited();
+      await rm(upHome, { recursive: true, force: true });
+    }
+  }, 260_000);
 });
