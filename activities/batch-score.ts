@@ -53,13 +53,14 @@ interface ChunkPointer {
 const REQUESTS_IN_FLIGHT = 8;
 
 /**
- * Batch work waits for the LLM: no deadline (Infinity) and a queue that holds every request in flight. The
- * limits that protect online latency would only turn routed rows into fallbacks here, and a batch score must
- * equal the served score of the same row. Cancellation still stops it, through the activity's signal.
+ * Batch work waits for the LLM: no deadline (Infinity) and a queue no batch fills (REQUESTS_IN_FLIGHT per
+ * chunk, times the chunks a worker runs at once, which share the engine). The limits that protect online
+ * latency would only turn routed rows into fallbacks here, and a batch score must equal the served score of
+ * the same row. Cancellation still stops it, through the activity's signal.
  */
 export const BATCH_BUDGET: LlmBudget = {
   maxConcurrency: 1,
-  maxQueue: REQUESTS_IN_FLIGHT,
+  maxQueue: 10_000,
   defaultBudgetMs: Infinity,
 };
 

@@ -27,6 +27,7 @@ Usage: corella <command> [options]   (add --json for machine-readable output)
                         /readyz, /metrics); follows the alias and swaps versions live. Beyond loopback it
                         needs CORELLA_SERVE_TOKEN (a bearer token)
   doctor                what is configured and what is reachable
+  gc [--dry-run] [--older-than 7d]   remove artifact blobs nothing references (young ones are kept)
 
 Environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, CORELLA_HOME, CORELLA_DATA_DIR,
 CORELLA_NO_DOWNLOAD, CORELLA_DOWNLOAD_TIMEOUT (seconds, default 5), CORELLA_ML1M_URL, CORELLA_ML1M_SHA256,
@@ -46,6 +47,7 @@ const commands: Record<string, () => Promise<Command>> = {
   schedule: async () => (await import('./commands/schedule.js')).schedule,
   doctor: async () => (await import('./commands/doctor.js')).doctor,
   serve: async () => (await import('./commands/serve.js')).serve,
+  gc: async () => (await import('./commands/gc.js')).gc,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -1,4 +1,11 @@
-import { continueAsNew, defineQuery, setHandler, workflowInfo } from '@temporalio/workflow';
+import {
+  continueAsNew,
+  defineQuery,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import { defineSearchAttributeKey } from '@temporalio/common';
 import type {
   BatchScoreInput,
   BatchScoreResult,
@@ -11,6 +18,10 @@ import { activityProxies } from './retrain.js';
 export const scoreProgressQuery = defineQuery<ScoreProgress>('scoreProgress');
 
 const DEFAULT_CHUNK_ROWS = 1_000;
+
+// The same keys retrainWorkflow sets, so batch runs can be filtered by stage and model in the Temporal UI.
+const stageKey = defineSearchAttributeKey('CorellaStage', 'KEYWORD');
+const modelKey = defineSearchAttributeKey('CorellaModelVersion', 'KEYWORD');
 
 /**
  * Chunks completed per workflow run before it continues as new: each chunk adds a handful of history events,
@@ -59,6 +70,10 @@ export async function scoreWorkflow(input: BatchScoreInput): Promise<BatchScoreR
     }));
   const tally = input.resume?.tally ?? emptyTally();
   Object.assign(progress, { stage: 'scoring', chunks: plan.chunks, rows: plan.rows });
+  upsertSearchAttributes([
+    { key: stageKey, value: 'scoring' },
+    { key: modelKey, value: plan.modelVersion },
+  ]);
 
   const first = input.resume?.nextChunk ?? 0;
   const stop = Math.min(plan.chunks, first + Math.max(1, input.chunksPerRun ?? CHUNKS_PER_RUN));
@@ -84,8 +99,10 @@ export async function scoreWorkflow(input: BatchScoreInput): Promise<BatchScoreR
   }
 
   progress.stage = 'joining';
+  upsertSearchAttributes([{ key: stageKey, value: 'joining' }]);
   const out = await cpu.finishScore({ workflowId, planSha256: plan.planSha256 });
   progress.stage = 'done';
+  upsertSearchAttributes([{ key: stageKey, value: 'done' }]);
   return {
     ...tally,
     outputSha256: out.outputSha256,

@@ -150,10 +150,12 @@ export async function score(argv: string[]): Promise<number> {
       if (e instanceof WorkflowFailedError) {
         const cause = failureMessage(e);
         out.result({ workflowId, failed: cause }, () => `scoring ${workflowId} failed: ${cause}`);
-        // A line only the model could reject (e.g. a user attribute it lacks) is bad input, like the others.
-        return failureTypes(e).some((t) => t === 'BAD_DATASET' || t === 'BAD_REQUEST')
-          ? EXIT.badInput
-          : EXIT.runFailed;
+        // Exit codes as for errors before the start: a line only the model could reject (a user attribute
+        // it lacks) is bad input; a model ref that names no version yet is unavailable data.
+        const types = failureTypes(e);
+        if (types.some((t) => t === 'BAD_DATASET' || t === 'BAD_REQUEST')) return EXIT.badInput;
+        if (types.includes('DATA_NOT_AVAILABLE')) return EXIT.unavailable;
+        return EXIT.runFailed;
       }
       throw e;
     } finally {

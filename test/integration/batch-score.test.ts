@@ -9,6 +9,7 @@ import {
   WorkflowNotFoundError,
   type WorkflowHandle,
 } from '@temporalio/client';
+import { defineSearchAttributeKey } from '@temporalio/common';
 import { NativeConnection } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { BATCH_BUDGET } from '../../activities/batch-score.js';
@@ -25,7 +26,7 @@ import type {
 import { scoreWorkflowId } from '../../cli/commands/score.js';
 import { ModelRepository } from '../../db/repositories/models.js';
 import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
-import { FileArtifactStore, sha256Hex } from '../../ml/artifacts/store.js';
+import { sha256Hex } from '../../ml/artifacts/store.js';
 import { ServingEngine } from '../../ml/serving/engine.js';
 import {
   groupRequests,
@@ -39,6 +40,7 @@ import { installWorkerRuntime } from '../../workers/runtime.js';
 import { cliEnv, startCli, type CliProcess } from '../helpers/cli-process.js';
 import { tinyPipelineConfig } from '../helpers/pipeline-config.js';
 import { writeTinyGguf } from '../helpers/tiny-gguf.js';
+import { fileActivityContext } from '../helpers/activity-context.js';
 
 /** Every file under `dir` (recursively); [] when it does not exist yet. */
 async function filesUnder(dir: string): Promise<string[]> {
@@ -88,12 +90,7 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
     testDb = await createTestDatabase(inject('databaseUrl'));
     dir = await mkdtemp(join(tmpdir(), 'corella-score-'));
     // The worker and CLI children use CORELLA_HOME=dir: the same artifact store as this test's context.
-    ctx = {
-      db: testDb.db,
-      store: new FileArtifactStore(join(dir, 'artifacts')),
-      home: dir,
-      close: async () => undefined,
-    };
+    ctx = fileActivityContext(testDb.db, dir);
     writeTinyGguf(join(dir, 'tiny.gguf'), { seed: 3 });
     connection = await Connection.connect({ address: inject('temporalAddress') });
     client = new Client({ connection, namespace });
@@ -271,13 +268,11 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
         // finish between the look and the kill; then the worker is restarted and killed again.
         let killedMidChunk = false;
         let finishedAtKill = new Map<string, string>();
-        for (let tries = 0; tries < 3 && !killedMidChunk; tries++) {
+        for (let tries = 0; tries < 5 && !killedMidChunk; tries++) {
           await expect
             .poll(
               async () =>
-                (await filesUnder(pointers)).length >= 2 &&
-                (await startedChunk(handle)) !== undefined &&
-                Date.now() - (await startedChunk(handle))! > 200,
+                (await filesUnder(pointers)).length >= 2 && (await startedChunk(handle)) !== undefined,
               { timeout: 120_000, interval: 50 },
             )
             .toBe(true);
@@ -391,6 +386,14 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
         0,
         result.rows,
       ]);
+      // Filterable in the Temporal UI like a retrain: by stage and model version.
+      const latest = await client.workflow.getHandle(workflowId).describe();
+      expect(latest.typedSearchAttributes.get(defineSearchAttributeKey('CorellaStage', 'KEYWORD'))).toBe(
+        'done',
+      );
+      expect(
+        latest.typedSearchAttributes.get(defineSearchAttributeKey('CorellaModelVersion', 'KEYWORD')),
+      ).toBe(trained.modelVersionId);
       // Runs of this id: the kill-resumed one, the CLI re-run, and the chained one with its continuations.
       await expect
         .poll(
@@ -436,7 +439,7 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
       // The workflow waits for its chunk activity to acknowledge the cancellation, so its end means the
       // scoring has stopped.
       await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
-      expect(Date.now() - t0).toBeLessThan(15_000);
+      expect(Date.now() - t0).toBeLessThan(20_000);
       expect((await handle.describe()).status.name).toBe('CANCELLED');
       const done = (await filesUnder(pointers)).length;
       await new Promise((r) => setTimeout(r, 1_500));
@@ -446,20 +449,27 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
     });
   }, 120_000);
 
-  it('a user attribute the model lacks fails the batch as bad input (exit 4) naming the file, line and field', async () => {
+  it('a user attribute the model lacks is bad input (exit 4) naming file, line and field; a missing version exits 3', async () => {
     expect(lines.length).toBeGreaterThan(1000);
     const good = lines.slice(0, 3).map((l) => JSON.parse(l) as Record<string, unknown>);
     const rows = [...good, { ...good[0], features: { shoe_size: '44' } }].map((r) => JSON.stringify(r));
     const path = join(dir, 'unknown-attribute.jsonl');
     await writeFile(path, `${rows.join('\n')}\n`);
-    const run = await withScoreWorkers(async () => {
+    const [run, missing] = await withScoreWorkers(async () => {
       const c = cli(scoreArgs(path, join(dir, 'unknown-attribute-out.jsonl')).filter((a) => a !== '--json'));
       await c.exited();
-      return c;
+      // A version that does not exist: the plan fails, and the exit code says the data is unavailable.
+      const args = scoreArgs(path, join(dir, 'missing-out.jsonl')).filter((a) => a !== '--json');
+      args[args.indexOf('champion')] = '999';
+      const m = cli(args);
+      await m.exited();
+      return [c, m];
     });
     expect(run.child.exitCode, run.stderr()).toBe(4);
     expect(run.stdout()).toContain(`${path}:4 (field features.shoe_size)`);
     expect(run.stdout()).toMatch(/not a user attribute of this model/);
+    expect(missing.child.exitCode, missing.stderr()).toBe(3);
+    expect(missing.stdout()).toMatch(/no model version 999/);
   }, 120_000);
 
   it('a bad line exits 4 naming the file, the line and the field, and starts no workflow', async () => {
