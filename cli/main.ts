@@ -32,7 +32,8 @@ Usage: corella <command> [options]   (add --json for machine-readable output)
 
 Environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, CORELLA_HOME, CORELLA_DATA_DIR,
 CORELLA_NO_DOWNLOAD, CORELLA_DOWNLOAD_TIMEOUT (seconds, default 5), CORELLA_ML1M_URL, CORELLA_ML1M_SHA256,
-CORELLA_LLM_MODEL, CORELLA_TF_BACKEND, CORELLA_SERVE_TOKEN.`;
+CORELLA_LLM_MODEL, CORELLA_TF_BACKEND, CORELLA_SERVE_TOKEN, CORELLA_PG_BIN (PostgreSQL bin dir for the embedded
+server), CORELLA_TSX=1 (run the TypeScript sources, not dist/).`;
 
 type Command = (argv: string[]) => Promise<number>;
 

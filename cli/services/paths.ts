@@ -1,11 +1,16 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, open, rename, rm } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { maskUrl } from './secrets.js';
 
-/** The repository root (where package.json lives), independent of the current directory. */
-export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const twoUp = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/**
+ * The repository root (where package.json lives), independent of the current directory. The compiled copy
+ * of this file sits one level deeper, in dist/ (scripts/build-dist.mjs), and must find the same root.
+ */
+export const repoRoot = basename(twoUp) === 'dist' ? dirname(twoUp) : twoUp;
 
 /**
  * The home holds the Postgres superuser password, Temporal's record of every workflow input, model weights
