@@ -400,34 +400,15 @@ export class LlmFeatureExtractor implements LlmFeatureSource {
     opts: ExtractOptions,
   ): Promise<LlmFeatures> {
     const aff = this.config.itemAffinity!;
-    const entry = await this.itemCache(items);
-    const refs = referenceItemRows(items.ids.length, aff.referenceItems);
     const windows = Array.from({ length: rows.length }, (_, i) =>
       aff.historyItems === undefined
         ? affinityWindow(split, rows[i], this.config.maxHistoryItems, this.config.historyBlock)
         : affinityWindow(split, rows[i], aff.historyItems, 1),
     );
-    const need = new Set<number>(entry.centre ? [] : refs);
-    for (let i = 0; i < rows.length; i++) {
-      need.add(split.targetItemRows[rows[i]]);
-      for (const it of windows[i].items) need.add(it);
-    }
-    const missing = [...need].filter((it) => !entry.cache.has(it)).sort((a, b) => a - b);
-    if (missing.length > 0) await this.computeItemVectors(items, missing, entry.cache, opts);
-    const d = entry.cache.hiddenDim ?? 0;
-    const scratch = { pYes: new Float32Array(1), logOdds: new Float32Array(1), hidden: new Float32Array(d) };
-    const raw = (it: number): Float32Array => {
-      if (!entry.cache.copyInto(it, 0, scratch, d)) throw new Error(`internal: item ${it} has no vector`);
-      return scratch.hidden.slice();
-    };
-    entry.centre ??= centreOf(refs.map(raw), d);
-    const centre = entry.centre;
-    const unit = new Map<number, Float64Array>();
-    const vec = (it: number): Float64Array => {
-      let v = unit.get(it);
-      if (!v) unit.set(it, (v = centredUnit(raw(it), centre)));
-      return v;
-    };
+    const need: number[] = [];
+    for (let i = 0; i < rows.length; i++) need.push(split.targetItemRows[rows[i]], ...windows[i].items);
+    const { vectors } = await this.itemUnitVectors(items, need, opts);
+    const vec = (it: number): Float64Array => vectors.get(it)!;
     const hd = f.hiddenDim;
     const wd = hd + AFFINITY_FEATURES.length;
     const hidden = new Float32Array(rows.length * wd);

@@ -11,6 +11,7 @@ import {
 import { sha256File } from '../artifacts/store.js';
 import { CorellaError } from '../errors.js';
 import type { LlmGpu, ResolvedLlmConfig } from './config.js';
+import { checkLoraForBase } from './tf/lora-check.js';
 
 /** A loaded GGUF model plus what identifies it and the two answer tokens. */
 export interface LoadedLlm {
@@ -126,7 +127,11 @@ function singleToken(model: LlamaModel, word: string, path: string): Token {
 export async function loadLlm(cfg: ResolvedLlmConfig): Promise<LoadedLlm> {
   const modelPath = await resolveModelPath(cfg.model, cfg.modelCacheDir);
   await assertGgufFile(modelPath, 'model file');
-  if (cfg.lora) await assertGgufFile(resolve(cfg.lora.path), 'LoRA adapter');
+  if (cfg.lora) {
+    await assertGgufFile(resolve(cfg.lora.path), 'LoRA adapter');
+    // Shapes against the base's tensor infos first: llama.cpp reports a mismatch only as a log line.
+    await checkLoraForBase(modelPath, resolve(cfg.lora.path));
+  }
   const llama = await llamaFor(cfg.gpu);
   let model: LlamaModel;
   try {

@@ -18,7 +18,23 @@ export interface TinyGgufOptions {
   nFf?: number;
   nLayer?: number;
   contextLength?: number;
+  /** Key/value heads (grouped-query attention when fewer than nHead); default nHead. */
+  nHeadKv?: number;
+  /** `llama.rope.freq_base`; omitted from the metadata (llama.cpp's default 10000) when unset. */
+  ropeFreqBase?: number;
+  /** `general.architecture` (and the metadata key prefix); default llama. */
+  architecture?: string;
+  /** ggml type of the 2-D weight matrices (norms stay F32, as in real models); default F32. */
+  matrixType?: TinyTensorType;
+  /** ggml type of token_embd.weight; default F32. */
+  embeddingType?: TinyTensorType;
+  /** No output.weight: the logits reuse the token embedding (as SmolLM2 does). */
+  tiedOutput?: boolean;
 }
+
+/** Tensor types the helper can write (quantized with the reference rounding of ggml-quants.c). */
+export type TinyTensorType = 'F32' | 'F16' | 'Q8_0' | 'Q4_1';
+const TYPE_ID: Record<TinyTensorType, number> = { F32: 0, F16: 1, Q8_0: 8, Q4_1: 3 };
 
 const DEFAULT_WORDS = [
   'Below',
@@ -217,6 +233,9 @@ export function writeTinyGguf(
   const nFf = opts.nFf ?? 64;
   const nLayer = opts.nLayer ?? 2;
   const ctx = opts.contextLength ?? 2048;
+  const nHeadKv = opts.nHeadKv ?? nHead;
+  const arch = opts.architecture ?? 'llama';
+  const mt = opts.matrixType ?? 'F32';
   const words = [
     ...DEFAULT_WORDS,
     ...(opts.words ?? []),
@@ -226,8 +245,8 @@ export function writeTinyGguf(
   const nVocab = tokens.length;
   const headDim = nEmbd / nHead;
 
-  const meta: [string, MetaValue][] = [
-    ['general.architecture', { type: 'str', value: 'llama' }],
+  const modelMeta: [string, MetaValue][] = [
+    ['general.architecture', { type: 'str', value: arch }],
     ['general.name', { type: 'str', value: 'corella-tiny-test' }],
     ['general.alignment', { type: 'u32', value: 32 }],
     ['llama.context_length', { type: 'u32', value: ctx }],
@@ -235,10 +254,19 @@ export function writeTinyGguf(
     ['llama.block_count', { type: 'u32', value: nLayer }],
     ['llama.feed_forward_length', { type: 'u32', value: nFf }],
     ['llama.attention.head_count', { type: 'u32', value: nHead }],
-    ['llama.attention.head_count_kv', { type: 'u32', value: nHead }],
+    ['llama.attention.head_count_kv', { type: 'u32', value: nHeadKv }],
     ['llama.rope.dimension_count', { type: 'u32', value: headDim }],
+    ...(opts.ropeFreqBase !== undefined
+      ? [['llama.rope.freq_base', { type: 'f32', value: opts.ropeFreqBase }] as [string, MetaValue]]
+      : []),
     ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-5 }],
     ['llama.vocab_size', { type: 'u32', value: nVocab }],
+  ];
+  const meta = modelMeta.map(([k, v]): [string, MetaValue] => [
+    k.startsWith('llama.') ? `${arch}.${k.slice(6)}` : k,
+    v,
+  ]);
+  meta.push(
     ['tokenizer.ggml.model', { type: 'str', value: 'llama' }],
     ['tokenizer.ggml.tokens', { type: 'str[]', value: tokens }],
     ['tokenizer.ggml.scores', { type: 'f32[]', value: scores }],
@@ -248,26 +276,28 @@ export function writeTinyGguf(
     ['tokenizer.ggml.eos_token_id', { type: 'u32', value: 2 }],
     ['tokenizer.ggml.add_bos_token', { type: 'bool', value: true }],
     ['tokenizer.ggml.add_eos_token', { type: 'bool', value: false }],
-  ];
+  );
 
   // [name, ggml dims (ne0 first), init std]; norms are ones. Stds keep activations O(1) so outputs depend on input.
-  const tensors: [string, number[], number | 'ones'][] = [
-    ['token_embd.weight', [nEmbd, nVocab], 1],
+  const kvDim = nHeadKv * headDim;
+  const et = opts.embeddingType ?? 'F32';
+  const tensors: TensorSpec[] = [
+    ['token_embd.weight', [nEmbd, nVocab], 1, et],
     ['output_norm.weight', [nEmbd], 'ones'],
-    ['output.weight', [nEmbd, nVocab], 2 / Math.sqrt(nEmbd)],
+    ...(opts.tiedOutput ? [] : [['output.weight', [nEmbd, nVocab], 2 / Math.sqrt(nEmbd), mt] as TensorSpec]),
   ];
   for (let l = 0; l < nLayer; l++) {
     const s = 1 / Math.sqrt(nEmbd);
     tensors.push(
       [`blk.${l}.attn_norm.weight`, [nEmbd], 'ones'],
-      [`blk.${l}.attn_q.weight`, [nEmbd, nEmbd], 2 * s],
-      [`blk.${l}.attn_k.weight`, [nEmbd, nEmbd], 2 * s],
-      [`blk.${l}.attn_v.weight`, [nEmbd, nEmbd], s],
-      [`blk.${l}.attn_output.weight`, [nEmbd, nEmbd], s],
+      [`blk.${l}.attn_q.weight`, [nEmbd, nEmbd], 2 * s, mt],
+      [`blk.${l}.attn_k.weight`, [nEmbd, kvDim], 2 * s, mt],
+      [`blk.${l}.attn_v.weight`, [nEmbd, kvDim], s, mt],
+      [`blk.${l}.attn_output.weight`, [nEmbd, nEmbd], s, mt],
       [`blk.${l}.ffn_norm.weight`, [nEmbd], 'ones'],
-      [`blk.${l}.ffn_gate.weight`, [nEmbd, nFf], s],
-      [`blk.${l}.ffn_up.weight`, [nEmbd, nFf], s],
-      [`blk.${l}.ffn_down.weight`, [nFf, nEmbd], 1 / Math.sqrt(nFf)],
+      [`blk.${l}.ffn_gate.weight`, [nEmbd, nFf], s, mt],
+      [`blk.${l}.ffn_up.weight`, [nEmbd, nFf], s, mt],
+      [`blk.${l}.ffn_down.weight`, [nFf, nEmbd], 1 / Math.sqrt(nFf), mt],
     );
   }
 
@@ -296,7 +326,7 @@ export function writeTinyLoraGguf(path: string, opts: TinyLoraOptions = {}): voi
     ['adapter.type', { type: 'str', value: 'lora' }],
     ['adapter.lora.alpha', { type: 'f32', value: opts.alpha ?? rank }],
   ];
-  const tensors: [string, number[], number | 'ones'][] = [];
+  const tensors: TensorSpec[] = [];
   for (let l = 0; l < nLayer; l++) {
     for (const t of ['attn_q', 'attn_v']) {
       tensors.push(
@@ -308,12 +338,116 @@ export function writeTinyLoraGguf(path: string, opts: TinyLoraOptions = {}): voi
   writeGguf(path, meta, tensors, opts.seed ?? 2);
 }
 
-function writeGguf(
-  path: string,
-  meta: [string, MetaValue][],
-  tensors: [string, number[], number | 'ones'][],
-  seed: number,
-): void {
+/** [name, ggml dims (ne0 first), init std or 'ones', ggml type (default F32)]. */
+type TensorSpec = [string, number[], number | 'ones', TinyTensorType?];
+
+/** number → IEEE half bits, round to nearest even (normal and subnormal range; overflow → ±inf). */
+export function f32ToF16Bits(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer)[0];
+  const sign = (u >>> 16) & 0x8000;
+  const exp = (u >>> 23) & 0xff;
+  const mant = u & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    const m = mant | 0x800000;
+    const shift = 14 - e;
+    let h = m >>> shift;
+    const rem = m & ((1 << shift) - 1);
+    const halfway = 1 << (shift - 1);
+    if (rem > halfway || (rem === halfway && h & 1)) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
+  return sign | h;
+}
+
+/** IEEE half bits → number. */
+export function f16BitsToF32(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 0x1f) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
+/**
+ * Encodes values as ggml stores them: F16 halves; Q8_0 blocks of 32 (f16 d = max|x|/127, int8 round(x/d));
+ * Q4_1 blocks of 32 (f16 d = (max − min)/15, f16 m = min, nibble round((x − min)/d) clamped to 0..15, value j
+ * low and j + 16 high in byte j). `decoded` receives what a correct reader must return.
+ */
+export function encodeTensor(type: TinyTensorType, data: Float32Array, decoded?: Float32Array): Buffer {
+  const n = data.length;
+  const out = (i: number, v: number) => {
+    if (decoded) decoded[i] = v;
+  };
+  if (type === 'F32') {
+    data.forEach((v, i) => out(i, v));
+    return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  }
+  if (type === 'F16') {
+    const b = Buffer.alloc(n * 2);
+    for (let i = 0; i < n; i++) {
+      const h = f32ToF16Bits(data[i]);
+      b.writeUInt16LE(h, i * 2);
+      out(i, f16BitsToF32(h));
+    }
+    return b;
+  }
+  if (n % 32 !== 0) throw new Error(`${type} needs a multiple of 32 values, got ${n}`);
+  if (type === 'Q8_0') {
+    const b = Buffer.alloc((n / 32) * 34);
+    for (let blk = 0; blk < n / 32; blk++) {
+      let amax = 0;
+      for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(data[blk * 32 + j]));
+      const d = amax / 127;
+      const dh = f32ToF16Bits(d);
+      b.writeUInt16LE(dh, blk * 34);
+      const dd = f16BitsToF32(dh);
+      for (let j = 0; j < 32; j++) {
+        // `| 0`: an int8 has no −0, so neither may the expected value.
+        const q = d === 0 ? 0 : Math.max(-128, Math.min(127, Math.round(data[blk * 32 + j] / d))) | 0;
+        b.writeInt8(q, blk * 34 + 2 + j);
+        out(blk * 32 + j, Math.fround(dd * q));
+      }
+    }
+    return b;
+  }
+  const b = Buffer.alloc((n / 32) * 20);
+  for (let blk = 0; blk < n / 32; blk++) {
+    let min = Infinity;
+    let max = -Infinity;
+    for (let j = 0; j < 32; j++) {
+      min = Math.min(min, data[blk * 32 + j]);
+      max = Math.max(max, data[blk * 32 + j]);
+    }
+    const d = (max - min) / 15;
+    const dh = f32ToF16Bits(d);
+    const mh = f32ToF16Bits(min);
+    b.writeUInt16LE(dh, blk * 20);
+    b.writeUInt16LE(mh, blk * 20 + 2);
+    const dd = f16BitsToF32(dh);
+    const mm = f16BitsToF32(mh);
+    const q = (j: number) =>
+      d === 0 ? 0 : Math.max(0, Math.min(15, Math.round((data[blk * 32 + j] - min) / d)));
+    for (let j = 0; j < 16; j++) {
+      const lo = q(j);
+      const hi = q(j + 16);
+      b.writeUInt8(lo | (hi << 4), blk * 20 + 4 + j);
+      out(blk * 32 + j, Math.fround(Math.fround(dd * lo) + mm));
+      out(blk * 32 + j + 16, Math.fround(Math.fround(dd * hi) + mm));
+    }
+  }
+  return b;
+}
+
+function writeGguf(path: string, meta: [string, MetaValue][], tensors: TensorSpec[], seed: number): void {
   const w = new ByteWriter();
   w.push(Buffer.from('GGUF', 'ascii'));
   w.u32(3);
@@ -323,23 +457,25 @@ function writeGguf(
 
   const alignment = 32;
   let offset = 0;
-  for (const [name, dims] of tensors) {
-    w.str(name);
-    w.u32(dims.length);
-    for (const d of dims) w.u64(d);
-    w.u32(0); // GGML_TYPE_F32
-    w.u64(offset);
-    const bytes = dims.reduce((a, b) => a * b, 1) * 4;
-    offset += Math.ceil(bytes / alignment) * alignment;
-  }
-  w.pad(alignment);
-
+  // Values are drawn first (in tensor order, whatever the types) so a seed gives the same weights in every type.
   const rand = normalGenerator(seed);
-  for (const [, dims, init] of tensors) {
+  const blobs = tensors.map(([, dims, init, type]) => {
     const n = dims.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
     for (let i = 0; i < n; i++) data[i] = init === 'ones' ? 1 : rand() * init;
-    w.push(Buffer.from(data.buffer));
+    return encodeTensor(type ?? 'F32', data);
+  });
+  tensors.forEach(([name, dims, , type], i) => {
+    w.str(name);
+    w.u32(dims.length);
+    for (const d of dims) w.u64(d);
+    w.u32(TYPE_ID[type ?? 'F32']);
+    w.u64(offset);
+    offset += Math.ceil(blobs[i].length / alignment) * alignment;
+  });
+  w.pad(alignment);
+  for (const blob of blobs) {
+    w.push(blob);
     w.pad(alignment);
   }
   writeFileSync(path, w.toBuffer());

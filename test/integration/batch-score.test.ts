@@ -26,7 +26,8 @@ import type {
 import { scoreWorkflowId } from '../../cli/commands/score.js';
 import { ModelRepository } from '../../db/repositories/models.js';
 import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
-import { FileArtifactStore, sha256Hex } from '../../ml/artifacts/store.js';
+import { namedReferences } from '../../ml/artifacts/gc.js';
+import { sha256Hex } from '../../ml/artifacts/store.js';
 import { ServingEngine } from '../../ml/serving/engine.js';
 import {
   groupRequests,
@@ -40,6 +41,7 @@ import { installWorkerRuntime } from '../../workers/runtime.js';
 import { cliEnv, startCli, type CliProcess } from '../helpers/cli-process.js';
 import { tinyPipelineConfig } from '../helpers/pipeline-config.js';
 import { writeTinyGguf } from '../helpers/tiny-gguf.js';
+import { fileActivityContext } from '../helpers/activity-context.js';
 
 /** Every file under `dir` (recursively); [] when it does not exist yet. */
 async function filesUnder(dir: string): Promise<string[]> {
@@ -89,12 +91,7 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
     testDb = await createTestDatabase(inject('databaseUrl'));
     dir = await mkdtemp(join(tmpdir(), 'corella-score-'));
     // The worker and CLI children use CORELLA_HOME=dir: the same artifact store as this test's context.
-    ctx = {
-      db: testDb.db,
-      store: new FileArtifactStore(join(dir, 'artifacts')),
-      home: dir,
-      close: async () => undefined,
-    };
+    ctx = fileActivityContext(testDb.db, dir);
     writeTinyGguf(join(dir, 'tiny.gguf'), { seed: 3 });
     connection = await Connection.connect({ address: inject('temporalAddress') });
     client = new Client({ connection, namespace });
@@ -385,6 +382,9 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
       expect(again.text).toBe(await readFile(outputPath, 'utf8'));
       expect(again.result.outputSha256).toBe(result.outputSha256);
       expect(chained.outputSha256).toBe(result.outputSha256);
+      // `corella gc` must not take a finished batch's output: a named entry references it.
+      const { refs } = await namedReferences(ctx.store);
+      expect(refs.has(result.outputSha256)).toBe(true);
       expect([chained.reusedChunks, chained.scoredChunks, chained.rows]).toEqual([
         result.chunks,
         0,

@@ -14,7 +14,6 @@ import { EvaluationRepository } from '../../db/repositories/evaluations.js';
 import { ModelRepository } from '../../db/repositories/models.js';
 import { RunRepository } from '../../db/repositories/runs.js';
 import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
-import { FileArtifactStore } from '../../ml/artifacts/store.js';
 import { createCpuWorker } from '../../workers/cpu.js';
 import { createGpuWorker } from '../../workers/gpu.js';
 import { installWorkerRuntime } from '../../workers/runtime.js';
@@ -22,6 +21,7 @@ import { writeTinyGguf } from '../helpers/tiny-gguf.js';
 import { tinyPipelineConfig } from '../helpers/pipeline-config.js';
 import { cliEnv, startCli } from '../helpers/cli-process.js';
 import type { RunRow } from '../../db/schema/index.js';
+import { fileActivityContext } from '../helpers/activity-context.js';
 
 describe('retrainWorkflow end to end with every real activity', () => {
   let testDb: TestDatabase;
@@ -32,12 +32,7 @@ describe('retrainWorkflow end to end with every real activity', () => {
     installWorkerRuntime();
     testDb = await createTestDatabase(inject('databaseUrl'));
     dir = await mkdtemp(join(tmpdir(), 'corella-e2e-'));
-    ctx = {
-      db: testDb.db,
-      store: new FileArtifactStore(join(dir, 'artifacts')),
-      home: dir,
-      close: async () => undefined,
-    };
+    ctx = fileActivityContext(testDb.db, dir);
   });
   afterAll(async () => {
     await testDb?.close();

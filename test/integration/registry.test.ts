@@ -7,8 +7,8 @@ import { registryActivities } from '../../activities/registry.js';
 import { ModelRepository } from '../../db/repositories/models.js';
 import { RunRepository } from '../../db/repositories/runs.js';
 import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
-import { FileArtifactStore } from '../../ml/artifacts/store.js';
 import { cliEnv, startCli } from '../helpers/cli-process.js';
+import { fileActivityContext } from '../helpers/activity-context.js';
 
 describe('model registry: registration, promotion gate, audited manual promotion', () => {
   let testDb: TestDatabase;
@@ -18,12 +18,7 @@ describe('model registry: registration, promotion gate, audited manual promotion
   beforeAll(async () => {
     testDb = await createTestDatabase(inject('databaseUrl'));
     dir = await mkdtemp(join(tmpdir(), 'corella-reg-'));
-    ctx = {
-      db: testDb.db,
-      store: new FileArtifactStore(join(dir, 'artifacts')),
-      home: dir,
-      close: async () => undefined,
-    };
+    ctx = fileActivityContext(testDb.db, dir);
   });
   afterAll(async () => {
     await testDb?.close();

@@ -12,13 +12,13 @@ import type { RetrainInput, RetrainResult } from '../../activities/types.js';
 import { ModelRepository } from '../../db/repositories/models.js';
 import { RunRepository } from '../../db/repositories/runs.js';
 import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
-import { FileArtifactStore } from '../../ml/artifacts/store.js';
 import type { Progress } from '../../ml/progress.js';
 import { createCpuWorker } from '../../workers/cpu.js';
 import { installWorkerRuntime } from '../../workers/runtime.js';
 import { cliEnv, startCli, type CliProcess } from '../helpers/cli-process.js';
 import { writeTinyGguf } from '../helpers/tiny-gguf.js';
 import { tinyPipelineConfig } from '../helpers/pipeline-config.js';
+import { fileActivityContext } from '../helpers/activity-context.js';
 
 /** The last heartbeat of a running activity of the given type, decoded. */
 async function heartbeatOf(handle: WorkflowHandle, activity: string): Promise<Progress | undefined> {
@@ -42,12 +42,7 @@ describe('reliability: a killed GPU worker and a cancelled run', () => {
     testDb = await createTestDatabase(inject('databaseUrl'));
     dir = await mkdtemp(join(tmpdir(), 'corella-rel-'));
     // The GPU worker processes use CORELLA_HOME=dir: the same artifact store as this test's context.
-    ctx = {
-      db: testDb.db,
-      store: new FileArtifactStore(join(dir, 'artifacts')),
-      home: dir,
-      close: async () => undefined,
-    };
+    ctx = fileActivityContext(testDb.db, dir);
     writeTinyGguf(join(dir, 'tiny.gguf'), { seed: 2 });
     connection = await Connection.connect({ address: inject('temporalAddress') });
     client = new Client({ connection, namespace });

@@ -15,7 +15,6 @@ import { EvaluationRepository } from '../../db/repositories/evaluations.js';
 import { RunRepository } from '../../db/repositories/runs.js';
 import { ServingRepository } from '../../db/repositories/serving.js';
 import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
-import { FileArtifactStore } from '../../ml/artifacts/store.js';
 import type { StoredAlignment } from '../../ml/report/index.js';
 import { createCpuWorker } from '../../workers/cpu.js';
 import { createGpuWorker } from '../../workers/gpu.js';
@@ -24,6 +23,7 @@ import { openPage, screenshotDir } from '../helpers/chromium.js';
 import { cliEnv, startCli } from '../helpers/cli-process.js';
 import { tinyPipelineConfig } from '../helpers/pipeline-config.js';
 import { writeTinyGguf } from '../helpers/tiny-gguf.js';
+import { fileActivityContext } from '../helpers/activity-context.js';
 
 /** What the report shows, read by Chromium from the rendered page (the SVG marks and the table cells). */
 interface Probe {
@@ -60,12 +60,7 @@ describe('the HTML report of a real pipeline run', () => {
     installWorkerRuntime();
     testDb = await createTestDatabase(inject('databaseUrl'));
     dir = await mkdtemp(join(tmpdir(), 'corella-report-'));
-    ctx = {
-      db: testDb.db,
-      store: new FileArtifactStore(join(dir, 'artifacts')),
-      home: dir,
-      close: async () => undefined,
-    };
+    ctx = fileActivityContext(testDb.db, dir);
   });
   afterAll(async () => {
     await testDb?.close();

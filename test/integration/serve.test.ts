@@ -8,7 +8,6 @@ import { datasetForVersion } from '../../activities/datasets.js';
 import type { PipelineConfig, RetrainResult } from '../../activities/types.js';
 import { ModelRepository } from '../../db/repositories/models.js';
 import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
-import { FileArtifactStore } from '../../ml/artifacts/store.js';
 import { LlmAdapter } from '../../ml/corella/adapter.js';
 import { HybridPredictor } from '../../ml/corella/routing.js';
 import { loadCrm } from '../../ml/crm/index.js';
@@ -22,6 +21,7 @@ import { sql } from 'drizzle-orm';
 import { tinyPipelineConfig } from '../helpers/pipeline-config.js';
 import { writeTinyGguf } from '../helpers/tiny-gguf.js';
 import { trainVersions } from '../helpers/trained-versions.js';
+import { fileActivityContext } from '../helpers/activity-context.js';
 
 interface ScoreBody {
   requestId: string;
@@ -74,12 +74,7 @@ describe('corella serve: a real server over a trained model version', () => {
   beforeAll(async () => {
     testDb = await createTestDatabase(inject('databaseUrl'));
     dir = await mkdtemp(join(tmpdir(), 'corella-serve-'));
-    ctx = {
-      db: testDb.db,
-      store: new FileArtifactStore(join(dir, 'artifacts')),
-      home: dir,
-      close: async () => undefined,
-    };
+    ctx = fileActivityContext(testDb.db, dir);
     const modelPath = join(dir, 'tiny.gguf');
     writeTinyGguf(modelPath, { seed: 5 });
     config = tinyPipelineConfig(modelPath);

@@ -28,7 +28,6 @@ import {
   ServingRepository,
 } from '../../db/repositories/index.js';
 import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
-import { FileArtifactStore } from '../../ml/artifacts/store.js';
 import { makeRng } from '../../ml/corella/random.js';
 import { entropy } from '../../ml/corella/routing.js';
 import type { CtrDataset } from '../../ml/data/index.js';
@@ -39,6 +38,7 @@ import { cliEnv, startCli } from '../helpers/cli-process.js';
 import { tinyPipelineConfig } from '../helpers/pipeline-config.js';
 import { writeTinyGguf } from '../helpers/tiny-gguf.js';
 import { trainVersions } from '../helpers/trained-versions.js';
+import { fileActivityContext } from '../helpers/activity-context.js';
 
 /** The threshold the version was calibrated to, and the share of traffic it routed then. */
 const T0 = 0.6;
@@ -116,12 +116,7 @@ describe('recalibration on served traffic', () => {
     installWorkerRuntime();
     testDb = await createTestDatabase(inject('databaseUrl'));
     dir = await mkdtemp(join(tmpdir(), 'corella-served-recal-'));
-    ctx = {
-      db: testDb.db,
-      store: new FileArtifactStore(join(dir, 'artifacts')),
-      home: dir,
-      close: async () => undefined,
-    };
+    ctx = fileActivityContext(testDb.db, dir);
     const modelPath = join(dir, 'tiny.gguf');
     writeTinyGguf(modelPath, { seed: 5 });
     config = tinyPipelineConfig(modelPath);

@@ -1,0 +1,175 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { CorellaError } from '../../errors.js';
+import { disposeRope, llamaBlock, ropeTables, type PastKv } from './llama-block.js';
+import type { LlamaTf } from './llama-forward.js';
+
+interface FrozenEntry {
+  input: Float32Array;
+  lastHidden: Map<number, Float32Array>;
+}
+
+function entryBytes(e: FrozenEntry): number {
+  let n = e.input.byteLength;
+  for (const v of e.lastHidden.values()) n += v.byteLength;
+  return n;
+}
+
+export interface FrozenStats {
+  /** Prompts asked for. */
+  prompts: number;
+  /** Answered from the cache without running any layer. */
+  hits: number;
+  /** Tokens run through the frozen layers (prefix sharing makes this smaller than the prompts' tokens). */
+  evaluatedTokens: number;
+  promptTokens: number;
+}
+
+/**
+ * The per-token outputs of the frozen blocks 0..firstLayer−1 of each prompt: the input of the first adapted
+ * block. LoRA training never changes them, so each prompt's frozen pass runs once and an epoch costs only
+ * the adapted blocks. Keyed by the prompt's tokens (the model and firstLayer are fixed per instance).
+ *
+ * Consecutive prompts of a history block share a prefix token for token (ml/llm/prompts.ts), and causal
+ * attention makes the prefix's outputs independent of what follows. So, like llama.cpp's KV-cache reuse in
+ * the scorer, the frozen keys and values of the previous prompt are kept and only the new tokens are run.
+ *
+ * The cache is in memory, bounded by `maxBytes` (oldest first out).
+ */
+export class FrozenPrefixCache {
+  readonly stats: FrozenStats = { prompts: 0, hits: 0, evaluatedTokens: 0, promptTokens: 0 };
+  private readonly entries = new Map<string, FrozenEntry>();
+  private bytes = 0;
+  private last?: { tokens: number[]; kv: PastKv[]; out: Float32Array };
+  private readonly keep: Set<number>;
+
+  /**
+   * `keepLayers`: frozen blocks (< firstLayer) whose last-token output is also kept per prompt, for the
+   * alignment loss's LLM layers.
+   */
+  constructor(
+    readonly model: LlamaTf,
+    readonly firstLayer: number,
+    readonly maxBytes = 2 ** 30,
+    keepLayers: readonly number[] = [],
+  ) {
+    for (const l of keepLayers) {
+      if (!Number.isInteger(l) || l < 0 || l >= firstLayer)
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `frozen layer ${l} is not in 0..${firstLayer - 1} (field keepLayers)`,
+          {
+            details: { field: 'keepLayers' },
+          },
+        );
+    }
+    this.keep = new Set(keepLayers);
+  }
+
+  static key(tokens: readonly number[]): string {
+    return tokens.join(',');
+  }
+
+  /** [T, nEmbd] input of block firstLayer for `tokens` (a new tensor; the caller disposes it). */
+  input(tokens: readonly number[]): tf.Tensor2D {
+    return tf.tensor2d(this.entry(tokens).input, [tokens.length, this.model.hp.nEmbd]);
+  }
+
+  /** Last-token outputs of the kept frozen layers for `tokens`. */
+  lastHidden(tokens: readonly number[]): ReadonlyMap<number, Float32Array> {
+    return this.entry(tokens).lastHidden;
+  }
+
+  private entry(tokens: readonly number[]): FrozenEntry {
+    this.stats.prompts++;
+    this.stats.promptTokens += tokens.length;
+    const key = FrozenPrefixCache.key(tokens);
+    let e = this.entries.get(key);
+    if (e) {
+      this.stats.hits++;
+      // Refresh its age.
+      this.entries.delete(key);
+      this.entries.set(key, e);
+    } else {
+      e = this.compute(tokens);
+      this.remember(key, e);
+    }
+    return e;
+  }
+
+  /** Frozen outputs without the cache or prefix reuse (tests compare against it). */
+  computeFromScratch(tokens: readonly number[]): Float32Array {
+    return tf.tidy(
+      () => this.model.runLayers(this.model.embed(tokens), 0, this.firstLayer).dataSync() as Float32Array,
+    );
+  }
+
+  private compute(tokens: readonly number[]): FrozenEntry {
+    const T = tokens.length;
+    const E = this.model.hp.nEmbd;
+    const lastHidden = new Map<number, Float32Array>();
+    if (this.firstLayer === 0) {
+      this.stats.evaluatedTokens += T;
+      return { input: tf.tidy(() => this.model.embed(tokens).dataSync() as Float32Array), lastHidden };
+    }
+    let common = 0;
+    if (this.last) {
+      const prev = this.last.tokens;
+      while (common < prev.length && common < T && prev[common] === tokens[common]) common++;
+      // At least one token runs, so the new prompt's keys and values come out of the pass below.
+      common = Math.min(common, T - 1);
+    }
+    this.stats.evaluatedTokens += T - common;
+    const kv: PastKv[] = [];
+    const fresh = tf.tidy(() => {
+      const rope = ropeTables(
+        this.model.hp,
+        Array.from({ length: T - common }, (_, i) => common + i),
+      );
+      try {
+        let h = this.model.embed(tokens.slice(common));
+        for (let l = 0; l < this.firstLayer; l++) {
+          const past =
+            common > 0 && this.last
+              ? {
+                  k: tf.slice(this.last.kv[l].k, [0, 0, 0], [-1, common, -1]),
+                  v: tf.slice(this.last.kv[l].v, [0, 0, 0], [-1, common, -1]),
+                }
+              : undefined;
+          h = llamaBlock(this.model.hp, this.model.weights.layers[l], h, rope, {
+            past,
+            onKv: (x) => kv.push(x),
+          });
+          // The last token is always among the fresh ones (common ≤ T − 1).
+          if (this.keep.has(l))
+            lastHidden.set(l, tf.slice(h, [T - common - 1, 0], [1, -1]).dataSync() as Float32Array);
+        }
+        return h.dataSync() as Float32Array;
+      } finally {
+        disposeRope(rope);
+      }
+    });
+    const out = new Float32Array(T * E);
+    if (common > 0 && this.last) out.set(this.last.out.subarray(0, common * E));
+    out.set(fresh, common * E);
+    if (this.last) for (const x of this.last.kv) tf.dispose([x.k, x.v]);
+    this.last = { tokens: [...tokens], kv, out };
+    return { input: out, lastHidden };
+  }
+
+  private remember(key: string, e: FrozenEntry): void {
+    this.entries.set(key, e);
+    this.bytes += entryBytes(e);
+    for (const [k, v] of this.entries) {
+      if (this.bytes <= this.maxBytes || this.entries.size === 1) break;
+      this.entries.delete(k);
+      this.bytes -= entryBytes(v);
+    }
+  }
+
+  dispose(): void {
+    if (this.last) for (const x of this.last.kv) tf.dispose([x.k, x.v]);
+    this.last = undefined;
+    this.entries.clear();
+    this.bytes = 0;
+  }
+}

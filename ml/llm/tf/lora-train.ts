@@ -1,0 +1,210 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { CorellaError } from '../../errors.js';
+import { throwIfAborted } from '../../progress.js';
+import { FrozenPrefixCache } from './frozen-prefix.js';
+import type { LlamaTf } from './llama-forward.js';
+import type { LoraAdapter, LoraHostWeights } from './lora.js';
+
+export interface LoraSample {
+  tokens: readonly number[];
+  /** Click label, 0 or 1. */
+  label: number;
+}
+
+/** Everything a resumed run needs: the LoRA weights and Adam's step count and moments (host copies). */
+export interface LoraTrainerState {
+  weights: LoraHostWeights;
+  adamIterations: number;
+  /** First moments then second moments, in `adapter.variables()` order (empty before the first step). */
+  adamMoments: Float32Array[];
+}
+
+export interface LoraTrainerOptions {
+  /** The two answer tokens [yes, no]. */
+  answerTokens: [number, number];
+  learningRate?: number;
+  /** Bytes of frozen-prefix outputs to keep in memory (default 1 GiB). */
+  cacheBytes?: number;
+  /** Layers whose last-token output `outputs()` returns (the alignment loss's LLM layers); default none. */
+  hiddenLayers?: number[];
+}
+
+/**
+ * Trains LoRA factors on L_llm = BCE(label, p), p = e^yes / (e^yes + e^no) = σ(logit_yes − logit_no): the
+ * paper's LLM loss, the same two-way softmax that the scorer reads from llama.cpp. Only the adapted blocks
+ * run forward and backward; their input comes from the frozen-prefix cache, and the top block computes
+ * the last position only (its output is all the loss reads).
+ */
+export class LoraTrainer {
+  readonly frozen: FrozenPrefixCache;
+  private readonly optimizer: tf.AdamOptimizer;
+  private readonly answerRows: tf.Tensor2D;
+  readonly hiddenLayers: readonly number[];
+
+  constructor(
+    readonly model: LlamaTf,
+    readonly adapter: LoraAdapter,
+    opts: LoraTrainerOptions,
+  ) {
+    for (const t of opts.answerTokens) {
+      if (!Number.isInteger(t) || t < 0 || t >= model.hp.nVocab)
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `answer token ${t} is outside the vocabulary (field answerTokens)`,
+          {
+            details: { field: 'answerTokens' },
+          },
+        );
+    }
+    this.hiddenLayers = [...(opts.hiddenLayers ?? [])];
+    for (const l of this.hiddenLayers) {
+      if (!Number.isInteger(l) || l < 0 || l >= model.hp.nLayer)
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `hidden layer ${l} is not in 0..${model.hp.nLayer - 1} (field hiddenLayers)`,
+          {
+            details: { field: 'hiddenLayers' },
+          },
+        );
+    }
+    this.frozen = new FrozenPrefixCache(
+      model,
+      adapter.firstLayer,
+      opts.cacheBytes ?? 2 ** 30,
+      this.hiddenLayers.filter((l) => l < adapter.firstLayer),
+    );
+    this.optimizer = tf.train.adam(opts.learningRate ?? 1e-3);
+    // [2, nEmbd]: the loss needs these two rows of the output matrix, never the whole vocabulary.
+    this.answerRows = model.outputRows(opts.answerTokens);
+  }
+
+  /** logit_yes − logit_no of `tokens` under the current LoRA, as a differentiable scalar. */
+  logOdds(tokens: readonly number[]): tf.Scalar {
+    const { logOdds, hidden } = this.outputs(tokens);
+    hidden.dispose();
+    return logOdds;
+  }
+
+  /**
+   * The log-odds and the last-token outputs of `hiddenLayers` ([layers, nEmbd], in that order; [0, nEmbd]
+   * when none). Both are differentiable in the LoRA weights; the rows of frozen layers are constants.
+   */
+  outputs(tokens: readonly number[]): { logOdds: tf.Scalar; hidden: tf.Tensor2D } {
+    return tf.tidy(() => {
+      const x = this.frozen.input(tokens);
+      const T = tokens.length;
+      const rows = new Map<number, tf.Tensor2D>();
+      for (const [l, v] of this.frozen.lastHidden(tokens)) rows.set(l, tf.tensor2d(v, [1, v.length]));
+      const top = this.model.hp.nLayer - 1;
+      const last = this.model.runLayers(x, this.adapter.firstLayer, this.model.hp.nLayer, {
+        lora: this.adapter.layerLora(),
+        lastOnly: true,
+        onLayer: (l, y) => {
+          if (this.hiddenLayers.includes(l))
+            rows.set(l, l === top ? y : (tf.slice(y, [T - 1, 0], [1, -1]) as tf.Tensor2D));
+        },
+      });
+      const z = tf.matMul(this.model.finalNorm(last), this.answerRows, false, true); // [1, 2]
+      const logOdds = tf.reshape(
+        tf.sub(tf.slice(z, [0, 0], [1, 1]), tf.slice(z, [0, 1], [1, 1])),
+        [],
+      ) as tf.Scalar;
+      const hidden = this.hiddenLayers.length
+        ? (tf.concat(
+            this.hiddenLayers.map((l) => rows.get(l)!),
+            0,
+          ) as tf.Tensor2D)
+        : (tf.zeros([0, this.model.hp.nEmbd]) as tf.Tensor2D);
+      return { logOdds, hidden };
+    });
+  }
+
+  /** Mean BCE over `batch` (differentiable). */
+  loss(batch: readonly LoraSample[]): tf.Scalar {
+    if (batch.length === 0) throw new CorellaError('BAD_CONFIG', 'empty LoRA training batch');
+    return tf.tidy(() => {
+      const z = tf.stack(batch.map((s) => this.logOdds(s.tokens)));
+      const y = tf.tensor1d(batch.map((s) => s.label));
+      return tf.losses.sigmoidCrossEntropy(y, z) as tf.Scalar;
+    });
+  }
+
+  /** One Adam step on the batch's mean BCE; returns the loss before the step. */
+  step(batch: readonly LoraSample[], signal?: AbortSignal): number {
+    throwIfAborted(signal);
+    for (const s of batch) {
+      if (s.label !== 0 && s.label !== 1)
+        throw new CorellaError('BAD_CONFIG', `LoRA training label ${s.label} is not 0 or 1 (field label)`, {
+          details: { field: 'label' },
+        });
+    }
+    const cost = this.optimizer.minimize(() => this.loss(batch), true, this.adapter.variables());
+    const v = cost!.dataSync()[0];
+    cost!.dispose();
+    return v;
+  }
+
+  /** Gradients of the batch's mean BCE with respect to every LoRA variable, in `adapter.variables()` order. */
+  gradients(batch: readonly LoraSample[]): { loss: number; grads: Float32Array[] } {
+    const vars = this.adapter.variables();
+    const { value, grads } = tf.variableGrads(() => this.loss(batch), vars);
+    const out = vars.map((v) => grads[v.name].dataSync() as Float32Array);
+    const loss = value.dataSync()[0];
+    tf.dispose([value, ...Object.values(grads)]);
+    return { loss, grads: out };
+  }
+
+  /** A checkpoint of the weights and the optimizer. */
+  async state(): Promise<LoraTrainerState> {
+    const named = await this.optimizer.getWeights();
+    const [iter, ...moments] = named;
+    return {
+      weights: await this.adapter.toHost(),
+      adamIterations: (await iter.tensor.data())[0],
+      adamMoments: await Promise.all(moments.map(async (m) => (await m.tensor.data()) as Float32Array)),
+    };
+  }
+
+  /**
+   * Restores a checkpoint taken by `state()` of a trainer with the same adapter config. Adam's moments are
+   * matched to variables by position (tfjs does the same), so the next step continues the interrupted run.
+   */
+  async restore(s: LoraTrainerState): Promise<void> {
+    const vars = this.adapter.variables();
+    if (s.adamMoments.length !== 0 && s.adamMoments.length !== 2 * vars.length) {
+      throw new CorellaError(
+        'ARTIFACT_CORRUPT',
+        `LoRA checkpoint has ${s.adamMoments.length} Adam moments for ${vars.length} variables`,
+      );
+    }
+    s.adamMoments.forEach((m, i) => {
+      if (m.length !== vars[i % vars.length].size)
+        throw new CorellaError('ARTIFACT_CORRUPT', `LoRA checkpoint Adam moment ${i} has the wrong size`);
+    });
+    this.adapter.load(s.weights);
+    if (s.adamMoments.length === 0) return;
+    const tensors = [
+      { name: 'iter', tensor: tf.scalar(s.adamIterations, 'int32') },
+      ...s.adamMoments.map((m, i) => ({
+        name: `${vars[i % vars.length].name}/${i < vars.length ? 'm' : 'v'}`,
+        tensor: tf.tensor(m, vars[i % vars.length].shape),
+      })),
+    ];
+    await this.optimizer.setWeights(tensors);
+    tf.dispose(tensors.map((t) => t.tensor));
+  }
+
+  /** P(yes) of `tokens` under the current LoRA. */
+  pYes(tokens: readonly number[]): number {
+    const z = this.logOdds(tokens);
+    const v = z.dataSync()[0];
+    z.dispose();
+    return 1 / (1 + Math.exp(-v));
+  }
+
+  dispose(): void {
+    this.frozen.dispose();
+    this.optimizer.dispose();
+    this.answerRows.dispose();
+  }
+}
