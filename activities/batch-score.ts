@@ -382,6 +382,12 @@ export function batchScoreActivities(
         await once(ws, 'finish');
         if (rows !== plan.rows) throw new Error(`joined ${rows} rows, the input has ${plan.rows}`);
         const ref = await ctx.store.putFile(tmp);
+        // The result's blobs are referenced by the workflow result alone, which `corella gc` cannot see: a
+        // named entry keeps the input, the plan and the output alive until the batch's pointers are removed.
+        await ctx.store.putNamed(
+          `score-results/${workflowId}/${planSha256.slice(0, 16)}`,
+          JSON.stringify({ inputSha256: plan.inputSha256, planSha256, outputSha256: ref.sha256 }),
+        );
         return { outputSha256: ref.sha256, rows, bytes: ref.bytes };
       } finally {
         ws.destroy();

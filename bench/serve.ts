@@ -8,7 +8,7 @@
  *  - "LLM for every candidate" (threshold −∞, an LLM-only recommender) against the hybrid: throughput and
  *    server CPU seconds per 1,000 candidates — the cost ratio CoReLLa promises.
  *
- * Usage: npx tsx bench/serve.ts --home DIR [--model champion] [--rate 200] [--seconds 10] [--budget-ms 1000]
+ * Usage: npx tsx bench/serve.ts --home DIR [--model champion] [--rate 200] [--seconds 10] [--budget-ms 1000] [--crm-only]
  *   DIR is a CORELLA_HOME holding a trained version, e.g. from
  *   `CORELLA_HOME=DIR npx corella up --data-dir ../shared/datasets/ml-1m-u2999 --config ml-1m-cpu`.
  * Machine: 2 cores shared by the server and the load generator; compare figures from the same run.
@@ -38,6 +38,8 @@ const seconds = Number(arg('seconds', '10'));
 // A 50-candidate slate's routed share takes ~1-2 s of SmolLM2 on a busy 2-core CPU: a budget well below
 // that answers nothing and measures only the fallback path.
 const budgetMs = Number(arg('budget-ms', '1000'));
+// --crm-only: just the CRM scenarios (a minute; for re-measuring latency when the machine is quiet).
+const crmOnly = process.argv.includes('--crm-only');
 const repo = resolve(import.meta.dirname, '..');
 const round = (x: number, d = 3) => (Number.isFinite(x) ? Number(x.toFixed(d)) : x);
 
@@ -225,6 +227,12 @@ async function main() {
     scenarios.push(await drive(server, { name: 'crm-only slate 50', bodies: bodies(50), rate }));
   } finally {
     await server.stop();
+  }
+
+  if (crmOnly) {
+    await db.stop();
+    process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+    return;
   }
 
   // Hybrid at the calibrated threshold: closed loop to find the capacity, then fixed rates.

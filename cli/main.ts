@@ -1,6 +1,7 @@
 import { CorellaError } from '../ml/errors.js';
 import { EXIT, UsageError } from './args.js';
 import { makeOutput } from './output.js';
+import { redactSecrets } from './services/secrets.js';
 
 const USAGE = `corella — train, calibrate and serve CoReLLa recommenders
 
@@ -27,10 +28,12 @@ Usage: corella <command> [options]   (add --json for machine-readable output)
                         /readyz, /metrics); follows the alias and swaps versions live. Beyond loopback it
                         needs CORELLA_SERVE_TOKEN (a bearer token)
   doctor                what is configured and what is reachable
+  gc [--dry-run] [--older-than 7d]   remove artifact blobs nothing references (young ones are kept)
 
 Environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, CORELLA_HOME, CORELLA_DATA_DIR,
 CORELLA_NO_DOWNLOAD, CORELLA_DOWNLOAD_TIMEOUT (seconds, default 5), CORELLA_ML1M_URL, CORELLA_ML1M_SHA256,
-CORELLA_LLM_MODEL, CORELLA_TF_BACKEND, CORELLA_SERVE_TOKEN.`;
+CORELLA_LLM_MODEL, CORELLA_TF_BACKEND, CORELLA_SERVE_TOKEN, CORELLA_PG_BIN (PostgreSQL bin dir for the embedded
+server), CORELLA_TSX=1 (run the TypeScript sources, not dist/).`;
 
 type Command = (argv: string[]) => Promise<number>;
 
@@ -45,6 +48,7 @@ const commands: Record<string, () => Promise<Command>> = {
   schedule: async () => (await import('./commands/schedule.js')).schedule,
   doctor: async () => (await import('./commands/doctor.js')).doctor,
   serve: async () => (await import('./commands/serve.js')).serve,
+  gc: async () => (await import('./commands/gc.js')).gc,
 };
 
 export async function main(argv: string[]): Promise<number> {
@@ -84,7 +88,8 @@ export function reportError(e: unknown, json: boolean): number {
     code =
       e.code === 'SERVICE_UNAVAILABLE' || e.code === 'DATA_NOT_AVAILABLE' ? EXIT.unavailable : EXIT.badInput;
   }
-  const message = describeError(e);
+  // A driver error can quote a connection URL: errors are masked like every other output.
+  const message = redactSecrets(describeError(e));
   if (code === EXIT.internal && isConnectionRefused(e)) {
     code = EXIT.unavailable;
     kind = 'SERVICE_UNAVAILABLE';
@@ -92,7 +97,7 @@ export function reportError(e: unknown, json: boolean): number {
   if (json) process.stdout.write(`${JSON.stringify({ error: { kind, message } })}\n`);
   process.stderr.write(`corella: ${kind === 'INTERNAL' ? '' : `${kind}: `}${message}\n`);
   if (code === EXIT.internal && e instanceof Error && e.stack && process.env.CORELLA_DEBUG)
-    process.stderr.write(`${e.stack}\n`);
+    process.stderr.write(redactSecrets(`${e.stack}\n`));
   return code;
 }
 

@@ -1,4 +1,6 @@
-/** Human-readable by default, JSON for scripts (`--json`). */
+import { redactSecrets } from './services/secrets.js';
+
+/** Human-readable by default, JSON for scripts (`--json`). Nothing printed carries a URL's password. */
 export interface Output {
   json: boolean;
   result(value: unknown, human: () => string): void;
@@ -10,14 +12,14 @@ export function makeOutput(json: boolean): Output {
   return {
     json,
     result(value, human) {
-      process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${human()}\n`);
+      process.stdout.write(redactSecrets(json ? `${JSON.stringify(value, null, 2)}\n` : `${human()}\n`));
     },
     info(message) {
       // Progress and notices go to stderr so stdout stays machine-readable with --json.
-      process.stderr.write(`${message}\n`);
+      process.stderr.write(redactSecrets(`${message}\n`));
     },
     warn(message) {
-      process.stderr.write(`warning: ${message}\n`);
+      process.stderr.write(redactSecrets(`warning: ${message}\n`));
     },
   };
 }

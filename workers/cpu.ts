@@ -4,7 +4,10 @@ import type { CorellaActivities } from '../activities/types.js';
 import { GPU_ACTIVITIES } from '../activities/types.js';
 import { TASK_QUEUE_CPU } from '../workflows/search-attributes.js';
 
-export const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
+// Compiled (dist/) this file is .js and so are the workflows beside it; from the sources (tsx, vitest) both
+// are .ts. The worker bundles whichever it is given with webpack.
+const ext = import.meta.url.endsWith('.js') ? 'js' : 'ts';
+export const workflowsPath = fileURLToPath(new URL(`../workflows/index.${ext}`, import.meta.url));
 
 /** The activities that belong on the CPU queue: everything but training and LLM work. */
 export function cpuActivities(all: Partial<CorellaActivities>): Partial<CorellaActivities> {

@@ -23,7 +23,7 @@ import { prepareRun, RUN_OPTIONS, workflowMetadata, type PreparedRun } from '../
 import { makeOutput, progressLine, table, type Output } from '../output.js';
 import type { Progress } from '../../ml/progress.js';
 import { pendingProgress } from './runs.js';
-import { artifactsDir, corellaHome, repoRoot } from '../services/paths.js';
+import { artifactsDir, corellaHome, readyDatabase, repoRoot } from '../services/paths.js';
 import { lockHome } from '../services/home-lock.js';
 import { startStack, type Stack } from '../services/stack.js';
 
@@ -206,7 +206,7 @@ export async function up(argv: string[]): Promise<number> {
     children.push(spawnWorker('cpu', env, out.info), spawnWorker('gpu', env, out.info));
     const ready = {
       ready: true,
-      databaseUrl: stack.databaseUrl,
+      ...(await readyDatabase(home, stack.databaseUrl)),
       temporalAddress: stack.temporal.address,
       namespace: stack.temporal.namespace,
       ui: stack.temporal.uiUrl,

@@ -1,6 +1,7 @@
-import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CorellaError } from '../../ml/errors.js';
+import { ensurePrivateHome } from './paths.js';
 import { isAlive } from './process-file.js';
 
 /**
@@ -8,7 +9,7 @@ import { isAlive } from './process-file.js';
  * other. A stale lock (its process is gone, e.g. SIGKILLed) is taken over.
  */
 export async function lockHome(home: string): Promise<() => Promise<void>> {
-  await mkdir(home, { recursive: true });
+  await ensurePrivateHome(home);
   const path = join(home, 'up.lock');
   for (let attempt = 0; attempt < 2; attempt++) {
     try {

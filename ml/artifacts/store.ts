@@ -1,10 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
 import { CorellaError } from '../errors.js';
+import { openNamed, sealNamed } from './named-envelope.js';
 
 /** What a stored artifact is: its content hash is its identity. */
 export interface ArtifactRef {
@@ -16,13 +17,14 @@ export interface ArtifactRef {
 /**
  * Content-addressed blob store. Small on purpose so an S3-compatible store can implement it later.
  * Named entries (`putNamed`/`getNamed`) are small mutable pointers, e.g. "latest checkpoint of run X".
+ * `what` (optional) says what kind of object the caller expects, so a corrupt read can name it.
  */
 export interface ArtifactStore {
   put(data: Uint8Array | string): Promise<ArtifactRef>;
   putFile(path: string): Promise<ArtifactRef>;
-  get(sha256: string): Promise<Buffer>;
+  get(sha256: string, what?: string): Promise<Buffer>;
   /** Local path of a verified artifact (for libraries that want a file). */
-  localPath(sha256: string): Promise<string>;
+  localPath(sha256: string, what?: string): Promise<string>;
   has(sha256: string): Promise<boolean>;
   putNamed(name: string, data: Uint8Array | string): Promise<void>;
   getNamed(name: string): Promise<Buffer | undefined>;
@@ -31,6 +33,17 @@ export interface ArtifactStore {
 
 const SHA256_RE = /^[0-9a-f]{64}$/;
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/;
+
+/**
+ * The store holds workflow inputs, model weights and served data: private to the user running corella,
+ * whatever the umask of the process that happens to write first.
+ */
+export const PRIVATE_DIR_MODE = 0o700;
+export const PRIVATE_FILE_MODE = 0o600;
+
+/** What a corrupt file's message tells the user to do; writing the same content again rewrites it. */
+export const REPAIR_HINT =
+  're-run the retrain (`corella retrain --wait` or `corella up` with the same data and config) or the ingestion that produced it: writing the same content again verifies and rewrites the file';
 
 export function sha256Hex(data: Uint8Array | string): string {
   return createHash('sha256').update(data).digest('hex');
@@ -42,11 +55,28 @@ export async function sha256File(path: string): Promise<string> {
   return h.digest('hex');
 }
 
+/** A named entry's kind, from the naming conventions of its writers (ml/data, ml/crm, ml/corella, ml/llm). */
+export function namedKind(name: string): string {
+  if (name.startsWith('datasets/')) return 'dataset manifest';
+  if (name.startsWith('llm-features/')) return 'LLM feature cache index';
+  if (/checkpoint|\/crm$|\/latest$/.test(name)) return 'training checkpoint pointer';
+  return 'named pointer';
+}
+
+function corrupt(path: string, sha256: string, actual: string, what: string | undefined, bytes?: number) {
+  return new CorellaError(
+    'ARTIFACT_CORRUPT',
+    `${what ?? 'artifact'} ${sha256} is corrupt: the file ${path} hashes to ${actual}. To repair it, ${REPAIR_HINT}`,
+    { details: { path, expected: sha256, actual, bytes, kind: what ?? null, repair: REPAIR_HINT } },
+  );
+}
+
 /** Files under `<root>/<sha256>`; writes go to a temp file then rename, so a crash never leaves a half blob. */
 export class FileArtifactStore implements ArtifactStore {
   readonly root: string;
   private readonly namedRoot: string;
   private readonly tmpRoot: string;
+  private rootPrivate = false;
 
   constructor(root: string) {
     this.root = resolve(root);
@@ -58,11 +88,22 @@ export class FileArtifactStore implements ArtifactStore {
     return `file://${this.blobPath(sha256)}`;
   }
 
-  private blobPath(sha256: string): string {
+  /** Where the blob lives (whether or not it exists). */
+  blobPath(sha256: string): string {
     if (!SHA256_RE.test(sha256)) {
       throw new CorellaError('BAD_ARTIFACT_NAME', `not a sha256 artifact id: ${JSON.stringify(sha256)}`);
     }
     return join(this.root, sha256);
+  }
+
+  /** The folder of named entries (pointers and manifests), for tools that walk it (gc). */
+  get namedDir(): string {
+    return this.namedRoot;
+  }
+
+  /** The folder of in-flight writes. */
+  get tmpDir(): string {
+    return this.tmpRoot;
   }
 
   private namedPath(name: string): string {
@@ -82,14 +123,25 @@ export class FileArtifactStore implements ArtifactStore {
     return p;
   }
 
+  private async privateDir(dir: string): Promise<void> {
+    await mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
+    // mkdir's mode applies only to the folders it creates: a store made by older code keeps its modes, so
+    // its root is tightened once per process (the root alone gates access to everything below it).
+    if (dir === this.root && !this.rootPrivate) {
+      await chmod(dir, PRIVATE_DIR_MODE).catch(() => undefined);
+      this.rootPrivate = true;
+    }
+  }
+
   private async tmpFile(): Promise<string> {
-    await mkdir(this.tmpRoot, { recursive: true });
+    await this.privateDir(this.root);
+    await this.privateDir(this.tmpRoot);
     return join(this.tmpRoot, `${process.pid}-${randomBytes(8).toString('hex')}`);
   }
 
   private async writeAtomic(target: string, data: Uint8Array | string): Promise<void> {
     const tmp = await this.tmpFile();
-    const fh = await open(tmp, 'w');
+    const fh = await open(tmp, 'w', PRIVATE_FILE_MODE);
     try {
       await fh.writeFile(data);
       await fh.sync();
@@ -99,14 +151,31 @@ export class FileArtifactStore implements ArtifactStore {
     await rename(tmp, target);
   }
 
+  /**
+   * Whether `target` already holds content hashing to `sha256`. A file that does not is corrupt (a flipped
+   * byte, a truncated copy): the caller rewrites it, which is how re-ingesting or retraining heals the store.
+   * A good file's mtime is refreshed, because gc keeps young blobs and a writer that found its blob already
+   * there is about to reference it.
+   */
+  private async holdsIntact(target: string, sha256: string): Promise<boolean> {
+    let actual: string;
+    try {
+      actual = await sha256File(target);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw e;
+    }
+    if (actual !== sha256) return false;
+    const now = new Date();
+    await utimes(target, now, now).catch(() => undefined);
+    return true;
+  }
+
   async put(data: Uint8Array | string): Promise<ArtifactRef> {
     const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
     const sha256 = sha256Hex(buf);
     const target = this.blobPath(sha256);
-    if (!(await this.has(sha256))) {
-      await mkdir(this.root, { recursive: true });
-      await this.writeAtomic(target, buf);
-    }
+    if (!(await this.holdsIntact(target, sha256))) await this.writeAtomic(target, buf);
     return { sha256, bytes: buf.byteLength, uri: this.uriFor(sha256) };
   }
 
@@ -121,10 +190,10 @@ export class FileArtifactStore implements ArtifactStore {
         cb(null, chunk);
       },
     });
-    await pipeline(createReadStream(path), hasher, createWriteStream(tmp));
+    await pipeline(createReadStream(path), hasher, createWriteStream(tmp, { mode: PRIVATE_FILE_MODE }));
     const sha256 = h.digest('hex');
     const target = this.blobPath(sha256);
-    if (await this.has(sha256)) await rm(tmp, { force: true });
+    if (await this.holdsIntact(target, sha256)) await rm(tmp, { force: true });
     else await rename(tmp, target);
     return { sha256, bytes, uri: this.uriFor(sha256) };
   }
@@ -138,68 +207,66 @@ export class FileArtifactStore implements ArtifactStore {
     }
   }
 
-  async get(sha256: string): Promise<Buffer> {
+  private notFound(sha256: string, what: string | undefined): CorellaError {
+    return new CorellaError(
+      'ARTIFACT_NOT_FOUND',
+      `${what ?? 'artifact'} ${sha256} is not in the store at ${this.root}`,
+      { details: { path: this.blobPath(sha256), kind: what ?? null, repair: REPAIR_HINT } },
+    );
+  }
+
+  async get(sha256: string, what?: string): Promise<Buffer> {
+    const path = this.blobPath(sha256);
     let buf: Buffer;
     try {
-      buf = await readFile(this.blobPath(sha256));
+      buf = await readFile(path);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw new CorellaError(
-          'ARTIFACT_NOT_FOUND',
-          `artifact ${sha256} is not in the store at ${this.root}`,
-        );
-      }
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw this.notFound(sha256, what);
       throw e;
     }
     const actual = sha256Hex(buf);
-    if (actual !== sha256) {
-      throw new CorellaError(
-        'ARTIFACT_CORRUPT',
-        `artifact ${sha256} is corrupt: its content hashes to ${actual}`,
-        {
-          details: { expected: sha256, actual, bytes: buf.byteLength },
-        },
-      );
-    }
+    if (actual !== sha256) throw corrupt(path, sha256, actual, what, buf.byteLength);
     return buf;
   }
 
-  async localPath(sha256: string): Promise<string> {
+  async localPath(sha256: string, what?: string): Promise<string> {
     const p = this.blobPath(sha256);
     let actual: string;
     try {
       actual = await sha256File(p);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw new CorellaError(
-          'ARTIFACT_NOT_FOUND',
-          `artifact ${sha256} is not in the store at ${this.root}`,
-        );
-      }
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw this.notFound(sha256, what);
       throw e;
     }
-    if (actual !== sha256) {
-      throw new CorellaError(
-        'ARTIFACT_CORRUPT',
-        `artifact ${sha256} is corrupt: its content hashes to ${actual}`,
-      );
-    }
+    if (actual !== sha256) throw corrupt(p, sha256, actual, what);
     return p;
   }
 
   async putNamed(name: string, data: Uint8Array | string): Promise<void> {
     const target = this.namedPath(name);
-    await mkdir(resolve(target, '..'), { recursive: true });
-    await this.writeAtomic(target, data);
+    await this.privateDir(this.root);
+    await this.privateDir(resolve(target, '..'));
+    await this.writeAtomic(target, sealNamed(data));
   }
 
+  /** The entry's bytes as written, verified against the checksum it carries (entries by older code have none). */
   async getNamed(name: string): Promise<Buffer | undefined> {
+    const path = this.namedPath(name);
+    let raw: Buffer;
     try {
-      return await readFile(this.namedPath(name));
+      raw = await readFile(path);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw e;
     }
+    const opened = openNamed(raw);
+    if (opened.ok) return opened.body;
+    const kind = namedKind(name);
+    throw new CorellaError(
+      'ARTIFACT_CORRUPT',
+      `${kind} ${name} is corrupt: the file ${path} ${opened.reason}. To repair it, ${REPAIR_HINT}`,
+      { details: { path, name, kind, reason: opened.reason, repair: REPAIR_HINT } },
+    );
   }
 
   async deleteNamed(name: string): Promise<void> {

@@ -104,7 +104,9 @@ export class ParallelStepper implements Stepper {
     }
     w.set(table.dataSync() as Float32Array, denseTotal);
     const init: WorkerInit = {
-      entry: new URL('./parallel-worker.ts', import.meta.url).href,
+      // .js when this file runs compiled from dist/, .ts from the sources.
+      entry: new URL(`./parallel-worker.${import.meta.url.endsWith('.js') ? 'js' : 'ts'}`, import.meta.url)
+        .href,
       backend,
       config: model.config,
       featureMap,

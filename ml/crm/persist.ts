@@ -75,6 +75,6 @@ export function decodeCrmModel(
 /** Loads a model artifact; FEATURE_MAP_MISMATCH when it was trained on another feature map. */
 export async function loadCrm(store: ArtifactStore, sha256: string, featureMap: FeatureMap): Promise<CrmNet> {
   await ensureTf();
-  const buf = await store.get(sha256);
+  const buf = await store.get(sha256, 'CRM model');
   return decodeCrmModel(buf, featureMap, `CRM model artifact ${sha256}`).model;
 }

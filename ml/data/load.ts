@@ -16,13 +16,19 @@ function parseJson<T>(buf: Buffer, what: string): T {
 
 /** The feature map of a dataset version, checked against its own content hash. */
 export async function loadFeatureMap(store: ArtifactStore, manifest: DatasetManifest): Promise<FeatureMap> {
-  const fm = parseJson<FeatureMap>(await store.get(manifest.featureMapArtifact), 'feature map');
+  const fm = parseJson<FeatureMap>(
+    await store.get(manifest.featureMapArtifact, `feature map of dataset version ${manifest.versionId}`),
+    'feature map',
+  );
   verifyFeatureMap(fm);
   return fm;
 }
 
 export async function loadItemTable(store: ArtifactStore, manifest: DatasetManifest): Promise<ItemTable> {
-  return parseJson<ItemTable>(await store.get(manifest.itemTableArtifact), 'item table');
+  return parseJson<ItemTable>(
+    await store.get(manifest.itemTableArtifact, `item table of dataset version ${manifest.versionId}`),
+    'item table',
+  );
 }
 
 /**
@@ -36,7 +42,12 @@ export async function loadSplit(
   featureMapId?: string,
 ): Promise<EncodedSplit> {
   const expected = featureMapId ?? (await loadFeatureMap(store, manifest)).id;
-  const { split, featureMapId: actual } = decodeSplit(await store.get(manifest.splitArtifacts[name]));
+  const { split, featureMapId: actual } = decodeSplit(
+    await store.get(
+      manifest.splitArtifacts[name],
+      `dataset split ${name} of dataset version ${manifest.versionId}`,
+    ),
+  );
   if (actual !== expected) {
     throw new CorellaError(
       'FEATURE_MAP_MISMATCH',

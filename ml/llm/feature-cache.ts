@@ -139,7 +139,9 @@ export class LlmFeatureCache {
     }
     this.index = idx;
     for (const c of idx.chunks)
-      this.addRows(decodeChunk(await this.store.get(c.sha256), `chunk ${c.sha256}`));
+      this.addRows(
+        decodeChunk(await this.store.get(c.sha256, 'LLM feature cache chunk'), `chunk ${c.sha256}`),
+      );
   }
 
   private addRows(chunk: FeatureChunk): void {

@@ -26,6 +26,7 @@ import type {
 import { scoreWorkflowId } from '../../cli/commands/score.js';
 import { ModelRepository } from '../../db/repositories/models.js';
 import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
+import { namedReferences } from '../../ml/artifacts/gc.js';
 import { sha256Hex } from '../../ml/artifacts/store.js';
 import { ServingEngine } from '../../ml/serving/engine.js';
 import {
@@ -381,6 +382,9 @@ describe('batch scoring: corella score through a worker that is SIGKILLed mid-ru
       expect(again.text).toBe(await readFile(outputPath, 'utf8'));
       expect(again.result.outputSha256).toBe(result.outputSha256);
       expect(chained.outputSha256).toBe(result.outputSha256);
+      // `corella gc` must not take a finished batch's output: a named entry references it.
+      const { refs } = await namedReferences(ctx.store);
+      expect(refs.has(result.outputSha256)).toBe(true);
       expect([chained.reusedChunks, chained.scoredChunks, chained.rows]).toEqual([
         result.chunks,
         0,

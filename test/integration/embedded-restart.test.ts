@@ -8,6 +8,11 @@ import { openDatabase } from '../../db/connection.js';
 import { RunRepository } from '../../db/repositories/runs.js';
 import { cliEnv, startCli, type CliProcess } from '../helpers/cli-process.js';
 
+/** The ready line shows the URL masked; the full one is in the 0600 file it names. */
+async function fullDatabaseUrl(ready: Record<string, string>): Promise<string> {
+  return (await readFile(ready.databaseUrlFile, 'utf8')).trim();
+}
+
 async function postmasterPid(home: string): Promise<number> {
   const text = await readFile(join(home, 'pg', 'postmaster.pid'), 'utf8');
   return Number(text.split('\n')[0]);
@@ -44,7 +49,7 @@ describe('the embedded default survives a SIGKILL of the process that started it
     expect(rival.stderr()).toContain('another corella up');
 
     // Leave a trace in both stores: a run row in Postgres, a workflow in Temporal's SQLite file.
-    const h1 = openDatabase(r1.databaseUrl);
+    const h1 = openDatabase(await fullDatabaseUrl(r1));
     const run = await new RunRepository(h1.db).start({ workflowId: 'restart-probe', kind: 'probe' });
     await h1.close();
     const c1 = await Connection.connect({ address: r1.temporalAddress });
@@ -69,7 +74,7 @@ describe('the embedded default survives a SIGKILL of the process that started it
     const second = startCli(['up', '--no-run'], cliEnv(home));
     procs.push(second);
     const r2 = await second.ready();
-    const h2 = openDatabase(r2.databaseUrl);
+    const h2 = openDatabase(await fullDatabaseUrl(r2));
     const again = await new RunRepository(h2.db).getByWorkflowId('restart-probe');
     await h2.close();
     expect(again?.id).toBe(run.id);
