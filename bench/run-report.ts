@@ -17,8 +17,8 @@ import { CalibrationRepository } from '../db/repositories/calibrations.js';
 import { EvaluationRepository } from '../db/repositories/evaluations.js';
 import { RunRepository } from '../db/repositories/runs.js';
 import { FileArtifactStore } from '../ml/artifacts/store.js';
-import { makeRng } from '../ml/corella/random.js';
 import { auc } from '../ml/metrics/index.js';
+import { aucDiffInterval } from '../ml/report/stats.js';
 
 const id = process.argv[2];
 if (!id) {
@@ -37,28 +37,10 @@ interface Predictions {
   pHybrid: number[];
 }
 
-/** Percentile interval of auc(a) − auc(b) over resamples of `groups` (each a list of indices). */
-function bootstrap(p: Predictions, a: number[], groups: number[][], seed: number) {
-  const rng = makeRng(seed);
-  const diffs: number[] = [];
-  for (let k = 0; k < rounds; k++) {
-    const idx: number[] = [];
-    for (let g = 0; g < groups.length; g++) idx.push(...groups[Math.floor(rng() * groups.length)]);
-    const y = Float32Array.from(idx, (i) => p.labels[i]);
-    const d =
-      auc(
-        y,
-        Float32Array.from(idx, (i) => a[i]),
-      ) -
-      auc(
-        y,
-        Float32Array.from(idx, (i) => p.pCrm[i]),
-      );
-    if (Number.isFinite(d)) diffs.push(d);
-  }
-  diffs.sort((x, z) => x - z);
-  const q = (f: number) => diffs[Math.min(diffs.length - 1, Math.floor(f * diffs.length))];
-  return { lo95: r4(q(0.025)), hi95: r4(q(0.975)), rounds: diffs.length };
+/** Percentile interval of auc(a) − auc(pCrm) over resamples of `groups` (ml/report/stats, O(rows) a round). */
+function bootstrap(p: Predictions, a: number[], groups: number[][], seed: number, unit: 'user' | 'row') {
+  const iv = aucDiffInterval(p.labels, a, p.pCrm, groups, { rounds, seed, unit });
+  return iv && { lo95: r4(iv.lo95), hi95: r4(iv.hi95), rounds: iv.rounds };
 }
 
 const report = await withDatabase(async (db) => {
@@ -105,17 +87,19 @@ const report = await withDatabase(async (db) => {
     calibration: cals.map((c) => ({
       threshold: c.threshold,
       metric: c.metric,
-      routedFraction: c.curve.find((p) => p.threshold === c.threshold)?.routedFraction,
+      // Stored points carry the routed share as llmShare, and the gain check's reason on the chosen one.
+      routedFraction: c.curve.find((p) => p.threshold === c.threshold)?.llmShare,
+      reason: c.curve.find((p) => typeof p.reason === 'string')?.reason,
     })),
     boundaryShift: shift,
     hybridMinusCrmAuc: {
       point: r4(auc(y, Float32Array.from(preds.pHybrid)) - auc(y, Float32Array.from(preds.pCrm))),
-      rowBootstrap: bootstrap(preds, preds.pHybrid, single, 1),
-      userBootstrap: bootstrap(preds, preds.pHybrid, users, 2),
+      rowBootstrap: bootstrap(preds, preds.pHybrid, single, 1, 'row'),
+      userBootstrap: bootstrap(preds, preds.pHybrid, users, 2, 'user'),
     },
     llmMinusCrmAuc: {
       point: r4(auc(y, Float32Array.from(preds.pLlm)) - auc(y, Float32Array.from(preds.pCrm))),
-      userBootstrap: bootstrap(preds, preds.pLlm, users, 3),
+      userBootstrap: bootstrap(preds, preds.pLlm, users, 3, 'user'),
     },
     machine: { loadAvg1m: loadavg()[0] },
   };
