@@ -14,9 +14,20 @@ function unavailable(e: unknown): never {
 }
 
 /** Prediction log (spooled, replayed) and feedback, both in Postgres: what `corella serve` runs with. */
-export async function databaseStorage(db: Database, opts: { spoolDir: string }): Promise<ServeStorage> {
+export async function databaseStorage(
+  db: Database,
+  opts: { spoolDir: string; flushIntervalMs?: number; maxBatch?: number },
+): Promise<ServeStorage> {
   const repo = new ServingRepository(db);
-  const log = await PredictionLog.open({ db, spoolDir: opts.spoolDir });
+  // Small, frequent flushes: a round's decoding and array building run on the event loop that answers
+  // requests, and 50 ms × 50 requests keeps each round to a few milliseconds at 200 requests/s (measured
+  // in process: p99 of a 50-candidate CRM request 12.2 ms with 200 ms × 500, about 7 ms with 50 ms × 50).
+  const log = await PredictionLog.open({
+    db,
+    spoolDir: opts.spoolDir,
+    flushIntervalMs: opts.flushIntervalMs ?? 50,
+    maxBatch: opts.maxBatch ?? 50,
+  });
   const predictions: PredictionSink = {
     append: (e: LoggedRequest) => log.append(e),
   };
