@@ -8,7 +8,7 @@
  *  - "LLM for every candidate" (threshold −∞, an LLM-only recommender) against the hybrid: throughput and
  *    server CPU seconds per 1,000 candidates — the cost ratio CoReLLa promises.
  *
- * Usage: npx tsx bench/serve.ts --home DIR [--model champion] [--rate 200] [--seconds 10] [--budget-ms 1000] [--crm-only]
+ * Usage: npx tsx bench/serve.ts --home DIR [--model champion] [--rate 200] [--seconds 10] [--budget-ms 1000] [--connections 10] [--crm-only]
  *   DIR is a CORELLA_HOME holding a trained version, e.g. from
  *   `CORELLA_HOME=DIR npx corella up --data-dir ../shared/datasets/ml-1m-u2999 --config ml-1m-cpu`.
  * Machine: 2 cores shared by the server and the load generator; compare figures from the same run.
@@ -38,6 +38,9 @@ const seconds = Number(arg('seconds', '10'));
 // A 50-candidate slate's routed share takes ~1-2 s of SmolLM2 on a busy 2-core CPU: a budget well below
 // that answers nothing and measures only the fallback path.
 const budgetMs = Number(arg('budget-ms', '1000'));
+// Connections of the fixed-rate scenarios: autocannon paces each one separately, so N connections send in
+// bursts of up to N requests at once; fewer connections at the same rate arrive more evenly.
+const connections = Number(arg('connections', '10'));
 // --crm-only: just the CRM scenarios (a minute; for re-measuring latency when the machine is quiet).
 const crmOnly = process.argv.includes('--crm-only');
 const repo = resolve(import.meta.dirname, '..');
@@ -120,7 +123,7 @@ async function drive(server: Server, s: Scenario) {
   const t0 = performance.now();
   const result = await autocannon({
     url: `${server.url}/v1/score`,
-    connections: s.connections ?? 10,
+    connections: s.connections ?? connections,
     duration: s.seconds ?? seconds,
     timeout: s.timeout ?? 10,
     ...(s.rate ? { overallRate: s.rate } : {}),
