@@ -5,6 +5,7 @@
  * byte-fallback tokens and printable ASCII characters so any text tokenizes.
  */
 import { writeFileSync } from 'node:fs';
+import { f16ToF32 } from '../../ml/llm/tf/ggml-types.js';
 
 export interface TinyGgufOptions {
   /** Seed of the weight generator: the same seed gives byte-identical files. */
@@ -367,15 +368,8 @@ export function f32ToF16Bits(x: number): number {
   return sign | h;
 }
 
-/** IEEE half bits → number. */
-export function f16BitsToF32(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 0x1f) return frac ? NaN : sign * Infinity;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
-}
+/** IEEE half bits → number: the decoder the model reader uses (ml/llm/tf/ggml-types.ts). */
+export const f16BitsToF32 = f16ToF32;
 
 /**
  * Encodes values as ggml stores them: F16 halves; Q8_0 blocks of 32 (f16 d = max|x|/127, int8 round(x/d));
