@@ -6,11 +6,11 @@ import type { Token } from 'node-llama-cpp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolveLlmConfig } from '../../../../ml/llm/config.js';
 import { loadLlm, type LoadedLlm } from '../../../../ml/llm/model.js';
-import { PromptBuilder, templateByName } from '../../../../ml/llm/prompts.js';
 import { LlmScorer } from '../../../../ml/llm/scorer.js';
 import { LlamaTf } from '../../../../ml/llm/tf/llama-forward.js';
 import { initTf } from '../../../../ml/tf/backend.js';
 import { writeTinyGguf } from '../../../helpers/tiny-gguf.js';
+import { paperPrompts } from './paper-prompts.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'corella-llama-tf-'));
 const modelPath = join(dir, 'tiny-gqa.gguf');
@@ -25,17 +25,15 @@ beforeAll(async () => {
   writeTinyGguf(modelPath, { seed: 11, nHeadKv: 2, ropeFreqBase: 5000 });
   llm = await loadLlm(resolveLlmConfig({ model: modelPath, threads: 1, contextSize: 512 }));
   ours = await LlamaTf.load(modelPath);
-  const b = new PromptBuilder(
-    { tokenize: (t, s, o) => llm.model.tokenize(t, s, o), bos: llm.model.tokens.bos },
-    templateByName('paper'),
-    { contextSize: 512, targetReserveTokens: 16 },
+  prompts = paperPrompts(
+    llm,
+    [
+      { title: 'Toy Story (1995)', rating: 5 },
+      { title: 'Heat (1995)', rating: 2 },
+      { title: 'Fargo (1996)', rating: 4 },
+    ],
+    ['The Matrix (1999)', 'Alien (1979)', 'Casino (1995)'],
   );
-  const history = [
-    { title: 'Toy Story (1995)', rating: 5, genres: '' },
-    { title: 'Heat (1995)', rating: 2, genres: '' },
-    { title: 'Fargo (1996)', rating: 4, genres: '' },
-  ];
-  prompts = ['The Matrix (1999)', 'Alien (1979)', 'Casino (1995)'].map((t) => b.build(history, t).tokens);
 });
 
 afterAll(async () => {

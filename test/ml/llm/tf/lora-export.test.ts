@@ -6,7 +6,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CorellaError } from '../../../../ml/errors.js';
 import { resolveLlmConfig } from '../../../../ml/llm/config.js';
 import { loadLlm, type LoadedLlm } from '../../../../ml/llm/model.js';
-import { PromptBuilder, templateByName } from '../../../../ml/llm/prompts.js';
 import { LlmScorer } from '../../../../ml/llm/scorer.js';
 import { GgufFile } from '../../../../ml/llm/tf/gguf-file.js';
 import { LlamaTf } from '../../../../ml/llm/tf/llama-forward.js';
@@ -16,6 +15,7 @@ import { exportLoraGguf } from '../../../../ml/llm/tf/lora-gguf.js';
 import { LoraTrainer } from '../../../../ml/llm/tf/lora-train.js';
 import { initTf } from '../../../../ml/tf/backend.js';
 import { writeTinyGguf } from '../../../helpers/tiny-gguf.js';
+import { paperPrompts } from './paper-prompts.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'corella-lora-export-'));
 const basePath = join(dir, 'base.gguf');
@@ -36,17 +36,14 @@ beforeAll(async () => {
   writeTinyGguf(shallowBase, { seed: 21, nLayer: 2, nHeadKv: 2 });
   llm = await loadLlm(resolveLlmConfig({ model: basePath, threads: 1, contextSize: 512 }));
   model = await LlamaTf.load(basePath);
-  const b = new PromptBuilder(
-    { tokenize: (t, s, o) => llm.model.tokenize(t, s, o), bos: llm.model.tokens.bos },
-    templateByName('paper'),
-    { contextSize: 512, targetReserveTokens: 16 },
+  prompts = paperPrompts(
+    llm,
+    [
+      { title: 'Toy Story (1995)', rating: 5 },
+      { title: 'Heat (1995)', rating: 1 },
+    ],
+    ['The Matrix (1999)', 'Alien (1979)', 'Fargo (1996)', 'Casino (1995)'],
   );
-  const history = [
-    { title: 'Toy Story (1995)', rating: 5, genres: '' },
-    { title: 'Heat (1995)', rating: 1, genres: '' },
-  ];
-  const titles = ['The Matrix (1999)', 'Alien (1979)', 'Fargo (1996)', 'Casino (1995)'];
-  prompts = titles.map((t) => b.build(history, t).tokens);
   // Every projection type llama.cpp can adapt, on the top two of three blocks.
   adapter = LoraAdapter.create(model.hp, {
     layers: 2,
