@@ -17,10 +17,10 @@ import {
   calibrationConfigOf,
   calibrationRow,
   jointConfigOf,
-  llmConfigOf,
   llmPoolsOf,
   storableThreshold,
 } from './corella-config.js';
+import { llmConfigFor } from './llm-model-file.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
 import type { CorellaActivities, Metrics, PipelineConfig } from './types.js';
@@ -55,7 +55,7 @@ async function loadRunModels(
     : undefined;
   let llm: LlmFeatureExtractor;
   try {
-    llm = await LlmFeatureExtractor.open(llmConfigOf(a.config, ctx.home), ctx.store);
+    llm = await LlmFeatureExtractor.open(await llmConfigFor(a.config, ctx), ctx.store);
   } catch (e) {
     crm.dispose();
     adapter?.dispose();

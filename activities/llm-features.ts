@@ -3,7 +3,8 @@ import { jointSubsets, resolveJointConfig } from '../ml/corella/joint.js';
 import { samplePool } from '../ml/corella/random.js';
 import { LlmFeatureExtractor } from '../ml/llm/index.js';
 import type { ActivityContext } from './context.js';
-import { calibrationConfigOf, jointConfigOf, llmConfigOf, llmPoolsOf } from './corella-config.js';
+import { calibrationConfigOf, jointConfigOf, llmPoolsOf } from './corella-config.js';
+import { llmConfigFor } from './llm-model-file.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
 import type { CorellaActivities, LlmFeaturesResult } from './types.js';
@@ -19,7 +20,7 @@ export function llmFeatureActivities(ctx: ActivityContext): Pick<CorellaActiviti
   return {
     async extractLlmFeatures({ runId, config, datasetVersionId }): Promise<LlmFeaturesResult> {
       const dataset = await datasetForVersion(ctx.store, datasetVersionId);
-      const extractor = await LlmFeatureExtractor.open(llmConfigOf(config, ctx.home), ctx.store);
+      const extractor = await LlmFeatureExtractor.open(await llmConfigFor(config, ctx), ctx.store);
       const run = activityRunOptions('llm-features');
       try {
         const pools = llmPoolsOf(config);
