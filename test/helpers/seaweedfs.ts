@@ -15,7 +15,9 @@ export function weedBinary(): string {
   const explicit = process.env.CORELLA_WEED;
   if (explicit) return explicit;
   const tools = join(repoRoot, '.corella', 'tools');
-  const dirs = existsSync(tools) ? readdirSync(tools).filter((d) => d.startsWith('seaweedfs-')) : [];
+  const dirs = existsSync(tools)
+    ? readdirSync(tools).filter((d) => d.startsWith('seaweedfs-') && !d.endsWith('.tmp'))
+    : [];
   for (const d of dirs.sort().reverse()) {
     const bin = join(tools, d, 'weed');
     if (existsSync(bin)) return bin;
