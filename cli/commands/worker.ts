@@ -64,7 +64,7 @@ export async function worker(argv: string[]): Promise<number> {
     if (stopping) await running.shutdown();
     else
       out.info(
-        `worker ${queues.join('+')} running against ${address} (namespace ${namespace}); Ctrl-C stops it`,
+        `worker ${queues.join('+')} running against ${address} (namespace ${namespace})${running.metricsUrl ? `, metrics at ${running.metricsUrl}` : ''}; Ctrl-C stops it`,
       );
     await running.done;
     return EXIT.ok;
