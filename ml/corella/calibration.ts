@@ -24,7 +24,8 @@ import {
   weightedAuc,
 } from './bootstrap.js';
 import { fetchFeatures } from './features.js';
-import { makeRng, samplePool } from './random.js';
+import { makeRng } from './random.js';
+import { calibrationRows } from './row-plan.js';
 import { combine, entropies, routingEntropies } from './routing.js';
 import { ctrScores, higherIsBetter, METRIC_NAMES, pick, type MetricName } from './score.js';
 
@@ -376,7 +377,7 @@ export interface CalibrateArgs extends LongRunOptions {
 export async function calibrateThreshold(args: CalibrateArgs): Promise<Calibration> {
   const cfg = resolveCalibrationConfig(args.config);
   const { split } = args;
-  const rows = samplePool(split, cfg.maxRows, cfg.seed, cfg.poolBlock);
+  const rows = calibrationRows(split, cfg);
   const pCrm = await args.crm.predict(split, rows);
   const h = routingEntropies(pCrm, split, rows, cfg.coldItems);
   const k = Math.min(rows.length, Math.ceil(cfg.curveMaxFraction * rows.length));
