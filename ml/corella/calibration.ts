@@ -24,7 +24,7 @@ import {
   weightedAuc,
 } from './bootstrap.js';
 import { fetchFeatures } from './features.js';
-import { makeRng } from './random.js';
+import { mulberry32 } from '../random.js';
 import { calibrationRows } from './row-plan.js';
 import { combine, entropies, routingEntropies } from './routing.js';
 import { ctrScores, higherIsBetter, pick, type MetricName } from './score.js';
@@ -274,7 +274,7 @@ function gainBootstrap(
         return w > 0 ? s / w : NaN;
       };
     }
-    const rng = makeRng(cfg.seed);
+    const rng = mulberry32(cfg.seed);
     const draws: number[] = [];
     for (let r = 0; r < cfg.bootstrapRounds; r++) {
       resampleGroups(groups, rng, weights);

@@ -9,7 +9,7 @@ import type { EncodedSplit, SplitName } from '../data/types.js';
 import { userBlocks } from '../data/user-blocks.js';
 import type { CalibrationConfig } from './calibration.js';
 import type { JointConfig } from './joint-config.js';
-import { samplePool } from './random.js';
+import { samplePool } from './sampling.js';
 import { selectSubsets, type SubsetPlan } from './subsets.js';
 
 /** The validation rows trainJoint uses (for precomputing their LLM features). */
