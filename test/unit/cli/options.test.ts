@@ -10,7 +10,6 @@ import {
   type CommandSpec,
   type OptionDef,
 } from '../../../cli/args.js';
-import { closest } from '../../../cli/did-you-mean.js';
 import { COMMANDS, globalHelp, main } from '../../../cli/main.js';
 import { repoRoot } from '../../../cli/services/paths.js';
 
@@ -128,6 +127,8 @@ describe('every command has its own --help, generated from its option definition
     ).toMatchObject({ cron: '0 3 * * *', source: 'served', id: 'corella-recalibrate', catchup: '1h' });
     expect(parseCommand(c('schedule'), ['pause', 'nightly']).positionals).toEqual(['pause', 'nightly']);
     expect(() => parseCommand(c('gc'), ['extra'])).toThrow(/takes no arguments/);
+    // A flag cut short suggests the one it begins.
+    expect(() => parseCommand(c('gc'), ['--dry'])).toThrow('did you mean --dry-run?');
     expect(() => parseCommand(c('runs'), ['list', '--limit'])).toThrow(/--limit/);
   });
 });
@@ -168,15 +169,6 @@ describe('main', () => {
     written = '';
     expect(await main(['help', 'nope'])).toBe(2);
     expect(written).toContain('unknown command: nope');
-  });
-});
-
-describe('did-you-mean', () => {
-  it('suggests close names and prefixes, and nothing for an unrelated word', () => {
-    expect(closest('epoch', ['epochs', 'batchSize'])).toBe('epochs');
-    expect(closest('dry', ['dry-run', 'older-than'])).toBe('dry-run');
-    expect(closest('serv', ['serve', 'score'])).toBe('serve');
-    expect(closest('banana', ['up', 'gc', 'runs'])).toBeUndefined();
   });
 });
 
