@@ -21,7 +21,7 @@ import autocannon from 'autocannon';
 import { resolveServingBundle } from '../activities/serving-bundle.js';
 import { datasetForVersion } from '../activities/datasets.js';
 import { openDatabase } from '../db/connection.js';
-import { resolveDatabase } from '../db/embedded-postgres.js';
+import { resolveDatabase } from '../cli/services/embedded-postgres.js';
 import { FileArtifactStore } from '../ml/artifacts/store.js';
 import { mulberry32 } from '../ml/random.js';
 import type { EngineStats } from '../ml/serving/engine.js';

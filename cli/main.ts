@@ -11,7 +11,7 @@ import {
   type OptionDefs,
   type Parsed,
 } from './args.js';
-import { closest } from './did-you-mean.js';
+import { didYouMean } from '../ml/config/did-you-mean.js';
 import { doctorSpec } from './specs/doctor.js';
 import { gcSpec } from './specs/gc.js';
 import { modelsSpec } from './specs/models.js';
@@ -88,7 +88,7 @@ export function globalHelp(): string {
 }
 
 function unknownCommand(name: string): UsageError {
-  const guess = closest(name, Object.keys(COMMANDS));
+  const guess = didYouMean(name, Object.keys(COMMANDS));
   return new UsageError(
     `unknown command: ${name}${guess ? `; did you mean ${guess}?` : ''} (corella --help lists them)`,
   );
