@@ -1,5 +1,6 @@
 import { CorellaError } from '../ml/errors.js';
 import { EXIT, UsageError } from './args.js';
+import { isUnavailable } from './failure.js';
 import { makeOutput } from './output.js';
 import { redactSecrets } from './services/secrets.js';
 
@@ -90,7 +91,7 @@ export function reportError(e: unknown, json: boolean): number {
   }
   // A driver error can quote a connection URL: errors are masked like every other output.
   const message = redactSecrets(describeError(e));
-  if (code === EXIT.internal && isConnectionRefused(e)) {
+  if (code === EXIT.internal && (isConnectionRefused(e) || isUnavailable(e))) {
     code = EXIT.unavailable;
     kind = 'SERVICE_UNAVAILABLE';
   }

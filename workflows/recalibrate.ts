@@ -1,6 +1,6 @@
 import { CancellationScope, isCancellation, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { CorellaActivities, RecalibrateInput, RecalibrateResult } from '../activities/types.js';
-import { NON_RETRYABLE } from './retrain.js';
+import { DEFAULT_HEARTBEAT_TIMEOUT, NON_RETRYABLE } from './retrain.js';
 import { TASK_QUEUE_CPU } from './search-attributes.js';
 
 /**
@@ -11,7 +11,7 @@ export async function recalibrateWorkflow(input: RecalibrateInput = {}): Promise
   const acts = proxyActivities<CorellaActivities>({
     taskQueue: input.queues?.cpu ?? TASK_QUEUE_CPU,
     startToCloseTimeout: '2h',
-    heartbeatTimeout: '2m',
+    heartbeatTimeout: DEFAULT_HEARTBEAT_TIMEOUT,
     retry: {
       initialInterval: '1s',
       maximumInterval: '1m',

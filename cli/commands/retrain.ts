@@ -3,7 +3,7 @@ import { WorkflowIdReusePolicy } from '@temporalio/common';
 import type { RetrainResult } from '../../activities/types.js';
 import { TASK_QUEUE_CPU } from '../../workflows/search-attributes.js';
 import type { retrainWorkflow } from '../../workflows/retrain.js';
-import { failureMessage } from '../failure.js';
+import { failureExitCode, failureMessage } from '../failure.js';
 import { EXIT, parse } from '../args.js';
 import { connectClient, workflowUiUrl } from '../client.js';
 import { configSummary, retrainInput, retrainWorkflowId } from '../config.js';
@@ -53,7 +53,7 @@ export async function retrain(argv: string[]): Promise<number> {
       if (e instanceof WorkflowFailedError) {
         const cause = failureMessage(e);
         out.result({ workflowId: id, failed: cause }, () => `run ${id} failed: ${cause}`);
-        return EXIT.runFailed;
+        return failureExitCode(e);
       }
       throw e;
     }
