@@ -2,6 +2,7 @@ import { CancellationScope, isCancellation, proxyActivities, workflowInfo } from
 import type { CorellaActivities, RecalibrateInput, RecalibrateResult } from '../activities/types.js';
 import { DEFAULT_HEARTBEAT_TIMEOUT, NON_RETRYABLE } from './retrain.js';
 import { TASK_QUEUE_CPU } from './search-attributes.js';
+import { rootCause } from './failure.js';
 
 /**
  * Re-derives the champion's entropy threshold on recent data (a dataset window, or with `source: 'served'`
@@ -38,7 +39,7 @@ export async function recalibrateWorkflow(input: RecalibrateInput = {}): Promise
       acts.finishRun({
         runId,
         status: cancelled ? 'cancelled' : 'failed',
-        error: err instanceof Error ? err.message : String(err),
+        error: rootCause(err),
       }),
     );
     throw err;

@@ -1,7 +1,5 @@
 import {
   ActivityCancellationType,
-  ActivityFailure,
-  ApplicationFailure,
   CancellationScope,
   defineQuery,
   isCancellation,
@@ -23,6 +21,7 @@ import type {
 } from '../activities/types.js';
 import { activitySummaries, currentDetails, STAGE_ACTIVITIES, type LiveProgress } from './run-details.js';
 import { TASK_QUEUE_CPU, TASK_QUEUE_GPU } from './search-attributes.js';
+import { rootCause } from './failure.js';
 
 export const progressQuery = defineQuery<RetrainProgress>('progress');
 /** Sent by long activities (activities/heartbeat.ts, throttled) so the current details show live progress. */
@@ -120,12 +119,6 @@ function summarised(o: ReturnType<typeof activityOptions>) {
   const make = (opts: ActivityOptions) => (summary: string) =>
     proxyActivities<CorellaActivities>({ ...opts, summary });
   return { cpu: make(o.cpu), gpu: make(o.gpu), bookkeeping: make(o.bookkeeping) };
-}
-
-function describe(err: unknown): string {
-  if (err instanceof ActivityFailure && err.cause) return describe(err.cause);
-  if (err instanceof ApplicationFailure) return `${err.type ?? 'Error'}: ${err.message}`;
-  return err instanceof Error ? err.message : String(err);
 }
 
 /**
@@ -262,7 +255,7 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
       progress.reportPath = report.path;
     } catch (err) {
       if (isCancellation(err)) throw err;
-      progress.reportError = describe(err);
+      progress.reportError = rootCause(err);
     }
 
     enter('done');
@@ -284,7 +277,7 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
     };
   } catch (err) {
     const cancelled = isCancellation(err);
-    progress.error = describe(err);
+    progress.error = rootCause(err);
     progress.stage = cancelled ? 'cancelled' : 'failed';
     progress.live = undefined;
     refresh();
