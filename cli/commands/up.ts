@@ -1,32 +1,28 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import {
-  WorkflowExecutionAlreadyStartedError,
-  WorkflowFailedError,
-  type WorkflowHandle,
-} from '@temporalio/client';
-import { WorkflowIdReusePolicy } from '@temporalio/common';
+import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { RetrainProgress, RetrainResult } from '../../activities/types.js';
 import { migrateUrl } from '../../activities/context.js';
 import { openDatabase } from '../../db/connection.js';
 import { reconcileRuns } from '../reconcile.js';
-import { TASK_QUEUE_CPU } from '../../workflows/search-attributes.js';
 import type { retrainWorkflow } from '../../workflows/retrain.js';
 import { failureExitCode, failureMessage, isUnavailable } from '../failure.js';
-import { EXIT, parse, UsageError } from '../args.js';
+import { EXIT, UsageError, type ArgsOf } from '../args.js';
 import { FileArtifactStore } from '../../ml/artifacts/store.js';
 import { startServer, type RunningServer } from '../../serve/server.js';
 import { databaseStorage } from '../../serve/storage.js';
 import { connectClient, workflowUiUrl } from '../client.js';
-import { configSummary, retrainInput, retrainWorkflowId } from '../config.js';
-import { prepareRun, RUN_OPTIONS, workflowMetadata, type PreparedRun } from '../prepare-run.js';
-import { makeOutput, progressLine, table, type Output } from '../output.js';
+import { prepareRun, type PreparedRun } from '../prepare-run.js';
+import { makeOutput, progressLine, type Output } from '../output.js';
 import type { Progress } from '../../ml/progress.js';
-import { pendingProgress } from './runs.js';
+import { pendingProgress } from '../run-progress.js';
+import { summaryTable } from '../run-summary.js';
 import { artifactsDir, corellaHome, readyDatabase, repoRoot } from '../services/paths.js';
 import { lockHome } from '../services/home-lock.js';
 import { startStack, type Stack } from '../services/stack.js';
 import { Supervisor, type SupervisedWorker } from '../services/supervisor.js';
+import type { upSpec } from '../specs/up.js';
+import { startRetrain } from '../start-retrain.js';
 
 /** Starts one `corella worker` child per queue, so the embedded default is one process tree. */
 function spawnWorker(queue: 'cpu' | 'gpu', env: NodeJS.ProcessEnv): ChildProcess {
@@ -70,24 +66,6 @@ async function followProgress(
   return () => {
     stopped = true;
   };
-}
-
-export function summaryTable(result: RetrainResult): string {
-  const m = result.metrics;
-  const pick = (k: string): number | undefined => (k in m ? m[k] : undefined);
-  const rows = ['crm', 'llm', 'hybrid'].map((who) => [
-    who === 'crm' ? 'CRM (DCNv2)' : who === 'llm' ? 'LLM branch' : 'hybrid',
-    pick(`eval.test.${who}.auc`) ?? pick(`calibration.${who}.auc`),
-    pick(`eval.test.${who}.logloss`) ?? pick(`calibration.${who}.logloss`),
-    pick(`eval.test.${who}.acc`) ?? pick(`calibration.${who}.acc`),
-  ]);
-  return [
-    table(rows, ['model', 'AUC', 'LogLoss', 'ACC']),
-    '',
-    `routed to LLM: ${((pick('calibration.routedFraction') ?? NaN) * 100).toFixed(1)}%   threshold: ${result.threshold.toFixed(4)}`,
-    `model version: ${result.modelVersionId} (${result.alias})`,
-    ...(result.reportPath ? [`report: ${result.reportPath}`] : []),
-  ].join('\n');
 }
 
 /** For the summary: synthetic data is never passed off as real, and a download says so. */
@@ -143,20 +121,11 @@ function waitUntil(cond: () => boolean): Promise<void> {
  * `corella up`: the embedded default. Postgres, a Temporal dev server and one worker process per queue, then
  * the retrain pipeline (unless --no-run), a summary, and with --keep-alive everything stays up until Ctrl-C.
  */
-export async function up(argv: string[]): Promise<number> {
-  const { values } = parse(argv, {
-    ...RUN_OPTIONS,
-    'keep-alive': { type: 'boolean' },
-    'no-run': { type: 'boolean' },
-    serve: { type: 'boolean' },
-    'serve-port': { type: 'string' },
-  });
+export async function up({ values }: ArgsOf<typeof upSpec>): Promise<number> {
   const out = makeOutput(Boolean(values.json));
   if (values.serve && !values['keep-alive'] && !values['no-run'])
     throw new UsageError('--serve needs --keep-alive (or --no-run): the service runs until Ctrl-C');
-  const servePort = values['serve-port'];
-  if (servePort !== undefined && !/^\d+$/.test(servePort))
-    throw new UsageError('--serve-port must be a port number');
+  if (!/^\d+$/.test(values['serve-port'])) throw new UsageError('--serve-port must be a port number');
   const home = corellaHome();
   let prepared: PreparedRun | undefined;
   if (!values['no-run']) {
@@ -236,7 +205,7 @@ export async function up(argv: string[]): Promise<number> {
         databaseUrl: stack.databaseUrl,
         store: new FileArtifactStore(artifactsDir(home)),
         home,
-        port: values['serve-port'] !== undefined ? Number(values['serve-port']) : 8080,
+        port: Number(values['serve-port']),
         storage: (db) => databaseStorage(db, { spoolDir: join(home, 'serve-spool') }),
         log: (m) => out.info(`serve: ${m}`),
       });
@@ -296,32 +265,15 @@ async function runRetrain(
   interrupted: () => boolean,
   dead: () => boolean = () => false,
 ): Promise<number> {
-  const { data, config } = prepared;
+  const { data } = prepared;
   const tc = await connectClient({
     address: stack.temporal.address,
     namespace: stack.temporal.namespace,
     uiBase: stack.temporal.uiUrl,
   });
   try {
-    const { id } = retrainWorkflowId(data.spec, config);
-    let handle: WorkflowHandle<typeof retrainWorkflow>;
-    try {
-      handle = await tc.client.workflow.start<typeof retrainWorkflow>('retrainWorkflow', {
-        taskQueue: TASK_QUEUE_CPU,
-        workflowId: id,
-        // A completed retrain of the same data and config is not run again (its result is shown); a failed
-        // or cancelled one may be.
-        workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-        args: [retrainInput(data.spec, config, 'corella up')],
-        memo: { dataset: data.spec, origin: data.origin, config: configSummary(config) },
-        ...workflowMetadata(data, config, 'corella up'),
-      });
-      out.info(`started ${id}`);
-    } catch (e) {
-      if (!(e instanceof WorkflowExecutionAlreadyStartedError)) throw e;
-      handle = tc.client.workflow.getHandle(id);
-      out.info(`${id} was already started (running or completed): following it`);
-    }
+    const { workflowId: id, started, handle } = await startRetrain(tc.client, prepared, 'corella up');
+    out.info(started ? `started ${id}` : `${id} was already started (running or completed): following it`);
     const ui = workflowUiUrl(stack.temporal.uiUrl, tc.namespace, id);
     if (ui) out.info(`run in the Temporal UI: ${ui}`);
     const stopFollowing = await followProgress(handle, out.info);
