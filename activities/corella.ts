@@ -13,12 +13,7 @@ import type { CtrDataset } from '../ml/data/index.js';
 import { LlmFeatureExtractor } from '../ml/llm/index.js';
 import { initTf } from '../ml/tf/index.js';
 import type { ActivityContext } from './context.js';
-import {
-  calibrationConfigOf,
-  calibrationRow,
-  jointConfigOf,
-  storableThreshold,
-} from './corella-config.js';
+import { calibrationConfigOf, calibrationRow, jointConfigOf, storableThreshold } from './corella-config.js';
 import { llmConfigFor } from './llm-model-file.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
