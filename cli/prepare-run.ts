@@ -4,18 +4,6 @@ import { resolveDataSource, type ResolvedData } from './data-source.js';
 import { resolveModel } from './model-source.js';
 import { isRemoteStore, openArtifactStore } from '../ml/artifacts/open-store.js';
 
-/** The options `up` and `retrain` share: what to train on, with which config and which LLM. */
-export const RUN_OPTIONS = {
-  'data-dir': { type: 'string' },
-  source: { type: 'string' },
-  name: { type: 'string' },
-  config: { type: 'string' },
-  model: { type: 'string' },
-  // Skips downloading MovieLens-1M when no data dir is given (CORELLA_NO_DOWNLOAD=1 too); a cached copy is
-  // still used.
-  'no-download': { type: 'boolean' },
-} as const;
-
 export interface PreparedRun {
   data: ResolvedData;
   config: PipelineConfig;

@@ -17,6 +17,10 @@ export type ErrorCode =
   | 'STAGE_NOT_IMPLEMENTED'
   | 'DATA_NOT_AVAILABLE'
   | 'SERVICE_UNAVAILABLE'
+  /** Postgres could not be reached (refused, restarting, out of connection slots): a wait, then a failure. */
+  | 'DB_UNAVAILABLE'
+  /** Postgres refused a statement (SQL state and constraint in the message, never its values). */
+  | 'DB_ERROR'
   /** A scoring request the engine cannot serve as asked (too many candidates, unknown field, ...). */
   | 'BAD_REQUEST';
 
