@@ -6,6 +6,8 @@ import { CorellaError } from '../ml/errors.js';
 import type { LlmConfig } from '../ml/llm/index.js';
 import type { ServingBundle } from '../ml/serving/engine.js';
 import { calibrationConfigOf, llmConfigOf } from './corella-config.js';
+import { localModelPath } from './llm-model-file.js';
+import type { ArtifactStore } from '../ml/artifacts/store.js';
 import type { PipelineConfig } from './types.js';
 
 /** What the serving engine loads for one version (ml/serving/engine.ts). */
@@ -33,6 +35,8 @@ export async function servingBundleOf(
   db: Database,
   home: string,
   version: ModelVersionRow,
+  /** When given, an LLM file missing here comes from the store by the version's llmModel sha256. */
+  store?: ArtifactStore,
 ): Promise<ServingBundleSpec> {
   const { crmModel, adapter } = version.artifacts;
   if (!crmModel || !adapter) {
@@ -49,6 +53,8 @@ export async function servingBundleOf(
   } catch {
     llm = null; // no LLM in the training config: nothing to route to
   }
+  if (llm && store)
+    llm = { ...llm, model: await localModelPath(llm.model, version.artifacts.llmModel, store) };
   return {
     modelVersion: String(version.id),
     datasetVersionId: version.datasetVersionId,
@@ -64,6 +70,7 @@ export async function resolveServingBundle(
   db: Database,
   home: string,
   ref: ModelRef,
+  store?: ArtifactStore,
 ): Promise<{ bundle: ServingBundleSpec; version: ModelVersionRow }> {
   const version = await resolveModelVersion(db, ref);
   if (!version) {
@@ -72,5 +79,5 @@ export async function resolveServingBundle(
       isVersionId(ref) ? `no model version ${ref}` : `no model version has the alias ${ref} yet`,
     );
   }
-  return { bundle: await servingBundleOf(db, home, version), version };
+  return { bundle: await servingBundleOf(db, home, version, store), version };
 }
