@@ -13,6 +13,7 @@ import type { ActivityContext } from './context.js';
 import { calibrationConfigOf, calibrationRow, llmConfigOf, storableThreshold } from './corella-config.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
+import { METRIC_PREFIX, prefixMetrics } from './metric-keys.js';
 import { recalibrateOnServed } from './recalibrate-served.js';
 import type { CorellaActivities, PipelineConfig, RecalibrateResult } from './types.js';
 
@@ -116,7 +117,7 @@ export function recalibrateActivities(ctx: ActivityContext): Pick<CorellaActivit
         if (Number.isFinite(previousScore)) metrics[`previous.${cal.metric}`] = previousScore;
         await new RunRepository(ctx.db).logMetrics(
           input.runId,
-          Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`recalibration.${k}`, v])),
+          prefixMetrics(METRIC_PREFIX.recalibration, metrics),
         );
         return {
           modelVersionId: String(version.id),

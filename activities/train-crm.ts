@@ -6,6 +6,7 @@ import { initTf } from '../ml/tf/index.js';
 import type { ActivityContext } from './context.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
+import { METRIC_PREFIX } from './metric-keys.js';
 import type { CorellaActivities, Metrics, TrainCrmResult } from './types.js';
 
 const MODEL_KEYS = [
@@ -55,7 +56,7 @@ export function trainCrmActivities(ctx: ActivityContext): Pick<CorellaActivities
       const kinds: CrmConfig['kind'][] = section.baseline === false ? ['dcnv2'] : ['dcnv2', 'lr'];
       let crmArtifact = '';
       for (const kind of kinds) {
-        const prefix = kind === 'dcnv2' ? 'crm' : 'lr';
+        const prefix = kind === 'dcnv2' ? METRIC_PREFIX.crm : METRIC_PREFIX.lr;
         // A retried attempt resumes from the last epoch checkpoint of the same run.
         // The first epoch this attempt works on shows how much a retry had to redo.
         let startEpoch: number | undefined;
