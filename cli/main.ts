@@ -1,4 +1,5 @@
 import { CorellaError } from '../ml/errors.js';
+import { isUnavailable } from './failure.js';
 import { redactSecrets } from './services/secrets.js';
 
 import {
@@ -11,7 +12,7 @@ import {
   type OptionDefs,
   type Parsed,
 } from './args.js';
-import { closest } from './did-you-mean.js';
+import { didYouMean } from '../ml/config/did-you-mean.js';
 import { doctorSpec } from './specs/doctor.js';
 import { gcSpec } from './specs/gc.js';
 import { modelsSpec } from './specs/models.js';
@@ -88,7 +89,7 @@ export function globalHelp(): string {
 }
 
 function unknownCommand(name: string): UsageError {
-  const guess = closest(name, Object.keys(COMMANDS));
+  const guess = didYouMean(name, Object.keys(COMMANDS));
   return new UsageError(
     `unknown command: ${name}${guess ? `; did you mean ${guess}?` : ''} (corella --help lists them)`,
   );
@@ -139,7 +140,7 @@ export function reportError(e: unknown, json: boolean): number {
   }
   // A driver error can quote a connection URL: errors are masked like every other output.
   const message = redactSecrets(describeError(e));
-  if (code === EXIT.internal && isConnectionRefused(e)) {
+  if (code === EXIT.internal && (isConnectionRefused(e) || isUnavailable(e))) {
     code = EXIT.unavailable;
     kind = 'SERVICE_UNAVAILABLE';
   }

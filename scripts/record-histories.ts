@@ -28,7 +28,7 @@ import { datasetForVersion } from '../activities/datasets.js';
 import { createActivities } from '../activities/index.js';
 import type { BatchScoreInput, RecalibrateInput, RetrainInput, TaskQueues } from '../activities/types.js';
 import { startTemporalDevServer } from '../cli/services/temporal-dev-server.js';
-import { resolveDatabase } from '../db/embedded-postgres.js';
+import { resolveDatabase } from '../cli/services/embedded-postgres.js';
 import { ModelRepository, ServingRepository } from '../db/repositories/index.js';
 import { createTestDatabase } from '../db/testing.js';
 import { FileArtifactStore } from '../ml/artifacts/store.js';

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { resolveDatabase } from '../../db/embedded-postgres.js';
+import { resolveDatabase } from '../services/embedded-postgres.js';
 import { migrateDatabase } from '../../db/migrate.js';
 import { openDatabase } from '../../db/connection.js';
 import { FileArtifactStore } from '../../ml/artifacts/store.js';

@@ -24,6 +24,7 @@ export async function removeProcessRecord(path: string): Promise<void> {
   await rm(path, { force: true });
 }
 
+/** Whether a process exists (EPERM: it does, owned by another user). The one liveness check of the launchers. */
 export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -31,6 +32,33 @@ export function isAlive(pid: number): boolean {
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** Kernel start time of a process (clock ticks since boot): tells a live owner from a recycled pid. */
+export async function processStartTime(pid: number): Promise<string | undefined> {
+  try {
+    const s = await readFile(`/proc/${pid}/stat`, 'utf8');
+    return s.slice(s.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Who owns something (a lock, a running server): a pid plus its start time, where the OS tells it. */
+export interface ProcessMark {
+  pid: number;
+  startTime: string | undefined;
+}
+
+export async function selfMark(): Promise<ProcessMark> {
+  return { pid: process.pid, startTime: await processStartTime(process.pid) };
+}
+
+/** Alive and the same process that wrote the mark (not a recycled pid). */
+export async function markAlive(mark: ProcessMark): Promise<boolean> {
+  if (!Number.isInteger(mark.pid) || mark.pid <= 0 || !isAlive(mark.pid)) return false;
+  const now = await processStartTime(mark.pid);
+  return mark.startTime === undefined || now === undefined || now === mark.startTime;
 }
 
 /** The command line of a live process (Linux), to check that a recorded pid is still ours. */

@@ -7,7 +7,7 @@ import {
   platformPackage,
   processCommandLine,
   resolvePostgresBinaries,
-} from '../../../db/embedded-postgres.js';
+} from '../../../cli/services/embedded-postgres.js';
 import { CorellaError } from '../../../ml/errors.js';
 
 const dirs: string[] = [];
