@@ -1,6 +1,8 @@
 import { Context } from '@temporalio/activity';
 import { RunRepository } from '../db/repositories/runs.js';
-import { defaultCrmConfig, saveCrm, trainCrm, type CrmConfig } from '../ml/crm/index.js';
+import { crmModelConfig } from '../ml/crm/config.js';
+import { saveCrm, trainCrm, type CrmConfig } from '../ml/crm/index.js';
+import { resolvePipelineConfig } from '../schema/pipeline.js';
 import { ctrMetrics } from '../ml/metrics/index.js';
 import { initTf } from '../ml/tf/index.js';
 import type { ActivityContext } from './context.js';
@@ -8,54 +10,37 @@ import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
 import type { CorellaActivities, Metrics, TrainCrmResult } from './types.js';
 
-const MODEL_KEYS = [
-  'embeddingDim',
-  'crossLayers',
-  'crossStructure',
-  'lowRank',
-  'mlp',
-  'dropout',
-  'batchNorm',
-  'l2Embedding',
-  'seed',
-] as const;
-
-/** The model part of the `crm` config section (the rest are trainer settings). */
-export function crmModelConfig(section: Record<string, unknown>, kind: CrmConfig['kind']): CrmConfig {
-  const overrides: Record<string, unknown> = {};
-  if (kind !== 'lr') for (const k of MODEL_KEYS) if (section[k] !== undefined) overrides[k] = section[k];
-  if (section.seed !== undefined) overrides.seed = section.seed;
-  return defaultCrmConfig(kind, overrides as Partial<CrmConfig>);
-}
-
-function num(v: unknown, fallback: number): number {
-  return typeof v === 'number' && Number.isFinite(v) ? v : fallback;
-}
-
-/** Stage 1: the CRM on all training samples, checkpointed per epoch; the LR baseline beside it. */
+/**
+ * Stage 1: the CRM `crm.kind` names on all training samples, checkpointed per epoch; with `crm.baseline`
+ * (default) the LR baseline beside a DCNv2 model. The chosen model's metrics are `crm.*` and its artifact
+ * goes on to joint training; the baseline's are `lr.*`.
+ */
 export function trainCrmActivities(ctx: ActivityContext): Pick<CorellaActivities, 'trainCrm'> {
   return {
     async trainCrm({ runId, config, datasetVersionId }): Promise<TrainCrmResult> {
-      const section = (config.crm ?? {}) as Record<string, unknown>;
+      const section = resolvePipelineConfig(config).crm;
       const tf = await initTf();
       const dataset = await datasetForVersion(ctx.store, datasetVersionId);
       const run = activityRunOptions('train-crm');
       const trainer = {
         store: ctx.store,
-        epochs: num(section.epochs, 3),
-        batchSize: num(section.batchSize, 1024),
-        lr: num(section.learningRate, 1e-3),
-        patience: num(section.patience, 1),
-        lrDecay: num(section.lrDecay, 0.5),
+        epochs: section.epochs,
+        batchSize: section.batchSize,
+        lr: section.learningRate,
+        patience: section.patience,
+        lrDecay: section.lrDecay,
+        threads: section.threads,
         signal: run.signal,
         onProgress: run.onProgress,
       };
       const runs = new RunRepository(ctx.db);
       const metrics: Metrics = {};
-      const kinds: CrmConfig['kind'][] = section.baseline === false ? ['dcnv2'] : ['dcnv2', 'lr'];
+      const models: { kind: CrmConfig['kind']; prefix: 'crm' | 'lr' }[] = [
+        { kind: section.kind, prefix: 'crm' },
+      ];
+      if (section.baseline && section.kind !== 'lr') models.push({ kind: 'lr', prefix: 'lr' });
       let crmArtifact = '';
-      for (const kind of kinds) {
-        const prefix = kind === 'dcnv2' ? 'crm' : 'lr';
+      for (const { kind, prefix } of models) {
         // A retried attempt resumes from the last epoch checkpoint of the same run.
         // The first epoch this attempt works on shows how much a retry had to redo.
         let startEpoch: number | undefined;
@@ -91,7 +76,7 @@ export function trainCrmActivities(ctx: ActivityContext): Pick<CorellaActivities
               h.epoch + 1,
             );
           }
-          if (kind === 'dcnv2') {
+          if (prefix === 'crm') {
             const ref = await saveCrm(result.model, ctx.store, {
               runId,
               datasetVersionId,

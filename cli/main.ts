@@ -27,6 +27,8 @@ Usage: corella <command> [options]   (add --json for machine-readable output)
                         the online hybrid predictor over HTTP (POST /v1/score, /v1/feedback; /healthz,
                         /readyz, /metrics); follows the alias and swaps versions live. Beyond loopback it
                         needs CORELLA_SERVE_TOKEN (a bearer token)
+  config show [--config NAME|FILE] | config schema
+                        the pipeline config validated with every default resolved | its JSON Schema
   doctor                what is configured and what is reachable
   gc [--dry-run] [--older-than 7d]   remove artifact blobs nothing references (young ones are kept)
 
@@ -49,6 +51,7 @@ const commands: Record<string, () => Promise<Command>> = {
   doctor: async () => (await import('./commands/doctor.js')).doctor,
   serve: async () => (await import('./commands/serve.js')).serve,
   gc: async () => (await import('./commands/gc.js')).gc,
+  config: async () => (await import('./commands/config.js')).config,
 };
 
 export async function main(argv: string[]): Promise<number> {
