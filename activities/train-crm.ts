@@ -1,50 +1,60 @@
 import { Context } from '@temporalio/activity';
 import { RunRepository } from '../db/repositories/runs.js';
 import { crmModelConfig } from '../ml/crm/config.js';
-import { saveCrm, trainCrm, type CrmConfig } from '../ml/crm/index.js';
+import { saveCrm, trainCrm, type CrmConfig, type TrainCrmOptions } from '../ml/crm/index.js';
 import { resolvePipelineConfig } from '../schema/pipeline.js';
 import { ctrMetrics } from '../ml/metrics/index.js';
 import { initTf } from '../ml/tf/index.js';
 import type { ActivityContext } from './context.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
-import type { CorellaActivities, Metrics, TrainCrmResult } from './types.js';
+import type { CorellaActivities, Metrics, PipelineConfig, TrainCrmResult } from './types.js';
+
+/** What stage 1 trains, read from the `crm` section: the trainer settings and the models with their prefixes. */
+export interface StageOnePlan {
+  trainer: Pick<TrainCrmOptions, 'epochs' | 'batchSize' | 'lr' | 'patience' | 'lrDecay' | 'threads'>;
+  /** The `crm.kind` model first (metrics `crm.*`, its artifact goes on to joint training), then the baseline. */
+  models: { prefix: 'crm' | 'lr'; config: CrmConfig }[];
+}
 
 /**
  * Stage 1: the CRM `crm.kind` names on all training samples, checkpointed per epoch; with `crm.baseline`
- * (default) the LR baseline beside a DCNv2 model. The chosen model's metrics are `crm.*` and its artifact
- * goes on to joint training; the baseline's are `lr.*`.
+ * (default) the LR baseline beside a DCNv2 model, for the `lr.*` metrics. A bad section is a BAD_CONFIG
+ * error naming the field, never a silent fallback to a default.
  */
+export function stageOnePlan(config: PipelineConfig): StageOnePlan {
+  const crm = resolvePipelineConfig(config).crm;
+  const models: StageOnePlan['models'] = [{ prefix: 'crm', config: crmModelConfig(crm) }];
+  if (crm.baseline && crm.kind !== 'lr') models.push({ prefix: 'lr', config: crmModelConfig(crm, 'lr') });
+  return {
+    trainer: {
+      epochs: crm.epochs,
+      batchSize: crm.batchSize,
+      lr: crm.learningRate,
+      patience: crm.patience,
+      lrDecay: crm.lrDecay,
+      threads: crm.threads,
+    },
+    models,
+  };
+}
+
 export function trainCrmActivities(ctx: ActivityContext): Pick<CorellaActivities, 'trainCrm'> {
   return {
     async trainCrm({ runId, config, datasetVersionId }): Promise<TrainCrmResult> {
-      const section = resolvePipelineConfig(config).crm;
+      const plan = stageOnePlan(config);
       const tf = await initTf();
       const dataset = await datasetForVersion(ctx.store, datasetVersionId);
       const run = activityRunOptions('train-crm');
-      const trainer = {
-        store: ctx.store,
-        epochs: section.epochs,
-        batchSize: section.batchSize,
-        lr: section.learningRate,
-        patience: section.patience,
-        lrDecay: section.lrDecay,
-        threads: section.threads,
-        signal: run.signal,
-        onProgress: run.onProgress,
-      };
+      const trainer = { ...plan.trainer, store: ctx.store, signal: run.signal, onProgress: run.onProgress };
       const runs = new RunRepository(ctx.db);
       const metrics: Metrics = {};
-      const models: { kind: CrmConfig['kind']; prefix: 'crm' | 'lr' }[] = [
-        { kind: section.kind, prefix: 'crm' },
-      ];
-      if (section.baseline && section.kind !== 'lr') models.push({ kind: 'lr', prefix: 'lr' });
       let crmArtifact = '';
-      for (const { kind, prefix } of models) {
+      for (const { prefix, config: modelConfig } of plan.models) {
         // A retried attempt resumes from the last epoch checkpoint of the same run.
         // The first epoch this attempt works on shows how much a retry had to redo.
         let startEpoch: number | undefined;
-        const result = await trainCrm(dataset, crmModelConfig(section, kind), {
+        const result = await trainCrm(dataset, modelConfig, {
           ...trainer,
           onProgress: (p) => {
             if (startEpoch === undefined && p.epoch !== undefined) startEpoch = p.epoch;
