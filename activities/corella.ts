@@ -5,7 +5,7 @@ import type { ArtifactStore } from '../ml/artifacts/store.js';
 import { LlmAdapter } from '../ml/corella/adapter.js';
 import { calibrateThreshold } from '../ml/corella/calibration.js';
 import { evaluateAlignment } from '../ml/corella/evaluation.js';
-import { samplePool } from '../ml/corella/random.js';
+import { testPoolRows } from '../ml/corella/row-plan.js';
 import { trainJoint } from '../ml/corella/joint.js';
 import type { CtrScores } from '../ml/corella/score.js';
 import { loadCrm, saveCrm, type CrmNet } from '../ml/crm/index.js';
@@ -18,11 +18,11 @@ import {
   calibrationRow,
   jointConfigOf,
   llmConfigOf,
-  llmPoolsOf,
   storableThreshold,
 } from './corella-config.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
+import { rowPlanConfigOf } from './row-plan.js';
 import type { CorellaActivities, Metrics, PipelineConfig } from './types.js';
 
 function scores(prefix: string, s: CtrScores): Metrics {
@@ -234,7 +234,6 @@ export function corellaActivities(
       const run = activityRunOptions('evaluation');
       try {
         const test = m.dataset.splits.test;
-        const pools = llmPoolsOf(config);
         const ev = await evaluateAlignment({
           crm: m.crm,
           adapter: m.adapter!,
@@ -242,7 +241,7 @@ export function corellaActivities(
           split: test,
           items: m.dataset.items,
           threshold,
-          rows: samplePool(test, pools.test, pools.seed, pools.block),
+          rows: testPoolRows(test, rowPlanConfigOf(config, runId).test),
           coldItems: calibrationConfigOf(config).coldItems,
           signal: run.signal,
           onProgress: run.onProgress,

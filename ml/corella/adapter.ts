@@ -13,7 +13,7 @@ import { CorellaError } from '../errors.js';
 import type { LlmFeatures } from '../llm/types.js';
 import { dense } from '../tf/dense.js';
 import { addTensors, column } from './ops.js';
-import { glorotUniform, makeRng } from './random.js';
+import { glorotUniform, mulberry32 } from '../random.js';
 import {
   encodeFloat32,
   decodeFloat32,
@@ -125,7 +125,7 @@ export class LlmAdapter {
   }
 
   static create(config: AdapterConfig): LlmAdapter {
-    const rng = makeRng(config.seed);
+    const rng = mulberry32(config.seed);
     // The skip starts at zero: a random wide path would rank rows by a random mix of its few inputs, and
     // short stages cannot undo that; from zero it moves only where the gradient says.
     return new LlmAdapter(config, (name, shape) =>
