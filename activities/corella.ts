@@ -13,13 +13,8 @@ import type { CtrDataset } from '../ml/data/index.js';
 import { LlmFeatureExtractor } from '../ml/llm/index.js';
 import { initTf } from '../ml/tf/index.js';
 import type { ActivityContext } from './context.js';
-import {
-  calibrationConfigOf,
-  calibrationRow,
-  jointConfigOf,
-  llmConfigOf,
-  storableThreshold,
-} from './corella-config.js';
+import { calibrationConfigOf, calibrationRow, jointConfigOf, storableThreshold } from './corella-config.js';
+import { llmConfigFor } from './llm-model-file.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
 import { rowPlanConfigOf } from './row-plan.js';
@@ -55,7 +50,7 @@ async function loadRunModels(
     : undefined;
   let llm: LlmFeatureExtractor;
   try {
-    llm = await LlmFeatureExtractor.open(llmConfigOf(a.config, ctx.home), ctx.store);
+    llm = await LlmFeatureExtractor.open(await llmConfigFor(a.config, ctx), ctx.store);
   } catch (e) {
     crm.dispose();
     adapter?.dispose();

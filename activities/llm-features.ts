@@ -2,7 +2,7 @@ import { RunRepository } from '../db/repositories/runs.js';
 import { llmFeatureRows } from '../ml/corella/row-plan.js';
 import { LlmFeatureExtractor } from '../ml/llm/index.js';
 import type { ActivityContext } from './context.js';
-import { llmConfigOf } from './corella-config.js';
+import { llmConfigFor } from './llm-model-file.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
 import { rowPlanConfigOf } from './row-plan.js';
@@ -20,7 +20,7 @@ export function llmFeatureActivities(ctx: ActivityContext): Pick<CorellaActiviti
   return {
     async extractLlmFeatures({ runId, config, datasetVersionId }): Promise<LlmFeaturesResult> {
       const dataset = await datasetForVersion(ctx.store, datasetVersionId);
-      const extractor = await LlmFeatureExtractor.open(llmConfigOf(config, ctx.home), ctx.store);
+      const extractor = await LlmFeatureExtractor.open(await llmConfigFor(config, ctx), ctx.store);
       const run = activityRunOptions('llm-features');
       try {
         // The rows come from the row plan that the joint trainer, calibration and evaluation draw from too.

@@ -1,4 +1,5 @@
 import { CorellaError } from '../ml/errors.js';
+import { isUnavailable } from './failure.js';
 import { redactSecrets } from './services/secrets.js';
 
 import {
@@ -148,7 +149,7 @@ export function reportError(e: unknown, json: boolean): number {
   }
   // A driver error can quote a connection URL: errors are masked like every other output.
   const message = redactSecrets(describeError(e));
-  if (code === EXIT.internal && isConnectionRefused(e)) {
+  if (code === EXIT.internal && (isConnectionRefused(e) || isUnavailable(e))) {
     code = EXIT.unavailable;
     kind = 'SERVICE_UNAVAILABLE';
   }

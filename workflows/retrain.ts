@@ -1,7 +1,5 @@
 import {
   ActivityCancellationType,
-  ActivityFailure,
-  ApplicationFailure,
   CancellationScope,
   defineQuery,
   isCancellation,
@@ -23,6 +21,7 @@ import type {
 } from '../activities/types.js';
 import { activitySummaries, currentDetails, STAGE_ACTIVITIES, type LiveProgress } from './run-details.js';
 import { TASK_QUEUE_CPU, TASK_QUEUE_GPU } from './search-attributes.js';
+import { rootCause } from './failure.js';
 
 export const progressQuery = defineQuery<RetrainProgress>('progress');
 /** Sent by long activities (activities/heartbeat.ts, throttled) so the current details show live progress. */
@@ -54,20 +53,36 @@ const retry = {
   nonRetryableErrorTypes: NON_RETRYABLE,
 };
 
+/**
+ * How long an activity may go without a heartbeat before Temporal hands it to another worker. Activities
+ * heartbeat every second while they compute (activities/heartbeat.ts withPulse), so 30 s tolerates a loaded
+ * machine's stalls many times over, while a worker killed mid-activity costs at most 30 s before the worker
+ * `up` restarted picks the retry up (with 2 minutes, a restarted worker sat idle for 2 minutes).
+ */
+export const DEFAULT_HEARTBEAT_TIMEOUT = '30s';
+
 /** Options per activity class; queue names can be overridden per run (separate GPU pools, isolated tests). */
-export function activityOptions(queues: { cpu?: string; gpu?: string } = {}, heartbeatTimeout = '2m') {
+export function activityOptions(
+  queues: { cpu?: string; gpu?: string } = {},
+  heartbeatTimeout = DEFAULT_HEARTBEAT_TIMEOUT,
+) {
   const cpuQueue = queues.cpu ?? TASK_QUEUE_CPU;
   return {
     cpu: {
       taskQueue: cpuQueue,
       cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-      startToCloseTimeout: '30m',
+      // Room for the work and for a database outage waited out inside it.
+      startToCloseTimeout: '2h',
       heartbeatTimeout,
       retry,
     },
+    // Run rows are quick writes, but a database outage is waited out inside the activity (CORELLA_DB_WAIT,
+    // 30 minutes by default, heartbeating meanwhile): the timeout leaves room for that wait, and the
+    // heartbeat timeout still notices a dead worker within seconds.
     bookkeeping: {
       taskQueue: cpuQueue,
-      startToCloseTimeout: '1m',
+      startToCloseTimeout: '40m',
+      heartbeatTimeout,
       retry: { ...retry, maximumAttempts: 20 },
     },
     // Training and LLM activities heartbeat while they compute; a missed heartbeat means the worker died and
@@ -84,7 +99,10 @@ export function activityOptions(queues: { cpu?: string; gpu?: string } = {}, hea
 }
 
 /** Proxies per activity class. */
-export function activityProxies(queues: { cpu?: string; gpu?: string } = {}, heartbeatTimeout = '2m') {
+export function activityProxies(
+  queues: { cpu?: string; gpu?: string } = {},
+  heartbeatTimeout = DEFAULT_HEARTBEAT_TIMEOUT,
+) {
   const o = activityOptions(queues, heartbeatTimeout);
   return {
     cpu: proxyActivities<CorellaActivities>(o.cpu),
@@ -101,12 +119,6 @@ function summarised(o: ReturnType<typeof activityOptions>) {
   const make = (opts: ActivityOptions) => (summary: string) =>
     proxyActivities<CorellaActivities>({ ...opts, summary });
   return { cpu: make(o.cpu), gpu: make(o.gpu), bookkeeping: make(o.bookkeeping) };
-}
-
-function describe(err: unknown): string {
-  if (err instanceof ActivityFailure && err.cause) return describe(err.cause);
-  if (err instanceof ApplicationFailure) return `${err.type ?? 'Error'}: ${err.message}`;
-  return err instanceof Error ? err.message : String(err);
 }
 
 /**
@@ -243,7 +255,7 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
       progress.reportPath = report.path;
     } catch (err) {
       if (isCancellation(err)) throw err;
-      progress.reportError = describe(err);
+      progress.reportError = rootCause(err);
     }
 
     enter('done');
@@ -265,7 +277,7 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
     };
   } catch (err) {
     const cancelled = isCancellation(err);
-    progress.error = describe(err);
+    progress.error = rootCause(err);
     progress.stage = cancelled ? 'cancelled' : 'failed';
     progress.live = undefined;
     refresh();

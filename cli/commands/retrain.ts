@@ -1,5 +1,5 @@
 import { WorkflowFailedError } from '@temporalio/client';
-import { failureMessage } from '../failure.js';
+import { failureExitCode, failureMessage } from '../failure.js';
 import { EXIT, type ArgsOf } from '../args.js';
 import { connectClient, workflowUiUrl } from '../client.js';
 import { prepareRun } from '../prepare-run.js';
@@ -33,7 +33,7 @@ export async function retrain({ values }: ArgsOf<typeof retrainSpec>): Promise<n
       if (e instanceof WorkflowFailedError) {
         const cause = failureMessage(e);
         out.result({ workflowId: id, failed: cause }, () => `run ${id} failed: ${cause}`);
-        return EXIT.runFailed;
+        return failureExitCode(e);
       }
       throw e;
     }

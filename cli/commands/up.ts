@@ -6,7 +6,7 @@ import { migrateUrl } from '../../activities/context.js';
 import { openDatabase } from '../../db/connection.js';
 import { reconcileRuns } from '../reconcile.js';
 import type { retrainWorkflow } from '../../workflows/retrain.js';
-import { failureMessage } from '../failure.js';
+import { failureExitCode, failureMessage, isUnavailable } from '../failure.js';
 import { EXIT, UsageError, type ArgsOf } from '../args.js';
 import { FileArtifactStore } from '../../ml/artifacts/store.js';
 import { startServer, type RunningServer } from '../../serve/server.js';
@@ -20,29 +20,17 @@ import { summaryTable } from '../run-summary.js';
 import { artifactsDir, corellaHome, readyDatabase, repoRoot } from '../services/paths.js';
 import { lockHome } from '../services/home-lock.js';
 import { startStack, type Stack } from '../services/stack.js';
+import { Supervisor, type SupervisedWorker } from '../services/supervisor.js';
 import type { upSpec } from '../specs/up.js';
 import { startRetrain } from '../start-retrain.js';
 
 /** Starts one `corella worker` child per queue, so the embedded default is one process tree. */
-function spawnWorker(queue: 'cpu' | 'gpu', env: NodeJS.ProcessEnv, log: (l: string) => void): ChildProcess {
+function spawnWorker(queue: 'cpu' | 'gpu', env: NodeJS.ProcessEnv): ChildProcess {
   // The IPC channel closes when this process dies, even by SIGKILL: the worker then shuts itself down.
-  const child = spawn(process.execPath, [join(repoRoot, 'bin', 'corella.mjs'), 'worker', '--queue', queue], {
+  return spawn(process.execPath, [join(repoRoot, 'bin', 'corella.mjs'), 'worker', '--queue', queue], {
     env,
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
-  child.on('exit', (code, signal) => {
-    if (code !== 0 && signal !== 'SIGTERM') log(`worker ${queue} exited (${signal ?? code})`);
-  });
-  return child;
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 40_000);
-  await exited;
-  clearTimeout(timer);
 }
 
 /** Polls the workflow's `progress` query and prints each new stage. */
@@ -153,7 +141,21 @@ export async function up({ values }: ArgsOf<typeof upSpec>): Promise<number> {
     await unlock();
     throw e;
   }
-  const children: ChildProcess[] = [];
+  const workers: SupervisedWorker[] = [];
+  // Workers that die are restarted; Postgres and the dev server are probed and restarted when they die.
+  const supervisor = new Supervisor({
+    log: out.info,
+    onServiceRestarted: async () => {
+      // A service that came back on another port: workers must reconnect with the new address.
+      if (env.DATABASE_URL === stack.databaseUrl && env.TEMPORAL_ADDRESS === stack.temporal.address) return;
+      env.DATABASE_URL = stack.databaseUrl;
+      env.TEMPORAL_ADDRESS = stack.temporal.address;
+      await readyDatabase(home, stack.databaseUrl);
+      out.info(`services moved (Temporal ${stack.temporal.address}): restarting the workers`);
+      await Promise.all(workers.map((w) => w.restart()));
+    },
+  });
+  const env: NodeJS.ProcessEnv = { ...process.env };
   let server: RunningServer | undefined;
   let interrupted = false;
   const onSignal = (): void => {
@@ -165,28 +167,37 @@ export async function up({ values }: ArgsOf<typeof upSpec>): Promise<number> {
   try {
     await migrateUrl(stack.databaseUrl);
     await reconcileAtStart(stack, out);
-    const env = {
-      ...process.env,
+    Object.assign(env, {
       DATABASE_URL: stack.databaseUrl,
       TEMPORAL_ADDRESS: stack.temporal.address,
       TEMPORAL_NAMESPACE: stack.temporal.namespace,
       CORELLA_HOME: home,
-    };
-    children.push(spawnWorker('cpu', env, out.info), spawnWorker('gpu', env, out.info));
+    });
+    for (const queue of ['cpu', 'gpu'] as const)
+      workers.push(supervisor.watchWorker(queue, () => spawnWorker(queue, env)));
+    for (const service of stack.services) supervisor.watchService(service);
+    // Something that cannot come back ends `up` with exit 3 rather than a stack that claims to be up.
+    let down: Error | undefined;
+    void supervisor.failed.then((e) => {
+      down = e;
+      out.warn(`corella up: ${e.message}`);
+    });
+    const dead = (): boolean => down !== undefined;
     const ready = {
       ready: true,
       ...(await readyDatabase(home, stack.databaseUrl)),
       temporalAddress: stack.temporal.address,
       namespace: stack.temporal.namespace,
       ui: stack.temporal.uiUrl,
-      workerPids: children.map((c) => c.pid),
+      workerPids: workers.map((w) => w.pid()),
     };
     // One machine-readable line, so scripts and tests know when and where the stack is up.
     out.info(`corella-ready ${JSON.stringify(ready)}`);
     if (stack.temporal.uiUrl) out.info(`Temporal UI: ${stack.temporal.uiUrl}`);
 
     if (prepared) {
-      const code = await runRetrain(prepared, stack, out, () => interrupted);
+      const code = await runRetrain(prepared, stack, out, () => interrupted, dead);
+      if (dead()) return EXIT.unavailable;
       if (code !== EXIT.ok || !values['keep-alive']) return code;
     }
     if (values.serve) {
@@ -203,15 +214,47 @@ export async function up({ values }: ArgsOf<typeof upSpec>): Promise<number> {
     out.info(
       `Postgres, Temporal${server ? ', workers and the scoring service' : ' and workers'} are up; Ctrl-C stops everything`,
     );
-    await waitUntil(() => interrupted);
-    return EXIT.ok;
+    await waitUntil(() => interrupted || dead());
+    return dead() ? EXIT.unavailable : EXIT.ok;
   } finally {
     await server?.close();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    await Promise.all(children.map(stopChild));
+    await supervisor.stop();
     await stack.stop();
     await unlock();
+  }
+}
+
+/**
+ * The run's result. While the supervisor restarts a dead Temporal dev server, the long poll fails with
+ * "unavailable": that is a wait (the run continues on the restarted server), not a failure of the run.
+ */
+async function awaitResult(
+  handle: WorkflowHandle<typeof retrainWorkflow>,
+  out: Output,
+  interrupted: () => boolean,
+  dead: () => boolean,
+): Promise<RetrainResult> {
+  let waiting = false;
+  for (;;) {
+    try {
+      return await Promise.race([
+        handle.result(),
+        waitUntil(() => interrupted() || dead()).then(() => {
+          throw new Error(
+            dead()
+              ? 'the stack went down before the run finished'
+              : 'interrupted before the run finished (it continues when the stack is started again)',
+          );
+        }),
+      ]);
+    } catch (e) {
+      if (!isUnavailable(e) || interrupted() || dead()) throw e;
+      if (!waiting) out.info('Temporal is unreachable; waiting for it to come back');
+      waiting = true;
+      await new Promise((r) => setTimeout(r, 2_000));
+    }
   }
 }
 
@@ -220,6 +263,7 @@ async function runRetrain(
   stack: Stack,
   out: Output,
   interrupted: () => boolean,
+  dead: () => boolean = () => false,
 ): Promise<number> {
   const { data } = prepared;
   const tc = await connectClient({
@@ -235,14 +279,7 @@ async function runRetrain(
     const stopFollowing = await followProgress(handle, out.info);
     let result: RetrainResult;
     try {
-      result = await Promise.race([
-        handle.result(),
-        waitUntil(interrupted).then(() => {
-          throw new Error(
-            'interrupted before the run finished (it continues when the stack is started again)',
-          );
-        }),
-      ]);
+      result = await awaitResult(handle, out, interrupted, dead);
     } catch (e) {
       if (e instanceof WorkflowFailedError) {
         const cause = failureMessage(e);
@@ -250,8 +287,9 @@ async function runRetrain(
           { workflowId: id, failed: cause, ui },
           () => `run ${id} FAILED: ${cause}${ui ? `\n${ui}` : ''}`,
         );
-        return EXIT.runFailed;
+        return failureExitCode(e);
       }
+      if (dead()) return EXIT.unavailable;
       throw e;
     } finally {
       stopFollowing();
