@@ -145,7 +145,11 @@ export function reportError(e: unknown, json: boolean): number {
   } else if (e instanceof CorellaError) {
     kind = e.code;
     code =
-      e.code === 'SERVICE_UNAVAILABLE' || e.code === 'DATA_NOT_AVAILABLE' ? EXIT.unavailable : EXIT.badInput;
+      e.code === 'SERVICE_UNAVAILABLE' || e.code === 'DATA_NOT_AVAILABLE' || e.code === 'DB_UNAVAILABLE'
+        ? EXIT.unavailable
+        : e.code === 'DB_ERROR'
+          ? EXIT.internal
+          : EXIT.badInput;
   }
   // A driver error can quote a connection URL: errors are masked like every other output.
   const message = redactSecrets(describeError(e));
