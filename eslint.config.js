@@ -60,8 +60,8 @@ export default tseslint.config(
           ]),
           patterns: [
             {
-              group: ['../activities/*', '!../activities/types*'],
-              message: 'Workflows import activity types only.',
+              group: ['../activities/*', '!../activities/types*', '!../activities/metric-keys*'],
+              message: 'Workflows import activity types (and the pure metric-key constants) only.',
             },
             { group: ['../db/*', '../ml/*'], message: 'Workflows must not import db or ml code.' },
           ],
@@ -100,6 +100,35 @@ export default tseslint.config(
             {
               group: ['pg', 'drizzle-orm', 'drizzle-orm/*', '../db/*', '../../db/*'],
               message: 'ml/ must not import the database.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    // schema/ composes the pipeline config from the section schemas the ML modules own: nothing it imports
+    // may reach a service, so the CLI and any client can validate a config before starting anything.
+    files: ['schema/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: [
+                '../activities/*',
+                '../db/*',
+                '../cli/*',
+                '../workflows/*',
+                '../serve/*',
+                '../workers/*',
+              ],
+              message: 'schema/ may import the section schemas from ml/ and nothing from the service layers.',
+            },
+            {
+              group: ['@temporalio/*', 'pg', 'drizzle-orm', 'drizzle-orm/*'],
+              message: 'schema/ needs no services.',
             },
           ],
         },
@@ -172,6 +201,26 @@ export default tseslint.config(
               ],
               message:
                 'cli/specs/ holds option definitions only: import ../args.js and each other, nothing else.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    // Activities run the joint trainer through its public entry (ml/corella/joint.ts: trainJoint, its config
+    // and result types) and draw rows from the row plan; its stage loops, checkpoint format and LLM branch are
+    // internals that may change shape (a second LLM branch kind) without an activity noticing.
+    files: ['activities/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['../ml/corella/joint-*', '!../ml/corella/joint-config*'],
+              message:
+                'Activities use the joint trainer through ml/corella/joint.ts (and joint-config.ts, row-plan.ts), not its internals.',
             },
           ],
         },

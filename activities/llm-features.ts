@@ -5,6 +5,7 @@ import type { ActivityContext } from './context.js';
 import { llmConfigFor } from './llm-model-file.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
+import { METRIC_PREFIX, prefixMetrics } from './metric-keys.js';
 import { rowPlanConfigOf } from './row-plan.js';
 import type { CorellaActivities, LlmFeaturesResult } from './types.js';
 
@@ -48,10 +49,7 @@ export function llmFeatureActivities(ctx: ActivityContext): Pick<CorellaActiviti
         metrics.computed = computed;
         metrics.seconds = seconds;
         if (seconds > 0) metrics.samplesPerSec = computed / seconds;
-        await new RunRepository(ctx.db).logMetrics(
-          runId,
-          Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`llm.${k}`, v])),
-        );
+        await new RunRepository(ctx.db).logMetrics(runId, prefixMetrics(METRIC_PREFIX.llm, metrics));
         return { featuresIndex: extractor.cache.indexName, modelSha256: extractor.modelSha256, metrics };
       } finally {
         await extractor.dispose();

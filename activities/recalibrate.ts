@@ -14,6 +14,7 @@ import { calibrationConfigOf, calibrationRow, storableThreshold } from './corell
 import { llmConfigFor } from './llm-model-file.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
+import { METRIC_PREFIX, prefixMetrics } from './metric-keys.js';
 import { recalibrateOnServed } from './recalibrate-served.js';
 import type { CorellaActivities, PipelineConfig, RecalibrateResult } from './types.js';
 
@@ -117,7 +118,7 @@ export function recalibrateActivities(ctx: ActivityContext): Pick<CorellaActivit
         if (Number.isFinite(previousScore)) metrics[`previous.${cal.metric}`] = previousScore;
         await new RunRepository(ctx.db).logMetrics(
           input.runId,
-          Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`recalibration.${k}`, v])),
+          prefixMetrics(METRIC_PREFIX.recalibration, metrics),
         );
         return {
           modelVersionId: String(version.id),

@@ -4,6 +4,7 @@ import { redactSecrets } from './services/secrets.js';
 
 import {
   commandHelp,
+  GLOBAL_OPTIONS,
   EXIT,
   parseCommand,
   UsageError,
@@ -13,6 +14,7 @@ import {
   type Parsed,
 } from './args.js';
 import { didYouMean } from '../ml/config/did-you-mean.js';
+import { configSpec } from './specs/config.js';
 import { doctorSpec } from './specs/doctor.js';
 import { gcSpec } from './specs/gc.js';
 import { modelsSpec } from './specs/models.js';
@@ -61,6 +63,7 @@ export const COMMANDS: Record<string, Command> = {
   serve: command(serveSpec, async () => (await import('./commands/serve.js')).serve),
   doctor: command(doctorSpec, async () => (await import('./commands/doctor.js')).doctor),
   gc: command(gcSpec, async () => (await import('./commands/gc.js')).gc),
+  config: command(configSpec, async () => (await import('./commands/config.js')).config),
 };
 
 const ENVIRONMENT = `Environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, CORELLA_HOME, CORELLA_DATA_DIR,
@@ -88,6 +91,14 @@ export function globalHelp(): string {
   ].join('\n');
 }
 
+/** A command's help; with --json its definitions (options, defaults, examples) for editors and scripts. */
+function printHelp(spec: CommandSpec, json: boolean): void {
+  const options = { ...spec.options, ...GLOBAL_OPTIONS };
+  process.stdout.write(
+    json ? `${JSON.stringify({ ...spec, options }, null, 2)}\n` : `${commandHelp(spec)}\n`,
+  );
+}
+
 function unknownCommand(name: string): UsageError {
   const guess = didYouMean(name, Object.keys(COMMANDS));
   return new UsageError(
@@ -112,13 +123,13 @@ export async function main(argv: string[]): Promise<number> {
       if (extra.length > 0) throw new UsageError(`corella help takes one command (got ${rest.join(' ')})`);
       const cmd = COMMANDS[topic];
       if (!cmd) throw unknownCommand(topic);
-      process.stdout.write(`${commandHelp(cmd.spec)}\n`);
+      printHelp(cmd.spec, json);
       return EXIT.ok;
     }
     const cmd = COMMANDS[name];
     if (!cmd) throw unknownCommand(name);
     if (wantsHelp(cmd.spec, rest)) {
-      process.stdout.write(`${commandHelp(cmd.spec)}\n`);
+      printHelp(cmd.spec, json);
       return EXIT.ok;
     }
     return await cmd.run(rest);
@@ -136,7 +147,11 @@ export function reportError(e: unknown, json: boolean): number {
   } else if (e instanceof CorellaError) {
     kind = e.code;
     code =
-      e.code === 'SERVICE_UNAVAILABLE' || e.code === 'DATA_NOT_AVAILABLE' ? EXIT.unavailable : EXIT.badInput;
+      e.code === 'SERVICE_UNAVAILABLE' || e.code === 'DATA_NOT_AVAILABLE' || e.code === 'DB_UNAVAILABLE'
+        ? EXIT.unavailable
+        : e.code === 'DB_ERROR'
+          ? EXIT.internal
+          : EXIT.badInput;
   }
   // A driver error can quote a connection URL: errors are masked like every other output.
   const message = redactSecrets(describeError(e));
