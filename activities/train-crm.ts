@@ -8,13 +8,14 @@ import { initTf } from '../ml/tf/index.js';
 import type { ActivityContext } from './context.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
+import { METRIC_PREFIX } from './metric-keys.js';
 import type { CorellaActivities, Metrics, PipelineConfig, TrainCrmResult } from './types.js';
 
 /** What stage 1 trains, read from the `crm` section: the trainer settings and the models with their prefixes. */
 export interface StageOnePlan {
   trainer: Pick<TrainCrmOptions, 'epochs' | 'batchSize' | 'lr' | 'patience' | 'lrDecay' | 'threads'>;
   /** The `crm.kind` model first (metrics `crm.*`, its artifact goes on to joint training), then the baseline. */
-  models: { prefix: 'crm' | 'lr'; config: CrmConfig }[];
+  models: { prefix: (typeof METRIC_PREFIX)['crm' | 'lr']; config: CrmConfig }[];
 }
 
 /**
@@ -24,8 +25,9 @@ export interface StageOnePlan {
  */
 export function stageOnePlan(config: PipelineConfig): StageOnePlan {
   const crm = resolvePipelineConfig(config).crm;
-  const models: StageOnePlan['models'] = [{ prefix: 'crm', config: crmModelConfig(crm) }];
-  if (crm.baseline && crm.kind !== 'lr') models.push({ prefix: 'lr', config: crmModelConfig(crm, 'lr') });
+  const models: StageOnePlan['models'] = [{ prefix: METRIC_PREFIX.crm, config: crmModelConfig(crm) }];
+  if (crm.baseline && crm.kind !== 'lr')
+    models.push({ prefix: METRIC_PREFIX.lr, config: crmModelConfig(crm, 'lr') });
   return {
     trainer: {
       epochs: crm.epochs,
@@ -86,7 +88,7 @@ export function trainCrmActivities(ctx: ActivityContext): Pick<CorellaActivities
               h.epoch + 1,
             );
           }
-          if (prefix === 'crm') {
+          if (prefix === METRIC_PREFIX.crm) {
             const ref = await saveCrm(result.model, ctx.store, {
               runId,
               datasetVersionId,

@@ -2,18 +2,7 @@ import type { PipelineConfig } from '../activities/types.js';
 import { configSummary, loadPipelineConfig, retrainWorkflowId } from './config.js';
 import { resolveDataSource, type ResolvedData } from './data-source.js';
 import { resolveModel } from './model-source.js';
-
-/** The options `up` and `retrain` share: what to train on, with which config and which LLM. */
-export const RUN_OPTIONS = {
-  'data-dir': { type: 'string' },
-  source: { type: 'string' },
-  name: { type: 'string' },
-  config: { type: 'string' },
-  model: { type: 'string' },
-  // Skips downloading MovieLens-1M when no data dir is given (CORELLA_NO_DOWNLOAD=1 too); a cached copy is
-  // still used.
-  'no-download': { type: 'boolean' },
-} as const;
+import { isRemoteStore, openArtifactStore } from '../ml/artifacts/open-store.js';
 
 export interface PreparedRun {
   data: ResolvedData;
@@ -46,6 +35,12 @@ export async function prepareRun(
   });
   const model = await resolveModel({ model: values.model, home, log });
   config.llm = { ...(config.llm ?? {}), model: model.path, modelSha256: model.sha256 };
+  // Workers on other machines read the model from the object store by its sha256 (activities/llm-model-file.ts).
+  const store = openArtifactStore(home);
+  if (isRemoteStore(store) && model.sha256 && !(await store.has(model.sha256))) {
+    log(`uploading the LLM ${model.path} to ${store.uriFor(model.sha256)}`);
+    await store.putFile(model.path);
+  }
   return { data, config };
 }
 
