@@ -14,6 +14,7 @@ import {
   type Parsed,
 } from './args.js';
 import { didYouMean } from '../ml/config/did-you-mean.js';
+import { configSpec } from './specs/config.js';
 import { doctorSpec } from './specs/doctor.js';
 import { gcSpec } from './specs/gc.js';
 import { modelsSpec } from './specs/models.js';
@@ -62,6 +63,7 @@ export const COMMANDS: Record<string, Command> = {
   serve: command(serveSpec, async () => (await import('./commands/serve.js')).serve),
   doctor: command(doctorSpec, async () => (await import('./commands/doctor.js')).doctor),
   gc: command(gcSpec, async () => (await import('./commands/gc.js')).gc),
+  config: command(configSpec, async () => (await import('./commands/config.js')).config),
 };
 
 const ENVIRONMENT = `Environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, CORELLA_HOME, CORELLA_DATA_DIR,
