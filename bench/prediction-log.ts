@@ -11,7 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openDatabase } from '../db/connection.js';
-import { startEmbeddedPostgres } from '../db/embedded-postgres.js';
+import { startEmbeddedPostgres } from '../cli/services/embedded-postgres.js';
 import { migrateDatabase } from '../db/migrate.js';
 import { ModelRepository, RunRepository } from '../db/repositories/index.js';
 import { PredictionLog, type PredictionLogEntry } from '../serve/prediction-log.js';

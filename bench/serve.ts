@@ -35,9 +35,9 @@ import autocannon from 'autocannon';
 import { resolveServingBundle } from '../activities/serving-bundle.js';
 import { datasetForVersion } from '../activities/datasets.js';
 import { openDatabase } from '../db/connection.js';
-import { resolveDatabase } from '../db/embedded-postgres.js';
+import { resolveDatabase } from '../cli/services/embedded-postgres.js';
 import { FileArtifactStore } from '../ml/artifacts/store.js';
-import { makeRng } from '../ml/corella/random.js';
+import { mulberry32 } from '../ml/random.js';
 import { ServingEngine, type EngineStats } from '../ml/serving/engine.js';
 import { databaseStorage } from '../serve/storage.js';
 import type { ScoreRequest } from '../ml/serving/types.js';
@@ -376,7 +376,7 @@ async function main() {
   const ds = await datasetForVersion(store, bundle.datasetVersionId);
   const vocabUsers = ds.featureMap.vocabularies.user_id.slice(1);
   const vocabItems = ds.featureMap.vocabularies.item_id.slice(1);
-  const rnd = makeRng(7);
+  const rnd = mulberry32(7);
   const pick = <T>(xs: T[]) => xs[Math.floor(rnd() * xs.length)];
   // `perUser` consecutive requests of one user: a browsing session (page after page of candidates), where
   // the per-user sequence LRU keeps the history prefix cached; 1 = every request from a new random user.
