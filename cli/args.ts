@@ -1,5 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { closest } from './did-you-mean.js';
+import { didYouMean } from '../ml/config/did-you-mean.js';
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -128,12 +128,20 @@ export function parseCommand<O extends OptionDefs>(spec: CommandSpec<O>, argv: s
   return { values: values as Values<O>, positionals: parsed.positionals };
 }
 
+/** A typo's likely option, or the one a cut-short flag begins (`--dry` for `--dry-run`). */
+function closestOption(typed: string, known: string[]): string | undefined {
+  const prefixed = typed.length >= 2 ? known.filter((k) => k.startsWith(typed)) : [];
+  return prefixed.length === 1 ? prefixed[0] : didYouMean(typed, known);
+}
+
 function explainParseError(spec: CommandSpec, e: Error & { code?: string }): string {
   const help = `see corella ${spec.name} --help`;
   if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
     const flag = /'([^']+)'/.exec(e.message)?.[1] ?? e.message;
-    const known = Object.keys({ ...spec.options, ...GLOBAL_OPTIONS });
-    const guess = closest(flag.replace(/^-+/, '').split('=')[0], known);
+    const guess = closestOption(
+      flag.replace(/^-+/, '').split('=')[0],
+      Object.keys({ ...spec.options, ...GLOBAL_OPTIONS }),
+    );
     return `corella ${spec.name}: unknown option ${flag}${guess ? `; did you mean --${guess}?` : ''} (${help})`;
   }
   if (e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { openDatabase } from '../db/connection.js';
 import { migrateDatabase } from '../db/migrate.js';
-import { resolveDatabase } from '../db/embedded-postgres.js';
+import { resolveDatabase } from './services/embedded-postgres.js';
 import { corellaHome } from './services/paths.js';
 import { requireExistingDatabase } from './services/existing-database.js';
 

@@ -4,6 +4,7 @@ import { redactSecrets } from './services/secrets.js';
 
 import {
   commandHelp,
+  GLOBAL_OPTIONS,
   EXIT,
   parseCommand,
   UsageError,
@@ -12,7 +13,7 @@ import {
   type OptionDefs,
   type Parsed,
 } from './args.js';
-import { closest } from './did-you-mean.js';
+import { didYouMean } from '../ml/config/did-you-mean.js';
 import { doctorSpec } from './specs/doctor.js';
 import { gcSpec } from './specs/gc.js';
 import { modelsSpec } from './specs/models.js';
@@ -88,8 +89,16 @@ export function globalHelp(): string {
   ].join('\n');
 }
 
+/** A command's help; with --json its definitions (options, defaults, examples) for editors and scripts. */
+function printHelp(spec: CommandSpec, json: boolean): void {
+  const options = { ...spec.options, ...GLOBAL_OPTIONS };
+  process.stdout.write(
+    json ? `${JSON.stringify({ ...spec, options }, null, 2)}\n` : `${commandHelp(spec)}\n`,
+  );
+}
+
 function unknownCommand(name: string): UsageError {
-  const guess = closest(name, Object.keys(COMMANDS));
+  const guess = didYouMean(name, Object.keys(COMMANDS));
   return new UsageError(
     `unknown command: ${name}${guess ? `; did you mean ${guess}?` : ''} (corella --help lists them)`,
   );
@@ -112,13 +121,13 @@ export async function main(argv: string[]): Promise<number> {
       if (extra.length > 0) throw new UsageError(`corella help takes one command (got ${rest.join(' ')})`);
       const cmd = COMMANDS[topic];
       if (!cmd) throw unknownCommand(topic);
-      process.stdout.write(`${commandHelp(cmd.spec)}\n`);
+      printHelp(cmd.spec, json);
       return EXIT.ok;
     }
     const cmd = COMMANDS[name];
     if (!cmd) throw unknownCommand(name);
     if (wantsHelp(cmd.spec, rest)) {
-      process.stdout.write(`${commandHelp(cmd.spec)}\n`);
+      printHelp(cmd.spec, json);
       return EXIT.ok;
     }
     return await cmd.run(rest);

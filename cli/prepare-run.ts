@@ -2,6 +2,7 @@ import type { PipelineConfig } from '../activities/types.js';
 import { configSummary, loadPipelineConfig, retrainWorkflowId } from './config.js';
 import { resolveDataSource, type ResolvedData } from './data-source.js';
 import { resolveModel } from './model-source.js';
+import { isRemoteStore, openArtifactStore } from '../ml/artifacts/open-store.js';
 
 export interface PreparedRun {
   data: ResolvedData;
@@ -21,6 +22,8 @@ export async function prepareRun(
   home: string,
   log: (line: string) => void,
 ): Promise<PreparedRun> {
+  // The config first: a bad one must fail before data is downloaded or generated.
+  const config = await loadPipelineConfig(values.config ?? 'default');
   const data = await resolveDataSource({
     dataDir: values['data-dir'],
     source: values.source,
@@ -30,9 +33,14 @@ export async function prepareRun(
     download: !values['no-download'],
     log,
   });
-  const config = await loadPipelineConfig(values.config ?? 'default');
   const model = await resolveModel({ model: values.model, home, log });
   config.llm = { ...(config.llm ?? {}), model: model.path, modelSha256: model.sha256 };
+  // Workers on other machines read the model from the object store by its sha256 (activities/llm-model-file.ts).
+  const store = openArtifactStore(home);
+  if (isRemoteStore(store) && model.sha256 && !(await store.has(model.sha256))) {
+    log(`uploading the LLM ${model.path} to ${store.uriFor(model.sha256)}`);
+    await store.putFile(model.path);
+  }
   return { data, config };
 }
 

@@ -9,6 +9,8 @@ export type ErrorCode =
   | 'ARTIFACT_CORRUPT'
   | 'ARTIFACT_NOT_FOUND'
   | 'BAD_ARTIFACT_NAME'
+  /** A conditional write of a named pointer lost its race (another writer changed it first) too often. */
+  | 'ARTIFACT_CONFLICT'
   | 'FEATURE_MAP_MISMATCH'
   | 'PROMPT_TOO_LONG'
   | 'GPU_UNAVAILABLE'

@@ -19,6 +19,7 @@ import type {
   RetrainResult,
   StageName,
 } from '../activities/types.js';
+import { METRIC_PREFIX, prefixMetrics, type MetricPrefix } from '../activities/metric-keys.js';
 import { activitySummaries, currentDetails, STAGE_ACTIVITIES, type LiveProgress } from './run-details.js';
 import { TASK_QUEUE_CPU, TASK_QUEUE_GPU } from './search-attributes.js';
 import { rootCause } from './failure.js';
@@ -151,8 +152,8 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
     upsertSearchAttributes([{ key: stageKey, value: stage }]);
     refresh();
   };
-  const absorb = (prefix: string, metrics: Metrics): void => {
-    for (const [k, v] of Object.entries(metrics)) progress.metrics[prefix ? `${prefix}.${k}` : k] = v;
+  const absorb = (prefix: MetricPrefix | '', metrics: Metrics): void => {
+    Object.assign(progress.metrics, prefixMetrics(prefix, metrics));
     refresh();
   };
   const say = activitySummaries(input.config, datasetLabel);
@@ -189,7 +190,7 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
     ]);
     // Stage 1 reports DCNv2 ('crm.*') and the LR baseline ('lr.*') side by side.
     absorb('', crm.metrics);
-    absorb('llm', llm.metrics);
+    absorb(METRIC_PREFIX.llm, llm.metrics);
 
     enter('joint-training');
     const joint = await gpu(say.trainJoint).trainJoint({
@@ -200,7 +201,7 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
       featuresIndex: llm.featuresIndex,
       modelSha256: llm.modelSha256,
     });
-    absorb('joint', joint.metrics);
+    absorb(METRIC_PREFIX.joint, joint.metrics);
 
     const models = {
       runId,
@@ -214,14 +215,14 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
     // calibrated threshold.
     enter('calibration');
     const calibration = await cpu(say.calibrateThreshold).calibrateThreshold(models);
-    absorb('calibration', calibration.metrics);
+    absorb(METRIC_PREFIX.calibration, calibration.metrics);
 
     enter('alignment-evaluation');
     const evaluation = await cpu(say.evaluateAlignment(calibration.threshold)).evaluateAlignment({
       ...models,
       threshold: calibration.threshold,
     });
-    absorb('eval', evaluation.metrics);
+    absorb(METRIC_PREFIX.eval, evaluation.metrics);
 
     enter('registration');
     const reg = await cpu(say.registerModelVersion).registerModelVersion({

@@ -68,7 +68,7 @@ async function postgresCheck(home: string): Promise<Check> {
       return result('postgres', 'fail', `DATABASE_URL ${redact(external)} unreachable: ${errorText(e)}`);
     }
   }
-  const { resolvePostgresBinaries, runningEmbeddedUrl } = await import('../../db/embedded-postgres.js');
+  const { resolvePostgresBinaries, runningEmbeddedUrl } = await import('../services/embedded-postgres.js');
   const dataDir = join(home, 'pg');
   let source: string;
   try {

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { createActivities } from '../../activities/index.js';
 import { createActivityContext } from '../../activities/context.js';
-import { resolveDatabase } from '../../db/embedded-postgres.js';
+import { resolveDatabase } from '../services/embedded-postgres.js';
 import { runWorkers, type QueueKind, type RunningWorkers } from '../../workers/run.js';
 import { NAMESPACE_DEFAULT } from '../../workflows/search-attributes.js';
 import { EXIT, UsageError, type ArgsOf } from '../args.js';
@@ -60,7 +60,7 @@ export async function worker({ values }: ArgsOf<typeof workerSpec>): Promise<num
     if (stopping) await running.shutdown();
     else
       out.info(
-        `worker ${queues.join('+')} running against ${address} (namespace ${namespace}); Ctrl-C stops it`,
+        `worker ${queues.join('+')} running against ${address} (namespace ${namespace})${running.metricsUrl ? `, metrics at ${running.metricsUrl}` : ''}; Ctrl-C stops it`,
       );
     await running.done;
     return EXIT.ok;

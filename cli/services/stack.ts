@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { resolveDatabase } from '../../db/embedded-postgres.js';
+import { resolveDatabase } from './embedded-postgres.js';
 import { startTemporalDevServer, type TemporalServer } from './temporal-dev-server.js';
 import { NAMESPACE_DEFAULT } from '../../workflows/search-attributes.js';
 import { corellaHome } from './paths.js';

@@ -24,7 +24,8 @@ import {
   weightedAuc,
 } from './bootstrap.js';
 import { fetchFeatures } from './features.js';
-import { makeRng, samplePool } from './random.js';
+import { mulberry32 } from '../random.js';
+import { calibrationRows } from './row-plan.js';
 import { combine, entropies, routingEntropies } from './routing.js';
 import { ctrScores, higherIsBetter, pick, type MetricName } from './score.js';
 
@@ -273,7 +274,7 @@ function gainBootstrap(
         return w > 0 ? s / w : NaN;
       };
     }
-    const rng = makeRng(cfg.seed);
+    const rng = mulberry32(cfg.seed);
     const draws: number[] = [];
     for (let r = 0; r < cfg.bootstrapRounds; r++) {
       resampleGroups(groups, rng, weights);
@@ -312,7 +313,7 @@ export interface CalibrateArgs extends LongRunOptions {
 export async function calibrateThreshold(args: CalibrateArgs): Promise<Calibration> {
   const cfg = resolveCalibrationConfig(args.config);
   const { split } = args;
-  const rows = samplePool(split, cfg.maxRows, cfg.seed, cfg.poolBlock);
+  const rows = calibrationRows(split, cfg);
   const pCrm = await args.crm.predict(split, rows);
   const h = routingEntropies(pCrm, split, rows, cfg.coldItems);
   const k = Math.min(rows.length, Math.ceil(cfg.curveMaxFraction * rows.length));

@@ -7,19 +7,21 @@ import type { CtrDataset } from '../data/types.js';
 import type { LlmFeatures, LlmFeatureSource } from '../llm/types.js';
 import type { LongRunOptions } from '../progress.js';
 import { LlmAdapter } from './adapter.js';
-import { fetchFeatures } from './features.js';
+import { affinityWidth, fetchFeatures } from './features.js';
 import type { JointConfig } from './joint-config.js';
 import type { BranchForward, JointLlmBranch, JointPart } from './joint-llm-branch.js';
 
 /** Rows [s, e) of a features set, as a new, smaller features set (same order). */
 function sliceFeatures(f: LlmFeatures, s: number, e: number): LlmFeatures {
   const d = f.hiddenDim;
+  const k = affinityWidth(f);
   return {
     ...f,
     sampleIds: f.sampleIds.slice(s, e),
     pYes: f.pYes.slice(s, e),
     logOdds: f.logOdds.slice(s, e),
     hidden: f.hidden.slice(s * d, e * d),
+    ...(f.affinity ? { affinity: f.affinity.slice(s * k, e * k) } : {}),
   };
 }
 
@@ -95,13 +97,15 @@ export async function openAdapterBranch(
     ...chunk,
     stage: 'llm-features-valid',
   });
-  const hiddenDim = trainRows.length > 0 ? trainF.hiddenDim : validF.hiddenDim;
+  const ref = trainRows.length > 0 ? trainF : validF;
+  const hiddenDim = ref.hiddenDim;
   let adapter: LlmAdapter;
   if (args.saved) {
     adapter = LlmAdapter.deserialize(args.saved);
   } else {
     adapter = LlmAdapter.create({
       hiddenDim,
+      affinityDim: affinityWidth(ref),
       layers: cfg.adapter.layers,
       skipInputs: cfg.adapter.skipInputs,
       inputTail: cfg.adapter.inputTail,

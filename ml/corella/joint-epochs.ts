@@ -11,7 +11,7 @@ import type { AlignmentProjections } from './alignment.js';
 import type { JointConfig, StageConfig } from './joint-config.js';
 import type { JointLlmBranch, JointPart } from './joint-llm-branch.js';
 import { bceWithLogits, weightedSum } from './ops.js';
-import { makeRng, permutation } from './random.js';
+import { mulberry32, permutation } from '../random.js';
 import { pick } from './score.js';
 
 export interface EpochLoss {
@@ -80,7 +80,7 @@ export async function branchEpoch(a: {
   signal?: AbortSignal;
 }): Promise<EpochLoss> {
   const { branch, opt, rows, epoch } = a;
-  const order = permutation(makeRng(branchEpochSeed(a.seed, a.kind, epoch)), rows.length);
+  const order = permutation(mulberry32(branchEpochSeed(a.seed, a.kind, epoch)), rows.length);
   const vars = branch.trainableVariables();
   let sum = 0;
   for (let s = 0; s < order.length; s += a.stage.batchSize) {
@@ -155,7 +155,7 @@ export async function jointEpoch(a: {
 }): Promise<EpochLoss> {
   const { cfg, crm, branch, proj, step, rows: stage2Rows, epoch } = a;
   const { useAlign, optCrm, optOther, crmNames } = step;
-  const order = permutation(makeRng(cfg.seed * 17 + epoch), stage2Rows.length);
+  const order = permutation(mulberry32(cfg.seed * 17 + epoch), stage2Rows.length);
   const acc = { total: 0, llm: 0, crm: 0, align: 0 };
   for (let s = 0; s < order.length; s += cfg.stage2.batchSize) {
     throwIfAborted(a.signal);

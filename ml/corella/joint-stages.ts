@@ -70,26 +70,45 @@ export async function referenceBoundary(a: {
   return before;
 }
 
-/** Stage 2: CRM, branch and projections trained together, epochs [startEpoch, stage2.epochs). */
-export async function trainStage2(a: StageLoopArgs & { pairCount: number }): Promise<void> {
-  const { cfg } = a;
-  const step = stage2Step(cfg, a.crm, a.branch, a.proj, a.pairCount);
-  for (let epoch = a.startEpoch; epoch < cfg.stage2.epochs; epoch++) {
+/**
+ * Runs epochs [startEpoch, total) of one stage: each epoch's losses join the history, then a checkpoint is
+ * written and progress reported, so a retry resumes after the last finished epoch.
+ */
+async function runEpochs(
+  a: StageLoopArgs,
+  stage: 'stage2' | 'stage3',
+  total: number,
+  epoch: (e: number) => Promise<EpochLoss>,
+  message?: (loss: EpochLoss) => string,
+): Promise<void> {
+  for (let e = a.startEpoch; e < total; e++) {
     const e0 = Date.now();
-    const loss = await jointEpoch({ ...a, step, epoch });
+    const loss = await epoch(e);
     a.history.push(loss);
-    const ck = await a.checkpointer.save('stage2', epoch + 1);
+    const ck = await a.checkpointer.save(stage, e + 1);
     const sec = (Date.now() - e0) / 1000;
     await a.onProgress?.({
-      stage: 'stage2',
-      epoch,
-      done: epoch + 1,
-      total: cfg.stage2.epochs,
+      stage,
+      epoch: e,
+      done: e + 1,
+      total,
       samplesPerSec: sec > 0 ? a.rows.length / sec : undefined,
       checkpoint: ck,
-      message: `loss ${loss.total.toFixed(4)}`,
+      ...(message ? { message: message(loss) } : {}),
     });
   }
+}
+
+/** Stage 2: CRM, branch and projections trained together, epochs [startEpoch, stage2.epochs). */
+export async function trainStage2(a: StageLoopArgs & { pairCount: number }): Promise<void> {
+  const step = stage2Step(a.cfg, a.crm, a.branch, a.proj, a.pairCount);
+  await runEpochs(
+    a,
+    'stage2',
+    a.cfg.stage2.epochs,
+    (epoch) => jointEpoch({ ...a, step, epoch }),
+    (loss) => `loss ${loss.total.toFixed(4)}`,
+  );
   step.optCrm.dispose();
   step.optOther.dispose();
 }
@@ -98,32 +117,19 @@ export async function trainStage2(a: StageLoopArgs & { pairCount: number }): Pro
 export async function trainStage3(a: StageLoopArgs): Promise<void> {
   const { cfg } = a;
   const opt = tf.train.adam(cfg.stage3.learningRate);
-  for (let epoch = a.startEpoch; epoch < cfg.stage3.epochs; epoch++) {
-    const e0 = Date.now();
-    a.history.push(
-      await branchEpoch({
-        branch: a.branch,
-        opt,
-        train: a.train,
-        rows: a.rows,
-        part: 'stage3',
-        stage: cfg.stage3,
-        epoch,
-        kind: 'stage3',
-        seed: cfg.seed,
-        signal: a.signal,
-      }),
-    );
-    const ck = await a.checkpointer.save('stage3', epoch + 1);
-    const sec = (Date.now() - e0) / 1000;
-    await a.onProgress?.({
-      stage: 'stage3',
+  await runEpochs(a, 'stage3', cfg.stage3.epochs, (epoch) =>
+    branchEpoch({
+      branch: a.branch,
+      opt,
+      train: a.train,
+      rows: a.rows,
+      part: 'stage3',
+      stage: cfg.stage3,
       epoch,
-      done: epoch + 1,
-      total: cfg.stage3.epochs,
-      samplesPerSec: sec > 0 ? a.rows.length / sec : undefined,
-      checkpoint: ck,
-    });
-  }
+      kind: 'stage3',
+      seed: cfg.seed,
+      signal: a.signal,
+    }),
+  );
   opt.dispose();
 }

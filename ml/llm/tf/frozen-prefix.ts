@@ -1,9 +1,12 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { CorellaError } from '../../errors.js';
+import { throwIfAborted } from '../../progress.js';
 import { disposeRope, llamaBlock, ropeTables, type PastKv } from './llama-block.js';
 import type { LlamaTf } from './llama-forward.js';
+import type { FrozenOutputStore } from './frozen-store.js';
 
-interface FrozenEntry {
+/** One prompt's frozen outputs: [T, nEmbd] input of the first adapted block, and kept last-token rows. */
+export interface FrozenEntry {
   input: Float32Array;
   lastHidden: Map<number, Float32Array>;
 }
@@ -65,6 +68,10 @@ export class FrozenPrefixCache {
     this.keep = new Set(keepLayers);
   }
 
+  get keepLayers(): number[] {
+    return [...this.keep].sort((a, b) => a - b);
+  }
+
   static key(tokens: readonly number[]): string {
     return tokens.join(',');
   }
@@ -96,6 +103,58 @@ export class FrozenPrefixCache {
     return e;
   }
 
+  has(tokens: readonly number[]): boolean {
+    return this.entries.has(FrozenPrefixCache.key(tokens));
+  }
+
+  /** Adds an entry computed elsewhere (a worker thread, the disk store). */
+  insert(tokens: readonly number[], e: FrozenEntry): void {
+    const key = FrozenPrefixCache.key(tokens);
+    if (this.entries.has(key)) return;
+    if (e.input.length !== tokens.length * this.model.hp.nEmbd)
+      throw new CorellaError(
+        'ARTIFACT_CORRUPT',
+        `frozen entry of ${e.input.length} values for ${tokens.length} tokens`,
+      );
+    this.remember(key, e);
+  }
+
+  /**
+   * Fills the cache for `prompts` before training: entries already in memory stay, then the disk store
+   * answers, and only the rest run the frozen blocks here (in the given order, so history blocks reuse
+   * their prefix) and are written to the store. Training steps then never wait on disk or on the frozen
+   * blocks. `onProgress(done, total)` after each prompt.
+   */
+  async warm(
+    prompts: readonly (readonly number[])[],
+    opts: {
+      store?: FrozenOutputStore;
+      signal?: AbortSignal;
+      onProgress?: (done: number, total: number) => void;
+    } = {},
+  ): Promise<{ fromStore: number; computed: number }> {
+    let fromStore = 0;
+    let computed = 0;
+    for (let i = 0; i < prompts.length; i++) {
+      throwIfAborted(opts.signal);
+      const tokens = prompts[i];
+      if (!this.has(tokens)) {
+        const stored = await opts.store?.get(tokens);
+        if (stored) {
+          this.insert(tokens, stored);
+          fromStore++;
+        } else {
+          const e = this.compute(tokens);
+          this.remember(FrozenPrefixCache.key(tokens), e);
+          await opts.store?.put(tokens, e);
+          computed++;
+        }
+      }
+      opts.onProgress?.(i + 1, prompts.length);
+    }
+    return { fromStore, computed };
+  }
+
   /** Frozen outputs without the cache or prefix reuse (tests compare against it). */
   computeFromScratch(tokens: readonly number[]): Float32Array {
     return tf.tidy(
@@ -103,7 +162,11 @@ export class FrozenPrefixCache {
     );
   }
 
-  private compute(tokens: readonly number[]): FrozenEntry {
+  /**
+   * Runs the frozen blocks for `tokens`, reusing the previous prompt's shared prefix, without touching the
+   * cache (a worker thread sends each entry away instead of keeping it).
+   */
+  compute(tokens: readonly number[]): FrozenEntry {
     const T = tokens.length;
     const E = this.model.hp.nEmbd;
     const lastHidden = new Map<number, Float32Array>();

@@ -9,6 +9,8 @@ export interface LoraSample {
   tokens: readonly number[];
   /** Click label, 0 or 1. */
   label: number;
+  /** Loss weight (default 1), e.g. class weights that balance the labels; the batch loss is Σw·l / Σw. */
+  weight?: number;
 }
 
 /** Everything a resumed run needs: the LoRA weights and Adam's step count and moments (host copies). */
@@ -25,6 +27,16 @@ export interface LoraTrainerOptions {
   learningRate?: number;
   /** Bytes of frozen-prefix outputs to keep in memory (default 1 GiB). */
   cacheBytes?: number;
+  /**
+   * A frozen-prefix cache to share (trainers of several seeds or learning rates over the same adapted
+   * blocks); the trainer then neither builds nor disposes its own. Its firstLayer must be the adapter's.
+   */
+  frozen?: FrozenPrefixCache;
+  /**
+   * Label smoothing ε: targets become y·(1−ε) + ε/2, which bounds the log-odds the LoRA is pushed to and
+   * so how far a few hundred rows can overfit (default 0).
+   */
+  labelSmoothing?: number;
   /** Layers whose last-token output `outputs()` returns (the alignment loss's LLM layers); default none. */
   hiddenLayers?: number[];
 }
@@ -40,6 +52,8 @@ export class LoraTrainer {
   private readonly optimizer: tf.AdamOptimizer;
   private readonly answerRows: tf.Tensor2D;
   readonly hiddenLayers: readonly number[];
+  private readonly labelSmoothing: number;
+  private readonly ownsFrozen: boolean;
 
   constructor(
     readonly model: LlamaTf,
@@ -56,6 +70,15 @@ export class LoraTrainer {
           },
         );
     }
+    this.labelSmoothing = opts.labelSmoothing ?? 0;
+    if (!(this.labelSmoothing >= 0 && this.labelSmoothing < 1))
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `label smoothing ${opts.labelSmoothing} is not in [0, 1) (field labelSmoothing)`,
+        {
+          details: { field: 'labelSmoothing' },
+        },
+      );
     this.hiddenLayers = [...(opts.hiddenLayers ?? [])];
     for (const l of this.hiddenLayers) {
       if (!Number.isInteger(l) || l < 0 || l >= model.hp.nLayer)
@@ -67,12 +90,23 @@ export class LoraTrainer {
           },
         );
     }
-    this.frozen = new FrozenPrefixCache(
-      model,
-      adapter.firstLayer,
-      opts.cacheBytes ?? 2 ** 30,
-      this.hiddenLayers.filter((l) => l < adapter.firstLayer),
-    );
+    const keep = this.hiddenLayers.filter((l) => l < adapter.firstLayer);
+    if (opts.frozen) {
+      const f = opts.frozen;
+      if (
+        f.model !== model ||
+        f.firstLayer !== adapter.firstLayer ||
+        keep.some((l) => !f.keepLayers.includes(l))
+      )
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `the shared frozen cache starts at block ${f.firstLayer} keeping [${f.keepLayers.join(', ')}]; the adapter needs block ${adapter.firstLayer} keeping [${keep.join(', ')}] (field frozen)`,
+          { details: { field: 'frozen' } },
+        );
+    }
+    this.ownsFrozen = !opts.frozen;
+    this.frozen =
+      opts.frozen ?? new FrozenPrefixCache(model, adapter.firstLayer, opts.cacheBytes ?? 2 ** 30, keep);
     this.optimizer = tf.train.adam(opts.learningRate ?? 1e-3);
     // [2, nEmbd]: the loss needs these two rows of the output matrix, never the whole vocabulary.
     this.answerRows = model.outputRows(opts.answerTokens);
@@ -125,7 +159,10 @@ export class LoraTrainer {
     return tf.tidy(() => {
       const z = tf.stack(batch.map((s) => this.logOdds(s.tokens)));
       const y = tf.tensor1d(batch.map((s) => s.label));
-      return tf.losses.sigmoidCrossEntropy(y, z) as tf.Scalar;
+      if (this.labelSmoothing === 0 && batch.every((s) => s.weight === undefined))
+        return tf.losses.sigmoidCrossEntropy(y, z) as tf.Scalar;
+      const w = tf.tensor1d(batch.map((s) => s.weight ?? 1));
+      return tf.losses.sigmoidCrossEntropy(y, z, w, this.labelSmoothing, tf.Reduction.MEAN) as tf.Scalar;
     });
   }
 
@@ -137,6 +174,14 @@ export class LoraTrainer {
         throw new CorellaError('BAD_CONFIG', `LoRA training label ${s.label} is not 0 or 1 (field label)`, {
           details: { field: 'label' },
         });
+      if (s.weight !== undefined && !(s.weight >= 0 && Number.isFinite(s.weight)))
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `LoRA training weight ${s.weight} is not a finite number ≥ 0 (field weight)`,
+          {
+            details: { field: 'weight' },
+          },
+        );
     }
     const cost = this.optimizer.minimize(() => this.loss(batch), true, this.adapter.variables());
     const v = cost!.dataSync()[0];
@@ -203,7 +248,7 @@ export class LoraTrainer {
   }
 
   dispose(): void {
-    this.frozen.dispose();
+    if (this.ownsFrozen) this.frozen.dispose();
     this.optimizer.dispose();
     this.answerRows.dispose();
   }

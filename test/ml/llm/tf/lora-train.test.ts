@@ -269,4 +269,85 @@ describe('LoRA on the tfjs llama', () => {
       expect(err(() => t.step([{ tokens: [1, 99999], label: 1 }])).message).toMatch(/field tokens/);
     });
   });
+
+  it('sample weights give the weighted mean BCE, and label smoothing moves the targets to y(1−ε)+ε/2', () => {
+    const ps = prompts(3, 6, 4);
+    const base = LoraAdapter.create(model.hp, { layers: 2, rank: 4 });
+    randomiseB(base, 21);
+    const trainer = (smoothing: number) =>
+      new LoraTrainer(model, base, { answerTokens: [YES, NO], labelSmoothing: smoothing });
+    const plain = trainer(0);
+    const z = ps.map((p) => {
+      const t = plain.logOdds(p);
+      const v = t.dataSync()[0];
+      t.dispose();
+      return v;
+    });
+    const bce = (y: number, v: number) =>
+      -(y * Math.log(1 / (1 + Math.exp(-v))) + (1 - y) * Math.log(1 / (1 + Math.exp(v))));
+    const labels = [1, 0, 1];
+    const weights = [3, 1, 0.5];
+    const weighted = plain.loss(ps.map((tokens, i) => ({ tokens, label: labels[i], weight: weights[i] })));
+    const expected =
+      labels.reduce((a, y, i) => a + weights[i] * bce(y, z[i]), 0) / weights.reduce((a, w) => a + w, 0);
+    expect(weighted.dataSync()[0]).toBeCloseTo(expected, 5);
+    weighted.dispose();
+    const smooth = trainer(0.2);
+    const sl = smooth.loss(ps.map((tokens, i) => ({ tokens, label: labels[i] })));
+    const soft = labels.map((y) => y * 0.8 + 0.1);
+    expect(sl.dataSync()[0]).toBeCloseTo(soft.reduce((a, y, i) => a + bce(y, z[i]), 0) / 3, 5);
+    sl.dispose();
+    expect(() => trainer(1)).toThrow(/labelSmoothing/);
+    expect(() => plain.step([{ tokens: ps[0], label: 1, weight: -1 }])).toThrow(/field weight/);
+    [plain, smooth].forEach((t) => t.dispose());
+    base.dispose();
+  });
+
+  it('trainers share one frozen cache only when it starts at their first adapted block', () => {
+    const a2 = LoraAdapter.create(model.hp, { layers: 2, rank: 2 });
+    const a1 = LoraAdapter.create(model.hp, { layers: 1, rank: 2 });
+    const shared = new FrozenPrefixCache(model, a2.firstLayer);
+    const t1 = new LoraTrainer(model, a2, { answerTokens: [YES, NO], frozen: shared });
+    const t2 = new LoraTrainer(model, a2, { answerTokens: [YES, NO], frozen: shared, learningRate: 1e-3 });
+    expect(t1.frozen).toBe(shared);
+    t1.pYes(prompts(1, 4, 2)[0]);
+    expect(shared.stats.prompts).toBeGreaterThan(0);
+    // A trainer that does not own the cache leaves it usable for the next one.
+    t1.dispose();
+    expect(t2.pYes(prompts(1, 4, 2)[0])).toBeGreaterThan(0);
+    expect(shared.stats.hits).toBeGreaterThan(0);
+    expect(() => new LoraTrainer(model, a1, { answerTokens: [YES, NO], frozen: shared })).toThrow(
+      /field frozen/,
+    );
+    t2.dispose();
+    shared.dispose();
+    [a1, a2].forEach((a) => a.dispose());
+  });
+
+  it('serialize/deserialize and clone keep the weights, and clones are independent', () => {
+    const a = LoraAdapter.create(model.hp, {
+      layers: 2,
+      rank: 3,
+      alpha: 5,
+      targets: ['q', 'v', 'down'],
+      seed: 3,
+    });
+    randomiseB(a, 31);
+    const p = prompts(1, 6, 9)[0];
+    const z = (ad: LoraAdapter) =>
+      model.forward(p, { logitTokens: [YES, NO], lora: ad.layerLora() }).tokenLogits!.reduce((x, y) => x - y);
+    const back = LoraAdapter.deserialize(model.hp, a.serialize());
+    expect(back.userConfig()).toEqual(a.userConfig());
+    expect(z(back)).toBe(z(a));
+    const c = a.clone();
+    expect(z(c)).toBe(z(a));
+    randomiseB(c, 77);
+    expect(z(c)).not.toBeCloseTo(z(a), 3);
+    const raw = JSON.parse(a.serialize()) as { weights: Record<string, { a: string }> };
+    const first = Object.keys(raw.weights)[0];
+    raw.weights[first].a = raw.weights[first].a.slice(0, 8);
+    expect(() => LoraAdapter.deserialize(model.hp, JSON.stringify(raw))).toThrow(/wrong size/);
+    expect(() => LoraAdapter.deserialize(model.hp, '{"format":"x"}')).toThrow(CorellaError);
+    [a, back, c].forEach((x) => x.dispose());
+  });
 });

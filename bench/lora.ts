@@ -1,0 +1,445 @@
+/**
+ * Does LoRA make the LLM branch learn, and what does it cost? The ablation of issue 19 on ml-1m-u2999 with
+ * the pipeline's prompts and pools. Not in CI (SmolLM2 is 100 MB; a run takes tens of minutes).
+ *
+ *   npx tsx bench/lora.ts [--data ../shared/datasets/ml-1m-u2999] [--model .corella/models/SmolLM2-…gguf]
+ *     [--cache ~/.cache/corella-bench-lora] [--train-rows 2000] [--valid-rows 600] [--test-rows 1000]
+ *     [--pool-seed 11] [--k 2] [--rank 8] [--alpha 2·rank] [--targets q,v] [--lr 1e-3] [--epochs 3]
+ *     [--batch 8] [--seeds 1,2,3] [--balance] [--smoothing 0] [--patience 1] [--threads 2]
+ *     [--frozen-only] [--zero-shot-only] [--crm-epochs 3] [--label NAME]
+ *
+ * - Pools as the pipeline draws them (config/ml-1m-cpu.json: paper template, 6 history items, history blocks
+ *   of 8, samplePool in user blocks, rows in extractor order, PromptBuilder.buildForRow): a train pool from
+ *   the train split (the rows LoRA learns on), the valid pool (early stopping on its AUC, Platt scaling and
+ *   the routing threshold) and the test pool (every reported figure).
+ * - The CRM is the pipeline's DCNv2 (config/ml-1m-cpu.json crm), trained here once; its valid/test
+ *   predictions are cached in the --cache store. Nothing derived from the data goes near the repository.
+ * - The frozen pass (blocks below the adapted ones) runs once per prompt on --threads worker threads and is
+ *   cached on disk (ml/llm/tf/frozen-store.ts), so a second run with the same k starts training at once.
+ * - Per seed: LoRA epochs with the valid AUC after each; the best epoch's weights (early stopping with
+ *   --patience) give the test figures: AUC, LogLoss, ACC overall and per CRM-entropy tercile of the test pool
+ *   (terciles cut on the test pool's CRM entropy), and the hybrid against the CRM: the LLM's log-odds
+ *   Platt-scaled on the valid pool's routed rows, the routed share (5–20%) chosen on the valid pool, the test
+ *   gain with a user-clustered bootstrap interval (ml/report/stats aucDiffInterval), and the gain at
+ *   exactly 20% routed.
+ * - Epoch 0 is zero-shot (B = 0, so the LoRA changes nothing).
+ *
+ * Prints one JSON document; progress on stderr.
+ */
+import { homedir, loadavg } from 'node:os';
+import { join, resolve } from 'node:path';
+import { FileArtifactStore, sha256Hex } from '../ml/artifacts/store.js';
+import { fitPlatt } from '../ml/corella/platt.js';
+import { samplePool } from '../ml/corella/sampling.js';
+import { entropies } from '../ml/corella/routing.js';
+import { defaultCrmConfig, trainCrm } from '../ml/crm/index.js';
+import { mixSeed, mulberry32, permutation } from '../ml/random.js';
+import { ingestDataset, loadDataset } from '../ml/data/index.js';
+import type { EncodedSplit } from '../ml/data/types.js';
+import { resolveLlmConfig } from '../ml/llm/config.js';
+import { loadLlm } from '../ml/llm/model.js';
+import { PromptBuilder, templateByName } from '../ml/llm/prompts.js';
+import { warmFrozenParallel } from '../ml/llm/tf/frozen-parallel.js';
+import { FrozenPrefixCache } from '../ml/llm/tf/frozen-prefix.js';
+import { FrozenOutputStore } from '../ml/llm/tf/frozen-store.js';
+import { LlamaTf } from '../ml/llm/tf/llama-forward.js';
+import type { Projection } from '../ml/llm/tf/llama-weights.js';
+import { LoraAdapter, type LoraHostWeights } from '../ml/llm/tf/lora.js';
+import { LoraTrainer, type LoraSample } from '../ml/llm/tf/lora-train.js';
+import { accuracy, auc, logLoss } from '../ml/metrics/classification.js';
+import { aucDiffInterval, groupBy } from '../ml/report/stats.js';
+import { initTf } from '../ml/tf/backend.js';
+
+function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : def;
+}
+const flag = (name: string) => process.argv.includes(`--${name}`);
+
+const data = resolve(arg('data', '../shared/datasets/ml-1m-u2999'));
+const modelPath = resolve(arg('model', '.corella/models/SmolLM2-135M-Instruct.Q4_1.gguf'));
+const cacheDir = resolve(arg('cache', join(homedir(), '.cache', 'corella-bench-lora')));
+const trainRows = Number(arg('train-rows', '2000'));
+const validRows = Number(arg('valid-rows', '600'));
+const testRows = Number(arg('test-rows', '1000'));
+const poolSeed = Number(arg('pool-seed', '11'));
+const k = arg('k', '2') === 'all' ? 'all' : Number(arg('k', '2'));
+const rank = Number(arg('rank', '8'));
+const alpha = Number(arg('alpha', String(2 * rank)));
+const targets = arg('targets', 'q,v').split(',') as Projection[];
+const lr = Number(arg('lr', '1e-3'));
+const epochs = Number(arg('epochs', '3'));
+const batchSize = Number(arg('batch', '8'));
+const seeds = arg('seeds', '1,2,3').split(',').map(Number);
+const balance = flag('balance');
+const smoothing = Number(arg('smoothing', '0'));
+const patience = Number(arg('patience', '1'));
+const threads = Number(arg('threads', '2'));
+const crmEpochs = Number(arg('crm-epochs', '3'));
+const label = arg('label', '');
+// The pipeline's prompt shaping (config/ml-1m-cpu.json llm).
+const contextSize = 1024;
+const maxHistory = 6;
+const block = 8;
+const log = (m: string): void =>
+  void process.stderr.write(`[bench/lora ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
+const r4 = (x: number) => Number(x.toFixed(4));
+
+function seconds<T>(fn: () => T): { value: T; s: number } {
+  const t0 = performance.now();
+  const value = fn();
+  return { value, s: (performance.now() - t0) / 1000 };
+}
+
+/** Pool rows in the extractor's order (user, time, sample id), so history blocks' prompts follow each other. */
+function pool(split: EncodedSplit, n: number, seed: number): number[] {
+  return Array.from(samplePool(split, n, seed, block)).sort(
+    (a, b) =>
+      split.userRows[a] - split.userRows[b] ||
+      split.timestamps[a] - split.timestamps[b] ||
+      split.sampleIds[a] - split.sampleIds[b],
+  );
+}
+
+function metrics(y: number[], p: number[]) {
+  return { auc: r4(auc(y, p)), logLoss: r4(logLoss(y, p)), acc: r4(accuracy(y, p)), rows: y.length };
+}
+
+const sigmoid = (z: number) => 1 / (1 + Math.exp(-z));
+
+async function main(): Promise<void> {
+  const load0 = loadavg();
+  const tfInfo = await initTf(undefined, log);
+  const store = new FileArtifactStore(cacheDir);
+  log(`ingesting ${data} into ${cacheDir}`);
+  const manifest = await ingestDataset({ source: 'movielens-1m', dir: data }, store);
+  const ds = await loadDataset(store, manifest);
+  const { train, valid, test } = ds.splits;
+
+  // CRM predictions on the whole valid and test splits, trained once per dataset version.
+  const crmName = `bench-lora/crm/${manifest.versionId.slice(0, 16)}-e${crmEpochs}.bin`;
+  let crmBuf = await store.getNamed(crmName);
+  let crmSeconds: number | undefined;
+  if (!crmBuf) {
+    log('training the CRM (DCNv2 16/3/256-128, as config/ml-1m-cpu.json)');
+    const t0 = performance.now();
+    const r = await trainCrm(
+      ds,
+      { ...defaultCrmConfig('dcnv2', { embeddingDim: 16, crossLayers: 3, mlp: [256, 128] }), seed: 42 },
+      { store, epochs: crmEpochs, batchSize: 1024, lr: 1e-3, patience: 1, lrDecay: 0.5, threads: 2 },
+    );
+    const pv = await r.model.predict(valid);
+    const pt = await r.model.predict(test);
+    r.model.dispose();
+    crmSeconds = (performance.now() - t0) / 1000;
+    crmBuf = Buffer.concat([
+      Buffer.from(Float32Array.from(pv).buffer),
+      Buffer.from(Float32Array.from(pt).buffer),
+    ]);
+    await store.putNamed(crmName, crmBuf);
+  }
+  const crmAll = new Float32Array(new Uint8Array(crmBuf).buffer);
+  const crmValid = crmAll.subarray(0, valid.size);
+  const crmTest = crmAll.subarray(valid.size);
+  log(`CRM test AUC (whole split) ${auc(test.labels, crmTest).toFixed(4)}`);
+
+  const cfg = resolveLlmConfig({
+    model: modelPath,
+    threads: 1,
+    contextSize,
+    template: 'paper',
+    hidden: true,
+    maxHistoryItems: maxHistory,
+    historyBlock: block,
+  });
+  const llm = await loadLlm(cfg);
+  const bos = llm.model.tokens.shouldPrependBosToken ? llm.model.tokens.bos : null;
+  const builder = new PromptBuilder(
+    { tokenize: (t, s, o) => llm.model.tokenize(t, s, o), bos },
+    templateByName('paper'),
+    {
+      contextSize,
+      maxHistoryItems: maxHistory,
+      historyBlock: block,
+      targetReserveTokens: cfg.targetReserveTokens,
+    },
+  );
+  const answers: [number, number] = [llm.yesToken, llm.noToken];
+  const modelSha256 = llm.modelSha256;
+  const build = (split: EncodedSplit, rows: number[]) =>
+    rows.map((r) => ({
+      tokens: builder.buildForRow(split, ds.items, r).tokens as number[],
+      label: split.labels[r],
+    }));
+  // Different seeds from the pipeline's valid/test pool seed for the train pool, which is another split anyway.
+  const trRows = pool(train, trainRows, poolSeed + 1000);
+  const vaRows = pool(valid, validRows, poolSeed);
+  const teRows = pool(test, testRows, poolSeed);
+  const trSet = build(train, trRows);
+  const vaSet = build(valid, vaRows);
+  const teSet = build(test, teRows);
+  await llm.dispose();
+  const meanTokens =
+    [...trSet, ...vaSet, ...teSet].reduce((a, s) => a + s.tokens.length, 0) /
+    (trSet.length + vaSet.length + teSet.length);
+  log(
+    `${trSet.length} train / ${vaSet.length} valid / ${teSet.length} test prompts, ${meanTokens.toFixed(0)} tokens on average`,
+  );
+
+  const model = await LlamaTf.load(modelPath);
+  const nLayer = model.hp.nLayer;
+  const layers = k === 'all' ? nLayer : k;
+  const firstLayer = nLayer - layers;
+  const frozen = new FrozenPrefixCache(model, firstLayer, 64 * 2 ** 30);
+  const frozenStore = new FrozenOutputStore(
+    store,
+    { namespace: manifest.versionId, modelSha256, firstLayer, keepLayers: [] },
+    model.hp.nEmbd,
+  );
+  const all = [...trSet, ...vaSet, ...teSet].map((s) => s.tokens);
+  let lastLog = 0;
+  const tf0 = performance.now();
+  const warm = await warmFrozenParallel(frozen, all, {
+    modelPath,
+    threads,
+    store: frozenStore,
+    onProgress: (done, total) => {
+      if (performance.now() - lastLog > 30_000 || done === total) {
+        lastLog = performance.now();
+        log(`frozen pass ${done}/${total} (${((performance.now() - tf0) / 1000).toFixed(0)} s)`);
+      }
+    },
+  });
+  const frozenSeconds = (performance.now() - tf0) / 1000;
+  const frozenCost = {
+    firstLayer,
+    threads,
+    prompts: all.length,
+    fromDisk: warm.fromStore,
+    computed: warm.computed,
+    seconds: r4(frozenSeconds),
+    secondsPerComputedPrompt: warm.computed ? r4(frozenSeconds / warm.computed) : undefined,
+    loadAverage: loadavg()[0],
+  };
+  log(`frozen pass: ${JSON.stringify(frozenCost)}`);
+  if (flag('frozen-only')) {
+    console.log(JSON.stringify({ bench: 'lora', frozen: frozenCost }, null, 2));
+    return;
+  }
+
+  // Test-pool CRM figures and terciles of its entropy (the CRM's confidence: low entropy = confident).
+  const yTe = teSet.map((s) => s.label);
+  const yVa = vaSet.map((s) => s.label);
+  const crmTe = teRows.map((r) => crmTest[r]);
+  const crmVa = vaRows.map((r) => crmValid[r]);
+  const hTe = entropies(crmTe);
+  const hVa = entropies(crmVa);
+  const sortedH = Array.from(hTe).sort((a, b) => a - b);
+  const cuts = [sortedH[Math.floor(sortedH.length / 3)], sortedH[Math.floor((2 * sortedH.length) / 3)]];
+  const tercileOf = (h: number) => (h < cuts[0] ? 0 : h < cuts[1] ? 1 : 2);
+  const terciles = [0, 1, 2].map((t) => teSet.map((_, i) => i).filter((i) => tercileOf(hTe[i]) === t));
+  const pick = (a: ArrayLike<number>, idx: number[]) => idx.map((i) => a[i]);
+  const crmFigures = {
+    overall: metrics(yTe, crmTe),
+    terciles: terciles.map((idx) => metrics(pick(yTe, idx), pick(crmTe, idx))),
+  };
+  const userGroups = groupBy(teRows.map((r) => test.userRows[r]));
+
+  /** Rows whose CRM entropy is among the top `share` of the pool. */
+  const topShare = (h: Float32Array, share: number) => {
+    const n = Math.round(share * h.length);
+    const idx = Array.from(h, (_, i) => i).sort((a, b) => h[b] - h[a]);
+    return { idx: idx.slice(0, n), threshold: n > 0 ? h[idx[n - 1]] : Infinity };
+  };
+  const hybridOf = (crm: number[], llmP: number[], h: Float32Array, threshold: number) =>
+    crm.map((p, i) => (h[i] >= threshold ? llmP[i] : p));
+
+  function evaluate(zVa: number[], zTe: number[]) {
+    const pTe = zTe.map(sigmoid);
+    const branch = {
+      overall: metrics(yTe, pTe),
+      terciles: terciles.map((idx) => metrics(pick(yTe, idx), pick(pTe, idx))),
+    };
+    // Routed share chosen on the valid pool (5–20%), Platt on the valid pool's routed rows, as calibration does.
+    let best: { share: number; gain: number; threshold: number; a: number; b: number } | undefined;
+    for (const share of [0.05, 0.1, 0.15, 0.2]) {
+      const { idx, threshold } = topShare(hVa, share);
+      const platt = fitPlatt(pick(zVa, idx), pick(yVa, idx));
+      const pVa = zVa.map((z) => sigmoid(platt.a * z + platt.b));
+      const gain = auc(yVa, hybridOf(crmVa, pVa, hVa, threshold)) - auc(yVa, crmVa);
+      if (!best || gain > best.gain) best = { share, gain, threshold, ...platt };
+    }
+    const b = best!;
+    const pTeCal = zTe.map((z) => sigmoid(b.a * z + b.b));
+    const hyb = hybridOf(crmTe, pTeCal, hTe, b.threshold);
+    const routed = hyb.filter((_, i) => hTe[i] >= b.threshold).length / hyb.length;
+    const interval = aucDiffInterval(yTe, hyb, crmTe, userGroups, { rounds: 1000, seed: 7, unit: 'user' });
+    // At exactly 20% routed on the test pool (Platt of the 20% valid rows): the routing budget's ceiling.
+    const t20 = topShare(hTe, 0.2);
+    const v20 = topShare(hVa, 0.2);
+    const p20 = fitPlatt(pick(zVa, v20.idx), pick(yVa, v20.idx));
+    const hyb20 = hybridOf(
+      crmTe,
+      zTe.map((z) => sigmoid(p20.a * z + p20.b)),
+      hTe,
+      t20.threshold,
+    );
+    const i20 = aucDiffInterval(yTe, hyb20, crmTe, userGroups, { rounds: 1000, seed: 7, unit: 'user' });
+    return {
+      branch,
+      hybrid: {
+        validShare: b.share,
+        validGain: r4(b.gain),
+        testRouted: r4(routed),
+        auc: r4(auc(yTe, hyb)),
+        gain: interval && { point: r4(interval.point), lo95: r4(interval.lo95), hi95: r4(interval.hi95) },
+        at20: i20 && { point: r4(i20.point), lo95: r4(i20.lo95), hi95: r4(i20.hi95) },
+      },
+    };
+  }
+
+  const runs: Record<string, unknown>[] = [];
+  for (const seed of seeds) {
+    const adapter = LoraAdapter.create(model.hp, { layers, rank, alpha, targets, seed });
+    const trainer = new LoraTrainer(model, adapter, {
+      answerTokens: answers,
+      learningRate: lr,
+      labelSmoothing: smoothing,
+      frozen,
+    });
+    const pos = trSet.reduce((a, s) => a + s.label, 0) / trSet.length;
+    // Class weights with mean 1 over the pool: each class carries half the loss.
+    const samples: LoraSample[] = trSet.map((s) =>
+      balance ? { ...s, weight: s.label === 1 ? 0.5 / pos : 0.5 / (1 - pos) } : s,
+    );
+    const logOdds = (set: { tokens: number[] }[]) =>
+      set.map((s) => {
+        const z = trainer.logOdds(s.tokens);
+        const v = z.dataSync()[0];
+        z.dispose();
+        return v;
+      });
+    const evalEpoch = () => {
+      const t = seconds(() => ({ zVa: logOdds(vaSet), zTe: logOdds(teSet) }));
+      return { ...t.value, s: t.s };
+    };
+    const e0 = evalEpoch();
+    const history: Record<string, unknown>[] = [
+      {
+        epoch: 0,
+        validAuc: r4(auc(yVa, e0.zVa.map(sigmoid))),
+        testAuc: r4(auc(yTe, e0.zTe.map(sigmoid))),
+        evalSeconds: r4(e0.s),
+      },
+    ];
+    log(`seed ${seed} ${JSON.stringify(history[0])}`);
+    const zeroShot = evaluate(e0.zVa, e0.zTe);
+    let best = {
+      epoch: 0,
+      validAuc: auc(yVa, e0.zVa),
+      zVa: e0.zVa,
+      zTe: e0.zTe,
+      weights: undefined as LoraHostWeights | undefined,
+    };
+    let bad = 0;
+    let trainSeconds = 0;
+    let stepsDone = 0;
+    for (let e = 1; e <= epochs; e++) {
+      const order = permutation(mulberry32(mixSeed(seed, e)), trSet.length);
+      let lossSum = 0;
+      let batches = 0;
+      const t = seconds(() => {
+        for (let i = 0; i < order.length; i += batchSize) {
+          lossSum += trainer.step(Array.from(order.subarray(i, i + batchSize), (j) => samples[j]));
+          batches++;
+          if (batches % 50 === 0)
+            log(
+              `seed ${seed} epoch ${e}: ${i + batchSize}/${order.length}, loss ${(lossSum / batches).toFixed(4)}`,
+            );
+        }
+      });
+      trainSeconds += t.s;
+      stepsDone += order.length;
+      const ev = evalEpoch();
+      const validAuc = auc(yVa, ev.zVa);
+      const row = {
+        epoch: e,
+        trainLoss: r4(lossSum / batches),
+        validAuc: r4(validAuc),
+        validLogLoss: r4(logLoss(yVa, ev.zVa.map(sigmoid))),
+        testAuc: r4(auc(yTe, ev.zTe)),
+        epochSeconds: r4(t.s),
+        evalSeconds: r4(ev.s),
+        loadAverage: loadavg()[0],
+      };
+      history.push(row);
+      log(`seed ${seed} ${JSON.stringify(row)}`);
+      if (validAuc > best.validAuc) {
+        best = { epoch: e, validAuc, zVa: ev.zVa, zTe: ev.zTe, weights: await adapter.toHost() };
+        bad = 0;
+      } else if (++bad > patience) break;
+    }
+    const fit = evaluate(best.zVa, best.zTe);
+    runs.push({
+      seed,
+      bestEpoch: best.epoch,
+      zeroShot,
+      lora: fit,
+      history,
+      cost: {
+        trainSeconds: r4(trainSeconds),
+        secondsPerTrainingSample: stepsDone ? r4(trainSeconds / stepsDone) : undefined,
+        secondsPerEvalPrompt: r4(e0.s / (vaSet.length + teSet.length)),
+      },
+    });
+    log(`seed ${seed} best epoch ${best.epoch}: ${JSON.stringify(fit)}`);
+    trainer.dispose();
+    adapter.dispose();
+  }
+  frozen.dispose();
+  model.dispose();
+  console.log(
+    JSON.stringify(
+      {
+        bench: 'lora',
+        label,
+        data,
+        model: { path: modelPath, sha256: modelSha256, nLayer, nEmbd: model.hp.nEmbd },
+        tfjs: tfInfo.backend,
+        pools: {
+          train: trSet.length,
+          valid: vaSet.length,
+          test: teSet.length,
+          seed: poolSeed,
+          meanTokens: r4(meanTokens),
+        },
+        trainPositiveRate: r4(trSet.reduce((a, s) => a + s.label, 0) / trSet.length),
+        lora: {
+          layers,
+          firstLayer,
+          rank,
+          alpha,
+          targets,
+          lr,
+          epochs,
+          batchSize,
+          balance,
+          smoothing,
+          patience,
+        },
+        crm: { ...crmFigures, trainSeconds: crmSeconds },
+        frozen: frozenCost,
+        runs,
+        loadAverage: { start: load0, end: loadavg() },
+        note: 'taken on a 2-core machine shared with other jobs: timings are under load',
+      },
+      null,
+      2,
+    ),
+  );
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});
