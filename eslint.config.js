@@ -60,8 +60,8 @@ export default tseslint.config(
           ]),
           patterns: [
             {
-              group: ['../activities/*', '!../activities/types*'],
-              message: 'Workflows import activity types only.',
+              group: ['../activities/*', '!../activities/types*', '!../activities/metric-keys*'],
+              message: 'Workflows import activity types (and the pure metric-key constants) only.',
             },
             { group: ['../db/*', '../ml/*'], message: 'Workflows must not import db or ml code.' },
           ],
@@ -107,6 +107,35 @@ export default tseslint.config(
     },
   },
   {
+    // schema/ composes the pipeline config from the section schemas the ML modules own: nothing it imports
+    // may reach a service, so the CLI and any client can validate a config before starting anything.
+    files: ['schema/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: [
+                '../activities/*',
+                '../db/*',
+                '../cli/*',
+                '../workflows/*',
+                '../serve/*',
+                '../workers/*',
+              ],
+              message: 'schema/ may import the section schemas from ml/ and nothing from the service layers.',
+            },
+            {
+              group: ['@temporalio/*', 'pg', 'drizzle-orm', 'drizzle-orm/*'],
+              message: 'schema/ needs no services.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     // serve/ is the online service: Postgres and the artifact store, never Temporal, the CLI or workflow code.
     files: ['serve/**/*.ts'],
     rules: {
@@ -125,6 +154,73 @@ export default tseslint.config(
             {
               group: ['../activities/*', '!../activities/serving-bundle*', '!../activities/corella-config*'],
               message: 'serve/ may share only the serving bundle and config helpers with activities.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    // CLI commands are independent of each other: what two share (starting a retrain, the run summary, the
+    // database for a short command) lives in its own module under cli/, so changing one command cannot
+    // break another through a helper it happened to export.
+    files: ['cli/commands/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['./*', '../commands/*'],
+              message:
+                'cli commands never import each other: move what they share to its own module in cli/.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    // Option definitions are what `corella --help` and a mistyped flag load: nothing heavy (Temporal, tfjs,
+    // the database) may come in through them.
+    files: ['cli/specs/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: [
+                '../*',
+                '!../args.js',
+                '../../*',
+                '@temporalio/*',
+                'pg',
+                'drizzle-orm',
+                'drizzle-orm/*',
+              ],
+              message:
+                'cli/specs/ holds option definitions only: import ../args.js and each other, nothing else.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    // Activities run the joint trainer through its public entry (ml/corella/joint.ts: trainJoint, its config
+    // and result types) and draw rows from the row plan; its stage loops, checkpoint format and LLM branch are
+    // internals that may change shape (a second LLM branch kind) without an activity noticing.
+    files: ['activities/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['../ml/corella/joint-*', '!../ml/corella/joint-config*'],
+              message:
+                'Activities use the joint trainer through ml/corella/joint.ts (and joint-config.ts, row-plan.ts), not its internals.',
             },
           ],
         },

@@ -1,12 +1,12 @@
-import { join } from 'node:path';
 import { openDatabase, type DatabaseHandle } from '../db/connection.js';
 import { migrateDatabase } from '../db/migrate.js';
-import { FileArtifactStore } from '../ml/artifacts/store.js';
+import { openArtifactStore } from '../ml/artifacts/open-store.js';
+import type { ArtifactStore } from '../ml/artifacts/store.js';
 
 /** What activities need: the database, the artifact store and the home folder for caches. */
 export interface ActivityContext {
   db: DatabaseHandle['db'];
-  store: FileArtifactStore;
+  store: ArtifactStore;
   home: string;
   close(): Promise<void>;
 }
@@ -14,12 +14,13 @@ export interface ActivityContext {
 export async function createActivityContext(opts: {
   databaseUrl: string;
   home: string;
-  store?: FileArtifactStore;
+  store?: ArtifactStore;
 }): Promise<ActivityContext> {
   const handle = openDatabase(opts.databaseUrl);
   return {
     db: handle.db,
-    store: opts.store ?? new FileArtifactStore(join(opts.home, 'artifacts')),
+    // CORELLA_ARTIFACTS picks the store (S3 for workers on different machines); unset, the home's folder.
+    store: opts.store ?? openArtifactStore(opts.home),
     home: opts.home,
     close: () => handle.close(),
   };

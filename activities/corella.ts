@@ -5,29 +5,20 @@ import type { ArtifactStore } from '../ml/artifacts/store.js';
 import { LlmAdapter } from '../ml/corella/adapter.js';
 import { calibrateThreshold } from '../ml/corella/calibration.js';
 import { evaluateAlignment } from '../ml/corella/evaluation.js';
-import { samplePool } from '../ml/corella/random.js';
+import { testPoolRows } from '../ml/corella/row-plan.js';
 import { trainJoint } from '../ml/corella/joint.js';
-import type { CtrScores } from '../ml/corella/score.js';
 import { loadCrm, saveCrm, type CrmNet } from '../ml/crm/index.js';
 import type { CtrDataset } from '../ml/data/index.js';
 import { LlmFeatureExtractor } from '../ml/llm/index.js';
 import { initTf } from '../ml/tf/index.js';
 import type { ActivityContext } from './context.js';
-import {
-  calibrationConfigOf,
-  calibrationRow,
-  jointConfigOf,
-  llmConfigOf,
-  llmPoolsOf,
-  storableThreshold,
-} from './corella-config.js';
+import { calibrationConfigOf, calibrationRow, jointConfigOf, storableThreshold } from './corella-config.js';
+import { llmConfigFor } from './llm-model-file.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
+import { METRIC_PREFIX, prefixMetrics, scoreMetrics } from './metric-keys.js';
+import { rowPlanConfigOf } from './row-plan.js';
 import type { CorellaActivities, Metrics, PipelineConfig } from './types.js';
-
-function scores(prefix: string, s: CtrScores): Metrics {
-  return { [`${prefix}.auc`]: s.auc, [`${prefix}.logloss`]: s.logLoss, [`${prefix}.acc`]: s.acc };
-}
 
 /** Finite numbers only: Postgres metrics and workflow summaries have no use for NaN. */
 function finite(m: Metrics): Metrics {
@@ -55,7 +46,7 @@ async function loadRunModels(
     : undefined;
   let llm: LlmFeatureExtractor;
   try {
-    llm = await LlmFeatureExtractor.open(llmConfigOf(a.config, ctx.home), ctx.store);
+    llm = await LlmFeatureExtractor.open(await llmConfigFor(a.config, ctx), ctx.store);
   } catch (e) {
     crm.dispose();
     adapter?.dispose();
@@ -121,8 +112,8 @@ export function corellaActivities(
             if (st.validation)
               Object.assign(
                 metrics,
-                scores(`${name}.valid.crm`, st.validation.crm),
-                scores(`${name}.valid.llm`, st.validation.llm),
+                scoreMetrics(`${name}.valid.crm`, st.validation.crm),
+                scoreMetrics(`${name}.valid.llm`, st.validation.llm),
               );
           }
           if (r.outputCalibration) {
@@ -130,8 +121,8 @@ export function corellaActivities(
             Object.assign(
               metrics,
               { 'outputCalibration.a': oc.a, 'outputCalibration.b': oc.b, 'outputCalibration.rows': oc.rows },
-              scores('outputCalibration.before', oc.before),
-              scores('outputCalibration.after', oc.after),
+              scoreMetrics('outputCalibration.before', oc.before),
+              scoreMetrics('outputCalibration.after', oc.after),
             );
           }
           if (r.boundaryShift) {
@@ -157,20 +148,18 @@ export function corellaActivities(
             ['stage3', r.stage3],
           ] as const) {
             for (const e of st.epochs) {
-              const curve = finite({
-                [`joint.${name}.loss`]: e.total,
-                [`joint.${name}.lossLlm`]: e.llm,
-                [`joint.${name}.lossCrm`]: e.crm,
-                [`joint.${name}.lossAlign`]: e.align,
-              });
+              const curve = finite(
+                prefixMetrics(METRIC_PREFIX.joint, {
+                  [`${name}.loss`]: e.total,
+                  [`${name}.lossLlm`]: e.llm,
+                  [`${name}.lossCrm`]: e.crm,
+                  [`${name}.lossAlign`]: e.align,
+                }),
+              );
               await runs.logMetrics(runId, curve, e.epoch + 1);
             }
           }
-          await logRunMetrics(
-            ctx,
-            runId,
-            Object.fromEntries(Object.entries(clean).map(([k, v]) => [`joint.${k}`, v])),
-          );
+          await logRunMetrics(ctx, runId, prefixMetrics(METRIC_PREFIX.joint, clean));
           return { crmArtifact: crmRef.sha256, adapterArtifact: r.artifacts.adapter.sha256, metrics: clean };
         } finally {
           r.adapter.dispose();
@@ -200,12 +189,8 @@ export function corellaActivities(
         const metrics = finite({
           threshold: storableThreshold(cal.threshold),
           routedFraction: cal.chosen.routedFraction,
-          'hybrid.auc': cal.chosen.auc,
-          'hybrid.logloss': cal.chosen.logLoss,
-          'hybrid.acc': cal.chosen.acc,
-          'crm.auc': cal.crmOnly.auc,
-          'crm.logloss': cal.crmOnly.logLoss,
-          'crm.acc': cal.crmOnly.acc,
+          ...scoreMetrics('hybrid', cal.chosen),
+          ...scoreMetrics('crm', cal.crmOnly),
           rows: cal.n,
           llmRows: cal.llmRows,
           // The gain check that decided (the admissible one, else the best rejected one): see the reason
@@ -213,11 +198,7 @@ export function corellaActivities(
           gain: (cal.gainChecks.find((g) => g.admissible) ?? cal.gainChecks[0])?.gain,
           gainLo: (cal.gainChecks.find((g) => g.admissible) ?? cal.gainChecks[0])?.lo,
         });
-        await logRunMetrics(
-          ctx,
-          runId,
-          Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`calibration.${k}`, v])),
-        );
+        await logRunMetrics(ctx, runId, prefixMetrics(METRIC_PREFIX.calibration, metrics));
         return {
           threshold: storableThreshold(cal.threshold),
           routedFraction: cal.chosen.routedFraction,
@@ -234,7 +215,6 @@ export function corellaActivities(
       const run = activityRunOptions('evaluation');
       try {
         const test = m.dataset.splits.test;
-        const pools = llmPoolsOf(config);
         const ev = await evaluateAlignment({
           crm: m.crm,
           adapter: m.adapter!,
@@ -242,7 +222,7 @@ export function corellaActivities(
           split: test,
           items: m.dataset.items,
           threshold,
-          rows: samplePool(test, pools.test, pools.seed, pools.block),
+          rows: testPoolRows(test, rowPlanConfigOf(config, runId).test),
           coldItems: calibrationConfigOf(config).coldItems,
           signal: run.signal,
           onProgress: run.onProgress,
@@ -268,17 +248,13 @@ export function corellaActivities(
           },
         });
         const metrics = finite({
-          ...scores('test.crm', ev.overall.crm),
-          ...scores('test.llm', ev.overall.llm),
-          ...scores('test.hybrid', ev.overall.hybrid),
+          ...scoreMetrics('test.crm', ev.overall.crm),
+          ...scoreMetrics('test.llm', ev.overall.llm),
+          ...scoreMetrics('test.hybrid', ev.overall.hybrid),
           'test.routedFraction': ev.routedFraction,
           'test.rows': ev.n,
         });
-        await logRunMetrics(
-          ctx,
-          runId,
-          Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`eval.${k}`, v])),
-        );
+        await logRunMetrics(ctx, runId, prefixMetrics(METRIC_PREFIX.eval, metrics));
         return { evaluationId: String(row.id), metrics };
       } finally {
         await m.dispose();

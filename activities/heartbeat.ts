@@ -71,6 +71,15 @@ function progressSignaller(ctx: Context): (p: Progress) => void {
   };
 }
 
+/** Observers of every activity's progress (the worker's Prometheus metrics: samples/s, tokens/s). */
+const progressObservers = new Set<(activityType: string, p: Progress) => void>();
+
+/** Registers an observer of activity progress; returns its removal. Observers must not throw. */
+export function observeActivityProgress(fn: (activityType: string, p: Progress) => void): () => void {
+  progressObservers.add(fn);
+  return () => progressObservers.delete(fn);
+}
+
 /**
  * Progress callbacks and cancellation for ml/ code running inside an activity: every progress report becomes
  * a heartbeat (the SDK throttles them), and the activity's cancellation reaches ml/ as an AbortSignal.
@@ -86,6 +95,7 @@ export function activityRunOptions(stage: string): LongRunOptions & { lastCheckp
       latest.set(ctx, last);
       ctx.heartbeat(last);
       signal(last);
+      for (const observe of progressObservers) observe(ctx.info.activityType, last);
     },
     lastCheckpoint: () => last?.checkpoint,
   };

@@ -11,6 +11,7 @@ import {
 import { CorellaError } from '../ml/errors.js';
 import type { ActivityContext } from './context.js';
 import { activityRunOptions } from './heartbeat.js';
+import { METRIC_PREFIX, prefixMetrics } from './metric-keys.js';
 import type { CorellaActivities, IngestResult } from './types.js';
 
 async function exists(p: string): Promise<boolean> {
@@ -75,10 +76,7 @@ export function ingestActivities(ctx: ActivityContext): Pick<CorellaActivities, 
         counts[`${split}.size`] = st.size;
         counts[`${split}.positiveRate`] = st.positiveRate;
       }
-      await runs.logMetrics(
-        runId,
-        Object.fromEntries(Object.entries(counts).map(([k, v]) => [`dataset.${k}`, v])),
-      );
+      await runs.logMetrics(runId, prefixMetrics(METRIC_PREFIX.dataset, counts));
       return {
         datasetVersionId: manifest.versionId,
         manifestSha256: manifestRef.sha256,

@@ -1,17 +1,19 @@
 import { RunRepository } from '../db/repositories/runs.js';
-import { jointSubsets, resolveJointConfig } from '../ml/corella/joint.js';
-import { samplePool } from '../ml/corella/random.js';
+import { llmFeatureRows } from '../ml/corella/row-plan.js';
 import { LlmFeatureExtractor } from '../ml/llm/index.js';
 import type { ActivityContext } from './context.js';
-import { calibrationConfigOf, jointConfigOf, llmConfigOf, llmPoolsOf } from './corella-config.js';
+import { llmConfigFor } from './llm-model-file.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
+import { METRIC_PREFIX, prefixMetrics } from './metric-keys.js';
+import { rowPlanConfigOf } from './row-plan.js';
 import type { CorellaActivities, LlmFeaturesResult } from './types.js';
 
 /**
- * LLM features for every row later stages will need and can be known now: the validation pool (calibration),
- * the test pool (evaluation) and, with random subsets, the stage-2/3 training rows. With 'hard' subsets the
- * training rows depend on stage 1, so trainJoint computes them (the cache makes either path pay once).
+ * LLM features for every row later stages will need and can be known now (ml/corella/row-plan.ts): the
+ * validation pool (calibration and the joint validation sample), the test pool (evaluation) and, with random
+ * subsets, the stage-2/3 training rows. With 'hard' subsets the training rows depend on stage 1, so
+ * trainJoint computes them (the cache makes either path pay once).
  * Features are cached in chunks keyed by (model sha256, template, sample id): a retry resumes after the last
  * complete chunk.
  */
@@ -19,28 +21,15 @@ export function llmFeatureActivities(ctx: ActivityContext): Pick<CorellaActiviti
   return {
     async extractLlmFeatures({ runId, config, datasetVersionId }): Promise<LlmFeaturesResult> {
       const dataset = await datasetForVersion(ctx.store, datasetVersionId);
-      const extractor = await LlmFeatureExtractor.open(llmConfigOf(config, ctx.home), ctx.store);
+      const extractor = await LlmFeatureExtractor.open(await llmConfigFor(config, ctx), ctx.store);
       const run = activityRunOptions('llm-features');
       try {
-        const pools = llmPoolsOf(config);
-        const cal = calibrationConfigOf(config);
-        const work: { name: 'train' | 'valid' | 'test'; rows: Int32Array }[] = [
-          {
-            name: 'valid',
-            rows: samplePool(
-              dataset.splits.valid,
-              cal.maxRows ?? pools.valid,
-              cal.seed ?? pools.seed,
-              cal.poolBlock ?? pools.block,
-            ),
-          },
-          { name: 'test', rows: samplePool(dataset.splits.test, pools.test, pools.seed, pools.block) },
-        ];
-        const joint = resolveJointConfig(jointConfigOf(config, runId));
-        if (joint.subset === 'random') {
-          const plan = jointSubsets(dataset.splits.train, joint);
-          work.unshift({ name: 'train', rows: Int32Array.from([...plan.stage2, ...plan.stage3]).sort() });
-        }
+        // The rows come from the row plan that the joint trainer, calibration and evaluation draw from too.
+        const plan = llmFeatureRows(dataset.splits, rowPlanConfigOf(config, runId));
+        const work = (['train', 'valid', 'test'] as const).flatMap((name) => {
+          const rows = plan[name];
+          return rows ? [{ name, rows }] : [];
+        });
         const metrics: Record<string, number> = {};
         let computed = 0;
         let seconds = 0;
@@ -60,10 +49,7 @@ export function llmFeatureActivities(ctx: ActivityContext): Pick<CorellaActiviti
         metrics.computed = computed;
         metrics.seconds = seconds;
         if (seconds > 0) metrics.samplesPerSec = computed / seconds;
-        await new RunRepository(ctx.db).logMetrics(
-          runId,
-          Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`llm.${k}`, v])),
-        );
+        await new RunRepository(ctx.db).logMetrics(runId, prefixMetrics(METRIC_PREFIX.llm, metrics));
         return { featuresIndex: extractor.cache.indexName, modelSha256: extractor.modelSha256, metrics };
       } finally {
         await extractor.dispose();

@@ -9,6 +9,7 @@ import { ServingEngine } from '../ml/serving/engine.js';
 import type { ScoreRequest } from '../ml/serving/types.js';
 import type { ActivityContext } from './context.js';
 import { calibrationConfigOf, calibrationRow, storableThreshold } from './corella-config.js';
+import { METRIC_PREFIX, prefixMetrics } from './metric-keys.js';
 import { servingBundleOf } from './serving-bundle.js';
 import type { PipelineConfig, RecalibrateInput, RecalibrateResult } from './types.js';
 
@@ -183,10 +184,7 @@ export async function recalibrateOnServed(
     metrics.calibratedRoutedFraction = cal.drift.calibratedRoutedFraction;
     metrics.drift = cal.drift.delta!;
   }
-  await runs.logMetrics(
-    input.runId,
-    Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`recalibration.${k}`, v])),
-  );
+  await runs.logMetrics(input.runId, prefixMetrics(METRIC_PREFIX.recalibration, metrics));
   // Upsert by (run, metric): a retry rewrites this row; applying sets the version's threshold with it.
   const calRow = await new CalibrationRepository(ctx.db).record(
     calibrationRow(input.runId, cal, cal.apply ? version.id : null),

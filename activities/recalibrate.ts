@@ -10,9 +10,11 @@ import { CorellaError } from '../ml/errors.js';
 import { LlmFeatureExtractor } from '../ml/llm/index.js';
 import { initTf } from '../ml/tf/index.js';
 import type { ActivityContext } from './context.js';
-import { calibrationConfigOf, calibrationRow, llmConfigOf, storableThreshold } from './corella-config.js';
+import { calibrationConfigOf, calibrationRow, storableThreshold } from './corella-config.js';
+import { llmConfigFor } from './llm-model-file.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
+import { METRIC_PREFIX, prefixMetrics } from './metric-keys.js';
 import { recalibrateOnServed } from './recalibrate-served.js';
 import type { CorellaActivities, PipelineConfig, RecalibrateResult } from './types.js';
 
@@ -62,7 +64,7 @@ export function recalibrateActivities(ctx: ActivityContext): Pick<CorellaActivit
       const dataset = await datasetForVersion(ctx.store, datasetVersionId);
       const crm = await loadCrm(ctx.store, crmModel, dataset.featureMap);
       const adapter = LlmAdapter.deserialize(await ctx.store.get(adapterSha));
-      const llm = await LlmFeatureExtractor.open(llmConfigOf(config, ctx.home), ctx.store);
+      const llm = await LlmFeatureExtractor.open(await llmConfigFor(config, ctx), ctx.store);
       const run = activityRunOptions('recalibration');
       try {
         const window = sliceSplit(dataset.splits.valid, recentRows(dataset.splits.valid, input.windowDays));
@@ -116,7 +118,7 @@ export function recalibrateActivities(ctx: ActivityContext): Pick<CorellaActivit
         if (Number.isFinite(previousScore)) metrics[`previous.${cal.metric}`] = previousScore;
         await new RunRepository(ctx.db).logMetrics(
           input.runId,
-          Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`recalibration.${k}`, v])),
+          prefixMetrics(METRIC_PREFIX.recalibration, metrics),
         );
         return {
           modelVersionId: String(version.id),

@@ -33,7 +33,7 @@ import { FileArtifactStore } from '../ml/artifacts/store.js';
 import { calibrateThreshold } from '../ml/corella/calibration.js';
 import { evaluateAlignment, type AlignmentEvaluation, type BucketTable } from '../ml/corella/evaluation.js';
 import { trainJoint } from '../ml/corella/joint.js';
-import { samplePool } from '../ml/corella/random.js';
+import { samplePool } from '../ml/corella/sampling.js';
 import { entropies, routingEntropies } from '../ml/corella/routing.js';
 import { ctrScores, pick } from '../ml/corella/score.js';
 import type { SubsetSelection } from '../ml/corella/subsets.js';

@@ -27,7 +27,7 @@ import { loadLlm } from '../ml/llm/model.js';
 import { PromptBuilder, templateByName } from '../ml/llm/prompts.js';
 import { LlmScorer } from '../ml/llm/scorer.js';
 import { auc } from '../ml/metrics/classification.js';
-import { samplePool } from '../ml/corella/random.js';
+import { samplePool } from '../ml/corella/sampling.js';
 import type { Token } from 'node-llama-cpp';
 
 function arg(name: string, def: string): string {

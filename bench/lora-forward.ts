@@ -27,7 +27,8 @@ import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Token } from 'node-llama-cpp';
 import { FileArtifactStore } from '../ml/artifacts/store.js';
-import { samplePool } from '../ml/corella/random.js';
+import { mixSeed, mulberry32, permutation } from '../ml/random.js';
+import { samplePool } from '../ml/corella/sampling.js';
 import { ingestDataset, loadDataset } from '../ml/data/index.js';
 import { resolveLlmConfig } from '../ml/llm/config.js';
 import { loadLlm } from '../ml/llm/model.js';
@@ -40,7 +41,6 @@ import type { Projection } from '../ml/llm/tf/llama-weights.js';
 import { LoraTrainer } from '../ml/llm/tf/lora-train.js';
 import { initTf } from '../ml/tf/backend.js';
 import { accuracy, auc, logLoss } from '../ml/metrics/classification.js';
-import { mixSeed, mulberry32, permutation } from '../ml/crm/random.js';
 import type { EncodedSplit } from '../ml/data/types.js';
 
 function arg(name: string, def: string): string {
@@ -399,7 +399,7 @@ async function main(): Promise<void> {
       const epochs: Record<string, unknown>[] = [{ epoch: 0, ...evalNow() }];
       log(`learning: zero-shot ${JSON.stringify(epochs[0])}, frozen pass ${frozen.s.toFixed(0)} s`);
       for (let e = 1; e <= learnEpochs; e++) {
-        const order = permutation(trSet.length, mulberry32(mixSeed(7, e)));
+        const order = permutation(mulberry32(mixSeed(7, e)), trSet.length);
         let lossSum = 0;
         let batches = 0;
         const t = seconds(() => {

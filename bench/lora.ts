@@ -30,10 +30,10 @@ import { homedir, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { FileArtifactStore, sha256Hex } from '../ml/artifacts/store.js';
 import { fitPlatt } from '../ml/corella/platt.js';
-import { samplePool } from '../ml/corella/random.js';
+import { samplePool } from '../ml/corella/sampling.js';
 import { entropies } from '../ml/corella/routing.js';
 import { defaultCrmConfig, trainCrm } from '../ml/crm/index.js';
-import { mixSeed, mulberry32, permutation } from '../ml/crm/random.js';
+import { mixSeed, mulberry32, permutation } from '../ml/random.js';
 import { ingestDataset, loadDataset } from '../ml/data/index.js';
 import type { EncodedSplit } from '../ml/data/types.js';
 import { resolveLlmConfig } from '../ml/llm/config.js';
@@ -345,7 +345,7 @@ async function main(): Promise<void> {
     let trainSeconds = 0;
     let stepsDone = 0;
     for (let e = 1; e <= epochs; e++) {
-      const order = permutation(trSet.length, mulberry32(mixSeed(seed, e)));
+      const order = permutation(mulberry32(mixSeed(seed, e)), trSet.length);
       let lossSum = 0;
       let batches = 0;
       const t = seconds(() => {

@@ -11,7 +11,7 @@
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
 import { datasetForVersion } from '../activities/datasets.js';
-import { withDatabase } from '../cli/commands/runs.js';
+import { withDatabase } from '../cli/database.js';
 import { corellaHome } from '../cli/services/paths.js';
 import { CalibrationRepository } from '../db/repositories/calibrations.js';
 import { EvaluationRepository } from '../db/repositories/evaluations.js';

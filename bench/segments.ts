@@ -3,7 +3,7 @@
  * of the synthetic dataset, the deterministic top-up of planted test rows, per-segment scores and the
  * bootstrap interval of an AUC difference.
  */
-import { makeRng, permutation } from '../ml/corella/random.js';
+import { mulberry32, permutation } from '../ml/random.js';
 import { ctrScores } from '../ml/corella/score.js';
 import type { EncodedSplit, ItemTable } from '../ml/data/types.js';
 import { CorellaError } from '../ml/errors.js';
@@ -37,7 +37,7 @@ export function extraMaskedRows(
   const have = new Set(Array.from(base));
   const candidates: number[] = [];
   for (let r = 0; r < mask.length; r++) if (mask[r] && !have.has(r)) candidates.push(r);
-  const order = permutation(makeRng(seed), candidates.length);
+  const order = permutation(mulberry32(seed), candidates.length);
   const take = Math.min(count, candidates.length);
   const rows = Int32Array.from(order.subarray(0, take), (i) => candidates[i]).sort();
   return { rows, available: candidates.length };
@@ -65,7 +65,7 @@ export const scoreJson = (p: ArrayLike<number>, y: ArrayLike<number>) => {
 
 /** Bootstrap (resampling rows with replacement, fixed seed) of AUC(a) − AUC(b) on the same rows. */
 export function bootstrapAucDiff(labels: Float32Array, a: Float32Array, b: Float32Array, rounds: number) {
-  const rng = makeRng(2718);
+  const rng = mulberry32(2718);
   const n = labels.length;
   const diffs: number[] = [];
   const y = new Float32Array(n);

@@ -8,23 +8,38 @@
  *  - "LLM for every candidate" (threshold −∞, an LLM-only recommender) against the hybrid: throughput and
  *    server CPU seconds per 1,000 candidates — the cost ratio CoReLLa promises.
  *
- * Usage: npx tsx bench/serve.ts --home DIR [--model champion] [--rate 200] [--seconds 10] [--budget-ms 1000] [--connections 10] [--crm-only]
+ * Usage: npx tsx bench/serve.ts --home DIR [--model champion] [--rate 200] [--seconds 10] [--budget-ms 1000]
+ *          [--connections 10] [--crm-only] [--in-process] [--repeat N] [--pin] [--serve-repo DIR]
  *   DIR is a CORELLA_HOME holding a trained version, e.g. from
  *   `CORELLA_HOME=DIR npx corella up --data-dir ../shared/datasets/ml-1m-u2999 --config ml-1m-cpu`.
- * Machine: 2 cores shared by the server and the load generator; compare figures from the same run.
+ *   --in-process: the CRM-only 50-candidate scenario without HTTP: the engine and the prediction log (spool,
+ *     flusher into the same Postgres) in this process, requests sent open loop at --rate, latency counted
+ *     from each request's scheduled send time (so a stalled loop shows as latency, not as a slower rate).
+ *   --repeat N: every CRM-only figure N times (the report gives each run plus min and median).
+ *   --pin: the server on CPU 0, the load generator (this process) on CPU 1 (taskset), so autocannon does not
+ *     steal the server's core; Postgres and everything else on the machine still share both.
+ *   --serve-repo DIR: run `corella serve` from another checkout (an A/B comparison within the same minutes).
+ *   --semi-space-mb N: the server's V8 young generation (NODE_OPTIONS=--max-semi-space-size=N; default 64,
+ *     0 = Node's default). Measured in process at 200 requests/s of 50-candidate slates: GC time 850-1170 ms
+ *     per 10 s with Node's default against 220-300 ms with 64 MB (docs/serving.md).
+ * Machine: 2 cores shared by the server and the load generator; compare figures from the same run. Each
+ * figure carries the load average when it started and the server's event-loop delay and GC time while it ran.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import autocannon from 'autocannon';
 import { resolveServingBundle } from '../activities/serving-bundle.js';
 import { datasetForVersion } from '../activities/datasets.js';
 import { openDatabase } from '../db/connection.js';
-import { resolveDatabase } from '../db/embedded-postgres.js';
+import { resolveDatabase } from '../cli/services/embedded-postgres.js';
 import { FileArtifactStore } from '../ml/artifacts/store.js';
-import { makeRng } from '../ml/corella/random.js';
-import type { EngineStats } from '../ml/serving/engine.js';
+import { mulberry32 } from '../ml/random.js';
+import { ServingEngine, type EngineStats } from '../ml/serving/engine.js';
+import { databaseStorage } from '../serve/storage.js';
 import type { ScoreRequest } from '../ml/serving/types.js';
 
 function arg(name: string, fallback?: string): string | undefined {
@@ -43,7 +58,11 @@ const budgetMs = Number(arg('budget-ms', '1000'));
 const connections = Number(arg('connections', '10'));
 // --crm-only: just the CRM scenarios (a minute; for re-measuring latency when the machine is quiet).
 const crmOnly = process.argv.includes('--crm-only');
-const repo = resolve(import.meta.dirname, '..');
+const inProcess = process.argv.includes('--in-process');
+const repeat = Math.max(1, Number(arg('repeat', '1')));
+const pin = process.argv.includes('--pin');
+const semiSpaceMb = Number(arg('semi-space-mb', '64'));
+const repo = resolve(arg('serve-repo') ?? resolve(import.meta.dirname, '..'));
 const round = (x: number, d = 3) => (Number.isFinite(x) ? Number(x.toFixed(d)) : x);
 
 interface Server {
@@ -53,10 +72,10 @@ interface Server {
 }
 
 async function startServe(args: string[], env: NodeJS.ProcessEnv): Promise<Server> {
-  const child = spawn(process.execPath, [join(repo, 'bin', 'corella.mjs'), 'serve', '--port', '0', ...args], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const argv = [join(repo, 'bin', 'corella.mjs'), 'serve', '--port', '0', ...args];
+  const child = pin
+    ? spawn('taskset', ['-c', '0', process.execPath, ...argv], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   child.stdout!.resume();
@@ -96,6 +115,38 @@ async function cpuSeconds(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+/**
+ * The server's event-loop delay (prom-client's monitorEventLoopDelay, reset by each scrape) and GC time. The
+ * monitor reports whole intervals of its 10 ms sampling timer; the figures here are what exceeds that.
+ */
+const SERVER_LOOP_RESOLUTION_MS = 10;
+interface LoopSample {
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+  gcSeconds: number;
+}
+
+async function scrapeLoop(url: string): Promise<LoopSample> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const gauge = (name: string) => {
+    const m = new RegExp(
+      `^corella_serve_process_nodejs_eventloop_lag_${name}_seconds(?:\\{[^}]*\\})? (\\S+)$`,
+      'm',
+    ).exec(text);
+    return m ? Math.max(0, Number(m[1]) * 1000 - SERVER_LOOP_RESOLUTION_MS) : NaN;
+  };
+  let gc = 0;
+  for (const m of text.matchAll(/^corella_serve_process_nodejs_gc_duration_seconds_sum\{[^}]*\} (\S+)$/gm))
+    gc += Number(m[1]);
+  return { p50: gauge('p50'), p90: gauge('p90'), p99: gauge('p99'), max: gauge('max'), gcSeconds: gc };
+}
+
+function loadAverage(): number[] {
+  return os.loadavg().map((x) => round(x, 2));
+}
+
 interface Scenario {
   name: string;
   bodies: string[];
@@ -119,6 +170,8 @@ async function drive(server: Server, s: Scenario) {
     non200: 0,
   };
   let i = 0;
+  const loadAverageAtStart = loadAverage();
+  const loop0 = await scrapeLoop(server.url); // also resets the server's event-loop histogram
   const cpu0 = await cpuSeconds(server.child.pid!);
   const t0 = performance.now();
   const result = await autocannon({
@@ -159,9 +212,18 @@ async function drive(server: Server, s: Scenario) {
   });
   const wall = (performance.now() - t0) / 1000;
   const cpu = (await cpuSeconds(server.child.pid!)) - cpu0;
+  const loop1 = await scrapeLoop(server.url);
   return {
     scenario: s.name,
     offeredRate: s.rate ?? null,
+    loadAverageAtStart,
+    serverEventLoopDelayMs: {
+      p50: round(loop1.p50, 2),
+      p90: round(loop1.p90, 2),
+      p99: round(loop1.p99, 2),
+      max: round(loop1.max, 2),
+    },
+    serverGcMs: round((loop1.gcSeconds - loop0.gcSeconds) * 1000, 1),
     requestsPerSec: round(result.requests.average, 1),
     latencyMs: {
       p50: result.latency.p50,
@@ -185,9 +247,128 @@ async function drive(server: Server, s: Scenario) {
 
 let partial: Record<string, unknown> = {};
 
+function quantile(sorted: Float64Array, q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+/** Min and median of each repeated latency figure, so one noisy minute on a shared machine does not decide. */
+function summarise(runs: { latencyMs: Record<string, number> }[]) {
+  const keys = Object.keys(runs[0].latencyMs);
+  const pick = (f: (xs: number[]) => number) =>
+    Object.fromEntries(keys.map((k) => [k, f(runs.map((r) => r.latencyMs[k]).sort((a, b) => a - b))]));
+  return {
+    runs: runs.length,
+    latencyMsMin: pick((xs) => xs[0]),
+    latencyMsMedian: pick((xs) => xs[Math.floor((xs.length - 1) / 2)]),
+  };
+}
+
+/**
+ * The request path without HTTP: score with the engine, append to the prediction log (whose flusher stores
+ * into Postgres meanwhile), on this process's event loop. Open loop: request k is due at k / rate seconds,
+ * and its latency counts from then, so a blocked loop delays the requests queued behind it as it would a
+ * server's.
+ */
+async function inProcessRun(
+  engine: ServingEngine,
+  log: Awaited<ReturnType<typeof databaseStorage>>,
+  bodies: string[],
+  name: string,
+) {
+  const total = Math.round(rate * seconds);
+  const lat = new Float64Array(total);
+  const loop = monitorEventLoopDelay({ resolution: 1 });
+  let gcMs = 0;
+  const gc = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gcMs += e.duration;
+  });
+  gc.observe({ entryTypes: ['gc'] });
+  const loadAverageAtStart = loadAverage();
+  const elu0 = performance.eventLoopUtilization();
+  const cpu0 = process.cpuUsage();
+  const interval = 1000 / rate;
+  let done = 0;
+  let failed = 0;
+  const finished = new Promise<void>((resolveAll) => {
+    const one = async (k: number, due: number) => {
+      try {
+        const body = JSON.parse(bodies[k % bodies.length]) as ScoreRequest;
+        const t = performance.now();
+        const r = await engine.score(body);
+        const ms = performance.now() - t;
+        log.predictions!.append({
+          requestId: randomUUID(),
+          at: new Date(),
+          modelVersionId: Number(engine.modelVersion),
+          user: body.user.id,
+          history: null,
+          budgetMs: null,
+          threshold: engine.threshold,
+          candidates: r.candidates.map((c) => ({ ...c, latencyMs: ms })),
+        });
+      } catch {
+        failed++;
+      }
+      lat[k] = performance.now() - due;
+      if (++done === total) resolveAll();
+    };
+    loop.enable();
+    const t0 = performance.now();
+    let k = 0;
+    const pump = () => {
+      const now = performance.now();
+      while (k < total && t0 + k * interval <= now) {
+        void one(k, t0 + k * interval);
+        k++;
+      }
+      if (k < total) setTimeout(pump, Math.max(0, t0 + k * interval - performance.now()));
+    };
+    pump();
+  });
+  await finished;
+  // Busy time of this (the request) thread, and CPU of the whole process: the flusher thread, tfjs's pool.
+  const elu = performance.eventLoopUtilization(elu0);
+  const cpu = process.cpuUsage(cpu0);
+  loop.disable();
+  gc.disconnect();
+  const sorted = Float64Array.from(lat).sort();
+  return {
+    scenario: name,
+    offeredRate: rate,
+    loadAverageAtStart,
+    latencyMs: {
+      p50: round(quantile(sorted, 0.5), 2),
+      p90: round(quantile(sorted, 0.9), 2),
+      p99: round(quantile(sorted, 0.99), 2),
+      max: round(sorted[sorted.length - 1], 2),
+    },
+    // Beyond the monitor's 1 ms sampling interval.
+    eventLoopDelayMs: {
+      p50: round(Math.max(0, loop.percentile(50) / 1e6 - 1), 2),
+      p90: round(Math.max(0, loop.percentile(90) / 1e6 - 1), 2),
+      p99: round(Math.max(0, loop.percentile(99) / 1e6 - 1), 2),
+      max: round(Math.max(0, loop.max / 1e6 - 1), 2),
+    },
+    gcMs: round(gcMs, 1),
+    requestLoopUtilization: round(elu.utilization, 3),
+    requestLoopMsPerRequest: round(elu.active / total, 3),
+    processCpuMsPerRequest: round((cpu.user + cpu.system) / 1000 / total, 3),
+    failed,
+    logPendingAtEnd: log.pending?.() ?? null,
+  };
+}
+
 async function main() {
+  // The load generator (autocannon, in this process) on the core the server is not pinned to.
+  if (pin) execFileSync('taskset', ['-pc', '1', String(process.pid)], { stdio: 'ignore' });
   const db = await resolveDatabase({ dataDir: join(home, 'pg') });
-  const env = { ...process.env, CORELLA_HOME: home, DATABASE_URL: db.url };
+  const nodeOptions = [
+    process.env.NODE_OPTIONS ?? '',
+    semiSpaceMb > 0 ? `--max-semi-space-size=${semiSpaceMb}` : '',
+  ]
+    .join(' ')
+    .trim();
+  const env = { ...process.env, CORELLA_HOME: home, DATABASE_URL: db.url, NODE_OPTIONS: nodeOptions };
   const handle = openDatabase(db.url);
   const store = new FileArtifactStore(join(home, 'artifacts'));
   const { bundle, version } = await resolveServingBundle(handle.db, home, modelRef);
@@ -195,7 +376,7 @@ async function main() {
   const ds = await datasetForVersion(store, bundle.datasetVersionId);
   const vocabUsers = ds.featureMap.vocabularies.user_id.slice(1);
   const vocabItems = ds.featureMap.vocabularies.item_id.slice(1);
-  const rnd = makeRng(7);
+  const rnd = mulberry32(7);
   const pick = <T>(xs: T[]) => xs[Math.floor(rnd() * xs.length)];
   // `perUser` consecutive requests of one user: a browsing session (page after page of candidates), where
   // the per-user sequence LRU keeps the history prefix cached; 1 = every request from a new random user.
@@ -218,16 +399,56 @@ async function main() {
     threshold: bundle.threshold,
     dataset: bundle.datasetVersionId.slice(0, 12),
     // Other work on the machine moves every figure: the load average says how busy it was.
-    machine: { cores: os.cpus().length, loadAverageAtStart: os.loadavg().map((x) => round(x, 2)) },
+    machine: { cores: os.cpus().length, loadAverageAtStart: loadAverage(), pinned: pin },
+    // The server's NODE_OPTIONS (--in-process: this process's, which --semi-space-mb cannot change).
+    nodeOptions: inProcess ? (process.env.NODE_OPTIONS ?? '') : nodeOptions,
+    serveRepo: repo,
     scenarios: [] as unknown[],
   });
   const scenarios = out.scenarios as unknown[];
 
+  if (inProcess) {
+    const spoolDir = await mkdtemp(join(os.tmpdir(), 'corella-bench-serve-'));
+    const dbh = openDatabase(db.url);
+    // CRM only, so the LLM is not even loaded.
+    const engine = await ServingEngine.load(
+      store,
+      { ...bundle, llm: null },
+      { threshold: Infinity, log: () => {} },
+    );
+    const storage = await databaseStorage(dbh.db, { spoolDir });
+    try {
+      const bs = bodies(50);
+      await inProcessRun(engine, storage, bs.slice(0, 50), 'warm-up'); // JIT and tfjs kernels
+      const runs = [];
+      for (let r = 0; r < repeat; r++)
+        runs.push(await inProcessRun(engine, storage, bs, 'in-process crm-only slate 50 (engine + log)'));
+      scenarios.push(...runs, { scenario: 'in-process crm-only slate 50, summary', ...summarise(runs) });
+    } finally {
+      await storage.close?.();
+      await engine.dispose();
+      await dbh.close();
+      await rm(spoolDir, { recursive: true, force: true });
+    }
+    await db.stop();
+    process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+    return;
+  }
+
   // CRM only.
   let server = await startServe(['--model', modelRef, '--threshold', 'inf'], env);
   try {
-    scenarios.push(await drive(server, { name: 'crm-only slate 1', bodies: bodies(1), rate }));
-    scenarios.push(await drive(server, { name: 'crm-only slate 50', bodies: bodies(50), rate }));
+    const runs1 = [];
+    const runs50 = [];
+    for (let r = 0; r < repeat; r++) {
+      runs1.push(await drive(server, { name: 'crm-only slate 1', bodies: bodies(1), rate }));
+      runs50.push(await drive(server, { name: 'crm-only slate 50', bodies: bodies(50), rate }));
+    }
+    scenarios.push(...runs1, ...runs50);
+    if (repeat > 1) {
+      scenarios.push({ scenario: 'crm-only slate 1, summary', ...summarise(runs1) });
+      scenarios.push({ scenario: 'crm-only slate 50, summary', ...summarise(runs50) });
+    }
   } finally {
     await server.stop();
   }

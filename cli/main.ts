@@ -1,79 +1,140 @@
 import { CorellaError } from '../ml/errors.js';
-import { EXIT, UsageError } from './args.js';
-import { makeOutput } from './output.js';
+import { isUnavailable } from './failure.js';
 import { redactSecrets } from './services/secrets.js';
 
-const USAGE = `corella — train, calibrate and serve CoReLLa recommenders
+import {
+  commandHelp,
+  GLOBAL_OPTIONS,
+  EXIT,
+  parseCommand,
+  UsageError,
+  wantsHelp,
+  type CommandSpec,
+  type OptionDefs,
+  type Parsed,
+} from './args.js';
+import { didYouMean } from '../ml/config/did-you-mean.js';
+import { configSpec } from './specs/config.js';
+import { doctorSpec } from './specs/doctor.js';
+import { gcSpec } from './specs/gc.js';
+import { modelsSpec } from './specs/models.js';
+import { reportSpec } from './specs/report.js';
+import { retrainSpec } from './specs/retrain.js';
+import { runsSpec } from './specs/runs.js';
+import { scheduleSpec } from './specs/schedule.js';
+import { scoreSpec } from './specs/score.js';
+import { serveSpec } from './specs/serve.js';
+import { upSpec } from './specs/up.js';
+import { workerSpec } from './specs/worker.js';
 
-Usage: corella <command> [options]   (add --json for machine-readable output)
+export interface Command {
+  spec: CommandSpec;
+  /** Parses `argv` against the spec (a usage error before the command's module is even loaded), then runs. */
+  run(argv: string[]): Promise<number>;
+}
 
-  up [--data-dir DIR] [--source S] [--config NAME|FILE] [--model PATH|hf:URI] [--no-download] [--keep-alive]
-     [--no-run] [--serve [--serve-port N]]
-                        start Postgres, Temporal and workers, run the retrain pipeline, print a summary
-                        (data: --data-dir, CORELLA_DATA_DIR, cached or downloaded MovieLens-1M, synthetic)
-  worker --queue cpu|gpu [--concurrency N]
-                        run one worker process against TEMPORAL_ADDRESS / DATABASE_URL (or the embedded stack)
-  retrain [--data-dir DIR] [--source S] [--config NAME|FILE] [--no-download] [--wait]
-                        start retrainWorkflow (one run per dataset + config)
-  score --input FILE.jsonl --output FILE.jsonl [--model champion|challenger|VERSION] [--chunk-rows N] [--wait]
-                        batch-score candidate lines as scoreWorkflow (resumable chunks; same scores as serving)
-  runs list [--limit N] | runs show ID | runs compare A B
-  report RUN [--out FILE.html]
-                        render a run's HTML report (charts, summary table, comparison with the champion)
-  models list | models show ID | models promote ID [--reason TEXT]
-  schedule create [--every 24h | --cron "0 3 * * *"] [--id ID] [--catchup 1h] [--source dataset|served] | schedule pause|unpause|trigger|delete ID
-  serve [--model champion|challenger|VERSION] [--host 127.0.0.1] [--port 8080] [--threshold=inf|-inf|T]
-        [--llm-concurrency N] [--llm-queue N] [--budget-ms MS] [--max-candidates N]
-                        the online hybrid predictor over HTTP (POST /v1/score, /v1/feedback; /healthz,
-                        /readyz, /metrics); follows the alias and swaps versions live. Beyond loopback it
-                        needs CORELLA_SERVE_TOKEN (a bearer token)
-  doctor                what is configured and what is reachable
-  gc [--dry-run] [--older-than 7d]   remove artifact blobs nothing references (young ones are kept)
+/**
+ * A command's definitions live in cli/specs/ (cheap to import, so `--help` and a mistyped flag never load
+ * Temporal, tfjs or the database code); its implementation is imported only to run it.
+ */
+function command<O extends OptionDefs>(
+  spec: CommandSpec<O>,
+  load: () => Promise<(args: Parsed<O>) => Promise<number>>,
+): Command {
+  return {
+    spec,
+    async run(argv) {
+      const args = parseCommand(spec, argv);
+      return (await load())(args);
+    },
+  };
+}
 
-Environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, CORELLA_HOME, CORELLA_DATA_DIR,
+/** Every command, in the order `corella --help` lists them. */
+export const COMMANDS: Record<string, Command> = {
+  up: command(upSpec, async () => (await import('./commands/up.js')).up),
+  worker: command(workerSpec, async () => (await import('./commands/worker.js')).worker),
+  retrain: command(retrainSpec, async () => (await import('./commands/retrain.js')).retrain),
+  score: command(scoreSpec, async () => (await import('./commands/score.js')).score),
+  runs: command(runsSpec, async () => (await import('./commands/runs.js')).runs),
+  report: command(reportSpec, async () => (await import('./commands/report.js')).report),
+  models: command(modelsSpec, async () => (await import('./commands/models.js')).models),
+  schedule: command(scheduleSpec, async () => (await import('./commands/schedule.js')).schedule),
+  serve: command(serveSpec, async () => (await import('./commands/serve.js')).serve),
+  doctor: command(doctorSpec, async () => (await import('./commands/doctor.js')).doctor),
+  gc: command(gcSpec, async () => (await import('./commands/gc.js')).gc),
+  config: command(configSpec, async () => (await import('./commands/config.js')).config),
+};
+
+const ENVIRONMENT = `Environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, CORELLA_HOME, CORELLA_DATA_DIR,
 CORELLA_NO_DOWNLOAD, CORELLA_DOWNLOAD_TIMEOUT (seconds, default 5), CORELLA_ML1M_URL, CORELLA_ML1M_SHA256,
 CORELLA_LLM_MODEL, CORELLA_TF_BACKEND, CORELLA_SERVE_TOKEN, CORELLA_PG_BIN (PostgreSQL bin dir for the embedded
-server), CORELLA_TSX=1 (run the TypeScript sources, not dist/).`;
+server), CORELLA_TSX=1 (run the TypeScript sources, not dist/).
 
-type Command = (argv: string[]) => Promise<number>;
+Exit codes: 0 ok, 1 the run failed, 2 usage error, 3 a service or the data is unavailable, 4 bad input,
+70 internal error.`;
 
-const commands: Record<string, () => Promise<Command>> = {
-  up: async () => (await import('./commands/up.js')).up,
-  worker: async () => (await import('./commands/worker.js')).worker,
-  retrain: async () => (await import('./commands/retrain.js')).retrain,
-  runs: async () => (await import('./commands/runs.js')).runs,
-  score: async () => (await import('./commands/score.js')).score,
-  report: async () => (await import('./commands/report.js')).report,
-  models: async () => (await import('./commands/models.js')).models,
-  schedule: async () => (await import('./commands/schedule.js')).schedule,
-  doctor: async () => (await import('./commands/doctor.js')).doctor,
-  serve: async () => (await import('./commands/serve.js')).serve,
-  gc: async () => (await import('./commands/gc.js')).gc,
-};
+/** `corella --help`: one line per command; each command's own `--help` has its options. */
+export function globalHelp(): string {
+  const names = Object.keys(COMMANDS);
+  const width = Math.max(...names.map((n) => n.length)) + 2;
+  return [
+    'corella — train, calibrate and serve CoReLLa recommenders',
+    '',
+    'Usage: corella <command> [options]   (add --json for machine-readable output)',
+    '       corella <command> --help       (or corella help <command>: its options, defaults and an example)',
+    '',
+    'Commands:',
+    ...names.map((n) => `  ${n.padEnd(width)}${COMMANDS[n].spec.summary}`),
+    '',
+    ENVIRONMENT,
+  ].join('\n');
+}
+
+/** A command's help; with --json its definitions (options, defaults, examples) for editors and scripts. */
+function printHelp(spec: CommandSpec, json: boolean): void {
+  const options = { ...spec.options, ...GLOBAL_OPTIONS };
+  process.stdout.write(
+    json ? `${JSON.stringify({ ...spec, options }, null, 2)}\n` : `${commandHelp(spec)}\n`,
+  );
+}
+
+function unknownCommand(name: string): UsageError {
+  const guess = didYouMean(name, Object.keys(COMMANDS));
+  return new UsageError(
+    `unknown command: ${name}${guess ? `; did you mean ${guess}?` : ''} (corella --help lists them)`,
+  );
+}
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   const json = rest.includes('--json');
-  const out = makeOutput(json);
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(`${USAGE}\n`);
+  if (!name || name === '--help' || name === '-h') {
+    process.stdout.write(`${globalHelp()}\n`);
     return name ? EXIT.ok : EXIT.usage;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(`${USAGE}\n`);
-    return EXIT.ok;
-  }
-  const load = commands[name];
-  if (!load) {
-    process.stderr.write(`unknown command: ${name}\n\n${USAGE}\n`);
-    return EXIT.usage;
-  }
   try {
-    return await (
-      await load()
-    )(rest);
+    if (name === 'help') {
+      const [topic, ...extra] = rest.filter((a) => a !== '--json');
+      if (topic === undefined) {
+        process.stdout.write(`${globalHelp()}\n`);
+        return EXIT.ok;
+      }
+      if (extra.length > 0) throw new UsageError(`corella help takes one command (got ${rest.join(' ')})`);
+      const cmd = COMMANDS[topic];
+      if (!cmd) throw unknownCommand(topic);
+      printHelp(cmd.spec, json);
+      return EXIT.ok;
+    }
+    const cmd = COMMANDS[name];
+    if (!cmd) throw unknownCommand(name);
+    if (wantsHelp(cmd.spec, rest)) {
+      printHelp(cmd.spec, json);
+      return EXIT.ok;
+    }
+    return await cmd.run(rest);
   } catch (e) {
-    return reportError(e, out.json);
+    return reportError(e, json);
   }
 }
 
@@ -86,11 +147,15 @@ export function reportError(e: unknown, json: boolean): number {
   } else if (e instanceof CorellaError) {
     kind = e.code;
     code =
-      e.code === 'SERVICE_UNAVAILABLE' || e.code === 'DATA_NOT_AVAILABLE' ? EXIT.unavailable : EXIT.badInput;
+      e.code === 'SERVICE_UNAVAILABLE' || e.code === 'DATA_NOT_AVAILABLE' || e.code === 'DB_UNAVAILABLE'
+        ? EXIT.unavailable
+        : e.code === 'DB_ERROR'
+          ? EXIT.internal
+          : EXIT.badInput;
   }
   // A driver error can quote a connection URL: errors are masked like every other output.
   const message = redactSecrets(describeError(e));
-  if (code === EXIT.internal && isConnectionRefused(e)) {
+  if (code === EXIT.internal && (isConnectionRefused(e) || isUnavailable(e))) {
     code = EXIT.unavailable;
     kind = 'SERVICE_UNAVAILABLE';
   }

@@ -2,18 +2,7 @@ import type { PipelineConfig } from '../activities/types.js';
 import { configSummary, loadPipelineConfig, retrainWorkflowId } from './config.js';
 import { resolveDataSource, type ResolvedData } from './data-source.js';
 import { resolveModel } from './model-source.js';
-
-/** The options `up` and `retrain` share: what to train on, with which config and which LLM. */
-export const RUN_OPTIONS = {
-  'data-dir': { type: 'string' },
-  source: { type: 'string' },
-  name: { type: 'string' },
-  config: { type: 'string' },
-  model: { type: 'string' },
-  // Skips downloading MovieLens-1M when no data dir is given (CORELLA_NO_DOWNLOAD=1 too); a cached copy is
-  // still used.
-  'no-download': { type: 'boolean' },
-} as const;
+import { isRemoteStore, openArtifactStore } from '../ml/artifacts/open-store.js';
 
 export interface PreparedRun {
   data: ResolvedData;
@@ -33,6 +22,8 @@ export async function prepareRun(
   home: string,
   log: (line: string) => void,
 ): Promise<PreparedRun> {
+  // The config first: a bad one must fail before data is downloaded or generated.
+  const config = await loadPipelineConfig(values.config ?? 'default');
   const data = await resolveDataSource({
     dataDir: values['data-dir'],
     source: values.source,
@@ -42,9 +33,14 @@ export async function prepareRun(
     download: !values['no-download'],
     log,
   });
-  const config = await loadPipelineConfig(values.config ?? 'default');
   const model = await resolveModel({ model: values.model, home, log });
   config.llm = { ...(config.llm ?? {}), model: model.path, modelSha256: model.sha256 };
+  // Workers on other machines read the model from the object store by its sha256 (activities/llm-model-file.ts).
+  const store = openArtifactStore(home);
+  if (isRemoteStore(store) && model.sha256 && !(await store.has(model.sha256))) {
+    log(`uploading the LLM ${model.path} to ${store.uriFor(model.sha256)}`);
+    await store.putFile(model.path);
+  }
   return { data, config };
 }
 

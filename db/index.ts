@@ -1,5 +1,4 @@
 export * from './connection.js';
-export * from './embedded-postgres.js';
 export * from './errors.js';
 export * from './migrate.js';
 export * from './notifications.js';

@@ -9,12 +9,18 @@ export type ErrorCode =
   | 'ARTIFACT_CORRUPT'
   | 'ARTIFACT_NOT_FOUND'
   | 'BAD_ARTIFACT_NAME'
+  /** A conditional write of a named pointer lost its race (another writer changed it first) too often. */
+  | 'ARTIFACT_CONFLICT'
   | 'FEATURE_MAP_MISMATCH'
   | 'PROMPT_TOO_LONG'
   | 'GPU_UNAVAILABLE'
   | 'STAGE_NOT_IMPLEMENTED'
   | 'DATA_NOT_AVAILABLE'
   | 'SERVICE_UNAVAILABLE'
+  /** Postgres could not be reached (refused, restarting, out of connection slots): a wait, then a failure. */
+  | 'DB_UNAVAILABLE'
+  /** Postgres refused a statement (SQL state and constraint in the message, never its values). */
+  | 'DB_ERROR'
   /** A scoring request the engine cannot serve as asked (too many candidates, unknown field, ...). */
   | 'BAD_REQUEST';
 

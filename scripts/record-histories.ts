@@ -28,11 +28,11 @@ import { datasetForVersion } from '../activities/datasets.js';
 import { createActivities } from '../activities/index.js';
 import type { BatchScoreInput, RecalibrateInput, RetrainInput, TaskQueues } from '../activities/types.js';
 import { startTemporalDevServer } from '../cli/services/temporal-dev-server.js';
-import { resolveDatabase } from '../db/embedded-postgres.js';
+import { resolveDatabase } from '../cli/services/embedded-postgres.js';
 import { ModelRepository, ServingRepository } from '../db/repositories/index.js';
 import { createTestDatabase } from '../db/testing.js';
 import { FileArtifactStore } from '../ml/artifacts/store.js';
-import { makeRng } from '../ml/corella/random.js';
+import { mulberry32 } from '../ml/random.js';
 import { entropy } from '../ml/corella/routing.js';
 import { PredictionLog, type PredictionLogEntry } from '../serve/prediction-log.js';
 import { movielensLines, writeMovielens } from '../test/helpers/datasets.js';
@@ -118,7 +118,7 @@ const RECORDINGS: { name: string; needsChampion?: boolean; run: (r: Recorder) =>
       await r.save('recalibrate-served-no-feedback', none);
 
       const serving = new ServingRepository(r.ctx.db);
-      const rng = makeRng(7);
+      const rng = mulberry32(7);
       for (const e of entries)
         for (const c of e.candidates)
           await serving.recordFeedback({
@@ -246,7 +246,7 @@ async function servedTraffic(
   const ds = await datasetForVersion(r.ctx.store, champion!.datasetVersionId!);
   const users = ds.featureMap.vocabularies.user_id.slice(1);
   const items = ds.items.ids;
-  const rng = makeRng(21);
+  const rng = mulberry32(21);
   const at0 = Date.now() - 2 * 3_600_000;
   const entries: PredictionLogEntry[] = [];
   for (let i = 0; i < 60; i++) {

@@ -11,18 +11,24 @@
  * spool is drained the same way at open. An entry Postgres refuses for good (e.g. a version id it does not
  * know) would block its segment forever, so it is moved to `rejected.jsonl` beside the segments and
  * counted instead.
+ *
+ * The flusher (serve/spool-drainer.ts) runs in a worker thread (serve/prediction-log-worker.ts) with a
+ * connection of its own: decoding spooled JSON, building the INSERTs and the pg protocol work were the
+ * largest cost on the event loop that answers requests. This thread keeps the append, the rotation and the
+ * counters, and tells the worker when to drain. When the worker cannot start (or no database URL is known)
+ * the same drainer runs here instead. On a SIGKILL the worker dies with the process; whatever it was storing
+ * is still in its segment, which is deleted only after its last batch committed, so the next process
+ * replays it and the idempotent keys drop the rows that had committed.
  */
-import { appendFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import type { Database } from '../db/connection.js';
-import {
-  ServingRepository,
-  validateServedRequest,
-  type ServedRequestInput,
-} from '../db/repositories/serving.js';
-import { isConnectionError } from '../db/retry.js';
+import { validateServedRequest, type ServedRequestInput } from '../db/repositories/serving.js';
 import type { CandidateScore, HistoryEvent } from '../ml/serving/types.js';
-import { Spool, type SpoolSegment } from './spool.js';
+import type { FromWorker, ToWorker, WorkerData } from './prediction-log-worker.js';
+import { Spool } from './spool.js';
+import { encodeRecord, message, SpoolDrainer, type DrainProgress } from './spool-drainer.js';
 
 export interface PredictionLogEntry {
   requestId: string;
@@ -43,6 +49,10 @@ export interface PredictionLogEntry {
 export interface PredictionLogOptions {
   db: Database;
   spoolDir: string;
+  /** The flusher thread's connection; default: the URL `db`'s pool was opened with. */
+  databaseUrl?: string;
+  /** Flush from a worker thread (default true); false flushes on this thread's event loop. */
+  worker?: boolean;
   /** Period of the background flusher; default 200 ms. */
   flushIntervalMs?: number;
   /** Requests per Postgres transaction; default 500. */
@@ -72,19 +82,6 @@ export interface PredictionLogCounters {
   lastError: string | null;
 }
 
-/** On-disk form: JSON has no Infinity, and a Date must become a string anyway. */
-interface SpoolRecord {
-  v: 1;
-  requestId: string;
-  at: string;
-  modelVersionId: number;
-  userId: string;
-  history: HistoryEvent[] | null;
-  budgetMs: number | null;
-  threshold: number | 'Infinity' | '-Infinity';
-  candidates: ServedRequestInput['candidates'];
-}
-
 function toInput(e: PredictionLogEntry): ServedRequestInput {
   return {
     requestId: e.requestId,
@@ -107,55 +104,128 @@ function toInput(e: PredictionLogEntry): ServedRequestInput {
   };
 }
 
-function encode(r: ServedRequestInput): string {
-  const rec: SpoolRecord = {
-    v: 1,
-    requestId: r.requestId,
-    at: r.at.toISOString(),
-    modelVersionId: r.modelVersionId,
-    userId: r.userId,
-    history: r.history,
-    budgetMs: r.budgetMs,
-    threshold: r.threshold === Infinity ? 'Infinity' : r.threshold === -Infinity ? '-Infinity' : r.threshold,
-    candidates: r.candidates,
-  };
-  return JSON.stringify(rec);
+/** Where drain rounds run: this thread or the worker. */
+interface Flusher {
+  drain(openSeq: number): Promise<void>;
+  close(): Promise<void>;
 }
 
-function decode(line: string): ServedRequestInput {
-  const rec = JSON.parse(line) as SpoolRecord;
-  if (rec?.v !== 1) throw new Error('not a prediction log record');
-  const input: ServedRequestInput = {
-    requestId: rec.requestId,
-    at: new Date(rec.at),
-    modelVersionId: rec.modelVersionId,
-    userId: rec.userId,
-    history: rec.history,
-    budgetMs: rec.budgetMs,
-    threshold:
-      rec.threshold === 'Infinity' ? Infinity : rec.threshold === '-Infinity' ? -Infinity : rec.threshold,
-    candidates: rec.candidates,
-  };
-  validateServedRequest(input);
-  return input;
+function inThreadFlusher(
+  db: Database,
+  dir: string,
+  maxBatch: number,
+  onProgress: (p: DrainProgress) => void,
+): Flusher {
+  const drainer = new SpoolDrainer(db, dir, maxBatch, onProgress);
+  return { drain: (openSeq) => drainer.drain(openSeq), close: () => Promise.resolve() };
 }
 
-function message(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
+/**
+ * The worker's entry point. Under tsx (the sources, or vitest) a worker thread does not inherit the TypeScript
+ * loader, so a small CommonJS bootstrap registers tsx in the worker before importing the .ts entry; compiled
+ * (dist/) the .js entry starts directly.
+ */
+function spawnWorker(data: WorkerData): Worker {
+  const self = import.meta.url;
+  if (!self.endsWith('.ts'))
+    return new Worker(new URL('./prediction-log-worker.js', self), { workerData: data });
+  // tsx's ESM entry (its CommonJS one cannot register from an eval'd worker script).
+  const tsx = pathToFileURL(
+    createRequire(self)
+      .resolve('tsx/esm/api')
+      .replace(/\.cjs$/, '.mjs'),
+  ).href;
+  const entry = new URL('./prediction-log-worker.ts', self).href;
+  const boot = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); });`;
+  return new Worker(boot, { eval: true, workerData: data });
+}
+
+class WorkerFlusher implements Flusher {
+  private readonly worker: Worker;
+  /** Settles when the worker has loaded (or failed to). */
+  readonly ready: Promise<void>;
+  private readonly waiting = new Map<number, { resolve(): void; reject(e: Error): void }>();
+  private nextId = 1;
+  private dead: Error | undefined;
+  private readonly exited: Promise<void>;
+
+  constructor(data: WorkerData, onProgress: (p: DrainProgress) => void) {
+    this.worker = spawnWorker(data);
+    // Idle, the worker must not keep the process alive; while a round is awaited it must (see drain).
+    this.worker.unref();
+    let started: () => void = () => {};
+    let failed: (e: Error) => void = () => {};
+    this.ready = new Promise<void>((resolve, reject) => {
+      started = resolve;
+      failed = reject;
+    });
+    this.ready.catch(() => undefined);
+    this.worker.on('message', (m: FromWorker) => {
+      if (m.type === 'ready') started();
+      else if (m.type === 'progress') {
+        const { type: _type, ...p } = m;
+        onProgress(p);
+      } else if (m.type === 'done') {
+        const w = this.waiting.get(m.id);
+        this.waiting.delete(m.id);
+        if (this.waiting.size === 0) this.worker.unref();
+        if (m.error === undefined) w?.resolve();
+        else w?.reject(new Error(m.error));
+      }
+    });
+    const die = (e: Error) => {
+      this.dead ??= e;
+      failed(e);
+      for (const w of this.waiting.values()) w.reject(e);
+      this.waiting.clear();
+    };
+    this.worker.on('error', (e) => die(e));
+    this.exited = new Promise<void>((resolve) =>
+      this.worker.once('exit', (code) => {
+        die(new Error(`the prediction log's flusher thread exited (code ${code})`));
+        resolve();
+      }),
+    );
+  }
+
+  get failure(): Error | undefined {
+    return this.dead;
+  }
+
+  async drain(openSeq: number): Promise<void> {
+    await this.ready;
+    if (this.dead) throw this.dead;
+    const id = this.nextId++;
+    const done = new Promise<void>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
+    this.worker.ref();
+    this.worker.postMessage({ type: 'drain', id, openSeq } satisfies ToWorker);
+    return done;
+  }
+
+  async close(): Promise<void> {
+    if (!this.dead) {
+      this.worker.postMessage({ type: 'close' } satisfies ToWorker);
+      this.worker.ref();
+      const t = setTimeout(() => void this.worker.terminate(), 5_000);
+      await this.exited;
+      clearTimeout(t);
+    }
+  }
+}
+
+/** The URL a pool made by db/connection.ts was opened with. */
+function urlOf(db: Database): string | undefined {
+  const options = (db.$client as unknown as { options?: { connectionString?: string } }).options;
+  return options?.connectionString;
 }
 
 export class PredictionLog {
   private readonly spool: Spool;
-  private readonly repo: ServingRepository;
   private readonly opts: PredictionLogOptions;
   private readonly maxBatch: number;
   private readonly timer: NodeJS.Timeout;
   private readonly c: PredictionLogCounters;
-  /** Lines of a segment already stored, so a round retried after an outage resumes mid-segment. */
-  private readonly done = new Map<number, number>();
-  private readonly tornSeen = new Set<number>();
-  /** Unreadable lines already counted, per segment (a retried round reads them again). */
-  private readonly skippedSeen = new Map<number, Set<number>>();
+  private flusher: Flusher;
   private round: Promise<void> | undefined;
   private failures = 0;
   private nextAttemptAt = 0;
@@ -164,8 +234,6 @@ export class PredictionLog {
   private constructor(spool: Spool, opts: PredictionLogOptions) {
     this.spool = spool;
     this.opts = opts;
-    // One attempt per call: the flusher's own back-off replaces withRetry's, so close() never hangs on it.
-    this.repo = new ServingRepository(opts.db, { retry: { attempts: 1 } });
     this.maxBatch = opts.maxBatch ?? 500;
     this.c = {
       spooled: 0,
@@ -175,6 +243,7 @@ export class PredictionLog {
       skippedLines: 0,
       lastError: null,
     };
+    this.flusher = this.startFlusher();
     this.timer = setInterval(() => void this.tick(), opts.flushIntervalMs ?? 200);
     this.timer.unref();
   }
@@ -190,6 +259,37 @@ export class PredictionLog {
     return log;
   }
 
+  /** Where the flusher runs: 'worker' (a thread of its own) or 'thread' (this event loop). */
+  get flusherThread(): 'worker' | 'thread' {
+    return this.flusher instanceof WorkerFlusher ? 'worker' : 'thread';
+  }
+
+  private readonly progress = (p: DrainProgress): void => {
+    this.c.flushed += p.flushed;
+    this.c.rejected += p.rejected;
+    this.c.skippedLines += p.skippedLines;
+    this.c.pending -= p.settled;
+    if (p.rejectedError !== undefined) {
+      this.c.lastError = p.rejectedError;
+      this.opts.onError?.(new Error(p.rejectedError));
+    }
+  };
+
+  private startFlusher(): Flusher {
+    const url = this.opts.databaseUrl ?? urlOf(this.opts.db);
+    if (this.opts.worker !== false && url) {
+      try {
+        return new WorkerFlusher(
+          { databaseUrl: url, dir: this.spool.dir, maxBatch: this.maxBatch },
+          this.progress,
+        );
+      } catch (e) {
+        this.opts.onError?.(e);
+      }
+    }
+    return inThreadFlusher(this.opts.db, this.spool.dir, this.maxBatch, this.progress);
+  }
+
   /** Spools one served request. Never throws and never waits: a bad entry is counted as rejected. */
   append(entry: PredictionLogEntry): void {
     if (this.closing) {
@@ -200,7 +300,7 @@ export class PredictionLog {
     try {
       const input = toInput(entry);
       validateServedRequest(input);
-      line = encode(input);
+      line = encodeRecord(input);
     } catch (e) {
       this.reject(e);
       return;
@@ -237,6 +337,7 @@ export class PredictionLog {
     this.nextAttemptAt = 0;
     await this.runRound();
     await this.spool.close();
+    await this.flusher.close();
   }
 
   private reject(e: unknown): void {
@@ -258,84 +359,22 @@ export class PredictionLog {
     try {
       // While older segments wait (an outage), keep appending to the open one unless it is full.
       if (!this.closing) await this.spool.rotate({ onlyIfFull: this.spool.closedSegments().length > 0 });
-      for (const seg of this.spool.closedSegments()) await this.drainSegment(seg);
+      await this.flusher.drain(this.spool.openSeq);
       this.failures = 0;
       this.c.lastError = null;
     } catch (e) {
+      // A worker that could not start or died: the same drainer on this thread from now on (the spool
+      // holds every line it had not finished, so nothing is lost by switching).
+      if (this.flusher instanceof WorkerFlusher && this.flusher.failure) {
+        this.opts.onError?.(this.flusher.failure);
+        this.flusher = inThreadFlusher(this.opts.db, this.spool.dir, this.maxBatch, this.progress);
+      }
       // A connection error, or a spool file problem: either way, report it and try again later.
       this.opts.onError?.(e);
       this.c.lastError = message(e);
       this.failures += 1;
       const base = this.opts.flushIntervalMs ?? 200;
       this.nextAttemptAt = Date.now() + Math.min(this.opts.maxBackoffMs ?? 5_000, base * 2 ** this.failures);
-    }
-  }
-
-  /** Stores one closed segment and deletes it; throws on a connection error (the round stops there). */
-  private async drainSegment(seg: SpoolSegment): Promise<void> {
-    const { lines, tornBytes } = Spool.read(seg);
-    if (tornBytes > 0 && !this.tornSeen.has(seg.seq)) {
-      this.tornSeen.add(seg.seq);
-      this.c.skippedLines += 1;
-    }
-    let i = this.done.get(seg.seq) ?? 0;
-    while (i < lines.length) {
-      const end = Math.min(lines.length, i + this.maxBatch);
-      const batch: { at: number; line: string; input: ServedRequestInput }[] = [];
-      for (let j = i; j < end; j++) {
-        try {
-          batch.push({ at: j, line: lines[j], input: decode(lines[j]) });
-        } catch {
-          const seen = this.skippedSeen.get(seg.seq) ?? new Set<number>();
-          this.skippedSeen.set(seg.seq, seen);
-          if (!seen.has(j)) {
-            seen.add(j);
-            this.c.skippedLines += 1;
-            this.c.pending -= 1;
-          }
-        }
-      }
-      await this.store(seg, batch);
-      i = end;
-      this.done.set(seg.seq, i);
-    }
-    Spool.remove(seg);
-    this.done.delete(seg.seq);
-    this.tornSeen.delete(seg.seq);
-    this.skippedSeen.delete(seg.seq);
-  }
-
-  private async store(
-    seg: SpoolSegment,
-    batch: { at: number; line: string; input: ServedRequestInput }[],
-  ): Promise<void> {
-    if (batch.length === 0) return;
-    try {
-      await this.repo.recordServed(batch.map((b) => b.input));
-      this.c.flushed += batch.length;
-      this.c.pending -= batch.length;
-      return;
-    } catch (e) {
-      if (isConnectionError(e)) throw e;
-    }
-    // Postgres refused the batch for its content: find the entries it refuses and set them aside. Progress
-    // is recorded per entry, so an outage in the middle does not count an entry twice.
-    for (const b of batch) {
-      try {
-        await this.repo.recordServed([b.input]);
-        this.c.flushed += 1;
-      } catch (e) {
-        if (isConnectionError(e)) throw e;
-        appendFileSync(
-          join(this.spool.dir, 'rejected.jsonl'),
-          JSON.stringify({ error: message(e), line: b.line }) + '\n',
-        );
-        this.c.rejected += 1;
-        this.c.lastError = message(e);
-        this.opts.onError?.(e);
-      }
-      this.c.pending -= 1;
-      this.done.set(seg.seq, b.at + 1);
     }
   }
 }

@@ -134,6 +134,11 @@ export class Spool {
     this.dirty = true;
   }
 
+  /** The sequence number of the open segment (the one appends go to; every other segment is closed). */
+  get openSeq(): number {
+    return this.seq;
+  }
+
   /** Bytes in the open segment. */
   get openBytes(): number {
     return this.bytes;

@@ -31,6 +31,9 @@ export function createCpuWorker(opts: {
     workflowsPath,
     activities: cpuActivities(opts.activities),
     shutdownGraceTime: '10s',
+    // A heartbeat is also how a cancellation reaches a running activity: without this the SDK sends one at
+    // most every 0.8 × heartbeatTimeout, so a terminated run kept training that long (issue 18).
+    maxHeartbeatThrottleInterval: '2s',
     ...opts.extra,
   });
 }

@@ -28,6 +28,9 @@ export function createGpuWorker(opts: {
     activities: gpuActivities(opts.activities),
     maxConcurrentActivityTaskExecutions: opts.concurrency ?? Number(process.env.CORELLA_GPU_CONCURRENCY ?? 1),
     shutdownGraceTime: '30s',
+    // A heartbeat is also how a cancellation reaches a running activity: without this the SDK sends one at
+    // most every 0.8 × heartbeatTimeout, so a terminated run kept training that long (issue 18).
+    maxHeartbeatThrottleInterval: '2s',
     ...opts.extra,
   });
 }

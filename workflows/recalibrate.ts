@@ -1,7 +1,8 @@
 import { CancellationScope, isCancellation, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { CorellaActivities, RecalibrateInput, RecalibrateResult } from '../activities/types.js';
-import { NON_RETRYABLE } from './retrain.js';
+import { DEFAULT_HEARTBEAT_TIMEOUT, NON_RETRYABLE } from './retrain.js';
 import { TASK_QUEUE_CPU } from './search-attributes.js';
+import { rootCause } from './failure.js';
 
 /**
  * Re-derives the champion's entropy threshold on recent data (a dataset window, or with `source: 'served'`
@@ -11,7 +12,7 @@ export async function recalibrateWorkflow(input: RecalibrateInput = {}): Promise
   const acts = proxyActivities<CorellaActivities>({
     taskQueue: input.queues?.cpu ?? TASK_QUEUE_CPU,
     startToCloseTimeout: '2h',
-    heartbeatTimeout: '2m',
+    heartbeatTimeout: DEFAULT_HEARTBEAT_TIMEOUT,
     retry: {
       initialInterval: '1s',
       maximumInterval: '1m',
@@ -38,7 +39,7 @@ export async function recalibrateWorkflow(input: RecalibrateInput = {}): Promise
       acts.finishRun({
         runId,
         status: cancelled ? 'cancelled' : 'failed',
-        error: err instanceof Error ? err.message : String(err),
+        error: rootCause(err),
       }),
     );
     throw err;

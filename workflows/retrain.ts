@@ -1,7 +1,5 @@
 import {
   ActivityCancellationType,
-  ActivityFailure,
-  ApplicationFailure,
   CancellationScope,
   defineQuery,
   isCancellation,
@@ -21,8 +19,10 @@ import type {
   RetrainResult,
   StageName,
 } from '../activities/types.js';
+import { METRIC_PREFIX, prefixMetrics, type MetricPrefix } from '../activities/metric-keys.js';
 import { activitySummaries, currentDetails, STAGE_ACTIVITIES, type LiveProgress } from './run-details.js';
 import { TASK_QUEUE_CPU, TASK_QUEUE_GPU } from './search-attributes.js';
+import { rootCause } from './failure.js';
 
 export const progressQuery = defineQuery<RetrainProgress>('progress');
 /** Sent by long activities (activities/heartbeat.ts, throttled) so the current details show live progress. */
@@ -54,20 +54,36 @@ const retry = {
   nonRetryableErrorTypes: NON_RETRYABLE,
 };
 
+/**
+ * How long an activity may go without a heartbeat before Temporal hands it to another worker. Activities
+ * heartbeat every second while they compute (activities/heartbeat.ts withPulse), so 30 s tolerates a loaded
+ * machine's stalls many times over, while a worker killed mid-activity costs at most 30 s before the worker
+ * `up` restarted picks the retry up (with 2 minutes, a restarted worker sat idle for 2 minutes).
+ */
+export const DEFAULT_HEARTBEAT_TIMEOUT = '30s';
+
 /** Options per activity class; queue names can be overridden per run (separate GPU pools, isolated tests). */
-export function activityOptions(queues: { cpu?: string; gpu?: string } = {}, heartbeatTimeout = '2m') {
+export function activityOptions(
+  queues: { cpu?: string; gpu?: string } = {},
+  heartbeatTimeout = DEFAULT_HEARTBEAT_TIMEOUT,
+) {
   const cpuQueue = queues.cpu ?? TASK_QUEUE_CPU;
   return {
     cpu: {
       taskQueue: cpuQueue,
       cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-      startToCloseTimeout: '30m',
+      // Room for the work and for a database outage waited out inside it.
+      startToCloseTimeout: '2h',
       heartbeatTimeout,
       retry,
     },
+    // Run rows are quick writes, but a database outage is waited out inside the activity (CORELLA_DB_WAIT,
+    // 30 minutes by default, heartbeating meanwhile): the timeout leaves room for that wait, and the
+    // heartbeat timeout still notices a dead worker within seconds.
     bookkeeping: {
       taskQueue: cpuQueue,
-      startToCloseTimeout: '1m',
+      startToCloseTimeout: '40m',
+      heartbeatTimeout,
       retry: { ...retry, maximumAttempts: 20 },
     },
     // Training and LLM activities heartbeat while they compute; a missed heartbeat means the worker died and
@@ -84,7 +100,10 @@ export function activityOptions(queues: { cpu?: string; gpu?: string } = {}, hea
 }
 
 /** Proxies per activity class. */
-export function activityProxies(queues: { cpu?: string; gpu?: string } = {}, heartbeatTimeout = '2m') {
+export function activityProxies(
+  queues: { cpu?: string; gpu?: string } = {},
+  heartbeatTimeout = DEFAULT_HEARTBEAT_TIMEOUT,
+) {
   const o = activityOptions(queues, heartbeatTimeout);
   return {
     cpu: proxyActivities<CorellaActivities>(o.cpu),
@@ -101,12 +120,6 @@ function summarised(o: ReturnType<typeof activityOptions>) {
   const make = (opts: ActivityOptions) => (summary: string) =>
     proxyActivities<CorellaActivities>({ ...opts, summary });
   return { cpu: make(o.cpu), gpu: make(o.gpu), bookkeeping: make(o.bookkeeping) };
-}
-
-function describe(err: unknown): string {
-  if (err instanceof ActivityFailure && err.cause) return describe(err.cause);
-  if (err instanceof ApplicationFailure) return `${err.type ?? 'Error'}: ${err.message}`;
-  return err instanceof Error ? err.message : String(err);
 }
 
 /**
@@ -139,8 +152,8 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
     upsertSearchAttributes([{ key: stageKey, value: stage }]);
     refresh();
   };
-  const absorb = (prefix: string, metrics: Metrics): void => {
-    for (const [k, v] of Object.entries(metrics)) progress.metrics[prefix ? `${prefix}.${k}` : k] = v;
+  const absorb = (prefix: MetricPrefix | '', metrics: Metrics): void => {
+    Object.assign(progress.metrics, prefixMetrics(prefix, metrics));
     refresh();
   };
   const say = activitySummaries(input.config, datasetLabel);
@@ -177,7 +190,7 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
     ]);
     // Stage 1 reports DCNv2 ('crm.*') and the LR baseline ('lr.*') side by side.
     absorb('', crm.metrics);
-    absorb('llm', llm.metrics);
+    absorb(METRIC_PREFIX.llm, llm.metrics);
 
     enter('joint-training');
     const joint = await gpu(say.trainJoint).trainJoint({
@@ -188,7 +201,7 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
       featuresIndex: llm.featuresIndex,
       modelSha256: llm.modelSha256,
     });
-    absorb('joint', joint.metrics);
+    absorb(METRIC_PREFIX.joint, joint.metrics);
 
     const models = {
       runId,
@@ -202,14 +215,14 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
     // calibrated threshold.
     enter('calibration');
     const calibration = await cpu(say.calibrateThreshold).calibrateThreshold(models);
-    absorb('calibration', calibration.metrics);
+    absorb(METRIC_PREFIX.calibration, calibration.metrics);
 
     enter('alignment-evaluation');
     const evaluation = await cpu(say.evaluateAlignment(calibration.threshold)).evaluateAlignment({
       ...models,
       threshold: calibration.threshold,
     });
-    absorb('eval', evaluation.metrics);
+    absorb(METRIC_PREFIX.eval, evaluation.metrics);
 
     enter('registration');
     const reg = await cpu(say.registerModelVersion).registerModelVersion({
@@ -243,7 +256,7 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
       progress.reportPath = report.path;
     } catch (err) {
       if (isCancellation(err)) throw err;
-      progress.reportError = describe(err);
+      progress.reportError = rootCause(err);
     }
 
     enter('done');
@@ -265,7 +278,7 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
     };
   } catch (err) {
     const cancelled = isCancellation(err);
-    progress.error = describe(err);
+    progress.error = rootCause(err);
     progress.stage = cancelled ? 'cancelled' : 'failed';
     progress.live = undefined;
     refresh();

@@ -3,11 +3,12 @@ import { join } from 'node:path';
 import { Connection } from '@temporalio/client';
 import pg from 'pg';
 import { NAMESPACE_DEFAULT } from '../../workflows/search-attributes.js';
-import { EXIT, parse } from '../args.js';
+import { EXIT, type ArgsOf } from '../args.js';
 import { resolveTemporalAddress } from '../client.js';
 import { makeOutput, table } from '../output.js';
 import { corellaHome } from '../services/paths.js';
 import { findTemporalCli } from '../services/temporal-cli.js';
+import type { doctorSpec } from '../specs/doctor.js';
 
 /** `fail` makes doctor exit non-zero; `warn` is something to know (e.g. no native tfjs) that still works. */
 type Status = 'ok' | 'warn' | 'fail';
@@ -67,7 +68,7 @@ async function postgresCheck(home: string): Promise<Check> {
       return result('postgres', 'fail', `DATABASE_URL ${redact(external)} unreachable: ${errorText(e)}`);
     }
   }
-  const { resolvePostgresBinaries, runningEmbeddedUrl } = await import('../../db/embedded-postgres.js');
+  const { resolvePostgresBinaries, runningEmbeddedUrl } = await import('../services/embedded-postgres.js');
   const dataDir = join(home, 'pg');
   let source: string;
   try {
@@ -243,8 +244,7 @@ async function tfChecks(): Promise<Check[]> {
 }
 
 /** `corella doctor`: what is configured, what is reachable, which backends load and on which devices. */
-export async function doctor(argv: string[]): Promise<number> {
-  const { values } = parse(argv, {});
+export async function doctor({ values }: ArgsOf<typeof doctorSpec>): Promise<number> {
   const out = makeOutput(Boolean(values.json));
   const home = corellaHome();
   const checks: Check[] = [result('home', 'ok', home)];

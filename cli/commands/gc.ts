@@ -1,12 +1,11 @@
 import { ArtifactRepository } from '../../db/repositories/artifacts.js';
 import { FileArtifactStore } from '../../ml/artifacts/store.js';
 import { planGc, sweep } from '../../ml/artifacts/gc.js';
-import { EXIT, parse, parseDuration, UsageError } from '../args.js';
+import { EXIT, parseDuration, type ArgsOf } from '../args.js';
+import { withDatabase } from '../database.js';
 import { makeOutput, table } from '../output.js';
 import { artifactsDir, corellaHome } from '../services/paths.js';
-import { withDatabase } from './runs.js';
-
-const DEFAULT_OLDER_THAN = '7d';
+import type { gcSpec } from '../specs/gc.js';
 
 function mb(bytes: number): string {
   return `${(bytes / 1e6).toFixed(1)} MB`;
@@ -17,14 +16,9 @@ function mb(bytes: number): string {
  * database and no named pointer references. Young blobs (and anything written since the oldest running run
  * started) are kept, because a running workflow holds ids of blobs it wrote in its history only.
  */
-export async function gc(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, {
-    'dry-run': { type: 'boolean' },
-    'older-than': { type: 'string' },
-  });
-  if (positionals.length > 0) throw new UsageError(`gc takes no arguments (got ${positionals.join(' ')})`);
+export async function gc({ values }: ArgsOf<typeof gcSpec>): Promise<number> {
   const out = makeOutput(Boolean(values.json));
-  const olderThanMs = parseDuration(values['older-than'] ?? DEFAULT_OLDER_THAN);
+  const olderThanMs = parseDuration(values['older-than']);
   const dryRun = Boolean(values['dry-run']);
   const store = new FileArtifactStore(artifactsDir(corellaHome()));
 

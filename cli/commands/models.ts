@@ -1,8 +1,9 @@
 import { ModelRepository } from '../../db/repositories/models.js';
 import { CorellaError } from '../../ml/errors.js';
-import { EXIT, parse, UsageError } from '../args.js';
+import { EXIT, UsageError, type ArgsOf } from '../args.js';
+import { withDatabase } from '../database.js';
 import { makeOutput, table } from '../output.js';
-import { withDatabase } from './runs.js';
+import type { modelsSpec } from '../specs/models.js';
 
 function versionId(raw: string | undefined): number {
   const id = Number(raw);
@@ -12,20 +13,12 @@ function versionId(raw: string | undefined): number {
 }
 
 /** `corella models list|show|promote`: the registry; promotions by hand are audited like automatic ones. */
-export async function models(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, {
-    limit: { type: 'string' },
-    alias: { type: 'string' },
-    reason: { type: 'string' },
-    actor: { type: 'string' },
-  });
+export async function models({ values, positionals }: ArgsOf<typeof modelsSpec>): Promise<number> {
   const out = makeOutput(Boolean(values.json));
   const [action, id] = positionals;
   switch (action) {
     case 'list': {
-      const rows = await withDatabase((db) =>
-        new ModelRepository(db).list({ limit: values.limit ? Number(values.limit) : 50 }),
-      );
+      const rows = await withDatabase((db) => new ModelRepository(db).list({ limit: Number(values.limit) }));
       out.result(rows, () =>
         rows.length === 0
           ? 'no model versions yet'
@@ -82,9 +75,9 @@ export async function models(argv: string[]): Promise<number> {
     case 'promote': {
       const move = await withDatabase((db) =>
         new ModelRepository(db).promote(versionId(id), {
-          alias: values.alias ?? 'champion',
+          alias: values.alias,
           actor: values.actor ?? `cli:${process.env.USER ?? 'unknown'}`,
-          reason: values.reason ?? 'promoted by hand',
+          reason: values.reason,
         }),
       );
       out.result(move, () =>

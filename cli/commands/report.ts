@@ -1,14 +1,14 @@
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { writeRunReport } from '../../activities/report.js';
-import { FileArtifactStore } from '../../ml/artifacts/store.js';
-import { EXIT, parse, UsageError } from '../args.js';
+import { openArtifactStore } from '../../ml/artifacts/open-store.js';
+import { EXIT, UsageError, type ArgsOf } from '../args.js';
+import { withDatabase } from '../database.js';
 import { makeOutput } from '../output.js';
 import { corellaHome } from '../services/paths.js';
-import { withDatabase } from './runs.js';
+import type { reportSpec } from '../specs/report.js';
 
 /** `corella report RUN [--out FILE.html] [--bootstrap N]`: renders a run's report again (or for an older run). */
-export async function report(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { out: { type: 'string' }, bootstrap: { type: 'string' } });
+export async function report({ values, positionals }: ArgsOf<typeof reportSpec>): Promise<number> {
   const out = makeOutput(Boolean(values.json));
   const [id] = positionals;
   if (!id || positionals.length > 1) throw new UsageError('report RUN_ID|WORKFLOW_ID [--out FILE.html]');
@@ -18,7 +18,7 @@ export async function report(argv: string[]): Promise<number> {
   }
   const home = corellaHome();
   const result = await withDatabase((db) =>
-    writeRunReport({ db, store: new FileArtifactStore(join(home, 'artifacts')), home }, id, {
+    writeRunReport({ db, store: openArtifactStore(home), home }, id, {
       out: values.out ? resolve(values.out) : undefined,
       bootstrapRounds: rounds,
     }),

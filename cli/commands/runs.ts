@@ -1,9 +1,4 @@
-import { join } from 'node:path';
-import { resolveDatabase } from '../../db/embedded-postgres.js';
-import { openDatabase } from '../../db/connection.js';
-import { migrateDatabase } from '../../db/migrate.js';
-import type { WorkflowExecutionDescription, WorkflowHandle } from '@temporalio/client';
-import { defaultPayloadConverter, type Payload } from '@temporalio/common';
+import type { openDatabase } from '../../db/connection.js';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { RunRepository, type RunDetails } from '../../db/repositories/runs.js';
@@ -11,52 +6,14 @@ import { compareRuns } from '../../ml/report/compare.js';
 import { reportPath } from '../../ml/report/location.js';
 import { CorellaError } from '../../ml/errors.js';
 import type { RetrainProgress } from '../../activities/types.js';
-import { EXIT, parse, UsageError } from '../args.js';
+import { EXIT, UsageError, type ArgsOf } from '../args.js';
+import { withDatabase } from '../database.js';
 import { connectClient, workflowUiUrl } from '../client.js';
 import { makeOutput, table, type Output } from '../output.js';
 import { reconcileRuns } from '../reconcile.js';
+import { pendingFrom, type PendingActivity } from '../run-progress.js';
 import { corellaHome } from '../services/paths.js';
-
-/** Opens the configured database for a short CLI command; stops an embedded server only if it started it. */
-export async function withDatabase<T>(
-  fn: (db: ReturnType<typeof openDatabase>['db']) => Promise<T>,
-): Promise<T> {
-  const resolved = await resolveDatabase({ dataDir: join(corellaHome(), 'pg') });
-  const handle = openDatabase(resolved.url);
-  try {
-    // Migrations are applied at every start: a command may be the first thing run against a new database.
-    await migrateDatabase(handle.db);
-    return await fn(handle.db);
-  } finally {
-    await handle.close();
-    await resolved.stop();
-  }
-}
-
-interface PendingActivity {
-  activity?: string | null;
-  attempt?: number | null;
-  /** The last heartbeat's details (ml/progress.ts Progress). */
-  progress: unknown;
-}
-
-/** Running activities of a workflow with their last heartbeat decoded. */
-function pendingFrom(desc: WorkflowExecutionDescription): PendingActivity[] {
-  return (desc.raw.pendingActivities ?? []).map((a) => {
-    const payload = a.heartbeatDetails?.payloads?.[0];
-    let progress: unknown;
-    try {
-      progress = payload ? defaultPayloadConverter.fromPayload(payload as Payload) : undefined;
-    } catch {
-      progress = undefined;
-    }
-    return { activity: a.activityType?.name, attempt: a.attempt, progress };
-  });
-}
-
-export async function pendingProgress(handle: WorkflowHandle): Promise<PendingActivity[]> {
-  return pendingFrom(await handle.describe());
-}
+import type { runsSpec } from '../specs/runs.js';
 
 /** Live status from Temporal when it is reachable; the stored row is the fallback. */
 async function liveProgress(
@@ -129,16 +86,11 @@ function summaryMetrics(details: RunDetails): Record<string, number> {
 }
 
 /** `corella runs list|show|compare`. */
-export async function runs(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, {
-    limit: { type: 'string' },
-    kind: { type: 'string' },
-    status: { type: 'string' },
-  });
+export async function runs({ values, positionals }: ArgsOf<typeof runsSpec>): Promise<number> {
   const out = makeOutput(Boolean(values.json));
   const [action, id] = positionals;
   if (action === 'list') {
-    const limit = values.limit ? Number(values.limit) : 20;
+    const limit = Number(values.limit);
     if (!Number.isInteger(limit) || limit <= 0) throw new UsageError('--limit must be a positive integer');
     const rows = await withDatabase(async (db) => {
       const repo = new RunRepository(db);

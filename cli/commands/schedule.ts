@@ -1,11 +1,10 @@
 import { ScheduleOverlapPolicy, type ScheduleSpec } from '@temporalio/client';
 import type { RecalibrateInput } from '../../activities/types.js';
 import { TASK_QUEUE_CPU } from '../../workflows/search-attributes.js';
-import { EXIT, parse, parseDuration, UsageError } from '../args.js';
+import { EXIT, parseDuration, UsageError, type ArgsOf } from '../args.js';
 import { connectClient } from '../client.js';
 import { makeOutput } from '../output.js';
-
-const DEFAULT_ID = 'corella-recalibrate';
+import type { scheduleSpec } from '../specs/schedule.js';
 
 type Flags = Record<string, string | boolean | undefined>;
 
@@ -40,23 +39,10 @@ export function recalibrateInputFrom(values: Flags): RecalibrateInput {
 }
 
 /** `corella schedule create|pause|unpause|trigger|delete`: a Temporal Schedule for recalibrateWorkflow. */
-export async function schedule(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, {
-    every: { type: 'string' },
-    cron: { type: 'string' },
-    id: { type: 'string' },
-    catchup: { type: 'string' },
-    model: { type: 'string' },
-    'max-routed': { type: 'string' },
-    note: { type: 'string' },
-    'task-queue': { type: 'string' },
-    'window-days': { type: 'string' },
-    source: { type: 'string' },
-    'shadow-rows': { type: 'string' },
-  });
+export async function schedule({ values, positionals }: ArgsOf<typeof scheduleSpec>): Promise<number> {
   const out = makeOutput(Boolean(values.json));
   const [action, idArg] = positionals;
-  const id = idArg ?? values.id ?? DEFAULT_ID;
+  const id = idArg ?? values.id;
   const input = action === 'create' ? recalibrateInputFrom(values) : undefined;
   const tc = await connectClient();
   try {
@@ -80,7 +66,7 @@ export async function schedule(argv: string[]): Promise<number> {
           },
           policies: {
             overlap: ScheduleOverlapPolicy.SKIP,
-            catchupWindow: values.catchup ? parseDuration(values.catchup) : '1h',
+            catchupWindow: parseDuration(values.catchup),
           },
           state: { note: values.note ?? 'created by corella schedule create' },
         });

@@ -4,15 +4,17 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure, WorkflowIdReusePolicy } from '@temporalio/common';
 import type { BatchScoreInput, BatchScoreResult } from '../../activities/types.js';
-import { FileArtifactStore, sha256Hex } from '../../ml/artifacts/store.js';
+import { sha256Hex } from '../../ml/artifacts/store.js';
+import { openArtifactStore } from '../../ml/artifacts/open-store.js';
 import { scanBatch } from '../../ml/serving/jsonl-batch.js';
 import { TASK_QUEUE_CPU } from '../../workflows/search-attributes.js';
 import { scoreProgressQuery, type scoreWorkflow } from '../../workflows/score.js';
-import { EXIT, parse, parseDuration, UsageError } from '../args.js';
+import { EXIT, parseDuration, UsageError, type ArgsOf } from '../args.js';
 import { connectClient, workflowUiUrl } from '../client.js';
 import { failureMessage } from '../failure.js';
 import { makeOutput, progressLine, table } from '../output.js';
-import { artifactsDir, corellaHome } from '../services/paths.js';
+import { corellaHome } from '../services/paths.js';
+import type { scoreSpec } from '../specs/score.js';
 
 const REF_RE = /^(?:[1-9][0-9]*|[a-z][a-z0-9_-]{0,62})$/;
 
@@ -54,23 +56,11 @@ async function writeAtomic(path: string, data: Buffer): Promise<void> {
  * `--wait` it writes the output once the workflow is done; without, a later `--wait` run joins it (or, once
  * it has finished, runs it again reusing every finished chunk) and writes the file.
  */
-export async function score(argv: string[]): Promise<number> {
-  const { values } = parse(argv, {
-    input: { type: 'string' },
-    output: { type: 'string' },
-    model: { type: 'string' },
-    'chunk-rows': { type: 'string' },
-    'parallel-chunks': { type: 'string' },
-    wait: { type: 'boolean' },
-    // For separate worker pools and isolated tests, like `worker --task-queue`.
-    'cpu-queue': { type: 'string' },
-    'gpu-queue': { type: 'string' },
-    'heartbeat-timeout': { type: 'string' },
-  });
+export async function score({ values }: ArgsOf<typeof scoreSpec>): Promise<number> {
   const out = makeOutput(Boolean(values.json));
   if (!values.input) throw new UsageError('--input FILE.jsonl is required');
   if (!values.output) throw new UsageError('--output FILE.jsonl is required');
-  const model = values.model ?? 'champion';
+  const model = values.model;
   if (!REF_RE.test(model)) {
     throw new UsageError('--model must be champion, challenger, another alias or a model version id');
   }
@@ -91,7 +81,7 @@ export async function score(argv: string[]): Promise<number> {
   // nothing is kept but the count.
   const rows = scanBatch(data, values.input, 1, () => undefined);
   const home = corellaHome();
-  const stored = await new FileArtifactStore(artifactsDir(home)).put(data);
+  const stored = await openArtifactStore(home).put(data);
   const workflowId = scoreWorkflowId(stored.sha256, model);
   const input: BatchScoreInput = {
     inputSha256: stored.sha256,
@@ -164,7 +154,7 @@ export async function score(argv: string[]): Promise<number> {
         process.stderr.write('\n');
       }
     }
-    const output = await new FileArtifactStore(artifactsDir(home)).get(result.outputSha256);
+    const output = await openArtifactStore(home).get(result.outputSha256);
     await writeAtomic(outputPath, output);
     out.result({ workflowId, started, output: outputPath, ...result }, () =>
       table(

@@ -1,13 +1,14 @@
 import { join } from 'node:path';
-import { resolveDatabase } from '../../db/embedded-postgres.js';
+import { resolveDatabase } from '../services/embedded-postgres.js';
 import { migrateDatabase } from '../../db/migrate.js';
 import { openDatabase } from '../../db/connection.js';
-import { FileArtifactStore } from '../../ml/artifacts/store.js';
+import { openArtifactStore } from '../../ml/artifacts/open-store.js';
 import { startServer, type RunningServer, type ServeOptions } from '../../serve/server.js';
 import { databaseStorage } from '../../serve/storage.js';
-import { EXIT, parse, UsageError } from '../args.js';
+import { EXIT, UsageError, type ArgsOf } from '../args.js';
 import { makeOutput } from '../output.js';
-import { artifactsDir, corellaHome } from '../services/paths.js';
+import { corellaHome } from '../services/paths.js';
+import type { serveSpec } from '../specs/serve.js';
 
 function positiveInt(name: string, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
@@ -15,18 +16,6 @@ function positiveInt(name: string, raw: string | undefined): number | undefined 
   if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${name} must be a positive integer`);
   return n;
 }
-
-/** The serve options that flags set; shared with `up --serve`. */
-export const SERVE_FLAGS = {
-  model: { type: 'string' },
-  host: { type: 'string' },
-  port: { type: 'string' },
-  'llm-concurrency': { type: 'string' },
-  'llm-queue': { type: 'string' },
-  'budget-ms': { type: 'string' },
-  'max-candidates': { type: 'string' },
-  threshold: { type: 'string' },
-} as const;
 
 /** `inf` serves CRM-only, `-inf` sends every candidate to the LLM; a number overrides the calibrated one. */
 export function thresholdFlag(raw: string | undefined): number | undefined {
@@ -68,9 +57,7 @@ export function serveOptionsFrom(
  * `corella serve`: the online hybrid predictor. Postgres (DATABASE_URL or the embedded one) and the artifact
  * store are all it needs; it runs until SIGINT/SIGTERM.
  */
-export async function serve(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, SERVE_FLAGS);
-  if (positionals.length > 0) throw new UsageError(`serve takes no arguments (got ${positionals.join(' ')})`);
+export async function serve({ values }: ArgsOf<typeof serveSpec>): Promise<number> {
   const out = makeOutput(Boolean(values.json));
   const opts = serveOptionsFrom(values);
   const home = corellaHome();
@@ -86,7 +73,7 @@ export async function serve(argv: string[]): Promise<number> {
     server = await startServer({
       ...opts,
       databaseUrl: db.url,
-      store: new FileArtifactStore(artifactsDir(home)),
+      store: openArtifactStore(home),
       home,
       storage: (d) => databaseStorage(d, { spoolDir: join(home, 'serve-spool') }),
       log: (msg) => out.info(msg),

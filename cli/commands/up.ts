@@ -1,52 +1,36 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import {
-  WorkflowExecutionAlreadyStartedError,
-  WorkflowFailedError,
-  type WorkflowHandle,
-} from '@temporalio/client';
-import { WorkflowIdReusePolicy } from '@temporalio/common';
+import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { RetrainProgress, RetrainResult } from '../../activities/types.js';
 import { migrateUrl } from '../../activities/context.js';
 import { openDatabase } from '../../db/connection.js';
 import { reconcileRuns } from '../reconcile.js';
-import { TASK_QUEUE_CPU } from '../../workflows/search-attributes.js';
 import type { retrainWorkflow } from '../../workflows/retrain.js';
-import { failureMessage } from '../failure.js';
-import { EXIT, parse, UsageError } from '../args.js';
-import { FileArtifactStore } from '../../ml/artifacts/store.js';
+import { failureExitCode, failureMessage, isUnavailable } from '../failure.js';
+import { EXIT, UsageError, type ArgsOf } from '../args.js';
+import { openArtifactStore } from '../../ml/artifacts/open-store.js';
 import { startServer, type RunningServer } from '../../serve/server.js';
 import { databaseStorage } from '../../serve/storage.js';
 import { connectClient, workflowUiUrl } from '../client.js';
-import { configSummary, retrainInput, retrainWorkflowId } from '../config.js';
-import { prepareRun, RUN_OPTIONS, workflowMetadata, type PreparedRun } from '../prepare-run.js';
-import { makeOutput, progressLine, table, type Output } from '../output.js';
+import { prepareRun, type PreparedRun } from '../prepare-run.js';
+import { makeOutput, progressLine, type Output } from '../output.js';
 import type { Progress } from '../../ml/progress.js';
-import { pendingProgress } from './runs.js';
-import { artifactsDir, corellaHome, readyDatabase, repoRoot } from '../services/paths.js';
+import { pendingProgress } from '../run-progress.js';
+import { summaryTable } from '../run-summary.js';
+import { corellaHome, readyDatabase, repoRoot } from '../services/paths.js';
 import { lockHome } from '../services/home-lock.js';
 import { startStack, type Stack } from '../services/stack.js';
+import { Supervisor, type SupervisedWorker } from '../services/supervisor.js';
+import type { upSpec } from '../specs/up.js';
+import { startRetrain } from '../start-retrain.js';
 
 /** Starts one `corella worker` child per queue, so the embedded default is one process tree. */
-function spawnWorker(queue: 'cpu' | 'gpu', env: NodeJS.ProcessEnv, log: (l: string) => void): ChildProcess {
+function spawnWorker(queue: 'cpu' | 'gpu', env: NodeJS.ProcessEnv): ChildProcess {
   // The IPC channel closes when this process dies, even by SIGKILL: the worker then shuts itself down.
-  const child = spawn(process.execPath, [join(repoRoot, 'bin', 'corella.mjs'), 'worker', '--queue', queue], {
+  return spawn(process.execPath, [join(repoRoot, 'bin', 'corella.mjs'), 'worker', '--queue', queue], {
     env,
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
-  child.on('exit', (code, signal) => {
-    if (code !== 0 && signal !== 'SIGTERM') log(`worker ${queue} exited (${signal ?? code})`);
-  });
-  return child;
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 40_000);
-  await exited;
-  clearTimeout(timer);
 }
 
 /** Polls the workflow's `progress` query and prints each new stage. */
@@ -82,24 +66,6 @@ async function followProgress(
   return () => {
     stopped = true;
   };
-}
-
-export function summaryTable(result: RetrainResult): string {
-  const m = result.metrics;
-  const pick = (k: string): number | undefined => (k in m ? m[k] : undefined);
-  const rows = ['crm', 'llm', 'hybrid'].map((who) => [
-    who === 'crm' ? 'CRM (DCNv2)' : who === 'llm' ? 'LLM branch' : 'hybrid',
-    pick(`eval.test.${who}.auc`) ?? pick(`calibration.${who}.auc`),
-    pick(`eval.test.${who}.logloss`) ?? pick(`calibration.${who}.logloss`),
-    pick(`eval.test.${who}.acc`) ?? pick(`calibration.${who}.acc`),
-  ]);
-  return [
-    table(rows, ['model', 'AUC', 'LogLoss', 'ACC']),
-    '',
-    `routed to LLM: ${((pick('calibration.routedFraction') ?? NaN) * 100).toFixed(1)}%   threshold: ${result.threshold.toFixed(4)}`,
-    `model version: ${result.modelVersionId} (${result.alias})`,
-    ...(result.reportPath ? [`report: ${result.reportPath}`] : []),
-  ].join('\n');
 }
 
 /** For the summary: synthetic data is never passed off as real, and a download says so. */
@@ -155,20 +121,11 @@ function waitUntil(cond: () => boolean): Promise<void> {
  * `corella up`: the embedded default. Postgres, a Temporal dev server and one worker process per queue, then
  * the retrain pipeline (unless --no-run), a summary, and with --keep-alive everything stays up until Ctrl-C.
  */
-export async function up(argv: string[]): Promise<number> {
-  const { values } = parse(argv, {
-    ...RUN_OPTIONS,
-    'keep-alive': { type: 'boolean' },
-    'no-run': { type: 'boolean' },
-    serve: { type: 'boolean' },
-    'serve-port': { type: 'string' },
-  });
+export async function up({ values }: ArgsOf<typeof upSpec>): Promise<number> {
   const out = makeOutput(Boolean(values.json));
   if (values.serve && !values['keep-alive'] && !values['no-run'])
     throw new UsageError('--serve needs --keep-alive (or --no-run): the service runs until Ctrl-C');
-  const servePort = values['serve-port'];
-  if (servePort !== undefined && !/^\d+$/.test(servePort))
-    throw new UsageError('--serve-port must be a port number');
+  if (!/^\d+$/.test(values['serve-port'])) throw new UsageError('--serve-port must be a port number');
   const home = corellaHome();
   let prepared: PreparedRun | undefined;
   if (!values['no-run']) {
@@ -184,7 +141,21 @@ export async function up(argv: string[]): Promise<number> {
     await unlock();
     throw e;
   }
-  const children: ChildProcess[] = [];
+  const workers: SupervisedWorker[] = [];
+  // Workers that die are restarted; Postgres and the dev server are probed and restarted when they die.
+  const supervisor = new Supervisor({
+    log: out.info,
+    onServiceRestarted: async () => {
+      // A service that came back on another port: workers must reconnect with the new address.
+      if (env.DATABASE_URL === stack.databaseUrl && env.TEMPORAL_ADDRESS === stack.temporal.address) return;
+      env.DATABASE_URL = stack.databaseUrl;
+      env.TEMPORAL_ADDRESS = stack.temporal.address;
+      await readyDatabase(home, stack.databaseUrl);
+      out.info(`services moved (Temporal ${stack.temporal.address}): restarting the workers`);
+      await Promise.all(workers.map((w) => w.restart()));
+    },
+  });
+  const env: NodeJS.ProcessEnv = { ...process.env };
   let server: RunningServer | undefined;
   let interrupted = false;
   const onSignal = (): void => {
@@ -196,36 +167,45 @@ export async function up(argv: string[]): Promise<number> {
   try {
     await migrateUrl(stack.databaseUrl);
     await reconcileAtStart(stack, out);
-    const env = {
-      ...process.env,
+    Object.assign(env, {
       DATABASE_URL: stack.databaseUrl,
       TEMPORAL_ADDRESS: stack.temporal.address,
       TEMPORAL_NAMESPACE: stack.temporal.namespace,
       CORELLA_HOME: home,
-    };
-    children.push(spawnWorker('cpu', env, out.info), spawnWorker('gpu', env, out.info));
+    });
+    for (const queue of ['cpu', 'gpu'] as const)
+      workers.push(supervisor.watchWorker(queue, () => spawnWorker(queue, env)));
+    for (const service of stack.services) supervisor.watchService(service);
+    // Something that cannot come back ends `up` with exit 3 rather than a stack that claims to be up.
+    let down: Error | undefined;
+    void supervisor.failed.then((e) => {
+      down = e;
+      out.warn(`corella up: ${e.message}`);
+    });
+    const dead = (): boolean => down !== undefined;
     const ready = {
       ready: true,
       ...(await readyDatabase(home, stack.databaseUrl)),
       temporalAddress: stack.temporal.address,
       namespace: stack.temporal.namespace,
       ui: stack.temporal.uiUrl,
-      workerPids: children.map((c) => c.pid),
+      workerPids: workers.map((w) => w.pid()),
     };
     // One machine-readable line, so scripts and tests know when and where the stack is up.
     out.info(`corella-ready ${JSON.stringify(ready)}`);
     if (stack.temporal.uiUrl) out.info(`Temporal UI: ${stack.temporal.uiUrl}`);
 
     if (prepared) {
-      const code = await runRetrain(prepared, stack, out, () => interrupted);
+      const code = await runRetrain(prepared, stack, out, () => interrupted, dead);
+      if (dead()) return EXIT.unavailable;
       if (code !== EXIT.ok || !values['keep-alive']) return code;
     }
     if (values.serve) {
       server = await startServer({
         databaseUrl: stack.databaseUrl,
-        store: new FileArtifactStore(artifactsDir(home)),
+        store: openArtifactStore(home),
         home,
-        port: values['serve-port'] !== undefined ? Number(values['serve-port']) : 8080,
+        port: Number(values['serve-port']),
         storage: (db) => databaseStorage(db, { spoolDir: join(home, 'serve-spool') }),
         log: (m) => out.info(`serve: ${m}`),
       });
@@ -234,15 +214,47 @@ export async function up(argv: string[]): Promise<number> {
     out.info(
       `Postgres, Temporal${server ? ', workers and the scoring service' : ' and workers'} are up; Ctrl-C stops everything`,
     );
-    await waitUntil(() => interrupted);
-    return EXIT.ok;
+    await waitUntil(() => interrupted || dead());
+    return dead() ? EXIT.unavailable : EXIT.ok;
   } finally {
     await server?.close();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    await Promise.all(children.map(stopChild));
+    await supervisor.stop();
     await stack.stop();
     await unlock();
+  }
+}
+
+/**
+ * The run's result. While the supervisor restarts a dead Temporal dev server, the long poll fails with
+ * "unavailable": that is a wait (the run continues on the restarted server), not a failure of the run.
+ */
+async function awaitResult(
+  handle: WorkflowHandle<typeof retrainWorkflow>,
+  out: Output,
+  interrupted: () => boolean,
+  dead: () => boolean,
+): Promise<RetrainResult> {
+  let waiting = false;
+  for (;;) {
+    try {
+      return await Promise.race([
+        handle.result(),
+        waitUntil(() => interrupted() || dead()).then(() => {
+          throw new Error(
+            dead()
+              ? 'the stack went down before the run finished'
+              : 'interrupted before the run finished (it continues when the stack is started again)',
+          );
+        }),
+      ]);
+    } catch (e) {
+      if (!isUnavailable(e) || interrupted() || dead()) throw e;
+      if (!waiting) out.info('Temporal is unreachable; waiting for it to come back');
+      waiting = true;
+      await new Promise((r) => setTimeout(r, 2_000));
+    }
   }
 }
 
@@ -251,46 +263,23 @@ async function runRetrain(
   stack: Stack,
   out: Output,
   interrupted: () => boolean,
+  dead: () => boolean = () => false,
 ): Promise<number> {
-  const { data, config } = prepared;
+  const { data } = prepared;
   const tc = await connectClient({
     address: stack.temporal.address,
     namespace: stack.temporal.namespace,
     uiBase: stack.temporal.uiUrl,
   });
   try {
-    const { id } = retrainWorkflowId(data.spec, config);
-    let handle: WorkflowHandle<typeof retrainWorkflow>;
-    try {
-      handle = await tc.client.workflow.start<typeof retrainWorkflow>('retrainWorkflow', {
-        taskQueue: TASK_QUEUE_CPU,
-        workflowId: id,
-        // A completed retrain of the same data and config is not run again (its result is shown); a failed
-        // or cancelled one may be.
-        workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-        args: [retrainInput(data.spec, config, 'corella up')],
-        memo: { dataset: data.spec, origin: data.origin, config: configSummary(config) },
-        ...workflowMetadata(data, config, 'corella up'),
-      });
-      out.info(`started ${id}`);
-    } catch (e) {
-      if (!(e instanceof WorkflowExecutionAlreadyStartedError)) throw e;
-      handle = tc.client.workflow.getHandle(id);
-      out.info(`${id} was already started (running or completed): following it`);
-    }
+    const { workflowId: id, started, handle } = await startRetrain(tc.client, prepared, 'corella up');
+    out.info(started ? `started ${id}` : `${id} was already started (running or completed): following it`);
     const ui = workflowUiUrl(stack.temporal.uiUrl, tc.namespace, id);
     if (ui) out.info(`run in the Temporal UI: ${ui}`);
     const stopFollowing = await followProgress(handle, out.info);
     let result: RetrainResult;
     try {
-      result = await Promise.race([
-        handle.result(),
-        waitUntil(interrupted).then(() => {
-          throw new Error(
-            'interrupted before the run finished (it continues when the stack is started again)',
-          );
-        }),
-      ]);
+      result = await awaitResult(handle, out, interrupted, dead);
     } catch (e) {
       if (e instanceof WorkflowFailedError) {
         const cause = failureMessage(e);
@@ -298,8 +287,9 @@ async function runRetrain(
           { workflowId: id, failed: cause, ui },
           () => `run ${id} FAILED: ${cause}${ui ? `\n${ui}` : ''}`,
         );
-        return EXIT.runFailed;
+        return failureExitCode(e);
       }
+      if (dead()) return EXIT.unavailable;
       throw e;
     } finally {
       stopFollowing();

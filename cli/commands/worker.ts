@@ -1,21 +1,17 @@
 import { join } from 'node:path';
 import { createActivities } from '../../activities/index.js';
 import { createActivityContext } from '../../activities/context.js';
-import { resolveDatabase } from '../../db/embedded-postgres.js';
+import { resolveDatabase } from '../services/embedded-postgres.js';
 import { runWorkers, type QueueKind, type RunningWorkers } from '../../workers/run.js';
 import { NAMESPACE_DEFAULT } from '../../workflows/search-attributes.js';
-import { EXIT, parse, UsageError } from '../args.js';
+import { EXIT, UsageError, type ArgsOf } from '../args.js';
 import { resolveTemporalAddress } from '../client.js';
 import { makeOutput } from '../output.js';
 import { corellaHome } from '../services/paths.js';
+import type { workerSpec } from '../specs/worker.js';
 
 /** `corella worker --queue cpu|gpu`: one worker process, e.g. on a GPU machine pointed at a cluster. */
-export async function worker(argv: string[]): Promise<number> {
-  const { values } = parse(argv, {
-    queue: { type: 'string' },
-    concurrency: { type: 'string' },
-    'task-queue': { type: 'string' },
-  });
+export async function worker({ values }: ArgsOf<typeof workerSpec>): Promise<number> {
   const out = makeOutput(Boolean(values.json));
   const queues = (values.queue ?? '').split(',').filter(Boolean);
   if (queues.length === 0 || queues.some((q) => q !== 'cpu' && q !== 'gpu')) {
@@ -64,7 +60,7 @@ export async function worker(argv: string[]): Promise<number> {
     if (stopping) await running.shutdown();
     else
       out.info(
-        `worker ${queues.join('+')} running against ${address} (namespace ${namespace}); Ctrl-C stops it`,
+        `worker ${queues.join('+')} running against ${address} (namespace ${namespace})${running.metricsUrl ? `, metrics at ${running.metricsUrl}` : ''}; Ctrl-C stops it`,
       );
     await running.done;
     return EXIT.ok;

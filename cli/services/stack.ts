@@ -1,14 +1,21 @@
 import { join } from 'node:path';
-import { resolveDatabase } from '../../db/embedded-postgres.js';
+import { resolveDatabase } from './embedded-postgres.js';
 import { startTemporalDevServer, type TemporalServer } from './temporal-dev-server.js';
 import { NAMESPACE_DEFAULT } from '../../workflows/search-attributes.js';
 import { corellaHome } from './paths.js';
+import { embeddedPostgresService, temporalDevService } from './health.js';
+import type { SupervisedService } from './supervisor.js';
 
 export interface Stack {
   home: string;
   databaseUrl: string;
   databaseEmbedded: boolean;
   temporal: { address: string; namespace: string; uiUrl: string | undefined; embedded: boolean };
+  /**
+   * The services this stack started, for `up`'s supervisor to probe and restart. A restart may change
+   * `databaseUrl` or `temporal.address` (a port taken meanwhile): read them again after one.
+   */
+  services: SupervisedService[];
   stop(): Promise<void>;
 }
 
@@ -30,8 +37,9 @@ export async function startStack(
     log(
       process.env.DATABASE_URL ? 'Postgres: DATABASE_URL' : `Postgres: embedded, data in ${join(home, 'pg')}`,
     );
-    const db = await resolveDatabase({ dataDir: join(home, 'pg'), log });
+    let db = await resolveDatabase({ dataDir: join(home, 'pg'), log });
     stops.push(() => db.stop());
+    const services: SupervisedService[] = [];
 
     let temporal: Stack['temporal'];
     if (process.env.TEMPORAL_ADDRESS) {
@@ -46,7 +54,7 @@ export async function startStack(
       temporal = { address: '', namespace: NAMESPACE_DEFAULT, uiUrl: undefined, embedded: false };
     } else {
       log(`Temporal: dev server, state in ${join(home, 'temporal')}`);
-      const server: TemporalServer = await startTemporalDevServer({ dir: join(home, 'temporal') });
+      let server: TemporalServer = await startTemporalDevServer({ dir: join(home, 'temporal') });
       stops.push(() => server.stop());
       temporal = {
         address: server.address,
@@ -54,8 +62,47 @@ export async function startStack(
         uiUrl: server.uiUrl,
         embedded: true,
       };
+      const t = temporal;
+      services.push(
+        temporalDevService({
+          pid: () => server.pid,
+          address: () => t.address,
+          namespace: t.namespace,
+          // The same ports when they are still free, so workers and clients reconnect to the same address.
+          restart: async () => {
+            server = await startTemporalDevServer({
+              dir: join(home, 'temporal'),
+              port: Number(t.address.split(':').pop()),
+              uiPort: t.uiUrl ? Number(new URL(t.uiUrl).port) : undefined,
+            });
+            t.address = server.address;
+            t.uiUrl = server.uiUrl;
+          },
+        }),
+      );
     }
-    return { home, databaseUrl: db.url, databaseEmbedded: db.embedded, temporal, stop: stopAll };
+    const stack: Stack = {
+      home,
+      databaseUrl: db.url,
+      databaseEmbedded: db.embedded,
+      temporal,
+      services,
+      stop: stopAll,
+    };
+    if (db.embedded) {
+      services.unshift(
+        embeddedPostgresService({
+          dataDir: join(home, 'pg'),
+          url: () => stack.databaseUrl,
+          // The data dir remembers its port; a restart reuses it unless another process took it meanwhile.
+          restart: async () => {
+            db = await resolveDatabase({ dataDir: join(home, 'pg'), log });
+            stack.databaseUrl = db.url;
+          },
+        }),
+      );
+    }
+    return stack;
   } catch (e) {
     await stopAll();
     throw e;

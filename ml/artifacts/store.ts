@@ -15,11 +15,19 @@ export interface ArtifactRef {
 }
 
 /**
- * Content-addressed blob store. Small on purpose so an S3-compatible store can implement it later.
+ * What `updateNamed` does with the entry's current bytes (undefined when absent): the new bytes, or
+ * undefined to leave the entry as it is.
+ */
+export type NamedUpdate = (current: Buffer | undefined) => Uint8Array | string | undefined;
+
+/**
+ * Content-addressed blob store: FileArtifactStore (a local folder) or S3ArtifactStore (s3-store.ts).
  * Named entries (`putNamed`/`getNamed`) are small mutable pointers, e.g. "latest checkpoint of run X".
  * `what` (optional) says what kind of object the caller expects, so a corrupt read can name it.
  */
 export interface ArtifactStore {
+  /** Where blob `sha256` lives, as recorded in the registry (file://… or s3://…). */
+  uriFor(sha256: string): string;
   put(data: Uint8Array | string): Promise<ArtifactRef>;
   putFile(path: string): Promise<ArtifactRef>;
   get(sha256: string, what?: string): Promise<Buffer>;
@@ -29,6 +37,12 @@ export interface ArtifactStore {
   putNamed(name: string, data: Uint8Array | string): Promise<void>;
   getNamed(name: string): Promise<Buffer | undefined>;
   deleteNamed(name: string): Promise<void>;
+  /**
+   * Read-modify-write of a named entry that loses no concurrent update: when another writer changed the
+   * entry in between, `update` runs again on the newer bytes. Returns the bytes now stored (undefined when
+   * absent and left so). Throws ARTIFACT_CONFLICT when it keeps losing the race.
+   */
+  updateNamed(name: string, update: NamedUpdate): Promise<Buffer | undefined>;
 }
 
 const SHA256_RE = /^[0-9a-f]{64}$/;
@@ -272,4 +286,45 @@ export class FileArtifactStore implements ArtifactStore {
   async deleteNamed(name: string): Promise<void> {
     await rm(this.namedPath(name), { force: true });
   }
+
+  /**
+   * A local folder has no compare-and-swap, so writers of one entry take turns through a lock file created
+   * with O_EXCL (atomic on local file systems). A lock older than LOCK_STALE_MS belongs to a writer that
+   * died between creating and removing it: it is broken rather than waited on forever.
+   */
+  async updateNamed(name: string, update: NamedUpdate): Promise<Buffer | undefined> {
+    const target = this.namedPath(name);
+    await this.privateDir(this.root);
+    await this.privateDir(resolve(target, '..'));
+    const lock = `${target}.lock`;
+    const deadline = Date.now() + LOCK_WAIT_MS;
+    for (;;) {
+      try {
+        await (await open(lock, 'wx', PRIVATE_FILE_MODE)).close();
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        const st = await stat(lock).catch(() => undefined);
+        if (st && Date.now() - st.mtimeMs > LOCK_STALE_MS) await rm(lock, { force: true });
+        else if (Date.now() > deadline)
+          throw new CorellaError('ARTIFACT_CONFLICT', `${namedKind(name)} ${name} stayed locked by ${lock}`, {
+            retryable: true,
+            details: { name, lock },
+          });
+        else await new Promise((r) => setTimeout(r, 10 + Math.random() * 40));
+      }
+    }
+    try {
+      const current = await this.getNamed(name);
+      const next = update(current);
+      if (next === undefined) return current;
+      await this.writeAtomic(target, sealNamed(next));
+      return Buffer.from(typeof next === 'string' ? Buffer.from(next, 'utf8') : next);
+    } finally {
+      await rm(lock, { force: true });
+    }
+  }
 }
+
+const LOCK_WAIT_MS = 30_000;
+const LOCK_STALE_MS = 60_000;

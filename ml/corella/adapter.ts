@@ -12,8 +12,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import { CorellaError } from '../errors.js';
 import type { LlmFeatures } from '../llm/types.js';
 import { dense } from '../tf/dense.js';
+import { affinityWidth } from './features.js';
 import { addTensors, column } from './ops.js';
-import { glorotUniform, makeRng } from './random.js';
+import { glorotUniform, mulberry32 } from '../random.js';
 import {
   encodeFloat32,
   decodeFloat32,
@@ -26,16 +27,23 @@ import {
 export interface AdapterConfig {
   /** Width of the LLM's final hidden state (LlmFeatures.hiddenDim). */
   hiddenDim: number;
+  /**
+   * Item-affinity columns (LlmFeatures.affinity) the adapter reads after the hidden state: 0 = none. Absent in
+   * version-1 artifacts, whose hiddenDim counted the affinity columns too (they were stored at the end of
+   * LlmFeatures.hidden); such an adapter reads the same columns, [hidden state, affinity], as one block.
+   */
+  affinityDim?: number;
   /** Hidden layer widths; each layer's ReLU output is an alignable activation `adapter_<i>`. */
   layers: number[];
   /**
-   * The last `skipInputs` input columns (the log-odds last, before it the trailing hidden columns, e.g. the
-   * three item-affinity features) also reach the output logit linearly ("wide and deep"), so a few strong
-   * scalar inputs are not drowned by hundreds of hidden-state dimensions. 0 (default) = deep path only.
+   * The input columns are, in order, [hidden state (hiddenDim), item affinity (affinityDim), log-odds].
+   * The last `skipInputs` of them (the log-odds last, before it e.g. the three item-affinity features) also
+   * reach the output logit linearly ("wide and deep"), so a few strong scalar inputs are not drowned by
+   * hundreds of hidden-state dimensions. 0 (default) = deep path only.
    */
   skipInputs?: number;
   /**
-   * Read only the last `inputTail` input columns (e.g. 4 = the three item-affinity features and the
+   * Read only the last `inputTail` of those columns (e.g. 4 = the three item-affinity features and the
    * log-odds), leaving the prompt's hidden state out. For small training sets, where hundreds of hidden-state
    * dimensions mostly add noise. Absent = every column.
    */
@@ -58,9 +66,13 @@ interface Dense {
   b: tf.Variable;
 }
 
+/**
+ * Version 2 names the affinity columns (config.affinityDim); version 1 (hiddenDim counted them) still loads
+ * and reads the same columns.
+ */
 interface AdapterFile {
   kind: 'corella-llm-adapter';
-  version: 1;
+  version: 1 | 2;
   config: AdapterConfig;
   inputMean: string;
   inputStd: string;
@@ -78,11 +90,16 @@ export function validateAdapterConfig(c: AdapterConfig, where = 'adapter'): void
       `${where}.layers must be positive integer widths, got ${JSON.stringify(c.layers)}`,
     );
   }
-  const width = c.inputTail ?? c.hiddenDim + 1;
-  if (!Number.isInteger(width) || width < 1 || width > c.hiddenDim + 1) {
+  const a = c.affinityDim ?? 0;
+  if (!Number.isInteger(a) || a < 0) {
+    throw new CorellaError('BAD_CONFIG', `${where}.affinityDim must be an integer ≥ 0, got ${a}`);
+  }
+  const columns = c.hiddenDim + a + 1;
+  const width = c.inputTail ?? columns;
+  if (!Number.isInteger(width) || width < 1 || width > columns) {
     throw new CorellaError(
       'BAD_CONFIG',
-      `${where}.inputTail must be an integer in [1, hiddenDim + 1 = ${c.hiddenDim + 1}], got ${width}`,
+      `${where}.inputTail must be an integer in [1, hidden state + affinity + log-odds = ${columns}], got ${width}`,
     );
   }
   const k = c.skipInputs ?? 0;
@@ -96,8 +113,10 @@ export function validateAdapterConfig(c: AdapterConfig, where = 'adapter'): void
 
 export class LlmAdapter {
   readonly config: AdapterConfig;
-  /** Input = hidden state ++ log-odds, standardised with statistics fitted on training features. */
+  /** Input = the tail of [hidden state, affinity, log-odds], standardised with statistics fitted on training features. */
   readonly inputDim: number;
+  /** Feature columns before the log-odds: the hidden state and the affinity columns. */
+  readonly featureWidth: number;
   private inputMean: Float32Array;
   private inputStd: Float32Array;
   private readonly hidden: Dense[];
@@ -107,7 +126,8 @@ export class LlmAdapter {
   private constructor(config: AdapterConfig, init: (name: string, shape: number[]) => tf.Tensor) {
     validateAdapterConfig(config);
     this.config = { ...config, layers: config.layers.slice() };
-    this.inputDim = config.inputTail ?? config.hiddenDim + 1;
+    this.featureWidth = config.hiddenDim + (config.affinityDim ?? 0);
+    this.inputDim = config.inputTail ?? this.featureWidth + 1;
     this.inputMean = new Float32Array(this.inputDim);
     this.inputStd = new Float32Array(this.inputDim).fill(1);
     let fanIn = this.inputDim;
@@ -125,7 +145,7 @@ export class LlmAdapter {
   }
 
   static create(config: AdapterConfig): LlmAdapter {
-    const rng = makeRng(config.seed);
+    const rng = mulberry32(config.seed);
     // The skip starts at zero: a random wide path would rank rows by a random mix of its few inputs, and
     // short stages cannot undo that; from zero it moves only where the gradient says.
     return new LlmAdapter(config, (name, shape) =>
@@ -162,28 +182,43 @@ export class LlmAdapter {
     }
   }
 
-  /** The adapter's unstandardised input columns of feature row r: the tail of [hidden state, log-odds]. */
+  /**
+   * The adapter's unstandardised input columns of feature row r: the tail of [hidden state, affinity,
+   * log-odds], each read from its own field of the features.
+   */
   private rawRow(f: LlmFeatures, r: number, out: Float32Array): void {
-    const d = this.config.hiddenDim;
-    const first = d + 1 - this.inputDim;
+    const d = f.hiddenDim;
+    const k = affinityWidth(f);
+    const first = this.featureWidth + 1 - this.inputDim;
     for (let j = 0; j < this.inputDim; j++) {
       const c = first + j;
-      out[j] = c < d ? f.hidden[r * d + c] : f.logOdds[r];
+      out[j] = c < d ? f.hidden[r * d + c] : c < d + k ? f.affinity![r * k + c - d] : f.logOdds[r];
     }
   }
 
   private checkFeatures(f: LlmFeatures): void {
-    if (f.hiddenDim !== this.config.hiddenDim) {
+    const k = affinityWidth(f);
+    const want = this.config.affinityDim;
+    // A version-1 adapter (affinityDim absent) read [hidden state, affinity] as one block of hiddenDim.
+    const fits =
+      want === undefined
+        ? f.hiddenDim + k === this.config.hiddenDim
+        : f.hiddenDim === this.config.hiddenDim && k === want;
+    if (!fits) {
       throw new CorellaError(
         'BAD_CONFIG',
-        `LLM features have hiddenDim ${f.hiddenDim} but the adapter was built for ${this.config.hiddenDim} (model ${f.modelSha256})`,
+        `LLM features have hiddenDim ${f.hiddenDim} and ${k} affinity columns but the adapter was built for hiddenDim ${this.config.hiddenDim} and ${want ?? 0} affinity columns (model ${f.modelSha256}; affinity: llm.itemAffinity)`,
       );
     }
     const n = f.sampleIds.length;
-    if (f.logOdds.length !== n || f.hidden.length !== n * f.hiddenDim) {
+    if (
+      f.logOdds.length !== n ||
+      f.hidden.length !== n * f.hiddenDim ||
+      (f.affinity?.length ?? 0) !== n * k
+    ) {
       throw new CorellaError(
         'BAD_CONFIG',
-        `LLM features are ragged: ${n} ids, ${f.logOdds.length} log-odds, ${f.hidden.length} hidden values`,
+        `LLM features are ragged: ${n} ids, ${f.logOdds.length} log-odds, ${f.hidden.length} hidden values, ${f.affinity?.length ?? 0} affinity values`,
       );
     }
   }
@@ -263,7 +298,7 @@ export class LlmAdapter {
     ];
     const file: AdapterFile = {
       kind: 'corella-llm-adapter',
-      version: 1,
+      version: this.config.affinityDim === undefined ? 1 : 2,
       config: this.config,
       inputMean: encodeFloat32(this.inputMean),
       inputStd: encodeFloat32(this.inputStd),
@@ -279,7 +314,7 @@ export class LlmAdapter {
     } catch (e) {
       throw new CorellaError('ARTIFACT_CORRUPT', 'LLM adapter artifact is not valid JSON', { cause: e });
     }
-    if (file?.kind !== 'corella-llm-adapter' || file.version !== 1) {
+    if (file?.kind !== 'corella-llm-adapter' || (file.version !== 1 && file.version !== 2)) {
       throw new CorellaError(
         'ARTIFACT_CORRUPT',
         `not an LLM adapter artifact (kind ${String(file?.kind)}, version ${String(file?.version)})`,

@@ -11,7 +11,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { CorellaError } from '../errors.js';
 import { dense } from '../tf/dense.js';
 import { pairwiseSquaredDistance } from './ops.js';
-import { glorotUniform, makeRng } from './random.js';
+import { glorotUniform, mulberry32 } from '../random.js';
 import { makeVariable, restoreTensor, storeVariable, type StoredTensor } from './weights.js';
 
 export interface AlignPair {
@@ -129,7 +129,7 @@ export class AlignmentProjections {
     validatePairs(config.pairs, crmShapes, llmShapes);
     const crmWidths = Object.fromEntries(crmShapes.map((l) => [l.name, l.width]));
     const llmWidths = Object.fromEntries(llmShapes.map((l) => [l.name, l.width]));
-    const rng = makeRng(config.seed);
+    const rng = mulberry32(config.seed);
     return new AlignmentProjections(config, crmWidths, llmWidths, (_name, shape) =>
       shape.length === 2
         ? tf.tensor2d(glorotUniform(rng, shape[0], shape[1]), [shape[0], shape[1]])

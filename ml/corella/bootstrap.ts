@@ -3,7 +3,7 @@
  * report (intervals of AUC differences). A resample is a count per row, so one round costs O(rows): AUC is
  * walked in a score order sorted once, and a mean is a weighted sum.
  */
-import type { Rng } from './random.js';
+import type { Rng } from '../random.js';
 
 /** Row order by ascending score, with each row's tie group (rows of equal score share one group). */
 export interface SortedScores {

@@ -24,51 +24,17 @@ import {
   weightedAuc,
 } from './bootstrap.js';
 import { fetchFeatures } from './features.js';
-import { makeRng, samplePool } from './random.js';
+import { mulberry32 } from '../random.js';
+import { calibrationRows } from './row-plan.js';
 import { combine, entropies, routingEntropies } from './routing.js';
-import { ctrScores, higherIsBetter, METRIC_NAMES, pick, type MetricName } from './score.js';
+import { ctrScores, higherIsBetter, pick, type MetricName } from './score.js';
 
-export interface CalibrationConfig {
-  /** Quantiles q of the validation entropies; threshold t_q routes samples with entropy > t_q (≈ 1−q). */
-  quantiles: number[];
-  metric: MetricName;
-  maxRoutedFraction: number;
-  /** Validation rows used (random subset; 0 = all). */
-  maxRows: number;
-  /**
-   * The LLM branch is only run on this top fraction of validation rows by entropy; curve points that would
-   * route more are left out. 1 = the whole curve (every validation row goes through the LLM once).
-   */
-  curveMaxFraction: number;
-  seed: number;
-  /** Draw the validation rows in user blocks of this size (see JointConfig.poolBlock); 1 = single rows. */
-  poolBlock: number;
-  /** Rows whose item the CRM never saw count as maximally uncertain (ml/corella/routing routingEntropies). */
-  coldItems: boolean;
-  /**
-   * Route only when the hybrid's gain over the CRM clears its noise (bootstrap lower bound > 0); false is
-   * the old rule (best point metric under the budget, however small its gain).
-   */
-  requireGain: boolean;
-  /** Two-sided confidence of the gain's bootstrap interval; its lower bound must be above 0. */
-  gainConfidence: number;
-  /** Bootstrap resamples per candidate threshold (each costs O(rows)). */
-  bootstrapRounds: number;
-}
-
-export const DEFAULT_CALIBRATION_CONFIG: CalibrationConfig = {
-  quantiles: Array.from({ length: 21 }, (_, i) => i / 20),
-  metric: 'auc',
-  maxRoutedFraction: 0.2,
-  maxRows: 0,
-  curveMaxFraction: 1,
-  seed: 11,
-  poolBlock: 1,
-  coldItems: false,
-  requireGain: true,
-  gainConfidence: 0.95,
-  bootstrapRounds: 200,
-};
+export {
+  DEFAULT_CALIBRATION_CONFIG,
+  resolveCalibrationConfig,
+  type CalibrationConfig,
+} from './calibration-config.js';
+import { resolveCalibrationConfig, type CalibrationConfig } from './calibration-config.js';
 
 export interface CurvePoint {
   quantile: number;
@@ -113,35 +79,6 @@ export interface Calibration {
   gainChecks: GainCheck[];
   /** Why this threshold (set when requireGain decided; undefined under the old rule). */
   reason?: string;
-}
-
-export function resolveCalibrationConfig(input: Partial<CalibrationConfig> = {}): CalibrationConfig {
-  const c = { ...DEFAULT_CALIBRATION_CONFIG, ...input };
-  const bad = (field: string, msg: string): never => {
-    throw new CorellaError('BAD_CONFIG', `calibration config ${field}: ${msg}`, { details: { field } });
-  };
-  if (!METRIC_NAMES.includes(c.metric))
-    bad('metric', `must be one of ${METRIC_NAMES.join(', ')}, got ${JSON.stringify(c.metric)}`);
-  if (!(c.maxRoutedFraction >= 0 && c.maxRoutedFraction <= 1))
-    bad('maxRoutedFraction', `must be in [0, 1], got ${c.maxRoutedFraction}`);
-  if (!(c.curveMaxFraction > 0 && c.curveMaxFraction <= 1))
-    bad('curveMaxFraction', `must be in (0, 1], got ${c.curveMaxFraction}`);
-  if (
-    !Array.isArray(c.quantiles) ||
-    c.quantiles.length === 0 ||
-    c.quantiles.some((q) => !(q >= 0 && q <= 1))
-  ) {
-    bad('quantiles', `must be a non-empty list of numbers in [0, 1]`);
-  }
-  if (!Number.isInteger(c.maxRows) || c.maxRows < 0) bad('maxRows', `must be an integer ≥ 0`);
-  if (!Number.isInteger(c.poolBlock) || c.poolBlock < 1) bad('poolBlock', `must be an integer ≥ 1`);
-  if (typeof c.requireGain !== 'boolean') bad('requireGain', `must be true or false`);
-  if (!(c.gainConfidence > 0 && c.gainConfidence < 1))
-    bad('gainConfidence', `must be in (0, 1), got ${c.gainConfidence}`);
-  if (!Number.isInteger(c.bootstrapRounds) || c.bootstrapRounds < 1)
-    bad('bootstrapRounds', `must be an integer ≥ 1, got ${c.bootstrapRounds}`);
-  if (!Number.isInteger(c.seed)) bad('seed', `must be an integer, got ${c.seed}`);
-  return c;
 }
 
 function better(metric: MetricName, a: number, b: number): boolean {
@@ -337,7 +274,7 @@ function gainBootstrap(
         return w > 0 ? s / w : NaN;
       };
     }
-    const rng = makeRng(cfg.seed);
+    const rng = mulberry32(cfg.seed);
     const draws: number[] = [];
     for (let r = 0; r < cfg.bootstrapRounds; r++) {
       resampleGroups(groups, rng, weights);
@@ -376,7 +313,7 @@ export interface CalibrateArgs extends LongRunOptions {
 export async function calibrateThreshold(args: CalibrateArgs): Promise<Calibration> {
   const cfg = resolveCalibrationConfig(args.config);
   const { split } = args;
-  const rows = samplePool(split, cfg.maxRows, cfg.seed, cfg.poolBlock);
+  const rows = calibrationRows(split, cfg);
   const pCrm = await args.crm.predict(split, rows);
   const h = routingEntropies(pCrm, split, rows, cfg.coldItems);
   const k = Math.min(rows.length, Math.ceil(cfg.curveMaxFraction * rows.length));

@@ -17,7 +17,7 @@ import type { BoundaryShift } from './boundary.js';
 import { calibrateThreshold, type Calibration, type CalibrationConfig } from './calibration.js';
 import { fetchFeatures } from './features.js';
 import { trainJoint, type JointConfigInput, type JointResult } from './joint.js';
-import { sampleRows } from './random.js';
+import { sampleRows } from './sampling.js';
 import { combine, routingEntropies } from './routing.js';
 import { ctrScores, pick, type CtrScores } from './score.js';
 import { restoreVariables, snapshotVariables } from './weights.js';

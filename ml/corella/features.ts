@@ -2,6 +2,12 @@ import { CorellaError } from '../errors.js';
 import type { EncodedSplit, ItemTable } from '../data/types.js';
 import type { LlmFeatures, LlmFeatureSource } from '../llm/types.js';
 import { throwIfAborted, yieldToEventLoop, type LongRunOptions } from '../progress.js';
+import { AFFINITY_FEATURES } from '../llm/item-affinity.js';
+
+/** Item-affinity columns per row of a features set (LlmFeatures.affinity), 0 without them. */
+export function affinityWidth(f: LlmFeatures): number {
+  return f.affinity ? AFFINITY_FEATURES.length : 0;
+}
 
 /**
  * Asks the LLM source for `rows` of `split` in chunks (so progress and cancellation keep flowing while a
@@ -19,6 +25,9 @@ export async function fetchFeatures(
   const n = rows.length;
   let hiddenDim = -1;
   let hidden = new Float32Array(0);
+  // Affinity columns per row: fixed by the first chunk, like hiddenDim.
+  let affinityDim = -1;
+  let affinity: Float32Array | undefined;
   const pYes = new Float32Array(n);
   const logOdds = new Float32Array(n);
   const sampleIds = new Uint32Array(n);
@@ -34,6 +43,8 @@ export async function fetchFeatures(
       hidden = new Float32Array(n * hiddenDim);
       modelSha256 = f.modelSha256;
       template = f.template;
+      affinityDim = affinityWidth(f);
+      if (affinityDim > 0) affinity = new Float32Array(n * affinityDim);
     } else if (f.hiddenDim !== hiddenDim) {
       throw new CorellaError(
         'BAD_CONFIG',
@@ -56,6 +67,12 @@ export async function fetchFeatures(
       pYes[o] = f.pYes[j];
       logOdds[o] = f.logOdds[j];
       hidden.set(f.hidden.subarray(j * hiddenDim, (j + 1) * hiddenDim), o * hiddenDim);
+      if (affinity) {
+        if (!f.affinity) {
+          throw new CorellaError('BAD_CONFIG', 'LLM source stopped giving affinity features between chunks');
+        }
+        affinity.set(f.affinity.subarray(j * affinityDim, (j + 1) * affinityDim), o * affinityDim);
+      }
     }
     const done = Math.min(n, s + chunkSize);
     const sec = (Date.now() - t0) / 1000;
@@ -67,5 +84,14 @@ export async function fetchFeatures(
     });
     await yieldToEventLoop();
   }
-  return { modelSha256, template, hiddenDim: Math.max(0, hiddenDim), sampleIds, pYes, logOdds, hidden };
+  return {
+    modelSha256,
+    template,
+    hiddenDim: Math.max(0, hiddenDim),
+    sampleIds,
+    pYes,
+    logOdds,
+    hidden,
+    ...(affinity ? { affinity } : {}),
+  };
 }

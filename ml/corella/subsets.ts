@@ -3,7 +3,8 @@
  * are disjoint by construction: stage 2 takes the first n2 rows of the ordering, stage 3 the next n3.
  */
 import { CorellaError } from '../errors.js';
-import { flattenUnits, makeRng, permutation } from './random.js';
+import { mulberry32, permutation } from '../random.js';
+import { flattenUnits } from './sampling.js';
 
 export type SubsetSelection = 'random' | 'hard';
 
@@ -39,7 +40,7 @@ export function selectSubsets(opts: {
       `stage2.samples (${n2}) + stage3.samples (${n3}) exceed the ${size} training samples; the subsets must be disjoint`,
     );
   }
-  const rng = makeRng(opts.seed);
+  const rng = mulberry32(opts.seed);
   const units = opts.units;
   const m = units ? units.length : size;
   let order: Int32Array;

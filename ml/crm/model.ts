@@ -11,7 +11,7 @@ import type { PreparedCrmBatch } from './batch.js';
 import { resolveCrmConfig } from './config.js';
 import { inputWidth, tableLayout } from './layout.js';
 import type { TableLayout } from './layout.js';
-import { mixSeed, mulberry32, uniformArray } from './random.js';
+import { mixSeed, mulberry32, uniformArray } from '../random.js';
 import type { CrmActivation, CrmBatch, CrmConfig, CrmForward, CrmModel } from './types.js';
 
 const BN_EPS = 1e-3;

@@ -10,7 +10,7 @@ import { loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 import type { CheckpointState } from './checkpoint.js';
 import { resolveCrmConfig } from './config.js';
 import { CrmNet } from './model.js';
-import { mixSeed, mulberry32, permutation } from './random.js';
+import { mixSeed, mulberry32, permutation } from '../random.js';
 import { LocalStepper, ParallelStepper } from './parallel.js';
 import type { Stepper } from './parallel.js';
 import type { TensorEntry } from './tensor-file.js';
@@ -141,7 +141,7 @@ export async function trainCrm(
 
     while (!stoppedEarly && state.nextEpoch < opts.epochs) {
       const epoch = state.nextEpoch;
-      const order = permutation(train.size, mulberry32(mixSeed(resolved.seed, epoch, 0x5f1e)));
+      const order = permutation(mulberry32(mixSeed(resolved.seed, epoch, 0x5f1e)), train.size);
       const t0 = performance.now();
       const cpu0 = process.cpuUsage();
       let lastReport = t0;

@@ -1,22 +1,12 @@
 import type { Tensor1D, Tensor2D, Variable } from '@tensorflow/tfjs-core';
+import type { z } from 'zod';
 import type { EncodedSplit } from '../data/types.js';
+import type { crmModelSchema } from './config.js';
 
 export type CrossStructure = 'stacked' | 'parallel' | 'crossnet_only';
 
-export interface CrmConfig {
-  /** 'lr' is the logistic-regression baseline run through the same harness. */
-  kind: 'dcnv2' | 'lr';
-  embeddingDim: number;
-  crossLayers: number;
-  crossStructure: CrossStructure;
-  /** DCN-Mix: low-rank mixture of experts in the cross layers; absent = full rank. */
-  lowRank?: { rank: number; experts: number };
-  mlp: number[];
-  dropout: number;
-  batchNorm: boolean;
-  l2Embedding: number;
-  seed: number;
-}
+/** A CRM model config, as ml/crm/config.ts's schema defines it ('lr' is the logistic-regression baseline). */
+export type CrmConfig = z.output<typeof crmModelSchema>;
 
 /** Tensors for one batch of rows of an EncodedSplit. */
 export interface CrmBatch {

@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Prng } from './prng.js';
+import { Prng } from '../random.js';
 import { GENRE_WORDS, GENRES } from './synthetic-words.js';
 
 export interface SyntheticOptions {

@@ -1,118 +1,127 @@
 import { availableParallelism } from 'node:os';
-import { CorellaError } from '../errors.js';
-import { resolveItemAffinity, type ItemAffinityConfig, type ResolvedItemAffinity } from './item-affinity.js';
+import { z } from 'zod';
+import { parseSection } from '../config/issues.js';
+import { itemAffinityInputSchema, resolveItemAffinity, type ResolvedItemAffinity } from './item-affinity.js';
+import { TEMPLATES } from './prompts.js';
+import { finetuneSchema } from './tf/finetune-config.js';
 
-export type LlmGpu = 'auto' | 'cuda' | 'vulkan' | false;
+const int = (min: number) => z.number().int().min(min);
 
-/** Everything that decides how the LLM branch loads a model and scores prompts. */
-export interface LlmConfig {
+/**
+ * Everything that decides how the LLM branch loads a model and scores prompts. One shape for the pipeline's
+ * `llm` section and for direct callers (serving, benches), so a default is written once.
+ */
+export const llmConfigShape = {
   /** Local `.gguf` path or an `hf:` URI (resolved into `modelCacheDir`). */
-  model: string;
-  modelCacheDir?: string;
+  model: z.string().min(1).describe("Local .gguf path or an 'hf:' URI."),
   /** `false` (default) = CPU; a named backend that is not available fails with GPU_UNAVAILABLE. */
-  gpu?: LlmGpu;
+  gpu: z.union([z.literal(false), z.enum(['auto', 'cuda', 'vulkan'])]).default(false),
   /** Layers to offload when a GPU is used: a count, 'auto' or 'max'. */
-  gpuLayers?: number | 'auto' | 'max';
-  /** Explicit CPU threads per context (llama.cpp otherwise guesses, badly when others share the machine). */
-  threads?: number;
-  contextSize?: number;
-  batchSize?: number;
+  gpuLayers: z.union([int(0), z.enum(['auto', 'max'])]).default('auto'),
+  /**
+   * CPU threads per context. 'auto' = the machine's core count, looked up when the model is opened and not
+   * before: a config (and the workflow id hashed from it) must not depend on the machine that wrote it.
+   */
+  threads: z.union([int(1), z.literal('auto')]).default('auto'),
+  contextSize: int(1).default(2048),
+  batchSize: int(1).default(512),
   /** Parallel sequences (one worker each); helps on GPU, rarely on a 2-core CPU. */
-  sequences?: number;
-  lora?: { path: string; scale?: number };
+  sequences: int(1).default(1),
+  lora: z.strictObject({ path: z.string().min(1), scale: z.number().optional() }).optional(),
   /** Prompt template name (see prompts.ts). */
-  template?: string;
+  template: z
+    .string()
+    .refine((t) => t in TEMPLATES, {
+      message: `unknown prompt template; known: ${Object.keys(TEMPLATES).join(', ')}`,
+    })
+    .default('paper'),
   /** The two answer words; each must be one token when tokenized with trimLeadingSpace. */
-  answers?: { yes: string; no: string };
+  answers: z
+    .strictObject({ yes: z.string().min(1), no: z.string().min(1) })
+    .refine((a) => a.yes !== a.no, { message: 'need two different answer words' })
+    .default({ yes: 'Yes', no: 'No' }),
   /** Extract the final hidden state (same pass as the answer, except for models with pooled embeddings). */
-  hidden?: boolean;
-  maxHistoryItems?: number;
+  hidden: z.boolean().default(true),
+  maxHistoryItems: int(1).optional(),
   /**
    * Anchors history windows per block of this many consecutive samples of a user (1 = every sample slides
    * its own window). The block's k-th sample sees maxHistoryItems + k items, so its prompt extends the
    * previous one and prefix reuse evaluates only the new item and the target. Pools sampled in the same
    * blocks get the speed-up; others still get correct (just longer) prompts.
    */
-  historyBlock?: number;
+  historyBlock: int(1).default(1),
   /**
    * Flash attention (default false). On the CPU it shifted SmolLM2's Yes/No log-odds by up to ~0.2 and made
    * them depend on how a prompt was split into batches, which breaks exact prefix reuse; off, they are
    * bit-identical across splits.
    */
-  flashAttention?: boolean;
+  flashAttention: z.boolean().default(false),
   /** Tokens kept free for the target item so history truncation does not depend on the target's title. */
-  targetReserveTokens?: number;
+  targetReserveTokens: int(0).default(48),
   /**
    * Append item-affinity features (ml/llm/item-affinity.ts) to each sample's hidden state: the target's
    * LLM item vector compared with those of the history items. Off by default (the paper's inputs only).
    */
-  itemAffinity?: ItemAffinityConfig | boolean;
+  itemAffinity: itemAffinityInputSchema.optional(),
+} as const;
+
+/** Item vectors are hidden states: affinity needs hidden extraction. */
+export function checkLlmHidden(c: { hidden: boolean; itemAffinity?: unknown }, ctx: z.RefinementCtx): void {
+  if (c.itemAffinity && c.hidden === false)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['itemAffinity'],
+      message: 'item vectors are hidden states: it needs hidden extraction (hidden: true)',
+    });
 }
 
-export type ResolvedLlmConfig = Required<
-  Omit<LlmConfig, 'lora' | 'modelCacheDir' | 'maxHistoryItems' | 'itemAffinity'>
-> &
-  Pick<LlmConfig, 'lora' | 'modelCacheDir' | 'maxHistoryItems'> & {
-    itemAffinity: ResolvedItemAffinity | undefined;
-  };
+export const llmConfigSchema = z
+  .strictObject({ ...llmConfigShape, modelCacheDir: z.string().optional() })
+  .superRefine(checkLlmHidden);
 
-function bad(field: string, message: string): CorellaError {
-  return new CorellaError('BAD_CONFIG', `llm config field ${field}: ${message}`, { details: { field } });
-}
+export type LlmConfig = z.input<typeof llmConfigSchema>;
+export type LlmGpu = z.output<typeof llmConfigShape.gpu>;
 
-function positiveInt(field: string, v: unknown): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0)
-    throw bad(field, `expected a positive integer, got ${String(v)}`);
-  return v;
-}
+export type ResolvedLlmConfig = Omit<z.output<typeof llmConfigSchema>, 'threads' | 'itemAffinity'> & {
+  threads: number;
+  itemAffinity: ResolvedItemAffinity | undefined;
+};
 
 export function resolveLlmConfig(c: LlmConfig): ResolvedLlmConfig {
-  if (typeof c.model !== 'string' || c.model.length === 0)
-    throw bad('model', 'expected a .gguf path or hf: URI');
-  const gpu = c.gpu ?? false;
-  if (!(gpu === false || gpu === 'auto' || gpu === 'cuda' || gpu === 'vulkan')) {
-    throw bad('gpu', `expected 'auto', 'cuda', 'vulkan' or false, got ${JSON.stringify(gpu)}`);
-  }
-  const gpuLayers = c.gpuLayers ?? 'auto';
-  if (typeof gpuLayers === 'number') positiveIntOrZero('gpuLayers', gpuLayers);
-  else if (gpuLayers !== 'auto' && gpuLayers !== 'max')
-    throw bad('gpuLayers', `expected a count, 'auto' or 'max'`);
-  const answers = c.answers ?? { yes: 'Yes', no: 'No' };
-  if (!answers.yes || !answers.no || answers.yes === answers.no)
-    throw bad('answers', 'need two different answer words');
-  if (c.itemAffinity && c.hidden === false)
-    throw bad('itemAffinity', 'item vectors are hidden states: it needs hidden extraction (hidden: true)');
-  const lora = c.lora;
-  if (lora !== undefined) {
-    if (typeof lora.path !== 'string' || lora.path.length === 0)
-      throw bad('lora.path', 'expected a GGUF adapter path');
-    if (lora.scale !== undefined && !Number.isFinite(lora.scale))
-      throw bad('lora.scale', 'expected a finite number');
-  }
+  const parsed = parseSection(llmConfigSchema, c, 'llm config');
   return {
-    model: c.model,
-    modelCacheDir: c.modelCacheDir,
-    gpu,
-    gpuLayers,
-    threads: positiveInt('threads', c.threads ?? availableParallelism()),
-    contextSize: positiveInt('contextSize', c.contextSize ?? 2048),
-    batchSize: positiveInt('batchSize', c.batchSize ?? 512),
-    sequences: positiveInt('sequences', c.sequences ?? 1),
-    lora,
-    template: c.template ?? 'paper',
-    answers,
-    hidden: c.hidden ?? true,
-    flashAttention: c.flashAttention ?? false,
-    maxHistoryItems:
-      c.maxHistoryItems === undefined ? undefined : positiveInt('maxHistoryItems', c.maxHistoryItems),
-    historyBlock: positiveInt('historyBlock', c.historyBlock ?? 1),
-    targetReserveTokens: positiveIntOrZero('targetReserveTokens', c.targetReserveTokens ?? 48),
-    itemAffinity: resolveItemAffinity(c.itemAffinity),
+    ...parsed,
+    threads: parsed.threads === 'auto' ? availableParallelism() : parsed.threads,
+    itemAffinity: resolveItemAffinity(parsed.itemAffinity),
   };
 }
 
-function positiveIntOrZero(field: string, v: unknown): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0)
-    throw bad(field, `expected an integer ≥ 0, got ${String(v)}`);
-  return v;
-}
+/**
+ * The pipeline's `llm` section. `model` is usually left out of config files: the CLI fills it with the
+ * resolved model file and its sha256 (`modelSha256`), which identifies the model in the workflow id. `pools`
+ * are the rows that get LLM features up front (the LLM is the expensive part of a run), drawn in user blocks
+ * of `historyBlock` so their prompts share prefixes.
+ */
+export const llmSectionSchema = z
+  .strictObject({
+    ...llmConfigShape,
+    model: llmConfigShape.model.optional(),
+    modelSha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/, 'expected a sha256 (64 hex digits)')
+      .optional()
+      .describe('sha256 of the model file (set by the CLI).'),
+    pools: z
+      .strictObject({
+        valid: int(0)
+          .default(2000)
+          .describe('Validation rows with LLM features (calibration, joint validation).'),
+        test: int(0).default(2000).describe('Test rows with LLM features (the alignment evaluation).'),
+        seed: z.number().int().default(11),
+      })
+      .prefault({}),
+    finetune: finetuneSchema.default({ method: 'none' }),
+  })
+  .superRefine(checkLlmHidden);
+
+export type LlmSection = z.output<typeof llmSectionSchema>;

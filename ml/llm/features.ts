@@ -391,7 +391,7 @@ export class LlmFeatureExtractor implements LlmFeatureSource {
     return { centre, vectors };
   }
 
-  /** The hidden state of each row followed by its item-affinity features (AFFINITY_FEATURES). */
+  /** The features with each row's item-affinity features (LlmFeatures.affinity, AFFINITY_FEATURES order). */
   private async appendAffinity(
     split: EncodedSplit,
     items: ItemTable,
@@ -409,16 +409,13 @@ export class LlmFeatureExtractor implements LlmFeatureSource {
     for (let i = 0; i < rows.length; i++) need.push(split.targetItemRows[rows[i]], ...windows[i].items);
     const { vectors } = await this.itemUnitVectors(items, need, opts);
     const vec = (it: number): Float64Array => vectors.get(it)!;
-    const hd = f.hiddenDim;
-    const wd = hd + AFFINITY_FEATURES.length;
-    const hidden = new Float32Array(rows.length * wd);
+    const k = AFFINITY_FEATURES.length;
+    const affinity = new Float32Array(rows.length * k);
     for (let i = 0; i < rows.length; i++) {
-      hidden.set(f.hidden.subarray(i * hd, (i + 1) * hd), i * wd);
       const w = windows[i];
-      const feats = affinityFeatures(vec(split.targetItemRows[rows[i]]), w.items.map(vec), w.ratings);
-      hidden.set(feats, i * wd + hd);
+      affinity.set(affinityFeatures(vec(split.targetItemRows[rows[i]]), w.items.map(vec), w.ratings), i * k);
     }
-    return { ...f, hiddenDim: wd, hidden };
+    return { ...f, affinity };
   }
 
   /**

@@ -12,29 +12,42 @@
  * LLM knows about item text (the reason the LLM branch exists: cold items the CRM has no id signal for)
  * and costs one short prompt per distinct item, cached.
  */
-import { CorellaError } from '../errors.js';
+import { z } from 'zod';
+import { parseSection } from '../config/issues.js';
 import { blockOffset } from '../data/user-blocks.js';
 import type { EncodedSplit } from '../data/types.js';
 
-export interface ItemAffinityConfig {
-  /** Item prompt; `{title}` becomes the item's title. */
-  prompt?: string;
-  /** Catalogue items embedded to estimate the centre of the item vectors (default 256). */
-  referenceItems?: number;
+export const DEFAULT_ITEM_PROMPT = 'Movie: {title}. Genre:';
+
+/** `llm.itemAffinity`: `true` takes the defaults, `false` (or unset) is off. */
+export const itemAffinitySchema = z.strictObject({
+  prompt: z
+    .string()
+    .refine((p) => p.includes('{title}'), { message: 'must contain {title}' })
+    .default(DEFAULT_ITEM_PROMPT)
+    .describe("Item prompt; '{title}' becomes the item's title."),
+  referenceItems: z
+    .number()
+    .int()
+    .min(1)
+    .default(256)
+    .describe('Catalogue items embedded to estimate the centre of the item vectors.'),
   /**
    * Most recent history items compared with the target (default: the prompt's own window). Item vectors are
    * cached per item, so a longer window costs little beyond the first sight of each item.
    */
-  historyItems?: number;
-}
+  historyItems: z
+    .number()
+    .int()
+    .min(1)
+    .optional()
+    .describe("Most recent history items compared with the target (default: the prompt's own window)."),
+});
 
-export interface ResolvedItemAffinity {
-  prompt: string;
-  referenceItems: number;
-  historyItems: number | undefined;
-}
+export const itemAffinityInputSchema = z.union([z.boolean(), itemAffinitySchema]);
 
-export const DEFAULT_ITEM_PROMPT = 'Movie: {title}. Genre:';
+export type ItemAffinityConfig = z.input<typeof itemAffinitySchema>;
+export type ResolvedItemAffinity = z.output<typeof itemAffinitySchema>;
 
 /** Appended after the prompt's hidden state, in this order. */
 export const AFFINITY_FEATURES = ['affinityLiked', 'affinityDisliked', 'affinityRatingWeighted'] as const;
@@ -43,37 +56,8 @@ export function resolveItemAffinity(
   c: ItemAffinityConfig | boolean | undefined,
 ): ResolvedItemAffinity | undefined {
   if (c === undefined || c === false) return undefined;
-  const o: ItemAffinityConfig = c === true ? {} : c;
-  if (typeof o !== 'object' || o === null) {
-    throw new CorellaError('BAD_CONFIG', 'llm config field itemAffinity: expected true, false or an object', {
-      details: { field: 'itemAffinity' },
-    });
-  }
-  const prompt = o.prompt ?? DEFAULT_ITEM_PROMPT;
-  if (typeof prompt !== 'string' || !prompt.includes('{title}')) {
-    throw new CorellaError(
-      'BAD_CONFIG',
-      `llm config field itemAffinity.prompt: must contain {title}, got ${JSON.stringify(prompt)}`,
-      { details: { field: 'itemAffinity.prompt' } },
-    );
-  }
-  const referenceItems = o.referenceItems ?? 256;
-  if (!Number.isInteger(referenceItems) || referenceItems < 1) {
-    throw new CorellaError(
-      'BAD_CONFIG',
-      `llm config field itemAffinity.referenceItems: expected a positive integer, got ${String(referenceItems)}`,
-      { details: { field: 'itemAffinity.referenceItems' } },
-    );
-  }
-  const historyItems = o.historyItems;
-  if (historyItems !== undefined && (!Number.isInteger(historyItems) || historyItems < 1)) {
-    throw new CorellaError(
-      'BAD_CONFIG',
-      `llm config field itemAffinity.historyItems: expected a positive integer, got ${String(historyItems)}`,
-      { details: { field: 'itemAffinity.historyItems' } },
-    );
-  }
-  return { prompt, referenceItems, historyItems };
+  const parsed = parseSection(itemAffinityInputSchema, c === true ? {} : c, 'llm config', ['itemAffinity']);
+  return typeof parsed === 'boolean' ? undefined : parsed;
 }
 
 export function itemPromptText(prompt: string, title: string): string {

@@ -10,11 +10,13 @@ export interface LlmFeatures {
   pYes: Float32Array;
   /** logit(yes) − logit(no) */
   logOdds: Float32Array;
-  /**
-   * n × hiddenDim: the prompt's final hidden state, followed by the three item-affinity features
-   * (ml/llm/item-affinity.ts, AFFINITY_FEATURES) when llm.itemAffinity is on.
-   */
+  /** n × hiddenDim: the prompt's final hidden state. */
   hidden: Float32Array;
+  /**
+   * n × AFFINITY_FEATURES.length (ml/llm/item-affinity.ts), in that order: the item-affinity features, present
+   * when llm.itemAffinity is on. Kept apart from `hidden` so that nothing reads them by position in it.
+   */
+  affinity?: Float32Array;
 }
 
 /**

@@ -4,7 +4,7 @@
  * from what the run stored.
  */
 import { resampleGroups, sortedTies, weightedAuc } from '../corella/bootstrap.js';
-import { makeRng } from '../corella/random.js';
+import { mulberry32 } from '../random.js';
 import { auc } from '../metrics/index.js';
 
 // weightedAuc moved to ml/corella/bootstrap.ts, shared with calibration; re-exported for its callers.
@@ -34,7 +34,7 @@ export function aucDiffInterval(
 ): Interval | undefined {
   const point = auc(labels, a) - auc(labels, b);
   if (groups.length < 2 || !Number.isFinite(point)) return undefined;
-  const rng = makeRng(opts.seed);
+  const rng = mulberry32(opts.seed);
   const sa = sortedTies(a);
   const sb = sortedTies(b);
   const weights = new Float64Array(labels.length);

@@ -4,12 +4,20 @@
  * Why: one DCNv2 forward pass costs a fixed overhead (tensor creation, kernel dispatch, the event-loop hop)
  * plus a small per-row cost, so at high request rates 50-row passes spend most of their time on overhead.
  * Waiting at most `maxWaitMs` for company trades that bounded delay for far fewer passes.
+ *
+ * The wait is paid only while company actually comes: when the previous batch held a single request (lone
+ * requests, e.g. 200 requests/s spread evenly, ~5 ms apart), a new request is scored at the next turn of the
+ * event loop instead. That still batches every request that arrived in the same I/O poll (a burst), and a
+ * timer wait of ~1-2 ms for a request nobody joins is pure latency.
  */
 import type { CrmModel } from '../crm/types.js';
 import type { EncodedSplit } from '../data/types.js';
 
 export interface MicroBatchOptions {
-  /** Longest a request waits for others to join its batch (default 1 ms; 0 = next tick). */
+  /**
+   * Longest a request waits for others to join its batch while requests arrive together (default 1 ms;
+   * 0 = never wait beyond the current turn of the event loop).
+   */
   maxWaitMs?: number;
   /** Rows per CRM call; a batch is flushed as soon as it holds this many (default 4096). */
   maxRows?: number;
@@ -102,6 +110,9 @@ export class CrmBatcher {
   private pending: Pending[] = [];
   private pendingRows = 0;
   private timer: NodeJS.Timeout | undefined;
+  private immediate: NodeJS.Immediate | undefined;
+  /** Requests in the last batch: more than one means requests are arriving together, worth waiting for. */
+  private lastBatchRequests = 0;
   /** One CRM call at a time: tfjs runs synchronously anyway, and later arrivals batch up meanwhile. */
   private running: Promise<void> = Promise.resolve();
 
@@ -120,17 +131,22 @@ export class CrmBatcher {
       this.pending.push({ split, resolve, reject });
       this.pendingRows += split.size;
       if (this.pendingRows >= this.maxRows) this.flush();
-      else this.timer ??= setTimeout(() => this.flush(), this.maxWaitMs);
+      else if (this.lastBatchRequests > 1 && this.maxWaitMs > 0)
+        this.timer ??= setTimeout(() => this.flush(), this.maxWaitMs);
+      else this.immediate ??= setImmediate(() => this.flush());
     });
   }
 
   private flush(): void {
     if (this.timer) clearTimeout(this.timer);
+    if (this.immediate) clearImmediate(this.immediate);
     this.timer = undefined;
+    this.immediate = undefined;
     const batch = this.pending;
     this.pending = [];
     this.pendingRows = 0;
     if (batch.length === 0) return;
+    this.lastBatchRequests = batch.length;
     this.running = this.running.then(() => this.run(batch));
   }
 

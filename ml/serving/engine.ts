@@ -164,10 +164,10 @@ export class ServingEngine implements Scorer {
         const sequences = Math.max(opts.llmSequences ?? 4, budget.maxConcurrency);
         const llmOpts: OnlineLlmOptions = { sequences };
         llm = await OnlineLlm.load(bundle.llm, store, dataset.items, llmOpts);
-        if (adapter.config.hiddenDim !== llm.featureDim) {
+        if (adapter.featureWidth !== llm.featureDim) {
           throw new CorellaError(
             'BAD_CONFIG',
-            `the adapter reads ${adapter.config.hiddenDim} LLM features but the LLM gives ${llm.featureDim}`,
+            `the adapter reads ${adapter.featureWidth} LLM features but the LLM gives ${llm.featureDim}`,
           );
         }
       } catch (e) {

@@ -158,7 +158,7 @@ export class OnlineLlm {
     return this.llm.modelSha256;
   }
 
-  /** Width of `LlmFeatures.hidden`: the hidden state, plus the affinity features when on. */
+  /** Feature columns before the log-odds: the hidden state, plus the affinity features when on. */
   get featureDim(): number {
     return this.scorer.hiddenDim + (this.config.itemAffinity ? AFFINITY_FEATURES.length : 0);
   }
@@ -179,7 +179,13 @@ export class OnlineLlm {
 
   /** An empty progress record for `n` targets, to pass to `features`. */
   progress(n: number): FeatureProgress {
-    return new FeatureProgress(n, this.featureDim, this.llm.modelSha256, this.builder.template.name);
+    return new FeatureProgress(
+      n,
+      this.scorer.hiddenDim,
+      this.config.itemAffinity ? AFFINITY_FEATURES.length : 0,
+      this.llm.modelSha256,
+      this.builder.template.name,
+    );
   }
 
   /**
@@ -214,7 +220,6 @@ export class OnlineLlm {
     const { index } = await this.sequences.acquire(user);
     const f = progress.features;
     const hd = this.scorer.hiddenDim;
-    const wd = this.featureDim;
     try {
       if (this.config.itemAffinity) {
         const extra = await this.affinity(
@@ -224,7 +229,7 @@ export class OnlineLlm {
           signal,
         );
         progress.evaluatedTokens += extra.evaluated;
-        live.forEach((i, k) => f.hidden.set(extra.values.subarray(k * 3, k * 3 + 3), i * wd + hd));
+        live.forEach((i, k) => f.affinity!.set(extra.values.subarray(k * 3, k * 3 + 3), i * 3));
       }
       // In token order, so that consecutive targets also share their leading tokens ("The ...", a common
       // word): the KV cache keeps the longest common prefix with the previous prompt, not only the history.
@@ -239,7 +244,7 @@ export class OnlineLlm {
             const i = order[k];
             f.pYes[i] = s.pYes;
             f.logOdds[i] = s.logOdds;
-            if (s.hidden) f.hidden.set(s.hidden.subarray(0, hd), i * wd);
+            if (s.hidden) f.hidden.set(s.hidden.subarray(0, hd), i * hd);
             progress.evaluatedTokens += evaluated;
             progress.promptTokens += prompts[i].length;
             progress.done[i] = 1;
@@ -350,16 +355,17 @@ export class FeatureProgress {
   /** Tokens evaluated so far (finished prompts, item vectors computed live). */
   evaluatedTokens = 0;
 
-  constructor(n: number, width: number, modelSha256: string, template: string) {
+  constructor(n: number, hiddenDim: number, affinityDim: number, modelSha256: string, template: string) {
     this.done = new Uint8Array(n);
     this.features = {
       modelSha256,
       template,
-      hiddenDim: width,
+      hiddenDim,
       sampleIds: Uint32Array.from({ length: n }, (_, i) => i),
       pYes: new Float32Array(n),
       logOdds: new Float32Array(n),
-      hidden: new Float32Array(n * width),
+      hidden: new Float32Array(n * hiddenDim),
+      ...(affinityDim > 0 ? { affinity: new Float32Array(n * affinityDim) } : {}),
     };
   }
 
@@ -376,12 +382,19 @@ export class FeatureProgress {
     const d = f.hiddenDim;
     const hidden = new Float32Array(rows.length * d);
     rows.forEach((r, k) => hidden.set(f.hidden.subarray(r * d, (r + 1) * d), k * d));
-    return {
+    const out: LlmFeatures = {
       ...f,
       sampleIds: Uint32Array.from(rows),
       pYes: Float32Array.from(rows, (r) => f.pYes[r]),
       logOdds: Float32Array.from(rows, (r) => f.logOdds[r]),
       hidden,
     };
+    if (f.affinity) {
+      const a = f.affinity;
+      const k = AFFINITY_FEATURES.length;
+      out.affinity = new Float32Array(rows.length * k);
+      rows.forEach((r, j) => out.affinity!.set(a.subarray(r * k, (r + 1) * k), j * k));
+    }
+    return out;
   }
 }

@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32, deflateRawSync, gzipSync } from 'node:zlib';
-import { Prng } from '../../ml/data/prng.js';
+import { Prng } from '../../ml/random.js';
 
 /** Deterministic random numbers so fixtures do not depend on Math.random. */
 export function rng(seed: number): () => number {

@@ -11,6 +11,7 @@ import { servedEntry } from './served-entries.js';
 const [url, spoolDir, version, candidates, first] = process.argv.slice(2);
 const handle = openDatabase(url, { onIdleError: () => undefined });
 const log = await PredictionLog.open({ db: handle.db, spoolDir, flushIntervalMs: 50, maxBatch: 40 });
+writeSync(1, `flusher ${log.flusherThread}\n`);
 for (let i = 0; ; i++) {
   log.append(servedEntry(Number(first) + i, Number(version), Number(candidates)));
   // Synchronous, so the parent never reads a count ahead of what was appended.

@@ -13,7 +13,6 @@ import { defineSearchAttributeKey } from '@temporalio/common';
 import { NativeConnection } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { BATCH_BUDGET } from '../../activities/batch-score.js';
-import type { ActivityContext } from '../../activities/context.js';
 import { datasetForVersion } from '../../activities/datasets.js';
 import { createActivities } from '../../activities/index.js';
 import { resolveServingBundle } from '../../activities/serving-bundle.js';
@@ -78,7 +77,7 @@ async function identities(paths: string[]): Promise<Map<string, string>> {
 describe('batch scoring: corella score through a worker that is SIGKILLed mid-run', () => {
   let testDb: TestDatabase;
   let dir: string;
-  let ctx: ActivityContext;
+  let ctx: ReturnType<typeof fileActivityContext>;
   let connection: Connection;
   let client: Client;
   const children: CliProcess[] = [];

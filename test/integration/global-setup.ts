@@ -30,7 +30,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
     project.provide('temporalNamespace', temporal.namespace);
     project.provide('temporalUiUrl', temporal.uiUrl ?? '');
 
-    const { resolveDatabase } = await import('../../db/embedded-postgres.js');
+    const { resolveDatabase } = await import('../../cli/services/embedded-postgres.js');
     const pg = await resolveDatabase({ dataDir: join(dir, 'pg') });
     stops.push(() => pg.stop());
     project.provide('databaseUrl', pg.url);

@@ -9,7 +9,7 @@ import type { ActivityContext } from '../../activities/context.js';
 import { createActivities } from '../../activities/index.js';
 import type { RetrainInput, RetrainResult } from '../../activities/types.js';
 import { openDatabase } from '../../db/connection.js';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../db/embedded-postgres.js';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../cli/services/embedded-postgres.js';
 import { migrateDatabase } from '../../db/migrate.js';
 import { calibrations, datasetVersions, modelVersions, runMetrics, runs } from '../../db/schema/index.js';
 import { FileArtifactStore } from '../../ml/artifacts/store.js';

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../../db/connection.js';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../db/embedded-postgres.js';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../cli/services/embedded-postgres.js';
 import { migrateDatabase } from '../../db/migrate.js';
 import { ModelRepository, RunRepository } from '../../db/repositories/index.js';
 import type { TestDatabase } from '../../db/testing.js';
@@ -61,6 +61,8 @@ describe('PredictionLog', () => {
     });
     log.append(servedEntry(41, 999_999));
     await expect.poll(() => log.counters().pending, { timeout: 10_000 }).toBe(0);
+    // Stored from the worker thread all along: a worker that failed would have handed over to this thread.
+    expect(log.flusherThread).toBe('worker');
     await log.close();
     const c = log.counters();
     expect(c).toMatchObject({ spooled: 41, flushed: 40, pending: 0, rejected: 2, skippedLines: 0 });
@@ -123,6 +125,7 @@ describe('PredictionLog', () => {
       pg = await startEmbeddedPostgres({ dataDir });
       await appendFor(1_000);
       await log.close();
+      expect(log.flusherThread).toBe('worker'); // the outage was ridden out by the worker, not a fallback
       const rows = await stored(handle.db, version);
       expect(rows.size).toBe(i);
       for (let k = 0; k < i; k++) expect(rows.get(k), `request ${k}`).toBe(5);
@@ -173,6 +176,8 @@ describe('PredictionLog', () => {
     }
     child.kill('SIGKILL');
     await exited;
+    // The rows stored meanwhile came from the child's flusher thread, killed with it in mid-flush.
+    expect(out).toContain('flusher worker\n');
     const appended = lastAppended();
     // The kill can cut a write short; simulate the worst case on the newest segment.
     const segments = Spool.listIn(spoolDir);
@@ -182,6 +187,7 @@ describe('PredictionLog', () => {
     const log = await PredictionLog.open({ db: t.db, spoolDir, flushIntervalMs: 20 });
     expect(log.counters().pending).toBeGreaterThan(0);
     await expect.poll(() => log.counters().pending, { timeout: 30_000 }).toBe(0);
+    expect(log.flusherThread).toBe('worker');
     await log.close();
     expect(log.counters()).toMatchObject({ skippedLines: 1, rejected: 0, lastError: null });
     const rows = await stored(t.db, version);

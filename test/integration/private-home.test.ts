@@ -153,7 +153,7 @@ describe('the home is private and no command prints the database password', () =
       join(home, 'pg', 'corella-embedded.json'),
     ])
       expect((await lstat(p)).isFile() || (await lstat(p)).isDirectory(), p).toBe(true);
-    // As root, PostgreSQL runs as a dedicated system user, and db/embedded-postgres.ts grants it search-only
+    // As root, PostgreSQL runs as a dedicated system user, and cli/services/embedded-postgres.ts grants it search-only
     // permission (o+x: no listing, no reading) on the folders above its data dir: the home may be 0701, and
     // nothing else may differ.
     const asRoot = process.getuid?.() === 0;

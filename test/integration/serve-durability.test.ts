@@ -6,7 +6,7 @@ import { afterAll, describe, expect, inject, it } from 'vitest';
 import type { ActivityContext } from '../../activities/context.js';
 import { datasetForVersion } from '../../activities/datasets.js';
 import { openDatabase, type DatabaseHandle } from '../../db/connection.js';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../db/embedded-postgres.js';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../cli/services/embedded-postgres.js';
 import { migrateDatabase } from '../../db/migrate.js';
 import { FileArtifactStore } from '../../ml/artifacts/store.js';
 import { cliEnv, startCli, type CliProcess } from '../helpers/cli-process.js';

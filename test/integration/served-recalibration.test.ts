@@ -28,7 +28,7 @@ import {
   ServingRepository,
 } from '../../db/repositories/index.js';
 import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
-import { makeRng } from '../../ml/corella/random.js';
+import { mulberry32 } from '../../ml/random.js';
 import { entropy } from '../../ml/corella/routing.js';
 import type { CtrDataset } from '../../ml/data/index.js';
 import { PredictionLog, type PredictionLogEntry } from '../../serve/prediction-log.js';
@@ -51,7 +51,7 @@ const BUDGET = 0.3;
  * rest are confident CRM answers (right 85% of the time), never routed, without an LLM answer.
  */
 function shiftedTraffic(ds: CtrDataset, versionId: number, requests: number, slate: number) {
-  const rng = makeRng(21);
+  const rng = mulberry32(21);
   const users = ds.featureMap.vocabularies.user_id.slice(1);
   const items = ds.items.ids;
   const at0 = Date.now() - 2 * 3_600_000;

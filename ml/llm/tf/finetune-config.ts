@@ -1,61 +1,48 @@
+import { z } from 'zod';
+import { parseSection } from '../../config/issues.js';
 import { CorellaError } from '../../errors.js';
-import type { LoraConfig } from './lora.js';
 import { PROJECTIONS, type Projection } from './llama-weights.js';
+
+const projections = Object.keys(PROJECTIONS) as Projection[];
 
 /**
  * `llm.finetune` (issue 19): `none` keeps today's frozen LLM + adapter; `lora` trains LoRA factors of the
  * GGUF model through the TensorFlow.js forward pass. The shape is checked here, where no model is loaded;
  * what depends on the model (layers ≤ its block count, rank ≤ its width) is checked by resolveLoraConfig.
  */
-export type FinetuneConfig = { method: 'none' } | ({ method: 'lora' } & LoraConfig);
+export const finetuneSchema = z.discriminatedUnion('method', [
+  z.strictObject({ method: z.literal('none') }),
+  z.strictObject({
+    method: z.literal('lora'),
+    /** Adapt the top `layers` blocks (default 2); 'all' or the block count adapts every block. */
+    layers: z.union([z.number().int().min(1), z.literal('all')]).optional(),
+    rank: z.number().int().min(1).optional(),
+    /** ΔW = (alpha / rank)·B·A, as llama.cpp applies a GGUF adapter at scale 1 (default alpha = rank). */
+    alpha: z.number().positive().optional(),
+    /** Projections to adapt (default q and v, as in the LoRA paper and CoReLLa). */
+    targets: z
+      .array(z.enum(projections as [Projection, ...Projection[]]))
+      .min(1)
+      .refine((t) => new Set(t).size === t.length, { message: 'lists a projection twice' })
+      .optional(),
+    seed: z.number().int().min(0).optional(),
+  }),
+]);
 
-function bad(field: string, message: string): CorellaError {
-  return new CorellaError('BAD_CONFIG', `llm config field finetune.${field}: ${message}`, {
-    details: { field: `finetune.${field}` },
-  });
-}
-
-function posInt(field: string, v: unknown): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1)
-    throw bad(field, `expected a positive integer, got ${JSON.stringify(v)}`);
-  return v;
-}
+export type FinetuneConfig = z.output<typeof finetuneSchema>;
 
 export function parseFinetuneConfig(raw: unknown): FinetuneConfig {
   if (raw === undefined) return { method: 'none' };
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
-    throw bad('method', 'expected an object');
-  const c = raw as Record<string, unknown>;
-  const known = new Set(['method', 'layers', 'rank', 'alpha', 'targets', 'seed']);
-  for (const k of Object.keys(c)) if (!known.has(k)) throw bad(k, 'is not a finetune option');
-  if (c.method === 'none') {
-    const extra = Object.keys(c).filter((k) => k !== 'method');
-    if (extra.length) throw bad(extra[0], `has no meaning with method "none"`);
-    return { method: 'none' };
+    throw new CorellaError('BAD_CONFIG', 'llm config field finetune.method: expected an object', {
+      details: { field: 'finetune.method' },
+    });
+  try {
+    return parseSection(finetuneSchema, raw, 'llm config', ['finetune']);
+  } catch (e) {
+    // The field is the option, not one entry of it (`finetune.targets`, not `finetune.targets[1]`).
+    if (e instanceof CorellaError && typeof e.details.field === 'string')
+      e.details.field = e.details.field.replace(/\[\d+\]$/, '');
+    throw e;
   }
-  if (c.method !== 'lora') throw bad('method', `expected "lora" or "none", got ${JSON.stringify(c.method)}`);
-  const out: FinetuneConfig = { method: 'lora' };
-  if (c.layers !== undefined) out.layers = c.layers === 'all' ? 'all' : posInt('layers', c.layers);
-  if (c.rank !== undefined) out.rank = posInt('rank', c.rank);
-  if (c.alpha !== undefined) {
-    if (typeof c.alpha !== 'number' || !Number.isFinite(c.alpha) || c.alpha <= 0)
-      throw bad('alpha', `expected a positive number, got ${JSON.stringify(c.alpha)}`);
-    out.alpha = c.alpha;
-  }
-  if (c.targets !== undefined) {
-    if (!Array.isArray(c.targets) || c.targets.length === 0)
-      throw bad('targets', 'expected a non-empty list');
-    for (const t of c.targets) {
-      if (typeof t !== 'string' || !(t in PROJECTIONS))
-        throw bad('targets', `${JSON.stringify(t)} is not one of ${Object.keys(PROJECTIONS).join(', ')}`);
-    }
-    if (new Set(c.targets).size !== c.targets.length) throw bad('targets', 'lists a projection twice');
-    out.targets = c.targets as Projection[];
-  }
-  if (c.seed !== undefined) {
-    if (typeof c.seed !== 'number' || !Number.isInteger(c.seed) || c.seed < 0)
-      throw bad('seed', 'expected an integer ≥ 0');
-    out.seed = c.seed;
-  }
-  return out;
 }

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { CorellaError } from '../../errors.js';
-import { mixSeed, mulberry32, uniformArray } from '../../crm/random.js';
+import { mixSeed, mulberry32, uniformArray } from '../../random.js';
 import type { LayerLora } from './llama-block.js';
 import type { LlamaHparams } from './llama-config.js';
 import { blockTensorDims, PROJECTIONS, type Projection } from './llama-weights.js';

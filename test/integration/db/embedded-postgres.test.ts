@@ -11,7 +11,7 @@ import {
   startEmbeddedPostgres,
   DEFAULT_SYSTEM_USER,
   type EmbeddedPostgres,
-} from '../../../db/embedded-postgres.js';
+} from '../../../cli/services/embedded-postgres.js';
 import { openDatabase } from '../../../db/connection.js';
 import { withRetry } from '../../../db/retry.js';
 import { CorellaError } from '../../../ml/errors.js';

@@ -2,7 +2,7 @@ import { mkdir, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promi
 import { dirname, join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { resolvePostgresBinaries, startEmbeddedPostgres } from '../../../db/embedded-postgres.js';
+import { resolvePostgresBinaries, startEmbeddedPostgres } from '../../../cli/services/embedded-postgres.js';
 import { CorellaError } from '../../../ml/errors.js';
 import { makeTempDir } from './support.js';
 

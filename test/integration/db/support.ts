@@ -2,7 +2,7 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inject } from 'vitest';
-import { startEmbeddedPostgres } from '../../../db/embedded-postgres.js';
+import { startEmbeddedPostgres } from '../../../cli/services/embedded-postgres.js';
 import { createTestDatabase, type TestDatabase } from '../../../db/testing.js';
 
 /** A temp dir that a dropped-privilege postgres can traverse (mkdtemp makes 0700 dirs). */

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { calibrationRow } from '../../../activities/corella-config.js';
 import { sweepThresholds, type Calibration } from '../../../ml/corella/calibration.js';
-import { makeRng } from '../../../ml/corella/random.js';
+import { mulberry32 } from '../../../ml/random.js';
 import { entropies } from '../../../ml/corella/routing.js';
 import { CorellaError } from '../../../ml/errors.js';
 
@@ -11,7 +11,7 @@ import { CorellaError } from '../../../ml/errors.js';
  * is noise; `llm` says what the LLM branch predicts there.
  */
 function pool(seed: number, llm: 'constant' | 'better', users = 200, perUser = 10) {
-  const rng = makeRng(seed);
+  const rng = mulberry32(seed);
   const n = users * perUser;
   const labels = new Float32Array(n);
   const pCrm = new Float32Array(n);

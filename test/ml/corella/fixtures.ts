@@ -8,7 +8,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import type { CrmBatch, CrmConfig, CrmForward, CrmModel } from '../../../ml/crm/types.js';
 import type { CtrDataset, EncodedSplit, FeatureMap, ItemTable, SplitName } from '../../../ml/data/types.js';
 import type { LlmFeatures, LlmFeatureSource } from '../../../ml/llm/types.js';
-import { glorotUniform, makeRng, permutation } from '../../../ml/corella/random.js';
+import { glorotUniform, mulberry32, permutation } from '../../../ml/random.js';
 import { bceWithLogits, column } from '../../../ml/corella/ops.js';
 import { dense } from '../../../ml/tf/dense.js';
 
@@ -44,7 +44,7 @@ export class TinyCrm implements CrmModel {
       l2Embedding: 0,
       seed,
     };
-    const rng = makeRng(seed);
+    const rng = mulberry32(seed);
     const mat = (r: number, c: number) => tf.variable(tf.tensor2d(glorotUniform(rng, r, c), [r, c]));
     let fanIn = vocabSizes.reduce((a, b) => a + b, 0);
     this.layers = mlp.map((w) => {
@@ -121,7 +121,7 @@ export async function trainTinyCrm(
   batch = 256,
 ): Promise<void> {
   const opt = tf.train.adam(lr);
-  const rng = makeRng(99);
+  const rng = mulberry32(99);
   for (let e = 0; e < epochs; e++) {
     const order = Array.from(permutation(rng, split.size));
     for (let s = 0; s < order.length; s += batch) {
@@ -265,7 +265,7 @@ export function makeDataset(
  * tag: 0 = plain, 1 = special/strong, 2 = special/neutral.
  */
 export function acceptanceWorld(seed: number, sizes: Record<SplitName, number>, hiddenDim = 6) {
-  const rng = makeRng(seed);
+  const rng = mulberry32(seed);
   const gauss = () => Math.sqrt(-2 * Math.log(Math.max(rng(), 1e-12))) * Math.cos(2 * Math.PI * rng());
   const sig = (z: number) => 1 / (1 + Math.exp(-z));
   const strong = [-2, -1, 1, 2];

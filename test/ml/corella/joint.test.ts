@@ -12,7 +12,8 @@ import {
   type JointConfigInput,
 } from '../../../ml/corella/joint.js';
 import { selectSubsets } from '../../../ml/corella/subsets.js';
-import { makeRng, sampleRows } from '../../../ml/corella/random.js';
+import { mulberry32 } from '../../../ml/random.js';
+import { sampleRows } from '../../../ml/corella/sampling.js';
 import { restoreVariables, snapshotVariables } from '../../../ml/corella/weights.js';
 import { CorellaError } from '../../../ml/errors.js';
 import type { Progress } from '../../../ml/progress.js';
@@ -211,7 +212,7 @@ describe('trainJoint', () => {
 
 describe('subset selection', () => {
   it('biases hard subsets towards high CRM entropy and keeps stages disjoint', () => {
-    const rng = makeRng(3);
+    const rng = mulberry32(3);
     const h = Float32Array.from({ length: 2000 }, () => rng() * Math.LN2);
     const mean = (rows: Int32Array) => rows.reduce((a, r) => a + h[r], 0) / rows.length;
     const hard = selectSubsets({ size: h.length, n2: 300, n3: 300, selection: 'hard', seed: 1, entropy: h });

@@ -6,7 +6,7 @@ import { FileArtifactStore } from '../../../ml/artifacts/store.js';
 import { LlmAdapter } from '../../../ml/corella/adapter.js';
 import { trainJoint } from '../../../ml/corella/joint.js';
 import { fitPlatt } from '../../../ml/corella/platt.js';
-import { makeRng } from '../../../ml/corella/random.js';
+import { mulberry32 } from '../../../ml/random.js';
 import { acceptanceWorld, TinyCrm, trainTinyCrm, useCpu } from './fixtures.js';
 
 let dir: string;
@@ -20,7 +20,7 @@ afterAll(async () => {
 
 describe('fitPlatt', () => {
   it('recovers the slope and intercept that generated the labels', () => {
-    const rng = makeRng(9);
+    const rng = mulberry32(9);
     const n = 20_000;
     const z = Float32Array.from({ length: n }, () => (rng() * 2 - 1) * 4);
     const y = Float32Array.from(z, (zi) => (rng() < 1 / (1 + Math.exp(-(0.4 * zi - 0.7))) ? 1 : 0));

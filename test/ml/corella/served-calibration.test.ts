@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { entropy } from '../../../ml/corella/routing.js';
-import { makeRng } from '../../../ml/corella/random.js';
+import { mulberry32 } from '../../../ml/random.js';
 import {
   calibrateOnServed,
   shadowCandidates,
@@ -14,7 +14,7 @@ import { CorellaError } from '../../../ml/errors.js';
  * rows have CRM probabilities near 0.5 (high entropy).
  */
 function served(n: number, uncertainShare: number, threshold: number, seed = 3): ServedRows {
-  const rng = makeRng(seed);
+  const rng = mulberry32(seed);
   const pServed = new Float32Array(n);
   const pCrm = new Float32Array(n);
   const h = new Float32Array(n);

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { EncodedSplit } from '../../../ml/data/types.js';
 import { blockOffset, userBlocks, userSampleIndex } from '../../../ml/data/user-blocks.js';
-import { makeRng, samplePool, sampleRows } from '../../../ml/corella/random.js';
+import { mulberry32 } from '../../../ml/random.js';
+import { samplePool, sampleRows } from '../../../ml/corella/sampling.js';
 import { selectSubsets } from '../../../ml/corella/subsets.js';
 import { jointSubsets, resolveJointConfig } from '../../../ml/corella/joint.js';
 import { makeSplit } from './fixtures.js';
@@ -10,7 +11,7 @@ import { makeSplit } from './fixtures.js';
 function interleaved(users: number, per: number): EncodedSplit {
   const n = users * per;
   const s = makeSplit('train', [], 0);
-  const rng = makeRng(5);
+  const rng = mulberry32(5);
   const order = Array.from({ length: n }, (_, i) => i);
   for (let i = n - 1; i > 0; i--) {
     const j = Math.floor(rng() * (i + 1));

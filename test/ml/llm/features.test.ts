@@ -90,7 +90,7 @@ describe('LlmFeatureExtractor', () => {
     expect(Array.from(second.hidden)).toEqual(Array.from(first.hidden));
   });
 
-  it('itemAffinity appends the three affinity features after the unchanged hidden state, from cached item vectors', async () => {
+  it('itemAffinity adds the three affinity features beside the unchanged hidden state, from cached item vectors', async () => {
     const store = join(dir, 'affinity');
     const cfg: LlmConfig = { ...config, itemAffinity: { referenceItems: 4 } };
     const distinctItems = new Set<number>();
@@ -112,12 +112,14 @@ describe('LlmFeatureExtractor', () => {
       },
       cfg,
     );
-    expect(first.hiddenDim).toBe(32 + 3);
+    expect(first.hiddenDim).toBe(32);
+    expect(first.affinity).toHaveLength(split.size * 3);
+    const affinity = first.affinity!;
     for (let i = 0; i < split.size; i++) {
-      const head = Array.from(first.hidden.subarray(i * 35, i * 35 + 32));
+      const head = Array.from(first.hidden.subarray(i * 32, (i + 1) * 32));
       const ref = Array.from(reference.hidden.subarray(i * 32, (i + 1) * 32));
       head.forEach((x, k) => expect(Math.abs(x - ref[k])).toBeLessThan(1e-3));
-      const [liked, disliked, weighted] = first.hidden.subarray(i * 35 + 32, i * 35 + 35);
+      const [liked, disliked, weighted] = affinity.subarray(i * 3, i * 3 + 3);
       for (const x of [liked, disliked]) {
         expect(x).toBeGreaterThanOrEqual(-1 - 1e-6);
         expect(x).toBeLessThanOrEqual(1 + 1e-6);
@@ -125,7 +127,7 @@ describe('LlmFeatureExtractor', () => {
       expect(Number.isFinite(weighted)).toBe(true);
     }
     // The features vary with the sample (they are not a constant that standardisation would erase).
-    const likedCol = Array.from({ length: split.size }, (_, i) => first.hidden[i * 35 + 32]);
+    const likedCol = Array.from({ length: split.size }, (_, i) => affinity[i * 3]);
     expect(new Set(likedCol.map((x) => x.toFixed(5))).size).toBeGreaterThan(2);
     // A rerun (another process) needs no model: sample features and item vectors both come from the cache.
     const second = await withExtractor(
@@ -137,9 +139,10 @@ describe('LlmFeatureExtractor', () => {
       },
       cfg,
     );
-    expect(Array.from(second.hidden.subarray(0, 35))).toEqual(
-      Array.from(first.hidden.subarray(5 * 35, 6 * 35)),
+    expect(Array.from(second.hidden.subarray(0, 32))).toEqual(
+      Array.from(first.hidden.subarray(5 * 32, 6 * 32)),
     );
+    expect(Array.from(second.affinity!.subarray(0, 3))).toEqual(Array.from(affinity.subarray(5 * 3, 6 * 3)));
     // Other titles are another item table: its vectors are computed anew, never taken from the first one's.
     const renamed = { ...ITEMS, titles: ITEMS.titles.map((t) => `${t} redux`) };
     const third = await withExtractor(
@@ -151,8 +154,8 @@ describe('LlmFeatureExtractor', () => {
       },
       cfg,
     );
-    expect(Array.from(third.hidden.subarray(32, 35))).not.toEqual(
-      Array.from(first.hidden.subarray(5 * 35 + 32, 6 * 35)),
+    expect(Array.from(third.affinity!.subarray(0, 3))).not.toEqual(
+      Array.from(affinity.subarray(5 * 3, 6 * 3)),
     );
   });
 

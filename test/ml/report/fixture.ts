@@ -1,4 +1,4 @@
-import { makeRng } from '../../../ml/corella/random.js';
+import { mulberry32 } from '../../../ml/random.js';
 import { bucketOf, quantileEdges } from '../../../ml/metrics/index.js';
 import { bucketTable } from '../../../ml/corella/evaluation.js';
 import { entropies } from '../../../ml/corella/routing.js';
@@ -7,7 +7,7 @@ import type { ReportSource } from '../../../ml/report/index.js';
 /** A report source shaped like a real run's stored rows, with seeded synthetic predictions. */
 export function fixtureSource(opts: { n?: number; champion?: boolean } = {}): ReportSource {
   const n = opts.n ?? 300;
-  const rng = makeRng(7);
+  const rng = mulberry32(7);
   const labels = Float32Array.from({ length: n }, () => (rng() < 0.4 ? 1 : 0));
   const noisy = (y: number, s: number) =>
     Math.min(0.99, Math.max(0.01, 0.4 + (y - 0.4) * s + (rng() - 0.5) * 0.6));

@@ -3,7 +3,7 @@ import { CorellaError } from '../../../ml/errors.js';
 import { buildReport, compareRuns, renderRunReport } from '../../../ml/report/index.js';
 import { aucDiffInterval, reliabilityBins, weightedAuc } from '../../../ml/report/stats.js';
 import { auc } from '../../../ml/metrics/index.js';
-import { makeRng } from '../../../ml/corella/random.js';
+import { mulberry32 } from '../../../ml/random.js';
 import { fixtureSource } from './fixture.js';
 
 /** The children of the SVG mark group whose class ends with `name` (Vega writes a mark's name there). */
@@ -103,7 +103,7 @@ describe('report statistics', () => {
   });
 
   it('the resample AUC equals the AUC of the rows repeated by their counts, ties included', () => {
-    const rng = makeRng(3);
+    const rng = mulberry32(3);
     const n = 200;
     const y = Array.from({ length: n }, () => (rng() < 0.3 ? 1 : 0));
     // Rounded scores: many ties.

@@ -61,6 +61,30 @@ describe('CrmBatcher', () => {
     expect(calls).toEqual([4, 1]);
   });
 
+  it('scores a lone request at the next turn of the loop, and waits for company only while it comes', async () => {
+    const calls: number[] = [];
+    const b = new CrmBatcher(recordingCrm(calls), { maxWaitMs: 400 });
+    // Nothing came together yet: no timer wait for a request nobody joins.
+    let t0 = performance.now();
+    await b.predict(split([1]));
+    expect(performance.now() - t0).toBeLessThan(200);
+    // A burst in one turn of the loop is still one batch.
+    await Promise.all([b.predict(split([2])), b.predict(split([3]))]);
+    expect(calls).toEqual([1, 2]);
+    // Requests came together last time: the next one waits up to maxWaitMs, and one arriving meanwhile joins.
+    t0 = performance.now();
+    const first = b.predict(split([4]));
+    await new Promise((r) => setTimeout(r, 50));
+    const second = b.predict(split([5]));
+    await Promise.all([first, second]);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(350);
+    expect(calls).toEqual([1, 2, 2]);
+    // That batch held two, so the wait stays until a batch of one: the loop adapts back to lone traffic.
+    await b.predict(split([6]));
+    await b.predict(split([7]));
+    expect(calls).toEqual([1, 2, 2, 1, 1]);
+  });
+
   it('concatenates every column row-wise', () => {
     const j = concatSplits([split([1, 2]), split([7])]);
     expect(j.size).toBe(3);

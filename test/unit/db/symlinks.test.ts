@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, readFile, readlink, rm, writeFile } from 'node:fs/promi
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { hydrateSymlinks } from '../../../db/embedded-postgres.js';
+import { hydrateSymlinks } from '../../../cli/services/embedded-postgres.js';
 
 const dirs: string[] = [];
 afterAll(async () => {

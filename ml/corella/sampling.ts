@@ -1,39 +1,15 @@
 /**
- * Seeded randomness for the CoReLLa stages. Weight initialisation and subset sampling must be reproducible
- * across backends and runs, so they never touch Math.random or tfjs' own RNG.
+ * Seeded row samples of a split, for the row plan (row-plan.ts) and the benchmarks. Prefixes of one
+ * permutation: with the same seed, a smaller sample is a subset of a larger one (so LLM features are shared).
  */
-import { mulberry32, permutation as shuffle } from '../crm/random.js';
 import type { EncodedSplit } from '../data/types.js';
 import { userBlocks } from '../data/user-blocks.js';
+import { mulberry32, permutation } from '../random.js';
 
-export type Rng = () => number;
-
-/** mulberry32 (ml/crm's generator): tiny, fast, good enough for initialisation and sampling; floats in [0, 1). */
-export function makeRng(seed: number): Rng {
-  return mulberry32(seed);
-}
-
-/** Glorot-uniform matrix [fanIn, fanOut], row-major. */
-export function glorotUniform(rng: Rng, fanIn: number, fanOut: number): Float32Array {
-  const limit = Math.sqrt(6 / (fanIn + fanOut));
-  const out = new Float32Array(fanIn * fanOut);
-  for (let i = 0; i < out.length; i++) out[i] = (rng() * 2 - 1) * limit;
-  return out;
-}
-
-/** Fisher–Yates shuffle of 0..n-1 (the same draws as ml/crm's shuffle). */
-export function permutation(rng: Rng, n: number): Int32Array {
-  const p = shuffle(n, rng);
-  return new Int32Array(p.buffer, p.byteOffset, p.length);
-}
-
-/**
- * Random rows of a split (all when `count` is 0 or ≥ size), sorted, seeded. Prefixes of one permutation:
- * with the same seed, a smaller sample is a subset of a larger one (so their LLM features are shared).
- */
+/** Random rows of a split (all when `count` is 0 or ≥ size), sorted, seeded. */
 export function sampleRows(size: number, count: number, seed: number): Int32Array {
   if (count <= 0 || count >= size) return Int32Array.from({ length: size }, (_, i) => i);
-  return permutation(makeRng(seed), size).slice(0, count).sort();
+  return permutation(mulberry32(seed), size).slice(0, count).sort();
 }
 
 /**
@@ -46,7 +22,7 @@ export function samplePool(split: EncodedSplit, count: number, seed: number, blo
   if (block <= 1) return sampleRows(split.size, count, seed);
   if (count <= 0 || count >= split.size) return Int32Array.from({ length: split.size }, (_, i) => i);
   const units = userBlocks(split, block);
-  return flattenUnits(units, permutation(makeRng(seed), units.length), count).sort();
+  return flattenUnits(units, permutation(mulberry32(seed), units.length), count).sort();
 }
 
 /** Rows of `units` taken in `order` until `count` rows (the last unit cut short). */

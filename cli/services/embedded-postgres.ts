@@ -10,7 +10,6 @@ import { randomBytes } from 'node:crypto';
 import {
   lstat,
   mkdir,
-  open,
   readFile,
   readdir,
   readlink,
@@ -26,10 +25,19 @@ import {
 } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
 import { delimiter, dirname, join, relative, resolve } from 'node:path';
 import pg from 'pg';
-import { CorellaError } from '../ml/errors.js';
+import { CorellaError } from '../../ml/errors.js';
+import { acquireFileLock } from './file-lock.js';
+import { freePort, isPortFree } from './ports.js';
+import {
+  isAlive,
+  markAlive,
+  processCommandLine,
+  selfMark,
+  type CommandLine,
+  type ProcessMark,
+} from './process-file.js';
 
 export const DEFAULT_DATA_DIR = '.corella/pg';
 export const DEFAULT_PORT = 5432;
@@ -350,83 +358,11 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** Kernel start time of a process (clock ticks since boot): tells a live owner from a recycled pid. */
-async function processStartTime(pid: number): Promise<string | undefined> {
-  try {
-    const s = await readFile(`/proc/${pid}/stat`, 'utf8');
-    return s.slice(s.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
-
-interface ProcessMark {
-  pid: number;
-  startTime: string | undefined;
-}
-
-async function selfMark(): Promise<ProcessMark> {
-  return { pid: process.pid, startTime: await processStartTime(process.pid) };
-}
-
-async function markAlive(mark: ProcessMark): Promise<boolean> {
-  if (!isAlive(mark.pid)) return false;
-  const now = await processStartTime(mark.pid);
-  return mark.startTime === undefined || now === undefined || now === mark.startTime;
-}
-
 async function readJson<T>(path: string): Promise<T | undefined> {
   try {
     return JSON.parse(await readFile(path, 'utf8')) as T;
   } catch {
     return undefined;
-  }
-}
-
-/**
- * Serialises starters of one data dir (two `corella` commands at once). The lock lives beside the data dir
- * so that it also covers initdb; a lock left by a killed process is taken over.
- */
-async function acquireStartLock(dataDir: string, timeoutMs: number): Promise<() => Promise<void>> {
-  const lockPath = `${dataDir}.lock`;
-  const me = await selfMark();
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const fh = await open(lockPath, 'wx');
-      await fh.writeFile(JSON.stringify(me));
-      await fh.close();
-      return async () => {
-        await rm(lockPath, { force: true });
-      };
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
-    const holder = await readJson<ProcessMark>(lockPath);
-    if (holder === undefined || !(await markAlive(holder)) || holder.pid === process.pid) {
-      // Stale (dead holder, or left by this very process, which `serialised` rules out as a live holder)
-      // or half-written: remove only if still the same content, then retry.
-      const again = await readJson<ProcessMark>(lockPath);
-      if (JSON.stringify(again) === JSON.stringify(holder)) await rm(lockPath, { force: true });
-      if (holder === undefined) await sleep(50);
-      continue;
-    }
-    if (Date.now() > deadline) {
-      throw new CorellaError(
-        'SERVICE_UNAVAILABLE',
-        `another process (pid ${holder.pid}) is starting PostgreSQL on ${dataDir}; gave up waiting`,
-      );
-    }
-    await sleep(100);
   }
 }
 
@@ -442,26 +378,6 @@ async function serialised<T>(key: string, fn: () => Promise<T>): Promise<T> {
   } finally {
     if (inProcess.get(key) === next) inProcess.delete(key);
   }
-}
-
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((r) => {
-    const srv = createServer();
-    srv.once('error', () => r(false));
-    srv.listen({ port, host: '127.0.0.1', exclusive: true }, () => srv.close(() => r(true)));
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((r, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen({ port: 0, host: '127.0.0.1', exclusive: true }, () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => r(port));
-    });
-  });
 }
 
 interface PostmasterInfo {
@@ -486,44 +402,6 @@ async function readPostmasterPid(dataDir: string): Promise<PostmasterInfo | unde
     port: Number(lines[3]),
     status: (lines[7] ?? '').trim(),
   };
-}
-
-export interface CommandLine {
-  /** The program (argv[0]). */
-  program: string;
-  /** Exact argv from /proc; from `ps`, the command split on spaces (so a path with spaces is split too). */
-  argv: string[];
-  /** The whole command line joined with spaces. */
-  joined: string;
-}
-
-const HAS_PROC = process.platform === 'linux';
-
-/**
- * A process's command line: /proc on Linux, `ps` elsewhere. macOS has no /proc, and without this a live
- * server would look dead there, lose its postmaster.pid to our stale-file cleanup, and postgres shuts down
- * when its lock file disappears.
- */
-export async function processCommandLine(
-  pid: number,
-  source: 'proc' | 'ps' = HAS_PROC ? 'proc' : 'ps',
-): Promise<CommandLine | undefined> {
-  if (source === 'proc') {
-    try {
-      const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter((a) => a !== '');
-      if (argv.length === 0) return undefined;
-      return { program: argv[0], argv, joined: argv.join(' ') };
-    } catch {
-      return undefined;
-    }
-  }
-  const r = await run('ps', ['-p', String(pid), '-o', 'command='], { name: 'self' }, 10_000).catch(
-    () => undefined,
-  );
-  const joined = r?.code === 0 ? r.stdout.trim() : '';
-  if (joined === '') return undefined;
-  const argv = joined.split(' ');
-  return { program: argv[0], argv, joined };
 }
 
 /** Does the command line name `path` as one argument (also when `ps` split a path containing spaces)? */
@@ -616,7 +494,16 @@ export class EmbeddedPostgresServer {
     await mkdir(dirname(this.dataDir), { recursive: true });
     await ensureSearchable(this.dataDir, who, this.opts.log);
     await ensureSearchable(bins.postgres, who, this.opts.log);
-    const release = await acquireStartLock(this.dataDir, this.opts.startTimeoutMs);
+    // Serialises starters of one data dir (two `corella` commands at once); the lock lives beside the data
+    // dir so that it also covers initdb.
+    const release = await acquireFileLock(`${this.dataDir}.lock`, {
+      waitMs: this.opts.startTimeoutMs,
+      busy: (holder) =>
+        new CorellaError(
+          'SERVICE_UNAVAILABLE',
+          `another process (pid ${holder.pid}) is starting PostgreSQL on ${this.dataDir}; gave up waiting`,
+        ),
+    });
     try {
       await this.initIfNeeded(bins, who);
       const meta = await this.readMeta();
@@ -809,7 +696,7 @@ export class EmbeddedPostgresServer {
   private async choosePort(meta: Meta): Promise<number> {
     const preferred = this.opts.port ?? meta.port ?? DEFAULT_PORT;
     if (preferred === 0) return freePort(); // 0 = any free port, as for listen()
-    if (await portIsFree(preferred)) return preferred;
+    if (await isPortFree(preferred)) return preferred;
     const port = await freePort();
     this.opts.log(`port ${preferred} is taken; using port ${port}`);
     return port;

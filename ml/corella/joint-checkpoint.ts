@@ -1,0 +1,146 @@
+/**
+ * The joint trainer's checkpoint: after every epoch (and after the boundary-shift reference fit) the branch,
+ * the projections, the CRM and the drawn rows are stored, and a named pointer `<checkpointName>/latest`
+ * names them. A retry with the same config, dataset and starting CRM continues from there; any other run
+ * ignores it (the config hash differs).
+ */
+import type { ArtifactStore } from '../artifacts/store.js';
+import { sha256Hex } from '../artifacts/store.js';
+import type { CrmModel } from '../crm/types.js';
+import type { BoundaryShift } from './boundary.js';
+import type { JointConfig } from './joint-config.js';
+import type { EpochLoss } from './joint-epochs.js';
+import type { JointLlmBranch } from './joint-llm-branch.js';
+import type { AlignmentProjections } from './alignment.js';
+import { snapshotVariables } from './weights.js';
+
+export type JointPhase = 'reference' | 'stage2' | 'stage3';
+
+export interface JointCheckpoint {
+  kind: 'corella-joint-checkpoint';
+  configHash: string;
+  /** The phase in progress and how many of its epochs are finished. */
+  phase: JointPhase;
+  epochsDone: number;
+  subsets: string;
+  /** The LLM branch's serialized state (the field keeps its first name, so older checkpoints still load). */
+  adapter: string;
+  projections: string;
+  crm: string;
+  lossHistory: { stage2: EpochLoss[]; stage3: EpochLoss[] };
+  before?: BoundaryShift;
+}
+
+/** The rows a run drew, stored with the checkpoint: after stage 2 the CRM's entropies (and 'hard' draws) change. */
+export interface CheckpointRows {
+  stage2: Int32Array;
+  stage3: Int32Array;
+  valid: Int32Array;
+}
+
+function int32ToB64(a: Int32Array): string {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
+}
+
+function b64ToInt32(s: string): Int32Array {
+  const buf = Buffer.from(s, 'base64');
+  const out = new Int32Array(buf.byteLength / 4);
+  new Uint8Array(out.buffer).set(buf);
+  return out;
+}
+
+export function encodeRows(r: CheckpointRows): string {
+  return JSON.stringify({
+    stage2: int32ToB64(r.stage2),
+    stage3: int32ToB64(r.stage3),
+    valid: int32ToB64(r.valid),
+  });
+}
+
+export async function loadRows(store: ArtifactStore, ckpt: JointCheckpoint): Promise<CheckpointRows> {
+  const s = JSON.parse((await store.get(ckpt.subsets)).toString('utf8')) as Record<string, string>;
+  return { stage2: b64ToInt32(s.stage2), stage3: b64ToInt32(s.stage3), valid: b64ToInt32(s.valid) };
+}
+
+/**
+ * The checkpoint belongs to this config, dataset and starting CRM (a resumed run must be handed the same
+ * stage-1 CRM again; its stage-2 progress is restored from the checkpoint).
+ */
+export function jointConfigHash(cfg: JointConfig, datasetVersionId: string, crm: CrmModel): string {
+  const crmStart = sha256Hex(JSON.stringify(snapshotVariables(crm.trainableVariables())));
+  return sha256Hex(
+    JSON.stringify({ cfg: { ...cfg, resume: undefined }, dataset: datasetVersionId, crmStart }),
+  );
+}
+
+/** The latest checkpoint under `name` when it was written for `configHash`. */
+export async function findCheckpoint(
+  store: ArtifactStore,
+  name: string,
+  configHash: string,
+): Promise<JointCheckpoint | undefined> {
+  const raw = await store.getNamed(`${name}/latest`);
+  if (!raw) return undefined;
+  const parsed = JSON.parse(raw.toString('utf8')) as JointCheckpoint;
+  return parsed.kind === 'corella-joint-checkpoint' && parsed.configHash === configHash ? parsed : undefined;
+}
+
+const phaseOrder = { reference: 0, stage2: 1, stage3: 2 } as const;
+
+/** Epochs of `phase` a checkpoint already finished (all of them when it is past that phase). */
+export function epochsAlreadyDone(ckpt: JointCheckpoint | undefined, phase: JointPhase): number {
+  if (!ckpt) return 0;
+  if (phaseOrder[ckpt.phase] > phaseOrder[phase]) return Number.POSITIVE_INFINITY;
+  return ckpt.phase === phase ? ckpt.epochsDone : 0;
+}
+
+/** What a checkpoint captures; read at each save, so it sees the training state of that moment. */
+export interface CheckpointState {
+  branch: JointLlmBranch;
+  projections: AlignmentProjections;
+  crm: CrmModel;
+  lossHistory: JointCheckpoint['lossHistory'];
+  before?: BoundaryShift;
+}
+
+export class JointCheckpointer {
+  /** sha256 of the last checkpoint body written. */
+  last: string | undefined;
+  private readonly subsetsJson: string;
+
+  constructor(
+    private readonly store: ArtifactStore,
+    private readonly name: string,
+    private readonly configHash: string,
+    rows: CheckpointRows,
+    private readonly state: () => CheckpointState,
+  ) {
+    this.subsetsJson = encodeRows(rows);
+  }
+
+  async save(phase: JointPhase, epochsDone: number): Promise<string> {
+    const s = this.state();
+    const [sub, a, p, c] = await Promise.all([
+      this.store.put(this.subsetsJson),
+      this.store.put(s.branch.serialize()),
+      this.store.put(s.projections.serialize()),
+      this.store.put(JSON.stringify(snapshotVariables(s.crm.trainableVariables()))),
+    ]);
+    const body: JointCheckpoint = {
+      kind: 'corella-joint-checkpoint',
+      configHash: this.configHash,
+      phase,
+      epochsDone,
+      subsets: sub.sha256,
+      adapter: a.sha256,
+      projections: p.sha256,
+      crm: c.sha256,
+      lossHistory: s.lossHistory,
+      before: s.before,
+    };
+    const ref = await this.store.put(JSON.stringify(body));
+    await this.store.putNamed(`${this.name}/latest`, JSON.stringify(body));
+    this.last = ref.sha256;
+    return ref.sha256;
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * One epoch of each kind the joint trainer runs: the stage-2 joint step (CRM + LLM branch + alignment) and the
+ * branch-only epoch (stage 3 and the boundary-shift reference fit), plus the validation alignment loss.
+ * Shuffles are seeded by (seed, stage, epoch) alone, so a resumed run retraces an uninterrupted one.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { CrmModel } from '../crm/types.js';
+import type { EncodedSplit } from '../data/types.js';
+import { throwIfAborted, yieldToEventLoop } from '../progress.js';
+import type { AlignmentProjections } from './alignment.js';
+import type { JointConfig, StageConfig } from './joint-config.js';
+import type { JointLlmBranch, JointPart } from './joint-llm-branch.js';
+import { bceWithLogits, weightedSum } from './ops.js';
+import { mulberry32, permutation } from '../random.js';
+import { pick } from './score.js';
+
+export interface EpochLoss {
+  epoch: number;
+  total: number;
+  llm: number;
+  crm: number;
+  align: number;
+}
+
+/**
+ * Frees every tensor of a CRM batch, including any a CRM adds beyond the CrmBatch fields (ml/crm's
+ * prepared batches carry extra id/weight tensors), without depending on a CRM's internals.
+ */
+function disposeBatch(b: ReturnType<CrmModel['makeBatch']>): void {
+  const walk = (v: unknown, depth: number): void => {
+    if (v instanceof tf.Tensor) v.dispose();
+    else if (Array.isArray(v)) v.forEach((x) => walk(x, depth + 1));
+    else if (v && typeof v === 'object' && depth < 3) Object.values(v).forEach((x) => walk(x, depth + 1));
+  };
+  walk(b, 0);
+}
+
+/** Mean of a scalar over batches of validation rows: L_align with both networks in inference mode. */
+export function validationAlignLoss(
+  crm: CrmModel,
+  branch: JointLlmBranch,
+  proj: AlignmentProjections,
+  split: EncodedSplit,
+  rows: Int32Array,
+  batchSize: number,
+): number {
+  if (proj.config.pairs.length === 0 || rows.length === 0) return NaN;
+  let sum = 0;
+  for (let s = 0; s < rows.length; s += batchSize) {
+    const e = Math.min(rows.length, s + batchSize);
+    const batch = crm.makeBatch(split, rows.subarray(s, e));
+    const v = tf.tidy(() => {
+      const cf = crm.forward(batch, { training: false, activations: true });
+      const local = Array.from({ length: e - s }, (_, i) => s + i);
+      const af = branch.forward('valid', local, { activations: true });
+      return proj.loss(cf.activations, af.activations).dataSync()[0];
+    });
+    disposeBatch(batch);
+    sum += v * (e - s);
+  }
+  return sum / rows.length;
+}
+
+/** The shuffle seeds of the branch-only epochs ('stage3' and the 'reference' fit draw different orders). */
+function branchEpochSeed(seed: number, stage: 'reference' | 'stage3', epoch: number): number {
+  return seed * 31 + epoch + (stage === 'stage3' ? 1000 : 0);
+}
+
+/** One branch-only epoch on `rows` of train (the `part` the branch holds for them): L_llm alone. */
+export async function branchEpoch(a: {
+  branch: JointLlmBranch;
+  opt: tf.Optimizer;
+  train: EncodedSplit;
+  rows: Int32Array;
+  part: JointPart;
+  stage: StageConfig;
+  epoch: number;
+  kind: 'reference' | 'stage3';
+  seed: number;
+  signal?: AbortSignal;
+}): Promise<EpochLoss> {
+  const { branch, opt, rows, epoch } = a;
+  const order = permutation(mulberry32(branchEpochSeed(a.seed, a.kind, epoch)), rows.length);
+  const vars = branch.trainableVariables();
+  let sum = 0;
+  for (let s = 0; s < order.length; s += a.stage.batchSize) {
+    throwIfAborted(a.signal);
+    const local = order.subarray(s, Math.min(order.length, s + a.stage.batchSize));
+    const v = tf.tidy(() => {
+      const y = tf.tensor1d(
+        pick(
+          a.train.labels,
+          Array.from(local, (i) => rows[i]),
+        ),
+      );
+      const cost = opt.minimize(
+        () => bceWithLogits(branch.forward(a.part, local, { training: true }).logits, y),
+        true,
+        vars,
+      );
+      return cost!.dataSync()[0];
+    });
+    sum += v * local.length;
+    await yieldToEventLoop();
+  }
+  const l = sum / Math.max(1, order.length);
+  return { epoch, total: l, llm: l, crm: NaN, align: NaN };
+}
+
+/** The optimisers and variable split of stage 2, made once for all its epochs. */
+export interface Stage2Step {
+  crmVars: tf.Variable[];
+  otherVars: tf.Variable[];
+  crmNames: Set<string>;
+  optCrm: tf.Optimizer;
+  optOther: tf.Optimizer;
+  useAlign: boolean;
+}
+
+export function stage2Step(
+  cfg: JointConfig,
+  crm: CrmModel,
+  branch: JointLlmBranch,
+  proj: AlignmentProjections,
+  pairCount: number,
+): Stage2Step {
+  const useAlign = cfg.gamma > 0 && pairCount > 0;
+  const crmVars = crm.trainableVariables();
+  const otherVars = [...branch.trainableVariables(), ...(useAlign ? proj.trainableVariables() : [])];
+  return {
+    crmVars,
+    otherVars,
+    crmNames: new Set(crmVars.map((v) => v.name)),
+    optCrm: tf.train.adam(cfg.stage2.crmLearningRate),
+    optOther: tf.train.adam(cfg.stage2.learningRate),
+    useAlign,
+  };
+}
+
+/**
+ * One stage-2 epoch: α·L_llm + β·L_crm + γ·L_align (plus the CRM's own regulariser at β) differentiated
+ * with respect to the CRM, the branch and the projections together; the CRM's gradients go to its own,
+ * gentler optimiser.
+ */
+export async function jointEpoch(a: {
+  cfg: JointConfig;
+  crm: CrmModel;
+  branch: JointLlmBranch;
+  proj: AlignmentProjections;
+  step: Stage2Step;
+  train: EncodedSplit;
+  rows: Int32Array;
+  epoch: number;
+  signal?: AbortSignal;
+}): Promise<EpochLoss> {
+  const { cfg, crm, branch, proj, step, rows: stage2Rows, epoch } = a;
+  const { useAlign, optCrm, optOther, crmNames } = step;
+  const order = permutation(mulberry32(cfg.seed * 17 + epoch), stage2Rows.length);
+  const acc = { total: 0, llm: 0, crm: 0, align: 0 };
+  for (let s = 0; s < order.length; s += cfg.stage2.batchSize) {
+    throwIfAborted(a.signal);
+    const local = order.subarray(s, Math.min(order.length, s + cfg.stage2.batchSize));
+    const rows = Int32Array.from(local, (i) => stage2Rows[i]);
+    const batch = crm.makeBatch(a.train, rows);
+    const parts = tf.tidy(() => {
+      let kept: tf.Scalar[] = [];
+      const { value, grads } = tf.variableGrads(() => {
+        const cf = crm.forward(batch, { training: true, activations: useAlign });
+        const af = branch.forward('stage2', local, { activations: useAlign, training: true });
+        const lCrm = bceWithLogits(cf.logits, batch.labels);
+        const reg = crm.regularizer(batch);
+        const lLlm = bceWithLogits(af.logits, batch.labels);
+        const lAlign = useAlign ? proj.loss(cf.activations, af.activations) : tf.scalar(0);
+        kept = [tf.keep(lLlm), tf.keep(lCrm), tf.keep(lAlign)];
+        const terms = [lLlm, lCrm, lAlign];
+        const weights = [cfg.alpha, cfg.beta, cfg.gamma];
+        if (reg) {
+          terms.push(reg);
+          weights.push(cfg.beta);
+        }
+        return weightedSum(terms, weights);
+      }, [...step.crmVars, ...step.otherVars]);
+      const gCrm: { name: string; tensor: tf.Tensor }[] = [];
+      const gOther: { name: string; tensor: tf.Tensor }[] = [];
+      for (const [name, tensor] of Object.entries(grads)) {
+        // Variables the loss does not reach (e.g. projections when γ = 0) have no gradient.
+        if (tensor) (crmNames.has(name) ? gCrm : gOther).push({ name, tensor });
+      }
+      if (cfg.beta > 0 || useAlign) optCrm.applyGradients(gCrm);
+      optOther.applyGradients(gOther);
+      const out = [value.dataSync()[0], ...kept.map((k) => k.dataSync()[0])];
+      kept.forEach((k) => k.dispose());
+      return out;
+    });
+    disposeBatch(batch);
+    acc.total += parts[0] * local.length;
+    acc.llm += parts[1] * local.length;
+    acc.crm += parts[2] * local.length;
+    acc.align += parts[3] * local.length;
+    await yieldToEventLoop();
+  }
+  const m = Math.max(1, order.length);
+  return { epoch, total: acc.total / m, llm: acc.llm / m, crm: acc.crm / m, align: acc.align / m };
+}

@@ -1,0 +1,58 @@
+/**
+ * The LLM side of a joint step, as the stage loops see it. Today's only kind is the frozen-LLM adapter on
+ * cached features (joint-adapter-branch.ts); a branch whose own LLM weights train (LoRA on a tfjs
+ * transformer) implements the same interface, so the loops, the checkpoint and the output calibration do
+ * not change when it arrives.
+ *
+ * Why the trainer, not the branch, owns the optimiser step: stage 2 differentiates one loss,
+ * α·L_llm + β·L_crm + γ·L_align, with respect to the CRM, the branch and the alignment projections at once
+ * (tf.variableGrads over all three), then applies the CRM's gradients with its gentler learning rate and the
+ * rest with the branch's. A branch therefore only has to build its forward pass from tf ops on its
+ * trainableVariables(); the gradient and the Adam step follow.
+ */
+import type * as tf from '@tensorflow/tfjs-core';
+
+/**
+ * The row sets a branch is prepared for: the stage-2 and stage-3 subsets and the validation sample (in the
+ * row plan's order). Batches name rows by their position in one of them.
+ */
+export type JointPart = 'stage2' | 'stage3' | 'valid';
+
+export interface BranchActivation {
+  name: string;
+  value: tf.Tensor2D;
+}
+
+export interface BranchForward {
+  /** Click logits [B]. */
+  logits: tf.Tensor1D;
+  /** The hidden layers the alignment loss pairs with CRM layers (empty unless asked for). */
+  activations: BranchActivation[];
+}
+
+export interface JointLlmBranch {
+  /** What the branch is, for reports ('adapter'). */
+  readonly kind: string;
+  /** Alignable layers, in order; the alignment projections are built for these widths. */
+  readonly activationShapes: { name: string; width: number }[];
+  /**
+   * Forward pass on rows `local` (positions within `part`). Called inside tf.tidy / tf.variableGrads, so it
+   * must build its result from tf ops on trainableVariables() for gradients to reach them.
+   */
+  forward(
+    part: JointPart,
+    local: ArrayLike<number>,
+    opts?: { activations?: boolean; training?: boolean },
+  ): BranchForward;
+  /** Click probabilities for every row of `part`, in its order (inference mode, batched). */
+  predict(part: JointPart): Float32Array;
+  /** What the joint step updates (the trainer's optimiser applies their gradients). */
+  trainableVariables(): tf.Variable[];
+  /** An independent copy with the same weights (the boundary-shift reference fit trains one alone). */
+  clone(): JointLlmBranch;
+  /** Replaces the output logit z by a·z + b, kept in the weights (the output calibration). */
+  rescaleOutput(a: number, b: number): void;
+  /** Its full state, for checkpoints and the final artifact; the branch's factory restores it. */
+  serialize(): string;
+  dispose(): void;
+}
