@@ -107,6 +107,35 @@ export default tseslint.config(
     },
   },
   {
+    // schema/ composes the pipeline config from the section schemas the ML modules own: nothing it imports
+    // may reach a service, so the CLI and any client can validate a config before starting anything.
+    files: ['schema/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: [
+                '../activities/*',
+                '../db/*',
+                '../cli/*',
+                '../workflows/*',
+                '../serve/*',
+                '../workers/*',
+              ],
+              message: 'schema/ may import the section schemas from ml/ and nothing from the service layers.',
+            },
+            {
+              group: ['@temporalio/*', 'pg', 'drizzle-orm', 'drizzle-orm/*'],
+              message: 'schema/ needs no services.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     // serve/ is the online service: Postgres and the artifact store, never Temporal, the CLI or workflow code.
     files: ['serve/**/*.ts'],
     rules: {

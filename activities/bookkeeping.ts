@@ -2,6 +2,7 @@ import { RunRepository } from '../db/repositories/runs.js';
 import type { CorellaActivities } from './types.js';
 import type { ActivityContext } from './context.js';
 import { codeVersion } from './code-version.js';
+import { parsePipelineConfig } from '../schema/pipeline.js';
 
 /** Run rows: the workflow's record in Postgres of how each run went. */
 export function bookkeepingActivities(
@@ -10,6 +11,10 @@ export function bookkeepingActivities(
   const runs = new RunRepository(ctx.db);
   return {
     async startRun(input) {
+      // The first activity to see a retrain's config: a bad one (from a client that did not validate it)
+      // fails here, non-retryable, before a run row or anything else is written.
+      if (input.kind === 'retrain')
+        parsePipelineConfig((input.config as { config?: unknown } | undefined)?.config);
       const row = await runs.start({
         workflowId: input.workflowId,
         kind: input.kind,

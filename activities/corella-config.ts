@@ -3,71 +3,54 @@ import type { LlmConfig } from '../ml/llm/index.js';
 import { CorellaError } from '../ml/errors.js';
 import type { JointConfigInput } from '../ml/corella/joint.js';
 import type { Calibration, CalibrationConfig } from '../ml/corella/calibration.js';
+import { llmConfigShape, type LlmSection } from '../ml/llm/config.js';
 import type { CalibrationInput } from '../db/repositories/calibrations.js';
 import type { CalibrationPoint } from '../db/schema/calibrations.js';
+import { resolvePipelineConfig, type ResolvedPipelineConfig } from '../schema/pipeline.js';
 import { join } from 'node:path';
 
-/** How many rows of each split get LLM features up front (the LLM is the expensive part of a run). */
-export interface LlmPools {
-  valid: number;
-  test: number;
-  seed: number;
-  /** Pools are drawn in user blocks of the LLM's historyBlock, so their prompts share prefixes. */
-  block: number;
+/**
+ * How many rows of each split get LLM features up front (`llm.pools`), drawn in user blocks of the LLM's
+ * historyBlock so their prompts share prefixes.
+ */
+export type LlmPools = LlmSection['pools'] & { block: number };
+
+/**
+ * Every helper below validates the whole config again: an activity may be handed a config that no CLI
+ * checked (a workflow started by another client), and a bad one must fail before any work, not be read
+ * field by field with fallbacks.
+ */
+function resolved(config: PipelineConfig): ResolvedPipelineConfig {
+  return resolvePipelineConfig(config);
 }
 
+/** The LLM's part of the `llm` section (the keys its schema declares) plus the model cache of this home. */
 export function llmConfigOf(config: PipelineConfig, home: string): LlmConfig {
-  const s = (config.llm ?? {}) as Record<string, unknown>;
-  if (typeof s.model !== 'string' || s.model === '') {
-    throw new CorellaError('BAD_CONFIG', 'config.llm.model is required (a .gguf path or an hf: URI)');
+  const llm = resolved(config).llm;
+  if (llm.model === undefined) {
+    throw new CorellaError('BAD_CONFIG', 'config.llm.model is required (a .gguf path or an hf: URI)', {
+      details: { field: 'llm.model' },
+    });
   }
   const out: Record<string, unknown> = { modelCacheDir: join(home, 'models') };
-  for (const k of [
-    'model',
-    'gpu',
-    'gpuLayers',
-    'threads',
-    'contextSize',
-    'batchSize',
-    'sequences',
-    'lora',
-    'template',
-    'answers',
-    'hidden',
-    'maxHistoryItems',
-    'historyBlock',
-    'targetReserveTokens',
-    'itemAffinity',
-  ]) {
-    if (s[k] !== undefined) out[k] = s[k];
+  for (const k of Object.keys(llmConfigShape) as (keyof typeof llmConfigShape)[]) {
+    if (llm[k] !== undefined) out[k] = llm[k];
   }
-  return out as unknown as LlmConfig;
+  return out as LlmConfig;
 }
 
 export function llmPoolsOf(config: PipelineConfig): LlmPools {
-  const llm = (config.llm ?? {}) as Record<string, unknown>;
-  const p = llm.pools as Partial<LlmPools> | undefined;
-  const block = typeof llm.historyBlock === 'number' ? llm.historyBlock : 1;
-  return { valid: p?.valid ?? 2000, test: p?.test ?? 2000, seed: p?.seed ?? 11, block };
+  const { pools, historyBlock } = resolved(config).llm;
+  return { ...pools, block: historyBlock };
 }
 
 export function jointConfigOf(config: PipelineConfig, runId: string): JointConfigInput {
-  return {
-    poolBlock: llmPoolsOf(config).block,
-    ...(config.joint ?? {}),
-    checkpointName: `runs/${runId}/joint`,
-  } as JointConfigInput;
+  return { ...resolved(config).joint, checkpointName: `runs/${runId}/joint` };
 }
 
 /** Calibration works on the same validation pool the LLM features were extracted for. */
-export function calibrationConfigOf(config: PipelineConfig): Partial<CalibrationConfig> {
-  const pools = llmPoolsOf(config);
-  return {
-    maxRows: pools.valid,
-    seed: pools.seed,
-    poolBlock: pools.block,
-    ...((config.calibration ?? {}) as Partial<CalibrationConfig>),
-  };
+export function calibrationConfigOf(config: PipelineConfig): CalibrationConfig {
+  return resolved(config).calibration;
 }
 
 /**

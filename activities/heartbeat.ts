@@ -4,7 +4,12 @@ import type { LongRunOptions, Progress } from '../ml/progress.js';
 // The latest progress of each running activity, re-sent by its pulse between progress reports.
 const latest = new WeakMap<Context, unknown>();
 
-/** How often a running activity heartbeats even when its computation reports nothing. */
+/**
+ * How often a running activity heartbeats even when its computation reports nothing. The SDK sends at most
+ * one heartbeat per throttle interval (workers set it to 2 s), and a heartbeat's reply is the only way a
+ * cancellation or termination reaches the activity (as `cancellationSignal`, which ml/ sees): so a stopped
+ * run's training ends within about 2 s, and a dead worker is noticed after the 30 s heartbeat timeout.
+ */
 const PULSE_MS = 1_000;
 
 function currentContext(): Context | undefined {
@@ -71,6 +76,15 @@ function progressSignaller(ctx: Context): (p: Progress) => void {
   };
 }
 
+/** Observers of every activity's progress (the worker's Prometheus metrics: samples/s, tokens/s). */
+const progressObservers = new Set<(activityType: string, p: Progress) => void>();
+
+/** Registers an observer of activity progress; returns its removal. Observers must not throw. */
+export function observeActivityProgress(fn: (activityType: string, p: Progress) => void): () => void {
+  progressObservers.add(fn);
+  return () => progressObservers.delete(fn);
+}
+
 /**
  * Progress callbacks and cancellation for ml/ code running inside an activity: every progress report becomes
  * a heartbeat (the SDK throttles them), and the activity's cancellation reaches ml/ as an AbortSignal.
@@ -86,6 +100,7 @@ export function activityRunOptions(stage: string): LongRunOptions & { lastCheckp
       latest.set(ctx, last);
       ctx.heartbeat(last);
       signal(last);
+      for (const observe of progressObservers) observe(ctx.info.activityType, last);
     },
     lastCheckpoint: () => last?.checkpoint,
   };

@@ -1,6 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { ModelRepository } from '../db/repositories/models.js';
 import type { ArtifactInput } from '../db/repositories/artifacts.js';
+import { DEFAULT_PROMOTION } from '../ml/corella/promotion-config.js';
 import { CorellaError } from '../ml/errors.js';
 import type { ActivityContext } from './context.js';
 import type { CorellaActivities, Metrics, RegisterResult } from './types.js';
@@ -13,8 +14,8 @@ export function promotionDecision(
   champion: Record<string, unknown> | undefined,
   rule: { metric?: string; margin?: number } = {},
 ): { alias: 'champion' | 'challenger'; reason: string } {
-  const metric = rule.metric ?? 'calibration.hybrid.auc';
-  const margin = rule.margin ?? 0;
+  const metric = rule.metric ?? DEFAULT_PROMOTION.metric;
+  const margin = rule.margin ?? DEFAULT_PROMOTION.margin;
   const mine = candidate[metric];
   if (!champion) return { alias: 'champion', reason: 'no champion yet' };
   const theirs = champion[metric];

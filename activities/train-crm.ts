@@ -1,66 +1,62 @@
 import { Context } from '@temporalio/activity';
 import { RunRepository } from '../db/repositories/runs.js';
-import { defaultCrmConfig, saveCrm, trainCrm, type CrmConfig } from '../ml/crm/index.js';
+import { crmModelConfig } from '../ml/crm/config.js';
+import { saveCrm, trainCrm, type CrmConfig, type TrainCrmOptions } from '../ml/crm/index.js';
+import { resolvePipelineConfig } from '../schema/pipeline.js';
 import { ctrMetrics } from '../ml/metrics/index.js';
 import { initTf } from '../ml/tf/index.js';
 import type { ActivityContext } from './context.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
 import { METRIC_PREFIX } from './metric-keys.js';
-import type { CorellaActivities, Metrics, TrainCrmResult } from './types.js';
+import type { CorellaActivities, Metrics, PipelineConfig, TrainCrmResult } from './types.js';
 
-const MODEL_KEYS = [
-  'embeddingDim',
-  'crossLayers',
-  'crossStructure',
-  'lowRank',
-  'mlp',
-  'dropout',
-  'batchNorm',
-  'l2Embedding',
-  'seed',
-] as const;
-
-/** The model part of the `crm` config section (the rest are trainer settings). */
-export function crmModelConfig(section: Record<string, unknown>, kind: CrmConfig['kind']): CrmConfig {
-  const overrides: Record<string, unknown> = {};
-  if (kind !== 'lr') for (const k of MODEL_KEYS) if (section[k] !== undefined) overrides[k] = section[k];
-  if (section.seed !== undefined) overrides.seed = section.seed;
-  return defaultCrmConfig(kind, overrides as Partial<CrmConfig>);
+/** What stage 1 trains, read from the `crm` section: the trainer settings and the models with their prefixes. */
+export interface StageOnePlan {
+  trainer: Pick<TrainCrmOptions, 'epochs' | 'batchSize' | 'lr' | 'patience' | 'lrDecay' | 'threads'>;
+  /** The `crm.kind` model first (metrics `crm.*`, its artifact goes on to joint training), then the baseline. */
+  models: { prefix: (typeof METRIC_PREFIX)['crm' | 'lr']; config: CrmConfig }[];
 }
 
-function num(v: unknown, fallback: number): number {
-  return typeof v === 'number' && Number.isFinite(v) ? v : fallback;
+/**
+ * Stage 1: the CRM `crm.kind` names on all training samples, checkpointed per epoch; with `crm.baseline`
+ * (default) the LR baseline beside a DCNv2 model, for the `lr.*` metrics. A bad section is a BAD_CONFIG
+ * error naming the field, never a silent fallback to a default.
+ */
+export function stageOnePlan(config: PipelineConfig): StageOnePlan {
+  const crm = resolvePipelineConfig(config).crm;
+  const models: StageOnePlan['models'] = [{ prefix: METRIC_PREFIX.crm, config: crmModelConfig(crm) }];
+  if (crm.baseline && crm.kind !== 'lr')
+    models.push({ prefix: METRIC_PREFIX.lr, config: crmModelConfig(crm, 'lr') });
+  return {
+    trainer: {
+      epochs: crm.epochs,
+      batchSize: crm.batchSize,
+      lr: crm.learningRate,
+      patience: crm.patience,
+      lrDecay: crm.lrDecay,
+      threads: crm.threads,
+    },
+    models,
+  };
 }
 
-/** Stage 1: the CRM on all training samples, checkpointed per epoch; the LR baseline beside it. */
 export function trainCrmActivities(ctx: ActivityContext): Pick<CorellaActivities, 'trainCrm'> {
   return {
     async trainCrm({ runId, config, datasetVersionId }): Promise<TrainCrmResult> {
-      const section = (config.crm ?? {}) as Record<string, unknown>;
+      const plan = stageOnePlan(config);
       const tf = await initTf();
       const dataset = await datasetForVersion(ctx.store, datasetVersionId);
       const run = activityRunOptions('train-crm');
-      const trainer = {
-        store: ctx.store,
-        epochs: num(section.epochs, 3),
-        batchSize: num(section.batchSize, 1024),
-        lr: num(section.learningRate, 1e-3),
-        patience: num(section.patience, 1),
-        lrDecay: num(section.lrDecay, 0.5),
-        signal: run.signal,
-        onProgress: run.onProgress,
-      };
+      const trainer = { ...plan.trainer, store: ctx.store, signal: run.signal, onProgress: run.onProgress };
       const runs = new RunRepository(ctx.db);
       const metrics: Metrics = {};
-      const kinds: CrmConfig['kind'][] = section.baseline === false ? ['dcnv2'] : ['dcnv2', 'lr'];
       let crmArtifact = '';
-      for (const kind of kinds) {
-        const prefix = kind === 'dcnv2' ? METRIC_PREFIX.crm : METRIC_PREFIX.lr;
+      for (const { prefix, config: modelConfig } of plan.models) {
         // A retried attempt resumes from the last epoch checkpoint of the same run.
         // The first epoch this attempt works on shows how much a retry had to redo.
         let startEpoch: number | undefined;
-        const result = await trainCrm(dataset, crmModelConfig(section, kind), {
+        const result = await trainCrm(dataset, modelConfig, {
           ...trainer,
           onProgress: (p) => {
             if (startEpoch === undefined && p.epoch !== undefined) startEpoch = p.epoch;
@@ -92,7 +88,7 @@ export function trainCrmActivities(ctx: ActivityContext): Pick<CorellaActivities
               h.epoch + 1,
             );
           }
-          if (kind === 'dcnv2') {
+          if (prefix === METRIC_PREFIX.crm) {
             const ref = await saveCrm(result.model, ctx.store, {
               runId,
               datasetVersionId,

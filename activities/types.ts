@@ -2,6 +2,7 @@
  * Activity signatures: the only thing workflow code imports from activities/. Inputs and outputs are small
  * (ids, URIs, sha256s, metric summaries); large data stays in the artifact store and Postgres.
  */
+import type { PipelineConfigInput } from '../schema/pipeline.js';
 
 export type DatasetSourceName = 'movielens-1m' | 'amazon-books' | 'recbole' | 'synthetic-movielens';
 
@@ -15,15 +16,11 @@ export interface DatasetSpec {
   params?: Record<string, unknown>;
 }
 
-/** The whole run configuration; its canonical hash is part of the workflow id. */
-export interface PipelineConfig {
-  crm?: Record<string, unknown>;
-  llm?: Record<string, unknown>;
-  joint?: Record<string, unknown>;
-  calibration?: Record<string, unknown>;
-  evaluation?: Record<string, unknown>;
-  promotion?: { metric?: string; margin?: number };
-}
+/**
+ * The whole run configuration as written (every field optional), derived from the schema in
+ * schema/pipeline.ts; its hash is part of the workflow id (docs/config.md).
+ */
+export type PipelineConfig = PipelineConfigInput;
 
 export interface RetrainInput {
   dataset: DatasetSpec;
@@ -47,7 +44,7 @@ export type Metrics = Record<string, number>;
 
 export interface StartRunInput {
   workflowId: string;
-  kind: 'retrain' | 'recalibrate';
+  kind: 'retrain' | 'recalibrate' | 'score';
   config: unknown;
   datasetLabel: string;
 }
@@ -200,7 +197,13 @@ export interface BatchScoreInput {
   queues?: TaskQueues;
   heartbeatTimeout?: string;
   /** Set by the workflow itself when it continues as new on a long file: the plan and the tallies so far. */
-  resume?: { plan: ScorePlanSummary; nextChunk: number; tally: ScoreTally };
+  resume?: {
+    plan: ScorePlanSummary;
+    nextChunk: number;
+    tally: ScoreTally;
+    /** The run row of the whole chain (workflows/score.ts SCORE_RUN_ROW); absent in runs from before it. */
+    runId?: string;
+  };
 }
 
 export interface PlanScoreInput {

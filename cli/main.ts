@@ -1,9 +1,9 @@
 import { CorellaError } from '../ml/errors.js';
-import { isUnavailable } from './failure.js';
 import { redactSecrets } from './services/secrets.js';
 
 import {
   commandHelp,
+  GLOBAL_OPTIONS,
   EXIT,
   parseCommand,
   UsageError,
@@ -13,6 +13,7 @@ import {
   type Parsed,
 } from './args.js';
 import { didYouMean } from '../ml/config/did-you-mean.js';
+import { configSpec } from './specs/config.js';
 import { doctorSpec } from './specs/doctor.js';
 import { gcSpec } from './specs/gc.js';
 import { modelsSpec } from './specs/models.js';
@@ -61,6 +62,7 @@ export const COMMANDS: Record<string, Command> = {
   serve: command(serveSpec, async () => (await import('./commands/serve.js')).serve),
   doctor: command(doctorSpec, async () => (await import('./commands/doctor.js')).doctor),
   gc: command(gcSpec, async () => (await import('./commands/gc.js')).gc),
+  config: command(configSpec, async () => (await import('./commands/config.js')).config),
 };
 
 const ENVIRONMENT = `Environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, CORELLA_HOME, CORELLA_DATA_DIR,
@@ -88,6 +90,14 @@ export function globalHelp(): string {
   ].join('\n');
 }
 
+/** A command's help; with --json its definitions (options, defaults, examples) for editors and scripts. */
+function printHelp(spec: CommandSpec, json: boolean): void {
+  const options = { ...spec.options, ...GLOBAL_OPTIONS };
+  process.stdout.write(
+    json ? `${JSON.stringify({ ...spec, options }, null, 2)}\n` : `${commandHelp(spec)}\n`,
+  );
+}
+
 function unknownCommand(name: string): UsageError {
   const guess = didYouMean(name, Object.keys(COMMANDS));
   return new UsageError(
@@ -112,22 +122,29 @@ export async function main(argv: string[]): Promise<number> {
       if (extra.length > 0) throw new UsageError(`corella help takes one command (got ${rest.join(' ')})`);
       const cmd = COMMANDS[topic];
       if (!cmd) throw unknownCommand(topic);
-      process.stdout.write(`${commandHelp(cmd.spec)}\n`);
+      printHelp(cmd.spec, json);
       return EXIT.ok;
     }
     const cmd = COMMANDS[name];
     if (!cmd) throw unknownCommand(name);
     if (wantsHelp(cmd.spec, rest)) {
-      process.stdout.write(`${commandHelp(cmd.spec)}\n`);
+      printHelp(cmd.spec, json);
       return EXIT.ok;
     }
     return await cmd.run(rest);
   } catch (e) {
-    return reportError(e, json);
+    // failure.ts loads the Temporal SDK: only an error that may have come from it pays for that, so
+    // `--help` and a mistyped flag stay free of it.
+    const unavailable =
+      !(e instanceof UsageError) &&
+      !(e instanceof CorellaError) &&
+      (await import('./failure.js')).isUnavailable(e);
+    return reportError(e, json, unavailable);
   }
 }
 
-export function reportError(e: unknown, json: boolean): number {
+/** Prints an error and returns its exit code; `unavailable`: a Temporal server could not be reached. */
+export function reportError(e: unknown, json: boolean, unavailable = false): number {
   let code: number = EXIT.internal;
   let kind = 'INTERNAL';
   if (e instanceof UsageError) {
@@ -136,11 +153,15 @@ export function reportError(e: unknown, json: boolean): number {
   } else if (e instanceof CorellaError) {
     kind = e.code;
     code =
-      e.code === 'SERVICE_UNAVAILABLE' || e.code === 'DATA_NOT_AVAILABLE' ? EXIT.unavailable : EXIT.badInput;
+      e.code === 'SERVICE_UNAVAILABLE' || e.code === 'DATA_NOT_AVAILABLE' || e.code === 'DB_UNAVAILABLE'
+        ? EXIT.unavailable
+        : e.code === 'DB_ERROR'
+          ? EXIT.internal
+          : EXIT.badInput;
   }
   // A driver error can quote a connection URL: errors are masked like every other output.
   const message = redactSecrets(describeError(e));
-  if (code === EXIT.internal && (isConnectionRefused(e) || isUnavailable(e))) {
+  if (code === EXIT.internal && (isConnectionRefused(e) || unavailable)) {
     code = EXIT.unavailable;
     kind = 'SERVICE_UNAVAILABLE';
   }

@@ -22,6 +22,8 @@ export async function prepareRun(
   home: string,
   log: (line: string) => void,
 ): Promise<PreparedRun> {
+  // The config first: a bad one must fail before data is downloaded or generated.
+  const config = await loadPipelineConfig(values.config ?? 'default');
   const data = await resolveDataSource({
     dataDir: values['data-dir'],
     source: values.source,
@@ -31,7 +33,6 @@ export async function prepareRun(
     download: !values['no-download'],
     log,
   });
-  const config = await loadPipelineConfig(values.config ?? 'default');
   const model = await resolveModel({ model: values.model, home, log });
   config.llm = { ...(config.llm ?? {}), model: model.path, modelSha256: model.sha256 };
   // Workers on other machines read the model from the object store by its sha256 (activities/llm-model-file.ts).

@@ -1,6 +1,18 @@
 import type { RetrainResult } from '../activities/types.js';
 import { table } from './output.js';
 
+const percent = (v: number | undefined): string => `${((v ?? NaN) * 100).toFixed(1)}%`;
+
+/**
+ * The routed fraction of the split the table's metrics come from. The table shows test metrics, so it is the
+ * test's (cold-item rows included, as calibration and evaluation route them); the validation split's alone
+ * once said 0.0% beside a hybrid AUC that differed from the CRM's on test.
+ */
+function routedLine(test: number | undefined, validation: number | undefined): string {
+  if (test === undefined) return `routed to LLM: ${percent(validation)} (validation)`;
+  return `routed to LLM: ${percent(test)} of the test rows (validation ${percent(validation)})`;
+}
+
 /** The table `up` and `retrain --wait` print when a retrain finishes: test metrics when there are some. */
 export function summaryTable(result: RetrainResult): string {
   const m = result.metrics;
@@ -14,7 +26,7 @@ export function summaryTable(result: RetrainResult): string {
   return [
     table(rows, ['model', 'AUC', 'LogLoss', 'ACC']),
     '',
-    `routed to LLM: ${((pick('calibration.routedFraction') ?? NaN) * 100).toFixed(1)}%   threshold: ${result.threshold.toFixed(4)}`,
+    `${routedLine(pick('eval.test.routedFraction'), pick('calibration.routedFraction'))}   threshold: ${result.threshold.toFixed(4)}`,
     `model version: ${result.modelVersionId} (${result.alias})`,
     ...(result.reportPath ? [`report: ${result.reportPath}`] : []),
   ].join('\n');

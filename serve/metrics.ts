@@ -114,12 +114,21 @@ export class ServeMetrics {
 
   scoredRequest(result: ScoreResult, seconds: number): void {
     let worst: Route = 'crm';
+    // Counted here and added once per route: a labelled inc hashes its labels, 50 times per slate otherwise.
+    let crm = 0;
+    let llm = 0;
+    let fallback = 0;
     for (const c of result.candidates) {
-      this.candidates.inc({ route: c.route });
-      if (c.route !== 'crm') this.routed++;
-      if (c.route === 'llm') worst = 'llm';
-      else if (c.route === 'crm-fallback' && worst === 'crm') worst = 'crm-fallback';
+      if (c.route === 'crm') crm++;
+      else if (c.route === 'llm') llm++;
+      else fallback++;
     }
+    if (llm > 0) worst = 'llm';
+    else if (fallback > 0) worst = 'crm-fallback';
+    this.routed += llm + fallback;
+    if (crm > 0) this.candidates.inc({ route: 'crm' }, crm);
+    if (llm > 0) this.candidates.inc({ route: 'llm' }, llm);
+    if (fallback > 0) this.candidates.inc({ route: 'crm-fallback' }, fallback);
     this.scored += result.candidates.length;
     this.candidateLatency.observe({ route: worst }, seconds);
     if (result.llm.fallbacks > 0)

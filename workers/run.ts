@@ -3,13 +3,15 @@ import type { CorellaActivities } from '../activities/types.js';
 import { connectWorker, type TemporalTarget } from './connection.js';
 import { createCpuWorker } from './cpu.js';
 import { createGpuWorker, gpuActivities } from './gpu.js';
-import { installWorkerRuntime } from './runtime.js';
+import { installWorkerObservability } from './runtime.js';
 
 export type QueueKind = 'cpu' | 'gpu';
 
 export interface RunningWorkers {
   /** Resolves when every worker has shut down; rejects if one crashed. */
   done: Promise<void>;
+  /** The Prometheus endpoint, when CORELLA_METRICS_ADDRESS asked for one. */
+  metricsUrl?: string;
   shutdown(): Promise<void>;
 }
 
@@ -22,8 +24,15 @@ export async function runWorkers(opts: {
   /** Task queue names per kind, when not corella-cpu / corella-gpu. */
   taskQueues?: { cpu?: string; gpu?: string };
 }): Promise<RunningWorkers> {
-  installWorkerRuntime();
-  const connection = await connectWorker(opts.target);
+  const obs = await installWorkerObservability();
+  const extra = obs.metrics ? { interceptors: { activity: [obs.metrics.interceptor()] } } : undefined;
+  let connection;
+  try {
+    connection = await connectWorker(opts.target);
+  } catch (e) {
+    await obs.close();
+    throw e;
+  }
   const workers: Worker[] = [];
   try {
     for (const q of opts.queues) {
@@ -35,6 +44,7 @@ export async function runWorkers(opts: {
               namespace: opts.target.namespace,
               activities: opts.activities,
               taskQueue: opts.taskQueues?.cpu,
+              extra,
             })
           : await createGpuWorker({
               connection,
@@ -42,25 +52,30 @@ export async function runWorkers(opts: {
               activities: opts.activities,
               concurrency: opts.gpuConcurrency,
               taskQueue: opts.taskQueues?.gpu,
+              extra,
             }),
       );
     }
   } catch (e) {
     await connection.close();
+    await obs.close();
     throw e;
   }
   const done = Promise.all(workers.map((w) => w.run())).then(
     async () => {
       await connection.close();
+      await obs.close();
     },
     async (e: unknown) => {
       for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
       await connection.close();
+      await obs.close();
       throw e;
     },
   );
   return {
     done,
+    metricsUrl: obs.endpoint?.url,
     async shutdown() {
       for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
       await done.catch(() => undefined);

@@ -1,6 +1,6 @@
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { writeRunReport } from '../../activities/report.js';
-import { FileArtifactStore } from '../../ml/artifacts/store.js';
+import { openArtifactStore } from '../../ml/artifacts/open-store.js';
 import { EXIT, UsageError, type ArgsOf } from '../args.js';
 import { withDatabase } from '../database.js';
 import { makeOutput } from '../output.js';
@@ -18,7 +18,7 @@ export async function report({ values, positionals }: ArgsOf<typeof reportSpec>)
   }
   const home = corellaHome();
   const result = await withDatabase((db) =>
-    writeRunReport({ db, store: new FileArtifactStore(join(home, 'artifacts')), home }, id, {
+    writeRunReport({ db, store: openArtifactStore(home), home }, id, {
       out: values.out ? resolve(values.out) : undefined,
       bootstrapRounds: rounds,
     }),

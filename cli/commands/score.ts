@@ -4,7 +4,8 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure, WorkflowIdReusePolicy } from '@temporalio/common';
 import type { BatchScoreInput, BatchScoreResult } from '../../activities/types.js';
-import { FileArtifactStore, sha256Hex } from '../../ml/artifacts/store.js';
+import { sha256Hex } from '../../ml/artifacts/store.js';
+import { openArtifactStore } from '../../ml/artifacts/open-store.js';
 import { scanBatch } from '../../ml/serving/jsonl-batch.js';
 import { TASK_QUEUE_CPU } from '../../workflows/search-attributes.js';
 import { scoreProgressQuery, type scoreWorkflow } from '../../workflows/score.js';
@@ -12,7 +13,7 @@ import { EXIT, parseDuration, UsageError, type ArgsOf } from '../args.js';
 import { connectClient, workflowUiUrl } from '../client.js';
 import { failureMessage } from '../failure.js';
 import { makeOutput, progressLine, table } from '../output.js';
-import { artifactsDir, corellaHome } from '../services/paths.js';
+import { corellaHome } from '../services/paths.js';
 import type { scoreSpec } from '../specs/score.js';
 
 const REF_RE = /^(?:[1-9][0-9]*|[a-z][a-z0-9_-]{0,62})$/;
@@ -80,7 +81,7 @@ export async function score({ values }: ArgsOf<typeof scoreSpec>): Promise<numbe
   // nothing is kept but the count.
   const rows = scanBatch(data, values.input, 1, () => undefined);
   const home = corellaHome();
-  const stored = await new FileArtifactStore(artifactsDir(home)).put(data);
+  const stored = await openArtifactStore(home).put(data);
   const workflowId = scoreWorkflowId(stored.sha256, model);
   const input: BatchScoreInput = {
     inputSha256: stored.sha256,
@@ -153,7 +154,7 @@ export async function score({ values }: ArgsOf<typeof scoreSpec>): Promise<numbe
         process.stderr.write('\n');
       }
     }
-    const output = await new FileArtifactStore(artifactsDir(home)).get(result.outputSha256);
+    const output = await openArtifactStore(home).get(result.outputSha256);
     await writeAtomic(outputPath, output);
     out.result({ workflowId, started, output: outputPath, ...result }, () =>
       table(

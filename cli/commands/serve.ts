@@ -2,12 +2,12 @@ import { join } from 'node:path';
 import { resolveDatabase } from '../services/embedded-postgres.js';
 import { migrateDatabase } from '../../db/migrate.js';
 import { openDatabase } from '../../db/connection.js';
-import { FileArtifactStore } from '../../ml/artifacts/store.js';
+import { openArtifactStore } from '../../ml/artifacts/open-store.js';
 import { startServer, type RunningServer, type ServeOptions } from '../../serve/server.js';
 import { databaseStorage } from '../../serve/storage.js';
 import { EXIT, UsageError, type ArgsOf } from '../args.js';
 import { makeOutput } from '../output.js';
-import { artifactsDir, corellaHome } from '../services/paths.js';
+import { corellaHome } from '../services/paths.js';
 import type { serveSpec } from '../specs/serve.js';
 
 function positiveInt(name: string, raw: string | undefined): number | undefined {
@@ -73,7 +73,7 @@ export async function serve({ values }: ArgsOf<typeof serveSpec>): Promise<numbe
     server = await startServer({
       ...opts,
       databaseUrl: db.url,
-      store: new FileArtifactStore(artifactsDir(home)),
+      store: openArtifactStore(home),
       home,
       storage: (d) => databaseStorage(d, { spoolDir: join(home, 'serve-spool') }),
       log: (msg) => out.info(msg),

@@ -8,7 +8,7 @@ import { reconcileRuns } from '../reconcile.js';
 import type { retrainWorkflow } from '../../workflows/retrain.js';
 import { failureExitCode, failureMessage, isUnavailable } from '../failure.js';
 import { EXIT, UsageError, type ArgsOf } from '../args.js';
-import { FileArtifactStore } from '../../ml/artifacts/store.js';
+import { openArtifactStore } from '../../ml/artifacts/open-store.js';
 import { startServer, type RunningServer } from '../../serve/server.js';
 import { databaseStorage } from '../../serve/storage.js';
 import { connectClient, workflowUiUrl } from '../client.js';
@@ -17,7 +17,7 @@ import { makeOutput, progressLine, type Output } from '../output.js';
 import type { Progress } from '../../ml/progress.js';
 import { pendingProgress } from '../run-progress.js';
 import { summaryTable } from '../run-summary.js';
-import { artifactsDir, corellaHome, readyDatabase, repoRoot } from '../services/paths.js';
+import { corellaHome, readyDatabase, repoRoot } from '../services/paths.js';
 import { lockHome } from '../services/home-lock.js';
 import { startStack, type Stack } from '../services/stack.js';
 import { Supervisor, type SupervisedWorker } from '../services/supervisor.js';
@@ -160,6 +160,7 @@ export async function up({ values }: ArgsOf<typeof upSpec>): Promise<number> {
   let interrupted = false;
   const onSignal = (): void => {
     interrupted = true;
+    supervisor.halt();
     out.info('shutting down…');
   };
   process.once('SIGINT', onSignal);
@@ -203,7 +204,7 @@ export async function up({ values }: ArgsOf<typeof upSpec>): Promise<number> {
     if (values.serve) {
       server = await startServer({
         databaseUrl: stack.databaseUrl,
-        store: new FileArtifactStore(artifactsDir(home)),
+        store: openArtifactStore(home),
         home,
         port: Number(values['serve-port']),
         storage: (db) => databaseStorage(db, { spoolDir: join(home, 'serve-spool') }),

@@ -60,7 +60,7 @@ export async function worker({ values }: ArgsOf<typeof workerSpec>): Promise<num
     if (stopping) await running.shutdown();
     else
       out.info(
-        `worker ${queues.join('+')} running against ${address} (namespace ${namespace}); Ctrl-C stops it`,
+        `worker ${queues.join('+')} running against ${address} (namespace ${namespace})${running.metricsUrl ? `, metrics at ${running.metricsUrl}` : ''}; Ctrl-C stops it`,
       );
     await running.done;
     return EXIT.ok;

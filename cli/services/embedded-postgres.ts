@@ -30,7 +30,14 @@ import pg from 'pg';
 import { CorellaError } from '../../ml/errors.js';
 import { acquireFileLock } from './file-lock.js';
 import { freePort, isPortFree } from './ports.js';
-import { isAlive, markAlive, selfMark, type ProcessMark } from './process-file.js';
+import {
+  isAlive,
+  markAlive,
+  processCommandLine,
+  selfMark,
+  type CommandLine,
+  type ProcessMark,
+} from './process-file.js';
 
 export const DEFAULT_DATA_DIR = '.corella/pg';
 export const DEFAULT_PORT = 5432;
@@ -395,44 +402,6 @@ async function readPostmasterPid(dataDir: string): Promise<PostmasterInfo | unde
     port: Number(lines[3]),
     status: (lines[7] ?? '').trim(),
   };
-}
-
-export interface CommandLine {
-  /** The program (argv[0]). */
-  program: string;
-  /** Exact argv from /proc; from `ps`, the command split on spaces (so a path with spaces is split too). */
-  argv: string[];
-  /** The whole command line joined with spaces. */
-  joined: string;
-}
-
-const HAS_PROC = process.platform === 'linux';
-
-/**
- * A process's command line: /proc on Linux, `ps` elsewhere. macOS has no /proc, and without this a live
- * server would look dead there, lose its postmaster.pid to our stale-file cleanup, and postgres shuts down
- * when its lock file disappears.
- */
-export async function processCommandLine(
-  pid: number,
-  source: 'proc' | 'ps' = HAS_PROC ? 'proc' : 'ps',
-): Promise<CommandLine | undefined> {
-  if (source === 'proc') {
-    try {
-      const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter((a) => a !== '');
-      if (argv.length === 0) return undefined;
-      return { program: argv[0], argv, joined: argv.join(' ') };
-    } catch {
-      return undefined;
-    }
-  }
-  const r = await run('ps', ['-p', String(pid), '-o', 'command='], { name: 'self' }, 10_000).catch(
-    () => undefined,
-  );
-  const joined = r?.code === 0 ? r.stdout.trim() : '';
-  if (joined === '') return undefined;
-  const argv = joined.split(' ');
-  return { program: argv[0], argv, joined };
 }
 
 /** Does the command line name `path` as one argument (also when `ps` split a path containing spaces)? */

@@ -1,4 +1,8 @@
+import { execFile } from 'node:child_process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
 
 /** What we remember about a service process we started, so a later start can find an orphan. */
 export interface ProcessRecord {
@@ -61,13 +65,42 @@ export async function markAlive(mark: ProcessMark): Promise<boolean> {
   return mark.startTime === undefined || now === undefined || now === mark.startTime;
 }
 
-/** The command line of a live process (Linux), to check that a recorded pid is still ours. */
-export async function commandLine(pid: number): Promise<string | undefined> {
-  try {
-    return (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').join(' ');
-  } catch {
-    return undefined;
+export interface CommandLine {
+  /** The program (argv[0]). */
+  program: string;
+  /** Exact argv from /proc; from `ps`, the command split on spaces (so a path with spaces is split too). */
+  argv: string[];
+  /** The whole command line joined with spaces. */
+  joined: string;
+}
+
+const HAS_PROC = process.platform === 'linux';
+
+/**
+ * A process's command line: /proc on Linux, `ps` elsewhere. macOS has no /proc, and without this a live
+ * server would look dead there, lose its postmaster.pid to our stale-file cleanup, and postgres shuts down
+ * when its lock file disappears.
+ */
+export async function processCommandLine(
+  pid: number,
+  source: 'proc' | 'ps' = HAS_PROC ? 'proc' : 'ps',
+): Promise<CommandLine | undefined> {
+  if (source === 'proc') {
+    try {
+      const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter((a) => a !== '');
+      if (argv.length === 0) return undefined;
+      return { program: argv[0], argv, joined: argv.join(' ') };
+    } catch {
+      return undefined;
+    }
   }
+  const joined = await execFileAsync('ps', ['-p', String(pid), '-o', 'command='], { timeout: 10_000 }).then(
+    (r) => r.stdout.trim(),
+    () => '',
+  );
+  if (joined === '') return undefined;
+  const argv = joined.split(' ');
+  return { program: argv[0], argv, joined };
 }
 
 export async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {

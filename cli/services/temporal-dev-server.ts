@@ -6,8 +6,8 @@ import { CorellaError } from '../../ml/errors.js';
 import { NAMESPACE_DEFAULT, SEARCH_ATTRIBUTES } from '../../workflows/search-attributes.js';
 import { choosePort, freePort } from './ports.js';
 import {
-  commandLine,
   isAlive,
+  processCommandLine,
   readProcessRecord,
   removeProcessRecord,
   terminate,
@@ -77,7 +77,7 @@ export async function startTemporalDevServer(opts: DevServerOptions): Promise<Te
   // An orphan from a SIGKILLed parent still holds the SQLite file: adopt it when healthy, else stop it.
   const prev = await readProcessRecord(recordPath);
   if (prev && isAlive(prev.pid)) {
-    const cmd = (await commandLine(prev.pid)) ?? '';
+    const cmd = (await processCommandLine(prev.pid))?.joined ?? '';
     if (cmd.includes('start-dev') && cmd.includes(opts.dir)) {
       const address = `127.0.0.1:${prev.port}`;
       try {

@@ -40,6 +40,7 @@ export const scoreSpec = defineCommand({
       type: 'string',
       placeholder: 'DURATION',
       description: 'how long a chunk activity may go without a heartbeat before it is retried',
+      defaultText: '2m',
     },
   },
   positionals: false,

@@ -1,4 +1,5 @@
-import { and, asc, desc, eq, inArray, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, like, or, sql } from 'drizzle-orm';
+import { CorellaError } from '../../ml/errors.js';
 import type { Executor } from '../connection.js';
 import { NotFoundError, badInput } from '../errors.js';
 import {
@@ -157,6 +158,16 @@ export class RunRepository extends Repository {
                 endedAt: null,
                 startedAt: new Date(),
                 attempt: existing.attempt + 1,
+                attempts: [
+                  ...existing.attempts,
+                  {
+                    attempt: existing.attempt,
+                    status: existing.status,
+                    error: existing.error,
+                    startedAt: existing.startedAt.toISOString(),
+                    endedAt: existing.endedAt?.toISOString() ?? null,
+                  },
+                ],
                 config: input.config ?? existing.config,
                 codeVersion: input.codeVersion ?? existing.codeVersion,
                 datasetVersionId: input.datasetVersionId ?? existing.datasetVersionId,
@@ -325,12 +336,44 @@ export class RunRepository extends Repository {
   }
 
   /** By run id (uuid) or workflow id. */
-  async show(idOrWorkflowId: string): Promise<RunDetails | undefined> {
+  /**
+   * A run by its id, its workflow id, or a unique prefix of either (`runs list` prints 8 characters of the
+   * id). An ambiguous prefix is an error that lists what it matches; no match is undefined.
+   */
+  async find(ref: string): Promise<RunRow | undefined> {
+    requireText('run', ref);
     return this.retry(async () => {
-      const [run] = await this.db
+      const [exact] = await this.db
         .select()
         .from(runs)
-        .where(isUuid(idOrWorkflowId) ? eq(runs.id, idOrWorkflowId) : eq(runs.workflowId, idOrWorkflowId));
+        .where(isUuid(ref) ? eq(runs.id, ref) : eq(runs.workflowId, ref));
+      if (exact) return exact;
+      // LIKE wildcards in the reference are literal text.
+      const pattern = `${ref.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      const matches = await this.db
+        .select()
+        .from(runs)
+        .where(or(like(sql`${runs.id}::text`, pattern), like(runs.workflowId, pattern)))
+        .orderBy(desc(runs.startedAt))
+        .limit(11);
+      if (matches.length <= 1) return matches[0];
+      const listed = matches
+        .slice(0, 10)
+        .map((r) => `${r.id.slice(0, 8)} (${r.workflowId})`)
+        .join(', ');
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `run ${JSON.stringify(ref)} is ambiguous: it matches ${matches.length > 10 ? 'more than 10 runs, among them' : `${matches.length} runs:`} ${listed}; give more characters`,
+        { details: { field: 'run', matches: matches.map((r) => r.id) } },
+      );
+    });
+  }
+
+  async show(idOrWorkflowId: string): Promise<RunDetails | undefined> {
+    const found = await this.find(idOrWorkflowId);
+    if (!found) return undefined;
+    return this.retry(async () => {
+      const [run] = await this.db.select().from(runs).where(eq(runs.id, found.id));
       if (!run) return undefined;
       const [params, metrics, arts] = await Promise.all([
         this.db.select().from(runParams).where(eq(runParams.runId, run.id)).orderBy(asc(runParams.key)),

@@ -24,6 +24,15 @@ export const RUN_STATUSES = [
 ] as const;
 export type RunStatus = (typeof RUN_STATUSES)[number];
 
+/** An earlier execution of a re-run workflow id: how it ended, kept when the id is started again. */
+export interface RunAttempt {
+  attempt: number;
+  status: RunStatus;
+  error: string | null;
+  startedAt: string;
+  endedAt: string | null;
+}
+
 /** One execution of a workflow (retrain, calibrate, evaluate, …), keyed by its Temporal workflow id. */
 export const runs = pgTable(
   'runs',
@@ -38,6 +47,8 @@ export const runs = pgTable(
     codeVersion: text('code_version'),
     /** 1 for the first execution; incremented when a failed/cancelled run is started again. */
     attempt: integer('attempt').notNull().default(1),
+    /** The earlier attempts, oldest first: a re-run no longer overwrites how the previous one failed. */
+    attempts: jsonb('attempts').$type<RunAttempt[]>().notNull().default([]),
     startedAt: timestamp('started_at', { withTimezone: true }).notNull().defaultNow(),
     endedAt: timestamp('ended_at', { withTimezone: true }),
     datasetVersionId: text('dataset_version_id').references((): AnyPgColumn => datasetVersions.versionId, {

@@ -71,8 +71,10 @@ function objectsAt(schema: z.ZodType, path: Path): Def[] {
 }
 
 function expectedOf(issue: z.core.$ZodIssue): string | undefined {
-  if (issue.code === 'invalid_type')
-    return `${/^[aeiou]/.test(issue.expected) ? 'an' : 'a'} ${issue.expected}`;
+  if (issue.code === 'invalid_type') {
+    const name = issue.expected === 'int' ? 'integer' : issue.expected;
+    return `${/^[aeiou]/.test(name) ? 'an' : 'a'} ${name}`;
+  }
   if (issue.code === 'invalid_value') return issue.values.map((v) => shown(v)).join(' or ');
   return undefined;
 }
@@ -115,9 +117,19 @@ function describe(
             : `expected ${expectedOf(issue)}, got ${shown(got)}`,
       });
       return;
-    case 'invalid_value':
-      out.push({ path: formatPath(path), message: `expected ${expectedOf(issue)}, got ${shown(got)}` });
+    case 'invalid_value': {
+      // A schema's own message (e.g. the promotion metric's) says more than the list of values.
+      if (!/^Invalid (option|input)/.test(issue.message)) {
+        out.push({ path: formatPath(path), message: issue.message });
+        return;
+      }
+      const guess = typeof got === 'string' ? didYouMean(got, issue.values.map(String)) : undefined;
+      out.push({
+        path: formatPath(path),
+        message: `expected ${expectedOf(issue)}, got ${shown(got)}${guess ? `; did you mean ${guess}?` : ''}`,
+      });
       return;
+    }
     case 'too_small':
     case 'too_big': {
       const bound = issue.code === 'too_small' ? issue.minimum : issue.maximum;

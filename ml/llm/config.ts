@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { parseSection } from '../config/issues.js';
 import { itemAffinityInputSchema, resolveItemAffinity, type ResolvedItemAffinity } from './item-affinity.js';
 import { TEMPLATES } from './prompts.js';
+import { finetuneSchema } from './tf/finetune-config.js';
 
 const int = (min: number) => z.number().int().min(min);
 
@@ -94,3 +95,33 @@ export function resolveLlmConfig(c: LlmConfig): ResolvedLlmConfig {
     itemAffinity: resolveItemAffinity(parsed.itemAffinity),
   };
 }
+
+/**
+ * The pipeline's `llm` section. `model` is usually left out of config files: the CLI fills it with the
+ * resolved model file and its sha256 (`modelSha256`), which identifies the model in the workflow id. `pools`
+ * are the rows that get LLM features up front (the LLM is the expensive part of a run), drawn in user blocks
+ * of `historyBlock` so their prompts share prefixes.
+ */
+export const llmSectionSchema = z
+  .strictObject({
+    ...llmConfigShape,
+    model: llmConfigShape.model.optional(),
+    modelSha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/, 'expected a sha256 (64 hex digits)')
+      .optional()
+      .describe('sha256 of the model file (set by the CLI).'),
+    pools: z
+      .strictObject({
+        valid: int(0)
+          .default(2000)
+          .describe('Validation rows with LLM features (calibration, joint validation).'),
+        test: int(0).default(2000).describe('Test rows with LLM features (the alignment evaluation).'),
+        seed: z.number().int().default(11),
+      })
+      .prefault({}),
+    finetune: finetuneSchema.default({ method: 'none' }),
+  })
+  .superRefine(checkLlmHidden);
+
+export type LlmSection = z.output<typeof llmSectionSchema>;

@@ -80,7 +80,7 @@ describe('retrainWorkflow on a real Temporal dev server and a real Postgres', ()
   function input(queues: { cpu: string; gpu: string }, tag: string): RetrainInput {
     return {
       dataset: { source: 'movielens-1m', dir: '/nonexistent' },
-      config: { crm: { tag } },
+      config: {},
       configHash: tag,
       trigger: 'test',
       queues,

@@ -18,13 +18,13 @@ describe('cli helpers', () => {
   it('gives the same workflow id for the same dataset and config, whatever the key order', () => {
     const a = retrainWorkflowId(
       { source: 'movielens-1m', dir: '/d' },
-      { crm: { a: 1, b: 2 }, joint: { gamma: 0.1 } },
+      { crm: { epochs: 1, batchSize: 2 }, joint: { gamma: 0.2 } },
     );
     const b = retrainWorkflowId(
       { dir: '/d', source: 'movielens-1m' },
-      { joint: { gamma: 0.1 }, crm: { b: 2, a: 1 } },
+      { joint: { gamma: 0.2 }, crm: { batchSize: 2, epochs: 1 } },
     );
-    const c = retrainWorkflowId({ source: 'movielens-1m', dir: '/d' }, { crm: { a: 1, b: 3 } });
+    const c = retrainWorkflowId({ source: 'movielens-1m', dir: '/d' }, { crm: { epochs: 1, batchSize: 3 } });
     expect(a.id).toBe(b.id);
     expect(a.id).toMatch(/^retrain-movielens-1m-[0-9a-f]{12}$/);
     expect(c.id).not.toBe(a.id);

@@ -138,6 +138,82 @@ export class LoraAdapter {
     return out;
   }
 
+  /** `toHost` without awaiting: for callers that must stay synchronous (a joint branch's clone). */
+  toHostSync(): LoraHostWeights {
+    const out: LoraHostWeights = {};
+    for (const p of this.pairs) {
+      out[LoraAdapter.key(p.layer, p.target)] = {
+        a: p.a.dataSync() as Float32Array,
+        b: p.b.dataSync() as Float32Array,
+      };
+    }
+    return out;
+  }
+
+  /** An independent adapter with the same config and weights. */
+  clone(): LoraAdapter {
+    const c = LoraAdapter.create(this.hp, this.userConfig());
+    c.load(this.toHostSync());
+    return c;
+  }
+
+  /** The config that `create` resolves to this adapter's (what a serialized adapter stores). */
+  userConfig(): LoraConfig {
+    const c = this.config;
+    return {
+      layers: c.nLayer - c.firstLayer,
+      rank: c.rank,
+      alpha: c.alpha,
+      targets: [...c.targets],
+      seed: c.seed,
+    };
+  }
+
+  /**
+   * Config and weights as JSON (weights as base64 float32), for checkpoints and model artifacts. The
+   * model's shape is not stored: `deserialize` takes the base's hparams and `load` refuses weights of
+   * another shape, so an adapter cannot be restored onto the wrong base silently.
+   */
+  serialize(): string {
+    const w = this.toHostSync();
+    const b64 = (x: Float32Array) => Buffer.from(x.buffer, x.byteOffset, x.byteLength).toString('base64');
+    return JSON.stringify({
+      format: 'corella-lora/1',
+      config: this.userConfig(),
+      weights: Object.fromEntries(Object.entries(w).map(([k, v]) => [k, { a: b64(v.a), b: b64(v.b) }])),
+    });
+  }
+
+  static deserialize(hp: LlamaHparams, text: string): LoraAdapter {
+    let raw: { format?: unknown; config?: LoraConfig; weights?: Record<string, { a: string; b: string }> };
+    try {
+      raw = JSON.parse(text) as typeof raw;
+    } catch (e) {
+      throw new CorellaError('ARTIFACT_CORRUPT', 'serialized LoRA adapter is not valid JSON', { cause: e });
+    }
+    if (raw.format !== 'corella-lora/1' || !raw.config || !raw.weights)
+      throw new CorellaError('ARTIFACT_CORRUPT', `serialized LoRA adapter has format ${String(raw.format)}`);
+    const f32 = (s: string) => {
+      const b = Buffer.from(s, 'base64');
+      if (b.length % 4 !== 0)
+        throw new CorellaError(
+          'ARTIFACT_CORRUPT',
+          `serialized LoRA weights of ${b.length} bytes are of the wrong size`,
+        );
+      return new Float32Array(new Uint8Array(b).buffer);
+    };
+    const w: LoraHostWeights = {};
+    for (const [k, v] of Object.entries(raw.weights)) w[k] = { a: f32(v.a), b: f32(v.b) };
+    const adapter = LoraAdapter.create(hp, raw.config);
+    try {
+      adapter.load(w);
+    } catch (e) {
+      adapter.dispose();
+      throw e;
+    }
+    return adapter;
+  }
+
   /** Overwrites the variables (a checkpoint); every pair must be present with the right sizes. */
   load(w: LoraHostWeights): void {
     for (const p of this.pairs) {

@@ -159,6 +159,14 @@ describe('main', () => {
     expect(viaHelp).toBe(`${commandHelp(COMMANDS.gc.spec)}\n`);
   });
 
+  it('`--help --json` prints the definitions themselves', async () => {
+    capture();
+    expect(await main(['models', '--help', '--json'])).toBe(0);
+    const spec = JSON.parse(written) as CommandSpec;
+    expect(Object.keys(spec.options).sort()).toEqual(acceptedByParser(COMMANDS.models.spec).sort());
+    expect(spec.options.alias).toMatchObject({ type: 'string', default: 'champion' });
+  });
+
   it('an unknown command or flag exits 2 (usage) and names it', async () => {
     capture();
     expect(await main(['retrian'])).toBe(2);

@@ -3,11 +3,8 @@ import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import {
-  platformPackage,
-  processCommandLine,
-  resolvePostgresBinaries,
-} from '../../../cli/services/embedded-postgres.js';
+import { platformPackage, resolvePostgresBinaries } from '../../../cli/services/embedded-postgres.js';
+import { processCommandLine } from '../../../cli/services/process-file.js';
 import { CorellaError } from '../../../ml/errors.js';
 
 const dirs: string[] = [];

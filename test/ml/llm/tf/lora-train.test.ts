@@ -323,4 +323,31 @@ describe('LoRA on the tfjs llama', () => {
     shared.dispose();
     [a1, a2].forEach((a) => a.dispose());
   });
+
+  it('serialize/deserialize and clone keep the weights, and clones are independent', () => {
+    const a = LoraAdapter.create(model.hp, {
+      layers: 2,
+      rank: 3,
+      alpha: 5,
+      targets: ['q', 'v', 'down'],
+      seed: 3,
+    });
+    randomiseB(a, 31);
+    const p = prompts(1, 6, 9)[0];
+    const z = (ad: LoraAdapter) =>
+      model.forward(p, { logitTokens: [YES, NO], lora: ad.layerLora() }).tokenLogits!.reduce((x, y) => x - y);
+    const back = LoraAdapter.deserialize(model.hp, a.serialize());
+    expect(back.userConfig()).toEqual(a.userConfig());
+    expect(z(back)).toBe(z(a));
+    const c = a.clone();
+    expect(z(c)).toBe(z(a));
+    randomiseB(c, 77);
+    expect(z(c)).not.toBeCloseTo(z(a), 3);
+    const raw = JSON.parse(a.serialize()) as { weights: Record<string, { a: string }> };
+    const first = Object.keys(raw.weights)[0];
+    raw.weights[first].a = raw.weights[first].a.slice(0, 8);
+    expect(() => LoraAdapter.deserialize(model.hp, JSON.stringify(raw))).toThrow(/wrong size/);
+    expect(() => LoraAdapter.deserialize(model.hp, '{"format":"x"}')).toThrow(CorellaError);
+    [a, back, c].forEach((x) => x.dispose());
+  });
 });

@@ -1,0 +1,1 @@
+ALTER TABLE "runs" ADD COLUMN "attempts" jsonb DEFAULT '[]'::jsonb NOT NULL;
