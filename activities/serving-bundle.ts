@@ -6,6 +6,8 @@ import { CorellaError } from '../ml/errors.js';
 import type { LlmConfig } from '../ml/llm/index.js';
 import type { ServingBundle } from '../ml/serving/engine.js';
 import { llmConfigOf } from './corella-config.js';
+import { localModelPath } from './llm-model-file.js';
+import type { ArtifactStore } from '../ml/artifacts/store.js';
 import { resolvePipelineConfig } from '../schema/pipeline.js';
 import type { PipelineConfig } from './types.js';
 
@@ -34,6 +36,8 @@ export async function servingBundleOf(
   db: Database,
   home: string,
   version: ModelVersionRow,
+  /** When given, an LLM file missing here comes from the store by the version's llmModel sha256. */
+  store?: ArtifactStore,
 ): Promise<ServingBundleSpec> {
   const { crmModel, adapter } = version.artifacts;
   if (!crmModel || !adapter) {
@@ -47,7 +51,9 @@ export async function servingBundleOf(
   // A config the schema rejects is an error naming the field, not a version served without its LLM.
   const resolved = resolvePipelineConfig(config);
   // No LLM in the training config: nothing to route to.
-  const llm: LlmConfig | null = resolved.llm.model === undefined ? null : llmConfigOf(config, home);
+  let llm: LlmConfig | null = resolved.llm.model === undefined ? null : llmConfigOf(config, home);
+  if (llm && store)
+    llm = { ...llm, model: await localModelPath(llm.model, version.artifacts.llmModel, store) };
   return {
     modelVersion: String(version.id),
     datasetVersionId: version.datasetVersionId,
@@ -63,6 +69,7 @@ export async function resolveServingBundle(
   db: Database,
   home: string,
   ref: ModelRef,
+  store?: ArtifactStore,
 ): Promise<{ bundle: ServingBundleSpec; version: ModelVersionRow }> {
   const version = await resolveModelVersion(db, ref);
   if (!version) {
@@ -71,5 +78,5 @@ export async function resolveServingBundle(
       isVersionId(ref) ? `no model version ${ref}` : `no model version has the alias ${ref} yet`,
     );
   }
-  return { bundle: await servingBundleOf(db, home, version), version };
+  return { bundle: await servingBundleOf(db, home, version, store), version };
 }

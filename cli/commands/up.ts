@@ -160,6 +160,7 @@ export async function up({ values }: ArgsOf<typeof upSpec>): Promise<number> {
   let interrupted = false;
   const onSignal = (): void => {
     interrupted = true;
+    supervisor.halt();
     out.info('shutting down…');
   };
   process.once('SIGINT', onSignal);
