@@ -360,21 +360,25 @@ async function main(): Promise<void> {
       });
       trainSeconds += t.s;
       stepsDone += order.length;
-      const ev = evalEpoch();
-      const validAuc = auc(yVa, ev.zVa);
+      // The test pool only when the valid AUC improved: early stopping reports that epoch's figures.
+      const tv = seconds(() => logOdds(vaSet));
+      const validAuc = auc(yVa, tv.value);
+      const improved = validAuc > best.validAuc;
+      const tt = improved ? seconds(() => logOdds(teSet)) : undefined;
+      const ev = { zVa: tv.value, zTe: tt?.value, s: tv.s + (tt?.s ?? 0) };
       const row = {
         epoch: e,
         trainLoss: r4(lossSum / batches),
         validAuc: r4(validAuc),
         validLogLoss: r4(logLoss(yVa, ev.zVa.map(sigmoid))),
-        testAuc: r4(auc(yTe, ev.zTe)),
+        testAuc: ev.zTe ? r4(auc(yTe, ev.zTe)) : undefined,
         epochSeconds: r4(t.s),
         evalSeconds: r4(ev.s),
         loadAverage: loadavg()[0],
       };
       history.push(row);
       log(`seed ${seed} ${JSON.stringify(row)}`);
-      if (validAuc > best.validAuc) {
+      if (improved && ev.zTe) {
         best = { epoch: e, validAuc, zVa: ev.zVa, zTe: ev.zTe, weights: await adapter.toHost() };
         bad = 0;
       } else if (++bad > patience) break;

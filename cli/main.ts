@@ -1,5 +1,4 @@
 import { CorellaError } from '../ml/errors.js';
-import { isUnavailable } from './failure.js';
 import { redactSecrets } from './services/secrets.js';
 
 import {
@@ -14,6 +13,7 @@ import {
   type Parsed,
 } from './args.js';
 import { didYouMean } from '../ml/config/did-you-mean.js';
+import { configSpec } from './specs/config.js';
 import { doctorSpec } from './specs/doctor.js';
 import { gcSpec } from './specs/gc.js';
 import { modelsSpec } from './specs/models.js';
@@ -62,6 +62,7 @@ export const COMMANDS: Record<string, Command> = {
   serve: command(serveSpec, async () => (await import('./commands/serve.js')).serve),
   doctor: command(doctorSpec, async () => (await import('./commands/doctor.js')).doctor),
   gc: command(gcSpec, async () => (await import('./commands/gc.js')).gc),
+  config: command(configSpec, async () => (await import('./commands/config.js')).config),
 };
 
 const ENVIRONMENT = `Environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, CORELLA_HOME, CORELLA_DATA_DIR,
@@ -132,11 +133,18 @@ export async function main(argv: string[]): Promise<number> {
     }
     return await cmd.run(rest);
   } catch (e) {
-    return reportError(e, json);
+    // failure.ts loads the Temporal SDK: only an error that may have come from it pays for that, so
+    // `--help` and a mistyped flag stay free of it.
+    const unavailable =
+      !(e instanceof UsageError) &&
+      !(e instanceof CorellaError) &&
+      (await import('./failure.js')).isUnavailable(e);
+    return reportError(e, json, unavailable);
   }
 }
 
-export function reportError(e: unknown, json: boolean): number {
+/** Prints an error and returns its exit code; `unavailable`: a Temporal server could not be reached. */
+export function reportError(e: unknown, json: boolean, unavailable = false): number {
   let code: number = EXIT.internal;
   let kind = 'INTERNAL';
   if (e instanceof UsageError) {
@@ -153,7 +161,7 @@ export function reportError(e: unknown, json: boolean): number {
   }
   // A driver error can quote a connection URL: errors are masked like every other output.
   const message = redactSecrets(describeError(e));
-  if (code === EXIT.internal && (isConnectionRefused(e) || isUnavailable(e))) {
+  if (code === EXIT.internal && (isConnectionRefused(e) || unavailable)) {
     code = EXIT.unavailable;
     kind = 'SERVICE_UNAVAILABLE';
   }

@@ -1,4 +1,5 @@
-import { UsageError, EXIT, parse } from '../args.js';
+import { UsageError, EXIT, type ArgsOf } from '../args.js';
+import type { configSpec } from '../specs/config.js';
 import { configPath, loadPipelineConfig } from '../config.js';
 import { resolvePipelineConfig } from '../../schema/pipeline.js';
 import { pipelineJsonSchema } from '../../schema/json-schema.js';
@@ -8,8 +9,7 @@ import { pipelineJsonSchema } from '../../schema/json-schema.js';
  * in, as the activities will read it (llm.model and modelSha256 are set by `up`/`retrain` from --model).
  * `corella config schema`: the JSON Schema of config files (config/schema.json is a copy of it).
  */
-export async function config(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { config: { type: 'string' } });
+export async function config({ values, positionals }: ArgsOf<typeof configSpec>): Promise<number> {
   const [sub, ...extra] = positionals;
   if (extra.length) throw new UsageError(`config ${sub}: unexpected argument ${JSON.stringify(extra[0])}`);
   if (sub === 'show') {

@@ -1,0 +1,194 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { CorellaError } from '../../errors.js';
+import type { FrozenPrefixCache } from './frozen-prefix.js';
+import type { LlamaTf } from './llama-forward.js';
+import { LoraAdapter } from './lora.js';
+import { LoraTrainer } from './lora-train.js';
+
+export interface LoraBranchOptions<P extends string> {
+  model: LlamaTf;
+  adapter: LoraAdapter;
+  /** [yes, no] tokens. */
+  answerTokens: [number, number];
+  /** Each part's prompts (tokens), in the part's row order; a batch names rows by position. */
+  prompts: Record<P, readonly (readonly number[])[]>;
+  /**
+   * LLM blocks whose last-token output the alignment loss pairs with CRM layers (default: the top block,
+   * whose output is the final hidden state before the norm).
+   */
+  alignLayers?: number[];
+  /** A frozen-prefix cache to share with other branches over the same adapted blocks (see LoraTrainer). */
+  frozen?: FrozenPrefixCache;
+  /** Output affine a·z + b on the log-odds z (the output calibration); default identity. */
+  output?: { a: number; b: number };
+  /** Rows per tidy scope in predict(). */
+  predictChunk?: number;
+}
+
+/**
+ * The LLM branch of the joint step when the LLM itself trains: the click logit is a·z + b with z the
+ * Yes/No log-odds of the tfjs llama under LoRA, so L_llm is the paper's BCE of p = e^yes/(e^yes + e^no)
+ * (a = 1, b = 0 until the output calibration rescales it). The alignment loss reads real transformer
+ * layers: the last-token outputs of `alignLayers`, differentiable through the LoRA when the layer is adapted.
+ *
+ * It has the shape of ml/corella's JointLlmBranch (structurally: ml/llm may not import ml/corella), so the
+ * joint loops, checkpoint and output calibration treat it as they treat the frozen-LLM adapter. The
+ * trainable variables are the LoRA factors; the joint trainer's optimiser steps them. Why a·z + b and not
+ * an adapter on top: what llama.cpp serves with the exported GGUF LoRA is exactly z, so the served branch
+ * is z through an affine map, nothing that the export would lose.
+ */
+export class LoraBranch<P extends string = string> {
+  readonly kind = 'lora';
+  readonly alignLayers: readonly number[];
+  private readonly trainer: LoraTrainer;
+  private a: number;
+  private b: number;
+
+  constructor(private readonly opts: LoraBranchOptions<P>) {
+    const hp = opts.model.hp;
+    this.alignLayers = [...(opts.alignLayers ?? [hp.nLayer - 1])];
+    this.trainer = new LoraTrainer(opts.model, opts.adapter, {
+      answerTokens: opts.answerTokens,
+      hiddenLayers: [...this.alignLayers],
+      frozen: opts.frozen,
+      cacheBytes: 64 * 2 ** 30,
+    });
+    this.a = opts.output?.a ?? 1;
+    this.b = opts.output?.b ?? 0;
+  }
+
+  get adapter(): LoraAdapter {
+    return this.opts.adapter;
+  }
+
+  get frozen(): FrozenPrefixCache {
+    return this.trainer.frozen;
+  }
+
+  get output(): { a: number; b: number } {
+    return { a: this.a, b: this.b };
+  }
+
+  get activationShapes(): { name: string; width: number }[] {
+    return this.alignLayers.map((l) => ({ name: `llm_block_${l}`, width: this.opts.model.hp.nEmbd }));
+  }
+
+  private promptsOf(part: P): readonly (readonly number[])[] {
+    const p = this.opts.prompts[part];
+    if (!p) throw new CorellaError('BAD_CONFIG', `the LoRA branch has no prompts for part ${part}`);
+    return p;
+  }
+
+  /** Logits [B] and, when asked, the align layers' last-token outputs [B, nEmbd] each (differentiable). */
+  forward(
+    part: P,
+    local: ArrayLike<number>,
+    opts: { activations?: boolean; training?: boolean } = {},
+  ): { logits: tf.Tensor1D; activations: { name: string; value: tf.Tensor2D }[] } {
+    const prompts = this.promptsOf(part);
+    if (local.length === 0) throw new CorellaError('BAD_CONFIG', 'empty LoRA branch batch');
+    return tf.tidy(() => {
+      const outs = Array.from(local, (i) => {
+        const t = prompts[i];
+        if (!t)
+          throw new CorellaError('BAD_CONFIG', `row ${i} is outside part ${part} (${prompts.length} rows)`);
+        return this.trainer.outputs(t);
+      });
+      const z = tf.stack(outs.map((o) => o.logOdds)) as tf.Tensor1D;
+      const logits = this.a === 1 && this.b === 0 ? z : (tf.add(tf.mul(z, this.a), this.b) as tf.Tensor1D);
+      const activations = opts.activations
+        ? this.alignLayers.map((l, j) => ({
+            name: `llm_block_${l}`,
+            value: tf.concat(
+              outs.map((o) => tf.slice(o.hidden, [j, 0], [1, -1])),
+              0,
+            ) as tf.Tensor2D,
+          }))
+        : [];
+      return { logits, activations };
+    });
+  }
+
+  /** P(click) for every row of `part`, in order. */
+  predict(part: P): Float32Array {
+    const n = this.promptsOf(part).length;
+    const out = new Float32Array(n);
+    const chunk = this.opts.predictChunk ?? 64;
+    for (let s = 0; s < n; s += chunk) {
+      const idx = Array.from({ length: Math.min(chunk, n - s) }, (_, i) => s + i);
+      const p = tf.tidy(() => tf.sigmoid(this.forward(part, idx).logits));
+      out.set(p.dataSync() as Float32Array, s);
+      p.dispose();
+    }
+    return out;
+  }
+
+  /** The log-odds z (before the output affine) of every row of `part`: what llama.cpp with the LoRA reads. */
+  logOdds(part: P): Float32Array {
+    const prompts = this.promptsOf(part);
+    return Float32Array.from(prompts, (t) => {
+      const z = this.trainer.logOdds(t);
+      const v = z.dataSync()[0];
+      z.dispose();
+      return v;
+    });
+  }
+
+  trainableVariables(): tf.Variable[] {
+    return this.opts.adapter.variables();
+  }
+
+  /** Same weights, its own variables; it shares the frozen cache (the frozen blocks are the same). */
+  clone(): LoraBranch<P> {
+    return new LoraBranch({
+      ...this.opts,
+      adapter: this.opts.adapter.clone(),
+      frozen: this.trainer.frozen,
+      output: { a: this.a, b: this.b },
+    });
+  }
+
+  rescaleOutput(a: number, b: number): void {
+    if (!Number.isFinite(a) || !Number.isFinite(b))
+      throw new CorellaError('BAD_CONFIG', `output rescale ${a}·z + ${b} is not finite`);
+    this.b = a * this.b + b;
+    this.a = a * this.a;
+  }
+
+  serialize(): string {
+    return JSON.stringify({
+      format: 'corella-lora-branch/1',
+      output: { a: this.a, b: this.b },
+      alignLayers: this.alignLayers,
+      adapter: this.opts.adapter.serialize(),
+    });
+  }
+
+  /** Restores a serialized branch onto `model` (the adapter's shapes are checked against it). */
+  static deserialize<P extends string>(
+    text: string,
+    opts: Omit<LoraBranchOptions<P>, 'adapter' | 'output' | 'alignLayers'>,
+  ): LoraBranch<P> {
+    let raw: {
+      format?: unknown;
+      output?: { a: number; b: number };
+      alignLayers?: number[];
+      adapter?: string;
+    };
+    try {
+      raw = JSON.parse(text) as typeof raw;
+    } catch (e) {
+      throw new CorellaError('ARTIFACT_CORRUPT', 'serialized LoRA branch is not valid JSON', { cause: e });
+    }
+    if (raw.format !== 'corella-lora-branch/1' || !raw.output || !raw.adapter)
+      throw new CorellaError('ARTIFACT_CORRUPT', `serialized LoRA branch has format ${String(raw.format)}`);
+    const adapter = LoraAdapter.deserialize(opts.model.hp, raw.adapter);
+    return new LoraBranch({ ...opts, adapter, output: raw.output, alignLayers: raw.alignLayers });
+  }
+
+  /** Disposes the adapter and (unless shared) the frozen cache. */
+  dispose(): void {
+    this.trainer.dispose();
+    this.opts.adapter.dispose();
+  }
+}
