@@ -221,7 +221,7 @@ export function batchScoreActivities(
           `no model version ${/^\d+$/.test(model) ? model : `has the alias ${model}`}`,
         );
       }
-      const bundle = await servingBundleOf(ctx.db, ctx.home, version);
+      const bundle = await servingBundleOf(ctx.db, ctx.home, version, ctx.store);
       const plan: StoredScorePlan = {
         format: 'corella-score-plan/1',
         inputSha256,
@@ -276,7 +276,10 @@ export function batchScoreActivities(
       const version = await resolveModelVersion(ctx.db, plan.modelVersion);
       if (!version)
         throw new CorellaError('DATA_NOT_AVAILABLE', `model version ${plan.modelVersion} is gone`);
-      const bundle = { ...(await servingBundleOf(ctx.db, ctx.home, version)), threshold: plan.threshold };
+      const bundle = {
+        ...(await servingBundleOf(ctx.db, ctx.home, version, ctx.store)),
+        threshold: plan.threshold,
+      };
 
       const run = activityRunOptions('score');
       const routes: RouteCounts = { crm: 0, llm: 0, 'crm-fallback': 0 };

@@ -3,20 +3,17 @@ import type { LlmConfig } from '../ml/llm/index.js';
 import { CorellaError } from '../ml/errors.js';
 import type { JointConfigInput } from '../ml/corella/joint.js';
 import type { Calibration, CalibrationConfig } from '../ml/corella/calibration.js';
-import { llmConfigShape } from '../ml/llm/config.js';
+import { llmConfigShape, type LlmSection } from '../ml/llm/config.js';
 import type { CalibrationInput } from '../db/repositories/calibrations.js';
 import type { CalibrationPoint } from '../db/schema/calibrations.js';
 import { resolvePipelineConfig, type ResolvedPipelineConfig } from '../schema/pipeline.js';
 import { join } from 'node:path';
 
-/** How many rows of each split get LLM features up front (the LLM is the expensive part of a run). */
-export interface LlmPools {
-  valid: number;
-  test: number;
-  seed: number;
-  /** Pools are drawn in user blocks of the LLM's historyBlock, so their prompts share prefixes. */
-  block: number;
-}
+/**
+ * How many rows of each split get LLM features up front (`llm.pools`), drawn in user blocks of the LLM's
+ * historyBlock so their prompts share prefixes.
+ */
+export type LlmPools = LlmSection['pools'] & { block: number };
 
 /**
  * Every helper below validates the whole config again: an activity may be handed a config that no CLI

@@ -4,7 +4,12 @@ import type { LongRunOptions, Progress } from '../ml/progress.js';
 // The latest progress of each running activity, re-sent by its pulse between progress reports.
 const latest = new WeakMap<Context, unknown>();
 
-/** How often a running activity heartbeats even when its computation reports nothing. */
+/**
+ * How often a running activity heartbeats even when its computation reports nothing. The SDK sends at most
+ * one heartbeat per throttle interval (workers set it to 2 s), and a heartbeat's reply is the only way a
+ * cancellation or termination reaches the activity (as `cancellationSignal`, which ml/ sees): so a stopped
+ * run's training ends within about 2 s, and a dead worker is noticed after the 30 s heartbeat timeout.
+ */
 const PULSE_MS = 1_000;
 
 function currentContext(): Context | undefined {

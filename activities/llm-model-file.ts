@@ -19,14 +19,27 @@ export async function llmConfigFor(
 ): Promise<LlmConfig> {
   const cfg = llmConfigOf(config, ctx.home);
   const sha = (config.llm as { modelSha256?: unknown } | undefined)?.modelSha256;
-  if (/^(hf:|https?:)/.test(cfg.model) || typeof sha !== 'string') return cfg;
-  const local = await stat(cfg.model).then(
+  return {
+    ...cfg,
+    model: await localModelPath(cfg.model, typeof sha === 'string' ? sha : undefined, ctx.store),
+  };
+}
+
+/**
+ * `model` itself when it is an hf:/http URI or a file on this machine; otherwise the store's copy of blob
+ * `sha256` (downloaded into the local cache) when the store has it; otherwise `model` unchanged, so the
+ * LLM code reports the missing file by the name the user gave.
+ */
+export async function localModelPath(
+  model: string,
+  sha256: string | undefined,
+  store: ArtifactStore,
+): Promise<string> {
+  if (/^(hf:|https?:)/.test(model) || sha256 === undefined) return model;
+  const local = await stat(model).then(
     (s) => s.isFile(),
     () => false,
   );
-  if (local || !(await ctx.store.has(sha))) return cfg;
-  return {
-    ...cfg,
-    model: await ctx.store.localPath(sha, `LLM model file (${cfg.model} where the run started)`),
-  };
+  if (local || !(await store.has(sha256))) return model;
+  return store.localPath(sha256, `LLM model file (${model} where the run started)`);
 }

@@ -41,7 +41,7 @@ async function shadowScore(
   pLlm: Float64Array,
   run: LongRunOptions,
 ): Promise<ShadowOutcome> {
-  const bundle = await servingBundleOf(ctx.db, ctx.home, version);
+  const bundle = await servingBundleOf(ctx.db, ctx.home, version, ctx.store);
   if (!bundle.llm) return { scored: 0, unavailable: 'the model version has no LLM configured' };
   const engine = await ServingEngine.load(ctx.store, bundle, { budget: { maxConcurrency: 1 } });
   try {

@@ -5,7 +5,10 @@ import type { ModelVersionRow } from '../db/schema/index.js';
 import { CorellaError } from '../ml/errors.js';
 import type { LlmConfig } from '../ml/llm/index.js';
 import type { ServingBundle } from '../ml/serving/engine.js';
-import { calibrationConfigOf, llmConfigOf } from './corella-config.js';
+import { llmConfigOf } from './corella-config.js';
+import { localModelPath } from './llm-model-file.js';
+import type { ArtifactStore } from '../ml/artifacts/store.js';
+import { resolvePipelineConfig } from '../schema/pipeline.js';
 import type { PipelineConfig } from './types.js';
 
 /** What the serving engine loads for one version (ml/serving/engine.ts). */
@@ -33,6 +36,8 @@ export async function servingBundleOf(
   db: Database,
   home: string,
   version: ModelVersionRow,
+  /** When given, an LLM file missing here comes from the store by the version's llmModel sha256. */
+  store?: ArtifactStore,
 ): Promise<ServingBundleSpec> {
   const { crmModel, adapter } = version.artifacts;
   if (!crmModel || !adapter) {
@@ -43,19 +48,19 @@ export async function servingBundleOf(
   }
   const run = await new RunRepository(db).get(version.sourceRunId);
   const config = ((run?.config as { config?: PipelineConfig } | undefined)?.config ?? {}) as PipelineConfig;
-  let llm: LlmConfig | null = null;
-  try {
-    llm = llmConfigOf(config, home);
-  } catch {
-    llm = null; // no LLM in the training config: nothing to route to
-  }
+  // A config the schema rejects is an error naming the field, not a version served without its LLM.
+  const resolved = resolvePipelineConfig(config);
+  // No LLM in the training config: nothing to route to.
+  let llm: LlmConfig | null = resolved.llm.model === undefined ? null : llmConfigOf(config, home);
+  if (llm && store)
+    llm = { ...llm, model: await localModelPath(llm.model, version.artifacts.llmModel, store) };
   return {
     modelVersion: String(version.id),
     datasetVersionId: version.datasetVersionId,
     crmArtifact: crmModel,
     adapterArtifact: adapter,
     threshold: version.calibratedThreshold ?? Math.LN2,
-    coldItems: calibrationConfigOf(config).coldItems ?? false,
+    coldItems: resolved.calibration.coldItems,
     llm,
   };
 }
@@ -64,6 +69,7 @@ export async function resolveServingBundle(
   db: Database,
   home: string,
   ref: ModelRef,
+  store?: ArtifactStore,
 ): Promise<{ bundle: ServingBundleSpec; version: ModelVersionRow }> {
   const version = await resolveModelVersion(db, ref);
   if (!version) {
@@ -72,5 +78,5 @@ export async function resolveServingBundle(
       isVersionId(ref) ? `no model version ${ref}` : `no model version has the alias ${ref} yet`,
     );
   }
-  return { bundle: await servingBundleOf(db, home, version), version };
+  return { bundle: await servingBundleOf(db, home, version, store), version };
 }

@@ -44,7 +44,7 @@ export type Metrics = Record<string, number>;
 
 export interface StartRunInput {
   workflowId: string;
-  kind: 'retrain' | 'recalibrate';
+  kind: 'retrain' | 'recalibrate' | 'score';
   config: unknown;
   datasetLabel: string;
 }
@@ -197,7 +197,13 @@ export interface BatchScoreInput {
   queues?: TaskQueues;
   heartbeatTimeout?: string;
   /** Set by the workflow itself when it continues as new on a long file: the plan and the tallies so far. */
-  resume?: { plan: ScorePlanSummary; nextChunk: number; tally: ScoreTally };
+  resume?: {
+    plan: ScorePlanSummary;
+    nextChunk: number;
+    tally: ScoreTally;
+    /** The run row of the whole chain (workflows/score.ts SCORE_RUN_ROW); absent in runs from before it. */
+    runId?: string;
+  };
 }
 
 export interface PlanScoreInput {

@@ -3,7 +3,7 @@
  * JSON encoding and the synchronous spool write) for slates of 1 and 50 candidates, and how fast the
  * flusher drains a backlog into Postgres (a replay after an outage).
  *
- * Usage: npx tsx bench/prediction-log.ts [--requests 5000] [--database-url URL] [--fsync-ms 50]
+ * Usage: npx tsx bench/prediction-log.ts [--requests 5000] [--database-url URL] [--fsync-ms 50] [--max-batch 500]
  *   Without a URL (or DATABASE_URL) it starts an embedded Postgres in a temp dir.
  * Target (issue 14): appending a 50-candidate request costs well under the 10 ms p99 of a CRM-only request.
  */
@@ -23,6 +23,8 @@ function arg(name: string, fallback?: string): string | undefined {
 const requests = Number(arg('requests', '5000'));
 // The spool's background fsync period: an fsync running on the segment can hold up the next write(2).
 const fsyncMs = Number(arg('fsync-ms', '50'));
+// Requests per flusher transaction (the server's default is serve/storage.ts's).
+const maxBatch = Number(arg('max-batch', '500'));
 const round = (x: number, d = 3) => Number(x.toFixed(d));
 
 function entry(i: number, version: number, slate: number, prefix: number): PredictionLogEntry {
@@ -62,7 +64,7 @@ try {
   });
   const version = (await new ModelRepository(handle.db).register({ sourceRunId: run.id, artifacts: {} }))
     .version.id;
-  const out: Record<string, unknown> = { requests, fsyncMs };
+  const out: Record<string, unknown> = { requests, fsyncMs, maxBatch };
   for (const [s, slate] of [1, 50].entries()) {
     // Append cost with the flusher stopped (a long interval): a Postgres outage, the spool only grows.
     const spoolDir = join(dir, `spool-${slate}`);
@@ -71,6 +73,7 @@ try {
       spoolDir,
       flushIntervalMs: 3_600_000,
       fsyncIntervalMs: fsyncMs,
+      maxBatch,
     });
     const times = new Float64Array(requests);
     const entries = Array.from({ length: requests }, (_, i) => entry(i, version, slate, s + 1));

@@ -219,21 +219,3 @@ export function parseDuration(s: string): number {
 
 /** The parsed arguments a command's implementation receives, from its definition. */
 export type ArgsOf<S> = S extends CommandSpec<infer O> ? Parsed<O> : never;
-
-/**
- * The pre-definition style (`parse(argv, { limit: { type: 'string' } })`), kept so a command written in it
- * on another branch still compiles when merged; such a command has no generated help until it is given a
- * definition in cli/specs/ and registered in main.ts, which the help test then checks.
- */
-export function parse<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: O) {
-  try {
-    return parseArgs({
-      args: argv,
-      options: { ...options, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-      allowPositionals: true,
-      strict: true,
-    });
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-}

@@ -50,14 +50,15 @@ const GRPC_UNAVAILABLE = 14;
 
 /**
  * A Temporal server that cannot be reached, however the SDK wraps it: a ServiceError or a grpc-js error
- * carrying status 14, or the client's own ConnectionError. Counted as "unavailable" (exit 3), not internal.
+ * carrying status 14, the client's own ConnectionError, or Connection.connect's deadline. Counted as "unavailable" (exit 3), not internal.
  */
 export function isUnavailable(e: unknown): boolean {
   for (let cur: unknown = e, depth = 0; cur instanceof Error && depth < 16; cur = cur.cause, depth++) {
     const code = (cur as { code?: unknown }).code;
     if (code === GRPC_UNAVAILABLE) return true;
     if (cur.name === 'ConnectionError' || cur.name === 'TransportError') return true;
-    if (/\b14 UNAVAILABLE\b/.test(cur.message)) return true;
+    // grpc-js's text for status 14, and the SDK's when the first connection never came up.
+    if (/\b14 UNAVAILABLE\b|Failed to connect before the deadline/.test(cur.message)) return true;
   }
   return false;
 }

@@ -1,5 +1,4 @@
 import { CorellaError } from '../ml/errors.js';
-import { isUnavailable } from './failure.js';
 import { redactSecrets } from './services/secrets.js';
 
 import {
@@ -134,11 +133,18 @@ export async function main(argv: string[]): Promise<number> {
     }
     return await cmd.run(rest);
   } catch (e) {
-    return reportError(e, json);
+    // failure.ts loads the Temporal SDK: only an error that may have come from it pays for that, so
+    // `--help` and a mistyped flag stay free of it.
+    const unavailable =
+      !(e instanceof UsageError) &&
+      !(e instanceof CorellaError) &&
+      (await import('./failure.js')).isUnavailable(e);
+    return reportError(e, json, unavailable);
   }
 }
 
-export function reportError(e: unknown, json: boolean): number {
+/** Prints an error and returns its exit code; `unavailable`: a Temporal server could not be reached. */
+export function reportError(e: unknown, json: boolean, unavailable = false): number {
   let code: number = EXIT.internal;
   let kind = 'INTERNAL';
   if (e instanceof UsageError) {
@@ -155,7 +161,7 @@ export function reportError(e: unknown, json: boolean): number {
   }
   // A driver error can quote a connection URL: errors are masked like every other output.
   const message = redactSecrets(describeError(e));
-  if (code === EXIT.internal && (isConnectionRefused(e) || isUnavailable(e))) {
+  if (code === EXIT.internal && (isConnectionRefused(e) || unavailable)) {
     code = EXIT.unavailable;
     kind = 'SERVICE_UNAVAILABLE';
   }

@@ -94,7 +94,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const load = async (r: ResolvedRef): Promise<LoadedModel> => {
     const version = await new ModelRepository(handle.db).get(r.versionId);
     if (!version) throw new CorellaError('DATA_NOT_AVAILABLE', `model version ${r.versionId} vanished`);
-    const bundle = await servingBundleOf(handle.db, o.home, version);
+    const bundle = await servingBundleOf(handle.db, o.home, version, o.store);
     const t0 = performance.now();
     const scorer = await ServingEngine.load(o.store, bundle, {
       budget: o.budget,

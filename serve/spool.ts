@@ -127,10 +127,16 @@ export class Spool {
   /** Appends one line (no newline inside). Synchronous: when it returns, a process kill cannot lose it. */
   append(line: string): void {
     if (this.closed) throw new Error('spool is closed');
-    const buf = Buffer.from(line + '\n', 'utf8');
-    let off = 0;
-    while (off < buf.length) off += writeSync(this.fd, buf, off, buf.length - off);
-    this.bytes += buf.length;
+    // The string straight to write(2): no Buffer object per request for the GC to collect. A regular file
+    // takes the whole write; a short one (not seen in practice) is finished from a Buffer.
+    const text = line + '\n';
+    const length = Buffer.byteLength(text, 'utf8');
+    let off = writeSync(this.fd, text, null, 'utf8');
+    if (off < length) {
+      const buf = Buffer.from(text, 'utf8');
+      while (off < length) off += writeSync(this.fd, buf, off, length - off);
+    }
+    this.bytes += length;
     this.dirty = true;
   }
 

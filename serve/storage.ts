@@ -19,9 +19,10 @@ export async function databaseStorage(
   opts: { spoolDir: string; flushIntervalMs?: number; maxBatch?: number },
 ): Promise<ServeStorage> {
   const repo = new ServingRepository(db);
-  // Small, frequent flushes: a round's decoding and array building run on the event loop that answers
-  // requests, and 50 ms × 50 requests keeps each round to a few milliseconds at 200 requests/s (measured
-  // in process: p99 of a 50-candidate CRM request 12.2 ms with 200 ms × 500, about 7 ms with 50 ms × 50).
+  // Small, frequent flushes. The rounds run in the log's worker thread now, so their size no longer
+  // costs the request loop; 50 ms × 50 requests is kept because it keeps the backlog (and /metrics'
+  // prediction_log_pending) short, and larger batches drained no faster (bench/prediction-log.ts
+  // --max-batch 50 vs 500: 200-270 fifty-candidate requests/s either way, Postgres-bound on this machine).
   const log = await PredictionLog.open({
     db,
     spoolDir: opts.spoolDir,

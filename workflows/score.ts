@@ -1,5 +1,9 @@
 import {
+  CancellationScope,
+  ContinueAsNew,
   continueAsNew,
+  isCancellation,
+  patched,
   defineQuery,
   setHandler,
   upsertSearchAttributes,
@@ -14,6 +18,7 @@ import type {
   ScoreTally,
 } from '../activities/types.js';
 import { activityProxies } from './retrain.js';
+import { rootCause } from './failure.js';
 
 export const scoreProgressQuery = defineQuery<ScoreProgress>('scoreProgress');
 
@@ -53,7 +58,42 @@ function add(t: ScoreTally, r: ScoreChunkResult): void {
  * history. A worker killed mid-chunk costs that chunk's attempt only: the retry (or a re-run of the whole
  * workflow) finds the chunks already finished under their named pointers and does not score them again.
  */
+/**
+ * Patch `score-run-row`: a batch score keeps a run row (kind `score`) like retrain and recalibrate, opened
+ * by the first run of a continue-as-new chain and closed by the last, so a failure's root cause is in
+ * Postgres, not only in Temporal (issue 18). Runs from before the patch replay without the bookkeeping.
+ */
+export const SCORE_RUN_ROW = 'score-run-row';
+
 export async function scoreWorkflow(input: BatchScoreInput): Promise<BatchScoreResult> {
+  if (!patched(SCORE_RUN_ROW)) return scoreChain(input, undefined);
+  const { bookkeeping } = activityProxies(input.queues, input.heartbeatTimeout);
+  const runId =
+    input.resume?.runId ??
+    (
+      await bookkeeping.startRun({
+        workflowId: workflowInfo().workflowId,
+        kind: 'score',
+        config: { inputSha256: input.inputSha256, inputName: input.inputName, model: input.model },
+        datasetLabel: input.inputName ?? input.inputSha256,
+      })
+    ).runId;
+  try {
+    const result = await scoreChain(input, runId);
+    await bookkeeping.finishRun({ runId, status: 'completed', summary: { ...result } });
+    return result;
+  } catch (err) {
+    // Continuing as new is how a long file goes on, not an end: the next run closes the row.
+    if (err instanceof ContinueAsNew) throw err;
+    const cancelled = isCancellation(err);
+    await CancellationScope.nonCancellable(() =>
+      bookkeeping.finishRun({ runId, status: cancelled ? 'cancelled' : 'failed', error: rootCause(err) }),
+    );
+    throw err;
+  }
+}
+
+async function scoreChain(input: BatchScoreInput, runId: string | undefined): Promise<BatchScoreResult> {
   const { cpu, gpu } = activityProxies(input.queues, input.heartbeatTimeout);
   const { workflowId } = workflowInfo();
   const progress: ScoreProgress = { stage: 'planning', chunksDone: input.resume?.nextChunk ?? 0 };
@@ -95,7 +135,10 @@ export async function scoreWorkflow(input: BatchScoreInput): Promise<BatchScoreR
   const lanes = Math.max(1, Math.min(input.parallelChunks ?? 1, stop - first));
   await Promise.all(Array.from({ length: lanes }, lane));
   if (stop < plan.chunks) {
-    await continueAsNew<typeof scoreWorkflow>({ ...input, resume: { plan, nextChunk: stop, tally } });
+    await continueAsNew<typeof scoreWorkflow>({
+      ...input,
+      resume: { plan, nextChunk: stop, tally, ...(runId ? { runId } : {}) },
+    });
   }
 
   progress.stage = 'joining';

@@ -215,14 +215,22 @@ export class Supervisor {
     return false;
   }
 
-  /** Stops watching; running workers are stopped gracefully. Services are stopped by the stack itself. */
-  async stop(): Promise<void> {
+  /**
+   * Stops restarting anything, at once: on Ctrl-C the workers (same process group) exit by themselves, and
+   * that is a shutdown, not a crash to recover from.
+   */
+  halt(): void {
     this.stopped = true;
     for (const [t, resolve] of this.waits) {
       clearTimeout(t);
       resolve();
     }
     this.waits.clear();
+  }
+
+  /** Stops watching; running workers are stopped gracefully. Services are stopped by the stack itself. */
+  async stop(): Promise<void> {
+    this.halt();
     await Promise.all([...this.children].map((c) => stopChild(c)));
     await Promise.allSettled(this.loops);
   }

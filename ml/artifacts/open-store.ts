@@ -2,7 +2,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CorellaError } from '../errors.js';
 import { BlobReadCache, DEFAULT_CACHE_BYTES } from './read-cache.js';
-import { S3ArtifactStore } from './s3-store.js';
+import { S3ArtifactStore, s3ClientConfigFromEnv } from './s3-store.js';
 import { FileArtifactStore, type ArtifactStore } from './store.js';
 
 /** Where a home's store lives when CORELLA_ARTIFACTS is unset (unchanged from before S3 existed). */
@@ -42,6 +42,7 @@ export function openArtifactStore(home: string, env: NodeJS.ProcessEnv = process
   if (spec.startsWith('s3://')) {
     return new S3ArtifactStore({
       url: spec,
+      clientConfig: s3ClientConfigFromEnv(env),
       cache: new BlobReadCache(artifactCacheDir(home), cacheBytesFromEnv(env)),
     });
   }

@@ -82,7 +82,20 @@ export function parseS3Url(url: string, field = 'CORELLA_ARTIFACTS'): S3Location
 export function s3ClientConfigFromEnv(env: NodeJS.ProcessEnv = process.env): S3ClientConfig {
   const endpoint = env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
   const pathStyle = env.AWS_S3_FORCE_PATH_STYLE;
+  // Keys in the given environment are used as the SDK's env provider would use them from process.env (the
+  // environment may be another process's, e.g. the one a worker is started with); otherwise the SDK's chain.
+  const key = env.AWS_ACCESS_KEY_ID;
+  const secret = env.AWS_SECRET_ACCESS_KEY;
   return {
+    ...(key && secret
+      ? {
+          credentials: {
+            accessKeyId: key,
+            secretAccessKey: secret,
+            ...(env.AWS_SESSION_TOKEN ? { sessionToken: env.AWS_SESSION_TOKEN } : {}),
+          },
+        }
+      : {}),
     region: env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1',
     ...(endpoint ? { endpoint } : {}),
     forcePathStyle: pathStyle !== undefined ? pathStyle === 'true' || pathStyle === '1' : Boolean(endpoint),
@@ -273,6 +286,10 @@ export class S3ArtifactStore implements ArtifactStore {
 
   async has(sha256: string): Promise<boolean> {
     return (await this.head(this.blobKey(sha256))) !== undefined;
+  }
+
+  async sizeOf(sha256: string): Promise<number | undefined> {
+    return (await this.head(this.blobKey(sha256)))?.bytes;
   }
 
   async get(sha256: string, what?: string): Promise<Buffer> {

@@ -191,13 +191,31 @@ export class LlmFeatureCache {
       );
     }
     const ref = await this.store.put(encodeChunk(chunk));
-    const next: CacheIndex = {
-      format: 1,
-      key: this.key,
-      hiddenDim: chunk.hiddenDim,
-      chunks: [...(this.index?.chunks ?? []), { sha256: ref.sha256, count: chunk.sampleIds.length }],
-    };
-    await this.store.putNamed(this.indexName, JSON.stringify(next));
+    const mine = { sha256: ref.sha256, count: chunk.sampleIds.length };
+    // Two workers can extend one index at once (a retried activity whose first attempt still runs, two
+    // runs sharing a model and template): a read-modify-write that re-reads on conflict keeps both sides'
+    // chunks, where a plain overwrite would drop the other writer's. Chunks this process has not loaded
+    // only cost their rows being absent from `rows` until the next load().
+    let next: CacheIndex | undefined;
+    await this.store.updateNamed(this.indexName, (cur) => {
+      let stored: CacheIndex | undefined;
+      try {
+        stored = cur ? (JSON.parse(cur.toString('utf8')) as CacheIndex) : undefined;
+      } catch {
+        stored = undefined; // an unreadable index is replaced, as load() would refuse it anyway
+      }
+      const usable =
+        stored?.format === 1 && stored.hiddenDim === chunk.hiddenDim && cacheKeyId(stored.key) === this.keyId;
+      const chunks = [...(usable ? stored!.chunks : []), ...(this.index?.chunks ?? [])];
+      const seen = new Set<string>();
+      next = {
+        format: 1,
+        key: this.key,
+        hiddenDim: chunk.hiddenDim,
+        chunks: [...chunks, mine].filter((c) => !seen.has(c.sha256) && seen.add(c.sha256)),
+      };
+      return JSON.stringify(next);
+    });
     this.index = next;
     this.addRows(chunk);
     return ref.sha256;

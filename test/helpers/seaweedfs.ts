@@ -3,7 +3,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, open } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { CreateBucketCommand, ListBucketsCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, ListBucketsCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { repoRoot } from '../../cli/services/paths.js';
 import { s3ClientConfigFromEnv } from '../../ml/artifacts/s3-store.js';
 
@@ -111,6 +111,7 @@ export async function startSeaweed(opts: { dir: string; bucket: string }): Promi
     credentials: { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY },
   });
   let child: ChildProcess | undefined;
+  let bucketMade = false;
 
   const launch = async (): Promise<void> => {
     const log = await open(logPath, 'a');
@@ -127,6 +128,10 @@ export async function startSeaweed(opts: { dir: string; bucket: string }): Promi
       }
       try {
         await client.send(new ListBucketsCommand({}));
+        // S3 answers before the volume server has registered with the master; until then writes fail
+        // with InternalError. Ready means a write goes through (once the bucket exists).
+        if (bucketMade)
+          await client.send(new PutObjectCommand({ Bucket: opts.bucket, Key: '.ready', Body: 'ok' }));
         break;
       } catch (e) {
         last = e;
@@ -160,14 +165,17 @@ export async function startSeaweed(opts: { dir: string; bucket: string }): Promi
   // The filer may answer ListBuckets a moment before it accepts writes: retry creating the bucket.
   for (let i = 0; ; i++) {
     try {
-      await client.send(new CreateBucketCommand({ Bucket: opts.bucket }));
+      await client.send(new CreateBucketCommand({ Bucket: opts.bucket })).catch((e: unknown) => {
+        if ((e as { name?: string }).name !== 'BucketAlreadyOwnedByYou') throw e;
+      });
+      await client.send(new PutObjectCommand({ Bucket: opts.bucket, Key: '.ready', Body: 'ok' }));
       break;
     } catch (e) {
-      if ((e as { name?: string }).name === 'BucketAlreadyOwnedByYou') break;
-      if (i >= 40) throw e;
+      if (i >= 120) throw e;
       await new Promise((r) => setTimeout(r, 500));
     }
   }
+  bucketMade = true;
 
   return {
     endpoint,

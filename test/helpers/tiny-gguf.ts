@@ -6,6 +6,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { f16ToF32 } from '../../ml/llm/tf/ggml-types.js';
+import { Prng } from '../../ml/random.js';
 
 export interface TinyGgufOptions {
   /** Seed of the weight generator: the same seed gives byte-identical files. */
@@ -181,20 +182,10 @@ function writeMeta(w: ByteWriter, key: string, v: MetaValue): void {
   }
 }
 
-/** mulberry32 + Box–Muller: deterministic normal samples. */
+/** Deterministic normal samples: ml/random's mulberry32 stream through Box–Muller. */
 function normalGenerator(seed: number): () => number {
-  let a = seed >>> 0;
-  const uniform = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return () => {
-    const u = Math.max(uniform(), 1e-12);
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * uniform());
-  };
+  const p = new Prng(seed);
+  return () => p.normal();
 }
 
 function buildVocab(words: string[]): { tokens: string[]; types: number[]; scores: number[] } {

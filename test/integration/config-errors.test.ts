@@ -7,7 +7,14 @@
 import { readdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import { ApplicationFailure, RetryState } from '@temporalio/common';
+import { NativeConnection } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createActivities } from '../../activities/index.js';
+import { createCpuWorker } from '../../workers/cpu.js';
+import { installWorkerRuntime } from '../../workers/runtime.js';
 import { bookkeepingActivities } from '../../activities/bookkeeping.js';
 import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
 import { CorellaError } from '../../ml/errors.js';
@@ -182,4 +189,55 @@ describe('corella retrain rejects broken configs before starting anything', () =
     expect(ok.runId).toBeTruthy();
     expect((await tableCounts()).runs).toBe(1);
   }, 120_000);
+
+  it('a retrainWorkflow started by another client with a bad config fails with BAD_CONFIG, no retry, no run', async () => {
+    installWorkerRuntime();
+    const ctx = fileActivityContext(testDb.db, join(dir, 'worker-home'));
+    const suffix = randomUUID().slice(0, 8);
+    const queues = { cpu: `cfg-cpu-${suffix}`, gpu: `cfg-gpu-${suffix}` };
+    const nc = await NativeConnection.connect({ address: inject('temporalAddress') });
+    const connection = await Connection.connect({ address: inject('temporalAddress') });
+    try {
+      const namespace = inject('temporalNamespace');
+      const worker = await createCpuWorker({
+        connection: nc,
+        namespace,
+        activities: createActivities(ctx),
+        taskQueue: queues.cpu,
+      });
+      const client = new Client({ connection, namespace });
+      const runsBefore = (await tableCounts()).runs;
+      const err = await worker.runUntil(async () => {
+        const handle = await client.workflow.start('retrainWorkflow', {
+          taskQueue: queues.cpu,
+          workflowId: `retrain-smuggled-${suffix}`,
+          args: [
+            {
+              dataset: { source: 'movielens-1m', dir: '/nonexistent' },
+              config: { crm: { epochs: '5' } },
+              configHash: `smuggled-${suffix}`,
+              trigger: 'test',
+              queues,
+            },
+          ],
+        });
+        return handle.result().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      });
+      expect(err).toBeInstanceOf(WorkflowFailedError);
+      const cause = (err as WorkflowFailedError).cause?.cause;
+      expect(cause).toBeInstanceOf(ApplicationFailure);
+      expect((cause as ApplicationFailure).type).toBe('BAD_CONFIG');
+      expect((cause as ApplicationFailure).message).toContain('crm.epochs: expected a number, got "5"');
+      expect((err as WorkflowFailedError).cause).toMatchObject({
+        retryState: RetryState.NON_RETRYABLE_FAILURE,
+      });
+      expect((await tableCounts()).runs).toBe(runsBefore);
+    } finally {
+      await connection.close();
+      await nc.close();
+    }
+  }, 300_000);
 });

@@ -137,12 +137,22 @@ describe('workers with nothing shared but the services', () => {
     // The gpu worker ran the LLM from its own read-through cache, filled from S3.
     expect(await readdir(join(homes.gpu, 'cache', 'artifacts'))).toContain(modelSha);
 
-    // The third home loads the serving bundle (dataset, CRM, adapter) from the object store alone.
+    // The third home loads the serving bundle, LLM branch included, from the object store alone: the
+    // model file it names is gone, so it must come from S3 by the version's llmModel sha256.
     const readerStore = openArtifactStore(homes.reader, services);
-    const { bundle } = await resolveServingBundle(testDb.db, homes.reader, result.modelVersionId);
-    const engine = await ServingEngine.load(readerStore, { ...bundle, llm: null }, { log: () => undefined });
-    await engine.dispose();
-    expect(await readerStore.localPath(modelSha, 'LLM model file')).toContain(join(homes.reader, 'cache'));
+    const { bundle } = await resolveServingBundle(
+      testDb.db,
+      homes.reader,
+      result.modelVersionId,
+      readerStore,
+    );
+    expect(bundle.llm?.model).toBe(join(homes.reader, 'cache', 'artifacts', modelSha));
+    const engine = await ServingEngine.load(readerStore, bundle, { log: () => undefined });
+    try {
+      expect(engine.llmUnavailable).toBeUndefined();
+    } finally {
+      await engine.dispose();
+    }
     expect(existsSync(join(homes.reader, 'artifacts'))).toBe(false);
   }, 900_000);
 });

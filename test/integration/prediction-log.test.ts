@@ -20,7 +20,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let t: TestDatabase;
 let dir = '';
-let versionId = 0;
 
 async function newVersion(db: Database, tag: string): Promise<number> {
   const run = await new RunRepository(db).start({
@@ -41,7 +40,6 @@ async function stored(db: Database, version: number): Promise<Map<number, number
 beforeAll(async () => {
   t = await openTestDatabase();
   dir = await makeTempDir('corella-plog-');
-  versionId = await newVersion(t.db, 'shared');
 });
 
 afterAll(async () => {
@@ -50,42 +48,52 @@ afterAll(async () => {
 });
 
 describe('PredictionLog', () => {
-  it('stores every appended entry once, counts and sets aside bad ones, and empties its spool', async () => {
-    const spoolDir = join(dir, 'basic');
-    const log = await PredictionLog.open({ db: t.db, spoolDir, flushIntervalMs: 20, maxBatch: 7 });
-    for (let i = 0; i < 40; i++) log.append(servedEntry(i, versionId, 4));
-    // Invalid at append (a NaN probability) and refused by Postgres (an unknown model version).
-    log.append({
-      ...servedEntry(40, versionId),
-      candidates: [{ ...servedEntry(40, versionId).candidates[0], p: NaN }],
-    });
-    log.append(servedEntry(41, 999_999));
-    await expect.poll(() => log.counters().pending, { timeout: 10_000 }).toBe(0);
-    // Stored from the worker thread all along: a worker that failed would have handed over to this thread.
-    expect(log.flusherThread).toBe('worker');
-    await log.close();
-    const c = log.counters();
-    expect(c).toMatchObject({ spooled: 41, flushed: 40, pending: 0, rejected: 2, skippedLines: 0 });
-    const rows = await stored(t.db, versionId);
-    expect([...rows.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: 40 }, (_, i) => i));
-    expect([...rows.values()].every((n) => n === 4)).toBe(true);
-    const p = await t.db.execute<{ threshold: number; route: string; p_llm: number | null }>(sql`
+  // The worker thread is the flusher a server runs; the in-thread drainer is its fallback.
+  it.each([
+    ['worker', true],
+    ['thread', false],
+  ] as const)(
+    'stores every appended entry once, counts and sets aside bad ones, and empties its spool (flusher: %s)',
+    async (thread, worker) => {
+      const spoolDir = join(dir, `basic-${thread}`);
+      const version = await newVersion(t.db, `basic-${thread}`);
+      // Request ids of its own per variant; a multiple of 70 keeps each index's threshold and history kind.
+      const at = worker ? 0 : 3_500_000;
+      const log = await PredictionLog.open({ db: t.db, spoolDir, flushIntervalMs: 20, maxBatch: 7, worker });
+      for (let i = 0; i < 40; i++) log.append(servedEntry(at + i, version, 4));
+      // Invalid at append (a NaN probability) and refused by Postgres (an unknown model version).
+      log.append({
+        ...servedEntry(at + 40, version),
+        candidates: [{ ...servedEntry(at + 40, version).candidates[0], p: NaN }],
+      });
+      log.append(servedEntry(at + 41, 999_999));
+      await expect.poll(() => log.counters().pending, { timeout: 10_000 }).toBe(0);
+      // Stored from the worker thread all along: a worker that failed would have handed over to this thread.
+      expect(log.flusherThread).toBe(thread);
+      await log.close();
+      const c = log.counters();
+      expect(c).toMatchObject({ spooled: 41, flushed: 40, pending: 0, rejected: 2, skippedLines: 0 });
+      const rows = await stored(t.db, version);
+      expect([...rows.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: 40 }, (_, i) => at + i));
+      expect([...rows.values()].every((n) => n === 4)).toBe(true);
+      const p = await t.db.execute<{ threshold: number; route: string; p_llm: number | null }>(sql`
       SELECT s.threshold, p.route, p.p_llm FROM predictions p JOIN served_requests s USING (request_id)
-      WHERE p.request_id = ${servedEntry(0, versionId).requestId} ORDER BY p.idx`);
-    expect(p.rows[0]).toEqual({ threshold: Infinity, route: 'llm', p_llm: 0.5 });
-    expect(p.rows[1]).toEqual({ threshold: Infinity, route: 'crm', p_llm: null });
-    // LLM-only serving logs -Infinity; both infinities survive the spool's JSON and Postgres.
-    const minus = await t.db.execute<{ threshold: number }>(
-      sql`SELECT threshold FROM served_requests WHERE request_id = ${servedEntry(7, versionId).requestId}`,
-    );
-    expect(minus.rows[0].threshold).toBe(-Infinity);
-    expect(Spool.listIn(spoolDir)).toEqual([]);
-    const rejected = readFileSync(join(spoolDir, 'rejected.jsonl'), 'utf8').trim().split('\n');
-    expect(rejected).toHaveLength(1);
-    expect(JSON.parse(rejected[0])).toMatchObject({
-      line: expect.stringContaining(servedEntry(41, 1).requestId),
-    });
-  });
+      WHERE p.request_id = ${servedEntry(at, version).requestId} ORDER BY p.idx`);
+      expect(p.rows[0]).toEqual({ threshold: Infinity, route: 'llm', p_llm: 0.5 });
+      expect(p.rows[1]).toEqual({ threshold: Infinity, route: 'crm', p_llm: null });
+      // LLM-only serving logs -Infinity; both infinities survive the spool's JSON and Postgres.
+      const minus = await t.db.execute<{ threshold: number }>(
+        sql`SELECT threshold FROM served_requests WHERE request_id = ${servedEntry(at + 7, version).requestId}`,
+      );
+      expect(minus.rows[0].threshold).toBe(-Infinity);
+      expect(Spool.listIn(spoolDir)).toEqual([]);
+      const rejected = readFileSync(join(spoolDir, 'rejected.jsonl'), 'utf8').trim().split('\n');
+      expect(rejected).toHaveLength(1);
+      expect(JSON.parse(rejected[0])).toMatchObject({
+        line: expect.stringContaining(servedEntry(at + 41, 1).requestId),
+      });
+    },
+  );
 
   it('a Postgres outage mid-stream: serving appends on, the spool grows, and after the restart every row is stored once', async () => {
     // A server of its own: stopping the shared one would disturb the other test files.

@@ -58,6 +58,7 @@ describe('S3ArtifactStore when the server dies in the middle of a multipart uplo
         (e: unknown) => `failed: ${(e as Error).name}`,
       );
     expect(killed, 'the server was killed mid-upload').toBeDefined();
+    console.info(`put during the restart: ${outcome}`);
     await killed;
     await weed.restart();
 
@@ -76,10 +77,17 @@ describe('S3ArtifactStore when the server dies in the middle of a multipart uplo
       expect((await check.get(sha)).equals(data)).toBe(true);
     }
 
-    // The activity's retry: the same put again, on the restarted server, stores it intact.
+    // The activity's retry: the same put again, on the restarted server (with the SDK's usual retries),
+    // stores it intact.
     const retried = new S3ArtifactStore({
       url: `s3://${BUCKET}/models`,
-      client: client(),
+      client: new S3Client({
+        ...s3ClientConfigFromEnv(weed.env),
+        credentials: {
+          accessKeyId: weed.env.AWS_ACCESS_KEY_ID,
+          secretAccessKey: weed.env.AWS_SECRET_ACCESS_KEY,
+        },
+      }),
       cache: new BlobReadCache(join(dir, 'cache-c')),
     });
     expect((await retried.putFile(path)).sha256).toBe(sha);

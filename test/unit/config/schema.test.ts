@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { METRIC_PREFIX } from '../../../activities/metric-keys.js';
+import { DEFAULT_PROMOTION, PROMOTION_METRICS } from '../../../ml/corella/promotion-config.js';
 import { didYouMean, editDistance } from '../../../ml/config/did-you-mean.js';
 import { resolveCalibrationConfig } from '../../../ml/corella/calibration.js';
 import { DEFAULT_JOINT_CONFIG, resolveJointConfig } from '../../../ml/corella/joint.js';
@@ -44,8 +46,8 @@ describe('pipeline schema', () => {
     expect(problems({ joint: { subset: 'hrd' } })[0]).toBe(
       'joint.subset: expected "random" or "hard", got "hrd"; did you mean hard?',
     );
-    expect(problems({ llm: { template: 'nope' } })[0]).toMatch(
-      /^llm\.template: unknown prompt template; known: paper/,
+    expect(problems({ llm: { template: 'papr' } })[0]).toMatch(
+      /^llm\.template: expected "paper" or .*got "papr"; did you mean paper\?/,
     );
     expect(problems({ llm: { finetune: { method: 'lora', rank: 0 } } })[0]).toMatch(
       /^llm\.finetune\.rank: expected a number ≥ 1/,
@@ -89,6 +91,13 @@ describe('pipeline schema', () => {
         joint: { alignment: { pairs: [{ crm: 'cross_0', llm: 'adapter_0' }] } },
       })[0],
     ).toMatch(/^joint\.alignment\.pairs: /);
+  });
+
+  it('promotion metrics carry the prefixes the workflow gives stage metrics', () => {
+    const prefixes: string[] = Object.values(METRIC_PREFIX);
+    for (const m of PROMOTION_METRICS) expect(prefixes, m).toContain(m.split('.')[0]);
+    expect(PROMOTION_METRICS.some((m) => /logloss/i.test(m))).toBe(false);
+    expect(PROMOTION_METRICS).toContain(DEFAULT_PROMOTION.metric);
   });
 
   it('resolves cross-section defaults once, and an explicit value wins', () => {
