@@ -23,15 +23,24 @@ import { lockHome } from '../services/home-lock.js';
 import { startStack, type Stack } from '../services/stack.js';
 import { Supervisor, type SupervisedWorker } from '../services/supervisor.js';
 import type { upSpec } from '../specs/up.js';
+import { parseAddress } from '../../workers/address.js';
 import { startRetrain } from '../start-retrain.js';
 
 /** Starts one `corella worker` child per queue, so the embedded default is one process tree. */
 function spawnWorker(queue: 'cpu' | 'gpu', env: NodeJS.ProcessEnv): ChildProcess {
   // The IPC channel closes when this process dies, even by SIGKILL: the worker then shuts itself down.
   return spawn(process.execPath, [join(repoRoot, 'bin', 'corella.mjs'), 'worker', '--queue', queue], {
-    env,
+    env: metricsEnv(queue, env),
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
+}
+
+/** Both workers of one machine cannot bind one metrics port: the gpu worker takes CORELLA_METRICS_ADDRESS + 1. */
+function metricsEnv(queue: 'cpu' | 'gpu', env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const spec = env.CORELLA_METRICS_ADDRESS?.trim();
+  if (!spec || queue === 'cpu') return env;
+  const { host, port } = parseAddress(spec);
+  return port === 0 ? env : { ...env, CORELLA_METRICS_ADDRESS: `${host}:${port + 1}` };
 }
 
 /** Polls the workflow's `progress` query and prints each new stage. */
