@@ -66,6 +66,8 @@ describe('honest answers: exit codes of a bad dataset, run id prefixes, attempts
       const rows = await new RunRepository(h.db).list();
       expect(rows).toHaveLength(1);
       const row = rows[0] as RunRow;
+      if (row.attempt !== 2)
+        console.log(JSON.stringify(row), '\n--- retrain --wait:\n', again.err.slice(-3000), again.out);
       // The second attempt failed too, and the first attempt's error is kept beside it.
       expect(row).toMatchObject({ status: 'failed', attempt: 2 });
       expect(row.error).toMatch(/^BAD_DATASET: .*ratings\.dat:4/);
