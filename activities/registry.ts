@@ -54,8 +54,9 @@ export function registryActivities(ctx: ActivityContext): Pick<CorellaActivities
       const roles: Record<string, string> = {};
       for (const [role, sha] of Object.entries(input.artifacts)) {
         if (!SHA256_RE.test(sha)) continue;
-        if (await ctx.store.has(sha)) {
-          const bytes = (await ctx.store.get(sha)).byteLength;
+        // The size only (a HEAD on S3): reading a multi-GB model into memory to count it would not fit.
+        const bytes = await ctx.store.sizeOf(sha);
+        if (bytes !== undefined) {
           record.push({ sha256: sha, uri: ctx.store.uriFor(sha), bytes, producingRunId: input.runId });
           roles[role === 'crm' ? 'crmModel' : role] = sha;
         } else if (role === 'llmModel' && input.llmModelPath && !input.llmModelPath.startsWith('hf:')) {

@@ -28,7 +28,7 @@
  */
 import { homedir, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
-import { FileArtifactStore, sha256Hex } from '../ml/artifacts/store.js';
+import { FileArtifactStore } from '../ml/artifacts/store.js';
 import { fitPlatt } from '../ml/corella/platt.js';
 import { samplePool } from '../ml/corella/sampling.js';
 import { entropies } from '../ml/corella/routing.js';

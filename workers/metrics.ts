@@ -3,6 +3,9 @@ import { createServer as createNetServer } from 'node:net';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { observeActivityProgress } from '../activities/heartbeat.js';
+import { parseAddress } from './address.js';
+
+export { parseAddress };
 
 /**
  * A worker's own Prometheus metrics, beside the Temporal SDK's (which the SDK's Rust core exports on an
@@ -92,19 +95,6 @@ export class WorkerMetrics {
   dispose(): void {
     this.stopObserving();
   }
-}
-
-/** `host:port`, `:port` or `port` → its parts (host 127.0.0.1 when omitted: metrics are not public by default). */
-export function parseAddress(
-  spec: string,
-  field = 'CORELLA_METRICS_ADDRESS',
-): { host: string; port: number } {
-  const m = /^(?:(.*):)?(\d+)$/.exec(spec.trim());
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || !(port >= 0 && port < 65536)) {
-    throw new Error(`${field} must be host:port, :port or port, got ${JSON.stringify(spec)}`);
-  }
-  return { host: m[1] && m[1] !== '' ? m[1].replace(/^\[|\]$/g, '') : '127.0.0.1', port };
 }
 
 /** A free loopback port for the SDK core's exporter, which only this process scrapes. */

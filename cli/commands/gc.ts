@@ -1,10 +1,12 @@
 import { ArtifactRepository } from '../../db/repositories/artifacts.js';
 import { FileArtifactStore } from '../../ml/artifacts/store.js';
+import { openArtifactStore } from '../../ml/artifacts/open-store.js';
+import { CorellaError } from '../../ml/errors.js';
 import { planGc, sweep } from '../../ml/artifacts/gc.js';
 import { EXIT, parseDuration, type ArgsOf } from '../args.js';
 import { withDatabase } from '../database.js';
 import { makeOutput, table } from '../output.js';
-import { artifactsDir, corellaHome } from '../services/paths.js';
+import { corellaHome } from '../services/paths.js';
 import type { gcSpec } from '../specs/gc.js';
 
 function mb(bytes: number): string {
@@ -20,7 +22,16 @@ export async function gc({ values }: ArgsOf<typeof gcSpec>): Promise<number> {
   const out = makeOutput(Boolean(values.json));
   const olderThanMs = parseDuration(values['older-than']);
   const dryRun = Boolean(values['dry-run']);
-  const store = new FileArtifactStore(artifactsDir(corellaHome()));
+  const opened = openArtifactStore(corellaHome());
+  if (!(opened instanceof FileArtifactStore)) {
+    // Listing and deleting a bucket's blobs safely is a lifecycle rule's job (docs/distributed.md).
+    throw new CorellaError(
+      'BAD_CONFIG',
+      `corella gc cleans a local store; CORELLA_ARTIFACTS names ${opened.uriFor('0'.repeat(64)).replace(/blobs\/0+$/, '')}: use a bucket lifecycle rule for its blobs/`,
+      { details: { field: 'CORELLA_ARTIFACTS' } },
+    );
+  }
+  const store = opened;
 
   // References are read first and the store listed after: a blob written in between is young, so kept.
   const { referenced, oldestRunningStart } = await withDatabase(async (db) => {

@@ -6,7 +6,8 @@ import { migrateUrl } from '../../activities/context.js';
 import { openDatabase } from '../../db/connection.js';
 import { reconcileRuns } from '../reconcile.js';
 import type { retrainWorkflow } from '../../workflows/retrain.js';
-import { failureExitCode, failureMessage, isUnavailable } from '../failure.js';
+import { failureExitCode, failureMessage } from '../failure.js';
+import { resultThroughOutages } from '../await-result.js';
 import { EXIT, UsageError, type ArgsOf } from '../args.js';
 import { openArtifactStore } from '../../ml/artifacts/open-store.js';
 import { startServer, type RunningServer } from '../../serve/server.js';
@@ -22,15 +23,24 @@ import { lockHome } from '../services/home-lock.js';
 import { startStack, type Stack } from '../services/stack.js';
 import { Supervisor, type SupervisedWorker } from '../services/supervisor.js';
 import type { upSpec } from '../specs/up.js';
+import { parseAddress } from '../../workers/address.js';
 import { startRetrain } from '../start-retrain.js';
 
 /** Starts one `corella worker` child per queue, so the embedded default is one process tree. */
 function spawnWorker(queue: 'cpu' | 'gpu', env: NodeJS.ProcessEnv): ChildProcess {
   // The IPC channel closes when this process dies, even by SIGKILL: the worker then shuts itself down.
   return spawn(process.execPath, [join(repoRoot, 'bin', 'corella.mjs'), 'worker', '--queue', queue], {
-    env,
+    env: metricsEnv(queue, env),
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
+}
+
+/** Both workers of one machine cannot bind one metrics port: the gpu worker takes CORELLA_METRICS_ADDRESS + 1. */
+function metricsEnv(queue: 'cpu' | 'gpu', env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const spec = env.CORELLA_METRICS_ADDRESS?.trim();
+  if (!spec || queue === 'cpu') return env;
+  const { host, port } = parseAddress(spec);
+  return port === 0 ? env : { ...env, CORELLA_METRICS_ADDRESS: `${host}:${port + 1}` };
 }
 
 /** Polls the workflow's `progress` query and prints each new stage. */
@@ -227,38 +237,6 @@ export async function up({ values }: ArgsOf<typeof upSpec>): Promise<number> {
   }
 }
 
-/**
- * The run's result. While the supervisor restarts a dead Temporal dev server, the long poll fails with
- * "unavailable": that is a wait (the run continues on the restarted server), not a failure of the run.
- */
-async function awaitResult(
-  handle: WorkflowHandle<typeof retrainWorkflow>,
-  out: Output,
-  interrupted: () => boolean,
-  dead: () => boolean,
-): Promise<RetrainResult> {
-  let waiting = false;
-  for (;;) {
-    try {
-      return await Promise.race([
-        handle.result(),
-        waitUntil(() => interrupted() || dead()).then(() => {
-          throw new Error(
-            dead()
-              ? 'the stack went down before the run finished'
-              : 'interrupted before the run finished (it continues when the stack is started again)',
-          );
-        }),
-      ]);
-    } catch (e) {
-      if (!isUnavailable(e) || interrupted() || dead()) throw e;
-      if (!waiting) out.info('Temporal is unreachable; waiting for it to come back');
-      waiting = true;
-      await new Promise((r) => setTimeout(r, 2_000));
-    }
-  }
-}
-
 async function runRetrain(
   prepared: PreparedRun,
   stack: Stack,
@@ -280,7 +258,15 @@ async function runRetrain(
     const stopFollowing = await followProgress(handle, out.info);
     let result: RetrainResult;
     try {
-      result = await awaitResult(handle, out, interrupted, dead);
+      result = await resultThroughOutages<RetrainResult>(handle, {
+        log: out.info,
+        stop: () =>
+          dead()
+            ? 'the stack went down before the run finished'
+            : interrupted()
+              ? 'interrupted before the run finished (it continues when the stack is started again)'
+              : undefined,
+      });
     } catch (e) {
       if (e instanceof WorkflowFailedError) {
         const cause = failureMessage(e);

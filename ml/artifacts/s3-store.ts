@@ -288,6 +288,10 @@ export class S3ArtifactStore implements ArtifactStore {
     return (await this.head(this.blobKey(sha256))) !== undefined;
   }
 
+  async sizeOf(sha256: string): Promise<number | undefined> {
+    return (await this.head(this.blobKey(sha256)))?.bytes;
+  }
+
   async get(sha256: string, what?: string): Promise<Buffer> {
     const key = this.blobKey(sha256);
     const cached = await this.cache.read(sha256);

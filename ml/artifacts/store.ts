@@ -34,6 +34,8 @@ export interface ArtifactStore {
   /** Local path of a verified artifact (for libraries that want a file). */
   localPath(sha256: string, what?: string): Promise<string>;
   has(sha256: string): Promise<boolean>;
+  /** The stored size of blob `sha256` (undefined when absent), without reading or verifying it. */
+  sizeOf(sha256: string): Promise<number | undefined>;
   putNamed(name: string, data: Uint8Array | string): Promise<void>;
   getNamed(name: string): Promise<Buffer | undefined>;
   deleteNamed(name: string): Promise<void>;
@@ -218,6 +220,15 @@ export class FileArtifactStore implements ArtifactStore {
       return true;
     } catch {
       return false;
+    }
+  }
+
+  async sizeOf(sha256: string): Promise<number | undefined> {
+    try {
+      return (await stat(this.blobPath(sha256))).size;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
     }
   }
 

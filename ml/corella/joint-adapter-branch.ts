@@ -3,13 +3,10 @@
  * once, and the trainable part is the LlmAdapter on top of them (see adapter.ts for why the LLM itself
  * stays frozen).
  */
-import type { CtrDataset } from '../data/types.js';
-import type { LlmFeatures, LlmFeatureSource } from '../llm/types.js';
-import type { LongRunOptions } from '../progress.js';
+import type { LlmFeatures } from '../llm/types.js';
 import { LlmAdapter } from './adapter.js';
 import { affinityWidth, fetchFeatures } from './features.js';
-import type { JointConfig } from './joint-config.js';
-import type { BranchForward, JointLlmBranch, JointPart } from './joint-llm-branch.js';
+import type { BranchForward, JointLlmBranch, JointPart, OpenJointBranch } from './joint-llm-branch.js';
 
 /** Rows [s, e) of a features set, as a new, smaller features set (same order). */
 function sliceFeatures(f: LlmFeatures, s: number, e: number): LlmFeatures {
@@ -66,24 +63,11 @@ export class AdapterBranch implements JointLlmBranch {
   }
 }
 
-export interface OpenedAdapterBranch {
-  branch: AdapterBranch;
-  llm: { modelSha256: string; template: string; hiddenDim: number };
-}
-
 /**
  * Fetches the LLM features of the stage-2/3 and validation rows and builds the adapter: fresh (input
  * standardisation fitted on the training rows' features) or, when `saved` is a checkpoint's adapter, as saved.
  */
-export async function openAdapterBranch(
-  args: LongRunOptions & {
-    llm: LlmFeatureSource;
-    dataset: CtrDataset;
-    rows: Record<JointPart, Int32Array>;
-    cfg: JointConfig;
-    saved?: Uint8Array;
-  },
-): Promise<OpenedAdapterBranch> {
+export const openAdapterBranch: OpenJointBranch<AdapterBranch> = async (args) => {
   const { llm, dataset, rows, cfg } = args;
   const trainRows = new Int32Array(rows.stage2.length + rows.stage3.length);
   trainRows.set(rows.stage2, 0);
@@ -126,4 +110,4 @@ export async function openAdapterBranch(
       hiddenDim,
     },
   };
-}
+};

@@ -11,6 +11,10 @@
  * trainableVariables(); the gradient and the Adam step follow.
  */
 import type * as tf from '@tensorflow/tfjs-core';
+import type { CtrDataset } from '../data/types.js';
+import type { LlmFeatureSource } from '../llm/types.js';
+import type { LongRunOptions } from '../progress.js';
+import type { JointConfig } from './joint-config.js';
 
 /**
  * The row sets a branch is prepared for: the stage-2 and stage-3 subsets and the validation sample (in the
@@ -56,3 +60,24 @@ export interface JointLlmBranch {
   serialize(): string;
   dispose(): void;
 }
+
+/** What trainJoint hands a branch kind's opener: the rows of each part, and a checkpoint's state to resume. */
+export interface OpenBranchArgs extends LongRunOptions {
+  llm: LlmFeatureSource;
+  dataset: CtrDataset;
+  rows: Record<JointPart, Int32Array>;
+  cfg: JointConfig;
+  /** The branch's serialize() output from the checkpoint being resumed (absent = a fresh branch). */
+  saved?: Uint8Array;
+}
+
+export interface OpenedBranch<B extends JointLlmBranch = JointLlmBranch> {
+  branch: B;
+  /** Which LLM the branch reads, for the result and the registry. */
+  llm: { modelSha256: string; template: string; hiddenDim: number };
+}
+
+/** Builds (or restores) one kind of branch for a run; openAdapterBranch is today's. */
+export type OpenJointBranch<B extends JointLlmBranch = JointLlmBranch> = (
+  args: OpenBranchArgs,
+) => Promise<OpenedBranch<B>>;

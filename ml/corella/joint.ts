@@ -45,7 +45,7 @@ export {
 } from './joint-config.js';
 export { jointSubsets, jointValidationRows } from './row-plan.js';
 export type { EpochLoss } from './joint-epochs.js';
-export type { JointLlmBranch, JointPart } from './joint-llm-branch.js';
+export type { JointLlmBranch, JointPart, OpenJointBranch } from './joint-llm-branch.js';
 
 export interface StageReport {
   enabled: boolean;

@@ -29,12 +29,7 @@ export const llmConfigShape = {
   sequences: int(1).default(1),
   lora: z.strictObject({ path: z.string().min(1), scale: z.number().optional() }).optional(),
   /** Prompt template name (see prompts.ts). */
-  template: z
-    .string()
-    .refine((t) => t in TEMPLATES, {
-      message: `unknown prompt template; known: ${Object.keys(TEMPLATES).join(', ')}`,
-    })
-    .default('paper'),
+  template: z.enum(Object.keys(TEMPLATES) as [string, ...string[]]).default('paper'),
   /** The two answer words; each must be one token when tokenized with trimLeadingSpace. */
   answers: z
     .strictObject({ yes: z.string().min(1), no: z.string().min(1) })

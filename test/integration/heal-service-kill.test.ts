@@ -60,8 +60,10 @@ describe('corella up restarts a killed Temporal dev server and a killed Postgres
     );
     await tc.close();
     const tPid = await temporalPid(home);
+    const tKill = Date.now();
     process.kill(tPid, 'SIGKILL');
     await waitFor(() => /Temporal dev server is back/.test(up.stderr()), 'Temporal restarted', up, 120_000);
+    const temporalBackMs = Date.now() - tKill;
     expect(await isRunning(tPid)).toBe(false);
 
     // The postmaster dies during joint training (whose activity and the run's bookkeeping need the database).
@@ -78,8 +80,13 @@ describe('corella up restarts a killed Temporal dev server and a killed Postgres
     );
     await tc.close();
     const pgPid = await postmasterPid(home);
+    const pgKill = Date.now();
     process.kill(pgPid, 'SIGKILL');
     await waitFor(() => /Postgres is back/.test(up.stderr()), 'Postgres restarted', up, 180_000);
+    const postgresBackMs = Date.now() - pgKill;
+    console.log(
+      `heal-service-kill: Temporal back ${temporalBackMs} ms, Postgres back ${postgresBackMs} ms after SIGKILL`,
+    );
 
     const exit = await up.exited();
     // What the supervisor and the waiting activities said, for the record.

@@ -85,6 +85,8 @@ describe('S3ArtifactStore against a real SeaweedFS', () => {
     const bigRef = await store.putFile(bigPath, { onProgress: (b) => parts.push(b) });
     expect(bigRef).toMatchObject({ sha256: sha256Hex(big), bytes: big.byteLength });
     expect(parts.length).toBeGreaterThanOrEqual(4);
+    expect(await store.sizeOf(bigRef.sha256)).toBe(big.byteLength);
+    expect(await store.sizeOf(sha256Hex('never stored'))).toBeUndefined();
     const other = freshStore('roundtrip');
     const local = await other.localPath(bigRef.sha256, 'model file');
     expect((await readFile(local)).equals(big)).toBe(true);

@@ -61,8 +61,9 @@ export async function servedWorld(
   );
   const crm = trained.model;
   const crmArtifact = (await saveCrm(crm, store)).sha256;
-  const hiddenDim = TINY_HIDDEN + (opts.itemAffinity ? AFFINITY_FEATURES.length : 0);
-  const adapter = LlmAdapter.create({ hiddenDim, layers: [8], seed: 7 });
+  // As trainJoint builds it: the hidden state, and the affinity columns named apart (adapter version 2).
+  const affinityDim = opts.itemAffinity ? AFFINITY_FEATURES.length : 0;
+  const adapter = LlmAdapter.create({ hiddenDim: TINY_HIDDEN, affinityDim, layers: [8], seed: 7 });
   const adapterArtifact = (await store.put(adapter.serialize())).sha256;
   adapter.dispose();
   const model = join(dir, 'tiny.gguf');

@@ -46,8 +46,8 @@ describe('pipeline schema', () => {
     expect(problems({ joint: { subset: 'hrd' } })[0]).toBe(
       'joint.subset: expected "random" or "hard", got "hrd"; did you mean hard?',
     );
-    expect(problems({ llm: { template: 'nope' } })[0]).toMatch(
-      /^llm\.template: unknown prompt template; known: paper/,
+    expect(problems({ llm: { template: 'papr' } })[0]).toMatch(
+      /^llm\.template: expected "paper" or .*got "papr"; did you mean paper\?/,
     );
     expect(problems({ llm: { finetune: { method: 'lora', rank: 0 } } })[0]).toMatch(
       /^llm\.finetune\.rank: expected a number ≥ 1/,
