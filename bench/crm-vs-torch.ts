@@ -108,6 +108,8 @@ interface OursFigures extends SideFigures {
   /** --profile: wall ms per step of each phase, and the tfjs kernels of one step with their counts. */
   phasesMsPerStep?: Record<string, number>;
   kernelsPerStep?: Record<string, number>;
+  /** --profile: wall ms per step inside each kind of tfjs kernel (tf.profile, mean of 5 steps). */
+  kernelMsPerStep?: Record<string, number>;
 }
 
 /** One measurement of our side, in this process (the parent runs it as a child per round). */
@@ -165,18 +167,28 @@ async function measureOurs(): Promise<OursFigures> {
   for (let i = 0; i < WARMUP; i++) loss = await stepper.step(rowsOf(i), i);
   // The kernels of one step (this thread's: the worker's half runs the same ones), outside the timing.
   let kernelsPerStep: Record<string, number> | undefined;
+  let kernelMsPerStep: Record<string, number> | undefined;
   if (profiling) {
-    const info = await tf.profile(async () => {
-      loss = await stepper.step(rowsOf(WARMUP), WARMUP);
-    });
+    const PROFILED = 5;
     kernelsPerStep = {};
-    for (const k of info.kernels) kernelsPerStep[k.name] = (kernelsPerStep[k.name] ?? 0) + 1;
-    kernelsPerStep.total = info.kernels.length;
+    kernelMsPerStep = {};
+    for (let i = 0; i < PROFILED; i++) {
+      const info = await tf.profile(async () => {
+        loss = await stepper.step(rowsOf(WARMUP + i), WARMUP + i);
+      });
+      for (const k of info.kernels) {
+        if (i === 0) kernelsPerStep[k.name] = (kernelsPerStep[k.name] ?? 0) + 1;
+        const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+        kernelMsPerStep[k.name] = (kernelMsPerStep[k.name] ?? 0) + ms / PROFILED;
+      }
+      if (i === 0) kernelsPerStep.total = info.kernels.length;
+    }
+    for (const k of Object.keys(kernelMsPerStep)) kernelMsPerStep[k] = Number(kernelMsPerStep[k].toFixed(3));
     stepper.profile = new StepProfile();
   }
   let t0 = performance.now();
   let c0 = process.cpuUsage();
-  for (let i = 0; i < steps; i++) loss = await stepper.step(rowsOf(i), WARMUP + 1 + i);
+  for (let i = 0; i < steps; i++) loss = await stepper.step(rowsOf(i), WARMUP + 5 + i);
   const trainSec = (performance.now() - t0) / 1000;
   let c = process.cpuUsage(c0);
   const trainCpu = (c.user + c.system) / 1e6;
@@ -215,6 +227,7 @@ async function measureOurs(): Promise<OursFigures> {
     finalLoss: Number(loss.toFixed(4)),
     phasesMsPerStep,
     kernelsPerStep,
+    kernelMsPerStep,
   };
 }
 
@@ -415,6 +428,7 @@ async function compare(): Promise<void> {
               ? {
                   phasesMsPerStep: medianRecord(figs.map((f) => f.phasesMsPerStep ?? {})),
                   kernelsPerStep: figs[0].kernelsPerStep,
+                  kernelMsPerStep: medianRecord(figs.map((f) => f.kernelMsPerStep ?? {})),
                 }
               : {}),
           },
