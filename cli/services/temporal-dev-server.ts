@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { Connection } from '@temporalio/client';
 import { CorellaError } from '../../ml/errors.js';
 import { NAMESPACE_DEFAULT, SEARCH_ATTRIBUTES } from '../../workflows/search-attributes.js';
-import { choosePort, freePort } from './ports.js';
+import { choosePort, freePort, listensOn, preferredPort } from './ports.js';
+import { repoRoot } from './paths.js';
 import {
   isAlive,
   processCommandLine,
@@ -36,6 +37,7 @@ export interface DevServerOptions {
 
 /** Polls until the frontend answers for our namespace. */
 async function waitReady(address: string, namespace: string, timeoutMs: number, pid?: number): Promise<void> {
+  const port = Number(address.split(':').pop());
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
@@ -49,14 +51,17 @@ async function waitReady(address: string, namespace: string, timeoutMs: number, 
       const conn = await Connection.connect({ address, connectTimeout: 2_000 });
       try {
         await conn.workflowService.describeNamespace({ namespace });
-        return;
+        // An answer from a server that is not ours (another stack took the port first) is not ready: ours
+        // will fail to bind and exit, and the caller starts it again on another port.
+        if (pid === undefined || (await listensOn(pid, port)) !== false) return;
+        last = new Error(`port ${port} answers, but not from pid ${pid}`);
       } finally {
         await conn.close();
       }
     } catch (e) {
       last = e;
-      await new Promise((r) => setTimeout(r, 250));
     }
+    await new Promise((r) => setTimeout(r, 250));
   }
   throw new CorellaError(
     'SERVICE_UNAVAILABLE',
@@ -91,8 +96,30 @@ export async function startTemporalDevServer(opts: DevServerOptions): Promise<Te
   await removeProcessRecord(recordPath);
 
   const cli = await findTemporalCli({ install: true });
+  // A port found free can be taken by another process before our server binds it; the server then exits
+  // at start-up (waitReady never accepts another server's answer), and we try again on freshly chosen ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await spawnDevServer(cli, opts, namespace, recordPath, dbFile);
+    } catch (e) {
+      const exited = e instanceof CorellaError && /exited during start-up/.test(e.message);
+      if (!exited || attempt >= 3) throw e;
+    }
+  }
+}
+
+async function spawnDevServer(
+  cli: string,
+  opts: DevServerOptions,
+  namespace: string,
+  recordPath: string,
+  dbFile: string,
+): Promise<TemporalServer> {
   // Port 0 asks for any free port (tests); otherwise the preferred one or the next free one after it.
-  const port = opts.port === 0 ? await freePort() : await choosePort(opts.port ?? 7233);
+  const port =
+    opts.port === 0
+      ? await freePort()
+      : await choosePort(opts.port ?? preferredPort(opts.dir, 7233, join(repoRoot, '.corella', 'temporal')));
   const headless = opts.headless ?? false;
   const uiPort = headless
     ? undefined
