@@ -13,17 +13,29 @@
  * Rounds alternate the two sides (the first side swaps each round) in fresh processes, and the JSON
  * carries each round's figures, the load average before each run and the median ratios ours/torch.
  *
- * Usage: npx tsx bench/crm-vs-torch.ts [--rounds 3] [--steps 60] [--torch-threads 1] [--threads 1|2]
- *                                      [--blas-threads 1] [--python /usr/bin/python3] [--peer PATH]
- * --torch-threads is the peer's torch.set_num_threads. Debian's PyTorch runs its matrix products in
- * OpenBLAS, whose own thread pool ignores that setting (it defaults to one thread per core);
- * --blas-threads sets OPENBLAS_NUM_THREADS for the peer and CORELLA_NATIVE_THREADS for our addon, so
- * both sides get the same number of BLAS threads (default 1; `env` keeps whatever the environment says).
+ * Usage: npx tsx bench/crm-vs-torch.ts [--rounds 3] [--steps 60] [--threads 1,2] [--python PATH]
+ *                                      [--peer PATH] [--install-torch] [--profile]
+ * --threads lists the thread settings measured in one run (default both, 1 and 2). At setting t the peer
+ * gets torch.set_num_threads(t) with OMP/OPENBLAS_NUM_THREADS=t; we run one variant per way of using t
+ * cores: at 1, the LocalStepper with one BLAS thread; at 2, `parallel` (ParallelStepper: a gradient
+ * worker takes half of each batch, one BLAS thread each) and `blas` (LocalStepper, CORELLA_NATIVE_THREADS=2,
+ * OpenBLAS splits each product). Each variant's ratio to the peer at the same t is printed side by side.
+ * --profile adds, per variant, where a training step's time goes (batch assembly, tape forward+backward,
+ * host reads, Adam/scatter, waiting for the worker), in wall and CPU milliseconds per step, and the tfjs
+ * kernel counts of one step.
+ *
+ * PyTorch as users install it: PyPI's `torch==2.15.0` for Linux x86_64 is the CUDA build; it imports only
+ * with its nvidia-* / cuda-toolkit wheels present (~4 GB; `pip install --no-deps torch` fails at import with
+ * "libcublasLt.so.*[0-9] not found"), and then runs on the CPU with no GPU (torch.cuda.is_available()
+ * False). `--install-torch` makes that venv at .corella/tools/torch-2.15.0-venv (python3 -m venv, then
+ * pip install torch==2.15.0; 5.3 GB on disk, ~1 min from a near registry) unless it imports already;
+ * never in CI. Without --python the bench uses that venv when it exists, else /usr/bin/python3.
+ * The lead's idle-machine rerun: npx tsx bench/crm-vs-torch.ts --rounds 5 --threads 1,2 --profile
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const VOCABS = [6040, 3706, 2, 7, 21, 3439, 18, 100];
@@ -47,16 +59,34 @@ function intArg(name: string, fallback: number, min: number, max: number): numbe
 }
 
 const steps = intArg('steps', 60, 5, 100_000);
-const blasArg = arg('blas-threads') ?? '1';
-if (blasArg !== 'env' && !/^[1-9][0-9]?$/.test(blasArg)) {
-  console.error(`--blas-threads must be 1..99 or env, got ${JSON.stringify(blasArg)}`);
-  process.exit(2);
+
+/** One way of using t cores on our side. */
+interface Variant {
+  name: string;
+  threads: 1 | 2;
+  /** ParallelStepper (a gradient worker takes half of each batch) rather than LocalStepper. */
+  parallel: boolean;
+  /** OpenBLAS threads (CORELLA_NATIVE_THREADS) of the addon, shared by the process's JS threads. */
+  blasThreads: number;
 }
-/** The environment of a child with the chosen BLAS thread count. */
-function childEnv(variable: string): NodeJS.ProcessEnv {
-  return blasArg === 'env' ? process.env : { ...process.env, [variable]: blasArg };
+
+function variantsAt(t: number): Variant[] {
+  if (t === 1) return [{ name: 'local', threads: 1, parallel: false, blasThreads: 1 }];
+  return [
+    { name: 'parallel', threads: 2, parallel: true, blasThreads: 1 },
+    { name: 'blas', threads: 2, parallel: false, blasThreads: 2 },
+  ];
 }
-const threads = intArg('threads', 1, 1, 2) as 1 | 2;
+
+function threadSettings(): number[] {
+  const raw = arg('threads') ?? '1,2';
+  const list = raw.split(',').map((x) => Number(x.trim()));
+  if (list.length === 0 || list.some((t) => t !== 1 && t !== 2)) {
+    console.error(`--threads must be a comma list of 1 and 2, got ${JSON.stringify(raw)}`);
+    process.exit(2);
+  }
+  return [...new Set(list)];
+}
 
 interface SideFigures {
   trainSamplesPerSec: number;
@@ -64,6 +94,7 @@ interface SideFigures {
 }
 
 interface OursFigures extends SideFigures {
+  variant: string;
   backend: string;
   accelerator?: string;
   nativeReason?: string;
@@ -71,17 +102,29 @@ interface OursFigures extends SideFigures {
   threads: number;
   trainSamplesPerCpuSec: number;
   inferSamplesPerCpuSec: number;
+  /** Process CPU ms per training step (both threads' when there are two). */
+  trainCpuMsPerStep: number;
   finalLoss: number;
+  /** --profile: wall ms per step of each phase, and the tfjs kernels of one step with their counts. */
+  phasesMsPerStep?: Record<string, number>;
+  kernelsPerStep?: Record<string, number>;
+  /** --profile: wall ms per step inside each kind of tfjs kernel (tf.profile, mean of 5 steps). */
+  kernelMsPerStep?: Record<string, number>;
 }
 
 /** One measurement of our side, in this process (the parent runs it as a child per round). */
 async function measureOurs(): Promise<OursFigures> {
+  const variant = arg('variant') ?? 'local';
+  const parallel = variant === 'parallel';
+  const threads = parallel || variant === 'blas' ? 2 : 1;
+  const profiling = process.argv.includes('--profile');
   const tf = await import('@tensorflow/tfjs-core');
   const { initTf } = await import('../ml/tf/index.js');
   const { loadNative } = await import('../ml/tf/native.js');
   const { CrmNet, defaultCrmConfig, disposeCrmBatch } = await import('../ml/crm/index.js');
   const { Adam } = await import('../ml/crm/adam.js');
   const { LocalStepper, ParallelStepper } = await import('../ml/crm/parallel.js');
+  const { StepProfile } = await import('../ml/crm/step-profile.js');
 
   const init = await initTf('wasm', () => undefined);
   const featureMap = {
@@ -115,20 +158,41 @@ async function measureOurs(): Promise<OursFigures> {
   const config = defaultCrmConfig('dcnv2', { embeddingDim: 16, crossLayers: 3, mlp: [256, 128] });
   const model = new CrmNet(config, featureMap);
   const adam = new Adam({ lr: 1e-3 });
-  const stepper =
-    threads === 2
-      ? await ParallelStepper.start(model, adam, split, featureMap, init.backend, BATCH)
-      : new LocalStepper(model, adam, split);
+  const stepper = parallel
+    ? await ParallelStepper.start(model, adam, split, featureMap, init.backend, BATCH)
+    : new LocalStepper(model, adam, split);
   const rowsOf = (k: number) => Int32Array.from({ length: BATCH }, (_, i) => (k % N_BATCHES) * BATCH + i);
 
   let loss = NaN;
   for (let i = 0; i < WARMUP; i++) loss = await stepper.step(rowsOf(i), i);
+  // The kernels of one step (this thread's: the worker's half runs the same ones), outside the timing.
+  let kernelsPerStep: Record<string, number> | undefined;
+  let kernelMsPerStep: Record<string, number> | undefined;
+  if (profiling) {
+    const PROFILED = 5;
+    kernelsPerStep = {};
+    kernelMsPerStep = {};
+    for (let i = 0; i < PROFILED; i++) {
+      const info = await tf.profile(async () => {
+        loss = await stepper.step(rowsOf(WARMUP + i), WARMUP + i);
+      });
+      for (const k of info.kernels) {
+        if (i === 0) kernelsPerStep[k.name] = (kernelsPerStep[k.name] ?? 0) + 1;
+        const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+        kernelMsPerStep[k.name] = (kernelMsPerStep[k.name] ?? 0) + ms / PROFILED;
+      }
+      if (i === 0) kernelsPerStep.total = info.kernels.length;
+    }
+    for (const k of Object.keys(kernelMsPerStep)) kernelMsPerStep[k] = Number(kernelMsPerStep[k].toFixed(3));
+    stepper.profile = new StepProfile();
+  }
   let t0 = performance.now();
   let c0 = process.cpuUsage();
-  for (let i = 0; i < steps; i++) loss = await stepper.step(rowsOf(i), WARMUP + i);
+  for (let i = 0; i < steps; i++) loss = await stepper.step(rowsOf(i), WARMUP + 5 + i);
   const trainSec = (performance.now() - t0) / 1000;
   let c = process.cpuUsage(c0);
   const trainCpu = (c.user + c.system) / 1e6;
+  const phasesMsPerStep = stepper.profile?.perStep();
   await stepper.close();
 
   const batches = Array.from({ length: N_BATCHES }, (_, k) => model.makeBatch(split, rowsOf(k)));
@@ -149,6 +213,7 @@ async function measureOurs(): Promise<OursFigures> {
 
   const native = loadNative();
   return {
+    variant,
     backend: init.backend,
     accelerator: init.accelerator,
     nativeReason: init.nativeReason,
@@ -158,7 +223,11 @@ async function measureOurs(): Promise<OursFigures> {
     inferSamplesPerSec: Math.round((steps * 3 * BATCH) / inferSec),
     trainSamplesPerCpuSec: Math.round((steps * BATCH) / trainCpu),
     inferSamplesPerCpuSec: Math.round((steps * 3 * BATCH) / inferCpu),
+    trainCpuMsPerStep: Number(((trainCpu * 1000) / steps).toFixed(2)),
     finalLoss: Number(loss.toFixed(4)),
+    phasesMsPerStep,
+    kernelsPerStep,
+    kernelMsPerStep,
   };
 }
 
@@ -187,22 +256,37 @@ function lastJsonLine(stdout: string, what: string): Record<string, unknown> {
   return JSON.parse(line) as Record<string, unknown>;
 }
 
-function runOurs(): OursFigures {
+function runOurs(v: Variant, profile: boolean): OursFigures {
   const self = fileURLToPath(import.meta.url);
   const r = spawnSync(
     process.execPath,
-    ['--import', 'tsx', self, '--ours', '--steps', String(steps), '--threads', String(threads)],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: childEnv('CORELLA_NATIVE_THREADS') },
+    [
+      '--import',
+      'tsx',
+      self,
+      '--ours',
+      '--steps',
+      String(steps),
+      '--variant',
+      v.name,
+      ...(profile ? ['--profile'] : []),
+    ],
+    {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, CORELLA_NATIVE_THREADS: String(v.blasThreads) },
+    },
   );
-  if (r.status !== 0) throw new Error(`our side failed (exit ${r.status}):\n${r.stderr}`);
+  if (r.status !== 0) throw new Error(`our side (${v.name}) failed (exit ${r.status}):\n${r.stderr}`);
   return lastJsonLine(r.stdout, 'our side') as unknown as OursFigures;
 }
 
-function runTorch(python: string, peer: string, torchThreads: number): SideFigures & Record<string, unknown> {
-  const r = spawnSync(python, [peer, String(steps), String(BATCH), String(torchThreads)], {
+function runTorch(python: string, peer: string, threads: number): SideFigures & Record<string, unknown> {
+  const r = spawnSync(python, [peer, String(steps), String(BATCH), String(threads)], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: childEnv('OPENBLAS_NUM_THREADS'),
+    // PyPI's torch runs its products in oneDNN/MKL under OpenMP; Debian's in OpenBLAS: pin both pools.
+    env: { ...process.env, OMP_NUM_THREADS: String(threads), OPENBLAS_NUM_THREADS: String(threads) },
   });
   if (r.status !== 0) throw new Error(`the PyTorch peer failed (exit ${r.status}):\n${r.stderr}`);
   const j = lastJsonLine(r.stdout, 'the PyTorch peer');
@@ -211,6 +295,41 @@ function runTorch(python: string, peer: string, torchThreads: number): SideFigur
     trainSamplesPerSec: Number(j.train_samples_per_s),
     inferSamplesPerSec: Number(j.infer_samples_per_s),
   };
+}
+
+const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
+const TORCH_VENV = join(ROOT, '.corella', 'tools', 'torch-2.15.0-venv');
+
+function torchVersion(python: string): { version?: string; error?: string } {
+  const probe = spawnSync(
+    python,
+    ['-c', 'import torch, sys; torch.randn(2) @ torch.randn(2); sys.stdout.write(torch.__version__)'],
+    { encoding: 'utf8' },
+  );
+  if (probe.error || probe.status !== 0)
+    return { error: probe.error?.message ?? probe.stderr.trim().split('\n').at(-1) };
+  return { version: probe.stdout.trim() };
+}
+
+/** PyPI's torch 2.15.0 into .corella/tools (see the header for why the full, CUDA-wheel install). */
+function installTorch(): void {
+  if (process.env.CI) {
+    console.error('--install-torch is never run in CI (a multi-GB download)');
+    process.exit(2);
+  }
+  const python = join(TORCH_VENV, 'bin', 'python');
+  if (existsSync(python) && torchVersion(python).version === '2.15.0') return;
+  const run = (cmd: string, args: string[]) => {
+    console.error(`[install-torch] ${cmd} ${args.join(' ')}`);
+    const r = spawnSync(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+    if (r.status !== 0) {
+      console.error(`[install-torch] ${cmd} failed (exit ${r.status})`);
+      process.exit(3);
+    }
+  };
+  mkdirSync(dirname(TORCH_VENV), { recursive: true });
+  run('python3', ['-m', 'venv', TORCH_VENV]);
+  run(join(TORCH_VENV, 'bin', 'pip'), ['install', '--disable-pip-version-check', 'torch==2.15.0']);
 }
 
 function median(xs: number[]): number {
@@ -223,56 +342,108 @@ const r3 = (x: number) => Number(x.toFixed(3));
 
 async function compare(): Promise<void> {
   const rounds = intArg('rounds', 3, 1, 50);
-  const torchThreads = intArg('torch-threads', 1, 1, 64);
-  const python = arg('python') ?? '/usr/bin/python3';
-  const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
-  const peer = resolve(arg('peer') ?? join(root, '..', 'shared', 'peer', 'dcnv2_torch.py'));
+  const settings = threadSettings();
+  const profile = process.argv.includes('--profile');
+  if (process.argv.includes('--install-torch')) installTorch();
+  const python =
+    arg('python') ??
+    (existsSync(join(TORCH_VENV, 'bin', 'python')) ? join(TORCH_VENV, 'bin', 'python') : '/usr/bin/python3');
+  const peer = resolve(arg('peer') ?? join(ROOT, '..', 'shared', 'peer', 'dcnv2_torch.py'));
   if (!existsSync(peer)) {
     console.error(`the PyTorch peer script ${peer} does not exist (pass --peer PATH)`);
     process.exit(3);
   }
-  const probe = spawnSync(python, ['-c', 'import torch, sys; sys.stdout.write(torch.__version__)'], {
-    encoding: 'utf8',
-  });
-  if (probe.error || probe.status !== 0) {
+  const probe = torchVersion(python);
+  if (!probe.version) {
     console.error(
-      `PyTorch is not available to ${python}: ${probe.error?.message ?? probe.stderr.trim().split('\n').at(-1)}\n` +
-        `Install it (Debian: apt-get install -y python3-torch) or name another interpreter with --python.`,
+      `PyTorch is not available to ${python}: ${probe.error}\n` +
+        'Install PyPI torch 2.15.0 with --install-torch, or name another interpreter with --python.',
     );
     process.exit(3);
   }
 
-  const perRound: {
-    round: Record<string, unknown>;
-    ours: OursFigures;
-    torch: SideFigures & Record<string, unknown>;
-  }[] = [];
+  type Side = { side: string; threads: number; figures: SideFigures & Record<string, unknown> };
+  const perRound: Side[][] = [];
   for (let i = 0; i < rounds; i++) {
-    const order = i % 2 === 0 ? (['ours', 'torch'] as const) : (['torch', 'ours'] as const);
-    const round: Record<string, unknown> = { round: i + 1, order };
-    let ours: OursFigures | undefined;
-    let torch: (SideFigures & Record<string, unknown>) | undefined;
-    for (const side of order) {
-      const before = { uptime: uptime(), loadavg: load() };
-      if (side === 'ours') {
-        ours = runOurs();
-        round.ours = { ...ours, loadBefore: before };
-      } else {
-        torch = runTorch(python, peer, torchThreads);
-        round.torch = { ...torch, loadBefore: before };
-      }
+    // One job per (thread setting, side); the order alternates round by round so neither side always
+    // runs first (or last) in a load spike.
+    const jobs: { threads: number; variant?: Variant }[] = [];
+    for (const t of settings) {
+      jobs.push({ threads: t });
+      for (const v of variantsAt(t)) jobs.push({ threads: t, variant: v });
     }
-    round.ratio = {
-      train: r3(ours!.trainSamplesPerSec / torch!.trainSamplesPerSec),
-      infer: r3(ours!.inferSamplesPerSec / torch!.inferSamplesPerSec),
-    };
-    perRound.push({ round, ours: ours!, torch: torch! });
+    if (i % 2 === 1) jobs.reverse();
+    const results: Side[] = [];
+    for (const job of jobs) {
+      const loadBefore = load();
+      const figures = job.variant ? runOurs(job.variant, profile) : runTorch(python, peer, job.threads);
+      results.push({
+        side: job.variant ? `ours.${job.variant.name}` : 'torch',
+        threads: job.threads,
+        figures: { ...figures, loadBefore },
+      });
+    }
+    perRound.push(results);
     console.error(
-      `[round ${i + 1}/${rounds}] ours train ${ours!.trainSamplesPerSec}/s infer ${ours!.inferSamplesPerSec}/s; ` +
-        `torch train ${torch!.trainSamplesPerSec}/s infer ${torch!.inferSamplesPerSec}/s; load ${load().join(' ')}`,
+      `[round ${i + 1}/${rounds}] ` +
+        results
+          .map(
+            (r) =>
+              `${r.side}@${r.threads} train ${r.figures.trainSamplesPerSec}/s infer ${r.figures.inferSamplesPerSec}/s`,
+          )
+          .join('; ') +
+        `; load ${load().join(' ')}`,
     );
   }
-  const med = (f: (r: (typeof perRound)[number]) => number) => median(perRound.map(f));
+
+  // Side by side: per thread setting, torch and each of our variants, medians and median ratios.
+  const table = settings.map((t) => {
+    const of = (round: Side[], side: string) =>
+      round.find((r) => r.threads === t && r.side === side)!.figures;
+    const torchTrain = median(perRound.map((r) => of(r, 'torch').trainSamplesPerSec));
+    const torchInfer = median(perRound.map((r) => of(r, 'torch').inferSamplesPerSec));
+    const ours = Object.fromEntries(
+      variantsAt(t).map((v) => {
+        const side = `ours.${v.name}`;
+        const figs = perRound.map((r) => of(r, side) as unknown as OursFigures);
+        return [
+          v.name,
+          {
+            train: median(figs.map((f) => f.trainSamplesPerSec)),
+            infer: median(figs.map((f) => f.inferSamplesPerSec)),
+            trainCpuMsPerStep: median(figs.map((f) => f.trainCpuMsPerStep)),
+            ratio: {
+              train: r3(
+                median(
+                  perRound.map((r) => of(r, side).trainSamplesPerSec / of(r, 'torch').trainSamplesPerSec),
+                ),
+              ),
+              infer: r3(
+                median(
+                  perRound.map((r) => of(r, side).inferSamplesPerSec / of(r, 'torch').inferSamplesPerSec),
+                ),
+              ),
+            },
+            ...(profile
+              ? {
+                  phasesMsPerStep: medianRecord(figs.map((f) => f.phasesMsPerStep ?? {})),
+                  kernelsPerStep: figs[0].kernelsPerStep,
+                  kernelMsPerStep: medianRecord(figs.map((f) => f.kernelMsPerStep ?? {})),
+                }
+              : {}),
+          },
+        ];
+      }),
+    );
+    return { threads: t, torch: { train: torchTrain, infer: torchInfer }, ours };
+  });
+  // Our own scaling: the best 2-thread variant's training throughput over the 1-thread one's.
+  const one = table.find((r) => r.threads === 1);
+  const two = table.find((r) => r.threads === 2);
+  const scaling =
+    one && two
+      ? Object.fromEntries(Object.entries(two.ours).map(([k, v]) => [k, r3(v.train / one.ours.local.train)]))
+      : undefined;
   console.log(
     JSON.stringify({
       shape: {
@@ -285,35 +456,19 @@ async function compare(): Promise<void> {
         steps,
         inferBatches: steps * 3,
       },
-      ours: { threads, accelerator: perRound[0].ours.accelerator, blasThreads: perRound[0].ours.blasThreads },
-      torch: {
-        python,
-        peer,
-        version: probe.stdout.trim(),
-        threads: torchThreads,
-        openblasThreads:
-          blasArg === 'env' ? (process.env.OPENBLAS_NUM_THREADS ?? 'unset (one per core)') : blasArg,
-      },
-      blasThreads: blasArg,
+      torch: { python, peer, version: probe.version },
       cpus: os.cpus().length,
-      rounds: perRound.map((r) => r.round),
-      median: {
-        ours: {
-          train: med((r) => r.ours.trainSamplesPerSec),
-          infer: med((r) => r.ours.inferSamplesPerSec),
-        },
-        torch: {
-          train: med((r) => r.torch.trainSamplesPerSec),
-          infer: med((r) => r.torch.inferSamplesPerSec),
-        },
-        ratio: {
-          train: r3(med((r) => r.ours.trainSamplesPerSec / r.torch.trainSamplesPerSec)),
-          infer: r3(med((r) => r.ours.inferSamplesPerSec / r.torch.inferSamplesPerSec)),
-        },
-      },
+      table,
+      oursTrainScaling2over1: scaling,
+      rounds: perRound,
       uptimeAtEnd: uptime(),
     }),
   );
+}
+
+function medianRecord(rs: Record<string, number>[]): Record<string, number> {
+  const keys = [...new Set(rs.flatMap((r) => Object.keys(r)))];
+  return Object.fromEntries(keys.map((k) => [k, r3(median(rs.map((r) => r[k] ?? 0)))]));
 }
 
 if (process.argv.includes('--ours')) {

@@ -1,5 +1,10 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+} from 'fastify';
 import { CorellaError } from '../ml/errors.js';
 import type { ScoreRequest, ServingLimits } from '../ml/serving/types.js';
 import type { PredictionLogEntry } from './prediction-log.js';
@@ -41,6 +46,8 @@ export interface AppOptions {
   /** Database reachability for /readyz. */
   databaseReady?(): Promise<boolean>;
   bodyLimit?: number;
+  /** JSON request logs (serve/logging.ts); none when omitted. */
+  logger?: FastifyBaseLogger;
 }
 
 interface ErrorBody {
@@ -73,7 +80,7 @@ function tokenMatches(header: string | undefined, token: string): boolean {
  */
 export function buildApp(o: AppOptions): FastifyInstance {
   const app = Fastify({
-    logger: false,
+    ...(o.logger ? { loggerInstance: o.logger } : { logger: false }),
     bodyLimit: o.bodyLimit ?? 1024 * 1024,
     genReqId: () => randomUUID(),
     // Closed objects must reject unknown fields, not strip them; and "5" is not a number.
@@ -122,6 +129,8 @@ export function buildApp(o: AppOptions): FastifyInstance {
       // Fastify's own client errors (malformed JSON, wrong content type) carry safe messages.
       return sendError(reply, status, { code: 'BAD_REQUEST', message: err.message });
     }
+    // The client gets the request id only; the cause goes to the server's own log (a no-op without one).
+    req.log.error({ err }, 'internal error while serving the request');
     return sendError(reply, 500, {
       code: 'INTERNAL',
       message: 'internal error while serving the request',

@@ -7,6 +7,7 @@ import type { ArtifactStore } from '../ml/artifacts/store.js';
 import { CorellaError } from '../ml/errors.js';
 import { DEFAULT_LIMITS, ServingEngine } from '../ml/serving/engine.js';
 import type { LlmBudget, ServingLimits } from '../ml/serving/types.js';
+import { serveLogger } from './logging.js';
 import { buildApp, type FeedbackSink, type PredictionSink } from './app.js';
 import { ModelFollower, type ResolvedRef } from './follower.js';
 import { ServeMetrics } from './metrics.js';
@@ -73,7 +74,10 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
     );
   }
   const ref = o.model ?? 'champion';
-  const log = o.log ?? ((m: string) => process.stderr.write(`corella serve: ${m}\n`));
+  const logger = serveLogger();
+  const log =
+    o.log ??
+    (logger ? (m: string) => logger.info(m) : (m: string) => process.stderr.write(`corella serve: ${m}\n`));
   const handle = openDatabase(o.databaseUrl, {
     max: 4,
     connectionTimeoutMillis: 2_000,
@@ -133,6 +137,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   });
 
   const app = buildApp({
+    logger,
     holder,
     metrics,
     limits,

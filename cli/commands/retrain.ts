@@ -1,5 +1,7 @@
 import { WorkflowFailedError } from '@temporalio/client';
+import type { RetrainResult } from '../../activities/types.js';
 import { failureExitCode, failureMessage } from '../failure.js';
+import { resultThroughOutages } from '../await-result.js';
 import { EXIT, type ArgsOf } from '../args.js';
 import { connectClient, workflowUiUrl } from '../client.js';
 import { prepareRun } from '../prepare-run.js';
@@ -26,7 +28,9 @@ export async function retrain({ values }: ArgsOf<typeof retrainSpec>): Promise<n
       return EXIT.ok;
     }
     try {
-      const result = await handle.result();
+      // A dev server that `up` is restarting comes back within seconds; an external cluster gone for two
+      // minutes is an outage to report (exit 3).
+      const result = await resultThroughOutages<RetrainResult>(handle, { log: out.info, giveUpMs: 120_000 });
       out.result({ workflowId: id, started, ...result }, () => summaryTable(result));
       return EXIT.ok;
     } catch (e) {

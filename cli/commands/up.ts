@@ -6,7 +6,8 @@ import { migrateUrl } from '../../activities/context.js';
 import { openDatabase } from '../../db/connection.js';
 import { reconcileRuns } from '../reconcile.js';
 import type { retrainWorkflow } from '../../workflows/retrain.js';
-import { failureExitCode, failureMessage, isUnavailable } from '../failure.js';
+import { failureExitCode, failureMessage } from '../failure.js';
+import { resultThroughOutages } from '../await-result.js';
 import { EXIT, UsageError, type ArgsOf } from '../args.js';
 import { openArtifactStore } from '../../ml/artifacts/open-store.js';
 import { startServer, type RunningServer } from '../../serve/server.js';
@@ -236,38 +237,6 @@ export async function up({ values }: ArgsOf<typeof upSpec>): Promise<number> {
   }
 }
 
-/**
- * The run's result. While the supervisor restarts a dead Temporal dev server, the long poll fails with
- * "unavailable": that is a wait (the run continues on the restarted server), not a failure of the run.
- */
-async function awaitResult(
-  handle: WorkflowHandle<typeof retrainWorkflow>,
-  out: Output,
-  interrupted: () => boolean,
-  dead: () => boolean,
-): Promise<RetrainResult> {
-  let waiting = false;
-  for (;;) {
-    try {
-      return await Promise.race([
-        handle.result(),
-        waitUntil(() => interrupted() || dead()).then(() => {
-          throw new Error(
-            dead()
-              ? 'the stack went down before the run finished'
-              : 'interrupted before the run finished (it continues when the stack is started again)',
-          );
-        }),
-      ]);
-    } catch (e) {
-      if (!isUnavailable(e) || interrupted() || dead()) throw e;
-      if (!waiting) out.info('Temporal is unreachable; waiting for it to come back');
-      waiting = true;
-      await new Promise((r) => setTimeout(r, 2_000));
-    }
-  }
-}
-
 async function runRetrain(
   prepared: PreparedRun,
   stack: Stack,
@@ -289,7 +258,15 @@ async function runRetrain(
     const stopFollowing = await followProgress(handle, out.info);
     let result: RetrainResult;
     try {
-      result = await awaitResult(handle, out, interrupted, dead);
+      result = await resultThroughOutages<RetrainResult>(handle, {
+        log: out.info,
+        stop: () =>
+          dead()
+            ? 'the stack went down before the run finished'
+            : interrupted()
+              ? 'interrupted before the run finished (it continues when the stack is started again)'
+              : undefined,
+      });
     } catch (e) {
       if (e instanceof WorkflowFailedError) {
         const cause = failureMessage(e);

@@ -23,8 +23,10 @@ export interface WorkerInit {
   denseSizes: number[];
 }
 
-export type ToWorker = { type: 'step'; rows: Int32Array; dropoutStep: number } | { type: 'sync-all' };
+export type ToWorker =
+  { type: 'step'; rows: Int32Array; dropoutStep: number; profile?: boolean } | { type: 'sync-all' };
 export type FromWorker =
   | { type: 'ready' }
-  | { type: 'done'; loss: number; width: number }
+  /** profile: the worker's phase wall times (ms) for this step, when the step asked for them. */
+  | { type: 'done'; loss: number; width: number; profile?: Record<string, number> }
   | { type: 'error'; message: string; stack?: string };

@@ -57,11 +57,23 @@ port.on('message', (msg: ToWorker) => {
       send({ type: 'ready' });
       return;
     }
+    // Phase wall times, only when the trainer profiles (a benchmark); otherwise no clock reads.
+    const profile: Record<string, number> | undefined = msg.profile ? {} : undefined;
+    let t = profile ? performance.now() : 0;
+    const lap = (phase: string) => {
+      if (!profile) return;
+      const now = performance.now();
+      profile[phase] = now - t;
+      t = now;
+    };
     syncDense();
     syncTable(false);
+    lap('sync');
     model.setDropoutStep(msg.dropoutStep);
     const batch = model.makeBatch(init.split, msg.rows);
+    lap('makeBatch');
     const g = batchGradients(model, dense, batch);
+    lap('gradients');
     disposeCrmBatch(batch);
     let off = 0;
     g.dense.forEach((a) => {
@@ -69,7 +81,8 @@ port.on('message', (msg: ToWorker) => {
       off += a.length;
     });
     grads.set(g.dx0, denseTotal);
-    send({ type: 'done', loss: g.loss, width: g.width });
+    lap('write');
+    send({ type: 'done', loss: g.loss, width: g.width, profile });
   } catch (e) {
     send({
       type: 'error',

@@ -6,17 +6,21 @@ import type { Adam } from './adam.js';
 import { disposeCrmBatch, hostRows } from './batch.js';
 import type { CrmNet } from './model.js';
 import type { FromWorker, ToWorker, WorkerInit } from './parallel-protocol.js';
+import { type StepProfile, timed } from './step-profile.js';
 import { SparseEmbeddingStepper, batchGradients, denseVariables } from './train-step.js';
 
 /** What the trainer drives: one optimisation step over the given rows of the training split. */
 export interface Stepper {
   step(rows: Int32Array, step: number): Promise<number>;
+  /** When set, each step adds its phases' wall times here (benchmarks). */
+  profile?: StepProfile;
   close(): Promise<void>;
 }
 
 /** Single-threaded: the whole batch on this thread. */
 export class LocalStepper implements Stepper {
   private readonly inner: SparseEmbeddingStepper;
+  profile?: StepProfile;
 
   constructor(
     private readonly model: CrmNet,
@@ -28,11 +32,17 @@ export class LocalStepper implements Stepper {
 
   step(rows: Int32Array, step: number): Promise<number> {
     this.model.setDropoutStep(step);
-    const batch = this.model.makeBatch(this.split, rows);
+    const p = this.profile;
+    const batch = timed(p, 'makeBatch', () => this.model.makeBatch(this.split, rows));
     try {
-      return Promise.resolve(this.inner.step(batch));
+      // inner.step's two halves, timed apart: the tape (forward, backward, read-back) and the update.
+      const g = timed(p, 'gradients', () => batchGradients(this.model, this.inner.dense, batch));
+      const part = { host: batch.prepared.host, size: rows.length, dx0: g.dx0, width: g.width, scale: 1 };
+      timed(p, 'apply', () => this.inner.apply([part], g.dense));
+      if (p) p.steps++;
+      return Promise.resolve(g.loss);
     } finally {
-      disposeCrmBatch(batch);
+      timed(p, 'dispose', () => disposeCrmBatch(batch));
     }
   }
 
@@ -55,6 +65,7 @@ export class ParallelStepper implements Stepper {
   private readonly touched: Int32Array;
   private readonly denseSizes: number[];
   private readonly denseTotal: number;
+  profile?: StepProfile;
   private pending: { resolve: (m: FromWorker) => void; reject: (e: Error) => void } | undefined;
   private failure: Error | undefined;
 
@@ -143,32 +154,47 @@ export class ParallelStepper implements Stepper {
   }
 
   async step(rows: Int32Array, step: number): Promise<number> {
+    const p = this.profile;
     const n = rows.length;
     const nA = Math.ceil(n / 2);
     const rowsA = rows.slice(0, nA);
     const rowsB = rows.slice(nA);
     const reply = rowsB.length > 0 ? this.next() : undefined;
+    const posted = performance.now();
     if (rowsB.length > 0) {
-      this.worker.postMessage({ type: 'step', rows: rowsB, dropoutStep: 2 * step + 1 } satisfies ToWorker);
+      this.worker.postMessage({
+        type: 'step',
+        rows: rowsB,
+        dropoutStep: 2 * step + 1,
+        profile: p !== undefined,
+      } satisfies ToWorker);
     }
     this.model.setDropoutStep(2 * step);
-    const batchA = this.model.makeBatch(this.split, rowsA);
+    const batchA = timed(p, 'makeBatch', () => this.model.makeBatch(this.split, rowsA));
     let gA;
     try {
-      gA = batchGradients(this.model, this.inner.dense, batchA);
+      gA = timed(p, 'gradients', () => batchGradients(this.model, this.inner.dense, batchA));
     } finally {
-      disposeCrmBatch(batchA);
+      timed(p, 'dispose', () => disposeCrmBatch(batchA));
     }
-    const hostA = hostRows(this.split, rowsA, this.model.layout);
+    const hostA = timed(p, 'hostRows', () => hostRows(this.split, rowsA, this.model.layout));
     const parts = [{ host: hostA, size: nA, dx0: gA.dx0, width: gA.width, scale: nA / n }];
     let loss = gA.loss;
     let denseGrads = gA.dense;
     if (reply) {
+      const waitStart = performance.now();
       const m = await reply;
+      if (p) {
+        p.add('waitWorker', performance.now() - waitStart);
+        p.add('workerRoundTrip', performance.now() - posted);
+        if (m.type === 'done' && m.profile)
+          for (const [k, v] of Object.entries(m.profile)) p.add(`worker.${k}`, v);
+      }
       if (m.type !== 'done') throw new Error(`CRM gradient worker: unexpected message ${m.type}`);
       const nB = n - nA;
       const wA = nA / n;
       const wB = nB / n;
+      const combineStart = performance.now();
       let off = 0;
       denseGrads = gA.dense.map((g, i) => {
         const out = new Float32Array(g.length);
@@ -183,10 +209,12 @@ export class ParallelStepper implements Stepper {
         width: m.width,
         scale: wB,
       });
+      p?.add('combine', performance.now() - combineStart);
       loss = wA * gA.loss + wB * m.loss;
     }
-    const newWeights = this.inner.apply(parts, denseGrads);
-    this.publish(newWeights);
+    const newWeights = timed(p, 'apply', () => this.inner.apply(parts, denseGrads));
+    timed(p, 'publish', () => this.publish(newWeights));
+    if (p) p.steps++;
     return loss;
   }
 

@@ -9,12 +9,28 @@ import { PredictionLog } from '../../serve/prediction-log.js';
 import { servedEntry } from './served-entries.js';
 
 const [url, spoolDir, version, candidates, first] = process.argv.slice(2);
+
+/**
+ * A synchronous write to stdout that waits out a full pipe. The log's flusher thread makes Node set up
+ * process.stdout (to forward the worker's output), which puts fd 1 in non-blocking mode, so a parent that
+ * reads slowly under load gets EAGAIN here instead of a blocked write.
+ */
+function say(line: string): void {
+  for (;;) {
+    try {
+      writeSync(1, line);
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+    }
+  }
+}
 const handle = openDatabase(url, { onIdleError: () => undefined });
 const log = await PredictionLog.open({ db: handle.db, spoolDir, flushIntervalMs: 50, maxBatch: 40 });
-writeSync(1, `flusher ${log.flusherThread}\n`);
+say(`flusher ${log.flusherThread}\n`);
 for (let i = 0; ; i++) {
   log.append(servedEntry(Number(first) + i, Number(version), Number(candidates)));
   // Synchronous, so the parent never reads a count ahead of what was appended.
-  writeSync(1, `appended ${Number(first) + i}\n`);
+  say(`appended ${Number(first) + i}\n`);
   if (i % 10 === 9) await new Promise((r) => setTimeout(r, 2));
 }

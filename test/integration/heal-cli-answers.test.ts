@@ -64,8 +64,28 @@ describe('honest answers: exit codes of a bad dataset, run id prefixes, attempts
     const h = openDatabase((await readFile(ready.databaseUrlFile, 'utf8')).trim());
     try {
       const rows = await new RunRepository(h.db).list();
+      if (rows.length !== 1)
+        console.log(
+          JSON.stringify(
+            rows.map((r) => ({
+              id: r.id,
+              workflowId: r.workflowId,
+              kind: r.kind,
+              status: r.status,
+              attempt: r.attempt,
+              error: r.error?.slice(0, 200),
+            })),
+          ),
+          '\n--- up:\n',
+          up.out,
+          '\n--- retrain --wait:\n',
+          again.err.slice(-3000),
+          again.out,
+        );
       expect(rows).toHaveLength(1);
       const row = rows[0] as RunRow;
+      if (row.attempt !== 2)
+        console.log(JSON.stringify(row), '\n--- retrain --wait:\n', again.err.slice(-3000), again.out);
       // The second attempt failed too, and the first attempt's error is kept beside it.
       expect(row).toMatchObject({ status: 'failed', attempt: 2 });
       expect(row.error).toMatch(/^BAD_DATASET: .*ratings\.dat:4/);

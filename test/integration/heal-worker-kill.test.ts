@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { afterAll, describe, expect, it } from 'vitest';
+import { isRunning } from '../../cli/services/health.js';
 import { openDatabase } from '../../db/connection.js';
 import { ModelRepository } from '../../db/repositories/models.js';
 import { RunRepository } from '../../db/repositories/runs.js';
@@ -52,6 +53,8 @@ describe('corella up restarts a killed gpu worker and the run completes without 
         200,
       );
       const pid = workerPid(up, ready, 'gpu');
+      if (!(await isRunning(pid)))
+        throw new Error(`the gpu worker (pid ${pid}) is not running:\n${up.stderr().slice(-8000)}`);
       const killedAt = Date.now();
       process.kill(pid, 'SIGKILL');
       // The retry runs on the worker `up` restarted, once Temporal saw the heartbeat missing.

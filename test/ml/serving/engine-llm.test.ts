@@ -174,7 +174,9 @@ describe('ServingEngine, LLM path', () => {
         }
       });
       expect(res.candidates.filter((c) => c.route === 'llm')).toHaveLength(res.llm.answered);
-      expect(res.timings.totalMs).toBeLessThan(budgetMs + 25);
+      // Nearer the budget than the whole slate's LLM time; a fixed 25 ms margin failed at load average 27,
+      // where timers alone run late by that much.
+      expect(res.timings.totalMs).toBeLessThan(budgetMs + Math.max(25, (full.timings.llmMs - budgetMs) / 2));
       // The job was still running when the request returned; it stops at its next prompt.
       expect(big.limiter.running).toBe(1);
       expect(big.limiter.fallbacks.deadline).toBe(1);

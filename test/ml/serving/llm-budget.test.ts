@@ -50,7 +50,9 @@ describe('LlmLimiter', () => {
     const took = performance.now() - t0;
     expect(r).toMatchObject({ ok: false, reason: 'deadline' });
     expect(took).toBeGreaterThanOrEqual(39);
-    expect(took).toBeLessThan(40 + 25);
+    // On time = at the deadline, not when the 10 s job would end. The bound is loose on purpose: a loaded CI
+    // machine delays timers by tens of milliseconds, and that is not what this test is about.
+    expect(took).toBeLessThan(2000);
     // The job was told to stop; its slot is released when it does.
     await sleep(5);
     expect(log).toEqual(['start slow', 'abort slow']);
@@ -60,11 +62,13 @@ describe('LlmLimiter', () => {
   it('a deadline counts queueing: a waiter that never gets a slot falls back and leaves the queue', async () => {
     const l = new LlmLimiter({ maxConcurrency: 1, maxQueue: 4 });
     const log: string[] = [];
-    const a = l.run(job(80, log, 'a'), { budgetMs: 1000 });
+    const a = l.run(job(1500, log, 'a'), { budgetMs: 5000 });
     const t0 = performance.now();
     const b = await l.run(job(10, log, 'b'), { budgetMs: 30, startedAt: t0 });
     expect(b).toMatchObject({ ok: false, reason: 'deadline' });
-    expect(performance.now() - t0).toBeLessThan(30 + 25);
+    // b gave up at its own deadline, while a still held the slot (not when a ended and freed it).
+    expect(log).toEqual(['start a']);
+    expect(performance.now() - t0).toBeLessThan(1000);
     expect(l.queueDepth).toBe(0);
     expect(await a).toMatchObject({ ok: true });
     expect(log).toEqual(['start a', 'end a']);
