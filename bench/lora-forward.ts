@@ -30,9 +30,7 @@ import { FileArtifactStore } from '../ml/artifacts/store.js';
 import { mixSeed, mulberry32, permutation } from '../ml/random.js';
 import { samplePool } from '../ml/corella/sampling.js';
 import { ingestDataset, loadDataset } from '../ml/data/index.js';
-import { resolveLlmConfig } from '../ml/llm/config.js';
-import { loadLlm } from '../ml/llm/model.js';
-import { PromptBuilder, templateByName } from '../ml/llm/prompts.js';
+import { openPaperPrompts } from './paper-prompts.js';
 import { LlmScorer } from '../ml/llm/scorer.js';
 import { FrozenPrefixCache } from '../ml/llm/tf/frozen-prefix.js';
 import { LlamaTf } from '../ml/llm/tf/llama-forward.js';
@@ -222,27 +220,13 @@ async function main(): Promise<void> {
     const ds = await loadDataset(store, manifest);
     const test = ds.splits.test;
 
-    const cfg = resolveLlmConfig({
+    const { cfg, llm, builder } = await openPaperPrompts({
       model: modelPath,
-      threads,
+      threads: threads,
       contextSize,
-      template: 'paper',
-      hidden: true,
-      maxHistoryItems: maxHistory,
-      historyBlock: block,
+      maxHistory,
+      block,
     });
-    const llm = await loadLlm(cfg);
-    const bos = llm.model.tokens.shouldPrependBosToken ? llm.model.tokens.bos : null;
-    const builder = new PromptBuilder(
-      { tokenize: (t, s, o) => llm.model.tokenize(t, s, o), bos },
-      templateByName('paper'),
-      {
-        contextSize,
-        maxHistoryItems: maxHistory,
-        historyBlock: block,
-        targetReserveTokens: cfg.targetReserveTokens,
-      },
-    );
     const poolSize = Math.max(samples, trainSamples * 2);
     const rows = Array.from(samplePool(test, poolSize, 11, block)).sort(
       (a, b) =>

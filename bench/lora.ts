@@ -36,9 +36,7 @@ import { defaultCrmConfig, trainCrm } from '../ml/crm/index.js';
 import { mixSeed, mulberry32, permutation } from '../ml/random.js';
 import { ingestDataset, loadDataset } from '../ml/data/index.js';
 import type { EncodedSplit } from '../ml/data/types.js';
-import { resolveLlmConfig } from '../ml/llm/config.js';
-import { loadLlm } from '../ml/llm/model.js';
-import { PromptBuilder, templateByName } from '../ml/llm/prompts.js';
+import { openPaperPrompts } from './paper-prompts.js';
 import { warmFrozenParallel } from '../ml/llm/tf/frozen-parallel.js';
 import { FrozenPrefixCache } from '../ml/llm/tf/frozen-prefix.js';
 import { FrozenOutputStore } from '../ml/llm/tf/frozen-store.js';
@@ -143,27 +141,13 @@ async function main(): Promise<void> {
   const crmTest = crmAll.subarray(valid.size);
   log(`CRM test AUC (whole split) ${auc(test.labels, crmTest).toFixed(4)}`);
 
-  const cfg = resolveLlmConfig({
+  const { llm, builder } = await openPaperPrompts({
     model: modelPath,
     threads: 1,
     contextSize,
-    template: 'paper',
-    hidden: true,
-    maxHistoryItems: maxHistory,
-    historyBlock: block,
+    maxHistory,
+    block,
   });
-  const llm = await loadLlm(cfg);
-  const bos = llm.model.tokens.shouldPrependBosToken ? llm.model.tokens.bos : null;
-  const builder = new PromptBuilder(
-    { tokenize: (t, s, o) => llm.model.tokenize(t, s, o), bos },
-    templateByName('paper'),
-    {
-      contextSize,
-      maxHistoryItems: maxHistory,
-      historyBlock: block,
-      targetReserveTokens: cfg.targetReserveTokens,
-    },
-  );
   const answers: [number, number] = [llm.yesToken, llm.noToken];
   const modelSha256 = llm.modelSha256;
   const build = (split: EncodedSplit, rows: number[]) =>

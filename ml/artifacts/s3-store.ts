@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
   DeleteObjectCommand,
@@ -17,6 +16,7 @@ import { CorellaError } from '../errors.js';
 import { openNamed, sealNamed } from './named-envelope.js';
 import { BlobReadCache } from './read-cache.js';
 import {
+  hashingStream,
   namedKind,
   REPAIR_HINT,
   sha256File,
@@ -332,18 +332,10 @@ export class S3ArtifactStore implements ArtifactStore {
       throw e;
     }
     const tmp = await this.cache.tmpPath();
-    const h = createHash('sha256');
-    let bytes = 0;
-    const hasher = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        h.update(chunk);
-        bytes += chunk.length;
-        cb(null, chunk);
-      },
-    });
+    const hasher = hashingStream();
     try {
-      await pipeline(body, hasher, createWriteStream(tmp, { mode: 0o600 }));
-      const actual = h.digest('hex');
+      await pipeline(body, hasher.stream, createWriteStream(tmp, { mode: 0o600 }));
+      const { sha256: actual, bytes } = hasher.result();
       if (actual !== sha256) throw this.corrupt(sha256, actual, what, bytes);
       return await this.cache.adopt(sha256, tmp, bytes);
     } finally {

@@ -79,6 +79,20 @@ export function namedKind(name: string): string {
   return 'named pointer';
 }
 
+/** A pass-through stream that hashes and counts what flows through it: both stores stream files this way. */
+export function hashingStream(): { stream: Transform; result(): { sha256: string; bytes: number } } {
+  const h = createHash('sha256');
+  let bytes = 0;
+  const stream = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      h.update(chunk);
+      bytes += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  return { stream, result: () => ({ sha256: h.digest('hex'), bytes }) };
+}
+
 function corrupt(path: string, sha256: string, actual: string, what: string | undefined, bytes?: number) {
   return new CorellaError(
     'ARTIFACT_CORRUPT',
@@ -197,17 +211,13 @@ export class FileArtifactStore implements ArtifactStore {
 
   async putFile(path: string): Promise<ArtifactRef> {
     const tmp = await this.tmpFile();
-    const h = createHash('sha256');
-    let bytes = 0;
-    const hasher = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        h.update(chunk);
-        bytes += chunk.length;
-        cb(null, chunk);
-      },
-    });
-    await pipeline(createReadStream(path), hasher, createWriteStream(tmp, { mode: PRIVATE_FILE_MODE }));
-    const sha256 = h.digest('hex');
+    const hasher = hashingStream();
+    await pipeline(
+      createReadStream(path),
+      hasher.stream,
+      createWriteStream(tmp, { mode: PRIVATE_FILE_MODE }),
+    );
+    const { sha256, bytes } = hasher.result();
     const target = this.blobPath(sha256);
     if (await this.holdsIntact(target, sha256)) await rm(tmp, { force: true });
     else await rename(tmp, target);
