@@ -1,9 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
-import { mkdir, open } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, ListBucketsCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll } from 'vitest';
 import { repoRoot } from '../../cli/services/paths.js';
 import { s3ClientConfigFromEnv } from '../../ml/artifacts/s3-store.js';
 
@@ -203,4 +205,26 @@ export async function startSeaweed(opts: { dir: string; bucket: string }): Promi
       return readFile(logPath, 'utf8').catch(() => '');
     },
   };
+}
+
+/**
+ * A test file's own SeaweedFS for its whole run: a temporary folder and a server with `bucket`, handed to
+ * `ready` before the first test, stopped and removed after the last.
+ */
+export function useSeaweed(
+  bucket: string,
+  tmpPrefix: string,
+  ready: (s: { dir: string; weed: SeaweedServer }) => void,
+): void {
+  let dir: string | undefined;
+  let weed: SeaweedServer | undefined;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), tmpPrefix));
+    weed = await startSeaweed({ dir: join(dir, 'weed'), bucket });
+    ready({ dir, weed });
+  }, 180_000);
+  afterAll(async () => {
+    await weed?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  }, 60_000);
 }

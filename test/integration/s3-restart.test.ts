@@ -1,13 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { BlobReadCache } from '../../ml/artifacts/read-cache.js';
 import { PART_BYTES, S3ArtifactStore, s3ClientConfigFromEnv } from '../../ml/artifacts/s3-store.js';
 import { sha256Hex } from '../../ml/artifacts/store.js';
-import { startSeaweed, type SeaweedServer } from '../helpers/seaweedfs.js';
+import { useSeaweed, type SeaweedServer } from '../helpers/seaweedfs.js';
 
 const BUCKET = 'corella-s3-restart';
 
@@ -15,14 +14,7 @@ describe('S3ArtifactStore when the server dies in the middle of a multipart uplo
   let dir: string;
   let weed: SeaweedServer;
 
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'corella-s3-restart-'));
-    weed = await startSeaweed({ dir: join(dir, 'weed'), bucket: BUCKET });
-  }, 180_000);
-  afterAll(async () => {
-    await weed?.stop();
-    await rm(dir, { recursive: true, force: true });
-  }, 60_000);
+  useSeaweed(BUCKET, 'corella-s3-restart-', (s) => ({ dir, weed } = s));
 
   it('fails cleanly or completes, and never leaves a partial object under the hash; a retry then stores it intact', async () => {
     const client = (): S3Client =>

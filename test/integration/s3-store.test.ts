@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   DeleteObjectCommand,
@@ -9,13 +8,13 @@ import {
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { openArtifactStore } from '../../ml/artifacts/open-store.js';
 import { BlobReadCache } from '../../ml/artifacts/read-cache.js';
 import { PART_BYTES, S3ArtifactStore, s3ClientConfigFromEnv } from '../../ml/artifacts/s3-store.js';
 import { sha256Hex } from '../../ml/artifacts/store.js';
 import { CorellaError } from '../../ml/errors.js';
-import { startSeaweed, type SeaweedServer } from '../helpers/seaweedfs.js';
+import { useSeaweed, type SeaweedServer } from '../helpers/seaweedfs.js';
 
 const BUCKET = 'corella-s3-store';
 
@@ -56,14 +55,7 @@ describe('S3ArtifactStore against a real SeaweedFS', () => {
     return (r.Contents ?? []).map((o) => o.Key!).sort();
   }
 
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'corella-s3-'));
-    weed = await startSeaweed({ dir: join(dir, 'weed'), bucket: BUCKET });
-  }, 180_000);
-  afterAll(async () => {
-    await weed?.stop();
-    await rm(dir, { recursive: true, force: true });
-  }, 60_000);
+  useSeaweed(BUCKET, 'corella-s3-', (s) => ({ dir, weed } = s));
 
   it('round-trips blobs, files (multipart) and named entries, and the factory picks S3 from CORELLA_ARTIFACTS', async () => {
     const store = freshStore('roundtrip');
