@@ -66,10 +66,17 @@ export async function loadRows(store: ArtifactStore, ckpt: JointCheckpoint): Pro
  * The checkpoint belongs to this config, dataset and starting CRM (a resumed run must be handed the same
  * stage-1 CRM again; its stage-2 progress is restored from the checkpoint).
  */
-export function jointConfigHash(cfg: JointConfig, datasetVersionId: string, crm: CrmModel): string {
+export function jointConfigHash(
+  cfg: JointConfig,
+  datasetVersionId: string,
+  crm: CrmModel,
+  /** What else decides the branch (the LoRA's finetune config and base model); absent = the adapter. */
+  branch?: unknown,
+): string {
   const crmStart = sha256Hex(JSON.stringify(snapshotVariables(crm.trainableVariables())));
+  // An absent `branch` drops out of the JSON, so the adapter's hash is what it was before LoRA existed.
   return sha256Hex(
-    JSON.stringify({ cfg: { ...cfg, resume: undefined }, dataset: datasetVersionId, crmStart }),
+    JSON.stringify({ cfg: { ...cfg, resume: undefined }, dataset: datasetVersionId, crmStart, branch }),
   );
 }
 
