@@ -1,7 +1,8 @@
 import { LoraHead, loadLlmBranchModel } from '../ml/corella/llm-branch-model.js';
 import type { LlmAdapter } from '../ml/corella/adapter.js';
 import type { ArtifactStore } from '../ml/artifacts/store.js';
-import { LlmFeatureExtractor, type LlmConfig } from '../ml/llm/index.js';
+import { LlmFeatureExtractor } from '../ml/llm/index.js';
+import { withLora } from './llm-lora-file.js';
 import { llmConfigFor } from './llm-model-file.js';
 import type { PipelineConfig } from './types.js';
 
@@ -14,16 +15,6 @@ import type { PipelineConfig } from './types.js';
 
 export async function loadBranchModel(store: ArtifactStore, sha256: string): Promise<LlmAdapter | LoraHead> {
   return loadLlmBranchModel(await store.get(sha256, 'LLM branch artifact'));
-}
-
-/** `llm` with the LoRA `loraSha256` (fetched from the store into this worker's local copy) applied. */
-export async function withLora(
-  llm: LlmConfig,
-  store: ArtifactStore,
-  loraSha256: string | undefined,
-): Promise<LlmConfig> {
-  if (loraSha256 === undefined) return llm;
-  return { ...llm, lora: { path: await store.localPath(loraSha256, 'GGUF LoRA adapter'), scale: 1 } };
 }
 
 /** The LoRA a branch model needs its features computed with (none for an adapter). */

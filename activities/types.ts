@@ -339,6 +339,8 @@ export type StageName =
   | 'ingest'
   | 'train-crm+llm-features'
   | 'joint-training'
+  /** llm.finetune lora only: the LLM features again, with the exported LoRA (for calibration and evaluation). */
+  | 'lora-llm-features'
   | 'calibration'
   | 'alignment-evaluation'
   | 'registration'
