@@ -305,13 +305,16 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
 
   const lossHistory = ckpt?.lossHistory ?? { stage2: [], stage3: [] };
   let before = ckpt?.before;
-  const checkpointer = new JointCheckpointer(store, cfg.checkpointName, configHash, rows, () => ({
-    branch,
-    projections: proj,
-    crm,
-    lossHistory,
-    before,
-  }));
+  // A LoRA run keeps Adam's state in its checkpoints (small beside the LoRA's epochs of compute), so a
+  // resumed run equals an uninterrupted one; the adapter mode keeps its checkpoints as they always were.
+  const checkpointer = new JointCheckpointer(
+    store,
+    cfg.checkpointName,
+    configHash,
+    rows,
+    () => ({ branch, projections: proj, crm, lossHistory, before }),
+    { optimizers: loraBranch !== undefined, resume: ckpt },
+  );
   const loop = { cfg, crm, branch, proj, train, signal, onProgress, checkpointer };
   const n2 = cfg.stage2.enabled ? cfg.stage2.samples : 0;
   const n3 = cfg.stage3.enabled ? cfg.stage3.samples : 0;
