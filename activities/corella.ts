@@ -144,6 +144,11 @@ export function corellaActivities(
                 scoreMetrics(`${name}.valid.llm`, st.validation.llm),
               );
           }
+          // A retried attempt says where it resumed (e.g. resumedFrom.stage2 = 1: after stage 2's first epoch).
+          if (r.resumedFrom) {
+            const [phase, done] = r.resumedFrom.split(':');
+            metrics[`resumedFrom.${phase}`] = Number(done);
+          }
           if (r.outputCalibration) {
             const oc = r.outputCalibration;
             Object.assign(
