@@ -86,7 +86,11 @@ export function jointConfigHash(
   /** What else decides the branch (the LoRA's finetune config and base model); absent = the adapter. */
   branch?: unknown,
 ): string {
-  const crmStart = sha256Hex(JSON.stringify(snapshotVariables(crm.trainableVariables())));
+  // Shapes and values only: tf variable names carry a per-process counter (ml/crm names them
+  // crm/<n>/<layer>), so a retry in a fresh worker process would otherwise never find its checkpoint.
+  const crmStart = sha256Hex(
+    JSON.stringify(snapshotVariables(crm.trainableVariables()).map((t) => [t.shape, t.data])),
+  );
   // An absent `branch` drops out of the JSON, so the adapter's hash is what it was before LoRA existed.
   return sha256Hex(
     JSON.stringify({ cfg: { ...cfg, resume: undefined }, dataset: datasetVersionId, crmStart, branch }),

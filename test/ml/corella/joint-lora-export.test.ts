@@ -4,7 +4,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileArtifactStore, sha256File } from '../../../ml/artifacts/store.js';
 import { LlmAdapter } from '../../../ml/corella/adapter.js';
-import { trainJoint, type JointConfigInput, type LoraBranchSource } from '../../../ml/corella/joint.js';
+import {
+  resolveJointConfig,
+  trainJoint,
+  type JointConfigInput,
+  type LoraBranchSource,
+} from '../../../ml/corella/joint.js';
+import { jointConfigHash } from '../../../ml/corella/joint-checkpoint.js';
 import { LoraHead, loadLlmBranchModel } from '../../../ml/corella/llm-branch-model.js';
 import type { EncodedSplit } from '../../../ml/data/types.js';
 import { CorellaError } from '../../../ml/errors.js';
@@ -261,6 +267,21 @@ describe('trainJoint with llm.finetune lora, exported and reloaded', () => {
     }
     crm.dispose();
   }, 300_000);
+
+  it("a checkpoint's key ignores tf variable names, which differ between worker processes", () => {
+    // Two CRMs with the same weights and other variable names: a retry in a fresh process loads the stage-1
+    // CRM as the second, and must find the killed attempt's checkpoint.
+    const a = new TinyCrm([3, 6], { seed: 3 });
+    const b = new TinyCrm([3, 6], { seed: 3 });
+    expect(a.trainableVariables()[0].name).not.toBe(b.trainableVariables()[0].name);
+    const cfg = resolveJointConfig(config);
+    const lora = { finetune: { method: 'lora' }, model: modelSha256 };
+    expect(jointConfigHash(cfg, 'ds-1', b, lora)).toBe(jointConfigHash(cfg, 'ds-1', a, lora));
+    // The branch kind is part of it: a LoRA run never resumes an adapter run's checkpoint.
+    expect(jointConfigHash(cfg, 'ds-1', a)).not.toBe(jointConfigHash(cfg, 'ds-1', a, lora));
+    a.dispose();
+    b.dispose();
+  });
 
   it('refuses a LoRA finetune without a LoRA model, and a damaged branch artifact, naming the field', async () => {
     const { dataset } = acceptanceWorld(4, { train: 200, valid: 40, test: 5 });
