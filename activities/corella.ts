@@ -1,3 +1,4 @@
+import { Context } from '@temporalio/activity';
 import { CalibrationRepository } from '../db/repositories/calibrations.js';
 import { EvaluationRepository } from '../db/repositories/evaluations.js';
 import { RunRepository } from '../db/repositories/runs.js';
@@ -145,6 +146,7 @@ export function corellaActivities(
               );
           }
           // A retried attempt says where it resumed (e.g. resumedFrom.stage2 = 1: after stage 2's first epoch).
+          metrics.attempt = Context.current().info.attempt;
           if (r.resumedFrom) {
             const [phase, done] = r.resumedFrom.split(':');
             metrics[`resumedFrom.${phase}`] = Number(done);
