@@ -27,6 +27,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import os from 'node:os';
@@ -63,6 +64,14 @@ const repeat = Math.max(1, Number(arg('repeat', '1')));
 const pin = process.argv.includes('--pin');
 const semiSpaceMb = Number(arg('semi-space-mb', '64'));
 const repo = resolve(arg('serve-repo') ?? resolve(import.meta.dirname, '..'));
+// --server-node-args "...": flags for the server's node (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p" or
+// "--trace-gc", which NODE_OPTIONS refuses or which should not reach this process); --server-log FILE keeps
+// the server's stdout and stderr.
+const serverNodeArgs = (arg('server-node-args') ?? '').split(' ').filter(Boolean);
+const serverLog = arg('server-log');
+// --bare: the CRM-only figures from bench/serve-bare.ts (the engine and log behind a bare node:http handler)
+// instead of `corella serve`: the floor Fastify is measured against.
+const bare = process.argv.includes('--bare');
 const round = (x: number, d = 3) => (Number.isFinite(x) ? Number(x.toFixed(d)) : x);
 
 interface Server {
@@ -72,13 +81,19 @@ interface Server {
 }
 
 async function startServe(args: string[], env: NodeJS.ProcessEnv): Promise<Server> {
-  const argv = [join(repo, 'bin', 'corella.mjs'), 'serve', '--port', '0', ...args];
+  const argv = bare
+    ? [...serverNodeArgs, '--import', 'tsx', join(repo, 'bench', 'serve-bare.ts'), '--home', home, ...args]
+    : [...serverNodeArgs, join(repo, 'bin', 'corella.mjs'), 'serve', '--port', '0', ...args];
   const child = pin
     ? spawn('taskset', ['-c', '0', process.execPath, ...argv], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn(process.execPath, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  child.stdout!.resume();
+  if (serverLog) {
+    const file = createWriteStream(resolve(serverLog), { flags: 'a' });
+    child.stdout!.pipe(file);
+    child.stderr!.pipe(file);
+  } else child.stdout!.resume();
   const deadline = Date.now() + 300_000;
   while (Date.now() < deadline) {
     const m = /corella-ready (\{.*\})/.exec(err);
@@ -403,6 +418,7 @@ async function main() {
     // The server's NODE_OPTIONS (--in-process: this process's, which --semi-space-mb cannot change).
     nodeOptions: inProcess ? (process.env.NODE_OPTIONS ?? '') : nodeOptions,
     serveRepo: repo,
+    server: bare ? 'bench/serve-bare.ts (node:http)' : 'corella serve',
     scenarios: [] as unknown[],
   });
   const scenarios = out.scenarios as unknown[];
