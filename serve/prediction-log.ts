@@ -374,7 +374,7 @@ export class PredictionLog {
   private async drain(): Promise<void> {
     try {
       // While older segments wait (an outage), keep appending to the open one unless it is full.
-      if (!this.closing) await this.spool.rotate({ onlyIfFull: this.spool.closedSegments().length > 0 });
+      if (!this.closing) await this.spool.rotate({ onlyIfFull: (await this.spool.closedSegmentCount()) > 0 });
       await this.flusher.drain(this.spool.openSeq);
       this.failures = 0;
       this.c.lastError = null;
