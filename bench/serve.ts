@@ -141,6 +141,42 @@ interface LoopSample {
   p99: number;
   max: number;
   gcSeconds: number;
+  /** Cumulative bucket counts (le in seconds → count) of the server's own latency histograms. */
+  request: Map<number, number>;
+  engine: Map<number, number>;
+}
+
+function buckets(text: string, name: string, label: string): Map<number, number> {
+  const out = new Map<number, number>();
+  const re = new RegExp(`^${name}_bucket\\{([^}]*)\\} (\\S+)$`, 'gm');
+  for (const m of text.matchAll(re)) {
+    if (!m[1].includes(label)) continue;
+    const le = /le="([^"]+)"/.exec(m[1])?.[1];
+    if (le !== undefined) out.set(le === '+Inf' ? Infinity : Number(le), Number(m[2]));
+  }
+  return out;
+}
+
+/**
+ * Quantiles (ms) of what a histogram counted between two scrapes, interpolated within buckets as
+ * Prometheus' histogram_quantile does: the server's own view of a scenario, to set beside the client's.
+ */
+function histogramQuantiles(before: Map<number, number>, after: Map<number, number>) {
+  const les = [...after.keys()].sort((a, b) => a - b);
+  const counts = les.map((le) => (after.get(le) ?? 0) - (before.get(le) ?? 0));
+  const total = counts.at(-1) ?? 0;
+  const q = (p: number) => {
+    if (total === 0) return null;
+    const rank = p * total;
+    const i = counts.findIndex((c) => c >= rank);
+    const hi = les[i];
+    const lo = i > 0 ? les[i - 1] : 0;
+    if (!Number.isFinite(hi)) return round(lo * 1000, 2);
+    const below = i > 0 ? counts[i - 1] : 0;
+    const inside = counts[i] - below;
+    return round((lo + ((hi - lo) * (rank - below)) / Math.max(1, inside)) * 1000, 2);
+  };
+  return { count: total, p50: q(0.5), p90: q(0.9), p99: q(0.99) };
 }
 
 async function scrapeLoop(url: string): Promise<LoopSample> {
@@ -155,7 +191,15 @@ async function scrapeLoop(url: string): Promise<LoopSample> {
   let gc = 0;
   for (const m of text.matchAll(/^corella_serve_process_nodejs_gc_duration_seconds_sum\{[^}]*\} (\S+)$/gm))
     gc += Number(m[1]);
-  return { p50: gauge('p50'), p90: gauge('p90'), p99: gauge('p99'), max: gauge('max'), gcSeconds: gc };
+  return {
+    p50: gauge('p50'),
+    p90: gauge('p90'),
+    p99: gauge('p99'),
+    max: gauge('max'),
+    gcSeconds: gc,
+    request: buckets(text, 'corella_serve_request_seconds', 'endpoint="/v1/score"'),
+    engine: buckets(text, 'corella_serve_route_seconds', 'route="crm"'),
+  };
 }
 
 function loadAverage(): number[] {
@@ -239,6 +283,11 @@ async function drive(server: Server, s: Scenario) {
       max: round(loop1.max, 2),
     },
     serverGcMs: round((loop1.gcSeconds - loop0.gcSeconds) * 1000, 1),
+    // The server's own clocks: Fastify's onRequest to onResponse (the socket read before it and the kernel
+    // and client after it are outside), and the engine's score() alone. Bucket-interpolated. Client latency
+    // minus these is where the rest of the tail sits. (--bare: not recorded.)
+    serverRequestMs: histogramQuantiles(loop0.request, loop1.request),
+    serverEngineMs: histogramQuantiles(loop0.engine, loop1.engine),
     requestsPerSec: round(result.requests.average, 1),
     latencyMs: {
       p50: result.latency.p50,
