@@ -68,7 +68,8 @@ const server = createServer((req, res) => {
           history: body.history ?? null,
           budgetMs: body.budgetMs ?? null,
           threshold: engine.threshold,
-          candidates: result.candidates.map((c) => ({ ...c, latencyMs: ms })),
+          candidates: result.candidates,
+          latencyMs: ms,
         });
         const out = JSON.stringify({
           requestId,
