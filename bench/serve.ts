@@ -24,8 +24,9 @@
  *     request's scheduled send) or autocannon (bursty; see the note at `client` below for why not default).
  *   --bare: bench/serve-bare.ts (engine and log behind bare node:http) instead of `corella serve`.
  *   --semi-space-mb N: the server's V8 young generation (NODE_OPTIONS=--max-semi-space-size=N; default 64,
- *     0 = Node's default). Measured in process at 200 requests/s of 50-candidate slates: GC time 850-1170 ms
- *     per 10 s with Node's default against 220-300 ms with 64 MB (docs/serving.md).
+ *     0 = Node's default, passed as `corella serve --semi-space-mb 0`, which checkouts before this branch
+ *     cannot take). Measured in process at 200 requests/s of 50-candidate slates: GC time 850-1170 ms per
+ *     10 s with Node's default against 220-300 ms with 64 MB (docs/serving.md).
  * Machine: 2 cores shared by the server and the load generator; compare figures from the same run. Each
  * figure carries the load average when it started and the server's event-loop delay and GC time while it ran.
  */
@@ -95,9 +96,12 @@ interface Server {
 }
 
 async function startServe(args: string[], env: NodeJS.ProcessEnv): Promise<Server> {
+  // The young generation comes through NODE_OPTIONS, so `corella serve` does not re-execute itself (the
+  // child's pid is the server's, whose CPU time is read); 0 asks for Node's default explicitly.
+  const young = semiSpaceMb > 0 ? [] : ['--semi-space-mb', '0'];
   const argv = bare
     ? [...serverNodeArgs, '--import', 'tsx', join(repo, 'bench', 'serve-bare.ts'), '--home', home, ...args]
-    : [...serverNodeArgs, join(repo, 'bin', 'corella.mjs'), 'serve', '--port', '0', ...args];
+    : [...serverNodeArgs, join(repo, 'bin', 'corella.mjs'), 'serve', '--port', '0', ...young, ...args];
   const child = pin
     ? spawn('taskset', ['-c', '0', process.execPath, ...argv], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn(process.execPath, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
