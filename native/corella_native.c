@@ -39,6 +39,8 @@
  *   setBlasThreads(n), blasThreads()
  *     OpenBLAS's own threads. Keep 1 (the pool runs row blocks of the products): above 1 the kernels
  *     call sgemm whole and OpenBLAS splits it, with its spinning pool beside ours.
+ *   poolStats() -> { regions, workerChunks }
+ *     counters since load: regions handed to the pool, and chunks that its workers (not the caller) ran.
  *   info()
  */
 /* POSIX threads and signal masks under -std=c11. */
@@ -103,13 +105,20 @@ static int64_t job_chunks = 0;
 /* (generation << 32) | next unclaimed chunk: a worker that wakes late can only claim its own job's chunks. */
 static _Atomic uint64_t job_ticket = 0;
 static _Atomic int64_t job_done = 0;
+/* For poolStats(): regions handed to the pool and chunks its workers (not the caller) ran. */
+static _Atomic int64_t stat_regions = 0;
+static _Atomic int64_t stat_worker_chunks = 0;
 
-static void run_chunks(uint64_t gen, chunk_fn fn, void *ctx, int64_t chunks) {
+/* Claims and runs chunks of job `gen` until none is left; returns how many this thread ran. */
+static int64_t run_chunks(uint64_t gen, chunk_fn fn, void *ctx, int64_t chunks) {
   const uint64_t tag = (gen & 0xffffffffu) << 32;
-  for (;;) {
+  for (int64_t ran = 0;; ran++) {
     uint64_t t = atomic_load(&job_ticket);
-    if ((t & ~(uint64_t)0xffffffffu) != tag || (int64_t)(t & 0xffffffffu) >= chunks) return;
-    if (!atomic_compare_exchange_weak(&job_ticket, &t, t + 1)) continue;
+    if ((t & ~(uint64_t)0xffffffffu) != tag || (int64_t)(t & 0xffffffffu) >= chunks) return ran;
+    if (!atomic_compare_exchange_weak(&job_ticket, &t, t + 1)) {
+      ran--;
+      continue;
+    }
     fn(ctx, (int64_t)(t & 0xffffffffu));
     if (atomic_fetch_add(&job_done, 1) + 1 == chunks) {
       pthread_mutex_lock(&pool_lock);
@@ -131,7 +140,7 @@ static void *pool_worker(void *arg) {
     void *const ctx = job_ctx;
     const int64_t chunks = job_chunks;
     pthread_mutex_unlock(&pool_lock);
-    run_chunks(seen, fn, ctx, chunks);
+    atomic_fetch_add(&stat_worker_chunks, run_chunks(seen, fn, ctx, chunks));
     pthread_mutex_lock(&pool_lock);
   }
   return NULL;
@@ -169,6 +178,7 @@ static void pool_run(chunk_fn fn, void *ctx, int64_t chunks) {
     for (int64_t c = 0; c < chunks; c++) fn(ctx, c);
     return;
   }
+  atomic_fetch_add(&stat_regions, 1);
   pthread_mutex_lock(&pool_lock);
   const uint64_t gen = ++pool_gen;
   job_fn = fn;
@@ -1031,6 +1041,17 @@ static napi_value js_blas_threads(napi_env env, napi_callback_info info) {
   return v;
 }
 
+static napi_value js_pool_stats(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value o, r, w;
+  CHECK(env, napi_create_object(env, &o));
+  CHECK(env, napi_create_int64(env, atomic_load(&stat_regions), &r));
+  CHECK(env, napi_create_int64(env, atomic_load(&stat_worker_chunks), &w));
+  CHECK(env, napi_set_named_property(env, o, "regions", r));
+  CHECK(env, napi_set_named_property(env, o, "workerChunks", w));
+  return o;
+}
+
 static napi_value js_info(napi_env env, napi_callback_info info) {
   (void)info;
   char buf[512];
@@ -1056,6 +1077,7 @@ NAPI_MODULE_INIT() {
       {"threads", NULL, js_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"setBlasThreads", NULL, js_set_blas_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"blasThreads", NULL, js_blas_threads, NULL, NULL, NULL, napi_default_method, NULL},
+      {"poolStats", NULL, js_pool_stats, NULL, NULL, NULL, napi_default_method, NULL},
       {"info", NULL, js_info, NULL, NULL, NULL, napi_default_method, NULL},
       {"embeddingBag", NULL, js_embedding_bag, NULL, NULL, NULL, napi_default_method, NULL},
       {"embeddingBagGrad", NULL, js_embedding_bag_grad, NULL, NULL, NULL, napi_default_method, NULL},

@@ -145,6 +145,8 @@ export interface NativeAddon {
   /** OpenBLAS's own threads: keep 1, the pool runs row blocks of the products (see native/corella_native.c). */
   setBlasThreads(n: number): void;
   blasThreads(): number;
+  /** Since load: regions handed to the pool, and chunks its worker threads (not the caller) ran. */
+  poolStats(): { regions: number; workerChunks: number };
   info(): string;
 }
 
