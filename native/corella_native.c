@@ -39,8 +39,9 @@
  *   setBlasThreads(n), blasThreads()
  *     OpenBLAS's own threads. Keep 1 (the pool runs row blocks of the products): above 1 the kernels
  *     call sgemm whole and OpenBLAS splits it, with its spinning pool beside ours.
- *   poolStats() -> { regions, workerChunks }
- *     counters since load: regions handed to the pool, and chunks that its workers (not the caller) ran.
+ *   poolStats() -> { regions, workerChunks, kernelMs }
+ *     counters since load: regions handed to the pool, chunks that its workers (not the caller) ran, and
+ *     the wall milliseconds callers spent inside the kernels above.
  *   info()
  */
 /* POSIX threads and signal masks under -std=c11. */
@@ -55,6 +56,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* The CBLAS and OpenBLAS entry points we use, declared here so the build needs the shared library only
  * (Debian's cblas.h lives in an alternatives-managed folder that differs between BLAS flavours). */
@@ -88,6 +90,27 @@ extern char *openblas_get_corename(void);
  */
 typedef void (*chunk_fn)(void *ctx, int64_t chunk);
 
+static int64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* How long the caller polls for the workers' last chunks before it sleeps (see pool_run), and a worker
+ * for the next region after its last chunk (see pool_worker). */
+#ifndef CALLER_POLL_NS
+#define CALLER_POLL_NS 50000
+#endif
+#ifndef WORKER_POLL_NS
+#define WORKER_POLL_NS 50000
+#endif
+
 #define POOL_MAX 64
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
@@ -99,33 +122,54 @@ static _Atomic int pool_threads = 1;
 static int pool_started = 0; /* worker threads created (under pool_lock) */
 /* The current job, under pool_lock: workers read it whole when they see a new generation. */
 static uint64_t pool_gen = 0;
+/* pool_gen, readable without the lock: a worker that just finished polls it briefly (see pool_worker). */
+static _Atomic uint64_t pool_gen_seen = 0;
 static chunk_fn job_fn = NULL;
 static void *job_ctx = NULL;
 static int64_t job_chunks = 0;
-/* (generation << 32) | next unclaimed chunk: a worker that wakes late can only claim its own job's chunks. */
-static _Atomic uint64_t job_ticket = 0;
+/* The generation that last claimed each chunk: chunk c of job g is free while its entry is below g. A
+ * worker that wakes late finds every chunk of its (finished) job at g or above, so it never runs a chunk
+ * of a job it did not read. */
+#define POOL_MAX_CHUNKS 64
+static _Atomic uint64_t chunk_claim[POOL_MAX_CHUNKS];
 static _Atomic int64_t job_done = 0;
 /* For poolStats(): regions handed to the pool and chunks its workers (not the caller) ran. */
 static _Atomic int64_t stat_regions = 0;
 static _Atomic int64_t stat_worker_chunks = 0;
+/* Wall time the calling threads spent inside the kernels (profiles: the rest of a step is JS and tfjs). */
+static _Atomic int64_t stat_kernel_ns = 0;
 
-/* Claims and runs chunks of job `gen` until none is left; returns how many this thread ran. */
-static int64_t run_chunks(uint64_t gen, chunk_fn fn, void *ctx, int64_t chunks) {
-  const uint64_t tag = (gen & 0xffffffffu) << 32;
-  for (int64_t ran = 0;; ran++) {
-    uint64_t t = atomic_load(&job_ticket);
-    if ((t & ~(uint64_t)0xffffffffu) != tag || (int64_t)(t & 0xffffffffu) >= chunks) return ran;
-    if (!atomic_compare_exchange_weak(&job_ticket, &t, t + 1)) {
-      ran--;
-      continue;
-    }
-    fn(ctx, (int64_t)(t & 0xffffffffu));
-    if (atomic_fetch_add(&job_done, 1) + 1 == chunks) {
-      pthread_mutex_lock(&pool_lock);
-      pthread_cond_signal(&pool_done);
-      pthread_mutex_unlock(&pool_lock);
-    }
+static bool claim_chunk(int64_t c, uint64_t gen) {
+  uint64_t v = atomic_load(&chunk_claim[c]);
+  return v < gen && atomic_compare_exchange_strong(&chunk_claim[c], &v, gen);
+}
+
+static void run_chunk(chunk_fn fn, void *ctx, int64_t c, int64_t chunks) {
+  fn(ctx, c);
+  if (atomic_fetch_add(&job_done, 1) + 1 == chunks) {
+    pthread_mutex_lock(&pool_lock);
+    pthread_cond_signal(&pool_done);
+    pthread_mutex_unlock(&pool_lock);
   }
+}
+
+/* Runs chunks of job `gen` as thread `self` of `threads` until none is left; returns how many it ran.
+ * First its own contiguous share (the same rows land on the same thread region after region, so a layer
+ * reads what the previous one left in this core's cache), then, from the far end, whatever the others
+ * have not started: a thread that is late loses its share, it does not hold the region up. */
+static int64_t run_chunks(uint64_t gen, int self, int threads, chunk_fn fn, void *ctx, int64_t chunks) {
+  int64_t ran = 0;
+  for (int64_t c = chunks * self / threads; c < chunks * (self + 1) / threads; c++)
+    if (claim_chunk(c, gen)) {
+      run_chunk(fn, ctx, c, chunks);
+      ran++;
+    }
+  for (int64_t c = chunks - 1; c >= 0; c--)
+    if (claim_chunk(c, gen)) {
+      run_chunk(fn, ctx, c, chunks);
+      ran++;
+    }
+  return ran;
 }
 
 static void *pool_worker(void *arg) {
@@ -133,14 +177,23 @@ static void *pool_worker(void *arg) {
   uint64_t seen = 0;
   pthread_mutex_lock(&pool_lock);
   for (;;) {
+    if (pool_gen == seen && WORKER_POLL_NS > 0) {
+      /* A kernel's regions often follow each other within microseconds (a backward pass has two): poll
+       * for the next one briefly before sleeping, then sleep however long the JS side takes. */
+      pthread_mutex_unlock(&pool_lock);
+      const int64_t until = now_ns() + WORKER_POLL_NS;
+      while (atomic_load(&pool_gen_seen) == seen && now_ns() < until) cpu_relax();
+      pthread_mutex_lock(&pool_lock);
+    }
     while (pool_gen == seen) pthread_cond_wait(&pool_wake, &pool_lock);
     seen = pool_gen;
     if (index >= atomic_load(&pool_threads)) continue; /* the pool was shrunk: sit this one out */
     const chunk_fn fn = job_fn;
     void *const ctx = job_ctx;
     const int64_t chunks = job_chunks;
+    const int threads = atomic_load(&pool_threads);
     pthread_mutex_unlock(&pool_lock);
-    atomic_fetch_add(&stat_worker_chunks, run_chunks(seen, fn, ctx, chunks));
+    atomic_fetch_add(&stat_worker_chunks, run_chunks(seen, index, threads, fn, ctx, chunks));
     pthread_mutex_lock(&pool_lock);
   }
   return NULL;
@@ -174,21 +227,28 @@ static int pool_resize(int threads) {
  * is done when it returns. */
 static void pool_run(chunk_fn fn, void *ctx, int64_t chunks) {
   if (chunks <= 0) return;
-  if (chunks == 1 || atomic_load(&pool_threads) <= 1 || pthread_mutex_trylock(&pool_region) != 0) {
+  const int threads = atomic_load(&pool_threads);
+  if (chunks == 1 || chunks > POOL_MAX_CHUNKS || threads <= 1 || pthread_mutex_trylock(&pool_region) != 0) {
     for (int64_t c = 0; c < chunks; c++) fn(ctx, c);
     return;
   }
   atomic_fetch_add(&stat_regions, 1);
   pthread_mutex_lock(&pool_lock);
   const uint64_t gen = ++pool_gen;
+  atomic_store(&pool_gen_seen, gen);
   job_fn = fn;
   job_ctx = ctx;
   job_chunks = chunks;
   atomic_store(&job_done, 0);
-  atomic_store(&job_ticket, (gen & 0xffffffffu) << 32);
   pthread_cond_broadcast(&pool_wake);
   pthread_mutex_unlock(&pool_lock);
-  run_chunks(gen, fn, ctx, chunks);
+  run_chunks(gen, 0, threads, fn, ctx, chunks);
+  /* The chunks left are running on workers that are awake: poll for them a few microseconds (a sleep and
+   * a wake-up cost some 10 µs of syscalls and context switches a region) before sleeping on the condvar.
+   * Only the caller polls, only while its region is unfinished, and only briefly: a worker that has lost
+   * its core leaves the caller asleep, not spinning. */
+  const int64_t poll_until = now_ns() + CALLER_POLL_NS;
+  while (atomic_load(&job_done) < chunks && now_ns() < poll_until) cpu_relax();
   pthread_mutex_lock(&pool_lock);
   while (atomic_load(&job_done) < chunks) pthread_cond_wait(&pool_done, &pool_lock);
   pthread_mutex_unlock(&pool_lock);
@@ -346,11 +406,12 @@ static void matmul_rows_chunk(void *ctx, int64_t c) {
   matmul_block(j, 0, r0, r1);
 }
 
+/* Entries [i0, i1) of a batched product (row_chunks: how many chunks the entries were cut into). */
 static void matmul_entry_chunk(void *ctx, int64_t c) {
   const MatmulJob *j = ctx;
-  /* One chunk = every entry when the batch is not split (pool_run got 1 chunk). */
-  const int64_t split = j->m * j->n * j->k >= MATMUL_SPLIT_WORK;
-  for (int64_t i = split ? c : 0; i < (split ? c + 1 : j->batch); i++) matmul_block(j, i, 0, j->m);
+  int64_t i0, i1;
+  chunk_range(j->batch, j->row_chunks, c, &i0, &i1);
+  for (int64_t i = i0; i < i1; i++) matmul_block(j, i, 0, j->m);
 }
 
 static napi_value js_matmul(napi_env env, napi_callback_info info) {
@@ -388,7 +449,8 @@ static napi_value js_matmul(napi_env env, napi_callback_info info) {
   MatmulJob j = {a, b, out, bias, biaslen, m, n, k, as, bs, ta, tb, (int)act, 0, batch};
   /* Whole products per chunk when there are several, else row blocks of the one product. */
   if (batch > 1) {
-    pool_run(matmul_entry_chunk, &j, m * n * k >= MATMUL_SPLIT_WORK ? batch : 1);
+    j.row_chunks = m * n * k >= MATMUL_SPLIT_WORK ? chunks_for(batch, 1) : 1;
+    pool_run(matmul_entry_chunk, &j, j.row_chunks);
   } else if (blas_splits()) {
     matmul_block(&j, 0, 0, m);
   } else {
@@ -1043,14 +1105,36 @@ static napi_value js_blas_threads(napi_env env, napi_callback_info info) {
 
 static napi_value js_pool_stats(napi_env env, napi_callback_info info) {
   (void)info;
-  napi_value o, r, w;
+  napi_value o, r, w, t;
   CHECK(env, napi_create_object(env, &o));
   CHECK(env, napi_create_int64(env, atomic_load(&stat_regions), &r));
   CHECK(env, napi_create_int64(env, atomic_load(&stat_worker_chunks), &w));
+  CHECK(env, napi_create_double(env, (double)atomic_load(&stat_kernel_ns) / 1e6, &t));
   CHECK(env, napi_set_named_property(env, o, "regions", r));
   CHECK(env, napi_set_named_property(env, o, "workerChunks", w));
+  CHECK(env, napi_set_named_property(env, o, "kernelMs", t));
   return o;
 }
+
+/* name##_timed: the kernel, adding its wall time to stat_kernel_ns. */
+#define TIMED(name)                                                     \
+  static napi_value name##_timed(napi_env env, napi_callback_info info) { \
+    const int64_t t0 = now_ns();                                        \
+    napi_value v = name(env, info);                                     \
+    atomic_fetch_add(&stat_kernel_ns, now_ns() - t0);                   \
+    return v;                                                           \
+  }
+TIMED(js_matmul)
+TIMED(js_embedding_bag)
+TIMED(js_embedding_bag_grad)
+TIMED(js_cross_forward)
+TIMED(js_cross_backward)
+TIMED(js_dense_backward)
+TIMED(js_adam)
+TIMED(js_adam_rows)
+TIMED(js_scatter_add)
+TIMED(js_mark_rows)
+TIMED(js_l2_grad)
 
 static napi_value js_info(napi_env env, napi_callback_info info) {
   (void)info;
@@ -1072,23 +1156,23 @@ static void free_scratch(void *arg) {
 NAPI_MODULE_INIT() {
   if (napi_add_env_cleanup_hook(env, free_scratch, NULL) != napi_ok) return NULL;
   napi_property_descriptor props[] = {
-      {"matmul", NULL, js_matmul, NULL, NULL, NULL, napi_default_method, NULL},
+      {"matmul", NULL, js_matmul_timed, NULL, NULL, NULL, napi_default_method, NULL},
       {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"threads", NULL, js_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"setBlasThreads", NULL, js_set_blas_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"blasThreads", NULL, js_blas_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"poolStats", NULL, js_pool_stats, NULL, NULL, NULL, napi_default_method, NULL},
       {"info", NULL, js_info, NULL, NULL, NULL, napi_default_method, NULL},
-      {"embeddingBag", NULL, js_embedding_bag, NULL, NULL, NULL, napi_default_method, NULL},
-      {"embeddingBagGrad", NULL, js_embedding_bag_grad, NULL, NULL, NULL, napi_default_method, NULL},
-      {"crossForward", NULL, js_cross_forward, NULL, NULL, NULL, napi_default_method, NULL},
-      {"crossBackward", NULL, js_cross_backward, NULL, NULL, NULL, napi_default_method, NULL},
-      {"denseBackward", NULL, js_dense_backward, NULL, NULL, NULL, napi_default_method, NULL},
-      {"adam", NULL, js_adam, NULL, NULL, NULL, napi_default_method, NULL},
-      {"adamRows", NULL, js_adam_rows, NULL, NULL, NULL, napi_default_method, NULL},
-      {"scatterAdd", NULL, js_scatter_add, NULL, NULL, NULL, napi_default_method, NULL},
-      {"markRows", NULL, js_mark_rows, NULL, NULL, NULL, napi_default_method, NULL},
-      {"l2Grad", NULL, js_l2_grad, NULL, NULL, NULL, napi_default_method, NULL},
+      {"embeddingBag", NULL, js_embedding_bag_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"embeddingBagGrad", NULL, js_embedding_bag_grad_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"crossForward", NULL, js_cross_forward_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"crossBackward", NULL, js_cross_backward_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"denseBackward", NULL, js_dense_backward_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"adam", NULL, js_adam_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"adamRows", NULL, js_adam_rows_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"scatterAdd", NULL, js_scatter_add_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"markRows", NULL, js_mark_rows_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"l2Grad", NULL, js_l2_grad_timed, NULL, NULL, NULL, napi_default_method, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

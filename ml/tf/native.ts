@@ -145,8 +145,11 @@ export interface NativeAddon {
   /** OpenBLAS's own threads: keep 1, the pool runs row blocks of the products (see native/corella_native.c). */
   setBlasThreads(n: number): void;
   blasThreads(): number;
-  /** Since load: regions handed to the pool, and chunks its worker threads (not the caller) ran. */
-  poolStats(): { regions: number; workerChunks: number };
+  /**
+   * Since load: regions handed to the pool, chunks its worker threads (not the caller) ran, and the wall
+   * milliseconds callers spent inside the kernels (profiles: the rest of a step is JS and tfjs).
+   */
+  poolStats(): { regions: number; workerChunks: number; kernelMs: number };
   info(): string;
 }
 
