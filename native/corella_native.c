@@ -79,8 +79,11 @@ extern char *openblas_get_corename(void);
  * - Chunks are claimed dynamically (an atomic ticket), and the caller works on them too: a worker that is
  *   not scheduled in time costs nothing but its share, which the caller takes over, instead of the whole
  *   region waiting for it.
- * - A chunk's rows are a function of the shapes alone, never of the thread count or of which thread runs
- *   it, and every reduction is combined in chunk order: results are bit-identical at any thread count.
+ * - Results are bit-identical at any thread count: element-wise passes and Adam touch each element alone,
+ *   scatters give each row to one chunk that adds in entry order, reductions run per column (per row)
+ *   in row order whatever the cut, and sgemm on a block of output rows returns exactly the bits of the
+ *   whole product (OpenBLAS keeps the order of the inner sum; test/ml/tf/native-kernels.test.ts checks
+ *   every kernel and ten training steps at 1 and 2 threads).
  * - One region at a time: the data-parallel stepper's worker thread runs kernels at the same time as the
  *   main thread; whoever finds the pool busy runs its chunks inline rather than oversubscribing the cores.
  * - Matrix products run inside the chunks on one OpenBLAS thread (sgemm on a row block returns the same
@@ -256,10 +259,11 @@ static void pool_run(chunk_fn fn, void *ctx, int64_t chunks) {
 }
 
 /* How a kernel cuts n items (rows, parameters) into chunks of at least `grain`: at most n/grain chunks,
- * capped, and 1 below 2·grain. Depends on n alone, so the cut (and every result) is the same at any
- * thread count. */
+ * capped, 1 below 2·grain, and 1 when the pool has one thread (a row block runs sgemm a few per cent
+ * slower than the whole product, and a 64-row block of a weight gradient a fifth slower). */
 #define MAX_CHUNKS 16
 static int64_t chunks_for(int64_t n, int64_t grain) {
+  if (atomic_load(&pool_threads) <= 1) return 1;
   int64_t c = n / grain;
   if (c < 1) c = 1;
   return c > MAX_CHUNKS ? MAX_CHUNKS : c;
