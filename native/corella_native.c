@@ -275,6 +275,11 @@ static inline void chunk_range(int64_t n, int64_t chunks, int64_t c, int64_t *be
   *end = n * (c + 1) / chunks;
 }
 
+static int64_t at_most_threads(int64_t chunks) {
+  const int64_t t = atomic_load(&pool_threads);
+  return chunks < t ? chunks : t;
+}
+
 /* OpenBLAS splits products itself (setBlasThreads > 1): kernels then call sgemm whole from the caller. */
 static int blas_splits(void) { return openblas_get_num_threads() > 1; }
 
@@ -360,7 +365,9 @@ __attribute__((noinline)) static void axpy(float *restrict o, const float *restr
 }
 
 /* Rows that a chunk of a row-split product gets at least: row blocks of 256 run sgemm within ~3% of the
- * whole 1024-row product (measured for the CRM's shapes); smaller products stay on one thread. */
+ * whole 1024-row product (measured for the CRM's shapes), and splitting pays from 512 rows: a 128-wide
+ * cross layer forward at 2 threads against 1 took 108 -> 61 µs at 512 rows, 222 -> 113 at 1024, but
+ * 64 -> 76 µs at 256 rows cut in 128-row blocks. Smaller products stay on one thread. */
 #define GEMM_ROW_GRAIN 256
 /* Output rows of xᵀ·dz (weight gradients: the reduction runs over the batch) a chunk gets at least. */
 #define GEMM_K_GRAIN 64
@@ -502,9 +509,10 @@ static napi_value range_error(napi_env env, const char *what) {
   return NULL;
 }
 
-/* Floats of work (element-wise passes, Adam) a chunk gets at least: 32k floats (128 KB a stream) is
- * some 10 µs of work, well above the ~2 µs it takes to hand a chunk to a sleeping worker. */
-#define ELEMENT_GRAIN 32768
+/* Floats of work (element-wise passes, Adam) a chunk gets at least. Measured (hot cache, 2 threads
+ * against 1): Adam over 16k floats 22 -> 13 µs, over 4k 5.8 -> 4.4 µs; 8k keeps a chunk at ~10 µs of
+ * work, and splits the CRM's 16k- and 32k-float weight matrices. */
+#define ELEMENT_GRAIN 8192
 
 typedef struct {
   const float *table;
@@ -564,10 +572,15 @@ static void scatter_chunk(void *ctx, int64_t c) {
   }
 }
 
-/* Chunks for a scatter of n entries onto vrows rows: by the entries' work, but at least 64 rows each
- * (every chunk scans all entries). */
+/* Work (floats) below which the scatters and l2Grad stay on one thread. Every scatter chunk scans all
+ * entries, and at the CRM's batch (8192 entries × 16, 131k floats; l2Grad 131k) a 2-thread split
+ * measured slower in a training step (scatterAdd 0.13-0.15 -> 0.17-0.22 ms a step, l2Grad 0.09 -> 0.12). */
+#define SMALL_PASS_WORK (512 * 1024)
+
+/* Chunks for a scatter of n entries onto vrows rows: one per thread at most, at least 64 rows each. */
 static int64_t scatter_chunks(int64_t entries, int64_t dim, int64_t vrows) {
-  int64_t c = chunks_for(entries * dim, ELEMENT_GRAIN);
+  if (entries * dim < SMALL_PASS_WORK) return 1;
+  int64_t c = at_most_threads(chunks_for(entries * dim, ELEMENT_GRAIN));
   const int64_t by_rows = vrows / 64 < 1 ? 1 : vrows / 64;
   return c < by_rows ? c : by_rows;
 }
@@ -724,8 +737,9 @@ static void run_backward(CrossJob *j) {
     j->phase = -1;
     j->chunks = m * n * k >= MATMUL_SPLIT_WORK ? chunks_for(m, GEMM_ROW_GRAIN) : 1;
     pool_run(backward_rows_chunk, j, j->chunks);
-    /* Only when the batch is large enough to split at all: a small product stays one call. */
-    j->kchunks = j->chunks > 1 ? chunks_for(k, GEMM_K_GRAIN) : 1;
+    /* Only when the batch is large enough to split at all: a small product stays one call. One block per
+     * thread: a weight gradient cut in two runs at 150-160 GFLOP/s a block, in four at 120-150. */
+    j->kchunks = j->chunks > 1 ? at_most_threads(chunks_for(k, GEMM_K_GRAIN)) : 1;
   }
   j->dchunks = j->db == NULL ? 0 : (j->chunks > 1 && n >= 64 ? 2 : 1);
   pool_run(backward_weights_chunk, j, j->kchunks + j->dchunks);
@@ -1051,7 +1065,8 @@ static napi_value js_l2_grad(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "CORELLA_NATIVE", "corella_native: out of memory");
     return NULL;
   }
-  L2Job j = {g, x, row_sq, bags, width, cols, (float)factor, chunks_for(bags * cols, ELEMENT_GRAIN)};
+  L2Job j = {g, x, row_sq, bags, width, cols, (float)factor,
+             bags * cols < SMALL_PASS_WORK ? 1 : at_most_threads(chunks_for(bags * cols, ELEMENT_GRAIN))};
   pool_run(l2_chunk, &j, j.chunks);
   /* Row sums added in row order, as the one-thread loop did. */
   double sq = 0.0;

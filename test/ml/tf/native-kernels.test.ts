@@ -377,8 +377,10 @@ describe('native kernels (OpenBLAS on the wasm heap)', () => {
     it('embedding bag, its gradient, scatterAdd, adam, adamRows and l2Grad: bit-identical at 1 and 2 threads', () => {
       const V = 13_333;
       const D = 16;
+      // Large enough that every one of these kernels splits at 2 threads (the scatters and l2Grad only
+      // from 512k floats of work): 4096 bags of 8, 128 wide.
       const B = 4096;
-      const L = 4;
+      const L = 8;
       const r = rand(53);
       const rows = Int32Array.from({ length: B * L }, () => Math.floor((r() + 0.5) * V));
       const weights = Float32Array.from({ length: B * L }, () => (r() < -0.3 ? 0 : r() + 0.5));
@@ -387,7 +389,9 @@ describe('native kernels (OpenBLAS on the wasm heap)', () => {
       const dx0 = fill(B * width, 55);
       const x0 = fill(B * width, 56);
       const touched = Int32Array.from(new Set(rows));
+      let regions = 0;
       const [one, two] = atOneAndTwo(() => {
+        const before = addon.poolStats().regions;
         const bagOut = new Float32Array(B * D);
         addon.embeddingBag(table, rows, weights, bagOut, D, L);
         const bagGrad = new Float32Array(V * D);
@@ -400,9 +404,12 @@ describe('native kernels (OpenBLAS on the wasm heap)', () => {
         const [tw, tm, tv] = [table.slice(), new Float32Array(V * D), new Float32Array(V * D)];
         addon.adamRows(tw, g, tm, tv, touched, touched.length, D, 0.001, 0.9, 0.999, 1e-7);
         const l2 = dx0.slice();
-        const sq = addon.l2Grad(l2, x0, B, width, 6 * D, 0.01);
+        const sq = addon.l2Grad(l2, x0, B, width, 8 * D, 0.01);
+        regions = addon.poolStats().regions - before;
         return { arrays: [bagOut, bagGrad, g, w, m, v, tw, tm, tv, l2], sq };
       });
+      // The 2-thread run (the last) handed each of its 7 kernel calls to the pool.
+      expect(regions).toBeGreaterThanOrEqual(7);
       one.arrays.forEach((o, i) => expect(two.arrays[i], `output ${i}`).toEqual(o));
       expect(two.sq).toBe(one.sq);
     });
