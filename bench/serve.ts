@@ -10,6 +10,7 @@
  *
  * Usage: npx tsx bench/serve.ts --home DIR [--model champion] [--rate 200] [--seconds 10] [--budget-ms 1000]
  *          [--connections 10] [--crm-only] [--in-process] [--repeat N] [--pin] [--serve-repo DIR]
+ *          [--client paced|autocannon] [--bare] [--server-node-args "..."] [--server-log FILE]
  *   DIR is a CORELLA_HOME holding a trained version, e.g. from
  *   `CORELLA_HOME=DIR npx corella up --data-dir ../shared/datasets/ml-1m-u2999 --config ml-1m-cpu`.
  *   --in-process: the CRM-only 50-candidate scenario without HTTP: the engine and the prediction log (spool,
@@ -19,14 +20,20 @@
  *   --pin: the server on CPU 0, the load generator (this process) on CPU 1 (taskset), so autocannon does not
  *     steal the server's core; Postgres and everything else on the machine still share both.
  *   --serve-repo DIR: run `corella serve` from another checkout (an A/B comparison within the same minutes).
+ *   --client: the fixed-rate scenarios' load generator, paced (default: evenly spaced, timed from each
+ *     request's scheduled send) or autocannon (bursty; see the note at `client` below for why not default).
+ *   --bare: bench/serve-bare.ts (engine and log behind bare node:http) instead of `corella serve`.
  *   --semi-space-mb N: the server's V8 young generation (NODE_OPTIONS=--max-semi-space-size=N; default 64,
- *     0 = Node's default). Measured in process at 200 requests/s of 50-candidate slates: GC time 850-1170 ms
- *     per 10 s with Node's default against 220-300 ms with 64 MB (docs/serving.md).
+ *     0 = Node's default, passed as `corella serve --semi-space-mb 0`, which checkouts before this branch
+ *     cannot take). Measured in process at 200 requests/s of 50-candidate slates: GC time 850-1170 ms per
+ *     10 s with Node's default against 220-300 ms with 64 MB (docs/serving.md).
  * Machine: 2 cores shared by the server and the load generator; compare figures from the same run. Each
  * figure carries the load average when it started and the server's event-loop delay and GC time while it ran.
  */
 import { randomUUID } from 'node:crypto';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import http from 'node:http';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import os from 'node:os';
@@ -56,6 +63,15 @@ const budgetMs = Number(arg('budget-ms', '1000'));
 // Connections of the fixed-rate scenarios: autocannon paces each one separately, so N connections send in
 // bursts of up to N requests at once; fewer connections at the same rate arrive more evenly.
 const connections = Number(arg('connections', '10'));
+// --client paced (default) | autocannon: the load generator of the fixed-rate scenarios (closed-loop ones
+// always use autocannon). autocannon's rate mode is not a fixed rate: each connection sends back to back
+// until it has made its share of the second, then waits for the next second (a burst at the top of every
+// second, two requests in flight throughout it), and it back-fills each latency above 1 ms (1/rate,
+// rounded up) with synthetic samples of every millisecond below it, so one 14 ms answer counts as 14
+// samples. `paced` sends request k at k/rate, evenly, over a keep-alive pool of --connections sockets, and
+// times it from that scheduled moment (so a stalled server or client still shows as latency).
+const client = arg('client', 'paced');
+if (client !== 'paced' && client !== 'autocannon') throw new Error('--client must be paced or autocannon');
 // --crm-only: just the CRM scenarios (a minute; for re-measuring latency when the machine is quiet).
 const crmOnly = process.argv.includes('--crm-only');
 const inProcess = process.argv.includes('--in-process');
@@ -63,6 +79,14 @@ const repeat = Math.max(1, Number(arg('repeat', '1')));
 const pin = process.argv.includes('--pin');
 const semiSpaceMb = Number(arg('semi-space-mb', '64'));
 const repo = resolve(arg('serve-repo') ?? resolve(import.meta.dirname, '..'));
+// --server-node-args "...": flags for the server's node (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p" or
+// "--trace-gc", which NODE_OPTIONS refuses or which should not reach this process); --server-log FILE keeps
+// the server's stdout and stderr.
+const serverNodeArgs = (arg('server-node-args') ?? '').split(' ').filter(Boolean);
+const serverLog = arg('server-log');
+// --bare: the CRM-only figures from bench/serve-bare.ts (the engine and log behind a bare node:http handler)
+// instead of `corella serve`: the floor Fastify is measured against.
+const bare = process.argv.includes('--bare');
 const round = (x: number, d = 3) => (Number.isFinite(x) ? Number(x.toFixed(d)) : x);
 
 interface Server {
@@ -72,13 +96,22 @@ interface Server {
 }
 
 async function startServe(args: string[], env: NodeJS.ProcessEnv): Promise<Server> {
-  const argv = [join(repo, 'bin', 'corella.mjs'), 'serve', '--port', '0', ...args];
+  // The young generation comes through NODE_OPTIONS, so `corella serve` does not re-execute itself (the
+  // child's pid is the server's, whose CPU time is read); 0 asks for Node's default explicitly.
+  const young = semiSpaceMb > 0 ? [] : ['--semi-space-mb', '0'];
+  const argv = bare
+    ? [...serverNodeArgs, '--import', 'tsx', join(repo, 'bench', 'serve-bare.ts'), '--home', home, ...args]
+    : [...serverNodeArgs, join(repo, 'bin', 'corella.mjs'), 'serve', '--port', '0', ...young, ...args];
   const child = pin
     ? spawn('taskset', ['-c', '0', process.execPath, ...argv], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn(process.execPath, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  child.stdout!.resume();
+  if (serverLog) {
+    const file = createWriteStream(resolve(serverLog), { flags: 'a' });
+    child.stdout!.pipe(file);
+    child.stderr!.pipe(file);
+  } else child.stdout!.resume();
   const deadline = Date.now() + 300_000;
   while (Date.now() < deadline) {
     const m = /corella-ready (\{.*\})/.exec(err);
@@ -126,6 +159,42 @@ interface LoopSample {
   p99: number;
   max: number;
   gcSeconds: number;
+  /** Cumulative bucket counts (le in seconds → count) of the server's own latency histograms. */
+  request: Map<number, number>;
+  engine: Map<number, number>;
+}
+
+function buckets(text: string, name: string, label: string): Map<number, number> {
+  const out = new Map<number, number>();
+  const re = new RegExp(`^${name}_bucket\\{([^}]*)\\} (\\S+)$`, 'gm');
+  for (const m of text.matchAll(re)) {
+    if (!m[1].includes(label)) continue;
+    const le = /le="([^"]+)"/.exec(m[1])?.[1];
+    if (le !== undefined) out.set(le === '+Inf' ? Infinity : Number(le), Number(m[2]));
+  }
+  return out;
+}
+
+/**
+ * Quantiles (ms) of what a histogram counted between two scrapes, interpolated within buckets as
+ * Prometheus' histogram_quantile does: the server's own view of a scenario, to set beside the client's.
+ */
+function histogramQuantiles(before: Map<number, number>, after: Map<number, number>) {
+  const les = [...after.keys()].sort((a, b) => a - b);
+  const counts = les.map((le) => (after.get(le) ?? 0) - (before.get(le) ?? 0));
+  const total = counts.at(-1) ?? 0;
+  const q = (p: number) => {
+    if (total === 0) return null;
+    const rank = p * total;
+    const i = counts.findIndex((c) => c >= rank);
+    const hi = les[i];
+    const lo = i > 0 ? les[i - 1] : 0;
+    if (!Number.isFinite(hi)) return round(lo * 1000, 2);
+    const below = i > 0 ? counts[i - 1] : 0;
+    const inside = counts[i] - below;
+    return round((lo + ((hi - lo) * (rank - below)) / Math.max(1, inside)) * 1000, 2);
+  };
+  return { count: total, p50: q(0.5), p90: q(0.9), p99: q(0.99) };
 }
 
 async function scrapeLoop(url: string): Promise<LoopSample> {
@@ -140,7 +209,15 @@ async function scrapeLoop(url: string): Promise<LoopSample> {
   let gc = 0;
   for (const m of text.matchAll(/^corella_serve_process_nodejs_gc_duration_seconds_sum\{[^}]*\} (\S+)$/gm))
     gc += Number(m[1]);
-  return { p50: gauge('p50'), p90: gauge('p90'), p99: gauge('p99'), max: gauge('max'), gcSeconds: gc };
+  return {
+    p50: gauge('p50'),
+    p90: gauge('p90'),
+    p99: gauge('p99'),
+    max: gauge('max'),
+    gcSeconds: gc,
+    request: buckets(text, 'corella_serve_request_seconds', 'endpoint="/v1/score"'),
+    engine: buckets(text, 'corella_serve_route_seconds', 'route="crm"'),
+  };
 }
 
 function loadAverage(): number[] {
@@ -159,6 +236,134 @@ interface Scenario {
 
 type Tally = Omit<EngineStats, 'requests'> & { non200: number };
 
+interface LoadResult {
+  requestsPerSec: number;
+  latency: { p50: number; p90: number; p99: number; max: number };
+  errors: number;
+  /** paced only: how late the client itself issued requests (its own share of the tail). */
+  clientLateMs?: { p50: number; p99: number; max: number };
+  /** paced only: latency from the moment each request was actually issued. */
+  latencyFromSendMs?: { p50: number; p90: number; p99: number; max: number };
+}
+
+function quantilesOf(xs: number[]) {
+  const sorted = Float64Array.from(xs).sort();
+  return {
+    p50: round(quantile(sorted, 0.5), 2),
+    p90: round(quantile(sorted, 0.9), 2),
+    p99: round(quantile(sorted, 0.99), 2),
+    max: round(sorted[sorted.length - 1] ?? NaN, 2),
+  };
+}
+
+/** The paced open-loop client (see --client): node:http, keep-alive, `connections` sockets at most. */
+async function pacedLoad(
+  url: string,
+  s: Scenario & { rate: number },
+  onResponse: (status: number, body: string) => void,
+): Promise<LoadResult> {
+  const target = new URL(`${url}/v1/score`);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: s.connections ?? connections });
+  const total = Math.round(s.rate * (s.seconds ?? seconds));
+  const interval = 1000 / s.rate;
+  const fromDue: number[] = [];
+  const fromSend: number[] = [];
+  const late: number[] = [];
+  let errors = 0;
+  let done = 0;
+  const t0 = performance.now();
+  await new Promise<void>((finish) => {
+    const settle = () => {
+      if (++done === total) finish();
+    };
+    const one = (k: number, due: number) => {
+      const body = s.bodies[k % s.bodies.length];
+      const sent = performance.now();
+      late.push(sent - due);
+      const req = http.request(
+        {
+          hostname: target.hostname,
+          port: target.port,
+          path: target.pathname,
+          method: 'POST',
+          agent,
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const now = performance.now();
+            fromDue.push(now - due);
+            fromSend.push(now - sent);
+            onResponse(res.statusCode ?? 0, Buffer.concat(chunks).toString('utf8'));
+            settle();
+          });
+        },
+      );
+      req.setTimeout((s.timeout ?? 10) * 1000, () => req.destroy(new Error('timeout')));
+      req.on('error', () => {
+        errors++;
+        settle();
+      });
+      req.end(body);
+    };
+    let k = 0;
+    const pump = () => {
+      const now = performance.now();
+      while (k < total && t0 + k * interval <= now) {
+        one(k, t0 + k * interval);
+        k++;
+      }
+      if (k < total) setTimeout(pump, Math.max(0, t0 + k * interval - performance.now()));
+    };
+    pump();
+  });
+  const wall = (performance.now() - t0) / 1000;
+  agent.destroy();
+  const lateQ = quantilesOf(late);
+  return {
+    requestsPerSec: round(fromDue.length / wall, 1),
+    latency: quantilesOf(fromDue),
+    errors,
+    clientLateMs: { p50: lateQ.p50, p99: lateQ.p99, max: lateQ.max },
+    latencyFromSendMs: quantilesOf(fromSend),
+  };
+}
+
+async function autocannonLoad(
+  url: string,
+  s: Scenario,
+  onResponse: (status: number, body: string) => void,
+): Promise<LoadResult> {
+  let i = 0;
+  const result = await autocannon({
+    url: `${url}/v1/score`,
+    connections: s.connections ?? connections,
+    duration: s.seconds ?? seconds,
+    timeout: s.timeout ?? 10,
+    ...(s.rate ? { overallRate: s.rate } : {}),
+    requests: [
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        setupRequest: (req: autocannon.Request) => ({ ...req, body: s.bodies[i++ % s.bodies.length] }),
+        onResponse,
+      },
+    ],
+  });
+  return {
+    requestsPerSec: result.requests.average,
+    latency: {
+      p50: result.latency.p50,
+      p90: result.latency.p90,
+      p99: result.latency.p99,
+      max: result.latency.max,
+    },
+    errors: result.errors + result.timeouts,
+  };
+}
+
 async function drive(server: Server, s: Scenario) {
   const tally: Tally = {
     candidates: 0,
@@ -169,47 +374,37 @@ async function drive(server: Server, s: Scenario) {
     evaluatedTokens: 0,
     non200: 0,
   };
-  let i = 0;
   const loadAverageAtStart = loadAverage();
   const loop0 = await scrapeLoop(server.url); // also resets the server's event-loop histogram
   const cpu0 = await cpuSeconds(server.child.pid!);
   const t0 = performance.now();
-  const result = await autocannon({
-    url: `${server.url}/v1/score`,
-    connections: s.connections ?? connections,
-    duration: s.seconds ?? seconds,
-    timeout: s.timeout ?? 10,
-    ...(s.rate ? { overallRate: s.rate } : {}),
-    requests: [
-      {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        setupRequest: (req: autocannon.Request) => ({ ...req, body: s.bodies[i++ % s.bodies.length] }),
-        onResponse: (status: number, body: string) => {
-          if (status !== 200) {
-            tally.non200++;
-            return;
-          }
-          const r = JSON.parse(body) as {
-            candidates: unknown[];
-            llm: {
-              routed: number;
-              answered: number;
-              fallbacks: number;
-              promptTokens: number;
-              evaluatedTokens: number;
-            };
-          };
-          tally.candidates += r.candidates.length;
-          tally.routed += r.llm.routed;
-          tally.answered += r.llm.answered;
-          tally.fallbacks += r.llm.fallbacks;
-          tally.promptTokens += r.llm.promptTokens;
-          tally.evaluatedTokens += r.llm.evaluatedTokens;
-        },
-      },
-    ],
-  });
+  const onResponse = (status: number, body: string) => {
+    if (status !== 200) {
+      tally.non200++;
+      return;
+    }
+    const r = JSON.parse(body) as {
+      candidates: unknown[];
+      llm: {
+        routed: number;
+        answered: number;
+        fallbacks: number;
+        promptTokens: number;
+        evaluatedTokens: number;
+      };
+    };
+    tally.candidates += r.candidates.length;
+    tally.routed += r.llm.routed;
+    tally.answered += r.llm.answered;
+    tally.fallbacks += r.llm.fallbacks;
+    tally.promptTokens += r.llm.promptTokens;
+    tally.evaluatedTokens += r.llm.evaluatedTokens;
+  };
+  const generator = s.rate && client === 'paced' ? 'paced' : 'autocannon';
+  const result =
+    generator === 'paced'
+      ? await pacedLoad(server.url, { ...s, rate: s.rate! }, onResponse)
+      : await autocannonLoad(server.url, s, onResponse);
   const wall = (performance.now() - t0) / 1000;
   const cpu = (await cpuSeconds(server.child.pid!)) - cpu0;
   const loop1 = await scrapeLoop(server.url);
@@ -224,14 +419,17 @@ async function drive(server: Server, s: Scenario) {
       max: round(loop1.max, 2),
     },
     serverGcMs: round((loop1.gcSeconds - loop0.gcSeconds) * 1000, 1),
-    requestsPerSec: round(result.requests.average, 1),
-    latencyMs: {
-      p50: result.latency.p50,
-      p90: result.latency.p90,
-      p99: result.latency.p99,
-      max: result.latency.max,
-    },
-    errors: result.errors + result.timeouts,
+    // The server's own clocks: Fastify's onRequest to onResponse (the socket read before it and the kernel
+    // and client after it are outside), and the engine's score() alone. Bucket-interpolated. Client latency
+    // minus these is where the rest of the tail sits. (--bare: not recorded.)
+    serverRequestMs: histogramQuantiles(loop0.request, loop1.request),
+    serverEngineMs: histogramQuantiles(loop0.engine, loop1.engine),
+    loadGenerator: generator,
+    requestsPerSec: round(result.requestsPerSec, 1),
+    latencyMs: result.latency,
+    ...(result.latencyFromSendMs ? { latencyFromSendMs: result.latencyFromSendMs } : {}),
+    ...(result.clientLateMs ? { clientLateMs: result.clientLateMs } : {}),
+    errors: result.errors,
     non200: tally.non200,
     candidates: tally.candidates,
     candidatesPerSec: round(tally.candidates / wall, 1),
@@ -304,7 +502,8 @@ async function inProcessRun(
           history: null,
           budgetMs: null,
           threshold: engine.threshold,
-          candidates: r.candidates.map((c) => ({ ...c, latencyMs: ms })),
+          candidates: r.candidates,
+          latencyMs: ms,
         });
       } catch {
         failed++;
@@ -403,6 +602,8 @@ async function main() {
     // The server's NODE_OPTIONS (--in-process: this process's, which --semi-space-mb cannot change).
     nodeOptions: inProcess ? (process.env.NODE_OPTIONS ?? '') : nodeOptions,
     serveRepo: repo,
+    loadGenerator: inProcess ? 'in-process open loop' : client,
+    server: bare ? 'bench/serve-bare.ts (node:http)' : 'corella serve',
     scenarios: [] as unknown[],
   });
   const scenarios = out.scenarios as unknown[];

@@ -188,7 +188,8 @@ export function buildApp(o: AppOptions): FastifyInstance {
           history: req.body.history ?? null,
           budgetMs: req.body.budgetMs ?? null,
           threshold: model.threshold,
-          candidates: result.candidates.map((c) => ({ ...c, latencyMs: seconds * 1000 })),
+          candidates: result.candidates,
+          latencyMs: seconds * 1000,
         });
         return {
           requestId,

@@ -9,6 +9,8 @@
  * main thread owns the spool's open segment (append, rotate, fsync) and the counters; this thread only reads
  * and deletes closed segments, so the two never touch the same file for writing.
  */
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { openDatabase } from '../db/connection.js';
 import { isConnectionError } from '../db/retry.js';
@@ -25,6 +27,23 @@ export type FromWorker =
   | { type: 'ready' }
   | ({ type: 'progress' } & DrainProgress)
   | { type: 'done'; id: number; error?: string; connection?: boolean };
+
+/**
+ * Lowest CPU priority for this thread only (Linux: setpriority on a thread id touches that thread). The
+ * flusher is background work sharing cores with the request thread: measured pinned to one core, its drain
+ * rounds preempted requests (the request thread's profile showed the worker's CPU time as wall time inside
+ * `postMessage`), and a backlog it leaves is safe in the spool. Elsewhere (no /proc/thread-self) it keeps the
+ * default priority.
+ */
+function yieldToRequests(): void {
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (Number.isInteger(tid) && tid > 0) setPriority(tid, 19);
+  } catch {
+    // Not Linux, or not permitted: the default priority is only slower, never wrong.
+  }
+}
+yieldToRequests();
 
 const port = parentPort;
 if (!port) throw new Error('serve/prediction-log-worker.ts runs only as a worker thread');

@@ -43,7 +43,14 @@ export interface PredictionLogEntry {
   budgetMs: number | null;
   /** The routing threshold in force (+Infinity in CRM-only mode). */
   threshold: number;
-  candidates: (CandidateScore & { latencyMs: number })[];
+  /**
+   * Each candidate's latency, or (`latencyMs` here) one for the whole request: the server passes the
+   * engine's candidate objects as they are, because copying 50 of them per request to add one field was a
+   * quarter of the log's allocation (25 KB a 50-candidate slate, measured).
+   */
+  candidates: (CandidateScore & { latencyMs?: number })[];
+  /** The request's latency, for candidates that carry none. */
+  latencyMs?: number;
 }
 
 export interface PredictionLogOptions {
@@ -95,10 +102,10 @@ function toInput(e: PredictionLogEntry): ServedRequestInput {
       item: c.item,
       p: c.p,
       pCrm: c.pCrm,
-      ...(c.pLlm !== undefined ? { pLlm: c.pLlm } : {}),
+      pLlm: c.pLlm, // undefined when not routed: JSON.stringify leaves it out, and no spread per candidate
       route: c.route,
       entropy: c.entropy,
-      latencyMs: c.latencyMs,
+      latencyMs: (c.latencyMs ?? e.latencyMs)!, // validateServedRequest refuses a missing one
       cold: c.cold,
     })),
   };
@@ -115,8 +122,9 @@ function inThreadFlusher(
   dir: string,
   maxBatch: number,
   onProgress: (p: DrainProgress) => void,
+  resumeAt?: ReadonlyMap<number, number>,
 ): Flusher {
-  const drainer = new SpoolDrainer(db, dir, maxBatch, onProgress);
+  const drainer = new SpoolDrainer(db, dir, maxBatch, onProgress, resumeAt);
   return { drain: (openSeq) => drainer.drain(openSeq), close: () => Promise.resolve() };
 }
 
@@ -148,6 +156,8 @@ class WorkerFlusher implements Flusher {
   private nextId = 1;
   private dead: Error | undefined;
   private readonly exited: Promise<void>;
+  /** Lines settled per segment as the worker reported them: where a successor drainer resumes. */
+  readonly positions = new Map<number, number>();
 
   constructor(data: WorkerData, onProgress: (p: DrainProgress) => void) {
     this.worker = spawnWorker(data);
@@ -163,7 +173,11 @@ class WorkerFlusher implements Flusher {
     this.worker.on('message', (m: FromWorker) => {
       if (m.type === 'ready') started();
       else if (m.type === 'progress') {
+        // Once the worker is dead its successor owns the counters; a late report is dropped with its
+        // position, so the successor stores that batch again (a no-op by the idempotent keys), counted once.
+        if (this.dead) return;
         const { type: _type, ...p } = m;
+        if (p.position) this.positions.set(p.position.seq, p.position.through);
         onProgress(p);
       } else if (m.type === 'done') {
         const w = this.waiting.get(m.id);
@@ -190,6 +204,10 @@ class WorkerFlusher implements Flusher {
 
   get failure(): Error | undefined {
     return this.dead;
+  }
+
+  get thread(): Worker {
+    return this.worker;
   }
 
   async drain(openSeq: number): Promise<void> {
@@ -262,6 +280,11 @@ export class PredictionLog {
   /** Where the flusher runs: 'worker' (a thread of its own) or 'thread' (this event loop). */
   get flusherThread(): 'worker' | 'thread' {
     return this.flusher instanceof WorkerFlusher ? 'worker' : 'thread';
+  }
+
+  /** The flusher's worker thread while one runs (diagnostics; tests terminate it to check the hand-over). */
+  get flusherWorker(): Worker | undefined {
+    return this.flusher instanceof WorkerFlusher ? this.flusher.thread : undefined;
   }
 
   private readonly progress = (p: DrainProgress): void => {
@@ -358,7 +381,7 @@ export class PredictionLog {
   private async drain(): Promise<void> {
     try {
       // While older segments wait (an outage), keep appending to the open one unless it is full.
-      if (!this.closing) await this.spool.rotate({ onlyIfFull: this.spool.closedSegments().length > 0 });
+      if (!this.closing) await this.spool.rotate({ onlyIfFull: (await this.spool.closedSegmentCount()) > 0 });
       await this.flusher.drain(this.spool.openSeq);
       this.failures = 0;
       this.c.lastError = null;
@@ -367,7 +390,13 @@ export class PredictionLog {
       // holds every line it had not finished, so nothing is lost by switching).
       if (this.flusher instanceof WorkerFlusher && this.flusher.failure) {
         this.opts.onError?.(this.flusher.failure);
-        this.flusher = inThreadFlusher(this.opts.db, this.spool.dir, this.maxBatch, this.progress);
+        this.flusher = inThreadFlusher(
+          this.opts.db,
+          this.spool.dir,
+          this.maxBatch,
+          this.progress,
+          this.flusher.positions,
+        );
       }
       // A connection error, or a spool file problem: either way, report it and try again later.
       this.opts.onError?.(e);

@@ -12,6 +12,7 @@ import { buildApp, type FeedbackSink, type PredictionSink } from './app.js';
 import { ModelFollower, type ResolvedRef } from './follower.js';
 import { ServeMetrics } from './metrics.js';
 import { ModelHolder, type LoadedModel } from './model-holder.js';
+import type { PredictionLog } from './prediction-log.js';
 
 export interface ServeOptions {
   databaseUrl: string;
@@ -43,6 +44,8 @@ export interface ServeStorage {
   /** Users' feedback since a time, to replay into a freshly loaded model's histories. */
   feedbackSince?(since: Date): Promise<{ user: string; item: string; rating: number; ts: number }[]>;
   pending?(): number;
+  /** The spooled prediction log behind `predictions`, when there is one (its counters, its flusher). */
+  predictionLog?: PredictionLog;
   close?(): Promise<void>;
 }
 

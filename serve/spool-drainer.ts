@@ -81,6 +81,11 @@ export interface DrainProgress {
   settled: number;
   /** Why the last entry was refused, when one was. */
   rejectedError?: string;
+  /**
+   * Where the drain stands after this step: the segment and how many of its lines are settled. A drainer
+   * that takes over from a dead one starts there (see `resumeAt`), so nothing is counted twice.
+   */
+  position?: { seq: number; through: number };
 }
 
 export class SpoolDrainer {
@@ -96,9 +101,12 @@ export class SpoolDrainer {
     private readonly dir: string,
     private readonly maxBatch: number,
     private readonly onProgress: (p: DrainProgress) => void,
+    /** Lines already settled per segment by a drainer this one replaces (a dead flusher thread). */
+    resumeAt: ReadonlyMap<number, number> = new Map(),
   ) {
     // One attempt per call: the log's own back-off replaces withRetry's, so close() never hangs on it.
     this.repo = new ServingRepository(db, { retry: { attempts: 1 } });
+    for (const [seq, through] of resumeAt) this.done.set(seq, through);
   }
 
   /**
@@ -133,7 +141,7 @@ export class SpoolDrainer {
         }
       }
       if (skipped > 0) this.onProgress({ flushed: 0, rejected: 0, skippedLines: skipped, settled: skipped });
-      await this.store(seg, batch);
+      await this.store(seg, batch, end);
       i = end;
       this.done.set(seg.seq, i);
     }
@@ -146,11 +154,18 @@ export class SpoolDrainer {
   private async store(
     seg: SpoolSegment,
     batch: { at: number; line: string; input: ServedRequestInput }[],
+    end: number,
   ): Promise<void> {
     if (batch.length === 0) return;
     try {
       await this.repo.recordServed(batch.map((b) => b.input));
-      this.onProgress({ flushed: batch.length, rejected: 0, skippedLines: 0, settled: batch.length });
+      this.onProgress({
+        flushed: batch.length,
+        rejected: 0,
+        skippedLines: 0,
+        settled: batch.length,
+        position: { seq: seg.seq, through: end },
+      });
       return;
     } catch (e) {
       if (isConnectionError(e)) throw e;
@@ -160,14 +175,22 @@ export class SpoolDrainer {
     for (const b of batch) {
       try {
         await this.repo.recordServed([b.input]);
-        this.onProgress({ flushed: 1, rejected: 0, skippedLines: 0, settled: 1 });
+        const position = { seq: seg.seq, through: b.at + 1 };
+        this.onProgress({ flushed: 1, rejected: 0, skippedLines: 0, settled: 1, position });
       } catch (e) {
         if (isConnectionError(e)) throw e;
         appendFileSync(
           join(this.dir, 'rejected.jsonl'),
           JSON.stringify({ error: message(e), line: b.line }) + '\n',
         );
-        this.onProgress({ flushed: 0, rejected: 1, skippedLines: 0, settled: 1, rejectedError: message(e) });
+        this.onProgress({
+          flushed: 0,
+          rejected: 1,
+          skippedLines: 0,
+          settled: 1,
+          rejectedError: message(e),
+          position: { seq: seg.seq, through: b.at + 1 },
+        });
       }
       this.done.set(seg.seq, b.at + 1);
     }

@@ -62,6 +62,7 @@ export async function databaseStorage(
       }));
     },
     pending: () => log.counters().pending,
+    predictionLog: log,
     close: () => log.close(),
   };
 }

@@ -9,6 +9,12 @@ import { EXIT, UsageError, type ArgsOf } from '../args.js';
 import { makeOutput } from '../output.js';
 import { corellaHome } from '../services/paths.js';
 import type { serveSpec } from '../specs/serve.js';
+import {
+  followParent,
+  reexecWithYoungGeneration,
+  semiSpaceFlag,
+  youngGenerationSet,
+} from '../serve-young-generation.js';
 
 function positiveInt(name: string, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
@@ -60,6 +66,9 @@ export function serveOptionsFrom(
 export async function serve({ values }: ArgsOf<typeof serveSpec>): Promise<number> {
   const out = makeOutput(Boolean(values.json));
   const opts = serveOptionsFrom(values);
+  const semiSpaceMb = semiSpaceFlag(values['semi-space-mb']);
+  if (semiSpaceMb > 0 && !youngGenerationSet()) return reexecWithYoungGeneration(semiSpaceMb);
+  followParent();
   const home = corellaHome();
   const db = await resolveDatabase({ dataDir: join(home, 'pg') });
   let server: RunningServer | undefined;

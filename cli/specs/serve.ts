@@ -36,6 +36,14 @@ export const SERVE_OPTIONS = {
       'a number overrides the calibrated one',
     defaultText: 'calibrated',
   },
+  'semi-space-mb': {
+    type: 'string',
+    placeholder: 'MB',
+    description:
+      "V8's young generation (--max-semi-space-size); serve restarts node with it unless NODE_OPTIONS " +
+      "sets one; 0 keeps Node's default",
+    defaultText: '64',
+  },
 } as const satisfies OptionDefs;
 
 export const serveSpec = defineCommand({

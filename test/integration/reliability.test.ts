@@ -142,6 +142,66 @@ describe('reliability: a killed GPU worker and a cancelled run', () => {
     expect(await new ModelRepository(testDb.db).list()).toHaveLength(1);
   }, 600_000);
 
+  it('LoRA mode: SIGKILL of the GPU worker mid joint training resumes from the last epoch checkpoint', async () => {
+    const models = new ModelRepository(testDb.db);
+    const before = (await models.list()).length;
+    let workflowId = '';
+    const result = await withCpuWorker(async (queues, suffix) => {
+      workflowId = `retrain-rel-lora-${suffix}`;
+      const input = retrainInput('kill-lora', queues, 2);
+      input.dataset.params = { synthetic: { seed: 4, users: 80, items: 120, ratingsPerUser: 30 } };
+      input.config = {
+        ...input.config,
+        llm: { ...input.config.llm, finetune: { method: 'lora', layers: 1, rank: 2 } },
+        // Enough LoRA epochs (each a full pass over 128 prompts in tfjs) that the kill lands mid-stage-2.
+        joint: {
+          ...input.config.joint,
+          stage2: { samples: 128, epochs: 24, batchSize: 32 },
+          stage3: { samples: 32, epochs: 1, batchSize: 32 },
+        },
+      };
+      const first = gpuWorker(queues.gpu);
+      const handle = await client.workflow.start('retrainWorkflow', {
+        taskQueue: queues.cpu,
+        workflowId,
+        args: [input],
+      });
+      let seen: Progress | undefined;
+      await expect
+        .poll(
+          async () => {
+            const hb = await heartbeatOf(handle, 'trainJoint');
+            if (hb?.stage === 'stage2' && hb.checkpoint) seen = hb;
+            return seen?.done ?? 0;
+          },
+          { timeout: 300_000, interval: 250 },
+        )
+        .toBeGreaterThanOrEqual(1);
+      first.child.kill('SIGKILL');
+      await first.exited();
+      gpuWorker(queues.gpu);
+      const r = (await handle.result()) as RetrainResult;
+      return { r, doneAtKill: seen!.done! };
+    });
+    const m = result.r.metrics;
+    // The retry resumed after the last stage-2 epoch the killed attempt checkpointed (or later, in stage 3).
+    expect(m['joint.attempt']).toBeGreaterThanOrEqual(2);
+    const joint = Object.entries(m).filter(([k]) => k.startsWith('joint.'));
+    expect(
+      m['joint.resumedFrom.stage2'] ?? m['joint.resumedFrom.stage3'],
+      JSON.stringify(joint),
+    ).toBeDefined();
+    if (m['joint.resumedFrom.stage2'] !== undefined)
+      expect(m['joint.resumedFrom.stage2']).toBeGreaterThanOrEqual(result.doneAtKill);
+    expect(m['eval.test.llm.auc']).toBeGreaterThan(0);
+    expect((await new RunRepository(testDb.db).getByWorkflowId(workflowId))?.status).toBe('completed');
+    const versions = await models.list();
+    expect(versions.length).toBe(before + 1);
+    expect(versions.find((v) => String(v.id) === result.r.modelVersionId)?.artifacts.llmLora).toMatch(
+      /^[0-9a-f]{64}$/,
+    );
+  }, 600_000);
+
   it('cancelling a run during training stops it within the heartbeat timeout and registers nothing', async () => {
     const models = new ModelRepository(testDb.db);
     const before = (await models.list()).length;
