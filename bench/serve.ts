@@ -63,8 +63,8 @@ const budgetMs = Number(arg('budget-ms', '1000'));
 // Connections of the fixed-rate scenarios: autocannon paces each one separately, so N connections send in
 // bursts of up to N requests at once; fewer connections at the same rate arrive more evenly.
 const connections = Number(arg('connections', '10'));
-// --client paced (default) | autocannon: the load generator of the fixed-rate scenarios (closed-loop ones
-// always use autocannon). autocannon's rate mode is not a fixed rate: each connection sends back to back
+// --client paced (default) | autocannon: the load generator of the fixed-rate CRM-only scenarios (hybrid
+// and closed-loop ones always use autocannon). autocannon's rate mode is not a fixed rate: each connection sends back to back
 // until it has made its share of the second, then waits for the next second (a burst at the top of every
 // second, two requests in flight throughout it), and it back-fills each latency above 1 ms (1/rate,
 // rounded up) with synthetic samples of every millisecond below it, so one 14 ms answer counts as 14
@@ -232,6 +232,11 @@ interface Scenario {
   seconds?: number;
   /** autocannon's per-request timeout in seconds (an LLM-only slate takes seconds on a CPU). */
   timeout?: number;
+  /**
+   * Fixed-rate CRM scenarios take the paced client (--client). The hybrid ones keep autocannon: an answer
+   * there takes up to the LLM budget, so an open loop at 200/s would queue without bound in the client.
+   */
+  paced?: boolean;
 }
 
 type Tally = Omit<EngineStats, 'requests'> & { non200: number };
@@ -400,7 +405,7 @@ async function drive(server: Server, s: Scenario) {
     tally.promptTokens += r.llm.promptTokens;
     tally.evaluatedTokens += r.llm.evaluatedTokens;
   };
-  const generator = s.rate && client === 'paced' ? 'paced' : 'autocannon';
+  const generator = s.rate && s.paced && client === 'paced' ? 'paced' : 'autocannon';
   const result =
     generator === 'paced'
       ? await pacedLoad(server.url, { ...s, rate: s.rate! }, onResponse)
@@ -642,8 +647,8 @@ async function main() {
     const runs1 = [];
     const runs50 = [];
     for (let r = 0; r < repeat; r++) {
-      runs1.push(await drive(server, { name: 'crm-only slate 1', bodies: bodies(1), rate }));
-      runs50.push(await drive(server, { name: 'crm-only slate 50', bodies: bodies(50), rate }));
+      runs1.push(await drive(server, { name: 'crm-only slate 1', bodies: bodies(1), rate, paced: true }));
+      runs50.push(await drive(server, { name: 'crm-only slate 50', bodies: bodies(50), rate, paced: true }));
     }
     scenarios.push(...runs1, ...runs50);
     if (repeat > 1) {
