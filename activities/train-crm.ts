@@ -69,6 +69,8 @@ export function trainCrmActivities(ctx: ActivityContext): Pick<CorellaActivities
           checkpointKey: `runs/${runId}/${prefix}-checkpoint`,
           resumeFrom: 'latest',
         });
+        // Decided once when training started ('auto' reads the machine then); results do not depend on it.
+        Context.current().log.info(`${prefix}: ${result.threadsReason}, ${result.threads} thread(s)`);
         try {
           const test = dataset.splits.test;
           const probs = await result.model.predict(test);
