@@ -16,8 +16,12 @@
  *     out (a [V, dim] table gradient) = the weighted scatter-add of dy; overwritten.
  *   crossForward(x0, x, w, b, y, z, m, n)
  *     DCNv2 cross layer on [m, n] inputs: z = x·w + b, y = x0 ⊙ z + x.
- *   crossBackward(dy, x0, x, w, z, dx0, dx, dw, db, m, n)
+ *   crossBackward(dy, x0, x, w, z, dx0, dx, dw, db, m, n[, flags])
  *     its gradients: dz = dy ⊙ x0, dx0 = dy ⊙ z, dx = dy + dz·wᵀ, dw = xᵀ·dz, db = Σ_rows dz.
+ *     flags (default 0) let a stack of cross layers sum x0's gradient in one buffer instead of one tfjs
+ *     Add per contribution: bit 1 accumulates, dx0 += dy ⊙ z; bit 2 (the first layer, whose x is x0)
+ *     then adds dx as well, dx0 += dx. Each is one rounding of the same sum the tape's Adds formed, in
+ *     the same order, so the result is bit-identical to the unfused step.
  *   denseBackward(dy, x, w, y, dx, dw, db, m, k, n, relu)
  *     gradients of y = act(x·w + b) for x [m, k], w [k, n]: dz = relu ? dy ⊙ (y > 0) : dy,
  *     dx = dz·wᵀ, dw = xᵀ·dz, db = Σ_rows dz (db may be null).
@@ -353,13 +357,28 @@ __attribute__((noinline)) static void cross_combine(float *restrict y, const flo
   for (size_t j = 0; j < n; j++) y[j] = x0[j] * z[j] + x[j];
 }
 
-/* dz = dy ⊙ x0, dx0 = dy ⊙ z */
+/* dz = dy ⊙ x0, dx0 = dy ⊙ z (or, accumulating, dx0 += dy ⊙ z: the product rounds first, as the tape's
+ * Add of a separate dx0 did; -ffp-contract=off keeps it from becoming an fma) */
 __attribute__((noinline)) static void cross_grads(float *restrict dz, float *restrict dx0, const float *restrict dy,
                                                   const float *restrict x0, const float *restrict z, size_t n) {
   for (size_t j = 0; j < n; j++) {
     dz[j] = dy[j] * x0[j];
     dx0[j] = dy[j] * z[j];
   }
+}
+
+__attribute__((noinline)) static void cross_grads_acc(float *restrict dz, float *restrict dx0,
+                                                      const float *restrict dy, const float *restrict x0,
+                                                      const float *restrict z, size_t n) {
+  for (size_t j = 0; j < n; j++) {
+    dz[j] = dy[j] * x0[j];
+    dx0[j] += dy[j] * z[j];
+  }
+}
+
+/* o += t */
+__attribute__((noinline)) static void add_into(float *restrict o, const float *restrict t, size_t n) {
+  for (size_t j = 0; j < n; j++) o[j] += t[j];
 }
 
 /* o += w · t over dim floats */
@@ -661,7 +680,12 @@ typedef struct {
   int64_t m, k, n, chunks, kchunks, dchunks;
   int phase;
   bool relu;
+  /* cross backward only: CROSS_ACCUMULATE_DX0 and CROSS_FOLD_DX (see crossBackward above) */
+  int flags;
 } CrossJob;
+
+#define CROSS_ACCUMULATE_DX0 1
+#define CROSS_FOLD_DX 2
 
 static void cross_forward_chunk(void *ctx, int64_t c) {
   const CrossJob *j = ctx;
@@ -690,9 +714,17 @@ static void backward_rows_chunk(void *ctx, int64_t c) {
   const size_t span = (size_t)(rows * n);
   const bool cross = j->x0 != NULL;
   const float *dz = j->dy + r0 * n;
+  if (j->phase == 2) {
+    /* after OpenBLAS ran dx whole: fold it into dx0 */
+    add_into(j->dx0 + r0 * n, j->dx + r0 * n, span);
+    return;
+  }
   if (j->phase <= 0) {
     if (cross) {
-      cross_grads(j->dz + r0 * n, j->dx0 + r0 * n, j->dy + r0 * n, j->x0 + r0 * n, j->z + r0 * n, span);
+      if (j->flags & CROSS_ACCUMULATE_DX0)
+        cross_grads_acc(j->dz + r0 * n, j->dx0 + r0 * n, j->dy + r0 * n, j->x0 + r0 * n, j->z + r0 * n, span);
+      else
+        cross_grads(j->dz + r0 * n, j->dx0 + r0 * n, j->dy + r0 * n, j->x0 + r0 * n, j->z + r0 * n, span);
       memcpy(j->dx + r0 * n, j->dy + r0 * n, span * sizeof(float));
     } else if (j->relu) {
       relu_mask(j->dz + r0 * n, j->dy + r0 * n, j->yin + r0 * n, span);
@@ -702,6 +734,8 @@ static void backward_rows_chunk(void *ctx, int64_t c) {
   if (j->phase < 0)
     cblas_sgemm(RowMajor, NoTrans, Trans, (int)rows, (int)k, (int)n, 1.0f, dz, (int)n, j->w, (int)n,
                 cross ? 1.0f : 0.0f, j->dx + r0 * k, (int)k);
+  /* this chunk's rows of dx are final here, so the fold costs no extra region */
+  if (j->phase < 0 && cross && (j->flags & CROSS_FOLD_DX)) add_into(j->dx0 + r0 * n, j->dx + r0 * n, span);
 }
 
 /* The weight-gradient region: chunks [0, kchunks) compute rows of dw = xᵀ·dz ([k, n], the reduction over
@@ -734,6 +768,10 @@ static void run_backward(CrossJob *j) {
     pool_run(backward_rows_chunk, j, j->chunks);
     cblas_sgemm(RowMajor, NoTrans, Trans, (int)m, (int)k, (int)n, 1.0f, dz, (int)n, j->w, (int)n,
                 j->x0 != NULL ? 1.0f : 0.0f, j->dx, (int)k);
+    if (j->x0 != NULL && (j->flags & CROSS_FOLD_DX)) {
+      j->phase = 2;
+      pool_run(backward_rows_chunk, j, j->chunks);
+    }
     cblas_sgemm(RowMajor, Trans, NoTrans, (int)k, (int)n, (int)m, 1.0f, j->x, (int)k, dz, (int)n, 0.0f, j->dw, (int)n);
     j->kchunks = 0;
   } else {
@@ -782,10 +820,10 @@ static napi_value js_cross_forward(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_cross_backward(napi_env env, napi_callback_info info) {
-  size_t argc = 11;
-  napi_value argv[11];
+  size_t argc = 12;
+  napi_value argv[12];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 11) return range_error(env, "corella_native.crossBackward: expected 11 arguments");
+  if (argc < 11) return range_error(env, "corella_native.crossBackward: expected 11 or 12 arguments");
   float *dy, *x0, *x, *w, *z, *dx0, *dx, *dw, *db;
   size_t ldy, l0, lx, lw, lz, ld0, ldx, ldw, ldb;
   int64_t m, n;
@@ -799,10 +837,21 @@ static napi_value js_cross_backward(napi_env env, napi_callback_info info) {
   if (m < 1 || n < 1 || n > INT32_MAX || m > INT32_MAX || ldy != mn || l0 != mn || lx != mn || lz != mn ||
       ld0 != mn || ldx != mn || lw != (size_t)(n * n) || ldw != (size_t)(n * n) || ldb != (size_t)n)
     return range_error(env, "corella_native.crossBackward: shapes do not fit the buffers");
+  int64_t flags = 0;
+  if (argc >= 12) {
+    napi_valuetype t;
+    CHECK(env, napi_typeof(env, argv[11], &t));
+    if (t != napi_undefined && !i64_arg(env, argv[11], &flags)) return NULL;
+  }
+  if (flags < 0 || flags > (CROSS_ACCUMULATE_DX0 | CROSS_FOLD_DX))
+    return range_error(env, "corella_native.crossBackward: flags must be 0..3");
+  /* the fold reads dx after writing dx0: they must not be one buffer */
+  if ((flags & CROSS_FOLD_DX) && dx == dx0)
+    return range_error(env, "corella_native.crossBackward: dx and dx0 must differ to fold dx");
   float *dz = scratch_floats(env, mn);
   if (dz == NULL) return NULL;
   CrossJob j = {.x0 = x0, .x = x, .w = w, .dy = dy, .z = z, .dz = dz, .dx0 = dx0, .dx = dx, .dw = dw, .db = db,
-                .m = m, .k = n, .n = n};
+                .m = m, .k = n, .n = n, .flags = (int)flags};
   run_backward(&j);
   return NULL;
 }

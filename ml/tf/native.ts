@@ -52,7 +52,11 @@ export interface NativeAddon {
     m: number,
     n: number,
   ): void;
-  /** dz = dy ⊙ x0; dx0 = dy ⊙ z; dx = dy + dz·wᵀ; dw = xᵀ·dz; db = Σ_rows dz. */
+  /**
+   * dz = dy ⊙ x0; dx0 = dy ⊙ z; dx = dy + dz·wᵀ; dw = xᵀ·dz; db = Σ_rows dz. flags (default 0): bit 1
+   * accumulates dx0 += dy ⊙ z, bit 2 then adds dx0 += dx (the first layer of a stack, whose x is x0), so
+   * a cross stack sums x0's gradient in one buffer with the tape's rounding and order.
+   */
   crossBackward(
     dy: Float32Array,
     x0: Float32Array,
@@ -65,6 +69,7 @@ export interface NativeAddon {
     db: Float32Array,
     m: number,
     n: number,
+    flags?: number,
   ): void;
   /** Gradients of y = act(x·w + b), x [m, k], w [k, n]: dx, dw and (when given) db. */
   denseBackward(

@@ -9,7 +9,13 @@ import { initTf } from '../../../ml/tf/backend.js';
 import { crossLayer } from '../../../ml/tf/cross.js';
 import { dense } from '../../../ml/tf/dense.js';
 import { embeddingBag, embeddingBagReference } from '../../../ml/tf/kernels/embedding-bag.js';
-import { nativeKernelsActive } from '../../../ml/tf/kernels/native-kernels.js';
+import {
+  CROSS_STACK,
+  CROSS_STACK_GRAD,
+  nativeKernelsActive,
+  registerNativeKernels,
+} from '../../../ml/tf/kernels/native-kernels.js';
+import { crossStack } from '../../../ml/crm/cross-stack.js';
 import { loadNative, nativeMode } from '../../../ml/tf/native.js';
 import type { NativeAddon } from '../../../ml/tf/native.js';
 import { syntheticDataset } from '../crm/fixtures.js';
@@ -463,6 +469,131 @@ describe('native kernels (OpenBLAS on the wasm heap)', () => {
       expect(one.losses[9]).not.toBe(one.losses[0]);
     });
   });
+
+  describe.runIf(status.addon !== undefined)(
+    'the fused cross stack (x0 gradient summed in the kernels)',
+    () => {
+      const addon = status.addon as NativeAddon;
+      afterAll(async () => {
+        addon.setThreads(1);
+        await initTf('wasm', () => undefined);
+      });
+
+      /** Runs f with the stack kernels unregistered, so crossStack falls back to one op per layer. */
+      function layerByLayer<T>(f: () => T): T {
+        tf.unregisterKernel(CROSS_STACK, 'wasm');
+        tf.unregisterKernel(CROSS_STACK_GRAD, 'wasm');
+        try {
+          return f();
+        } finally {
+          registerNativeKernels(addon);
+        }
+      }
+
+      it.each([1, 2, 3])(
+        'crossStack of %i layer(s): bit-identical to the layers one by one, and close to the cpu backend',
+        async (layers) => {
+          await initTf('wasm', () => undefined);
+          const m = 1024;
+          const n = 24;
+          const x0 = fill(m * n, 40);
+          const ws = Array.from({ length: layers }, (_, l) => fill(n * n, 41 + l));
+          const bs = Array.from({ length: layers }, (_, l) => fill(n, 51 + l));
+          const up = fill(m * n, 60);
+          const run = () => {
+            const t = [
+              tf.tensor2d(x0, [m, n]),
+              ...ws.map((w) => tf.tensor2d(w, [n, n])),
+              ...bs.map((b) => tf.tensor1d(b)),
+            ];
+            const stack = (a: tf.Tensor[]) =>
+              crossStack(
+                a[0] as tf.Tensor2D,
+                ws.map((_, l) => ({ w: a[1 + l], b: a[1 + layers + l] })),
+              );
+            const f = (...a: tf.Tensor[]) => tf.sum(tf.mul(stack(a), tf.tensor2d(up, [m, n])));
+            return [stack(t), ...tf.grads(f)(t)];
+          };
+          const names = ['y', 'dx0', ...ws.map((_, l) => `dw${l}`), ...bs.map((_, l) => `db${l}`)];
+          for (const threads of [1, 2]) {
+            addon.setThreads(threads);
+            const fused = tf.tidy(() => run().map((t) => t.dataSync() as Float32Array));
+            const split = layerByLayer(() => tf.tidy(() => run().map((t) => t.dataSync() as Float32Array)));
+            names.forEach((name, i) => expect(fused[i], `${threads} thread(s): ${name}`).toEqual(split[i]));
+          }
+          addon.setThreads(1);
+          const got = tf.tidy(() => run().map((t) => t.dataSync() as Float32Array));
+          const want = await on('cpu', run);
+          names.forEach((name, i) => close(got[i], want[i], `against cpu: ${name}`));
+        },
+      );
+
+      it('crossBackward flags: accumulate adds dy ⊙ z onto dx0, fold adds dx too; bad flags change nothing', () => {
+        const m = 8;
+        const n = 4;
+        const [dy, x0, x, w, z] = [1, 2, 3, 4, 5].map((s) =>
+          fill(m * n, 70 + s).subarray(0, s === 4 ? n * n : m * n),
+        );
+        const out = () => ({
+          dx: new Float32Array(m * n),
+          dw: new Float32Array(n * n),
+          db: new Float32Array(n),
+        });
+        const plain = out();
+        const dx0Plain = new Float32Array(m * n);
+        addon.crossBackward(dy, x0, x, w, z, dx0Plain, plain.dx, plain.dw, plain.db, m, n);
+        const start = fill(m * n, 80);
+        const acc = out();
+        const dx0Acc = start.slice();
+        addon.crossBackward(dy, x0, x, w, z, dx0Acc, acc.dx, acc.dw, acc.db, m, n, 1);
+        expect(dx0Acc).toEqual(Float32Array.from(start, (v, i) => v + dx0Plain[i]));
+        expect(acc.dx).toEqual(plain.dx);
+        const fold = out();
+        const dx0Fold = start.slice();
+        addon.crossBackward(dy, x0, x, w, z, dx0Fold, fold.dx, fold.dw, fold.db, m, n, 3);
+        // two float32 roundings, as the tape's two Adds did
+        expect(dx0Fold).toEqual(
+          Float32Array.from(start, (v, i) => Math.fround(Math.fround(v + dx0Plain[i]) + plain.dx[i])),
+        );
+        expect(fold.dw).toEqual(plain.dw);
+        const before = start.slice();
+        expect(() =>
+          addon.crossBackward(dy, x0, x, w, z, before, fold.dx, fold.dw, fold.db, m, n, 4),
+        ).toThrow(/flags must be 0..3/);
+        expect(() => addon.crossBackward(dy, x0, x, w, z, before, before, fold.dw, fold.db, m, n, 2)).toThrow(
+          /must differ/,
+        );
+        expect(before).toEqual(start);
+      });
+
+      it('ten bench-shaped DCNv2 steps (batch 1024): every loss and weight bit-identical to the unfused step', async () => {
+        await initTf('wasm', () => undefined);
+        const ds = syntheticDataset({ users: 3000, items: 2000, rows: 4096, dense: 1, maxLen: 5 });
+        const config = defaultCrmConfig('dcnv2', { embeddingDim: 16, crossLayers: 3, mlp: [256, 128] });
+        const train = () => {
+          const model = new CrmNet(config, ds.featureMap);
+          const stepper = new SparseEmbeddingStepper(model, new Adam({ lr: 0.001 }));
+          const losses: number[] = [];
+          for (let s = 0; s < 10; s++) {
+            const rows = Array.from({ length: 1024 }, (_, i) => (s * 1024 + i * 7) % ds.splits.train.size);
+            const batch = model.makeBatch(ds.splits.train, rows);
+            losses.push(stepper.step(batch));
+            disposeCrmBatch(batch);
+          }
+          const weights = model.namedVariables().map((v) => (v.variable.dataSync() as Float32Array).slice());
+          model.dispose();
+          return { losses, weights };
+        };
+        addon.setThreads(2);
+        const fused = train();
+        const split = layerByLayer(train);
+        addon.setThreads(1);
+        expect(fused.losses).toEqual(split.losses);
+        split.weights.forEach((w, i) => expect(fused.weights[i], `variable ${i}`).toEqual(w));
+        expect(fused.losses[9]).not.toBe(fused.losses[0]);
+      });
+    },
+  );
 
   describe.runIf(status.addon !== undefined)('host-side loops equal their JS versions', () => {
     const addon = status.addon as NativeAddon;
