@@ -142,6 +142,11 @@ export interface NativeAddon {
     factor: number,
   ): number;
   /**
+   * Binary cross-entropy on logits: returns Σ_i max(z,0) − z·y + log1p(e^−|z|) (in double) and writes
+   * g = (σ(z) − y)·scale; z, y and g have one length.
+   */
+  bceWithLogits(z: Float32Array, y: Float32Array, g: Float32Array, scale: number): number;
+  /**
    * Threads (1..64, the caller included) that every kernel may split its rows or parameters over: one
    * process-wide pool of blocking workers. Results are bit-identical at any setting.
    */

@@ -34,6 +34,7 @@ export const CROSS_LAYER_GRAD = 'CorellaCrossLayerGrad';
 export const DENSE_GRAD = 'CorellaDenseGrad';
 export const CROSS_STACK = 'CorellaCrossStack';
 export const CROSS_STACK_GRAD = 'CorellaCrossStackGrad';
+export const BCE_WITH_LOGITS = 'CorellaBceWithLogits';
 
 interface WasmBackend {
   typedArrayFromHeap(t: TensorInfo): Float32Array | Int32Array;
@@ -258,6 +259,23 @@ function crossStackGradKernel(addon: NativeAddon): KernelFunc {
   };
 }
 
+/**
+ * inputs z, y [n] → [loss (scalar, the mean), g [n] = (σ(z) − y)/n]: the loss and its gradient in one
+ * pass, so the backward is only g·dy.
+ */
+function bceKernel(addon: NativeAddon): KernelFunc {
+  return ({ inputs, backend }) => {
+    const { z, y } = inputs as Record<string, TensorInfo>;
+    const n = z.shape[0];
+    const h = heap(backend);
+    const loss = h.out([]);
+    const g = h.out([n]);
+    const sum = addon.bceWithLogits(h.f32(z), h.f32(y), h.f32(g), 1 / n);
+    h.f32(loss)[0] = sum / n;
+    return [loss, g];
+  };
+}
+
 /** inputs dy, x [m, k], w [k, n], y; attrs relu, withBias → [dx, dw] or [dx, dw, db]. */
 function denseGradKernel(addon: NativeAddon): KernelFunc {
   return ({ inputs, backend, attrs }) => {
@@ -316,6 +334,7 @@ export function registerNativeKernels(addon: NativeAddon): void {
   replace(DENSE_GRAD, denseGradKernel(addon));
   replace(CROSS_STACK, crossStackKernel(addon));
   replace(CROSS_STACK_GRAD, crossStackGradKernel(addon));
+  replace(BCE_WITH_LOGITS, bceKernel(addon));
   replace(Identity, sharingIdentity);
   active = addon;
 }

@@ -10,12 +10,14 @@ import { crossLayer } from '../../../ml/tf/cross.js';
 import { dense } from '../../../ml/tf/dense.js';
 import { embeddingBag, embeddingBagReference } from '../../../ml/tf/kernels/embedding-bag.js';
 import {
+  BCE_WITH_LOGITS,
   CROSS_STACK,
   CROSS_STACK_GRAD,
   nativeKernelsActive,
   registerNativeKernels,
 } from '../../../ml/tf/kernels/native-kernels.js';
 import { crossStack } from '../../../ml/crm/cross-stack.js';
+import { sigmoidCrossEntropy } from '../../../ml/crm/loss.js';
 import { loadNative, nativeMode } from '../../../ml/tf/native.js';
 import type { NativeAddon } from '../../../ml/tf/native.js';
 import { syntheticDataset } from '../crm/fixtures.js';
@@ -566,7 +568,7 @@ describe('native kernels (OpenBLAS on the wasm heap)', () => {
         expect(before).toEqual(start);
       });
 
-      it('ten bench-shaped DCNv2 steps (batch 1024): every loss and weight bit-identical to the unfused step', async () => {
+      it('ten bench-shaped DCNv2 steps (batch 1024): every loss and weight bit-identical to the layer-by-layer cross step, close to the unfused step', async () => {
         await initTf('wasm', () => undefined);
         const ds = syntheticDataset({ users: 3000, items: 2000, rows: 4096, dense: 1, maxLen: 5 });
         const config = defaultCrmConfig('dcnv2', { embeddingDim: 16, crossLayers: 3, mlp: [256, 128] });
@@ -587,13 +589,92 @@ describe('native kernels (OpenBLAS on the wasm heap)', () => {
         addon.setThreads(2);
         const fused = train();
         const split = layerByLayer(train);
+        // The step before any fusion: the loss from stock ops too. The native loss sums in double and
+        // rounds σ(z) − y once, so its bits differ (~1e-7 relative in the loss); ten Adam steps stay
+        // within 1e-5 of every weight.
+        tf.unregisterKernel(BCE_WITH_LOGITS, 'wasm');
+        let unfused: ReturnType<typeof train>;
+        try {
+          unfused = layerByLayer(train);
+        } finally {
+          registerNativeKernels(addon);
+        }
         addon.setThreads(1);
         expect(fused.losses).toEqual(split.losses);
         split.weights.forEach((w, i) => expect(fused.weights[i], `variable ${i}`).toEqual(w));
         expect(fused.losses[9]).not.toBe(fused.losses[0]);
+        close(fused.losses, unfused.losses, 'losses against the unfused step', 1e-6);
+        unfused.weights.forEach((w, i) =>
+          close(fused.weights[i], w, `variable ${i} against the unfused step`, 1e-5),
+        );
       });
     },
   );
+
+  describe.runIf(status.addon !== undefined)('the native BCE-with-logits loss', () => {
+    const addon = status.addon as NativeAddon;
+    afterAll(async () => {
+      addon.setThreads(1);
+      await initTf('wasm', () => undefined);
+    });
+
+    /** Logits over the whole range the stable form must survive, labels 0/1 and soft. */
+    function inputs(n: number, seed: number): [Float32Array, Float32Array] {
+      const r = rand(seed);
+      const z = Float32Array.from({ length: n }, (_, i) => (i % 97 === 0 ? (i % 2 ? 60 : -60) : 16 * r()));
+      const y = Float32Array.from({ length: n }, (_, i) => (i % 5 === 0 ? r() + 0.5 : r() < 0 ? 0 : 1));
+      return [z, y];
+    }
+
+    it.each([40, 1024])('%i samples: loss and gradient match the stock ops on cpu', async (n) => {
+      const [z, y] = inputs(n, 90);
+      // z is scaled inside the loss so the gradient also passes the upstream factor through.
+      const run = () => {
+        const zv = tf.variable(tf.tensor1d(z), true, `bce-z/${n}/${tf.getBackend()}`);
+        const yt = tf.tensor1d(y);
+        const { value, grads } = tf.variableGrads(
+          () => sigmoidCrossEntropy(tf.mul(zv, 2) as tf.Tensor1D, yt),
+          [zv],
+        );
+        const out = [value.dataSync().slice(), grads[zv.name].dataSync().slice()] as Float32Array[];
+        tf.dispose([zv, yt, value, grads[zv.name]]);
+        return out;
+      };
+      await initTf('cpu', () => undefined);
+      const want = run();
+      await initTf('wasm', () => undefined);
+      expect(tf.getKernel(BCE_WITH_LOGITS, 'wasm')).toBeDefined();
+      const got = run();
+      close(got[0], want[0], 'loss', 1e-6);
+      close(got[1], want[1], 'dloss/dz', 1e-6);
+      expect(Number.isFinite(got[0][0])).toBe(true);
+    });
+
+    it('the kernel: Σ loss and g against a float64 reference, bit-identical at 1 and 2 threads, and rejects mismatched lengths', () => {
+      const n = 600_000; // above the size at which the pass splits
+      const [z, y] = inputs(n, 91);
+      let want = 0;
+      for (let i = 0; i < n; i++)
+        want += Math.max(z[i], 0) - z[i] * y[i] + Math.log1p(Math.exp(-Math.abs(z[i])));
+      const g1 = new Float32Array(n);
+      const g2 = new Float32Array(n);
+      addon.setThreads(1);
+      const s1 = addon.bceWithLogits(z, y, g1, 1 / n);
+      addon.setThreads(2);
+      const s2 = addon.bceWithLogits(z, y, g2, 1 / n);
+      addon.setThreads(1);
+      expect(s2).toBe(s1);
+      expect(g2).toEqual(g1);
+      expect(Math.abs(s1 - want) / want).toBeLessThan(1e-12);
+      for (const i of [0, 1, 97, 194, 12345]) {
+        const sig = 1 / (1 + Math.exp(-z[i]));
+        expect(g1[i]).toBeCloseTo((sig - y[i]) / n, 12);
+      }
+      const g = new Float32Array(3).fill(7);
+      expect(() => addon.bceWithLogits(z.subarray(0, 3), y.subarray(0, 2), g, 1)).toThrow(/differ in length/);
+      expect(g).toEqual(new Float32Array(3).fill(7));
+    });
+  });
 
   describe.runIf(status.addon !== undefined)('host-side loops equal their JS versions', () => {
     const addon = status.addon as NativeAddon;
