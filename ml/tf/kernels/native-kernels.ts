@@ -23,6 +23,9 @@ import { EMBEDDING_BAG, EMBEDDING_BAG_GRAD } from './embedding-bag.js';
  * - Our embedding bag and its gradient (the JS loops of embedding-bag.ts, in C).
  * - CorellaCrossLayer / CorellaCrossLayerGrad / CorellaDenseGrad: a DCNv2 cross layer and the backward
  *   pass of a dense layer, each one kernel (ml/tf/cross.ts and ml/tf/dense.ts use them when registered).
+ * - CorellaCrossStack / CorellaCrossStackGrad: a stack of full-rank cross layers as one tape op, whose
+ *   backward sums x0's gradient in one buffer (ml/crm/cross-stack.ts); CorellaBceWithLogits: the CRM loss
+ *   and its gradient in one pass (ml/crm/loss.ts).
  * - Identity shares its input's memory (reference-counted) instead of copying it, as the cpu backend's
  *   Identity does: tfjs clones every tensor a gradient saves, ~8 MB of copies per CRM training step on
  *   wasm (≈10% of the step). tfjs tensors are immutable; the only in-place writers are our optimizer and
