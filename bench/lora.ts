@@ -7,7 +7,7 @@
  *     [--cache ~/.cache/corella-bench-lora] [--train-rows 2000] [--valid-rows 600] [--test-rows 1000]
  *     [--pool-seed 11] [--k 2] [--rank 8] [--alpha 2·rank] [--targets q,v] [--lr 1e-3] [--epochs 3]
  *     [--batch 8] [--seeds 1,2,3] [--balance] [--smoothing 0] [--patience 1] [--threads 2]
- *     [--frozen-only] [--zero-shot-only] [--crm-epochs 3] [--label NAME]
+ *     [--frozen-only] [--crm-epochs 3] [--label NAME] [--eval prefix|per-prompt]
  *
  * - Pools as the pipeline draws them (config/ml-1m-cpu.json: paper template, 6 history items, history blocks
  *   of 8, samplePool in user blocks, rows in extractor order, PromptBuilder.buildForRow): a train pool from
@@ -89,6 +89,7 @@ const patience = Number(arg('patience', '1'));
 const threads = Number(arg('threads', '2'));
 const crmEpochs = Number(arg('crm-epochs', '3'));
 const label = arg('label', '');
+const evalMode = arg('eval', 'prefix');
 // The pipeline's prompt shaping (config/ml-1m-cpu.json llm).
 const contextSize = 1024;
 const maxHistory = 6;
@@ -97,10 +98,13 @@ const log = (m: string): void =>
   void process.stderr.write(`[bench/lora ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
 const r4 = (x: number) => Number(x.toFixed(4));
 
-function seconds<T>(fn: () => T): { value: T; s: number } {
+/** Wall seconds, and CPU seconds of this process (all its threads): the CPU figure is less hostage to load. */
+function seconds<T>(fn: () => T): { value: T; s: number; cpu: number } {
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
   const value = fn();
-  return { value, s: (performance.now() - t0) / 1000 };
+  const c = process.cpuUsage(c0);
+  return { value, s: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 };
 }
 
 /** Pool rows in the extractor's order (user, time, sample id), so history blocks' prompts follow each other. */
@@ -330,16 +334,19 @@ async function main(): Promise<void> {
     const samples: LoraSample[] = trSet.map((s) =>
       balance ? { ...s, weight: s.label === 1 ? 0.5 / pos : 0.5 / (1 - pos) } : s,
     );
+    // Prefix-sharing evaluation (LoraTrainer.evalLogOdds); --eval per-prompt scores one prompt at a time.
     const logOdds = (set: { tokens: number[] }[]) =>
-      set.map((s) => {
-        const z = trainer.logOdds(s.tokens);
-        const v = z.dataSync()[0];
-        z.dispose();
-        return v;
-      });
+      evalMode === 'per-prompt'
+        ? set.map((s) => {
+            const z = trainer.logOdds(s.tokens);
+            const v = z.dataSync()[0];
+            z.dispose();
+            return v;
+          })
+        : Array.from(trainer.evalLogOdds(set.map((s) => s.tokens)));
     const evalEpoch = () => {
       const t = seconds(() => ({ zVa: logOdds(vaSet), zTe: logOdds(teSet) }));
-      return { ...t.value, s: t.s };
+      return { ...t.value, s: t.s, cpu: t.cpu };
     };
     const e0 = evalEpoch();
     const evalPrompts0 = vaSet.length + teSet.length;
@@ -350,6 +357,7 @@ async function main(): Promise<void> {
         testAuc: r4(auc(yTe, e0.zTe.map(sigmoid))),
         evalSeconds: r4(e0.s),
         evalSecondsPerPrompt: r4(e0.s / evalPrompts0),
+        evalCpuSecondsPerPrompt: r4(e0.cpu / evalPrompts0),
         loadAverage: loadavg()[0],
       },
     ];
@@ -396,9 +404,11 @@ async function main(): Promise<void> {
         validLogLoss: r4(logLoss(yVa, tv.value.map(sigmoid))),
         epochSeconds: r4(t.s),
         trainSecondsPerSample: r4(t.s / order.length),
+        trainCpuSecondsPerSample: r4(t.cpu / order.length),
         loadAverageTraining: loadAfterTraining,
         evalSeconds: r4(tv.s),
         evalSecondsPerPrompt: r4(tv.s / vaSet.length),
+        evalCpuSecondsPerPrompt: r4(tv.cpu / vaSet.length),
         loadAverage: loadavg()[0],
       };
       history.push(row);
@@ -470,6 +480,7 @@ async function main(): Promise<void> {
       balance,
       smoothing,
       patience,
+      eval: evalMode,
     },
     crm: { ...crmFigures, trainSeconds: crmSeconds },
     frozen: frozenCost,
