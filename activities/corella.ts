@@ -2,18 +2,21 @@ import { CalibrationRepository } from '../db/repositories/calibrations.js';
 import { EvaluationRepository } from '../db/repositories/evaluations.js';
 import { RunRepository } from '../db/repositories/runs.js';
 import type { ArtifactStore } from '../ml/artifacts/store.js';
-import { LlmAdapter } from '../ml/corella/adapter.js';
+import type { LlmAdapter } from '../ml/corella/adapter.js';
+import type { LoraHead } from '../ml/corella/llm-branch-model.js';
 import { calibrateThreshold } from '../ml/corella/calibration.js';
 import { evaluateAlignment } from '../ml/corella/evaluation.js';
 import { testPoolRows } from '../ml/corella/row-plan.js';
-import { trainJoint } from '../ml/corella/joint.js';
+import { trainJoint, type LoraBranchSource } from '../ml/corella/joint.js';
 import { loadCrm, saveCrm, type CrmNet } from '../ml/crm/index.js';
 import type { CtrDataset } from '../ml/data/index.js';
-import { LlmFeatureExtractor } from '../ml/llm/index.js';
+import type { LlmFeatureExtractor } from '../ml/llm/index.js';
+import { LlamaTf } from '../ml/llm/tf/llama-forward.js';
 import { initTf } from '../ml/tf/index.js';
+import { resolvePipelineConfig } from '../schema/pipeline.js';
 import type { ActivityContext } from './context.js';
 import { calibrationConfigOf, calibrationRow, jointConfigOf, storableThreshold } from './corella-config.js';
-import { llmConfigFor } from './llm-model-file.js';
+import { loadBranchModel, openBranchExtractor } from './llm-branch.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
 import { METRIC_PREFIX, prefixMetrics, scoreMetrics } from './metric-keys.js';
@@ -29,11 +32,12 @@ interface Loaded {
   dataset: CtrDataset;
   crm: CrmNet;
   llm: LlmFeatureExtractor;
-  adapter?: LlmAdapter;
+  /** The LLM branch: an adapter, or a LoRA head whose features `llm` computes with its LoRA. */
+  adapter?: LlmAdapter | LoraHead;
   dispose(): Promise<void>;
 }
 
-/** Dataset, CRM, LLM source and (optionally) adapter of one run, released together. */
+/** Dataset, CRM, LLM source and (optionally) LLM branch of one run, released together. */
 async function loadRunModels(
   ctx: ActivityContext,
   a: { config: PipelineConfig; datasetVersionId: string; crmArtifact: string; adapterArtifact?: string },
@@ -41,12 +45,11 @@ async function loadRunModels(
   await initTf();
   const dataset = await datasetForVersion(ctx.store, a.datasetVersionId);
   const crm = await loadCrm(ctx.store, a.crmArtifact, dataset.featureMap);
-  const adapter = a.adapterArtifact
-    ? LlmAdapter.deserialize(await ctx.store.get(a.adapterArtifact))
-    : undefined;
+  let adapter: LlmAdapter | LoraHead | undefined;
   let llm: LlmFeatureExtractor;
   try {
-    llm = await LlmFeatureExtractor.open(await llmConfigFor(a.config, ctx), ctx.store);
+    adapter = a.adapterArtifact ? await loadBranchModel(ctx.store, a.adapterArtifact) : undefined;
+    llm = await openBranchExtractor(a.config, ctx, adapter);
   } catch (e) {
     crm.dispose();
     adapter?.dispose();
@@ -73,6 +76,27 @@ async function putJson(store: ArtifactStore, value: unknown): Promise<string> {
   return (await store.put(JSON.stringify(value))).sha256;
 }
 
+/**
+ * With llm.finetune.method lora, the tfjs twin of the run's GGUF and the pipeline's prompts for the joint
+ * trainer's LoRA branch (the tokenizer is llama.cpp's, through the frozen extractor). The caller disposes
+ * the model.
+ */
+async function loraSourceFor(m: Loaded, config: PipelineConfig): Promise<LoraBranchSource | undefined> {
+  if (resolvePipelineConfig(config).llm.finetune.method !== 'lora') return undefined;
+  const { promptOf, answerTokens } = await m.llm.promptTokens();
+  const model = await LlamaTf.load(m.llm.modelPath);
+  return {
+    model,
+    modelPath: m.llm.modelPath,
+    modelSha256: m.llm.modelSha256,
+    template: m.llm.template.name,
+    answerTokens,
+    promptOf: (split, row) => promptOf(split, m.dataset.items, row),
+    // The frozen pass runs on worker threads: as many as llama.cpp may use here, at most the two it is built for.
+    threads: Math.min(2, m.llm.config.threads),
+  };
+}
+
 /** Stages 2 and 3, calibration on validation, and the alignment evaluation on test. */
 export function corellaActivities(
   ctx: ActivityContext,
@@ -81,7 +105,9 @@ export function corellaActivities(
     async trainJoint({ runId, config, datasetVersionId, crmArtifact }) {
       const m = await loadRunModels(ctx, { config, datasetVersionId, crmArtifact });
       const run = activityRunOptions('joint');
+      let lora: LoraBranchSource | undefined;
       try {
+        lora = await loraSourceFor(m, config);
         // Stage 2 updates the CRM in place; a retry resumes from the named joint checkpoint of this run.
         const r = await trainJoint({
           crm: m.crm,
@@ -89,6 +115,8 @@ export function corellaActivities(
           llm: m.llm,
           config: jointConfigOf(config, runId),
           store: ctx.store,
+          finetune: resolvePipelineConfig(config).llm.finetune,
+          lora,
           signal: run.signal,
           onProgress: run.onProgress,
         });
@@ -115,6 +143,11 @@ export function corellaActivities(
                 scoreMetrics(`${name}.valid.crm`, st.validation.crm),
                 scoreMetrics(`${name}.valid.llm`, st.validation.llm),
               );
+          }
+          // A retried attempt says where it resumed (e.g. resumedFrom.stage2 = 1: after stage 2's first epoch).
+          if (r.resumedFrom) {
+            const [phase, done] = r.resumedFrom.split(':');
+            metrics[`resumedFrom.${phase}`] = Number(done);
           }
           if (r.outputCalibration) {
             const oc = r.outputCalibration;
@@ -160,12 +193,19 @@ export function corellaActivities(
             }
           }
           await logRunMetrics(ctx, runId, prefixMetrics(METRIC_PREFIX.joint, clean));
-          return { crmArtifact: crmRef.sha256, adapterArtifact: r.artifacts.adapter.sha256, metrics: clean };
+          return {
+            crmArtifact: crmRef.sha256,
+            adapterArtifact: r.artifacts.adapter.sha256,
+            ...(r.artifacts.lora ? { loraArtifact: r.artifacts.lora.sha256 } : {}),
+            metrics: clean,
+          };
         } finally {
           r.adapter.dispose();
+          r.lora?.dispose();
           r.projections.dispose();
         }
       } finally {
+        lora?.model.dispose();
         await m.dispose();
       }
     },

@@ -3,6 +3,7 @@ import { llmFeatureRows } from '../ml/corella/row-plan.js';
 import { LlmFeatureExtractor } from '../ml/llm/index.js';
 import type { ActivityContext } from './context.js';
 import { llmConfigFor } from './llm-model-file.js';
+import { withLora } from './llm-lora-file.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
 import { METRIC_PREFIX, prefixMetrics } from './metric-keys.js';
@@ -16,17 +17,22 @@ import type { CorellaActivities, LlmFeaturesResult } from './types.js';
  * trainJoint computes them (the cache makes either path pay once).
  * Features are cached in chunks keyed by (model sha256, template, sample id): a retry resumes after the last
  * complete chunk.
+ * With `loraArtifact` (a LoRA run, after joint training) the same base model runs with that GGUF LoRA, for
+ * the validation and test pools only (what calibration and evaluation read); the cache keys those features
+ * by the LoRA's sha256, so they never mix with the frozen model's. Its metrics are keyed `lora.*`.
  */
 export function llmFeatureActivities(ctx: ActivityContext): Pick<CorellaActivities, 'extractLlmFeatures'> {
   return {
-    async extractLlmFeatures({ runId, config, datasetVersionId }): Promise<LlmFeaturesResult> {
+    async extractLlmFeatures({ runId, config, datasetVersionId, loraArtifact }): Promise<LlmFeaturesResult> {
       const dataset = await datasetForVersion(ctx.store, datasetVersionId);
-      const extractor = await LlmFeatureExtractor.open(await llmConfigFor(config, ctx), ctx.store);
+      const llmCfg = await withLora(await llmConfigFor(config, ctx), ctx.store, loraArtifact);
+      const extractor = await LlmFeatureExtractor.open(llmCfg, ctx.store);
       const run = activityRunOptions('llm-features');
       try {
         // The rows come from the row plan that the joint trainer, calibration and evaluation draw from too.
         const plan = llmFeatureRows(dataset.splits, rowPlanConfigOf(config, runId));
-        const work = (['train', 'valid', 'test'] as const).flatMap((name) => {
+        const splits = loraArtifact ? (['valid', 'test'] as const) : (['train', 'valid', 'test'] as const);
+        const work = splits.flatMap((name) => {
           const rows = plan[name];
           return rows ? [{ name, rows }] : [];
         });
@@ -49,8 +55,15 @@ export function llmFeatureActivities(ctx: ActivityContext): Pick<CorellaActiviti
         metrics.computed = computed;
         metrics.seconds = seconds;
         if (seconds > 0) metrics.samplesPerSec = computed / seconds;
-        await new RunRepository(ctx.db).logMetrics(runId, prefixMetrics(METRIC_PREFIX.llm, metrics));
-        return { featuresIndex: extractor.cache.indexName, modelSha256: extractor.modelSha256, metrics };
+        const out = loraArtifact
+          ? Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`lora.${k}`, v]))
+          : metrics;
+        await new RunRepository(ctx.db).logMetrics(runId, prefixMetrics(METRIC_PREFIX.llm, out));
+        return {
+          featuresIndex: extractor.cache.indexName,
+          modelSha256: extractor.modelSha256,
+          metrics: out,
+        };
       } finally {
         await extractor.dispose();
       }

@@ -1,17 +1,15 @@
 import { CalibrationRepository } from '../db/repositories/calibrations.js';
 import { ModelRepository } from '../db/repositories/models.js';
 import { RunRepository } from '../db/repositories/runs.js';
-import { LlmAdapter } from '../ml/corella/adapter.js';
 import { calibrateThreshold } from '../ml/corella/calibration.js';
 import { evaluateAlignment } from '../ml/corella/evaluation.js';
 import { loadCrm } from '../ml/crm/index.js';
 import { recentRows, sliceSplit } from '../ml/data/index.js';
 import { CorellaError } from '../ml/errors.js';
-import { LlmFeatureExtractor } from '../ml/llm/index.js';
 import { initTf } from '../ml/tf/index.js';
 import type { ActivityContext } from './context.js';
 import { calibrationConfigOf, calibrationRow, storableThreshold } from './corella-config.js';
-import { llmConfigFor } from './llm-model-file.js';
+import { loadBranchModel, openBranchExtractor } from './llm-branch.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
 import { METRIC_PREFIX, prefixMetrics } from './metric-keys.js';
@@ -63,8 +61,12 @@ export function recalibrateActivities(ctx: ActivityContext): Pick<CorellaActivit
       await initTf();
       const dataset = await datasetForVersion(ctx.store, datasetVersionId);
       const crm = await loadCrm(ctx.store, crmModel, dataset.featureMap);
-      const adapter = LlmAdapter.deserialize(await ctx.store.get(adapterSha));
-      const llm = await LlmFeatureExtractor.open(await llmConfigFor(config, ctx), ctx.store);
+      // The version's LLM branch: its adapter, or its LoRA head with the base model run with its GGUF LoRA.
+      const adapter = await loadBranchModel(ctx.store, adapterSha);
+      const llm = await openBranchExtractor(config, ctx, adapter).catch((e: unknown) => {
+        crm.dispose();
+        throw e;
+      });
       const run = activityRunOptions('recalibration');
       try {
         const window = sliceSplit(dataset.splits.valid, recentRows(dataset.splits.valid, input.windowDays));

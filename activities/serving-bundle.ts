@@ -7,6 +7,7 @@ import type { LlmConfig } from '../ml/llm/index.js';
 import type { ServingBundle } from '../ml/serving/engine.js';
 import { llmConfigOf } from './corella-config.js';
 import { localModelPath } from './llm-model-file.js';
+import { withLora } from './llm-lora-file.js';
 import type { ArtifactStore } from '../ml/artifacts/store.js';
 import { resolvePipelineConfig } from '../schema/pipeline.js';
 import type { PipelineConfig } from './types.js';
@@ -54,6 +55,9 @@ export async function servingBundleOf(
   let llm: LlmConfig | null = resolved.llm.model === undefined ? null : llmConfigOf(config, home);
   if (llm && store)
     llm = { ...llm, model: await localModelPath(llm.model, version.artifacts.llmModel, store) };
+  // A LoRA version: the base model runs with its GGUF LoRA, fetched to this machine (without a store the
+  // engine fetches it when it loads, from the store it is given).
+  if (llm && store && version.artifacts.llmLora) llm = await withLora(llm, store, version.artifacts.llmLora);
   return {
     modelVersion: String(version.id),
     datasetVersionId: version.datasetVersionId,

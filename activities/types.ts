@@ -84,7 +84,10 @@ export interface LlmFeaturesResult {
 
 export interface JointResult {
   crmArtifact: string;
+  /** The LLM branch artifact: the adapter, or with llm.finetune lora the LoRA head (ml/corella/llm-branch-model.ts). */
   adapterArtifact: string;
+  /** With llm.finetune lora: sha256 of the exported GGUF LoRA adapter. */
+  loraArtifact?: string;
   metrics: Metrics;
 }
 
@@ -124,7 +127,10 @@ export interface CorellaActivities {
   recordMetrics(input: { runId: string; metrics: Metrics; step?: number }): Promise<void>;
   ingestDataset(input: StageInput & { dataset: DatasetSpec }): Promise<IngestResult>;
   trainCrm(input: StageInput & { datasetVersionId: string }): Promise<TrainCrmResult>;
-  extractLlmFeatures(input: StageInput & { datasetVersionId: string }): Promise<LlmFeaturesResult>;
+  /** With `loraArtifact`, the features of the base model run with that GGUF LoRA (a LoRA run's second pass). */
+  extractLlmFeatures(
+    input: StageInput & { datasetVersionId: string; loraArtifact?: string },
+  ): Promise<LlmFeaturesResult>;
   trainJoint(
     input: StageInput & {
       datasetVersionId: string;
@@ -333,6 +339,8 @@ export type StageName =
   | 'ingest'
   | 'train-crm+llm-features'
   | 'joint-training'
+  /** llm.finetune lora only: the LLM features again, with the exported LoRA (for calibration and evaluation). */
+  | 'lora-llm-features'
   | 'calibration'
   | 'alignment-evaluation'
   | 'registration'

@@ -4,6 +4,7 @@ import {
   defineQuery,
   isCancellation,
   defineSignal,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -123,7 +124,14 @@ function summarised(o: ReturnType<typeof activityOptions>) {
 }
 
 /**
- * Ingest → (CRM stage 1 ∥ LLM features) → joint training → calibration → alignment evaluation → registry →
+ * Patch `retrain-lora-features`: a run with llm.finetune lora extracts the validation and test features
+ * again with the LoRA that joint training exported, so calibration and evaluation score the branch that
+ * serving will run. Runs with finetune lora that started before it had no such step.
+ */
+const LORA_FEATURES_PATCH = 'retrain-lora-features';
+
+/**
+ * Ingest → (CRM stage 1 ∥ LLM features) → joint training → [LoRA features] → calibration → alignment evaluation → registry →
  * report. The current details (Temporal UI) follow every stage, metric and progress report.
  */
 export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResult> {
@@ -203,13 +211,26 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
     });
     absorb(METRIC_PREFIX.joint, joint.metrics);
 
+    // A LoRA run: llama.cpp with the exported LoRA gives the features calibration and evaluation read.
+    let features = llm;
+    if (config.llm?.finetune?.method === 'lora' && joint.loraArtifact && patched(LORA_FEATURES_PATCH)) {
+      enter('lora-llm-features');
+      features = await gpu(say.extractLoraFeatures).extractLlmFeatures({
+        runId,
+        config,
+        datasetVersionId: ds.datasetVersionId,
+        loraArtifact: joint.loraArtifact,
+      });
+      absorb(METRIC_PREFIX.llm, features.metrics);
+    }
+
     const models = {
       runId,
       config,
       datasetVersionId: ds.datasetVersionId,
       crmArtifact: joint.crmArtifact,
       adapterArtifact: joint.adapterArtifact,
-      featuresIndex: llm.featuresIndex,
+      featuresIndex: features.featuresIndex,
     };
     // Calibration (validation split) comes first: the alignment evaluation reports the hybrid on test at the
     // calibrated threshold.
@@ -231,8 +252,9 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
       artifacts: {
         crm: joint.crmArtifact,
         adapter: joint.adapterArtifact,
+        ...(joint.loraArtifact ? { llmLora: joint.loraArtifact } : {}),
         llmModel: llm.modelSha256,
-        featuresIndex: llm.featuresIndex,
+        featuresIndex: features.featuresIndex,
         calibrationCurve: calibration.curveArtifact,
       },
       threshold: calibration.threshold,

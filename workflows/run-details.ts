@@ -5,7 +5,10 @@
  */
 import type { Metrics, PipelineConfig, RetrainProgress, StageName } from '../activities/types.js';
 
-/** The stages in order, for "stage 3 of 7". */
+/**
+ * The stages in order, for "stage 3 of 7". A LoRA run's 'lora-llm-features' (between joint training and
+ * calibration) is not counted, so a run without LoRA reads as it always did.
+ */
 export const STAGES: StageName[] = [
   'ingest',
   'train-crm+llm-features',
@@ -21,6 +24,7 @@ export const STAGE_ACTIVITIES: Partial<Record<StageName, string[]>> = {
   ingest: ['ingestDataset'],
   'train-crm+llm-features': ['trainCrm', 'extractLlmFeatures'],
   'joint-training': ['trainJoint'],
+  'lora-llm-features': ['extractLlmFeatures'],
   calibration: ['calibrateThreshold'],
   'alignment-evaluation': ['evaluateAlignment'],
   registration: ['registerModelVersion'],
@@ -83,6 +87,7 @@ export function activitySummaries(config: PipelineConfig, datasetLabel: string) 
     trainCrm: `train CRM: DCNv2 ${epochs} epoch${epochs === 1 ? '' : 's'}${crm.baseline === false ? '' : ' + LR baseline'}`,
     extractLlmFeatures: `LLM features: ${grouped(valid + test + train)} rows (valid ${grouped(valid)}, test ${grouped(test)}${train ? `, train ${grouped(train)}` : ''})`,
     trainJoint: `joint training: ${stage('stage 2', s2)}, ${stage('stage 3', s3)}`,
+    extractLoraFeatures: `LLM features with the trained LoRA: ${grouped(valid + test)} rows (valid ${grouped(valid)}, test ${grouped(test)})`,
     calibrateThreshold: `calibrate threshold: best ${typeof cal.metric === 'string' ? cal.metric : 'auc'}${budget !== undefined ? ` within ${Math.round(budget * 100)}% routed` : ''}`,
     evaluateAlignment: (threshold: number) =>
       `evaluate on test: CRM, LLM branch, hybrid at threshold ${threshold.toFixed(3)}`,

@@ -7,6 +7,8 @@ export interface ModelArtifacts {
   crmModel?: string;
   adapter?: string;
   llmModel?: string;
+  /** With llm.finetune lora: the GGUF LoRA adapter that llama.cpp applies to llmModel (issue 19). */
+  llmLora?: string;
   featureMap?: string;
   [name: string]: string | undefined;
 }

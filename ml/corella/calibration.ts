@@ -14,7 +14,7 @@ import type { EncodedSplit, ItemTable } from '../data/types.js';
 import { CorellaError } from '../errors.js';
 import type { LlmFeatureSource } from '../llm/types.js';
 import type { LongRunOptions } from '../progress.js';
-import type { LlmAdapter } from './adapter.js';
+import type { LlmBranchModel } from './llm-branch-model.js';
 import {
   groupsOf,
   percentileInterval,
@@ -302,7 +302,8 @@ function gainBootstrap(
 
 export interface CalibrateArgs extends LongRunOptions {
   crm: CrmModel;
-  adapter: LlmAdapter;
+  /** The LLM branch on llama.cpp's features (LlmAdapter, or LoraHead for a LoRA version). */
+  adapter: LlmBranchModel;
   llm: LlmFeatureSource;
   split: EncodedSplit;
   items: ItemTable;

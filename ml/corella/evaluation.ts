@@ -12,7 +12,7 @@ import { CorellaError } from '../errors.js';
 import type { LlmFeatureSource } from '../llm/types.js';
 import { bucketOf, quantileEdges } from '../metrics/index.js';
 import type { LongRunOptions } from '../progress.js';
-import type { LlmAdapter } from './adapter.js';
+import type { LlmBranchModel } from './llm-branch-model.js';
 import type { BoundaryShift } from './boundary.js';
 import { calibrateThreshold, type Calibration, type CalibrationConfig } from './calibration.js';
 import { fetchFeatures } from './features.js';
@@ -107,7 +107,8 @@ export interface AlignmentEvaluation {
 
 export interface EvaluateArgs extends LongRunOptions {
   crm: CrmModel;
-  adapter: LlmAdapter;
+  /** The LLM branch on llama.cpp's features (LlmAdapter, or LoraHead for a LoRA version). */
+  adapter: LlmBranchModel;
   llm: LlmFeatureSource;
   split: EncodedSplit;
   items: ItemTable;
@@ -239,7 +240,7 @@ export async function runAblations(args: AblationArgs): Promise<AblationResult[]
     return { crm, joint: j, cal };
   };
 
-  const evaluate = async (crm: CrmModel, adapter: LlmAdapter, threshold: number) => {
+  const evaluate = async (crm: CrmModel, adapter: LlmBranchModel, threshold: number) => {
     const e = await evaluateAlignment({
       crm,
       adapter,

@@ -4,6 +4,7 @@
  * names them. A retry with the same config, dataset and starting CRM continues from there; any other run
  * ignores it (the config hash differs).
  */
+import type * as tf from '@tensorflow/tfjs-core';
 import type { ArtifactStore } from '../artifacts/store.js';
 import { sha256Hex } from '../artifacts/store.js';
 import type { CrmModel } from '../crm/types.js';
@@ -12,7 +13,7 @@ import type { JointConfig } from './joint-config.js';
 import type { EpochLoss } from './joint-epochs.js';
 import type { JointLlmBranch } from './joint-llm-branch.js';
 import type { AlignmentProjections } from './alignment.js';
-import { snapshotVariables } from './weights.js';
+import { encodeFloat32, restoreTensor, snapshotVariables, type StoredTensor } from './weights.js';
 
 export type JointPhase = 'reference' | 'stage2' | 'stage3';
 
@@ -29,6 +30,18 @@ export interface JointCheckpoint {
   crm: string;
   lossHistory: { stage2: EpochLoss[]; stage3: EpochLoss[] };
   before?: BoundaryShift;
+  /**
+   * sha256 of the Adam state of the phase in progress (OptimizerSnapshot), when the run keeps it (LoRA
+   * mode): a resumed run then continues the same optimiser instead of a fresh one, and equals an
+   * uninterrupted run.
+   */
+  optimizers?: string;
+}
+
+/** The optimisers of one phase, by the stage loop's name for each, as tf's getWeights() lists them. */
+interface OptimizerSnapshot {
+  phase: JointPhase;
+  states: Record<string, StoredTensor[]>;
 }
 
 /** The rows a run drew, stored with the checkpoint: after stage 2 the CRM's entropies (and 'hard' draws) change. */
@@ -66,10 +79,17 @@ export async function loadRows(store: ArtifactStore, ckpt: JointCheckpoint): Pro
  * The checkpoint belongs to this config, dataset and starting CRM (a resumed run must be handed the same
  * stage-1 CRM again; its stage-2 progress is restored from the checkpoint).
  */
-export function jointConfigHash(cfg: JointConfig, datasetVersionId: string, crm: CrmModel): string {
+export function jointConfigHash(
+  cfg: JointConfig,
+  datasetVersionId: string,
+  crm: CrmModel,
+  /** What else decides the branch (the LoRA's finetune config and base model); absent = the adapter. */
+  branch?: unknown,
+): string {
   const crmStart = sha256Hex(JSON.stringify(snapshotVariables(crm.trainableVariables())));
+  // An absent `branch` drops out of the JSON, so the adapter's hash is what it was before LoRA existed.
   return sha256Hex(
-    JSON.stringify({ cfg: { ...cfg, resume: undefined }, dataset: datasetVersionId, crmStart }),
+    JSON.stringify({ cfg: { ...cfg, resume: undefined }, dataset: datasetVersionId, crmStart, branch }),
   );
 }
 
@@ -103,10 +123,50 @@ export interface CheckpointState {
   before?: BoundaryShift;
 }
 
+export interface CheckpointerOptions {
+  /** Store the stage loops' Adam state with each checkpoint (LoRA mode; the adapter mode never has). */
+  optimizers?: boolean;
+  /** The checkpoint being resumed: its Adam state goes back into the optimisers of its phase. */
+  resume?: JointCheckpoint;
+}
+
+/**
+ * Adam's running bias-correction powers β^t. setWeights recomputes them as pow(β, t + 1), which differs from
+ * the product the optimiser accumulated by an ulp, enough for a resumed run to drift from an uninterrupted
+ * one; so they are stored beside getWeights() and put back exactly.
+ */
+const ADAM_POWERS = ['accBeta1', 'accBeta2'] as const;
+
+function adamPowers(opt: tf.Optimizer): tf.Variable[] {
+  const o = opt as unknown as Record<string, unknown>;
+  return ADAM_POWERS.flatMap((k) => {
+    const v = o[k] as tf.Variable | undefined;
+    return v && typeof v.assign === 'function' ? [v] : [];
+  });
+}
+
+async function storeOptimizer(opt: tf.Optimizer): Promise<StoredTensor[]> {
+  const weights = [
+    ...(await opt.getWeights()),
+    ...adamPowers(opt).map((v, i) => ({ name: `corella:${ADAM_POWERS[i]}`, tensor: v as tf.Tensor })),
+  ];
+  // getWeights' first entry (the iteration count) is a fresh scalar; the rest are the optimiser's own.
+  const out = await Promise.all(
+    weights.map(async (w) => ({
+      name: w.name,
+      shape: w.tensor.shape.slice(),
+      data: encodeFloat32(Float32Array.from(await w.tensor.data())),
+    })),
+  );
+  weights[0]?.tensor.dispose();
+  return out;
+}
+
 export class JointCheckpointer {
   /** sha256 of the last checkpoint body written. */
   last: string | undefined;
   private readonly subsetsJson: string;
+  private tracked: { phase: JointPhase; opts: Record<string, tf.Optimizer> } | undefined;
 
   constructor(
     private readonly store: ArtifactStore,
@@ -114,17 +174,55 @@ export class JointCheckpointer {
     private readonly configHash: string,
     rows: CheckpointRows,
     private readonly state: () => CheckpointState,
+    private readonly options: CheckpointerOptions = {},
   ) {
     this.subsetsJson = encodeRows(rows);
   }
 
+  /**
+   * The optimisers of `phase` (called by its stage loop once it made them): when the run keeps Adam state,
+   * the resumed checkpoint's state for this phase goes back into them, and later saves of the phase store
+   * theirs. Without the option it does nothing, so a run that does not keep it behaves as before.
+   */
+  async useOptimizers(phase: JointPhase, opts: Record<string, tf.Optimizer>): Promise<void> {
+    if (!this.options.optimizers) return;
+    this.tracked = { phase, opts };
+    const from = this.options.resume;
+    if (!from?.optimizers || from.phase !== phase) return;
+    const snap = JSON.parse((await this.store.get(from.optimizers)).toString('utf8')) as OptimizerSnapshot;
+    if (snap.phase !== phase) return;
+    for (const [key, opt] of Object.entries(opts)) {
+      const stored = snap.states[key];
+      if (!stored) continue;
+      const tensors = stored.map((t) => ({
+        name: t.name,
+        tensor: restoreTensor(t, t.shape, 'optimiser state'),
+      }));
+      const powers = tensors.filter((t) => t.name.startsWith('corella:'));
+      await opt.setWeights(tensors.filter((t) => !t.name.startsWith('corella:')));
+      const own = adamPowers(opt);
+      powers.forEach((p, i) => own[i]?.assign(p.tensor));
+      // setWeights made variables of its own from them (tf.variable shares the data by reference count).
+      tensors.forEach((t) => t.tensor.dispose());
+    }
+  }
+
+  private async optimizerBlob(phase: JointPhase): Promise<string | undefined> {
+    if (!this.options.optimizers || this.tracked?.phase !== phase) return undefined;
+    const states: Record<string, StoredTensor[]> = {};
+    for (const [key, opt] of Object.entries(this.tracked.opts)) states[key] = await storeOptimizer(opt);
+    const snap: OptimizerSnapshot = { phase, states };
+    return (await this.store.put(JSON.stringify(snap))).sha256;
+  }
+
   async save(phase: JointPhase, epochsDone: number): Promise<string> {
     const s = this.state();
-    const [sub, a, p, c] = await Promise.all([
+    const [sub, a, p, c, o] = await Promise.all([
       this.store.put(this.subsetsJson),
       this.store.put(s.branch.serialize()),
       this.store.put(s.projections.serialize()),
       this.store.put(JSON.stringify(snapshotVariables(s.crm.trainableVariables()))),
+      this.optimizerBlob(phase),
     ]);
     const body: JointCheckpoint = {
       kind: 'corella-joint-checkpoint',
@@ -137,6 +235,7 @@ export class JointCheckpointer {
       crm: c.sha256,
       lossHistory: s.lossHistory,
       before: s.before,
+      ...(o ? { optimizers: o } : {}),
     };
     const ref = await this.store.put(JSON.stringify(body));
     await this.store.putNamed(`${this.name}/latest`, JSON.stringify(body));

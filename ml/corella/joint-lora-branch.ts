@@ -20,26 +20,39 @@ import { LoraBranch } from '../llm/tf/lora-branch.js';
 import type { LongRunOptions } from '../progress.js';
 import type { JointPart } from './joint-llm-branch.js';
 
-export interface OpenLoraBranchArgs extends LongRunOptions {
+/**
+ * What the joint trainer needs from its caller to run the LoRA branch: the tfjs twin of the GGUF model and
+ * the pipeline's prompts (the tokenizer is node-llama-cpp's, so the caller builds them).
+ */
+export interface LoraBranchSource {
   model: LlamaTf;
   /** The GGUF `model` was loaded from (the frozen-pass workers load their own copy). */
   modelPath: string;
   modelSha256: string;
   template: string;
-  finetune: Extract<FinetuneConfig, { method: 'lora' }>;
   /** [yes, no] answer tokens. */
   answerTokens: [number, number];
   /** The pipeline's prompt of one row (PromptBuilder.buildForRow's tokens). */
   promptOf: (split: EncodedSplit, row: number) => readonly number[];
+  /** LLM blocks for L_align (default: the top block). */
+  alignLayers?: number[];
+  /** Threads of the frozen pass (default 2; 1 runs it on this thread). */
+  threads?: number;
+}
+
+/** The alignable layers of a LoRA branch on `model` (its activationShapes), known before it is built. */
+export function loraBranchShapes(src: Pick<LoraBranchSource, 'model' | 'alignLayers'>) {
+  const hp = src.model.hp;
+  return (src.alignLayers ?? [hp.nLayer - 1]).map((l) => ({ name: `llm_block_${l}`, width: hp.nEmbd }));
+}
+
+export interface OpenLoraBranchArgs extends LongRunOptions, LoraBranchSource {
+  finetune: Extract<FinetuneConfig, { method: 'lora' }>;
   dataset: CtrDataset;
   /** stage2 and stage3 rows of train, valid rows of valid (the row plan). */
   rows: Record<JointPart, Int32Array>;
-  /** LLM blocks for L_align (default: the top block). */
-  alignLayers?: number[];
   /** Where the frozen outputs persist across retries (optional). */
   store?: ArtifactStore;
-  /** Threads of the frozen pass (default 2; 1 runs it on this thread). */
-  threads?: number;
   /** A checkpoint's serialized branch. */
   saved?: Uint8Array;
 }

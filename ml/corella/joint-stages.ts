@@ -102,6 +102,7 @@ async function runEpochs(
 /** Stage 2: CRM, branch and projections trained together, epochs [startEpoch, stage2.epochs). */
 export async function trainStage2(a: StageLoopArgs & { pairCount: number }): Promise<void> {
   const step = stage2Step(a.cfg, a.crm, a.branch, a.proj, a.pairCount);
+  await a.checkpointer.useOptimizers('stage2', { crm: step.optCrm, other: step.optOther });
   await runEpochs(
     a,
     'stage2',
@@ -117,6 +118,7 @@ export async function trainStage2(a: StageLoopArgs & { pairCount: number }): Pro
 export async function trainStage3(a: StageLoopArgs): Promise<void> {
   const { cfg } = a;
   const opt = tf.train.adam(cfg.stage3.learningRate);
+  await a.checkpointer.useOptimizers('stage3', { branch: opt });
   await runEpochs(a, 'stage3', cfg.stage3.epochs, (epoch) =>
     branchEpoch({
       branch: a.branch,

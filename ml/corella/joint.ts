@@ -10,13 +10,17 @@ import type { ArtifactRef, ArtifactStore } from '../artifacts/store.js';
 import type { CrmModel } from '../crm/types.js';
 import type { CtrDataset } from '../data/types.js';
 import { CorellaError } from '../errors.js';
+import type { FinetuneConfig } from '../llm/tf/finetune-config.js';
 import type { LlmFeatureSource } from '../llm/types.js';
 import type { LongRunOptions } from '../progress.js';
-import type { LlmAdapter } from './adapter.js';
-import { validateAdapterConfig } from './adapter.js';
+import { validateAdapterConfig, type LlmAdapter } from './adapter.js';
 import { AlignmentProjections, defaultPairs, validatePairs, type AlignPair } from './alignment.js';
 import { boundaryShift, type BoundaryShift } from './boundary.js';
 import { openAdapterBranch } from './joint-adapter-branch.js';
+import { loraBranchShapes, openLoraBranch, type LoraBranchSource } from './joint-lora-branch.js';
+import { exportLoraBranch } from './joint-lora-export.js';
+import type { LoraBranch } from '../llm/tf/lora-branch.js';
+import type { LoraHead } from './llm-branch-model.js';
 import {
   epochsAlreadyDone,
   findCheckpoint,
@@ -27,7 +31,7 @@ import {
 } from './joint-checkpoint.js';
 import { resolveJointConfig, type JointConfig, type JointConfigInput } from './joint-config.js';
 import { validationAlignLoss, type EpochLoss } from './joint-epochs.js';
-import type { JointLlmBranch } from './joint-llm-branch.js';
+import type { JointLlmBranch, JointPart } from './joint-llm-branch.js';
 import { calibrateBranchOutput, type OutputCalibration } from './joint-output-calibration.js';
 import { referenceBoundary, trainStage2, trainStage3 } from './joint-stages.js';
 import { entropies } from './routing.js';
@@ -46,6 +50,7 @@ export {
 export { jointSubsets, jointValidationRows } from './row-plan.js';
 export type { EpochLoss } from './joint-epochs.js';
 export type { JointLlmBranch, JointPart, OpenJointBranch } from './joint-llm-branch.js';
+export type { LoraBranchSource } from './joint-lora-branch.js';
 
 export interface StageReport {
   enabled: boolean;
@@ -59,11 +64,19 @@ export interface StageReport {
   validation?: { crm: CtrScores; llm: CtrScores };
 }
 
-export interface JointResult {
+export interface JointResult<M extends LlmAdapter | LoraHead = LlmAdapter | LoraHead> {
   config: JointConfig;
-  adapter: LlmAdapter;
+  /**
+   * The branch as calibration, evaluation and serving use it, on llama.cpp's LLM features: the LlmAdapter
+   * (finetune none) or the LoraHead (finetune lora, whose features must come from the base model run with
+   * the exported LoRA, artifacts.lora).
+   */
+  adapter: M;
+  /** LoRA mode: the trained tfjs branch (its LoRA is what artifacts.lora holds), for checks against llama.cpp. */
+  lora?: LoraBranch<JointPart>;
   projections: AlignmentProjections;
-  artifacts: { adapter: ArtifactRef; projections: ArtifactRef };
+  /** adapter: the adapter artifact, or in LoRA mode the branch artifact (LoraHeadFile); lora: its GGUF. */
+  artifacts: { adapter: ArtifactRef; projections: ArtifactRef; lora?: ArtifactRef };
   pairs: AlignPair[];
   llm: { modelSha256: string; template: string; hiddenDim: number };
   stage2: StageReport;
@@ -78,19 +91,41 @@ export interface JointResult {
 export interface TrainJointArgs extends LongRunOptions {
   crm: CrmModel;
   dataset: CtrDataset;
+  /** The frozen LLM's features (the adapter branch reads them; the LoRA branch does not). */
   llm: LlmFeatureSource;
   config?: JointConfigInput;
   store: ArtifactStore;
+  /** `llm.finetune`: which branch trains (default none: the frozen-LLM adapter). */
+  finetune?: FinetuneConfig;
+  /** Required with finetune lora: the tfjs model and the pipeline's prompts. */
+  lora?: LoraBranchSource;
+}
+
+/** The LoRA source when the finetune method asks for it (BAD_CONFIG when the caller gave none). */
+function loraSourceOf(args: TrainJointArgs): LoraBranchSource | undefined {
+  if (args.finetune?.method !== 'lora') return undefined;
+  if (!args.lora)
+    throw new CorellaError('BAD_CONFIG', 'llm.finetune.method is "lora" but no LoRA model was opened', {
+      details: { field: 'llm.finetune.method' },
+    });
+  return args.lora;
 }
 
 /**
  * Checks that cost nothing and write nothing, before any work: the alignment pairs, the adapter's form (its
  * input width is checked against the real features later) and that the two subsets fit disjointly.
  */
-function checkBeforeWork(cfg: JointConfig, crm: CrmModel, trainSize: number): AlignPair[] {
-  const adapterShapes = cfg.adapter.layers.map((w, i) => ({ name: `adapter_${i}`, width: w }));
-  const pairs = cfg.alignment.pairs ?? defaultPairs(crm.activationShapes, adapterShapes);
-  validatePairs(pairs, crm.activationShapes, adapterShapes);
+function checkBeforeWork(
+  cfg: JointConfig,
+  crm: CrmModel,
+  trainSize: number,
+  lora: LoraBranchSource | undefined,
+): AlignPair[] {
+  const branchShapes = lora
+    ? loraBranchShapes(lora)
+    : cfg.adapter.layers.map((w, i) => ({ name: `adapter_${i}`, width: w }));
+  const pairs = cfg.alignment.pairs ?? defaultPairs(crm.activationShapes, branchShapes);
+  validatePairs(pairs, crm.activationShapes, branchShapes);
   validateAdapterConfig({ hiddenDim: 1e9, ...cfg.adapter, seed: cfg.seed }, 'joint config adapter');
   const n2 = cfg.stage2.enabled ? cfg.stage2.samples : 0;
   const n3 = cfg.stage3.enabled ? cfg.stage3.samples : 0;
@@ -177,7 +212,10 @@ function stageReport(
   };
 }
 
-/** The final branch and projections, and the named pointer `<checkpointName>/final` to them. */
+/**
+ * The final branch and projections, and the named pointer `<checkpointName>/final` to them. A LoRA branch
+ * is stored as served: its GGUF LoRA and the head artifact (joint-lora-export.ts), not its tfjs state.
+ */
 async function saveFinal(
   store: ArtifactStore,
   cfg: JointConfig,
@@ -185,22 +223,45 @@ async function saveFinal(
   proj: AlignmentProjections,
   configHash: string,
   checkpoint: string | undefined,
-): Promise<JointResult['artifacts']> {
-  const adapter = await store.put(branch.serialize());
+  lora: { branch: LoraBranch<JointPart>; modelSha256: string; template: string } | undefined,
+): Promise<{ artifacts: JointResult['artifacts']; head?: LoraHead }> {
+  const exported = lora ? await exportLoraBranch(store, lora.branch, lora) : undefined;
+  const adapter = exported ? exported.head : await store.put(branch.serialize());
   const projections = await store.put(proj.serialize());
   await store.putNamed(
     `${cfg.checkpointName}/final`,
-    JSON.stringify({ adapter: adapter.sha256, projections: projections.sha256, configHash, checkpoint }),
+    JSON.stringify({
+      adapter: adapter.sha256,
+      projections: projections.sha256,
+      ...(exported ? { lora: exported.gguf.sha256 } : {}),
+      configHash,
+      checkpoint,
+    }),
   );
-  return { adapter, projections };
+  return {
+    artifacts: { adapter, projections, ...(exported ? { lora: exported.gguf } : {}) },
+    head: exported?.model,
+  };
 }
 
+/** Without a LoRA finetune the branch is the frozen-LLM adapter, as before issue 19. */
+export async function trainJoint(
+  args: TrainJointArgs & { finetune?: { method: 'none' } },
+): Promise<JointResult<LlmAdapter>>;
+export async function trainJoint(args: TrainJointArgs): Promise<JointResult>;
 export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
   const { crm, dataset, store, signal, onProgress } = args;
   const cfg = resolveJointConfig(args.config);
   const { train, valid } = dataset.splits;
-  const pairs = checkBeforeWork(cfg, crm, train.size);
-  const configHash = jointConfigHash(cfg, dataset.manifest.versionId, crm);
+  const loraSrc = loraSourceOf(args);
+  const pairs = checkBeforeWork(cfg, crm, train.size, loraSrc);
+  // The branch kind is part of what a checkpoint belongs to: a LoRA run never resumes an adapter's state.
+  const configHash = jointConfigHash(
+    cfg,
+    dataset.manifest.versionId,
+    crm,
+    loraSrc && args.finetune ? { finetune: args.finetune, model: loraSrc.modelSha256 } : undefined,
+  );
 
   // Resume: a checkpoint for the same config, dataset and starting CRM continues where it stopped.
   const ckpt = cfg.resume ? await findCheckpoint(store, cfg.checkpointName, configHash) : undefined;
@@ -214,16 +275,26 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
     );
   }
 
-  // The LLM branch (its features fetched once for every row) and the alignment projections.
-  const { branch, llm } = await openAdapterBranch({
-    llm: args.llm,
-    dataset,
-    rows,
-    cfg,
-    signal,
-    onProgress,
-    saved: ckpt ? await store.get(ckpt.adapter) : undefined,
-  });
+  // The LLM branch (the adapter on features fetched once for every row, or the LoRA on the tfjs model
+  // after its one-time frozen pass) and the alignment projections.
+  const saved = ckpt ? await store.get(ckpt.adapter) : undefined;
+  const opened =
+    loraSrc && args.finetune?.method === 'lora'
+      ? await openLoraBranch({
+          ...loraSrc,
+          finetune: args.finetune,
+          dataset,
+          rows,
+          store,
+          signal,
+          onProgress,
+          saved,
+        })
+      : await openAdapterBranch({ llm: args.llm, dataset, rows, cfg, signal, onProgress, saved });
+  const { llm } = opened;
+  const branch: JointLlmBranch = opened.branch;
+  const loraBranch = 'frozen' in opened ? opened.branch : undefined;
+  const adapterModel = 'frozen' in opened ? undefined : opened.branch.adapter;
   const proj = ckpt
     ? await restoreFromCheckpoint(store, ckpt, crm)
     : AlignmentProjections.create(
@@ -234,13 +305,16 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
 
   const lossHistory = ckpt?.lossHistory ?? { stage2: [], stage3: [] };
   let before = ckpt?.before;
-  const checkpointer = new JointCheckpointer(store, cfg.checkpointName, configHash, rows, () => ({
-    branch,
-    projections: proj,
-    crm,
-    lossHistory,
-    before,
-  }));
+  // A LoRA run keeps Adam's state in its checkpoints (small beside the LoRA's epochs of compute), so a
+  // resumed run equals an uninterrupted one; the adapter mode keeps its checkpoints as they always were.
+  const checkpointer = new JointCheckpointer(
+    store,
+    cfg.checkpointName,
+    configHash,
+    rows,
+    () => ({ branch, projections: proj, crm, lossHistory, before }),
+    { optimizers: loraBranch !== undefined, resume: ckpt },
+  );
   const loop = { cfg, crm, branch, proj, train, signal, onProgress, checkpointer };
   const n2 = cfg.stage2.enabled ? cfg.stage2.samples : 0;
   const n3 = cfg.stage3.enabled ? cfg.stage3.samples : 0;
@@ -283,11 +357,20 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
   // Output calibration, then the final artifacts.
   const outputCalibration =
     cfg.calibrateOutput > 0 && v3 ? calibrateBranchOutput(branch, v3, cfg.calibrateOutput) : undefined;
-  const artifacts = await saveFinal(store, cfg, branch, proj, configHash, checkpointer.last);
+  const { artifacts, head } = await saveFinal(
+    store,
+    cfg,
+    branch,
+    proj,
+    configHash,
+    checkpointer.last,
+    loraBranch && { branch: loraBranch, modelSha256: llm.modelSha256, template: llm.template },
+  );
 
   return {
     config: cfg,
-    adapter: branch.adapter,
+    adapter: (head ?? adapterModel)!,
+    lora: loraBranch,
     projections: proj,
     artifacts,
     pairs,

@@ -7,7 +7,7 @@ import type { CrmModel } from '../crm/types.js';
 import type { EncodedSplit, ItemTable } from '../data/types.js';
 import type { LlmFeatureSource } from '../llm/types.js';
 import type { LongRunOptions } from '../progress.js';
-import type { LlmAdapter } from './adapter.js';
+import type { LlmBranchModel } from './llm-branch-model.js';
 import { fetchFeatures } from './features.js';
 
 const P_EPS = 1e-12;
@@ -100,7 +100,8 @@ export interface HybridPrediction {
 
 export interface HybridPredictorOptions {
   crm: CrmModel;
-  adapter: LlmAdapter;
+  /** The LLM branch on llama.cpp's features (LlmAdapter, or LoraHead for a LoRA version). */
+  adapter: LlmBranchModel;
   llm: LlmFeatureSource;
   items: ItemTable;
   /** Entropy threshold in nats; +Infinity = CRM only, −Infinity = LLM only. */

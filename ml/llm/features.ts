@@ -169,6 +169,21 @@ export class LlmFeatureExtractor implements LlmFeatureSource {
     return { ...p, text: llm.model.detokenize(p.tokens) };
   }
 
+  /**
+   * The prompt tokens of split rows and the [yes, no] answer tokens, from the builder extract() uses (loads
+   * the model for its tokenizer): the LoRA trainer (issue 19) trains on exactly the prompts llama.cpp scores.
+   */
+  async promptTokens(): Promise<{
+    promptOf(split: EncodedSplit, items: ItemTable, row: number): readonly number[];
+    answerTokens: [number, number];
+  }> {
+    const { llm, builder } = await this.ensureModel();
+    return {
+      promptOf: (split, items, row) => builder.buildForRow(split, items, row).tokens,
+      answerTokens: [llm.yesToken, llm.noToken],
+    };
+  }
+
   features(split: EncodedSplit, items: ItemTable, rows: ArrayLike<number>): Promise<LlmFeatures> {
     return this.extract(split, items, rows);
   }

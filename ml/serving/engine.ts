@@ -8,6 +8,7 @@
  */
 import type { ArtifactStore } from '../artifacts/store.js';
 import { LlmAdapter } from '../corella/adapter.js';
+import { LoraHead, loadLlmBranchModel, type LlmBranchModel } from '../corella/llm-branch-model.js';
 import { routingEntropies } from '../corella/routing.js';
 import { loadCrm } from '../crm/index.js';
 import type { CrmModel } from '../crm/types.js';
@@ -114,7 +115,7 @@ export class ServingEngine implements Scorer {
     readonly coldItems: boolean,
     dataset: CtrDataset,
     readonly crm: CrmModel,
-    private readonly adapter: LlmAdapter | undefined,
+    private readonly adapter: LlmBranchModel | undefined,
     readonly llm: OnlineLlm | undefined,
     /** Why the LLM branch is not available (undefined when it is). */
     readonly llmUnavailable: string | undefined,
@@ -151,7 +152,7 @@ export class ServingEngine implements Scorer {
     }
     const dataset = await loadDataset(store, manifest);
     const crm = await loadCrm(store, bundle.crmArtifact, dataset.featureMap);
-    let adapter: LlmAdapter | undefined;
+    let adapter: LlmAdapter | LoraHead | undefined;
     let llm: OnlineLlm | undefined;
     let why: string | undefined;
     if (!bundle.llm) why = 'the model version has no LLM configured';
@@ -159,12 +160,21 @@ export class ServingEngine implements Scorer {
       // Without the LLM the engine still serves (CRM answers, routed candidates fall back), so a broken or
       // missing model file costs the LLM half only.
       try {
-        adapter = LlmAdapter.deserialize(await store.get(bundle.adapterArtifact));
+        adapter = loadLlmBranchModel(await store.get(bundle.adapterArtifact));
+        // A LoRA version's head reads the log-odds of the base model run with its GGUF LoRA.
+        const llmConfig =
+          adapter instanceof LoraHead && !bundle.llm.lora
+            ? {
+                ...bundle.llm,
+                lora: { path: await store.localPath(adapter.file.loraSha256, 'GGUF LoRA adapter'), scale: 1 },
+              }
+            : bundle.llm;
         // At least one sequence per concurrent job, so a job never waits for a sequence inside its slot.
         const sequences = Math.max(opts.llmSequences ?? 4, budget.maxConcurrency);
         const llmOpts: OnlineLlmOptions = { sequences };
-        llm = await OnlineLlm.load(bundle.llm, store, dataset.items, llmOpts);
-        if (adapter.featureWidth !== llm.featureDim) {
+        llm = await OnlineLlm.load(llmConfig, store, dataset.items, llmOpts);
+        if (adapter instanceof LoraHead) adapter.checkBase(llm.modelSha256, 'the served model');
+        else if (adapter.featureWidth !== llm.featureDim) {
           throw new CorellaError(
             'BAD_CONFIG',
             `the adapter reads ${adapter.featureWidth} LLM features but the LLM gives ${llm.featureDim}`,
