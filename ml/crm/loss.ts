@@ -41,6 +41,13 @@ const nativeBce = tf.customGrad((...args: (Tensor | tf.GradSaveFunc)[]) => {
 });
 
 export function sigmoidCrossEntropy(logits: Tensor1D, labels: Tensor1D): Scalar {
-  const native = tf.getKernel(BCE_WITH_LOGITS, tf.getBackend()) !== undefined;
+  // The kernel reads both as float32 vectors of one length; anything else takes the stock ops.
+  const native =
+    tf.getKernel(BCE_WITH_LOGITS, tf.getBackend()) !== undefined &&
+    logits.dtype === 'float32' &&
+    labels.dtype === 'float32' &&
+    logits.rank === 1 &&
+    labels.rank === 1 &&
+    logits.shape[0] === labels.shape[0];
   return (native ? nativeBce(logits, labels) : bce(logits, labels)) as Scalar;
 }
