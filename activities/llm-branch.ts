@@ -2,6 +2,7 @@ import { LoraHead, loadLlmBranchModel } from '../ml/corella/llm-branch-model.js'
 import type { LlmAdapter } from '../ml/corella/adapter.js';
 import type { ArtifactStore } from '../ml/artifacts/store.js';
 import { LlmFeatureExtractor } from '../ml/llm/index.js';
+import { checkLoraForBase } from '../ml/llm/tf/lora-check.js';
 import { withLora } from './llm-lora-file.js';
 import { llmConfigFor } from './llm-model-file.js';
 import type { PipelineConfig } from './types.js';
@@ -24,7 +25,8 @@ export function loraOf(model: LlmAdapter | LoraHead | undefined): string | undef
 
 /**
  * The feature extractor the branch model reads: the run's LLM, with the LoRA of a LoRA head, whose base
- * model must be the one this worker opened (a typed BAD_MODEL_FILE otherwise, before any feature is read).
+ * model must be the one this worker opened and whose tensors must fit it (a typed BAD_MODEL_FILE
+ * otherwise, before any feature is read).
  */
 export async function openBranchExtractor(
   config: PipelineConfig,
@@ -34,7 +36,12 @@ export async function openBranchExtractor(
   const llm = await withLora(await llmConfigFor(config, ctx), ctx.store, loraOf(model));
   const ex = await LlmFeatureExtractor.open(llm, ctx.store);
   try {
-    if (model instanceof LoraHead) model.checkBase(ex.modelSha256, `the run's model ${ex.modelPath}`);
+    if (model instanceof LoraHead) {
+      model.checkBase(ex.modelSha256, `the run's model ${ex.modelPath}`);
+      // Now, not when a row first needs llama.cpp: a LoRA that does not fit is a typed error naming the
+      // tensor, whether or not every feature happens to be cached already.
+      if (llm.lora) await checkLoraForBase(ex.modelPath, llm.lora.path);
+    }
   } catch (e) {
     await ex.dispose();
     throw e;

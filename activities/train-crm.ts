@@ -13,7 +13,10 @@ import type { CorellaActivities, Metrics, PipelineConfig, TrainCrmResult } from 
 
 /** What stage 1 trains, read from the `crm` section: the trainer settings and the models with their prefixes. */
 export interface StageOnePlan {
-  trainer: Pick<TrainCrmOptions, 'epochs' | 'batchSize' | 'lr' | 'patience' | 'lrDecay' | 'threads'>;
+  trainer: Pick<
+    TrainCrmOptions,
+    'epochs' | 'batchSize' | 'lr' | 'patience' | 'lrDecay' | 'threads' | 'dataParallel'
+  >;
   /** The `crm.kind` model first (metrics `crm.*`, its artifact goes on to joint training), then the baseline. */
   models: { prefix: (typeof METRIC_PREFIX)['crm' | 'lr']; config: CrmConfig }[];
 }
@@ -36,6 +39,7 @@ export function stageOnePlan(config: PipelineConfig): StageOnePlan {
       patience: crm.patience,
       lrDecay: crm.lrDecay,
       threads: crm.threads,
+      dataParallel: crm.dataParallel,
     },
     models,
   };
@@ -65,6 +69,8 @@ export function trainCrmActivities(ctx: ActivityContext): Pick<CorellaActivities
           checkpointKey: `runs/${runId}/${prefix}-checkpoint`,
           resumeFrom: 'latest',
         });
+        // Decided once when training started ('auto' reads the machine then); results do not depend on it.
+        Context.current().log.info(`${prefix}: ${result.threadsReason}, ${result.threads} thread(s)`);
         try {
           const test = dataset.splits.test;
           const probs = await result.model.predict(test);

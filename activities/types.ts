@@ -135,8 +135,9 @@ export interface CorellaActivities {
     input: StageInput & {
       datasetVersionId: string;
       crmArtifact: string;
-      featuresIndex: string;
-      modelSha256: string;
+      /** The frozen-LLM feature pass (informational; a LoRA run has none). */
+      featuresIndex?: string;
+      modelSha256?: string;
     },
   ): Promise<JointResult>;
   /** Runs after calibration: the hybrid is evaluated on test at the calibrated threshold. */

@@ -14,12 +14,14 @@
  * carries each round's figures, the load average before each run and the median ratios ours/torch.
  *
  * Usage: npx tsx bench/crm-vs-torch.ts [--rounds 3] [--steps 60] [--threads 1,2] [--python PATH]
- *                                      [--peer PATH] [--install-torch] [--profile]
+ *                                      [--peer PATH] [--install-torch] [--profile] [--variants a,b]
  * --threads lists the thread settings measured in one run (default both, 1 and 2). At setting t the peer
  * gets torch.set_num_threads(t) with OMP/OPENBLAS_NUM_THREADS=t; we run one variant per way of using t
- * cores: at 1, the LocalStepper with one BLAS thread; at 2, `parallel` (ParallelStepper: a gradient
- * worker takes half of each batch, one BLAS thread each) and `blas` (LocalStepper, CORELLA_NATIVE_THREADS=2,
- * OpenBLAS splits each product). Each variant's ratio to the peer at the same t is printed side by side.
+ * cores: at 1, the LocalStepper with one thread; at 2, `pool` (LocalStepper, the addon's intra-op pool on
+ * 2 threads with one OpenBLAS thread: what crm.threads 2 trains with), `pool+blas` (the same with
+ * OpenBLAS on 2 threads too), `blas` (pool 1, OpenBLAS 2: the previous 2-thread option) and `parallel`
+ * (ParallelStepper: a gradient worker takes half of each batch, 1 thread each). Each variant's ratio to
+ * the peer at the same t is printed side by side; --variants pool,blas picks some of the 2-thread ones.
  * --profile adds, per variant, where a training step's time goes (batch assembly, tape forward+backward,
  * host reads, Adam/scatter, waiting for the worker), in wall and CPU milliseconds per step, and the tfjs
  * kernel counts of one step.
@@ -66,16 +68,28 @@ interface Variant {
   threads: 1 | 2;
   /** ParallelStepper (a gradient worker takes half of each batch) rather than LocalStepper. */
   parallel: boolean;
-  /** OpenBLAS threads (CORELLA_NATIVE_THREADS) of the addon, shared by the process's JS threads. */
+  /** Threads of the addon's intra-op pool (CORELLA_NATIVE_THREADS), shared by the process's JS threads. */
+  poolThreads: number;
+  /** OpenBLAS's own threads (CORELLA_BLAS_THREADS). */
   blasThreads: number;
 }
 
+const TWO_THREAD_VARIANTS: Variant[] = [
+  { name: 'pool', threads: 2, parallel: false, poolThreads: 2, blasThreads: 1 },
+  { name: 'pool+blas', threads: 2, parallel: false, poolThreads: 2, blasThreads: 2 },
+  { name: 'blas', threads: 2, parallel: false, poolThreads: 1, blasThreads: 2 },
+  { name: 'parallel', threads: 2, parallel: true, poolThreads: 1, blasThreads: 1 },
+];
+
 function variantsAt(t: number): Variant[] {
-  if (t === 1) return [{ name: 'local', threads: 1, parallel: false, blasThreads: 1 }];
-  return [
-    { name: 'parallel', threads: 2, parallel: true, blasThreads: 1 },
-    { name: 'blas', threads: 2, parallel: false, blasThreads: 2 },
-  ];
+  if (t === 1) return [{ name: 'local', threads: 1, parallel: false, poolThreads: 1, blasThreads: 1 }];
+  const wanted = arg('variants')?.split(',');
+  const list = wanted ? TWO_THREAD_VARIANTS.filter((v) => wanted.includes(v.name)) : TWO_THREAD_VARIANTS;
+  if (list.length === 0) {
+    console.error(`--variants names none of ${TWO_THREAD_VARIANTS.map((v) => v.name).join(', ')}`);
+    process.exit(2);
+  }
+  return list;
 }
 
 function threadSettings(): number[] {
@@ -98,6 +112,7 @@ interface OursFigures extends SideFigures {
   backend: string;
   accelerator?: string;
   nativeReason?: string;
+  poolThreads?: number;
   blasThreads?: number;
   threads: number;
   trainSamplesPerCpuSec: number;
@@ -116,7 +131,7 @@ interface OursFigures extends SideFigures {
 async function measureOurs(): Promise<OursFigures> {
   const variant = arg('variant') ?? 'local';
   const parallel = variant === 'parallel';
-  const threads = parallel || variant === 'blas' ? 2 : 1;
+  const threads = variant === 'local' ? 1 : 2;
   const profiling = process.argv.includes('--profile');
   const tf = await import('@tensorflow/tfjs-core');
   const { initTf } = await import('../ml/tf/index.js');
@@ -217,7 +232,8 @@ async function measureOurs(): Promise<OursFigures> {
     backend: init.backend,
     accelerator: init.accelerator,
     nativeReason: init.nativeReason,
-    blasThreads: native.addon?.threads(),
+    poolThreads: native.addon?.threads(),
+    blasThreads: native.addon?.blasThreads(),
     threads,
     trainSamplesPerSec: Math.round((steps * BATCH) / trainSec),
     inferSamplesPerSec: Math.round((steps * 3 * BATCH) / inferSec),
@@ -274,7 +290,11 @@ function runOurs(v: Variant, profile: boolean): OursFigures {
     {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, CORELLA_NATIVE_THREADS: String(v.blasThreads) },
+      env: {
+        ...process.env,
+        CORELLA_NATIVE_THREADS: String(v.poolThreads),
+        CORELLA_BLAS_THREADS: String(v.blasThreads),
+      },
     },
   );
   if (r.status !== 0) throw new Error(`our side (${v.name}) failed (exit ${r.status}):\n${r.stderr}`);

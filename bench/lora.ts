@@ -2,11 +2,12 @@
  * Does LoRA make the LLM branch learn, and what does it cost? The ablation of issue 19 on ml-1m-u2999 with
  * the pipeline's prompts and pools. Not in CI (SmolLM2 is 100 MB; a run takes tens of minutes).
  *
- *   npx tsx bench/lora.ts [--data ../shared/datasets/ml-1m-u2999] [--model .corella/models/SmolLM2-…gguf]
+ *   npx tsx bench/lora.ts [--data ../shared/datasets/ml-1m-u2999] [--format movielens-1m|recbole]
+ *     [--model .corella/models/SmolLM2-…gguf] [--out FILE]
  *     [--cache ~/.cache/corella-bench-lora] [--train-rows 2000] [--valid-rows 600] [--test-rows 1000]
  *     [--pool-seed 11] [--k 2] [--rank 8] [--alpha 2·rank] [--targets q,v] [--lr 1e-3] [--epochs 3]
  *     [--batch 8] [--seeds 1,2,3] [--balance] [--smoothing 0] [--patience 1] [--threads 2]
- *     [--frozen-only] [--zero-shot-only] [--crm-epochs 3] [--label NAME]
+ *     [--frozen-only] [--crm-epochs 3] [--label NAME] [--eval prefix|per-prompt]
  *
  * - Pools as the pipeline draws them (config/ml-1m-cpu.json: paper template, 6 history items, history blocks
  *   of 8, samplePool in user blocks, rows in extractor order, PromptBuilder.buildForRow): a train pool from
@@ -23,11 +24,19 @@
  *   gain with a user-clustered bootstrap interval (ml/report/stats aucDiffInterval), and the gain at
  *   exactly 20% routed.
  * - Epoch 0 is zero-shot (B = 0, so the LoRA changes nothing).
+ * - `--format recbole` reads `--data` as RecBole atomic files (bench/text-poor.ts writes the text-poor
+ *   variant of ml-1m-u2999 that way: titles and binary labels only).
+ * - The test pool is scored twice per seed: zero-shot, and once more with the best epoch's weights restored
+ *   after training (it used to be scored at every improving epoch, which for a run whose valid AUC keeps
+ *   rising cost more than the training itself). The hybrid is also reported gated as calibration must
+ *   route: nothing unless the valid gain's user-bootstrap lower bound is above 0.
+ * - `--out FILE` also writes the JSON there (so a run's figures survive the terminal that started it).
  *
  * Prints one JSON document; progress on stderr.
  */
+import { mkdir, writeFile } from 'node:fs/promises';
 import { homedir, loadavg } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { FileArtifactStore } from '../ml/artifacts/store.js';
 import { fitPlatt } from '../ml/corella/platt.js';
 import { samplePool } from '../ml/corella/sampling.js';
@@ -55,6 +64,11 @@ function arg(name: string, def: string): string {
 const flag = (name: string) => process.argv.includes(`--${name}`);
 
 const data = resolve(arg('data', '../shared/datasets/ml-1m-u2999'));
+const formatArg = arg('format', 'movielens-1m');
+if (formatArg !== 'movielens-1m' && formatArg !== 'recbole')
+  throw new Error(`--format ${formatArg}: expected movielens-1m or recbole`);
+const format: 'movielens-1m' | 'recbole' = formatArg;
+const outFile = arg('out', '');
 const modelPath = resolve(arg('model', '.corella/models/SmolLM2-135M-Instruct.Q4_1.gguf'));
 const cacheDir = resolve(arg('cache', join(homedir(), '.cache', 'corella-bench-lora')));
 const trainRows = Number(arg('train-rows', '2000'));
@@ -75,6 +89,7 @@ const patience = Number(arg('patience', '1'));
 const threads = Number(arg('threads', '2'));
 const crmEpochs = Number(arg('crm-epochs', '3'));
 const label = arg('label', '');
+const evalMode = arg('eval', 'prefix');
 // The pipeline's prompt shaping (config/ml-1m-cpu.json llm).
 const contextSize = 1024;
 const maxHistory = 6;
@@ -83,10 +98,13 @@ const log = (m: string): void =>
   void process.stderr.write(`[bench/lora ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
 const r4 = (x: number) => Number(x.toFixed(4));
 
-function seconds<T>(fn: () => T): { value: T; s: number } {
+/** Wall seconds, and CPU seconds of this process (all its threads): the CPU figure is less hostage to load. */
+function seconds<T>(fn: () => T): { value: T; s: number; cpu: number } {
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
   const value = fn();
-  return { value, s: (performance.now() - t0) / 1000 };
+  const c = process.cpuUsage(c0);
+  return { value, s: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 };
 }
 
 /** Pool rows in the extractor's order (user, time, sample id), so history blocks' prompts follow each other. */
@@ -110,7 +128,7 @@ async function main(): Promise<void> {
   const tfInfo = await initTf(undefined, log);
   const store = new FileArtifactStore(cacheDir);
   log(`ingesting ${data} into ${cacheDir}`);
-  const manifest = await ingestDataset({ source: 'movielens-1m', dir: data }, store);
+  const manifest = await ingestDataset({ source: format, dir: data }, store);
   const ds = await loadDataset(store, manifest);
   const { train, valid, test } = ds.splits;
 
@@ -228,6 +246,7 @@ async function main(): Promise<void> {
     terciles: terciles.map((idx) => metrics(pick(yTe, idx), pick(crmTe, idx))),
   };
   const userGroups = groupBy(teRows.map((r) => test.userRows[r]));
+  const validGroups = groupBy(vaRows.map((r) => valid.userRows[r]));
 
   /** Rows whose CRM entropy is among the top `share` of the pool. */
   const topShare = (h: Float32Array, share: number) => {
@@ -254,6 +273,21 @@ async function main(): Promise<void> {
       if (!best || gain > best.gain) best = { share, gain, threshold, ...platt };
     }
     const b = best!;
+    // Calibration's rule (issue 19): route only when the valid gain clears its own noise, here the
+    // user-bootstrap lower bound of the chosen share's valid gain; otherwise route nothing (hybrid = CRM).
+    const validInterval = aucDiffInterval(
+      yVa,
+      hybridOf(
+        crmVa,
+        zVa.map((z) => sigmoid(b.a * z + b.b)),
+        hVa,
+        b.threshold,
+      ),
+      crmVa,
+      validGroups,
+      { rounds: 1000, seed: 7, unit: 'user' },
+    );
+    const routes = validInterval !== undefined && validInterval.lo95 > 0;
     const pTeCal = zTe.map((z) => sigmoid(b.a * z + b.b));
     const hyb = hybridOf(crmTe, pTeCal, hTe, b.threshold);
     const routed = hyb.filter((_, i) => hTe[i] >= b.threshold).length / hyb.length;
@@ -274,10 +308,14 @@ async function main(): Promise<void> {
       hybrid: {
         validShare: b.share,
         validGain: r4(b.gain),
+        validLo95: validInterval && r4(validInterval.lo95),
         testRouted: r4(routed),
         auc: r4(auc(yTe, hyb)),
         gain: interval && { point: r4(interval.point), lo95: r4(interval.lo95), hi95: r4(interval.hi95) },
         at20: i20 && { point: r4(i20.point), lo95: r4(i20.lo95), hi95: r4(i20.hi95) },
+        gated: routes
+          ? { routes: true, testRouted: r4(routed), gain: interval && r4(interval.point) }
+          : { routes: false, testRouted: 0, gain: 0, why: 'valid gain lower bound ≤ 0' },
       },
     };
   }
@@ -296,24 +334,31 @@ async function main(): Promise<void> {
     const samples: LoraSample[] = trSet.map((s) =>
       balance ? { ...s, weight: s.label === 1 ? 0.5 / pos : 0.5 / (1 - pos) } : s,
     );
+    // Prefix-sharing evaluation (LoraTrainer.evalLogOdds); --eval per-prompt scores one prompt at a time.
     const logOdds = (set: { tokens: number[] }[]) =>
-      set.map((s) => {
-        const z = trainer.logOdds(s.tokens);
-        const v = z.dataSync()[0];
-        z.dispose();
-        return v;
-      });
+      evalMode === 'per-prompt'
+        ? set.map((s) => {
+            const z = trainer.logOdds(s.tokens);
+            const v = z.dataSync()[0];
+            z.dispose();
+            return v;
+          })
+        : Array.from(trainer.evalLogOdds(set.map((s) => s.tokens)));
     const evalEpoch = () => {
       const t = seconds(() => ({ zVa: logOdds(vaSet), zTe: logOdds(teSet) }));
-      return { ...t.value, s: t.s };
+      return { ...t.value, s: t.s, cpu: t.cpu };
     };
     const e0 = evalEpoch();
+    const evalPrompts0 = vaSet.length + teSet.length;
     const history: Record<string, unknown>[] = [
       {
         epoch: 0,
         validAuc: r4(auc(yVa, e0.zVa.map(sigmoid))),
         testAuc: r4(auc(yTe, e0.zTe.map(sigmoid))),
         evalSeconds: r4(e0.s),
+        evalSecondsPerPrompt: r4(e0.s / evalPrompts0),
+        evalCpuSecondsPerPrompt: r4(e0.cpu / evalPrompts0),
+        loadAverage: loadavg()[0],
       },
     ];
     log(`seed ${seed} ${JSON.stringify(history[0])}`);
@@ -322,12 +367,13 @@ async function main(): Promise<void> {
       epoch: 0,
       validAuc: auc(yVa, e0.zVa),
       zVa: e0.zVa,
-      zTe: e0.zTe,
       weights: undefined as LoraHostWeights | undefined,
     };
     let bad = 0;
     let trainSeconds = 0;
     let stepsDone = 0;
+    let validEvalSeconds = 0;
+    let validEvals = 0;
     for (let e = 1; e <= epochs; e++) {
       const order = permutation(mulberry32(mixSeed(seed, e)), trSet.length);
       let lossSum = 0;
@@ -344,87 +390,111 @@ async function main(): Promise<void> {
       });
       trainSeconds += t.s;
       stepsDone += order.length;
-      // The test pool only when the valid AUC improved: early stopping reports that epoch's figures.
+      const loadAfterTraining = loadavg()[0];
+      // Only the valid pool per epoch (early stopping); the test pool once, with the best weights, below.
       const tv = seconds(() => logOdds(vaSet));
+      validEvalSeconds += tv.s;
+      validEvals += vaSet.length;
       const validAuc = auc(yVa, tv.value);
       const improved = validAuc > best.validAuc;
-      const tt = improved ? seconds(() => logOdds(teSet)) : undefined;
-      const ev = { zVa: tv.value, zTe: tt?.value, s: tv.s + (tt?.s ?? 0) };
       const row = {
         epoch: e,
         trainLoss: r4(lossSum / batches),
         validAuc: r4(validAuc),
-        validLogLoss: r4(logLoss(yVa, ev.zVa.map(sigmoid))),
-        testAuc: ev.zTe ? r4(auc(yTe, ev.zTe)) : undefined,
+        validLogLoss: r4(logLoss(yVa, tv.value.map(sigmoid))),
         epochSeconds: r4(t.s),
-        evalSeconds: r4(ev.s),
+        trainSecondsPerSample: r4(t.s / order.length),
+        trainCpuSecondsPerSample: r4(t.cpu / order.length),
+        loadAverageTraining: loadAfterTraining,
+        evalSeconds: r4(tv.s),
+        evalSecondsPerPrompt: r4(tv.s / vaSet.length),
+        evalCpuSecondsPerPrompt: r4(tv.cpu / vaSet.length),
         loadAverage: loadavg()[0],
       };
       history.push(row);
       log(`seed ${seed} ${JSON.stringify(row)}`);
-      if (improved && ev.zTe) {
-        best = { epoch: e, validAuc, zVa: ev.zVa, zTe: ev.zTe, weights: await adapter.toHost() };
+      if (improved) {
+        best = { epoch: e, validAuc, zVa: tv.value, weights: await adapter.toHost() };
         bad = 0;
       } else if (++bad > patience) break;
     }
-    const fit = evaluate(best.zVa, best.zTe);
+    let zTeBest = e0.zTe;
+    let testEvalSeconds: number | undefined;
+    if (best.weights) {
+      adapter.load(best.weights);
+      const tt = seconds(() => logOdds(teSet));
+      zTeBest = tt.value;
+      testEvalSeconds = tt.s;
+      validEvalSeconds += tt.s;
+      validEvals += teSet.length;
+    }
+    const fit = evaluate(best.zVa, zTeBest);
     runs.push({
       seed,
       bestEpoch: best.epoch,
+      bestValidAuc: r4(best.validAuc),
       zeroShot,
       lora: fit,
       history,
       cost: {
         trainSeconds: r4(trainSeconds),
         secondsPerTrainingSample: stepsDone ? r4(trainSeconds / stepsDone) : undefined,
-        secondsPerEvalPrompt: r4(e0.s / (vaSet.length + teSet.length)),
+        secondsPerEvalPrompt: r4(e0.s / evalPrompts0),
+        secondsPerEvalPromptAfterTraining: validEvals ? r4(validEvalSeconds / validEvals) : undefined,
+        testEvalSeconds: testEvalSeconds && r4(testEvalSeconds),
+        loadAverage: loadavg()[0],
       },
     });
+    const done = runs[runs.length - 1];
+    if (outFile) await writeJson(`${outFile.replace(/\.json$/, '')}.seed${seed}.json`, done);
     log(`seed ${seed} best epoch ${best.epoch}: ${JSON.stringify(fit)}`);
     trainer.dispose();
     adapter.dispose();
   }
   frozen.dispose();
   model.dispose();
-  console.log(
-    JSON.stringify(
-      {
-        bench: 'lora',
-        label,
-        data,
-        model: { path: modelPath, sha256: modelSha256, nLayer, nEmbd: model.hp.nEmbd },
-        tfjs: tfInfo.backend,
-        pools: {
-          train: trSet.length,
-          valid: vaSet.length,
-          test: teSet.length,
-          seed: poolSeed,
-          meanTokens: r4(meanTokens),
-        },
-        trainPositiveRate: r4(trSet.reduce((a, s) => a + s.label, 0) / trSet.length),
-        lora: {
-          layers,
-          firstLayer,
-          rank,
-          alpha,
-          targets,
-          lr,
-          epochs,
-          batchSize,
-          balance,
-          smoothing,
-          patience,
-        },
-        crm: { ...crmFigures, trainSeconds: crmSeconds },
-        frozen: frozenCost,
-        runs,
-        loadAverage: { start: load0, end: loadavg() },
-        note: 'taken on a 2-core machine shared with other jobs: timings are under load',
-      },
-      null,
-      2,
-    ),
-  );
+  const doc = {
+    bench: 'lora',
+    label,
+    data,
+    format,
+    model: { path: modelPath, sha256: modelSha256, nLayer, nEmbd: model.hp.nEmbd },
+    tfjs: tfInfo.backend,
+    pools: {
+      train: trSet.length,
+      valid: vaSet.length,
+      test: teSet.length,
+      seed: poolSeed,
+      meanTokens: r4(meanTokens),
+    },
+    trainPositiveRate: r4(trSet.reduce((a, s) => a + s.label, 0) / trSet.length),
+    lora: {
+      layers,
+      firstLayer,
+      rank,
+      alpha,
+      targets,
+      lr,
+      epochs,
+      batchSize,
+      balance,
+      smoothing,
+      patience,
+      eval: evalMode,
+    },
+    crm: { ...crmFigures, trainSeconds: crmSeconds },
+    frozen: frozenCost,
+    runs,
+    loadAverage: { start: load0, end: loadavg() },
+    note: 'taken on a 2-core machine shared with other jobs: timings are under load',
+  };
+  console.log(JSON.stringify(doc, null, 2));
+  if (outFile) await writeJson(outFile, doc);
+}
+
+async function writeJson(path: string, value: unknown): Promise<void> {
+  await mkdir(dirname(resolve(path)), { recursive: true });
+  await writeFile(resolve(path), JSON.stringify(value, null, 2) + '\n');
 }
 
 main().catch((e: unknown) => {

@@ -16,8 +16,12 @@
  *     out (a [V, dim] table gradient) = the weighted scatter-add of dy; overwritten.
  *   crossForward(x0, x, w, b, y, z, m, n)
  *     DCNv2 cross layer on [m, n] inputs: z = x·w + b, y = x0 ⊙ z + x.
- *   crossBackward(dy, x0, x, w, z, dx0, dx, dw, db, m, n)
+ *   crossBackward(dy, x0, x, w, z, dx0, dx, dw, db, m, n[, flags])
  *     its gradients: dz = dy ⊙ x0, dx0 = dy ⊙ z, dx = dy + dz·wᵀ, dw = xᵀ·dz, db = Σ_rows dz.
+ *     flags (default 0) let a stack of cross layers sum x0's gradient in one buffer instead of one tfjs
+ *     Add per contribution: bit 1 accumulates, dx0 += dy ⊙ z; bit 2 (the first layer, whose x is x0)
+ *     then adds dx as well, dx0 += dx. Each is one rounding of the same sum the tape's Adds formed, in
+ *     the same order, so the result is bit-identical to the unfused step.
  *   denseBackward(dy, x, w, y, dx, dw, db, m, k, n, relu)
  *     gradients of y = act(x·w + b) for x [m, k], w [k, n]: dz = relu ? dy ⊙ (y > 0) : dy,
  *     dx = dz·wᵀ, dw = xᵀ·dz, db = Σ_rows dz (db may be null).
@@ -33,15 +37,34 @@
  *     at [count, ...) and marks it; returns the new count.
  *   l2Grad(dx0, x0, bags, width, cols, factor) -> Σ x0²
  *     over the first cols columns of each of bags rows: dx0 += factor · x0, returning the sum of squares.
- *   setThreads(n), threads(), info()
+ *   bceWithLogits(z, y, g, scale) -> Σ loss
+ *     binary cross-entropy on logits over n = z.length samples: returns Σ max(z,0) − z·y + log1p(e^−|z|)
+ *     (double) and writes g = (σ(z) − y)·scale, the gradient of the mean when scale = 1/n. One kernel for
+ *     what was ~14 tfjs ops on the main thread (forward and backward).
+ *   setThreads(n), threads()
+ *     the threads (1..64, the caller included) that every kernel above may split its work over: the
+ *     process-wide pool below. 1 = no pool. Results are bit-identical at any setting.
+ *   setBlasThreads(n), blasThreads()
+ *     OpenBLAS's own threads. Keep 1 (the pool runs row blocks of the products): above 1 the kernels
+ *     call sgemm whole and OpenBLAS splits it, with its spinning pool beside ours.
+ *   poolStats() -> { regions, workerChunks, kernelMs }
+ *     counters since load: regions handed to the pool, chunks that its workers (not the caller) ran, and
+ *     the wall milliseconds callers spent inside the kernels above.
+ *   info()
  */
+/* POSIX threads and signal masks under -std=c11. */
+#define _POSIX_C_SOURCE 200809L
 #include <node_api.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* The CBLAS and OpenBLAS entry points we use, declared here so the build needs the shared library only
  * (Debian's cblas.h lives in an alternatives-managed folder that differs between BLAS flavours). */
@@ -52,6 +75,224 @@ extern void openblas_set_num_threads(int n);
 extern int openblas_get_num_threads(void);
 extern char *openblas_get_config(void);
 extern char *openblas_get_corename(void);
+
+/* ---------------------------------------------------------------------------------------------------------
+ * The intra-op thread pool.
+ *
+ * One process-wide pool of blocked worker threads that a kernel hands its work to in numbered chunks
+ * (batch-row or parameter ranges). Why it is built this way:
+ * - Blocking, not spinning: idle workers sleep on a condition variable and the caller sleeps until the
+ *   last chunk is done. On a shared machine a spinning pool (OpenBLAS's server threads, GNU OpenMP's
+ *   barriers) burns the very core the other half of the work needs, and collapses under load. The only
+ *   polling is bounded to 50 µs (the caller for chunks in flight, a worker for the next region of the
+ *   same kernel), which saved 0.5-1 ms a step of sleeps and wake-ups and no CPU.
+ * - Chunks are claimed one by one (an atomic tag per chunk), and the caller works on them too: each
+ *   thread takes its own contiguous share first (the same rows stay on the same core from layer to
+ *   layer), then steals from the far end, so a worker that is not scheduled in time costs nothing but
+ *   its share instead of holding the region up.
+ * - Results are bit-identical at any thread count: element-wise passes and Adam touch each element alone,
+ *   scatters give each row to one chunk that adds in entry order, reductions run per column (per row)
+ *   in row order whatever the cut, and sgemm on a block of output rows returns exactly the bits of the
+ *   whole product (OpenBLAS keeps the order of the inner sum; test/ml/tf/native-kernels.test.ts checks
+ *   every kernel and ten training steps at 1 and 2 threads).
+ * - One region at a time: the data-parallel stepper's worker thread runs kernels at the same time as the
+ *   main thread; whoever finds the pool busy runs its chunks inline rather than oversubscribing the cores.
+ * - Matrix products run inside the chunks on one OpenBLAS thread (sgemm on a row block returns the same
+ *   bits as on the whole matrix, and OpenBLAS's own pool would spin between calls); only when OpenBLAS
+ *   has more than one thread (setBlasThreads) does a kernel call sgemm whole and split the element-wise
+ *   parts around it.
+ */
+typedef void (*chunk_fn)(void *ctx, int64_t chunk);
+
+static int64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* How long the caller polls for the workers' last chunks before it sleeps (see pool_run), and a worker
+ * for the next region after its last chunk (see pool_worker). */
+#ifndef CALLER_POLL_NS
+#define CALLER_POLL_NS 50000
+#endif
+#ifndef WORKER_POLL_NS
+#define WORKER_POLL_NS 50000
+#endif
+
+#define POOL_MAX 64
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t pool_done = PTHREAD_COND_INITIALIZER;
+/* Held by the thread whose region the pool is running. */
+static pthread_mutex_t pool_region = PTHREAD_MUTEX_INITIALIZER;
+/* Threads a region may use, the caller included (1 = no pool). */
+static _Atomic int pool_threads = 1;
+static int pool_started = 0; /* worker threads created (under pool_lock) */
+/* The current job, under pool_lock: workers read it whole when they see a new generation. */
+static uint64_t pool_gen = 0;
+/* pool_gen, readable without the lock: a worker that just finished polls it briefly (see pool_worker). */
+static _Atomic uint64_t pool_gen_seen = 0;
+static chunk_fn job_fn = NULL;
+static void *job_ctx = NULL;
+static int64_t job_chunks = 0;
+/* The generation that last claimed each chunk: chunk c of job g is free while its entry is below g. A
+ * worker that wakes late finds every chunk of its (finished) job at g or above, so it never runs a chunk
+ * of a job it did not read. */
+#define POOL_MAX_CHUNKS 64
+static _Atomic uint64_t chunk_claim[POOL_MAX_CHUNKS];
+static _Atomic int64_t job_done = 0;
+/* For poolStats(): regions handed to the pool and chunks its workers (not the caller) ran. */
+static _Atomic int64_t stat_regions = 0;
+static _Atomic int64_t stat_worker_chunks = 0;
+/* Wall time the calling threads spent inside the kernels (profiles: the rest of a step is JS and tfjs). */
+static _Atomic int64_t stat_kernel_ns = 0;
+
+static bool claim_chunk(int64_t c, uint64_t gen) {
+  uint64_t v = atomic_load(&chunk_claim[c]);
+  return v < gen && atomic_compare_exchange_strong(&chunk_claim[c], &v, gen);
+}
+
+static void run_chunk(chunk_fn fn, void *ctx, int64_t c, int64_t chunks) {
+  fn(ctx, c);
+  if (atomic_fetch_add(&job_done, 1) + 1 == chunks) {
+    pthread_mutex_lock(&pool_lock);
+    pthread_cond_signal(&pool_done);
+    pthread_mutex_unlock(&pool_lock);
+  }
+}
+
+/* Runs chunks of job `gen` as thread `self` of `threads` until none is left; returns how many it ran.
+ * First its own contiguous share (the same rows land on the same thread region after region, so a layer
+ * reads what the previous one left in this core's cache), then, from the far end, whatever the others
+ * have not started: a thread that is late loses its share, it does not hold the region up. */
+static int64_t run_chunks(uint64_t gen, int self, int threads, chunk_fn fn, void *ctx, int64_t chunks) {
+  int64_t ran = 0;
+  for (int64_t c = chunks * self / threads; c < chunks * (self + 1) / threads; c++)
+    if (claim_chunk(c, gen)) {
+      run_chunk(fn, ctx, c, chunks);
+      ran++;
+    }
+  for (int64_t c = chunks - 1; c >= 0; c--)
+    if (claim_chunk(c, gen)) {
+      run_chunk(fn, ctx, c, chunks);
+      ran++;
+    }
+  return ran;
+}
+
+static void *pool_worker(void *arg) {
+  const int index = (int)(intptr_t)arg; /* 1.. : the caller is thread 0 */
+  uint64_t seen = 0;
+  pthread_mutex_lock(&pool_lock);
+  for (;;) {
+    if (pool_gen == seen && WORKER_POLL_NS > 0) {
+      /* A kernel's regions often follow each other within microseconds (a backward pass has two): poll
+       * for the next one briefly before sleeping, then sleep however long the JS side takes. */
+      pthread_mutex_unlock(&pool_lock);
+      const int64_t until = now_ns() + WORKER_POLL_NS;
+      while (atomic_load(&pool_gen_seen) == seen && now_ns() < until) cpu_relax();
+      pthread_mutex_lock(&pool_lock);
+    }
+    while (pool_gen == seen) pthread_cond_wait(&pool_wake, &pool_lock);
+    seen = pool_gen;
+    if (index >= atomic_load(&pool_threads)) continue; /* the pool was shrunk: sit this one out */
+    const chunk_fn fn = job_fn;
+    void *const ctx = job_ctx;
+    const int64_t chunks = job_chunks;
+    const int threads = atomic_load(&pool_threads);
+    pthread_mutex_unlock(&pool_lock);
+    atomic_fetch_add(&stat_worker_chunks, run_chunks(seen, index, threads, fn, ctx, chunks));
+    pthread_mutex_lock(&pool_lock);
+  }
+  return NULL;
+}
+
+/* Sets the threads a region uses (caller included), starting workers as needed; 0 on success. */
+static int pool_resize(int threads) {
+  pthread_mutex_lock(&pool_lock);
+  int err = 0;
+  while (pool_started < threads - 1) {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    /* Workers take no signals: Node's handlers belong to its own threads. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pthread_t t;
+    err = pthread_create(&t, &attr, pool_worker, (void *)(intptr_t)(pool_started + 1));
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (err != 0) break;
+    pool_started++;
+  }
+  atomic_store(&pool_threads, pool_started + 1 < threads ? pool_started + 1 : threads);
+  pthread_mutex_unlock(&pool_lock);
+  return err;
+}
+
+/* Runs fn(ctx, c) for c < chunks, on the pool when it is free and has threads, else inline. Every chunk
+ * is done when it returns. */
+static void pool_run(chunk_fn fn, void *ctx, int64_t chunks) {
+  if (chunks <= 0) return;
+  const int threads = atomic_load(&pool_threads);
+  if (chunks == 1 || chunks > POOL_MAX_CHUNKS || threads <= 1 || pthread_mutex_trylock(&pool_region) != 0) {
+    for (int64_t c = 0; c < chunks; c++) fn(ctx, c);
+    return;
+  }
+  atomic_fetch_add(&stat_regions, 1);
+  pthread_mutex_lock(&pool_lock);
+  const uint64_t gen = ++pool_gen;
+  atomic_store(&pool_gen_seen, gen);
+  job_fn = fn;
+  job_ctx = ctx;
+  job_chunks = chunks;
+  atomic_store(&job_done, 0);
+  pthread_cond_broadcast(&pool_wake);
+  pthread_mutex_unlock(&pool_lock);
+  run_chunks(gen, 0, threads, fn, ctx, chunks);
+  /* The chunks left are running on workers that are awake: poll for them a few microseconds (a sleep and
+   * a wake-up cost some 10 µs of syscalls and context switches a region) before sleeping on the condvar.
+   * Only the caller polls, only while its region is unfinished, and only briefly: a worker that has lost
+   * its core leaves the caller asleep, not spinning. */
+  const int64_t poll_until = now_ns() + CALLER_POLL_NS;
+  while (atomic_load(&job_done) < chunks && now_ns() < poll_until) cpu_relax();
+  pthread_mutex_lock(&pool_lock);
+  while (atomic_load(&job_done) < chunks) pthread_cond_wait(&pool_done, &pool_lock);
+  pthread_mutex_unlock(&pool_lock);
+  pthread_mutex_unlock(&pool_region);
+}
+
+/* How a kernel cuts n items (rows, parameters) into chunks of at least `grain`: at most n/grain chunks,
+ * capped, 1 below 2·grain, and 1 when the pool has one thread (a row block runs sgemm a few per cent
+ * slower than the whole product, and a 64-row block of a weight gradient a fifth slower). */
+#define MAX_CHUNKS 16
+static int64_t chunks_for(int64_t n, int64_t grain) {
+  if (atomic_load(&pool_threads) <= 1) return 1;
+  int64_t c = n / grain;
+  if (c < 1) c = 1;
+  return c > MAX_CHUNKS ? MAX_CHUNKS : c;
+}
+
+/* [begin, end) of chunk c of n items cut into `chunks`. */
+static inline void chunk_range(int64_t n, int64_t chunks, int64_t c, int64_t *begin, int64_t *end) {
+  *begin = n * c / chunks;
+  *end = n * (c + 1) / chunks;
+}
+
+static int64_t at_most_threads(int64_t chunks) {
+  const int64_t t = atomic_load(&pool_threads);
+  return chunks < t ? chunks : t;
+}
+
+/* OpenBLAS splits products itself (setBlasThreads > 1): kernels then call sgemm whole from the caller. */
+static int blas_splits(void) { return openblas_get_num_threads() > 1; }
 
 #define CHECK(env, call)                                                                          \
   do {                                                                                              \
@@ -120,7 +361,8 @@ __attribute__((noinline)) static void cross_combine(float *restrict y, const flo
   for (size_t j = 0; j < n; j++) y[j] = x0[j] * z[j] + x[j];
 }
 
-/* dz = dy ⊙ x0, dx0 = dy ⊙ z */
+/* dz = dy ⊙ x0, dx0 = dy ⊙ z (or, accumulating, dx0 += dy ⊙ z: the product rounds first, as the tape's
+ * Add of a separate dx0 did; -ffp-contract=off keeps it from becoming an fma) */
 __attribute__((noinline)) static void cross_grads(float *restrict dz, float *restrict dx0, const float *restrict dy,
                                                   const float *restrict x0, const float *restrict z, size_t n) {
   for (size_t j = 0; j < n; j++) {
@@ -129,9 +371,84 @@ __attribute__((noinline)) static void cross_grads(float *restrict dz, float *res
   }
 }
 
+__attribute__((noinline)) static void cross_grads_acc(float *restrict dz, float *restrict dx0,
+                                                      const float *restrict dy, const float *restrict x0,
+                                                      const float *restrict z, size_t n) {
+  for (size_t j = 0; j < n; j++) {
+    dz[j] = dy[j] * x0[j];
+    dx0[j] += dy[j] * z[j];
+  }
+}
+
+/* o += t */
+__attribute__((noinline)) static void add_into(float *restrict o, const float *restrict t, size_t n) {
+  for (size_t j = 0; j < n; j++) o[j] += t[j];
+}
+
 /* o += w · t over dim floats */
 __attribute__((noinline)) static void axpy(float *restrict o, const float *restrict t, float w, size_t dim) {
   for (size_t d = 0; d < dim; d++) o[d] += w * t[d];
+}
+
+/* Rows that a chunk of a row-split product gets at least: row blocks of 256 run sgemm within ~3% of the
+ * whole 1024-row product (measured for the CRM's shapes), and splitting pays from 512 rows: a 128-wide
+ * cross layer forward at 2 threads against 1 took 108 -> 61 µs at 512 rows, 222 -> 113 at 1024, but
+ * 64 -> 76 µs at 256 rows cut in 128-row blocks. Smaller products stay on one thread. */
+#define GEMM_ROW_GRAIN 256
+/* Output rows of xᵀ·dz (weight gradients: the reduction runs over the batch) a chunk gets at least. */
+#define GEMM_K_GRAIN 64
+/* Multiply-adds per entry above which the entries of a batched product are spread over the pool. */
+#define MATMUL_SPLIT_WORK (256 * 128 * 128)
+
+typedef struct {
+  const float *a, *b;
+  float *out;
+  const float *bias;
+  size_t biaslen;
+  int64_t m, n, k, as, bs;
+  bool ta, tb;
+  int act;
+  int64_t row_chunks, batch;
+} MatmulJob;
+
+/* Rows [r0, r1) of entry i: bias, product, activation. */
+static void matmul_block(const MatmulJob *j, int64_t i, int64_t r0, int64_t r1) {
+  const int64_t m = j->m, n = j->n, k = j->k, rows = r1 - r0;
+  if (rows <= 0) return;
+  float *c = j->out + i * m * n + r0 * n;
+  float beta = 0.0f;
+  if (j->bias != NULL) {
+    if (j->biaslen == 1) {
+      for (int64_t q = 0; q < rows * n; q++) c[q] = j->bias[0];
+    } else {
+      for (int64_t r = 0; r < rows; r++) memcpy(c + r * n, j->bias, (size_t)n * sizeof(float));
+    }
+    beta = 1.0f;
+  }
+  if (k == 0) {
+    if (j->bias == NULL) memset(c, 0, (size_t)(rows * n) * sizeof(float));
+  } else if (n > 0) {
+    /* Row r of op(A) is row r of A, or column r of a transposed A (stored [k, m]). */
+    const float *a = j->a + i * j->as + (j->ta ? r0 : r0 * k);
+    cblas_sgemm(RowMajor, j->ta ? Trans : NoTrans, j->tb ? Trans : NoTrans, (int)rows, (int)n, (int)k, 1.0f, a,
+                j->ta ? (int)m : (int)k, j->b + i * j->bs, j->tb ? (int)k : (int)n, beta, c, (int)n);
+  }
+  if (j->act == 1) relu_inplace(c, (size_t)(rows * n));
+}
+
+static void matmul_rows_chunk(void *ctx, int64_t c) {
+  const MatmulJob *j = ctx;
+  int64_t r0, r1;
+  chunk_range(j->m, j->row_chunks, c, &r0, &r1);
+  matmul_block(j, 0, r0, r1);
+}
+
+/* Entries [i0, i1) of a batched product (row_chunks: how many chunks the entries were cut into). */
+static void matmul_entry_chunk(void *ctx, int64_t c) {
+  const MatmulJob *j = ctx;
+  int64_t i0, i1;
+  chunk_range(j->batch, j->row_chunks, c, &i0, &i1);
+  for (int64_t i = i0; i < i1; i++) matmul_block(j, i, 0, j->m);
 }
 
 static napi_value js_matmul(napi_env env, napi_callback_info info) {
@@ -166,26 +483,16 @@ static napi_value js_matmul(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, "CORELLA_NATIVE", "corella_native.matmul: shapes do not fit the buffers");
     return NULL;
   }
-  const int lda = ta ? (int)m : (int)k;
-  const int ldb = tb ? (int)k : (int)n;
-  for (int64_t i = 0; i < batch; i++) {
-    float *c = out + i * m * n;
-    float beta = 0.0f;
-    if (bias != NULL) {
-      if (biaslen == 1) {
-        for (int64_t j = 0; j < m * n; j++) c[j] = bias[0];
-      } else {
-        for (int64_t r = 0; r < m; r++) memcpy(c + r * n, bias, (size_t)n * sizeof(float));
-      }
-      beta = 1.0f;
-    }
-    if (k == 0) {
-      if (bias == NULL) memset(c, 0, (size_t)(m * n) * sizeof(float));
-    } else if (m > 0 && n > 0) {
-      cblas_sgemm(RowMajor, ta ? Trans : NoTrans, tb ? Trans : NoTrans, (int)m, (int)n, (int)k, 1.0f,
-                  a + i * as, lda, b + i * bs, ldb, beta, c, (int)n);
-    }
-    if (act == 1) relu_inplace(c, (size_t)(m * n));
+  MatmulJob j = {a, b, out, bias, biaslen, m, n, k, as, bs, ta, tb, (int)act, 0, batch};
+  /* Whole products per chunk when there are several, else row blocks of the one product. */
+  if (batch > 1) {
+    j.row_chunks = m * n * k >= MATMUL_SPLIT_WORK ? chunks_for(batch, 1) : 1;
+    pool_run(matmul_entry_chunk, &j, j.row_chunks);
+  } else if (blas_splits()) {
+    matmul_block(&j, 0, 0, m);
+  } else {
+    j.row_chunks = m * n * k >= MATMUL_SPLIT_WORK ? chunks_for(m, GEMM_ROW_GRAIN) : 1;
+    pool_run(matmul_rows_chunk, &j, j.row_chunks);
   }
   return NULL;
 }
@@ -228,6 +535,82 @@ static napi_value range_error(napi_env env, const char *what) {
   return NULL;
 }
 
+/* Floats of work (element-wise passes, Adam) a chunk gets at least. Measured (hot cache, 2 threads
+ * against 1): Adam over 16k floats 22 -> 13 µs, over 4k 5.8 -> 4.4 µs; 8k keeps a chunk at ~10 µs of
+ * work, and splits the CRM's 16k- and 32k-float weight matrices. */
+#define ELEMENT_GRAIN 8192
+
+typedef struct {
+  const float *table;
+  const int32_t *rows;
+  const float *weights;
+  float *out;
+  int64_t dim, bag, bags, chunks;
+} BagJob;
+
+/* Bags [b0, b1): out rows are written by their own bag only. */
+static void bag_chunk(void *ctx, int64_t c) {
+  const BagJob *j = ctx;
+  int64_t b0, b1;
+  chunk_range(j->bags, j->chunks, c, &b0, &b1);
+  const size_t dim = (size_t)j->dim;
+  memset(j->out + (size_t)b0 * dim, 0, (size_t)(b1 - b0) * dim * sizeof(float));
+  for (int64_t b = b0; b < b1; b++) {
+    float *o = j->out + (size_t)b * dim;
+    for (int64_t p = 0; p < j->bag; p++) {
+      const size_t k = (size_t)(b * j->bag + p);
+      const float wk = j->weights[k];
+      if (wk == 0.0f) continue;
+      axpy(o, j->table + (size_t)j->rows[k] * dim, wk, dim);
+    }
+  }
+}
+
+/* A scatter-add onto table rows, split by row-id range: each chunk scans every entry and adds only those
+ * whose row is in its range, so each row still receives its additions in entry order (bit-identical)
+ * and no two chunks write the same row. Entries are (b, q) for b < bags, q < bag: entry k = b·bag + q
+ * reads src + b·width + col + q·qstride, times scale·weights[k] (weights null = 1). */
+typedef struct {
+  float *g;
+  const float *src;
+  const int32_t *rows;
+  const float *weights;
+  int64_t bags, bag, col, qstride, width, dim, vrows, chunks;
+  float scale;
+  bool clear; /* zero the chunk's rows first (a fresh gradient rather than an accumulation) */
+} ScatterJob;
+
+static void scatter_chunk(void *ctx, int64_t c) {
+  const ScatterJob *j = ctx;
+  int64_t v0, v1;
+  chunk_range(j->vrows, j->chunks, c, &v0, &v1);
+  const size_t dim = (size_t)j->dim;
+  if (j->clear) memset(j->g + (size_t)v0 * dim, 0, (size_t)(v1 - v0) * dim * sizeof(float));
+  for (int64_t b = 0; b < j->bags; b++) {
+    for (int64_t q = 0; q < j->bag; q++) {
+      const size_t k = (size_t)(b * j->bag + q);
+      const int32_t r = j->rows[k];
+      if (r < v0 || r >= v1) continue;
+      const float f = j->scale * (j->weights != NULL ? j->weights[k] : 1.0f);
+      if (f == 0.0f) continue;
+      axpy(j->g + (size_t)r * dim, j->src + b * j->width + j->col + q * j->qstride, f, dim);
+    }
+  }
+}
+
+/* Work (floats) below which the scatters and l2Grad stay on one thread. Every scatter chunk scans all
+ * entries, and at the CRM's batch (8192 entries × 16, 131k floats; l2Grad 131k) a 2-thread split
+ * measured slower in a training step (scatterAdd 0.13-0.15 -> 0.17-0.22 ms a step, l2Grad 0.09 -> 0.12). */
+#define SMALL_PASS_WORK (512 * 1024)
+
+/* Chunks for a scatter of n entries onto vrows rows: one per thread at most, at least 64 rows each. */
+static int64_t scatter_chunks(int64_t entries, int64_t dim, int64_t vrows) {
+  if (entries * dim < SMALL_PASS_WORK) return 1;
+  int64_t c = at_most_threads(chunks_for(entries * dim, ELEMENT_GRAIN));
+  const int64_t by_rows = vrows / 64 < 1 ? 1 : vrows / 64;
+  return c < by_rows ? c : by_rows;
+}
+
 static napi_value js_embedding_bag(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
@@ -247,17 +630,9 @@ static napi_value js_embedding_bag(napi_env env, napi_callback_info info) {
   for (size_t i = 0; i < rlen; i++)
     if (rows[i] < 0 || (size_t)rows[i] >= vrows)
       return range_error(env, "corella_native.embeddingBag: row id outside the table");
-  memset(out, 0, olen * sizeof(float));
-  const size_t bags = rlen / (size_t)bag;
-  for (size_t b = 0; b < bags; b++) {
-    float *o = out + b * (size_t)dim;
-    for (int64_t p = 0; p < bag; p++) {
-      const size_t k = b * (size_t)bag + (size_t)p;
-      const float wk = weights[k];
-      if (wk == 0.0f) continue;
-      axpy(o, table + (size_t)rows[k] * (size_t)dim, wk, (size_t)dim);
-    }
-  }
+  BagJob j = {table, rows, weights, out, dim, bag, (int64_t)(rlen / (size_t)bag), 0};
+  j.chunks = chunks_for(j.bags * bag * dim, ELEMENT_GRAIN);
+  pool_run(bag_chunk, &j, j.chunks);
   return NULL;
 }
 
@@ -280,28 +655,139 @@ static napi_value js_embedding_bag_grad(napi_env env, napi_callback_info info) {
   for (size_t i = 0; i < rlen; i++)
     if (rows[i] < 0 || (size_t)rows[i] >= vrows)
       return range_error(env, "corella_native.embeddingBagGrad: row id outside the table");
-  memset(out, 0, olen * sizeof(float));
-  const size_t bags = rlen / (size_t)bag;
-  for (size_t b = 0; b < bags; b++) {
-    const float *g = dy + b * (size_t)dim;
-    for (int64_t p = 0; p < bag; p++) {
-      const size_t k = b * (size_t)bag + (size_t)p;
-      const float wk = weights[k];
-      if (wk == 0.0f) continue;
-      axpy(out + (size_t)rows[k] * (size_t)dim, g, wk, (size_t)dim);
-    }
-  }
+  const int64_t bags = (int64_t)(rlen / (size_t)bag);
+  /* Bag b's gradient dy[b] goes to each of its rows: entry (b, q) reads dy + b·dim (qstride 0). */
+  /* Floats past the last whole row (none for a [V, dim] table) are zero, as the whole-table memset left them. */
+  memset(out + vrows * (size_t)dim, 0, (olen - vrows * (size_t)dim) * sizeof(float));
+  ScatterJob j = {out, dy, rows, weights, bags, bag, 0, 0, dim, dim, (int64_t)vrows, 0, 1.0f, true};
+  j.chunks = scatter_chunks(bags * bag, dim, (int64_t)vrows);
+  pool_run(scatter_chunk, &j, j.chunks);
   return NULL;
 }
 
 /* Σ over the m rows of an [m, n] matrix into db[n]. */
-__attribute__((noinline)) static void column_sums(const float *restrict x, int64_t m, int64_t n,
-                                                 float *restrict db) {
-  memset(db, 0, (size_t)n * sizeof(float));
+/* Σ over the m rows of an [m, n] matrix into db[c0..c1), each column summed in row order. */
+__attribute__((noinline)) static void column_sums(const float *restrict x, int64_t m, int64_t n, int64_t c0,
+                                                 int64_t c1, float *restrict db) {
+  memset(db + c0, 0, (size_t)(c1 - c0) * sizeof(float));
   for (int64_t r = 0; r < m; r++) {
     const float *row = x + r * n;
-    for (int64_t j = 0; j < n; j++) db[j] += row[j];
+    for (int64_t j = c0; j < c1; j++) db[j] += row[j];
   }
+}
+
+/* A cross or dense layer's job. phase -1 runs every step of the forward or first backward region on a
+ * chunk's rows; 0 and 2 are the parts before and after the product when OpenBLAS runs it whole. */
+typedef struct {
+  const float *x0, *x, *w, *b, *dy, *yin;
+  float *y, *z, *dz, *dx0, *dx, *dw, *db;
+  int64_t m, k, n, chunks, kchunks, dchunks;
+  int phase;
+  bool relu;
+  /* cross backward only: CROSS_ACCUMULATE_DX0 and CROSS_FOLD_DX (see crossBackward above) */
+  int flags;
+} CrossJob;
+
+#define CROSS_ACCUMULATE_DX0 1
+#define CROSS_FOLD_DX 2
+
+static void cross_forward_chunk(void *ctx, int64_t c) {
+  const CrossJob *j = ctx;
+  int64_t r0, r1;
+  chunk_range(j->m, j->chunks, c, &r0, &r1);
+  const int64_t n = j->n, rows = r1 - r0;
+  if (rows <= 0) return;
+  float *z = j->z + r0 * n;
+  if (j->phase <= 0)
+    for (int64_t r = 0; r < rows; r++) memcpy(z + r * n, j->b, (size_t)n * sizeof(float));
+  if (j->phase < 0)
+    cblas_sgemm(RowMajor, NoTrans, NoTrans, (int)rows, (int)n, (int)n, 1.0f, j->x + r0 * n, (int)n, j->w, (int)n,
+                1.0f, z, (int)n);
+  if (j->phase != 0) cross_combine(j->y + r0 * n, j->x0 + r0 * n, z, j->x + r0 * n, (size_t)(rows * n));
+}
+
+/* Row chunks of a backward pass's first region: dz (and dx0) element-wise, then dx = [dy +] dz·wᵀ. For a
+ * cross layer (x0 set) dz = dy ⊙ x0, dx0 = dy ⊙ z, dx = dy + dz·wᵀ; for a dense layer dz = relu ?
+ * dy ⊙ (y > 0) : dy, dx = dz·wᵀ (w is [k, n]). */
+static void backward_rows_chunk(void *ctx, int64_t c) {
+  const CrossJob *j = ctx;
+  int64_t r0, r1;
+  chunk_range(j->m, j->chunks, c, &r0, &r1);
+  const int64_t n = j->n, k = j->k, rows = r1 - r0;
+  if (rows <= 0) return;
+  const size_t span = (size_t)(rows * n);
+  const bool cross = j->x0 != NULL;
+  const float *dz = j->dy + r0 * n;
+  if (j->phase == 2) {
+    /* after OpenBLAS ran dx whole: fold it into dx0 */
+    add_into(j->dx0 + r0 * n, j->dx + r0 * n, span);
+    return;
+  }
+  if (j->phase <= 0) {
+    if (cross) {
+      if (j->flags & CROSS_ACCUMULATE_DX0)
+        cross_grads_acc(j->dz + r0 * n, j->dx0 + r0 * n, j->dy + r0 * n, j->x0 + r0 * n, j->z + r0 * n, span);
+      else
+        cross_grads(j->dz + r0 * n, j->dx0 + r0 * n, j->dy + r0 * n, j->x0 + r0 * n, j->z + r0 * n, span);
+      memcpy(j->dx + r0 * n, j->dy + r0 * n, span * sizeof(float));
+    } else if (j->relu) {
+      relu_mask(j->dz + r0 * n, j->dy + r0 * n, j->yin + r0 * n, span);
+    }
+  }
+  if (cross || j->relu) dz = j->dz + r0 * n;
+  if (j->phase < 0)
+    cblas_sgemm(RowMajor, NoTrans, Trans, (int)rows, (int)k, (int)n, 1.0f, dz, (int)n, j->w, (int)n,
+                cross ? 1.0f : 0.0f, j->dx + r0 * k, (int)k);
+  /* this chunk's rows of dx are final here, so the fold costs no extra region */
+  if (j->phase < 0 && cross && (j->flags & CROSS_FOLD_DX)) add_into(j->dx0 + r0 * n, j->dx + r0 * n, span);
+}
+
+/* The weight-gradient region: chunks [0, kchunks) compute rows of dw = xᵀ·dz ([k, n], the reduction over
+ * the batch rows, which a row block leaves in the same order), the next dchunks the column sums
+ * db = Σ_rows dz over a range of columns, each column summed in row order. */
+static void backward_weights_chunk(void *ctx, int64_t c) {
+  const CrossJob *j = ctx;
+  const float *dz = (j->x0 != NULL || j->relu) ? j->dz : j->dy;
+  const int64_t m = j->m, n = j->n, k = j->k;
+  if (c < j->kchunks) {
+    int64_t k0, k1;
+    chunk_range(k, j->kchunks, c, &k0, &k1);
+    if (k1 > k0)
+      cblas_sgemm(RowMajor, Trans, NoTrans, (int)(k1 - k0), (int)n, (int)m, 1.0f, j->x + k0, (int)k, dz, (int)n, 0.0f,
+                  j->dw + k0 * n, (int)n);
+    return;
+  }
+  int64_t c0, c1;
+  chunk_range(n, j->dchunks, c - j->kchunks, &c0, &c1);
+  column_sums(dz, m, n, c0, c1, j->db);
+}
+
+/* Both backward regions (dw whole from the caller when OpenBLAS splits products). */
+static void run_backward(CrossJob *j) {
+  const int64_t m = j->m, n = j->n, k = j->k;
+  const float *dz = (j->x0 != NULL || j->relu) ? j->dz : j->dy;
+  if (blas_splits()) {
+    j->phase = 0;
+    j->chunks = chunks_for(m * n, ELEMENT_GRAIN) < m ? chunks_for(m * n, ELEMENT_GRAIN) : m;
+    pool_run(backward_rows_chunk, j, j->chunks);
+    cblas_sgemm(RowMajor, NoTrans, Trans, (int)m, (int)k, (int)n, 1.0f, dz, (int)n, j->w, (int)n,
+                j->x0 != NULL ? 1.0f : 0.0f, j->dx, (int)k);
+    if (j->x0 != NULL && (j->flags & CROSS_FOLD_DX)) {
+      j->phase = 2;
+      pool_run(backward_rows_chunk, j, j->chunks);
+    }
+    cblas_sgemm(RowMajor, Trans, NoTrans, (int)k, (int)n, (int)m, 1.0f, j->x, (int)k, dz, (int)n, 0.0f, j->dw, (int)n);
+    j->kchunks = 0;
+  } else {
+    j->phase = -1;
+    j->chunks = m * n * k >= MATMUL_SPLIT_WORK ? chunks_for(m, GEMM_ROW_GRAIN) : 1;
+    pool_run(backward_rows_chunk, j, j->chunks);
+    /* Only when the batch is large enough to split at all: a small product stays one call. One block per
+     * thread: a weight gradient cut in two runs at 150-160 GFLOP/s a block, in four at 120-150. */
+    j->kchunks = j->chunks > 1 ? at_most_threads(chunks_for(k, GEMM_K_GRAIN)) : 1;
+  }
+  j->dchunks = j->db == NULL ? 0 : (j->chunks > 1 && n >= 64 ? 2 : 1);
+  pool_run(backward_weights_chunk, j, j->kchunks + j->dchunks);
 }
 
 static napi_value js_cross_forward(napi_env env, napi_callback_info info) {
@@ -321,17 +807,27 @@ static napi_value js_cross_forward(napi_env env, napi_callback_info info) {
   if (m < 1 || n < 1 || n > INT32_MAX || m > INT32_MAX || l0 != mn || lx != mn || ly != mn || lz != mn ||
       lw != (size_t)(n * n) || lb != (size_t)n)
     return range_error(env, "corella_native.crossForward: shapes do not fit the buffers");
-  for (int64_t r = 0; r < m; r++) memcpy(z + r * n, b, (size_t)n * sizeof(float));
-  cblas_sgemm(RowMajor, NoTrans, NoTrans, (int)m, (int)n, (int)n, 1.0f, x, (int)n, w, (int)n, 1.0f, z, (int)n);
-  cross_combine(y, x0, z, x, mn);
+  CrossJob j = {.x0 = x0, .x = x, .w = w, .b = b, .y = y, .z = z, .m = m, .n = n};
+  if (blas_splits()) {
+    j.phase = 0;
+    j.chunks = chunks_for(m * n, ELEMENT_GRAIN) < m ? chunks_for(m * n, ELEMENT_GRAIN) : m;
+    pool_run(cross_forward_chunk, &j, j.chunks);
+    cblas_sgemm(RowMajor, NoTrans, NoTrans, (int)m, (int)n, (int)n, 1.0f, x, (int)n, w, (int)n, 1.0f, z, (int)n);
+    j.phase = 2;
+    pool_run(cross_forward_chunk, &j, j.chunks);
+  } else {
+    j.phase = -1;
+    j.chunks = m * n * n >= MATMUL_SPLIT_WORK ? chunks_for(m, GEMM_ROW_GRAIN) : 1;
+    pool_run(cross_forward_chunk, &j, j.chunks);
+  }
   return NULL;
 }
 
 static napi_value js_cross_backward(napi_env env, napi_callback_info info) {
-  size_t argc = 11;
-  napi_value argv[11];
+  size_t argc = 12;
+  napi_value argv[12];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 11) return range_error(env, "corella_native.crossBackward: expected 11 arguments");
+  if (argc < 11) return range_error(env, "corella_native.crossBackward: expected 11 or 12 arguments");
   float *dy, *x0, *x, *w, *z, *dx0, *dx, *dw, *db;
   size_t ldy, l0, lx, lw, lz, ld0, ldx, ldw, ldb;
   int64_t m, n;
@@ -345,13 +841,22 @@ static napi_value js_cross_backward(napi_env env, napi_callback_info info) {
   if (m < 1 || n < 1 || n > INT32_MAX || m > INT32_MAX || ldy != mn || l0 != mn || lx != mn || lz != mn ||
       ld0 != mn || ldx != mn || lw != (size_t)(n * n) || ldw != (size_t)(n * n) || ldb != (size_t)n)
     return range_error(env, "corella_native.crossBackward: shapes do not fit the buffers");
+  int64_t flags = 0;
+  if (argc >= 12) {
+    napi_valuetype t;
+    CHECK(env, napi_typeof(env, argv[11], &t));
+    if (t != napi_undefined && !i64_arg(env, argv[11], &flags)) return NULL;
+  }
+  if (flags < 0 || flags > (CROSS_ACCUMULATE_DX0 | CROSS_FOLD_DX))
+    return range_error(env, "corella_native.crossBackward: flags must be 0..3");
+  /* the fold reads dx after writing dx0: they must not be one buffer */
+  if ((flags & CROSS_FOLD_DX) && dx == dx0)
+    return range_error(env, "corella_native.crossBackward: dx and dx0 must differ to fold dx");
   float *dz = scratch_floats(env, mn);
   if (dz == NULL) return NULL;
-  cross_grads(dz, dx0, dy, x0, z, mn);
-  memcpy(dx, dy, mn * sizeof(float));
-  cblas_sgemm(RowMajor, NoTrans, Trans, (int)m, (int)n, (int)n, 1.0f, dz, (int)n, w, (int)n, 1.0f, dx, (int)n);
-  cblas_sgemm(RowMajor, Trans, NoTrans, (int)n, (int)n, (int)m, 1.0f, x, (int)n, dz, (int)n, 0.0f, dw, (int)n);
-  column_sums(dz, m, n, db);
+  CrossJob j = {.x0 = x0, .x = x, .w = w, .dy = dy, .z = z, .dz = dz, .dx0 = dx0, .dx = dx, .dw = dw, .db = db,
+                .m = m, .k = n, .n = n, .flags = (int)flags};
+  run_backward(&j);
   return NULL;
 }
 
@@ -379,16 +884,11 @@ static napi_value js_dense_backward(napi_env env, napi_callback_info info) {
       lx != (size_t)(m * k) || ldx != (size_t)(m * k) || lw != (size_t)(k * n) || ldw != (size_t)(k * n) ||
       (db != NULL && ldb != (size_t)n))
     return range_error(env, "corella_native.denseBackward: shapes do not fit the buffers");
-  const float *dz = dy;
-  if (relu) {
-    float *s = scratch_floats(env, mn);
-    if (s == NULL) return NULL;
-    relu_mask(s, dy, y, mn);
-    dz = s;
-  }
-  cblas_sgemm(RowMajor, NoTrans, Trans, (int)m, (int)k, (int)n, 1.0f, dz, (int)n, w, (int)n, 0.0f, dx, (int)k);
-  cblas_sgemm(RowMajor, Trans, NoTrans, (int)k, (int)n, (int)m, 1.0f, x, (int)k, dz, (int)n, 0.0f, dw, (int)n);
-  if (db != NULL) column_sums(dz, m, n, db);
+  float *dz = NULL;
+  if (relu && (dz = scratch_floats(env, mn)) == NULL) return NULL;
+  CrossJob j = {.x = x, .w = w, .dy = dy, .yin = y, .dz = dz, .dx = dx, .dw = dw, .db = db, .m = m, .k = k, .n = n,
+                .relu = relu};
+  run_backward(&j);
   return NULL;
 }
 
@@ -415,6 +915,34 @@ __attribute__((noinline)) static void adam_span(float *restrict w, const float *
   }
 }
 
+/* Adam over n spans of `dim` floats: spans i at i·dim (rows null) or at rows[i]·dim. Each parameter's update
+ * reads only itself, so any cut is bit-identical. */
+typedef struct {
+  float *w;
+  const float *g;
+  float *m, *v;
+  const int32_t *rows;
+  int64_t n, dim;
+  double lr, b1, b2, eps;
+  int64_t chunks;
+} AdamJob;
+
+static void adam_chunk(void *ctx, int64_t c) {
+  const AdamJob *j = ctx;
+  int64_t i0, i1;
+  chunk_range(j->n, j->chunks, c, &i0, &i1);
+  const size_t dim = (size_t)j->dim;
+  if (j->rows == NULL) {
+    adam_span(j->w + i0 * dim, j->g + i0 * dim, j->m + i0 * dim, j->v + i0 * dim, (size_t)(i1 - i0) * dim, j->lr,
+              j->b1, j->b2, j->eps);
+    return;
+  }
+  for (int64_t i = i0; i < i1; i++) {
+    const size_t base = (size_t)j->rows[i] * dim;
+    adam_span(j->w + base, j->g + base, j->m + base, j->v + base, dim, j->lr, j->b1, j->b2, j->eps);
+  }
+}
+
 static napi_value js_adam(napi_env env, napi_callback_info info) {
   size_t argc = 8;
   napi_value argv[8];
@@ -429,7 +957,8 @@ static napi_value js_adam(napi_env env, napi_callback_info info) {
       !f64_arg(env, argv[7], &eps))
     return NULL;
   if (lg != lw || lm != lw || lv != lw) return range_error(env, "corella_native.adam: arrays differ in length");
-  adam_span(w, g, m, v, lw, lr, b1, b2, eps);
+  AdamJob j = {w, g, m, v, NULL, (int64_t)lw, 1, lr, b1, b2, eps, chunks_for((int64_t)lw, ELEMENT_GRAIN)};
+  pool_run(adam_chunk, &j, j.chunks);
   return NULL;
 }
 
@@ -454,10 +983,20 @@ static napi_value js_adam_rows(napi_env env, napi_callback_info info) {
   const size_t vrows = lw / (size_t)dim;
   for (int64_t k = 0; k < count; k++)
     if (rows[k] < 0 || (size_t)rows[k] >= vrows) return range_error(env, "corella_native.adamRows: row id outside the table");
+  /* Chunks of the list run at the same time: a row listed twice would race with itself. */
+  uint8_t *seen = calloc(vrows > 0 ? vrows : 1, 1);
+  if (seen == NULL) return range_error(env, "corella_native.adamRows: out of memory");
   for (int64_t k = 0; k < count; k++) {
-    const size_t base = (size_t)rows[k] * (size_t)dim;
-    adam_span(w + base, g + base, m + base, v + base, (size_t)dim, lr, b1, b2, eps);
+    if (seen[rows[k]]) {
+      free(seen);
+      return range_error(env, "corella_native.adamRows: a row id is listed twice");
+    }
+    seen[rows[k]] = 1;
   }
+  free(seen);
+  /* Rows are distinct (markRows lists each once), so chunks of the list never share a row. */
+  AdamJob j = {w, g, m, v, rows, count, dim, lr, b1, b2, eps, chunks_for(count * dim, ELEMENT_GRAIN)};
+  pool_run(adam_chunk, &j, j.chunks);
   return NULL;
 }
 
@@ -488,14 +1027,9 @@ static napi_value js_scatter_add(napi_env env, napi_callback_info info) {
   const size_t n = (size_t)(bags * bag);
   for (size_t k = 0; k < n; k++)
     if (rows[k] < 0 || (size_t)rows[k] >= vrows) return range_error(env, "corella_native.scatterAdd: row id outside the table");
-  for (int64_t b = 0; b < bags; b++) {
-    for (int64_t q = 0; q < bag; q++) {
-      const size_t k = (size_t)(b * bag + q);
-      const float f = (float)scale * (weights != NULL ? weights[k] : 1.0f);
-      if (f == 0.0f) continue;
-      axpy(g + (size_t)rows[k] * (size_t)dim, dx0 + b * width + col + q * qstride, f, (size_t)dim);
-    }
-  }
+  ScatterJob j = {g, dx0, rows, weights, bags, bag, col, qstride, width, dim, (int64_t)vrows, 0, (float)scale, false};
+  j.chunks = scatter_chunks(bags * bag, dim, (int64_t)vrows);
+  pool_run(scatter_chunk, &j, j.chunks);
   return NULL;
 }
 
@@ -550,6 +1084,75 @@ __attribute__((noinline)) static double l2_span(float *restrict g, const float *
   return sq;
 }
 
+typedef struct {
+  float *g;
+  const float *x;
+  double *row_sq;
+  int64_t bags, width, cols;
+  float factor;
+  int64_t chunks;
+} L2Job;
+
+static void l2_chunk(void *ctx, int64_t c) {
+  const L2Job *j = ctx;
+  int64_t b0, b1;
+  chunk_range(j->bags, j->chunks, c, &b0, &b1);
+  for (int64_t b = b0; b < b1; b++)
+    j->row_sq[b] = l2_span(j->g + b * j->width, j->x + b * j->width, (size_t)j->cols, j->factor);
+}
+
+typedef struct {
+  const float *z, *y;
+  float *g;
+  double *loss;
+  double scale;
+  int64_t n, chunks;
+} BceJob;
+
+/* Per sample, in double: the loss term into loss[i] (summed in sample order by the caller, so the result
+ * is the same at any thread count) and the gradient rounded once to float. */
+static void bce_chunk(void *ctx, int64_t c) {
+  const BceJob *j = ctx;
+  int64_t i0, i1;
+  chunk_range(j->n, j->chunks, c, &i0, &i1);
+  for (int64_t i = i0; i < i1; i++) {
+    const double z = j->z[i], y = j->y[i];
+    const double e = exp(-fabs(z));
+    j->loss[i] = (z > 0 ? z : 0) - z * y + log1p(e);
+    /* σ(z) from e = e^−|z| without overflow: 1/(1+e) for z ≥ 0, e/(1+e) below */
+    const double s = z >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+    j->g[i] = (float)((s - y) * j->scale);
+  }
+}
+
+static napi_value js_bce_with_logits(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) return range_error(env, "corella_native.bceWithLogits: expected 4 arguments");
+  float *z, *y, *g;
+  size_t lz, ly, lg;
+  double scale;
+  if (!f32_arg(env, argv[0], "z", &z, &lz) || !f32_arg(env, argv[1], "y", &y, &ly) ||
+      !f32_arg(env, argv[2], "g", &g, &lg) || !f64_arg(env, argv[3], &scale))
+    return NULL;
+  if (ly != lz || lg != lz) return range_error(env, "corella_native.bceWithLogits: z, y and g differ in length");
+  double *loss = lz > 0 ? malloc(lz * sizeof(double)) : NULL;
+  if (lz > 0 && loss == NULL) {
+    napi_throw_error(env, "CORELLA_NATIVE", "corella_native: out of memory");
+    return NULL;
+  }
+  const int64_t n = (int64_t)lz;
+  BceJob j = {z, y, g, loss, scale, n, n < SMALL_PASS_WORK ? 1 : at_most_threads(chunks_for(n, ELEMENT_GRAIN))};
+  if (n > 0) pool_run(bce_chunk, &j, j.chunks);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; i++) sum += loss[i];
+  free(loss);
+  napi_value v;
+  CHECK(env, napi_create_double(env, sum, &v));
+  return v;
+}
+
 static napi_value js_l2_grad(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
@@ -565,8 +1168,18 @@ static napi_value js_l2_grad(napi_env env, napi_callback_info info) {
     return NULL;
   if (bags < 0 || cols < 0 || cols > width || (size_t)(bags * width) > lg || (size_t)(bags * width) > lx)
     return range_error(env, "corella_native.l2Grad: shapes do not fit the buffers");
+  double *row_sq = bags > 0 ? malloc((size_t)bags * sizeof(double)) : NULL;
+  if (bags > 0 && row_sq == NULL) {
+    napi_throw_error(env, "CORELLA_NATIVE", "corella_native: out of memory");
+    return NULL;
+  }
+  L2Job j = {g, x, row_sq, bags, width, cols, (float)factor,
+             bags * cols < SMALL_PASS_WORK ? 1 : at_most_threads(chunks_for(bags * cols, ELEMENT_GRAIN))};
+  pool_run(l2_chunk, &j, j.chunks);
+  /* Row sums added in row order, as the one-thread loop did. */
   double sq = 0.0;
-  for (int64_t b = 0; b < bags; b++) sq += l2_span(g + b * width, x + b * width, (size_t)cols, (float)factor);
+  for (int64_t b = 0; b < bags; b++) sq += row_sq[b];
+  free(row_sq);
   napi_value v;
   CHECK(env, napi_create_double(env, sq, &v));
   return v;
@@ -578,25 +1191,84 @@ static napi_value js_set_threads(napi_env env, napi_callback_info info) {
   int64_t t;
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 1 || !i64_arg(env, argv[0], &t)) return NULL;
-  if (t < 1 || t > 64) {
+  if (t < 1 || t > POOL_MAX) {
     napi_throw_range_error(env, "CORELLA_NATIVE", "corella_native.setThreads: expected 1..64");
     return NULL;
   }
-  openblas_set_num_threads((int)t);
+  if (pool_resize((int)t) != 0) {
+    napi_throw_error(env, "CORELLA_NATIVE", "corella_native.setThreads: could not start a worker thread");
+    return NULL;
+  }
   return NULL;
 }
 
 static napi_value js_threads(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value v;
+  CHECK(env, napi_create_int32(env, atomic_load(&pool_threads), &v));
+  return v;
+}
+
+static napi_value js_set_blas_threads(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int64_t t;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || !i64_arg(env, argv[0], &t)) return NULL;
+  if (t < 1 || t > 64) {
+    napi_throw_range_error(env, "CORELLA_NATIVE", "corella_native.setBlasThreads: expected 1..64");
+    return NULL;
+  }
+  openblas_set_num_threads((int)t);
+  return NULL;
+}
+
+static napi_value js_blas_threads(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value v;
   CHECK(env, napi_create_int32(env, openblas_get_num_threads(), &v));
   return v;
 }
 
+static napi_value js_pool_stats(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value o, r, w, t;
+  CHECK(env, napi_create_object(env, &o));
+  CHECK(env, napi_create_int64(env, atomic_load(&stat_regions), &r));
+  CHECK(env, napi_create_int64(env, atomic_load(&stat_worker_chunks), &w));
+  CHECK(env, napi_create_double(env, (double)atomic_load(&stat_kernel_ns) / 1e6, &t));
+  CHECK(env, napi_set_named_property(env, o, "regions", r));
+  CHECK(env, napi_set_named_property(env, o, "workerChunks", w));
+  CHECK(env, napi_set_named_property(env, o, "kernelMs", t));
+  return o;
+}
+
+/* name##_timed: the kernel, adding its wall time to stat_kernel_ns. */
+#define TIMED(name)                                                     \
+  static napi_value name##_timed(napi_env env, napi_callback_info info) { \
+    const int64_t t0 = now_ns();                                        \
+    napi_value v = name(env, info);                                     \
+    atomic_fetch_add(&stat_kernel_ns, now_ns() - t0);                   \
+    return v;                                                           \
+  }
+TIMED(js_matmul)
+TIMED(js_embedding_bag)
+TIMED(js_embedding_bag_grad)
+TIMED(js_cross_forward)
+TIMED(js_cross_backward)
+TIMED(js_dense_backward)
+TIMED(js_adam)
+TIMED(js_adam_rows)
+TIMED(js_scatter_add)
+TIMED(js_mark_rows)
+TIMED(js_l2_grad)
+TIMED(js_bce_with_logits)
+
 static napi_value js_info(napi_env env, napi_callback_info info) {
   (void)info;
   char buf[512];
-  snprintf(buf, sizeof buf, "%s; core %s", openblas_get_config(), openblas_get_corename());
+  snprintf(buf, sizeof buf, "%s; core %s; pool %d threads, OpenBLAS %d", openblas_get_config(), openblas_get_corename(),
+           atomic_load(&pool_threads), openblas_get_num_threads());
   napi_value v;
   CHECK(env, napi_create_string_utf8(env, buf, NAPI_AUTO_LENGTH, &v));
   return v;
@@ -612,20 +1284,24 @@ static void free_scratch(void *arg) {
 NAPI_MODULE_INIT() {
   if (napi_add_env_cleanup_hook(env, free_scratch, NULL) != napi_ok) return NULL;
   napi_property_descriptor props[] = {
-      {"matmul", NULL, js_matmul, NULL, NULL, NULL, napi_default_method, NULL},
+      {"matmul", NULL, js_matmul_timed, NULL, NULL, NULL, napi_default_method, NULL},
       {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"threads", NULL, js_threads, NULL, NULL, NULL, napi_default_method, NULL},
+      {"setBlasThreads", NULL, js_set_blas_threads, NULL, NULL, NULL, napi_default_method, NULL},
+      {"blasThreads", NULL, js_blas_threads, NULL, NULL, NULL, napi_default_method, NULL},
+      {"poolStats", NULL, js_pool_stats, NULL, NULL, NULL, napi_default_method, NULL},
       {"info", NULL, js_info, NULL, NULL, NULL, napi_default_method, NULL},
-      {"embeddingBag", NULL, js_embedding_bag, NULL, NULL, NULL, napi_default_method, NULL},
-      {"embeddingBagGrad", NULL, js_embedding_bag_grad, NULL, NULL, NULL, napi_default_method, NULL},
-      {"crossForward", NULL, js_cross_forward, NULL, NULL, NULL, napi_default_method, NULL},
-      {"crossBackward", NULL, js_cross_backward, NULL, NULL, NULL, napi_default_method, NULL},
-      {"denseBackward", NULL, js_dense_backward, NULL, NULL, NULL, napi_default_method, NULL},
-      {"adam", NULL, js_adam, NULL, NULL, NULL, napi_default_method, NULL},
-      {"adamRows", NULL, js_adam_rows, NULL, NULL, NULL, napi_default_method, NULL},
-      {"scatterAdd", NULL, js_scatter_add, NULL, NULL, NULL, napi_default_method, NULL},
-      {"markRows", NULL, js_mark_rows, NULL, NULL, NULL, napi_default_method, NULL},
-      {"l2Grad", NULL, js_l2_grad, NULL, NULL, NULL, napi_default_method, NULL},
+      {"embeddingBag", NULL, js_embedding_bag_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"embeddingBagGrad", NULL, js_embedding_bag_grad_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"crossForward", NULL, js_cross_forward_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"crossBackward", NULL, js_cross_backward_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"denseBackward", NULL, js_dense_backward_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"adam", NULL, js_adam_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"adamRows", NULL, js_adam_rows_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"scatterAdd", NULL, js_scatter_add_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"markRows", NULL, js_mark_rows_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"l2Grad", NULL, js_l2_grad_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"bceWithLogits", NULL, js_bce_with_logits_timed, NULL, NULL, NULL, napi_default_method, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

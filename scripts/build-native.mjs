@@ -66,6 +66,8 @@ for (const lib of libs) {
     '-fno-math-errno',
     // No -Werror: a newer compiler's new warning must not turn the build into a silent fallback.
     '-Wall',
+    // The kernels' thread pool (pthreads; part of libc from glibc 2.34, a separate library before).
+    '-pthread',
     '-fvisibility=hidden',
     `-I${headers}`,
     src,

@@ -11,7 +11,7 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import { defineSearchAttributeKey, type ActivityOptions } from '@temporalio/common';
+import { ApplicationFailure, defineSearchAttributeKey, type ActivityOptions } from '@temporalio/common';
 import type {
   CorellaActivities,
   Metrics,
@@ -131,6 +131,13 @@ function summarised(o: ReturnType<typeof activityOptions>) {
 const LORA_FEATURES_PATCH = 'retrain-lora-features';
 
 /**
+ * Patch `retrain-lora-no-frozen-features`: a LoRA run reads no frozen-LLM features (its branch is the LoRA
+ * itself, and calibration and evaluation read the LoRA pass), so beside stage 1 it no longer extracts them:
+ * on ml-1m-cpu that pass is 1,400+ prompts of llama.cpp competing with the CRM for the two cores.
+ */
+const LORA_NO_FROZEN_FEATURES_PATCH = 'retrain-lora-no-frozen-features';
+
+/**
  * Ingest → (CRM stage 1 ∥ LLM features) → joint training → [LoRA features] → calibration → alignment evaluation → registry →
  * report. The current details (Temporal UI) follow every stage, metric and progress report.
  */
@@ -188,17 +195,21 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
     progress.datasetVersionId = ds.datasetVersionId;
 
     enter('train-crm+llm-features');
+    const loraRun = config.llm?.finetune?.method === 'lora';
+    const frozenFeatures = !(loraRun && patched(LORA_NO_FROZEN_FEATURES_PATCH));
     const [crm, llm] = await Promise.all([
       gpu(say.trainCrm).trainCrm({ runId, config, datasetVersionId: ds.datasetVersionId }),
-      gpu(say.extractLlmFeatures).extractLlmFeatures({
-        runId,
-        config,
-        datasetVersionId: ds.datasetVersionId,
-      }),
+      frozenFeatures
+        ? gpu(say.extractLlmFeatures).extractLlmFeatures({
+            runId,
+            config,
+            datasetVersionId: ds.datasetVersionId,
+          })
+        : undefined,
     ]);
     // Stage 1 reports DCNv2 ('crm.*') and the LR baseline ('lr.*') side by side.
     absorb('', crm.metrics);
-    absorb(METRIC_PREFIX.llm, llm.metrics);
+    if (llm) absorb(METRIC_PREFIX.llm, llm.metrics);
 
     enter('joint-training');
     const joint = await gpu(say.trainJoint).trainJoint({
@@ -206,14 +217,14 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
       config,
       datasetVersionId: ds.datasetVersionId,
       crmArtifact: crm.crmArtifact,
-      featuresIndex: llm.featuresIndex,
-      modelSha256: llm.modelSha256,
+      featuresIndex: llm?.featuresIndex,
+      modelSha256: llm?.modelSha256,
     });
     absorb(METRIC_PREFIX.joint, joint.metrics);
 
     // A LoRA run: llama.cpp with the exported LoRA gives the features calibration and evaluation read.
     let features = llm;
-    if (config.llm?.finetune?.method === 'lora' && joint.loraArtifact && patched(LORA_FEATURES_PATCH)) {
+    if (loraRun && joint.loraArtifact && patched(LORA_FEATURES_PATCH)) {
       enter('lora-llm-features');
       features = await gpu(say.extractLoraFeatures).extractLlmFeatures({
         runId,
@@ -222,6 +233,12 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
         loraArtifact: joint.loraArtifact,
       });
       absorb(METRIC_PREFIX.llm, features.metrics);
+    }
+    if (!features) {
+      throw ApplicationFailure.nonRetryable(
+        'llm.finetune.method is "lora" but joint training exported no LoRA: nothing to calibrate on',
+        'BAD_CONFIG',
+      );
     }
 
     const models = {
@@ -253,7 +270,7 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
         crm: joint.crmArtifact,
         adapter: joint.adapterArtifact,
         ...(joint.loraArtifact ? { llmLora: joint.loraArtifact } : {}),
-        llmModel: llm.modelSha256,
+        llmModel: features.modelSha256,
         featuresIndex: features.featuresIndex,
         calibrationCurve: calibration.curveArtifact,
       },

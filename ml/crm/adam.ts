@@ -64,7 +64,10 @@ export class Adam {
     tf.tidy(() => variable.assign(tf.tensor(w, variable.shape, 'float32')));
   }
 
-  /** Dense update of `variable` with gradient `g` (same size); returns the new weights. */
+  /**
+   * Dense update of `variable` with gradient `g` (same size); returns the new weights: on the native path
+   * the variable's own storage (a heap view: read it before the next tfjs call), else a fresh array.
+   */
   updateDense(name: string, variable: Variable, g: Float32Array, lrT: number): Float32Array {
     const s = this.slot(name, variable.size);
     const { beta1: b1, beta2: b2, epsilon: eps } = this;
@@ -74,7 +77,8 @@ export class Adam {
       // In place: with the native kernels no XNNPACK operator caches packed copies of the weights.
       const live = liveData(variable);
       native.adam(live, g, m, v, lrT, b1, b2, eps);
-      return live.slice();
+      // No copy: the only reader (the data-parallel stepper's publish) copies it into shared memory next.
+      return live;
     }
     const w = (variable.dataSync() as Float32Array).slice();
     for (let i = 0; i < w.length; i++) {

@@ -92,9 +92,10 @@ export function resolveCrmConfig(input: CrmConfig): CrmConfig {
 }
 
 /**
- * The pipeline's `crm` section: the model fields plus how stage 1 trains it. `threads: 2` trains
- * data-parallel over a gradient worker (wasm/cpu backends, no batch norm); `baseline` also trains the LR
- * baseline beside the chosen model, for the `lr.*` metrics.
+ * The pipeline's `crm` section: the model fields plus how stage 1 trains it. `threads` sizes the native
+ * kernels' intra-op pool ('auto': the cores free when training starts; results do not depend on it);
+ * `dataParallel` uses a gradient worker thread instead (wasm/cpu backends, no batch norm); `baseline`
+ * also trains the LR baseline beside the chosen model, for the `lr.*` metrics.
  */
 export const crmSectionSchema = z
   .strictObject({
@@ -110,9 +111,15 @@ export const crmSectionSchema = z
       .default(0.5)
       .describe('Learning-rate factor after each epoch without improvement.'),
     threads: z
-      .union([z.literal(1), z.literal(2)])
-      .default(1)
-      .describe('2 = data-parallel over a gradient worker thread.'),
+      .union([int(1).max(64), z.literal('auto')])
+      .default('auto')
+      .describe(
+        "Threads each training step is split over; 'auto' = the cores free when training starts (at most 4).",
+      ),
+    dataParallel: z
+      .boolean()
+      .default(false)
+      .describe('With threads ≥ 2: a gradient worker thread takes half of each batch, instead of the pool.'),
     baseline: z
       .boolean()
       .default(true)
@@ -120,12 +127,12 @@ export const crmSectionSchema = z
   })
   .superRefine((c, ctx) => {
     checkCrmStructure(c, ctx);
-    if (c.threads === 2 && c.batchNorm)
+    if (c.dataParallel && c.batchNorm)
       ctx.addIssue({
         code: 'custom',
-        path: ['threads'],
+        path: ['dataParallel'],
         message:
-          'data-parallel training (threads: 2) needs batchNorm: false (batch statistics are per thread)',
+          'data-parallel training (dataParallel: true) needs batchNorm: false (batch statistics are per thread)',
       });
   });
 

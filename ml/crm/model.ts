@@ -6,6 +6,7 @@ import { yieldToEventLoop } from '../progress.js';
 import { crossLayer } from '../tf/cross.js';
 import { dense } from '../tf/dense.js';
 import { embeddingBag } from '../tf/kernels/embedding-bag.js';
+import { crossStack } from './cross-stack.js';
 import { checkSplitShape, disposeCrmBatch, isPrepared, makePreparedBatch } from './batch.js';
 import type { PreparedCrmBatch } from './batch.js';
 import { resolveCrmConfig } from './config.js';
@@ -281,10 +282,18 @@ export class CrmNet implements CrmModel {
     const activations: CrmActivation[] = [];
     const x0 = opts.x0 ?? this.embed(batch);
     let cross = x0;
-    this.cross.forEach((layer, l) => {
-      cross = this.crossLayer(layer, x0, cross);
-      if (opts.activations) activations.push({ name: `cross_${l}`, value: cross });
-    });
+    if (!opts.activations && this.cross.every((layer) => layer.w)) {
+      // Full rank and no activations asked for: the whole stack is one op (see cross-stack.ts).
+      cross = crossStack(
+        x0,
+        this.cross.map((layer) => ({ w: layer.w!, b: layer.b! })),
+      );
+    } else {
+      this.cross.forEach((layer, l) => {
+        cross = this.crossLayer(layer, x0, cross);
+        if (opts.activations) activations.push({ name: `cross_${l}`, value: cross });
+      });
+    }
     let h = this.config.crossStructure === 'parallel' ? x0 : cross;
     if (this.config.crossStructure !== 'crossnet_only') {
       this.mlp.forEach((layer, i) => {

@@ -36,9 +36,17 @@ export class LocalStepper implements Stepper {
     const batch = timed(p, 'makeBatch', () => this.model.makeBatch(this.split, rows));
     try {
       // inner.step's two halves, timed apart: the tape (forward, backward, read-back) and the update.
-      const g = timed(p, 'gradients', () => batchGradients(this.model, this.inner.dense, batch));
+      // Views of the gradients in the heap (no read-back copies): nothing between here and apply()
+      // allocates tfjs memory.
+      const g = timed(p, 'gradients', () =>
+        batchGradients(this.model, this.inner.dense, batch, { views: true }),
+      );
       const part = { host: batch.prepared.host, size: rows.length, dx0: g.dx0, width: g.width, scale: 1 };
-      timed(p, 'apply', () => this.inner.apply([part], g.dense));
+      try {
+        timed(p, 'apply', () => this.inner.apply([part], g.dense));
+      } finally {
+        g.release();
+      }
       if (p) p.steps++;
       return Promise.resolve(g.loss);
     } finally {

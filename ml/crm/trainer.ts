@@ -5,6 +5,7 @@ import { auc, logLoss } from '../metrics/classification.js';
 import { throwIfAborted, yieldToEventLoop } from '../progress.js';
 import type { LongRunOptions } from '../progress.js';
 import { ensureTf } from '../tf/backend.js';
+import { activeNativeAddon } from '../tf/kernels/native-kernels.js';
 import { Adam } from './adam.js';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 import type { CheckpointState } from './checkpoint.js';
@@ -14,6 +15,8 @@ import { mixSeed, mulberry32, permutation } from '../random.js';
 import { LocalStepper, ParallelStepper } from './parallel.js';
 import type { Stepper } from './parallel.js';
 import type { TensorEntry } from './tensor-file.js';
+import { chooseCrmThreads } from './threads.js';
+import type { CrmThreads } from './threads.js';
 import type { CrmConfig } from './types.js';
 import { readWeights, writeWeights } from './weights.js';
 
@@ -39,10 +42,17 @@ export interface TrainCrmOptions extends LongRunOptions {
   progressIntervalMs?: number;
   evalBatchSize?: number;
   /**
-   * 2 = data-parallel over this thread and a gradient worker (wasm/cpu backends, no batch norm); wasm
-   * has no threads in Node, so this is how training uses a second core. Default 1.
+   * Threads the native kernels' intra-op pool splits each step over (wasm with the addon), or 'auto':
+   * the cores free when training starts (see chooseCrmThreads). Results are bit-identical at any count.
+   * Default 1.
    */
-  threads?: 1 | 2;
+  threads?: CrmThreads;
+  /**
+   * With threads ≥ 2: data-parallel over this thread and a gradient worker (wasm/cpu backends, no batch
+   * norm) instead of the pool. Slower than the pool where the addon is built (docs/crm-speed.md); the way
+   * to a second core without it.
+   */
+  dataParallel?: boolean;
 }
 
 export interface EpochRecord {
@@ -71,6 +81,9 @@ export interface TrainCrmResult {
   backend: string;
   /** Mean training throughput over the epochs this call ran. */
   trainSamplesPerSec: number;
+  /** Threads the step ran on, and why (for 'auto', what the machine looked like when training started). */
+  threads: number;
+  threadsReason: string;
 }
 
 function checkOptions(o: TrainCrmOptions): void {
@@ -102,6 +115,15 @@ export async function trainCrm(
   const valid = dataset.splits.valid;
   if (train.size === 0) throw new CorellaError('BAD_DATASET', 'the training split is empty');
   const backend = (await ensureTf()).backend;
+  const threads = chooseCrmThreads(opts.threads ?? 1);
+  const dataParallel =
+    opts.dataParallel === true &&
+    threads.threads >= 2 &&
+    (backend === 'wasm' || backend === 'cpu') &&
+    !resolved.batchNorm;
+  // The pool is the process's: this run sizes it and puts back what it found.
+  const addon = dataParallel ? undefined : activeNativeAddon();
+  const poolBefore = addon?.threads();
 
   const model = new CrmNet(resolved, dataset.featureMap);
   const adam = new Adam({ lr: opts.lr });
@@ -133,10 +155,17 @@ export async function trainCrm(
     let secondsThisCall = 0;
     let stoppedEarly = state.badEpochs >= opts.patience;
     const stepsPerEpoch = Math.ceil(train.size / B);
-    stepper =
-      opts.threads === 2 && (backend === 'wasm' || backend === 'cpu') && !resolved.batchNorm
-        ? await ParallelStepper.start(model, adam, train, dataset.featureMap, backend, B)
-        : new LocalStepper(model, adam, train);
+    addon?.setThreads(threads.threads);
+    const how = dataParallel ? 'data-parallel' : addon ? 'native pool' : `${backend}, one thread`;
+    await opts.onProgress?.({
+      stage: 'train-crm',
+      done: state.nextEpoch * train.size,
+      total: opts.epochs * train.size,
+      message: `${threads.reason}; ${how}`,
+    });
+    stepper = dataParallel
+      ? await ParallelStepper.start(model, adam, train, dataset.featureMap, backend, B)
+      : new LocalStepper(model, adam, train);
     const rowsBuf = new Int32Array(B);
 
     while (!stoppedEarly && state.nextEpoch < opts.epochs) {
@@ -233,6 +262,8 @@ export async function trainCrm(
       stoppedEarly,
       backend,
       trainSamplesPerSec: secondsThisCall > 0 ? samplesThisCall / secondsThisCall : 0,
+      threads: dataParallel || addon ? threads.threads : 1,
+      threadsReason: threads.reason,
     };
     if (lastCheckpoint) result.checkpoint = lastCheckpoint;
     return result;
@@ -242,5 +273,6 @@ export async function trainCrm(
   } finally {
     await stepper?.close();
     adam.dispose();
+    if (poolBefore !== undefined) addon?.setThreads(poolBefore);
   }
 }

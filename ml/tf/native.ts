@@ -52,7 +52,11 @@ export interface NativeAddon {
     m: number,
     n: number,
   ): void;
-  /** dz = dy ⊙ x0; dx0 = dy ⊙ z; dx = dy + dz·wᵀ; dw = xᵀ·dz; db = Σ_rows dz. */
+  /**
+   * dz = dy ⊙ x0; dx0 = dy ⊙ z; dx = dy + dz·wᵀ; dw = xᵀ·dz; db = Σ_rows dz. flags (default 0): bit 1
+   * accumulates dx0 += dy ⊙ z, bit 2 then adds dx0 += dx (the first layer of a stack, whose x is x0), so
+   * a cross stack sums x0's gradient in one buffer with the tape's rounding and order.
+   */
   crossBackward(
     dy: Float32Array,
     x0: Float32Array,
@@ -65,6 +69,7 @@ export interface NativeAddon {
     db: Float32Array,
     m: number,
     n: number,
+    flags?: number,
   ): void;
   /** Gradients of y = act(x·w + b), x [m, k], w [k, n]: dx, dw and (when given) db. */
   denseBackward(
@@ -136,8 +141,25 @@ export interface NativeAddon {
     cols: number,
     factor: number,
   ): number;
+  /**
+   * Binary cross-entropy on logits: returns Σ_i max(z,0) − z·y + log1p(e^−|z|) (in double) and writes
+   * g = (σ(z) − y)·scale; z, y and g have one length.
+   */
+  bceWithLogits(z: Float32Array, y: Float32Array, g: Float32Array, scale: number): number;
+  /**
+   * Threads (1..64, the caller included) that every kernel may split its rows or parameters over: one
+   * process-wide pool of blocking workers. Results are bit-identical at any setting.
+   */
   setThreads(n: number): void;
   threads(): number;
+  /** OpenBLAS's own threads: keep 1, the pool runs row blocks of the products (see native/corella_native.c). */
+  setBlasThreads(n: number): void;
+  blasThreads(): number;
+  /**
+   * Since load: regions handed to the pool, chunks its worker threads (not the caller) ran, and the wall
+   * milliseconds callers spent inside the kernels (profiles: the rest of a step is JS and tfjs).
+   */
+  poolStats(): { regions: number; workerChunks: number; kernelMs: number };
   info(): string;
 }
 
@@ -175,18 +197,16 @@ export function nativeMode(raw = process.env.CORELLA_TF_NATIVE): 'auto' | 'off' 
 }
 
 /**
- * BLAS threads per addon instance. One by default: the machine's cores are shared with other jobs (and
- * the two-thread CRM stepper already runs one instance per core), where extra BLAS threads only contend.
+ * A thread count from the environment. CORELLA_NATIVE_THREADS: the addon's pool threads at load (default 1;
+ * the CRM trainer sets its own from crm.threads). CORELLA_BLAS_THREADS: OpenBLAS's threads (default 1: on
+ * a shared machine its spinning pool only contends with ours; the bench measures 2 for comparison).
  */
-function blasThreads(): number {
-  const raw = process.env.CORELLA_NATIVE_THREADS;
+function envThreads(name: 'CORELLA_NATIVE_THREADS' | 'CORELLA_BLAS_THREADS'): number {
+  const raw = process.env[name];
   if (raw === undefined || raw === '') return 1;
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 1 || n > 64) {
-    throw new CorellaError(
-      'BAD_CONFIG',
-      `CORELLA_NATIVE_THREADS=${JSON.stringify(raw)} is not an integer 1..64`,
-    );
+    throw new CorellaError('BAD_CONFIG', `${name}=${JSON.stringify(raw)} is not an integer 1..64`);
   }
   return n;
 }
@@ -204,7 +224,8 @@ export function loadNative(): NativeStatus {
   } else {
     try {
       const addon = createRequire(import.meta.url)(ADDON_PATH) as NativeAddon;
-      addon.setThreads(blasThreads());
+      addon.setBlasThreads(envThreads('CORELLA_BLAS_THREADS'));
+      addon.setThreads(envThreads('CORELLA_NATIVE_THREADS'));
       status = { addon, path: ADDON_PATH };
     } catch (e) {
       status = { reason: `loading ${ADDON_PATH} failed: ${(e as Error).message}`, path: ADDON_PATH };

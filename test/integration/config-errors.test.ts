@@ -27,7 +27,7 @@ const BROKEN: [string, unknown, string][] = [
   ['misspelt key', { crm: { epoch: 5 } }, 'crm.epoch: unknown key; did you mean epochs?'],
   ['number as a string', { crm: { epochs: '5' } }, 'crm.epochs: expected a number, got "5"'],
   ['unknown CRM kind', { crm: { kind: 'xgboost' } }, 'crm.kind'],
-  ['CRM threads out of range', { crm: { threads: 4 } }, 'crm.threads'],
+  ['CRM threads out of range', { crm: { threads: 65 } }, 'crm.threads'],
   ['zero-width MLP layer', { crm: { mlp: [64, 0] } }, 'crm.mlp[1]'],
   [
     'cross net without layers',

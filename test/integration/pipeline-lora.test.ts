@@ -67,11 +67,16 @@ describe('retrainWorkflow with llm.finetune lora', () => {
     const base = tinyPipelineConfig(modelPath);
     const config = {
       ...base,
-      llm: { ...base.llm, finetune: { method: 'lora' as const, layers: 2, rank: 4, alpha: 8 } },
+      llm: {
+        ...base.llm,
+        pools: { valid: 64, test: 64, seed: 3 },
+        finetune: { method: 'lora' as const, layers: 2, rank: 4, alpha: 8 },
+      },
       joint: {
         ...base.joint,
-        stage2: { samples: 96, epochs: 2, batchSize: 32, learningRate: 0.01 },
-        stage3: { samples: 48, epochs: 1, batchSize: 32, learningRate: 0.01 },
+        stage2: { samples: 64, epochs: 2, batchSize: 32, learningRate: 0.01 },
+        stage3: { samples: 32, epochs: 1, batchSize: 32, learningRate: 0.01 },
+        validationSamples: 32,
       },
     };
     const suffix = randomUUID().slice(0, 8);
@@ -144,9 +149,10 @@ describe('retrainWorkflow with llm.finetune lora', () => {
       expect(result.metrics[k], k).toBeLessThanOrEqual(1);
     }
     // The second feature pass: the validation and test pools, computed (not cached) with the LoRA.
-    expect(result.metrics['llm.lora.valid.rows']).toBe(result.metrics['llm.valid.rows']);
-    expect(result.metrics['llm.lora.test.rows']).toBe(result.metrics['llm.test.rows']);
+    // No frozen-LLM pass beside stage 1: a LoRA run never reads those features.
+    expect(result.metrics['llm.valid.rows']).toBeUndefined();
     expect(result.metrics['llm.lora.valid.rows']).toBeGreaterThan(0);
+    expect(result.metrics['llm.lora.test.rows']).toBeGreaterThan(0);
     expect(result.metrics['llm.lora.train.rows']).toBeUndefined();
     expect(result.metrics['llm.lora.computed']).toBeGreaterThan(0);
     expect(result.metrics['llm.lora.valid.fromCache']).toBe(0);
@@ -193,7 +199,9 @@ describe('retrainWorkflow with llm.finetune lora', () => {
     const manifest = await loadManifest(ctx.store, result.datasetVersionId);
     const dataset = await loadDataset(ctx.store, manifest!);
     const valid = dataset.splits.valid;
-    const rows = llmFeatureRows(dataset.splits, rowPlanConfigOf(config, runRow.id)).valid!.slice(0, 24);
+    const plan = llmFeatureRows(dataset.splits, rowPlanConfigOf(config, runRow.id));
+    expect(plan.valid!.length).toBe(result.metrics['llm.lora.valid.rows']);
+    const rows = plan.valid!.slice(0, 24);
     const llmCfg = await withLora(await llmConfigFor(config, ctx), ctx.store, loraSha);
     const extractor = await LlmFeatureExtractor.open(llmCfg, ctx.store);
     const model = await LlamaTf.load(modelPath);
@@ -217,11 +225,19 @@ describe('retrainWorkflow with llm.finetune lora', () => {
         const pTf = Array.from(zTf, (z) => 1 / (1 + Math.exp(-(a * z + b))));
         const pCpp = head.predict(f);
         const dz = Math.max(...Array.from(zTf, (z, i) => Math.abs(z - f.logOdds[i])));
+        // The frozen model's features of the same rows: the LoRA moved z by more than the two engines
+        // disagree, so the agreement below is that of the trained LoRA.
+        const frozen = await LlmFeatureExtractor.open(await llmConfigFor(config, ctx), ctx.store);
+        const f0 = await frozen.extract(valid, dataset.items, rows).finally(() => frozen.dispose());
+        const moved = Math.max(...Array.from(f0.logOdds, (z, i) => Math.abs(z - f.logOdds[i])));
+        const zMax = Math.max(...Array.from(zTf, Math.abs));
         const dp = Math.max(...pTf.map((p, i) => Math.abs(p - pCpp[i])));
         console.log(
-          `pipeline LoRA: llama.cpp vs tfjs on ${rows.length} prompts: max |Δz| ${dz}, max |Δp| ${dp}`,
+          `pipeline LoRA: llama.cpp vs tfjs on ${rows.length} prompts (|z| ≤ ${zMax.toFixed(2)}): max |Δz| ${dz.toExponential(2)}, max |Δp| ${dp.toExponential(2)}; the LoRA moved z by up to ${moved.toFixed(3)}`,
         );
-        expect(dz).toBeLessThan(1e-2);
+        // llama.cpp keeps K and V in F16 (2^-11 relative) over ~200-token prompts; tfjs is f32 throughout.
+        expect(dz).toBeLessThan(3e-2);
+        expect(moved).toBeGreaterThan(2 * dz);
         expect(dp).toBeLessThan(5e-3);
       } finally {
         branch.dispose();

@@ -37,6 +37,19 @@ export interface LoraBranchOptions<P extends string> {
  * an adapter on top: what llama.cpp serves with the exported GGUF LoRA is exactly z, so the served branch
  * is z through an affine map, nothing that the export would lose.
  */
+/**
+ * A block's last-token output divided by its root mean square, as the next block's RMSNorm reads it (without
+ * that norm's learned weight). Why: the residual stream of a real transformer is large and grows with depth
+ * (SmolLM2-135M's top block: an RMS in the tens, a few outliers in the hundreds), so the raw L2 distance to
+ * a CRM layer's projection was about 80,000 before stage 2 in a MovieLens run, and γ = 0.1 times that
+ * swamped L_llm (≈ 0.7): the LoRA learned to align, not to predict (validation AUC 0.28). Normalized, every
+ * row has unit RMS whatever the layer, like the adapter's small activations in the frozen mode, and the
+ * direction of the hidden state, which is what the model's own next layer sees, is what gets aligned.
+ */
+export function rmsNormalized(h: tf.Tensor2D, eps = 1e-5): tf.Tensor2D {
+  return tf.tidy(() => tf.div(h, tf.sqrt(tf.add(tf.mean(tf.square(h), 1, true), eps))) as tf.Tensor2D);
+}
+
 export class LoraBranch<P extends string = string> {
   readonly kind = 'lora';
   readonly alignLayers: readonly number[];
@@ -79,7 +92,10 @@ export class LoraBranch<P extends string = string> {
     return p;
   }
 
-  /** Logits [B] and, when asked, the align layers' last-token outputs [B, nEmbd] each (differentiable). */
+  /**
+   * Logits [B] and, when asked, the align layers' last-token outputs [B, nEmbd] each, RMS-normalized
+   * (rmsNormalized; differentiable).
+   */
   forward(
     part: P,
     local: ArrayLike<number>,
@@ -99,10 +115,12 @@ export class LoraBranch<P extends string = string> {
       const activations = opts.activations
         ? this.alignLayers.map((l, j) => ({
             name: `llm_block_${l}`,
-            value: tf.concat(
-              outs.map((o) => tf.slice(o.hidden, [j, 0], [1, -1])),
-              0,
-            ) as tf.Tensor2D,
+            value: rmsNormalized(
+              tf.concat(
+                outs.map((o) => tf.slice(o.hidden, [j, 0], [1, -1])),
+                0,
+              ) as tf.Tensor2D,
+            ),
           }))
         : [];
       return { logits, activations };

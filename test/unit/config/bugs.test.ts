@@ -76,10 +76,11 @@ describe('config bugs (issue 15)', () => {
 
   it("the CRM trainer's threads are reachable from a config", async () => {
     expect(stageOnePlan({ crm: { threads: 2 } }).trainer.threads).toBe(2);
-    expect(stageOnePlan({}).trainer.threads).toBe(1);
-    expect((await loadError({ crm: { threads: 3 } })).message).toContain('crm.threads');
-    expect((await loadError({ crm: { threads: 2, batchNorm: true } })).message).toMatch(
-      /crm\.threads: .*batchNorm/,
+    expect(stageOnePlan({}).trainer.threads).toBe('auto');
+    expect(stageOnePlan({ crm: { threads: 2, dataParallel: true } }).trainer.dataParallel).toBe(true);
+    expect((await loadError({ crm: { threads: 65 } })).message).toContain('crm.threads');
+    expect((await loadError({ crm: { dataParallel: true, batchNorm: true } })).message).toMatch(
+      /crm\.dataParallel: .*batchNorm/,
     );
   });
 

@@ -140,6 +140,37 @@ describe('LoRA on the tfjs llama', () => {
     }
   });
 
+  it('evalLogOdds over prompts sharing prefixes equals logOdds prompt by prompt, and leaks no tensor', () => {
+    // History-block shaped: each prompt extends the last one's history, then its own target; plus a
+    // repeat (the whole prompt is shared), one with nothing shared and a one-token prompt.
+    const head = [1, 40, 41, 42, 43, 44, 50, 51, 52];
+    const ps: number[][] = [];
+    for (let i = 0; i < 4; i++)
+      ps.push([...head, ...Array.from({ length: i }, (_, j) => 60 + j), 200 + i, 7, 8, 9]);
+    ps.push([...ps[3]]);
+    ps.push([2, 90, 91, 92, 93]);
+    ps.push([2]);
+    ps.push([...head, 77]);
+    for (const layers of [2, 3]) {
+      withTrainer({ layers, rank: 3, targets: ['q', 'k', 'v', 'o', 'down'] }, (t) => {
+        randomiseB(t.adapter, 40 + layers);
+        const one = ps.map((p) => {
+          const z = t.logOdds(p);
+          const v = z.dataSync()[0];
+          z.dispose();
+          return v;
+        });
+        const before = tf.memory().numTensors;
+        const many = t.evalLogOdds(ps);
+        expect(tf.memory().numTensors).toBe(before);
+        expect(many).toHaveLength(ps.length);
+        ps.forEach((_, i) => expect(many[i]).toBeCloseTo(one[i], 4));
+        // The prompts' answers differ, so equal outputs are not one repeated number.
+        expect(new Set(one.map((v) => v.toFixed(3))).size).toBeGreaterThan(4);
+      });
+    }
+  });
+
   it('gradients of A and B match central finite differences', () => {
     withTrainer({ layers: 2, rank: 2, targets: ['q', 'v', 'down'] }, (t) => {
       randomiseB(t.adapter, 3);
