@@ -23,7 +23,7 @@
  *   --client: the fixed-rate scenarios' load generator, paced (default: evenly spaced, timed from each
  *     request's scheduled send) or autocannon (bursty; see the note at `client` below for why not default).
  *   --bare: bench/serve-bare.ts (engine and log behind bare node:http) instead of `corella serve`.
- *   --semi-space-mb N: the server's V8 young generation (NODE_OPTIONS=--max-semi-space-size=N; default 64,
+ *   --semi-space-mb N: the server's V8 young generation (NODE_OPTIONS=--max-semi-space-size=N; default 16,
  *     0 = Node's default, passed as `corella serve --semi-space-mb 0`, which checkouts before this branch
  *     cannot take). Measured in process at 200 requests/s of 50-candidate slates: GC time 850-1170 ms per
  *     10 s with Node's default against 220-300 ms with 64 MB (docs/serving.md).
@@ -77,7 +77,7 @@ const crmOnly = process.argv.includes('--crm-only');
 const inProcess = process.argv.includes('--in-process');
 const repeat = Math.max(1, Number(arg('repeat', '1')));
 const pin = process.argv.includes('--pin');
-const semiSpaceMb = Number(arg('semi-space-mb', '64'));
+const semiSpaceMb = Number(arg('semi-space-mb', '16'));
 const repo = resolve(arg('serve-repo') ?? resolve(import.meta.dirname, '..'));
 // --server-node-args "...": flags for the server's node (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p" or
 // "--trace-gc", which NODE_OPTIONS refuses or which should not reach this process); --server-log FILE keeps

@@ -5,14 +5,16 @@ import { UsageError } from './args.js';
  * `corella serve` sets V8's young generation (`--max-semi-space-size`) itself. A 50-candidate CRM request
  * allocates a few hundred kilobytes, so with Node's default young generation the scavenges add up: measured
  * in process at 200 requests/s, GC time per 10 s fell from 850–1,170 ms to 220–300 ms with 64 MB
- * (docs/serving.md). V8 reads the size only when the isolate starts, so the only way for the command to set
+ * (docs/serving.md). The default is 16 MB, not 64: on the quiet machine over HTTP (slates of 50 at 200
+ * requests/s, alternating runs) 16 MB kept the p99 at 6.5–7.2 ms in 6 runs of 6, while 64 MB, with fewer but
+ * larger collections, had a 21–33 ms pause and a 25–38 ms p99 in 3 runs of 7. V8 reads the size only when the isolate starts, so the only way for the command to set
  * it is to start node again with the flag: the process the user started becomes a thin parent that forwards
  * signals and returns the server's exit code.
  *
  * A flag the operator gave (NODE_OPTIONS or node's own arguments) wins, and `--semi-space-mb 0` keeps Node's
  * default; neither re-executes.
  */
-export const DEFAULT_SEMI_SPACE_MB = 64;
+export const DEFAULT_SEMI_SPACE_MB = 16;
 const CHILD_ENV = 'CORELLA_SERVE_YOUNG_GENERATION';
 
 export function semiSpaceFlag(raw: string | undefined): number {

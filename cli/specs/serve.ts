@@ -42,7 +42,7 @@ export const SERVE_OPTIONS = {
     description:
       "V8's young generation (--max-semi-space-size); serve restarts node with it unless NODE_OPTIONS " +
       "sets one; 0 keeps Node's default",
-    defaultText: '64',
+    defaultText: '16',
   },
 } as const satisfies OptionDefs;
 

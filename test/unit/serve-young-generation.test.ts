@@ -47,7 +47,7 @@ afterEach(() => {
 
 describe('corella serve sets the young generation by re-executing node', () => {
   it('reads --semi-space-mb and knows a size the operator already set', () => {
-    expect(semiSpaceFlag(undefined)).toBe(64);
+    expect(semiSpaceFlag(undefined)).toBe(16);
     expect(semiSpaceFlag('0')).toBe(0);
     expect(semiSpaceFlag('32')).toBe(32);
     for (const bad of ['', '-1', '1.5', 'big', '4096'])
