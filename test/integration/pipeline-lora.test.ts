@@ -1,11 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import type { ActivityContext } from '../../activities/context.js';
+import { describe, expect, inject, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
 import type {
   RecalibrateResult,
@@ -20,8 +17,7 @@ import { CalibrationRepository } from '../../db/repositories/calibrations.js';
 import { EvaluationRepository } from '../../db/repositories/evaluations.js';
 import { ModelRepository } from '../../db/repositories/models.js';
 import { RunRepository } from '../../db/repositories/runs.js';
-import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
-import { sha256File, type FileArtifactStore } from '../../ml/artifacts/store.js';
+import { sha256File } from '../../ml/artifacts/store.js';
 import type { JointCheckpoint } from '../../ml/corella/joint-checkpoint.js';
 import { LoraHead, loadLlmBranchModel } from '../../ml/corella/llm-branch-model.js';
 import { llmFeatureRows } from '../../ml/corella/row-plan.js';
@@ -34,10 +30,9 @@ import { initTf } from '../../ml/tf/index.js';
 import { rowPlanConfigOf } from '../../activities/row-plan.js';
 import { createCpuWorker } from '../../workers/cpu.js';
 import { createGpuWorker } from '../../workers/gpu.js';
-import { installWorkerRuntime } from '../../workers/runtime.js';
 import { writeTinyGguf } from '../helpers/tiny-gguf.js';
 import { tinyPipelineConfig } from '../helpers/pipeline-config.js';
-import { fileActivityContext } from '../helpers/activity-context.js';
+import { useE2eHome } from '../helpers/activity-context.js';
 
 /**
  * A retrain with llm.finetune.method lora through the real workflow, Temporal dev server and Postgres: the
@@ -46,22 +41,10 @@ import { fileActivityContext } from '../helpers/activity-context.js';
  * carries the GGUF LoRA (llmLora), which serving and recalibration load with the base model.
  */
 describe('retrainWorkflow with llm.finetune lora', () => {
-  let testDb: TestDatabase;
-  let dir: string;
-  let ctx: ActivityContext & { store: FileArtifactStore };
-
-  beforeAll(async () => {
-    installWorkerRuntime();
-    testDb = await createTestDatabase(inject('databaseUrl'));
-    dir = await mkdtemp(join(tmpdir(), 'corella-e2e-lora-'));
-    ctx = fileActivityContext(testDb.db, dir);
-  });
-  afterAll(async () => {
-    await testDb?.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const home = useE2eHome('corella-e2e-lora-');
 
   it('registers a version with its GGUF LoRA; calibration, evaluation, serving and recalibration use it', async () => {
+    const { testDb, dir, ctx } = home;
     const modelPath = join(dir, 'tiny.gguf');
     writeTinyGguf(modelPath, { seed: 5, nLayer: 3 });
     const base = tinyPipelineConfig(modelPath);

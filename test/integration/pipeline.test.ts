@@ -1,11 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import type { ActivityContext } from '../../activities/context.js';
+import { describe, expect, inject, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
 import type { RetrainInput, RetrainProgress, RetrainResult } from '../../activities/types.js';
 import { CalibrationRepository } from '../../db/repositories/calibrations.js';
@@ -13,33 +10,19 @@ import { DatasetRepository } from '../../db/repositories/datasets.js';
 import { EvaluationRepository } from '../../db/repositories/evaluations.js';
 import { ModelRepository } from '../../db/repositories/models.js';
 import { RunRepository } from '../../db/repositories/runs.js';
-import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
 import { createCpuWorker } from '../../workers/cpu.js';
 import { createGpuWorker } from '../../workers/gpu.js';
-import { installWorkerRuntime } from '../../workers/runtime.js';
 import { writeTinyGguf } from '../helpers/tiny-gguf.js';
 import { tinyPipelineConfig } from '../helpers/pipeline-config.js';
 import { cliEnv, startCli } from '../helpers/cli-process.js';
 import type { RunRow } from '../../db/schema/index.js';
-import { fileActivityContext } from '../helpers/activity-context.js';
+import { useE2eHome } from '../helpers/activity-context.js';
 
 describe('retrainWorkflow end to end with every real activity', () => {
-  let testDb: TestDatabase;
-  let dir: string;
-  let ctx: ActivityContext;
-
-  beforeAll(async () => {
-    installWorkerRuntime();
-    testDb = await createTestDatabase(inject('databaseUrl'));
-    dir = await mkdtemp(join(tmpdir(), 'corella-e2e-'));
-    ctx = fileActivityContext(testDb.db, dir);
-  });
-  afterAll(async () => {
-    await testDb?.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const home = useE2eHome('corella-e2e-');
 
   it('ingests synthetic data, trains, extracts LLM features, calibrates, evaluates and registers a champion', async () => {
+    const { testDb, dir, ctx } = home;
     const modelPath = join(dir, 'tiny.gguf');
     writeTinyGguf(modelPath, { seed: 5 });
     const config = tinyPipelineConfig(modelPath);

@@ -1,29 +1,24 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import type { ActivityContext } from '../../activities/context.js';
+import { describe, expect, inject, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
 import type { RetrainInput, RetrainResult } from '../../activities/types.js';
 import { CalibrationRepository } from '../../db/repositories/calibrations.js';
 import { EvaluationRepository } from '../../db/repositories/evaluations.js';
 import { RunRepository } from '../../db/repositories/runs.js';
 import { ServingRepository } from '../../db/repositories/serving.js';
-import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
 import type { StoredAlignment } from '../../ml/report/index.js';
 import { createCpuWorker } from '../../workers/cpu.js';
 import { createGpuWorker } from '../../workers/gpu.js';
-import { installWorkerRuntime } from '../../workers/runtime.js';
 import { openPage, screenshotDir } from '../helpers/chromium.js';
 import { cliEnv, startCli } from '../helpers/cli-process.js';
 import { tinyPipelineConfig } from '../helpers/pipeline-config.js';
 import { writeTinyGguf } from '../helpers/tiny-gguf.js';
-import { fileActivityContext } from '../helpers/activity-context.js';
+import { useE2eHome } from '../helpers/activity-context.js';
 
 /** What the report shows, read by Chromium from the rendered page (the SVG marks and the table cells). */
 interface Probe {
@@ -52,22 +47,10 @@ const PROBE = `(() => {
 })()`;
 
 describe('the HTML report of a real pipeline run', () => {
-  let testDb: TestDatabase;
-  let dir: string;
-  let ctx: ActivityContext;
-
-  beforeAll(async () => {
-    installWorkerRuntime();
-    testDb = await createTestDatabase(inject('databaseUrl'));
-    dir = await mkdtemp(join(tmpdir(), 'corella-report-'));
-    ctx = fileActivityContext(testDb.db, dir);
-  });
-  afterAll(async () => {
-    await testDb?.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const home = useE2eHome('corella-report-');
 
   it('is an artifact of the run whose charts and summary table show what Postgres holds', async () => {
+    const { testDb, dir, ctx } = home;
     const modelPath = join(dir, 'tiny.gguf');
     writeTinyGguf(modelPath, { seed: 5 });
     const suffix = randomUUID().slice(0, 8);
