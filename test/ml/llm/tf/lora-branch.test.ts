@@ -1,15 +1,10 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { LlamaTf } from '../../../../ml/llm/tf/llama-forward.js';
 import { LoraAdapter } from '../../../../ml/llm/tf/lora.js';
 import { LoraBranch } from '../../../../ml/llm/tf/lora-branch.js';
-import { initTf } from '../../../../ml/tf/backend.js';
-import { writeTinyGguf } from '../../../helpers/tiny-gguf.js';
+import { useTinyLlamaTf } from '../../../helpers/tiny-llama-tf.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'corella-lora-branch-'));
 let model: LlamaTf;
 const YES = 300;
 const NO = 301;
@@ -26,17 +21,7 @@ function prompts(n: number, seed: number): number[][] {
 const parts = { stage2: prompts(12, 1), stage3: prompts(6, 2), valid: prompts(8, 3) };
 const labels = { stage2: parts.stage2.map((_, i) => ((i * 7) % 3 === 0 ? 1 : 0)) };
 
-beforeAll(async () => {
-  await initTf(undefined, () => undefined);
-  const path = join(dir, 'tiny.gguf');
-  writeTinyGguf(path, { seed: 5, nLayer: 3, nHeadKv: 2 });
-  model = await LlamaTf.load(path);
-});
-
-afterAll(() => {
-  model?.dispose();
-  rmSync(dir, { recursive: true, force: true });
-});
+useTinyLlamaTf('corella-lora-branch-', (m) => (model = m));
 
 function branch(alignLayers = [0, 2]) {
   const adapter = LoraAdapter.create(model.hp, { layers: 2, rank: 4, alpha: 8, seed: 1 });

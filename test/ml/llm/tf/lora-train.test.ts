@@ -1,17 +1,12 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CorellaError } from '../../../../ml/errors.js';
 import { FrozenPrefixCache } from '../../../../ml/llm/tf/frozen-prefix.js';
 import { LlamaTf } from '../../../../ml/llm/tf/llama-forward.js';
 import { LoraAdapter } from '../../../../ml/llm/tf/lora.js';
 import { LoraTrainer, type LoraSample } from '../../../../ml/llm/tf/lora-train.js';
-import { initTf } from '../../../../ml/tf/backend.js';
-import { writeTinyGguf } from '../../../helpers/tiny-gguf.js';
+import { useTinyLlamaTf } from '../../../helpers/tiny-llama-tf.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'corella-lora-'));
 let model: LlamaTf;
 const YES = 300;
 const NO = 301;
@@ -25,17 +20,7 @@ function prompts(n: number, len: number, seed: number): number[][] {
   ]);
 }
 
-beforeAll(async () => {
-  await initTf(undefined, () => undefined);
-  const path = join(dir, 'tiny.gguf');
-  writeTinyGguf(path, { seed: 5, nLayer: 3, nHeadKv: 2 });
-  model = await LlamaTf.load(path);
-});
-
-afterAll(() => {
-  model?.dispose();
-  rmSync(dir, { recursive: true, force: true });
-});
+useTinyLlamaTf('corella-lora-', (m) => (model = m));
 
 function withTrainer<T>(
   cfg: Parameters<typeof LoraAdapter.create>[1],
