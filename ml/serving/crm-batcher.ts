@@ -159,7 +159,8 @@ export class CrmBatcher {
       const p = await this.crm.predict(joined, undefined, Math.max(joined.size, 1));
       let at = 0;
       for (const b of batch) {
-        b.resolve(p.slice(at, at + b.split.size));
+        // A view, not a copy: the batch's array lives as long as its last request needs it.
+        b.resolve(p.subarray(at, at + b.split.size));
         at += b.split.size;
       }
     } catch (e) {
