@@ -407,8 +407,7 @@ export class RequestEncoder {
     const IA = this.nItemAttrs;
     const u = this.users.index.get(req.user.id);
     const attrs = this.userAttrScratch;
-    if (u >= 0) attrs.set(this.users.attrs.subarray(u * A, (u + 1) * A));
-    else attrs.fill(0);
+    for (let k = 0; k < A; k++) attrs[k] = u >= 0 ? this.users.attrs[u * A + k] : 0;
     if (req.user.features) {
       for (const name in req.user.features) {
         const k = this.userAttrNames.indexOf(name);
@@ -437,6 +436,13 @@ export class RequestEncoder {
     const cold: boolean[] = new Array<boolean>(n);
     const hist = split.sequences[0];
     const cat = split.categorical;
+    // Plain loops rather than set(subarray(...)): a subarray is a new object, and this runs per candidate.
+    const hRows = hs.rows;
+    const hIds = hs.ids;
+    const hRatings = hs.ratings;
+    const histRows = split.historyItemRows;
+    const histRatings = split.historyRatings;
+    const itemAttrs = this.itemAttrs;
     for (let r = 0; r < n; r++) {
       const t = this.itemIndex.get(req.candidates[r].item);
       const id = t < 0 ? 0 : this.itemIds[t];
@@ -445,22 +451,26 @@ export class RequestEncoder {
       let c = r * C;
       cat[c++] = uid;
       cat[c++] = id;
-      cat.set(attrs, c);
-      if (t < 0) cat.fill(0, c + A, (r + 1) * C);
-      else cat.set(this.itemAttrs.subarray(t * IA, (t + 1) * IA), c + A);
+      for (let k = 0; k < A; k++) cat[c++] = attrs[k];
+      for (let k = 0; k < IA; k++) cat[c++] = t < 0 ? 0 : itemAttrs[t * IA + k];
       if (hist) {
-        hist.set(hs.ids.subarray(0, h), r * K);
-        hist.fill(0, r * K + h, (r + 1) * K);
-        split.historyItemRows.set(hs.rows.subarray(0, h), r * K);
-        split.historyItemRows.fill(-1, r * K + h, (r + 1) * K);
-        split.historyRatings.set(hs.ratings.subarray(0, h), r * K);
-        split.historyRatings.fill(NaN, r * K + h, (r + 1) * K);
+        const o = r * K;
+        for (let j = 0; j < h; j++) {
+          hist[o + j] = hIds[j];
+          histRows[o + j] = hRows[j];
+          histRatings[o + j] = hRatings[j];
+        }
+        for (let j = h; j < K; j++) {
+          hist[o + j] = 0;
+          histRows[o + j] = -1;
+          histRatings[o + j] = NaN;
+        }
       }
       for (let k = 0; k < this.seqWidths.length; k++) {
         const w = this.seqWidths[k];
         const seq = split.sequences[k + 1];
-        if (t < 0) seq.fill(0, r * w, (r + 1) * w);
-        else seq.set(this.itemSeqs[k].subarray(t * w, (t + 1) * w), r * w);
+        const src = this.itemSeqs[k];
+        for (let j = 0; j < w; j++) seq[r * w + j] = t < 0 ? 0 : src[t * w + j];
       }
     }
     const empty =
