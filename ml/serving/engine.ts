@@ -20,7 +20,7 @@ import { initTf } from '../tf/index.js';
 import { CrmBatcher, type MicroBatchOptions } from './crm-batcher.js';
 import { LlmLimiter, type FallbackReason } from './llm-budget.js';
 import { OnlineLlm, type OnlineLlmOptions } from './online-llm.js';
-import { RequestEncoder, type HistoryEntry, type ItemInfo } from './request-encoder.js';
+import { newSplit, RequestEncoder, type HistoryEntry, type ItemInfo } from './request-encoder.js';
 import { SplitPool } from './split-pool.js';
 import type {
   CandidateScore,
@@ -129,7 +129,7 @@ export class ServingEngine implements Scorer {
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.limiter = new LlmLimiter(opts.budget);
     this.batcher = new CrmBatcher(crm, opts.microBatch);
-    this.splits = new SplitPool(dataset.featureMap);
+    this.splits = new SplitPool((n) => newSplit(dataset.featureMap, n));
     this.encoder = new RequestEncoder(dataset, { pool: this.splits });
   }
 

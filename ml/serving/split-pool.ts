@@ -5,11 +5,11 @@
  * pool, a server answering a steady slate size allocates none after warm-up.
  *
  * Splits are kept per row count (a request's arrays have exactly its length, as every consumer of
- * `EncodedSplit` expects). A released split is handed out again as is: the encoder overwrites every column
- * it reads (`labels` and `sampleIds` are never written and keep their zeros and 0..n−1).
+ * `EncodedSplit` expects). A released split is handed out again as is: its user overwrites every column
+ * the CRM reads (the encoder leaves `labels` and `sampleIds` as made, zeros and 0..n−1; the micro-batcher's
+ * concatenation overwrites everything).
  */
-import type { EncodedSplit, FeatureMap } from '../data/types.js';
-import { newSplit } from './request-encoder.js';
+import type { EncodedSplit } from '../data/types.js';
 
 export interface SplitPoolOptions {
   /** Splits kept per row count (default 4: a few requests in flight at once). */
@@ -25,8 +25,9 @@ export class SplitPool {
   /** Splits handed out that were new, and that came from the pool (for tests and benchmarks). */
   readonly stats = { created: 0, reused: 0 };
 
+  /** `make(n)`: a new split of n rows in the pooled layout. */
   constructor(
-    private readonly featureMap: FeatureMap,
+    private readonly make: (n: number) => EncodedSplit,
     opts: SplitPoolOptions = {},
   ) {
     this.perSize = Math.max(1, opts.perSize ?? 4);
@@ -40,7 +41,7 @@ export class SplitPool {
       return s;
     }
     this.stats.created++;
-    return newSplit(this.featureMap, n);
+    return this.make(n);
   }
 
   /** Gives `split` back; the caller must hold no view into it any more. */

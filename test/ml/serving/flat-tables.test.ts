@@ -11,7 +11,7 @@ import { mulberry32 } from '../../../ml/random.js';
 import { concatSplits } from '../../../ml/serving/crm-batcher.js';
 import { ServingEngine } from '../../../ml/serving/engine.js';
 import { OBSERVED_PER_USER, ObservedHistories } from '../../../ml/serving/observed-history.js';
-import { RequestEncoder } from '../../../ml/serving/request-encoder.js';
+import { newSplit, RequestEncoder } from '../../../ml/serving/request-encoder.js';
 import { SplitPool } from '../../../ml/serving/split-pool.js';
 import { StringIndex } from '../../../ml/serving/string-index.js';
 import type { ScoreRequest } from '../../../ml/serving/types.js';
@@ -282,7 +282,7 @@ describe('RequestEncoder flat tables on a real ingested dataset', () => {
 
 describe('pooled splits', () => {
   it('a reused split encodes exactly as a fresh one: nothing of the previous request leaks into it', () => {
-    const pool = new SplitPool(w.dataset.featureMap, { perSize: 1 });
+    const pool = new SplitPool((n) => newSplit(w.dataset.featureMap, n), { perSize: 1 });
     const pooled = new RequestEncoder(w.dataset, { pool });
     const fresh = new RequestEncoder(w.dataset);
     const users = [...referenceHistories(w.dataset).keys()];
@@ -328,6 +328,33 @@ describe('pooled splits', () => {
       for (const res of served)
         for (const c of res.candidates) expect(Math.abs(c.pCrm - offline[at++])).toBeLessThan(1e-6);
       expect(engine.splits.stats.reused).toBeGreaterThan(30);
+    } finally {
+      await engine.dispose();
+    }
+  });
+});
+
+describe('pooled micro-batches', () => {
+  it('concurrent requests batched into reused joined splits score as each row does offline', async () => {
+    const engine = await ServingEngine.load(w.store, w.bundle({ llm: null }), { log: () => undefined });
+    try {
+      const reference = new RequestEncoder(w.dataset);
+      const users = [...referenceHistories(w.dataset).keys()];
+      const rnd = mulberry32(21);
+      for (let round = 0; round < 6; round++) {
+        // The same total row count every round (4 + 9 + 20), different users and items.
+        const reqs = [4, 9, 20].map((n) =>
+          randomRequest(w.dataset, rnd, n, users[Math.floor(rnd() * users.length)]),
+        );
+        const served = await Promise.all(reqs.map((r) => engine.score(r)));
+        const offline = await w.crm.predict(concatSplits(reqs.map((r) => reference.encode(r).split)));
+        let at = 0;
+        for (const res of served)
+          for (const c of res.candidates) expect(Math.abs(c.pCrm - offline[at++])).toBeLessThan(1e-6);
+      }
+      const joined = engine.batcher.joinedSplits;
+      expect(joined.created + joined.reused).toBeGreaterThanOrEqual(5);
+      expect(joined.reused).toBeGreaterThanOrEqual(4);
     } finally {
       await engine.dispose();
     }
