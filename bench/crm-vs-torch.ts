@@ -7,7 +7,11 @@
  *
  * Ours runs the trainer's own code on a synthetic split: the stepper trainCrm uses (LocalStepper or, with
  * --threads 2, ParallelStepper: batch assembly, forward, backward, lazy Adam) and, for inference,
- * CrmNet.forward + sigmoid + read-back on prepared batches (the peer also feeds prepared index tensors).
+ * CrmNet.inferInto on the split's row lists, the path predict and serving take (the fused native forward of
+ * ml/crm/fused-infer.ts where the addon serves wasm; its gather from the split is inside the timing, as the
+ * peer's embedding lookup is). In alternating segments of the same child it also times the tfjs path as it
+ * was, CrmNet.forward + sigmoid + read-back on prepared batches, as `inferTfjs` (an A/B in the same
+ * minutes; `inferOverTfjs` is the median segment ratio).
  * The default DCNv2 config is used as is (l2 on embeddings 1e-6, which the peer lacks).
  *
  * Rounds alternate the two sides (the first side swaps each round) in fresh processes, and the JSON
@@ -128,6 +132,13 @@ interface OursFigures extends SideFigures {
   tapeFree?: boolean;
   trainSamplesPerCpuSec: number;
   inferSamplesPerCpuSec: number;
+  /** The path inferSamplesPerSec measured: CrmNet.inferInto's ('fused' where the addon serves wasm). */
+  inferPath: string;
+  /** The tfjs forward on prepared batches (the path before the fused one), in alternating segments. */
+  inferTfjsSamplesPerSec: number;
+  inferTfjsSamplesPerCpuSec: number;
+  /** Median over the segment pairs of (inferInto samples/s) / (tfjs forward samples/s). */
+  inferOverTfjs: number;
   /** Process CPU ms per training step (both threads' when there are two). */
   trainCpuMsPerStep: number;
   finalLoss: number;
@@ -222,19 +233,48 @@ async function measureOurs(): Promise<OursFigures> {
   const phasesMsPerStep = stepper.profile?.perStep();
   await stepper.close();
 
+  // Inference: CrmNet.inferInto on the split's rows, the path predict and serving take (the fused native
+  // forward where the addon serves wasm, ml/crm/fused-infer.ts), against the tfjs forward + sigmoid +
+  // read-back on prepared batches (the old path, batch assembly outside the timing) in alternating segments
+  // of the same process, so both see the same minutes of a shared machine.
   const batches = Array.from({ length: N_BATCHES }, (_, k) => model.makeBatch(split, rowsOf(k)));
-  const infer = (k: number) => {
+  const inferRows = Array.from({ length: N_BATCHES }, (_, k) => rowsOf(k));
+  const probs = new Float32Array(BATCH);
+  let inferPath = 'tfjs';
+  const inferNew = (k: number) => {
+    inferPath = model.inferInto(split, inferRows[k % N_BATCHES], probs);
+  };
+  const inferOld = (k: number) => {
     const p = tf.tidy(() => tf.sigmoid(model.forward(batches[k % N_BATCHES], { training: false }).logits));
     p.dataSync();
     p.dispose();
   };
-  for (let i = 0; i < WARMUP; i++) infer(i);
-  t0 = performance.now();
-  c0 = process.cpuUsage();
-  for (let i = 0; i < steps * 3; i++) infer(i);
-  const inferSec = (performance.now() - t0) / 1000;
-  c = process.cpuUsage(c0);
-  const inferCpu = (c.user + c.system) / 1e6;
+  for (let i = 0; i < WARMUP; i++) {
+    inferNew(i);
+    inferOld(i);
+  }
+  const SEGMENTS = 3;
+  const perSegment = Math.max(1, Math.round((steps * 3) / SEGMENTS));
+  const seg = { newSec: [] as number[], oldSec: [] as number[], newCpu: 0, oldCpu: 0 };
+  for (let r = 0; r < SEGMENTS; r++) {
+    // Alternate which path goes first, so neither always meets a load spike first.
+    for (const which of r % 2 ? ['old', 'new'] : ['new', 'old']) {
+      const f = which === 'new' ? inferNew : inferOld;
+      t0 = performance.now();
+      c0 = process.cpuUsage();
+      for (let i = 0; i < perSegment; i++) f(r * perSegment + i);
+      const sec = (performance.now() - t0) / 1000;
+      c = process.cpuUsage(c0);
+      (which === 'new' ? seg.newSec : seg.oldSec).push(sec);
+      if (which === 'new') seg.newCpu += (c.user + c.system) / 1e6;
+      else seg.oldCpu += (c.user + c.system) / 1e6;
+    }
+  }
+  const inferBatchesRun = perSegment * SEGMENTS;
+  const inferSec = seg.newSec.reduce((a, b) => a + b, 0);
+  const inferOldSec = seg.oldSec.reduce((a, b) => a + b, 0);
+  const inferCpu = seg.newCpu;
+  const segRatios = seg.newSec.map((sec, i) => seg.oldSec[i] / sec).sort((a, b) => a - b);
   batches.forEach(disposeCrmBatch);
   model.dispose();
 
@@ -249,9 +289,13 @@ async function measureOurs(): Promise<OursFigures> {
     threads,
     tapeFree: stepper instanceof LocalStepper && stepper.tapeFree,
     trainSamplesPerSec: Math.round((steps * BATCH) / trainSec),
-    inferSamplesPerSec: Math.round((steps * 3 * BATCH) / inferSec),
+    inferSamplesPerSec: Math.round((inferBatchesRun * BATCH) / inferSec),
+    inferPath,
+    inferTfjsSamplesPerSec: Math.round((inferBatchesRun * BATCH) / inferOldSec),
+    inferOverTfjs: Number(segRatios[segRatios.length >> 1].toFixed(3)),
     trainSamplesPerCpuSec: Math.round((steps * BATCH) / trainCpu),
-    inferSamplesPerCpuSec: Math.round((steps * 3 * BATCH) / inferCpu),
+    inferSamplesPerCpuSec: Math.round((inferBatchesRun * BATCH) / inferCpu),
+    inferTfjsSamplesPerCpuSec: Math.round((inferBatchesRun * BATCH) / seg.oldCpu),
     trainCpuMsPerStep: Number(((trainCpu * 1000) / steps).toFixed(2)),
     finalLoss: Number(loss.toFixed(4)),
     phasesMsPerStep,
@@ -422,7 +466,8 @@ async function compare(): Promise<void> {
         results
           .map(
             (r) =>
-              `${r.side}@${r.threads} train ${r.figures.trainSamplesPerSec}/s infer ${r.figures.inferSamplesPerSec}/s`,
+              `${r.side}@${r.threads} train ${r.figures.trainSamplesPerSec}/s infer ${r.figures.inferSamplesPerSec}/s` +
+              (r.side === 'torch' ? '' : ` (tfjs forward ${String(r.figures.inferTfjsSamplesPerSec)}/s)`),
           )
           .join('; ') +
         `; load ${load().join(' ')}`,
@@ -444,6 +489,9 @@ async function compare(): Promise<void> {
           {
             train: median(figs.map((f) => f.trainSamplesPerSec)),
             infer: median(figs.map((f) => f.inferSamplesPerSec)),
+            inferPath: figs[0].inferPath,
+            inferTfjs: median(figs.map((f) => f.inferTfjsSamplesPerSec)),
+            inferOverTfjs: median(figs.map((f) => f.inferOverTfjs)),
             trainCpuMsPerStep: median(figs.map((f) => f.trainCpuMsPerStep)),
             ratio: {
               train: r3(
@@ -454,6 +502,15 @@ async function compare(): Promise<void> {
               infer: r3(
                 median(
                   perRound.map((r) => of(r, side).inferSamplesPerSec / of(r, 'torch').inferSamplesPerSec),
+                ),
+              ),
+              inferTfjs: r3(
+                median(
+                  perRound.map(
+                    (r) =>
+                      (of(r, side) as unknown as OursFigures).inferTfjsSamplesPerSec /
+                      of(r, 'torch').inferSamplesPerSec,
+                  ),
                 ),
               ),
             },

@@ -55,6 +55,7 @@
 /* POSIX threads and signal masks under -std=c11. */
 #define _POSIX_C_SOURCE 200809L
 #include <node_api.h>
+#include "pool.h"
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1717,6 +1718,14 @@ static void free_scratch(void *arg) {
   stack_scratch_len = 0;
 }
 
+/* The pool for the kernels of the addon's other files (native/pool.h). */
+void corella_pool_run(corella_chunk_fn fn, void *ctx, int64_t chunks) { pool_run(fn, ctx, chunks); }
+int corella_pool_threads(void) { return atomic_load(&pool_threads); }
+int64_t corella_pool_max_chunks(void) { return POOL_MAX_CHUNKS; }
+int corella_blas_splits(void) { return blas_splits(); }
+int64_t corella_now_ns(void) { return now_ns(); }
+void corella_add_kernel_ns(int64_t ns) { atomic_fetch_add(&stat_kernel_ns, ns); }
+
 NAPI_MODULE_INIT() {
   if (napi_add_env_cleanup_hook(env, free_scratch, NULL) != napi_ok) return NULL;
   napi_property_descriptor props[] = {
@@ -1744,5 +1753,6 @@ NAPI_MODULE_INIT() {
       {"crossStackBackward", NULL, js_cross_stack_backward_timed, NULL, NULL, NULL, napi_default_method, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  if (crm_infer_init(env, exports) != napi_ok) return NULL;
   return exports;
 }
