@@ -76,10 +76,21 @@ const fused = (k: number) => {
     throw new Error('the fused path did not run');
 };
 
-// The native calls of the tfjs path, each wrapped in a timer.
+// The native calls of the tfjs path (every kernel the addon exports), each wrapped in a timer.
 const wrapped: Record<string, number> = {};
 const calls = addon as unknown as Record<string, (...a: unknown[]) => unknown>;
-for (const name of ['matmul', 'embeddingBag', 'crossForward']) {
+const notKernels = new Set([
+  'setThreads',
+  'threads',
+  'setBlasThreads',
+  'blasThreads',
+  'poolStats',
+  'info',
+  'crmInfer',
+]);
+for (const name of Object.getOwnPropertyNames(calls).filter(
+  (k) => typeof calls[k] === 'function' && !notKernels.has(k),
+)) {
   const f = calls[name];
   calls[name] = (...a: unknown[]) => {
     const t0 = performance.now();
