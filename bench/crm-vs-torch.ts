@@ -22,10 +22,12 @@
  * --threads lists the thread settings measured in one run (default both, 1 and 2). At setting t the peer
  * gets torch.set_num_threads(t) with OMP/OPENBLAS_NUM_THREADS=t; we run one variant per way of using t
  * cores: at 1, the LocalStepper with one thread; at 2, `pool` (LocalStepper, the addon's intra-op pool on
- * 2 threads with one OpenBLAS thread: what crm.threads 2 trains with), `pool+blas` (the same with
+ * 2 threads with one OpenBLAS thread: what crm.threads 2 trains with), `pool-tape` (the same on the tfjs
+ * tape instead of the tape-free native step, ml/crm/native-step.ts), `pool+blas` (the same with
  * OpenBLAS on 2 threads too), `blas` (pool 1, OpenBLAS 2: the previous 2-thread option) and `parallel`
  * (ParallelStepper: a gradient worker takes half of each batch, 1 thread each). Each variant's ratio to
- * the peer at the same t is printed side by side; --variants pool,blas picks some of the 2-thread ones.
+ * the peer at the same t is printed side by side; --variants pool,blas picks some of the 2-thread ones
+ * (and local-tape adds the 1-thread step on the tape).
  * --profile adds, per variant, where a training step's time goes (batch assembly, tape forward+backward,
  * host reads, Adam/scatter, waiting for the worker), in wall and CPU milliseconds per step, and the tfjs
  * kernel counts of one step.
@@ -72,6 +74,8 @@ interface Variant {
   threads: 1 | 2;
   /** ParallelStepper (a gradient worker takes half of each batch) rather than LocalStepper. */
   parallel: boolean;
+  /** LocalStepper on the tfjs tape even where its tape-free native step applies (ml/crm/native-step.ts). */
+  tape?: boolean;
   /** Threads of the addon's intra-op pool (CORELLA_NATIVE_THREADS), shared by the process's JS threads. */
   poolThreads: number;
   /** OpenBLAS's own threads (CORELLA_BLAS_THREADS). */
@@ -80,13 +84,18 @@ interface Variant {
 
 const TWO_THREAD_VARIANTS: Variant[] = [
   { name: 'pool', threads: 2, parallel: false, poolThreads: 2, blasThreads: 1 },
+  { name: 'pool-tape', threads: 2, parallel: false, poolThreads: 2, blasThreads: 1, tape: true },
   { name: 'pool+blas', threads: 2, parallel: false, poolThreads: 2, blasThreads: 2 },
   { name: 'blas', threads: 2, parallel: false, poolThreads: 1, blasThreads: 2 },
   { name: 'parallel', threads: 2, parallel: true, poolThreads: 1, blasThreads: 1 },
 ];
 
 function variantsAt(t: number): Variant[] {
-  if (t === 1) return [{ name: 'local', threads: 1, parallel: false, poolThreads: 1, blasThreads: 1 }];
+  const local: Variant = { name: 'local', threads: 1, parallel: false, poolThreads: 1, blasThreads: 1 };
+  // --variants local-tape adds the 1-thread step on the tape beside local
+  if (t === 1 && arg('variants')?.split(',').includes('local-tape'))
+    return [local, { ...local, name: 'local-tape', tape: true }];
+  if (t === 1) return [local];
   const wanted = arg('variants')?.split(',');
   const list = wanted ? TWO_THREAD_VARIANTS.filter((v) => wanted.includes(v.name)) : TWO_THREAD_VARIANTS;
   if (list.length === 0) {
@@ -119,6 +128,8 @@ interface OursFigures extends SideFigures {
   poolThreads?: number;
   blasThreads?: number;
   threads: number;
+  /** The step ran without the tfjs tape (ml/crm/native-step.ts). */
+  tapeFree?: boolean;
   trainSamplesPerCpuSec: number;
   inferSamplesPerCpuSec: number;
   /** The path inferSamplesPerSec measured: CrmNet.inferInto's ('fused' where the addon serves wasm). */
@@ -142,7 +153,8 @@ interface OursFigures extends SideFigures {
 async function measureOurs(): Promise<OursFigures> {
   const variant = arg('variant') ?? 'local';
   const parallel = variant === 'parallel';
-  const threads = variant === 'local' ? 1 : 2;
+  const threads = variant === 'local' || variant === 'local-tape' ? 1 : 2;
+  const tape = variant.endsWith('-tape');
   const profiling = process.argv.includes('--profile');
   const tf = await import('@tensorflow/tfjs-core');
   const { initTf } = await import('../ml/tf/index.js');
@@ -186,7 +198,7 @@ async function measureOurs(): Promise<OursFigures> {
   const adam = new Adam({ lr: 1e-3 });
   const stepper = parallel
     ? await ParallelStepper.start(model, adam, split, featureMap, init.backend, BATCH)
-    : new LocalStepper(model, adam, split);
+    : new LocalStepper(model, adam, split, { tape });
   const rowsOf = (k: number) => Int32Array.from({ length: BATCH }, (_, i) => (k % N_BATCHES) * BATCH + i);
 
   let loss = NaN;
@@ -275,6 +287,7 @@ async function measureOurs(): Promise<OursFigures> {
     poolThreads: native.addon?.threads(),
     blasThreads: native.addon?.blasThreads(),
     threads,
+    tapeFree: stepper instanceof LocalStepper && stepper.tapeFree,
     trainSamplesPerSec: Math.round((steps * BATCH) / trainSec),
     inferSamplesPerSec: Math.round((inferBatchesRun * BATCH) / inferSec),
     inferPath,

@@ -7,6 +7,7 @@ import { crossLayer } from '../tf/cross.js';
 import { dense } from '../tf/dense.js';
 import { embeddingBag } from '../tf/kernels/embedding-bag.js';
 import { crossStack } from './cross-stack.js';
+import { denseStack } from './dense-stack.js';
 import { checkInferRows, fusedInferAddon, inferPlan, runFusedInfer, weightList } from './fused-infer.js';
 import type { FusedWeights } from './fused-infer.js';
 import { checkSplitShape, disposeCrmBatch, isPrepared, makePreparedBatch } from './batch.js';
@@ -300,13 +301,25 @@ export class CrmNet implements CrmModel {
       });
     }
     let h = this.config.crossStructure === 'parallel' ? x0 : cross;
-    if (this.config.crossStructure !== 'crossnet_only') {
-      this.mlp.forEach((layer, i) => {
+    const structure = this.config.crossStructure;
+    const mlp = structure === 'crossnet_only' ? [] : this.mlp;
+    // Plain relu layers with no activations asked for: the MLP (and, stacked on it, the output layer) is
+    // one op (see dense-stack.ts). Batch norm and training-time dropout sit between the layers.
+    const plain = !opts.activations && !this.config.batchNorm && !(opts.training && this.config.dropout > 0);
+    if (plain) {
+      const layers = mlp.map((layer) => ({ w: layer.w, b: layer.b, relu: true }));
+      if (structure !== 'parallel') {
+        layers.push({ w: this.outW, b: this.outB, relu: false });
+        return { logits: tf.reshape(denseStack(h, layers), [-1]) as Tensor1D, activations };
+      }
+      h = denseStack(h, layers);
+    } else {
+      mlp.forEach((layer, i) => {
         h = this.mlpLayer(layer, i, h, opts.training);
         if (opts.activations) activations.push({ name: `mlp_${i}`, value: h });
       });
     }
-    const top = this.config.crossStructure === 'parallel' ? tf.concat([cross, h], 1) : h;
+    const top = structure === 'parallel' ? tf.concat([cross, h], 1) : h;
     const logits = tf.reshape(dense(top, this.outW, this.outB), [-1]) as Tensor1D;
     return { logits, activations };
   }
