@@ -5,6 +5,9 @@
  *
  * Usage: npx tsx bench/prediction-log.ts [--requests 5000] [--database-url URL] [--fsync-ms 50] [--max-batch 500]
  *   Without a URL (or DATABASE_URL) it starts an embedded Postgres in a temp dir.
+ * --alloc (with NODE_OPTIONS="--expose-gc --max-semi-space-size=512"): instead, what the flusher allocates
+ *   per stored prediction, by stage (read the segment, + decode its lines, + store them: the whole drain),
+ *   for segments of 40 50-candidate requests (one 200 ms rotation at 200 requests/s).
  * Target (issue 14): appending a 50-candidate request costs well under the 10 ms p99 of a CRM-only request.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -14,7 +17,13 @@ import { openDatabase } from '../db/connection.js';
 import { startEmbeddedPostgres } from '../cli/services/embedded-postgres.js';
 import { migrateDatabase } from '../db/migrate.js';
 import { ModelRepository, RunRepository } from '../db/repositories/index.js';
+import { writeFileSync } from 'node:fs';
+import { PerformanceObserver } from 'node:perf_hooks';
+import v8 from 'node:v8';
 import { PredictionLog, type PredictionLogEntry } from '../serve/prediction-log.js';
+import { decodeRecord, encodeRecord, SpoolDrainer } from '../serve/spool-drainer.js';
+import { Spool } from '../serve/spool.js';
+import type { Database } from '../db/connection.js';
 
 function arg(name: string, fallback?: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -48,6 +57,85 @@ function entry(i: number, version: number, slate: number, prefix: number): Predi
   };
 }
 
+/**
+ * Bytes the drain allocates per stored prediction, counted as the growth of V8's new space and of
+ * ArrayBuffer memory over `reps` segments with nothing collected meanwhile (Node 20 has no
+ * `total_allocated_bytes`; a stage in which a GC ran is flagged). Segment files are written before each
+ * count starts, so only the flusher's side is counted.
+ */
+async function allocation(db: Database, version: number, dir: string) {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) throw new Error('--alloc needs NODE_OPTIONS="--expose-gc --max-semi-space-size=512"');
+  const perSegment = 40;
+  const slate = 50;
+  const reps = Number(arg('reps', '25'));
+  const allocDir = join(dir, 'alloc');
+  let prefix = 100;
+  const writeSegment = (seq: number) => {
+    prefix++;
+    const lines = Array.from({ length: perSegment }, (_, i) => {
+      const e = entry(i, version, slate, prefix);
+      return encodeRecord({
+        requestId: e.requestId,
+        at: new Date(e.at),
+        modelVersionId: version,
+        userId: e.user,
+        history: null,
+        budgetMs: e.budgetMs,
+        threshold: e.threshold,
+        candidates: e.candidates.map((c) => ({ ...c, latencyMs: c.latencyMs! })),
+      });
+    });
+    writeFileSync(join(allocDir, `${String(seq).padStart(12, '0')}.jsonl`), lines.join('\n') + '\n');
+  };
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(allocDir, { recursive: true });
+  const newSpace = () =>
+    v8.getHeapSpaceStatistics().find((x) => x.space_name === 'new_space')!.space_used_size;
+  const drainer = new SpoolDrainer(db, allocDir, maxBatch, () => {});
+  let gcs = 0;
+  const obs = new PerformanceObserver((l) => (gcs += l.getEntries().length));
+  const stage = async (name: string, fn: (seq: number) => Promise<unknown>) => {
+    let seq = 1;
+    for (let i = 0; i < 5; i++) {
+      writeSegment(seq);
+      await fn(seq++); // JIT, pools, prepared plans
+    }
+    let heap = 0;
+    let buffers = 0;
+    let collected = false;
+    for (let r = 0; r < reps; r++) {
+      writeSegment(seq);
+      gc();
+      gcs = 0;
+      obs.observe({ entryTypes: ['gc'] });
+      const h0 = newSpace();
+      const a0 = process.memoryUsage().arrayBuffers;
+      await fn(seq++);
+      heap += newSpace() - h0;
+      buffers += process.memoryUsage().arrayBuffers - a0;
+      await new Promise((res) => setImmediate(res));
+      obs.disconnect();
+      collected ||= gcs > 0;
+    }
+    for (const s of Spool.listIn(allocDir)) Spool.remove(s);
+    const n = reps * perSegment * slate;
+    return {
+      stage: name,
+      heapBytesPerPrediction: round(heap / n, 1),
+      arrayBufferBytesPerPrediction: round(buffers / n, 1),
+      collected,
+    };
+  };
+  const seg = (seq: number) => ({ seq, path: join(allocDir, `${String(seq).padStart(12, '0')}.jsonl`) });
+  const stages = [
+    await stage('read segment', async (seq) => Spool.read(seg(seq))),
+    await stage('+ decode lines', async (seq) => Spool.read(seg(seq)).lines.map((l) => decodeRecord(l))),
+    await stage('+ store (the whole drain)', (seq) => drainer.drain(seq + 1)),
+  ];
+  return { perSegment, slate, reps, stages };
+}
+
 function quantile(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 }
@@ -65,7 +153,11 @@ try {
   const version = (await new ModelRepository(handle.db).register({ sourceRunId: run.id, artifacts: {} }))
     .version.id;
   const out: Record<string, unknown> = { requests, fsyncMs, maxBatch };
-  for (const [s, slate] of [1, 50].entries()) {
+  if (process.argv.includes('--alloc')) {
+    out.loadAverage = (await import('node:os')).loadavg().map((x) => round(x, 2));
+    out.alloc = await allocation(handle.db, version, dir);
+  }
+  for (const [s, slate] of (process.argv.includes('--alloc') ? [] : [1, 50]).entries()) {
     // Append cost with the flusher stopped (a long interval): a Postgres outage, the spool only grows.
     const spoolDir = join(dir, `spool-${slate}`);
     const log = await PredictionLog.open({
