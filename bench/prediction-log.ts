@@ -22,7 +22,7 @@ import { PerformanceObserver } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import { PredictionLog, type PredictionLogEntry } from '../serve/prediction-log.js';
 import { decodeRecord, encodeRecord, SpoolDrainer } from '../serve/spool-drainer.js';
-import { Spool } from '../serve/spool.js';
+import { SegmentReader, Spool } from '../serve/spool.js';
 import type { Database } from '../db/connection.js';
 
 function arg(name: string, fallback?: string): string | undefined {
@@ -58,7 +58,7 @@ function entry(i: number, version: number, slate: number, prefix: number): Predi
 }
 
 /**
- * Bytes the drain allocates per stored prediction, counted as the growth of V8's new space and of
+ * Bytes the drain allocates per stored prediction, counted as the growth of V8's heap (all spaces) and of
  * ArrayBuffer memory over `reps` segments with nothing collected meanwhile (Node 20 has no
  * `total_allocated_bytes`; a stage in which a GC ran is flagged). Segment files are written before each
  * count starts, so only the flusher's side is counted.
@@ -90,8 +90,8 @@ async function allocation(db: Database, version: number, dir: string) {
   };
   const { mkdirSync } = await import('node:fs');
   mkdirSync(allocDir, { recursive: true });
-  const newSpace = () =>
-    v8.getHeapSpaceStatistics().find((x) => x.space_name === 'new_space')!.space_used_size;
+  // Every space, not only new space: a segment read as one string is a large object, allocated outside it.
+  const newSpace = () => v8.getHeapSpaceStatistics().reduce((n, x) => n + x.space_used_size, 0);
   const drainer = new SpoolDrainer(db, allocDir, maxBatch, () => {});
   let gcs = 0;
   const obs = new PerformanceObserver((l) => (gcs += l.getEntries().length));
@@ -128,9 +128,17 @@ async function allocation(db: Database, version: number, dir: string) {
     };
   };
   const seg = (seq: number) => ({ seq, path: join(allocDir, `${String(seq).padStart(12, '0')}.jsonl`) });
+  const reader = new SegmentReader();
   const stages = [
-    await stage('read segment', async (seq) => Spool.read(seg(seq))),
-    await stage('+ decode lines', async (seq) => Spool.read(seg(seq)).lines.map((l) => decodeRecord(l))),
+    // As the drainer reads: one reused Buffer, a line decoded when its batch is.
+    await stage('read segment', async (seq) => {
+      reader.load(seg(seq));
+      for (let i = 0; i < reader.lineCount; i++) reader.line(i);
+    }),
+    await stage('+ decode lines', async (seq) => {
+      reader.load(seg(seq));
+      for (let i = 0; i < reader.lineCount; i++) decodeRecord(reader.line(i));
+    }),
     await stage('+ store (the whole drain)', (seq) => drainer.drain(seq + 1)),
   ];
   return { perSegment, slate, reps, stages };

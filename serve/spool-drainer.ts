@@ -17,7 +17,7 @@ import {
 } from '../db/repositories/serving.js';
 import { isConnectionError } from '../db/retry.js';
 import type { HistoryEvent } from '../ml/serving/types.js';
-import { Spool, type SpoolSegment } from './spool.js';
+import { SegmentReader, Spool, type SpoolSegment } from './spool.js';
 
 /** On-disk form: JSON has no Infinity, and a Date must become a string anyway. */
 interface SpoolRecord {
@@ -95,6 +95,8 @@ export class SpoolDrainer {
   private readonly tornSeen = new Set<number>();
   /** Unreadable lines already counted, per segment (a retried round reads them again). */
   private readonly skippedSeen = new Map<number, Set<number>>();
+  /** The segment being drained, kept as bytes (see SegmentReader); rounds never overlap, so one suffices. */
+  private readonly reader = new SegmentReader();
 
   constructor(
     db: Database,
@@ -118,19 +120,21 @@ export class SpoolDrainer {
   }
 
   private async drainSegment(seg: SpoolSegment): Promise<void> {
-    const { lines, tornBytes } = Spool.read(seg);
-    if (tornBytes > 0 && !this.tornSeen.has(seg.seq)) {
+    const reader = this.reader;
+    reader.load(seg);
+    const lines = reader.lineCount;
+    if (reader.tornBytes > 0 && !this.tornSeen.has(seg.seq)) {
       this.tornSeen.add(seg.seq);
       this.onProgress({ flushed: 0, rejected: 0, skippedLines: 1, settled: 0 });
     }
     let i = this.done.get(seg.seq) ?? 0;
-    while (i < lines.length) {
-      const end = Math.min(lines.length, i + this.maxBatch);
-      const batch: { at: number; line: string; input: ServedRequestInput }[] = [];
+    while (i < lines) {
+      const end = Math.min(lines, i + this.maxBatch);
+      const batch: { at: number; input: ServedRequestInput }[] = [];
       let skipped = 0;
       for (let j = i; j < end; j++) {
         try {
-          batch.push({ at: j, line: lines[j], input: decodeRecord(lines[j]) });
+          batch.push({ at: j, input: decodeRecord(reader.line(j)) });
         } catch {
           const seen = this.skippedSeen.get(seg.seq) ?? new Set<number>();
           this.skippedSeen.set(seg.seq, seen);
@@ -153,7 +157,7 @@ export class SpoolDrainer {
 
   private async store(
     seg: SpoolSegment,
-    batch: { at: number; line: string; input: ServedRequestInput }[],
+    batch: { at: number; input: ServedRequestInput }[],
     end: number,
   ): Promise<void> {
     if (batch.length === 0) return;
@@ -181,7 +185,7 @@ export class SpoolDrainer {
         if (isConnectionError(e)) throw e;
         appendFileSync(
           join(this.dir, 'rejected.jsonl'),
-          JSON.stringify({ error: message(e), line: b.line }) + '\n',
+          JSON.stringify({ error: message(e), line: this.reader.line(b.at) }) + '\n',
         );
         this.onProgress({
           flushed: 0,

@@ -15,12 +15,14 @@
 import {
   close,
   closeSync,
+  fstatSync,
   fsync,
   open,
   mkdirSync,
   openSync,
   readdirSync,
   readFileSync,
+  readSync,
   rmSync,
   statSync,
   unlinkSync,
@@ -50,6 +52,71 @@ export interface SegmentContents {
   lines: string[];
   /** A last line without its newline (a write cut short by a kill): skipped. */
   tornBytes: number;
+}
+
+/**
+ * Reads closed segments for the drainer into one Buffer kept from segment to segment, and decodes a line to
+ * a string only when asked for it. Why: `Spool.read` makes the whole segment one string and splits it, and
+ * while a drain round waits on Postgres that string (a large object: a segment holds everything appended
+ * during the previous round, megabytes when the flusher is slow) and its lines outlive young-generation
+ * collections and are promoted, which is what filled the flusher's old space between mark-compacts
+ * (docs/serving.md). The Buffer's memory is outside the V8 heap and is reused; a line's string lives only
+ * while its batch is decoded. Lines split at the newline byte, which never occurs inside a UTF-8 sequence,
+ * so each line decodes exactly as the whole-file string's piece does.
+ *
+ * One segment at a time: `load` replaces the previous segment's contents.
+ */
+export class SegmentReader {
+  private buf: Buffer = Buffer.alloc(0);
+  private view: Buffer = this.buf;
+  /** The byte offset of each line's newline. */
+  private ends = new Int32Array(1024);
+  private count = 0;
+  private torn = 0;
+
+  /** Lines of the loaded segment (the torn last line, if any, not counted). */
+  get lineCount(): number {
+    return this.count;
+  }
+
+  /** Bytes after the last newline: a last line cut short by a kill, skipped. */
+  get tornBytes(): number {
+    return this.torn;
+  }
+
+  load(segment: SpoolSegment): void {
+    const fd = openSync(segment.path, 'r');
+    let n = 0;
+    try {
+      const size = fstatSync(fd).size;
+      if (this.buf.length < size) this.buf = Buffer.allocUnsafe(Math.max(size, 2 * this.buf.length));
+      while (n < size) {
+        const r = readSync(fd, this.buf, n, size - n, n);
+        if (r === 0) break; // shorter than stat said: read what is there
+        n += r;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    this.view = this.buf.subarray(0, n);
+    this.count = 0;
+    for (let i = this.view.indexOf(10); i !== -1; i = this.view.indexOf(10, i + 1)) {
+      if (this.count === this.ends.length) {
+        const grown = new Int32Array(this.ends.length * 2);
+        grown.set(this.ends);
+        this.ends = grown;
+      }
+      this.ends[this.count++] = i;
+    }
+    this.torn = n - (this.count === 0 ? 0 : this.ends[this.count - 1] + 1);
+  }
+
+  /** Line `i` (0-based) of the loaded segment, without its newline. */
+  line(i: number): string {
+    if (!(i >= 0 && i < this.count)) throw new RangeError(`line ${i} of ${this.count}`);
+    const start = i === 0 ? 0 : this.ends[i - 1] + 1;
+    return this.view.toString('utf8', start, this.ends[i]);
+  }
 }
 
 function segmentName(seq: number): string {
