@@ -6,12 +6,12 @@
  *
  *   npx tsx bench/lora-speed.ts [--model .corella/models/SmolLM2-135M-Instruct.Q4_1.gguf]
  *     [--data ../shared/datasets/ml-1m-u2999] [--prompts 64] [--block 8] [--k 2,4] [--train-samples 8]
- *     [--steps 3] [--threads 2] [--modes per-prompt,batched-tfjs,batched] [--parallel 1]
+ *     [--steps 3] [--threads 2] [--modes per-prompt,batched,batched-host] [--parallel 1]
  *
  * Frozen-pass modes: `per-prompt` is FrozenPrefixCache.compute prompt by prompt with the previous prompt's
- * prefix reused (the pass before batching), `batched-tfjs` one tfjs pass per prompt-trie group,
- * `batched` the same groups on host arrays with the native sgemm (host-frozen.ts; the default when the
- * addon is built). `--parallel 1` also times warmFrozenParallel on `--threads` workers for per-prompt and
+ * prefix reused (the pass before batching), `batched` one tfjs pass per prompt-trie group (the default of
+ * warm() and the workers), `batched-host` the same groups on host arrays with the native sgemm
+ * (host-frozen.ts; needs the addon). `--parallel 1` also times warmFrozenParallel on `--threads` workers for per-prompt and
  * batched (there wall time includes each worker loading and dequantizing its model).
  *
  * Prints JSON.
@@ -44,7 +44,7 @@ const ks = arg('k', '2,4').split(',').map(Number);
 const trainSamples = Number(arg('train-samples', '8'));
 const steps = Number(arg('steps', '3'));
 const threads = Number(arg('threads', '2'));
-const modes = arg('modes', 'per-prompt,batched-tfjs,batched').split(',');
+const modes = arg('modes', 'per-prompt,batched,batched-host').split(',');
 const parallel = arg('parallel', '1') === '1';
 const log = (m: string): void => void process.stderr.write(`[bench/lora-speed] ${m}\n`);
 
@@ -117,7 +117,7 @@ async function main(): Promise<void> {
               c
                 .computeBatch(
                   g.map((i) => prompts[i]),
-                  { host: mode === 'batched' },
+                  { host: mode === 'batched-host' },
                 )
                 .map((e) => e.input),
             );
