@@ -15,7 +15,8 @@
  *     weights: Float32Array[] in the plan's order; categorical/sequences/dense: an EncodedSplit's columns
  *     (splitSize rows); samples i < count are split rows rows[i] (rows an Int32Array) or start + i (rows
  *     null); writes out[i] = σ(logit_i) and, when logits is a Float32Array, logits[i]. Every argument is
- *     checked before anything is written: a rejected call leaves out and logits as they were.
+ *     checked before anything is written: a rejected call leaves out and logits as they were (the one late
+ *     failure is a pool worker that cannot allocate its block buffer: an error after a partial write).
  *
  * The arithmetic is the tfjs path's, op for op, so the results agree to float rounding: an embedding row
  * (single lookups copied, sequences summed in position order with weight 1/count, as the embedding bag
@@ -100,16 +101,26 @@ typedef struct {
   _Atomic int failed;
 } InferJob;
 
-static inline float *scratch_for(size_t n) {
-  static _Thread_local float *buf = NULL;
-  static _Thread_local size_t len = 0;
-  if (n > len) {
-    float *p = realloc(buf, n * sizeof(float));
+/* A block's activations, per thread, grown on demand. The pool's workers keep theirs for the process's
+ * life; a calling thread's (main or worker_threads) is freed when its Node environment shuts down. */
+static _Thread_local float *scratch = NULL;
+static _Thread_local size_t scratch_len = 0;
+
+static float *scratch_for(size_t n) {
+  if (n > scratch_len) {
+    float *p = realloc(scratch, n * sizeof(float));
     if (p == NULL) return NULL;
-    buf = p;
-    len = n;
+    scratch = p;
+    scratch_len = n;
   }
-  return buf;
+  return scratch;
+}
+
+static void free_scratch(void *arg) {
+  (void)arg;
+  free(scratch);
+  scratch = NULL;
+  scratch_len = 0;
 }
 
 /* Separate non-inlined loops over restrict pointers, so GCC vectorises them (see corella_native.c). */
@@ -539,6 +550,12 @@ static napi_value js_crm_infer(napi_env env, napi_callback_info info) {
   j.count = count;
   j.scratch_floats = (size_t)INFER_BLOCK * ((size_t)5 * p->w0 + 3 * (size_t)p->max_h + 1 + (size_t)p->experts +
                                             2 * (size_t)p->rank + (p->rank > 0 ? 2 * (size_t)p->w0 : 0));
+  /* The caller's blocks' buffer before any write: only a worker thread's allocation can still fail late. */
+  if (count > 0 && scratch_for(j.scratch_floats) == NULL) {
+    free(experts);
+    free(seqs);
+    return fail(env, "out of memory");
+  }
   const int64_t blocks = (count + INFER_BLOCK - 1) / INFER_BLOCK;
   /* One region per at most max-chunks blocks; with OpenBLAS on several threads of its own, the caller runs
    * every block and OpenBLAS splits each product (the same blocks, so the same bits). */
@@ -562,5 +579,7 @@ napi_status crm_infer_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"crmInfer", NULL, js_crm_infer, NULL, NULL, NULL, napi_default_method, NULL},
   };
+  const napi_status st = napi_add_env_cleanup_hook(env, free_scratch, NULL);
+  if (st != napi_ok) return st;
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }
