@@ -8,7 +8,7 @@
  *     [--pool-seed 11] [--k 2] [--rank 8] [--alpha 2·rank] [--targets q,v] [--lr 1e-3] [--epochs 3]
  *     [--batch 8] [--seeds 1,2,3] [--balance] [--smoothing 0] [--patience 1] [--threads 2]
  *     [--frozen-only] [--crm-epochs 3] [--label NAME] [--eval prefix|per-prompt]
- *     [--train-select 0.5] [--train-weight none|entropy]
+ *     [--train-select 0.5] [--train-weight none|entropy] [--align-gamma 0] [--align-dim 32]
  *
  * - Pools as the pipeline draws them (config/ml-1m-cpu.json: paper template, 6 history items, history blocks
  *   of 8, samplePool in user blocks, rows in extractor order, PromptBuilder.buildForRow): a train pool from
@@ -35,6 +35,9 @@
  *   gate would route), `--train-weight entropy` weights each row's loss by its CRM entropy. Both need the
  *   CRM's predictions on the train split, cached apart (a cache from before them retrains the CRM once and
  *   records how close the retrained CRM's valid/test predictions are to the cached ones).
+ * - `--align-gamma G` adds the paper's stage-2 alignment, G·L_align, to the LoRA's loss (the CRM's layer at
+ *   the top block's relative depth ↔ the top block's last-token output, through projections of width
+ *   `--align-dim`); the CRM model is cached as an artifact for it.
  * - `--out FILE` also writes the JSON there (so a run's figures survive the terminal that started it).
  *
  * Prints one JSON document; progress on stderr.
@@ -46,7 +49,10 @@ import { FileArtifactStore } from '../ml/artifacts/store.js';
 import { fitPlatt } from '../ml/corella/platt.js';
 import { samplePool } from '../ml/corella/sampling.js';
 import { entropies } from '../ml/corella/routing.js';
-import { defaultCrmConfig, trainCrm } from '../ml/crm/index.js';
+import { defaultCrmConfig, disposeCrmBatch, loadCrm, saveCrm, trainCrm } from '../ml/crm/index.js';
+import { AlignmentProjections, defaultPairs } from '../ml/corella/alignment.js';
+import { LoraBranch } from '../ml/llm/tf/lora-branch.js';
+import * as tf from '@tensorflow/tfjs-core';
 import { mixSeed, mulberry32, permutation } from '../ml/random.js';
 import { ingestDataset, loadDataset } from '../ml/data/index.js';
 import type { EncodedSplit } from '../ml/data/types.js';
@@ -105,6 +111,11 @@ if (trainSelect !== undefined && !(trainSelect > 0 && trainSelect <= 1))
 const trainWeight = arg('train-weight', 'none');
 if (trainWeight !== 'none' && trainWeight !== 'entropy')
   throw new Error(`--train-weight ${trainWeight}: expected none or entropy`);
+// The paper's stage-2 pairwise signal: γ·L_align between a CRM layer and the top block's last-token output
+// (RMS-normalized, as LoraBranch gives it), through trainable projections; the CRM itself stays fixed.
+const alignGamma = Number(arg('align-gamma', '0'));
+if (!(alignGamma >= 0)) throw new Error(`--align-gamma ${arg('align-gamma', '')}: expected a number ≥ 0`);
+const alignDim = Number(arg('align-dim', '32'));
 // The pipeline's prompt shaping (config/ml-1m-cpu.json llm).
 const contextSize = 1024;
 const maxHistory = 6;
@@ -153,12 +164,16 @@ async function main(): Promise<void> {
   // caches written before those flags existed hold valid and test only.
   const crmTrainName = `bench-lora/crm/${manifest.versionId.slice(0, 16)}-e${crmEpochs}-train.bin`;
   const wantTrainCrm = trainSelect !== undefined || trainWeight !== 'none';
+  // The CRM model itself (its layers feed L_align), as an artifact named by a pointer.
+  const crmModelName = `bench-lora/crm/${manifest.versionId.slice(0, 16)}-e${crmEpochs}-model`;
+  const wantCrmModel = alignGamma > 0;
   let crmBuf = await store.getNamed(crmName);
   let crmTrainBuf = wantTrainCrm ? await store.getNamed(crmTrainName) : undefined;
+  let crmModelSha = (await store.getNamed(crmModelName))?.toString('utf8');
   let crmSeconds: number | undefined;
   let crmRetrainValidMaxDiff: number | undefined;
   const f32 = (b: Buffer) => new Float32Array(new Uint8Array(b).buffer);
-  if (!crmBuf || (wantTrainCrm && !crmTrainBuf)) {
+  if (!crmBuf || (wantTrainCrm && !crmTrainBuf) || (wantCrmModel && !crmModelSha)) {
     log('training the CRM (DCNv2 16/3/256-128, as config/ml-1m-cpu.json)');
     const t0 = performance.now();
     const r = await trainCrm(
@@ -169,6 +184,8 @@ async function main(): Promise<void> {
     const pv = await r.model.predict(valid);
     const pt = await r.model.predict(test);
     const ptr = wantTrainCrm ? await r.model.predict(train) : undefined;
+    crmModelSha = (await saveCrm(r.model, store)).sha256;
+    await store.putNamed(crmModelName, crmModelSha);
     r.model.dispose();
     crmSeconds = (performance.now() - t0) / 1000;
     const fresh = Buffer.concat([
@@ -375,6 +392,87 @@ async function main(): Promise<void> {
     };
   }
 
+  /**
+   * Training steps with γ·L_align added to L_llm: the CRM's layers (fixed: only the LoRA and the two
+   * projections learn) paired with the top block's RMS-normalized last-token output, as stage 2 pairs them.
+   * The LoRA's Adam here is tfjs's, like LoraTrainer's, with the same learning rate.
+   */
+  async function alignedStepper(adapter: LoraAdapter, samples: LoraSample[], seed: number) {
+    const crmModel = await loadCrm(store, crmModelSha!, ds.featureMap);
+    const branch = new LoraBranch({
+      model,
+      adapter,
+      answerTokens: answers,
+      prompts: { train: samples.map((s) => s.tokens) },
+      frozen,
+    });
+    const pairs = defaultPairs(crmModel.activationShapes, branch.activationShapes);
+    const proj = AlignmentProjections.create(
+      { pairs, sharedDim: alignDim, seed: seed + 1 },
+      crmModel.activationShapes,
+      branch.activationShapes,
+    );
+    const vars = [...adapter.variables(), ...proj.trainableVariables()];
+    const opt = tf.train.adam(lr);
+    let parts = { llm: 0, align: 0, rows: 0 };
+    return {
+      pairs,
+      step(idx: number[]): number {
+        const batch = crmModel.makeBatch(
+          train,
+          Int32Array.from(idx, (j) => trRows[j]),
+        );
+        const [total, lLlm, lAlign] = tf.tidy(() => {
+          let kept: tf.Scalar[] = [];
+          const { value, grads } = tf.variableGrads(() => {
+            const cf = crmModel.forward(batch, { training: false, activations: true });
+            const af = branch.forward('train', idx, { activations: true, training: true });
+            const y = tf.tensor1d(idx.map((j) => samples[j].label));
+            const w = tf.tensor1d(idx.map((j) => samples[j].weight ?? 1));
+            const l1 = tf.losses.sigmoidCrossEntropy(
+              y,
+              af.logits,
+              w,
+              smoothing,
+              tf.Reduction.MEAN,
+            ) as tf.Scalar;
+            const l2 = proj.loss(cf.activations, af.activations);
+            kept = [tf.keep(l1), tf.keep(l2)];
+            return tf.add(l1, tf.mul(l2, alignGamma)) as tf.Scalar;
+          }, vars);
+          // Variables the loss does not reach have no gradient.
+          opt.applyGradients(
+            Object.entries(grads)
+              .filter(([, g]) => g !== undefined)
+              .map(([name, tensor]) => ({ name, tensor })),
+          );
+          const out = [value.dataSync()[0], ...kept.map((k) => k.dataSync()[0])];
+          kept.forEach((k) => k.dispose());
+          return out;
+        });
+        disposeCrmBatch(batch);
+        parts.llm += lLlm * idx.length;
+        parts.align += lAlign * idx.length;
+        parts.rows += idx.length;
+        return total;
+      },
+      /** The epoch's mean L_llm and L_align, then reset. */
+      epochParts() {
+        const out = {
+          trainLlmLoss: r4(parts.llm / parts.rows),
+          trainAlignLoss: r4(parts.align / parts.rows),
+        };
+        parts = { llm: 0, align: 0, rows: 0 };
+        return out;
+      },
+      dispose() {
+        opt.dispose();
+        proj.dispose();
+        crmModel.dispose();
+      },
+    };
+  }
+
   const runs: Record<string, unknown>[] = [];
   for (const seed of seeds) {
     const adapter = LoraAdapter.create(model.hp, { layers, rank, alpha, targets, seed });
@@ -432,13 +530,15 @@ async function main(): Promise<void> {
     let stepsDone = 0;
     let validEvalSeconds = 0;
     let validEvals = 0;
+    const aligned = alignGamma > 0 ? await alignedStepper(adapter, samples, seed) : undefined;
     for (let e = 1; e <= epochs; e++) {
       const order = permutation(mulberry32(mixSeed(seed, e)), trSet.length);
       let lossSum = 0;
       let batches = 0;
       const t = seconds(() => {
         for (let i = 0; i < order.length; i += batchSize) {
-          lossSum += trainer.step(Array.from(order.subarray(i, i + batchSize), (j) => samples[j]));
+          const idx = Array.from(order.subarray(i, i + batchSize));
+          lossSum += aligned ? aligned.step(idx) : trainer.step(idx.map((j) => samples[j]));
           batches++;
           if (batches % 50 === 0)
             log(
@@ -458,6 +558,7 @@ async function main(): Promise<void> {
       const row = {
         epoch: e,
         trainLoss: r4(lossSum / batches),
+        ...(aligned && aligned.epochParts()),
         validAuc: r4(validAuc),
         validLogLoss: r4(logLoss(yVa, tv.value.map(sigmoid))),
         epochSeconds: r4(t.s),
@@ -506,6 +607,7 @@ async function main(): Promise<void> {
     const done = runs[runs.length - 1];
     if (outFile) await writeJson(`${outFile.replace(/\.json$/, '')}.seed${seed}.json`, done);
     log(`seed ${seed} best epoch ${best.epoch}: ${JSON.stringify(fit)}`);
+    aligned?.dispose();
     trainer.dispose();
     adapter.dispose();
   }
@@ -555,6 +657,8 @@ async function main(): Promise<void> {
       smoothing,
       patience,
       eval: evalMode,
+      alignGamma,
+      alignDim: alignGamma > 0 ? alignDim : undefined,
     },
     crm: { ...crmFigures, trainSeconds: crmSeconds },
     frozen: frozenCost,
