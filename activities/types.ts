@@ -339,6 +339,8 @@ export type StageName =
   | 'starting'
   | 'ingest'
   | 'train-crm+llm-features'
+  /** llm.finetune lora only: stage 1 trains the CRM alone (the LoRA branch reads no frozen-LLM features). */
+  | 'train-crm'
   | 'joint-training'
   /** llm.finetune lora only: the LLM features again, with the exported LoRA (for calibration and evaluation). */
   | 'lora-llm-features'

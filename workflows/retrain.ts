@@ -138,6 +138,13 @@ const LORA_FEATURES_PATCH = 'retrain-lora-features';
 const LORA_NO_FROZEN_FEATURES_PATCH = 'retrain-lora-no-frozen-features';
 
 /**
+ * Patch `retrain-lora-stage-label`: a LoRA run's stage 1 trains only the CRM, so it is named 'train-crm'
+ * in the Temporal UI and the stage search attribute. It is asked before the stage is entered, and a history
+ * without its marker replays as before (no command), so runs that started earlier keep their old label.
+ */
+const LORA_STAGE_LABEL_PATCH = 'retrain-lora-stage-label';
+
+/**
  * Ingest → (CRM stage 1 ∥ LLM features) → joint training → [LoRA features] → calibration → alignment evaluation → registry →
  * report. The current details (Temporal UI) follow every stage, metric and progress report.
  */
@@ -194,9 +201,10 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
     const ds = await cpu(say.ingest).ingestDataset({ runId, config, dataset: input.dataset });
     progress.datasetVersionId = ds.datasetVersionId;
 
-    enter('train-crm+llm-features');
     const loraRun = config.llm?.finetune?.method === 'lora';
-    const frozenFeatures = !(loraRun && patched(LORA_NO_FROZEN_FEATURES_PATCH));
+    const crmOnlyLabel = loraRun && patched(LORA_STAGE_LABEL_PATCH);
+    enter(crmOnlyLabel ? 'train-crm' : 'train-crm+llm-features');
+    const frozenFeatures = !(loraRun && (crmOnlyLabel || patched(LORA_NO_FROZEN_FEATURES_PATCH)));
     const [crm, llm] = await Promise.all([
       gpu(say.trainCrm).trainCrm({ runId, config, datasetVersionId: ds.datasetVersionId }),
       frozenFeatures

@@ -7,7 +7,8 @@ import type { Metrics, PipelineConfig, RetrainProgress, StageName } from '../act
 
 /**
  * The stages in order, for "stage 3 of 7". A LoRA run's 'lora-llm-features' (between joint training and
- * calibration) is not counted, so a run without LoRA reads as it always did.
+ * calibration) is not counted, so a run without LoRA reads as it always did; its stage 1, 'train-crm',
+ * counts as the second stage, where 'train-crm+llm-features' stands.
  */
 export const STAGES: StageName[] = [
   'ingest',
@@ -23,6 +24,7 @@ export const STAGES: StageName[] = [
 export const STAGE_ACTIVITIES: Partial<Record<StageName, string[]>> = {
   ingest: ['ingestDataset'],
   'train-crm+llm-features': ['trainCrm', 'extractLlmFeatures'],
+  'train-crm': ['trainCrm'],
   'joint-training': ['trainJoint'],
   'lora-llm-features': ['extractLlmFeatures'],
   calibration: ['calibrateThreshold'],
@@ -134,7 +136,7 @@ export function currentDetails(
   p: RetrainProgress & { live?: Record<string, LiveProgress> },
   datasetLabel: string,
 ): string {
-  const at = STAGES.indexOf(p.stage);
+  const at = STAGES.indexOf(p.stage === 'train-crm' ? 'train-crm+llm-features' : p.stage);
   const stage = at >= 0 ? `**Stage:** ${p.stage} (${at + 1} of ${STAGES.length})` : `**Stage:** ${p.stage}`;
   const lines = [stage, `**Dataset:** ${datasetLabel}`];
   if (p.runId) lines.push(`**Run:** \`${p.runId}\``);

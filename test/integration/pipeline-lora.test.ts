@@ -113,7 +113,7 @@ describe('retrainWorkflow with llm.finetune lora', () => {
     expect(progress.stage).toBe('done');
     expect(progress.completed).toEqual([
       'ingest',
-      'train-crm+llm-features',
+      'train-crm',
       'joint-training',
       'lora-llm-features',
       'calibration',
