@@ -7,7 +7,11 @@
  *
  * Ours runs the trainer's own code on a synthetic split: the stepper trainCrm uses (LocalStepper or, with
  * --threads 2, ParallelStepper: batch assembly, forward, backward, lazy Adam) and, for inference,
- * CrmNet.forward + sigmoid + read-back on prepared batches (the peer also feeds prepared index tensors).
+ * CrmNet.inferInto on the split's row lists, the path predict and serving take (the fused native forward of
+ * ml/crm/fused-infer.ts where the addon serves wasm; its gather from the split is inside the timing, as the
+ * peer's embedding lookup is). In alternating segments of the same child it also times the tfjs path as it
+ * was, CrmNet.forward + sigmoid + read-back on prepared batches, as `inferTfjs` (an A/B in the same
+ * minutes; `inferOverTfjs` is the median segment ratio).
  * The default DCNv2 config is used as is (l2 on embeddings 1e-6, which the peer lacks).
  *
  * Rounds alternate the two sides (the first side swaps each round) in fresh processes, and the JSON
@@ -18,10 +22,12 @@
  * --threads lists the thread settings measured in one run (default both, 1 and 2). At setting t the peer
  * gets torch.set_num_threads(t) with OMP/OPENBLAS_NUM_THREADS=t; we run one variant per way of using t
  * cores: at 1, the LocalStepper with one thread; at 2, `pool` (LocalStepper, the addon's intra-op pool on
- * 2 threads with one OpenBLAS thread: what crm.threads 2 trains with), `pool+blas` (the same with
+ * 2 threads with one OpenBLAS thread: what crm.threads 2 trains with), `pool-tape` (the same on the tfjs
+ * tape instead of the tape-free native step, ml/crm/native-step.ts), `pool+blas` (the same with
  * OpenBLAS on 2 threads too), `blas` (pool 1, OpenBLAS 2: the previous 2-thread option) and `parallel`
  * (ParallelStepper: a gradient worker takes half of each batch, 1 thread each). Each variant's ratio to
- * the peer at the same t is printed side by side; --variants pool,blas picks some of the 2-thread ones.
+ * the peer at the same t is printed side by side; --variants pool,blas picks some of the 2-thread ones
+ * (and local-tape adds the 1-thread step on the tape).
  * --profile adds, per variant, where a training step's time goes (batch assembly, tape forward+backward,
  * host reads, Adam/scatter, waiting for the worker), in wall and CPU milliseconds per step, and the tfjs
  * kernel counts of one step.
@@ -68,6 +74,8 @@ interface Variant {
   threads: 1 | 2;
   /** ParallelStepper (a gradient worker takes half of each batch) rather than LocalStepper. */
   parallel: boolean;
+  /** LocalStepper on the tfjs tape even where its tape-free native step applies (ml/crm/native-step.ts). */
+  tape?: boolean;
   /** Threads of the addon's intra-op pool (CORELLA_NATIVE_THREADS), shared by the process's JS threads. */
   poolThreads: number;
   /** OpenBLAS's own threads (CORELLA_BLAS_THREADS). */
@@ -76,13 +84,18 @@ interface Variant {
 
 const TWO_THREAD_VARIANTS: Variant[] = [
   { name: 'pool', threads: 2, parallel: false, poolThreads: 2, blasThreads: 1 },
+  { name: 'pool-tape', threads: 2, parallel: false, poolThreads: 2, blasThreads: 1, tape: true },
   { name: 'pool+blas', threads: 2, parallel: false, poolThreads: 2, blasThreads: 2 },
   { name: 'blas', threads: 2, parallel: false, poolThreads: 1, blasThreads: 2 },
   { name: 'parallel', threads: 2, parallel: true, poolThreads: 1, blasThreads: 1 },
 ];
 
 function variantsAt(t: number): Variant[] {
-  if (t === 1) return [{ name: 'local', threads: 1, parallel: false, poolThreads: 1, blasThreads: 1 }];
+  const local: Variant = { name: 'local', threads: 1, parallel: false, poolThreads: 1, blasThreads: 1 };
+  // --variants local-tape adds the 1-thread step on the tape beside local
+  if (t === 1 && arg('variants')?.split(',').includes('local-tape'))
+    return [local, { ...local, name: 'local-tape', tape: true }];
+  if (t === 1) return [local];
   const wanted = arg('variants')?.split(',');
   const list = wanted ? TWO_THREAD_VARIANTS.filter((v) => wanted.includes(v.name)) : TWO_THREAD_VARIANTS;
   if (list.length === 0) {
@@ -115,8 +128,17 @@ interface OursFigures extends SideFigures {
   poolThreads?: number;
   blasThreads?: number;
   threads: number;
+  /** The step ran without the tfjs tape (ml/crm/native-step.ts). */
+  tapeFree?: boolean;
   trainSamplesPerCpuSec: number;
   inferSamplesPerCpuSec: number;
+  /** The path inferSamplesPerSec measured: CrmNet.inferInto's ('fused' where the addon serves wasm). */
+  inferPath: string;
+  /** The tfjs forward on prepared batches (the path before the fused one), in alternating segments. */
+  inferTfjsSamplesPerSec: number;
+  inferTfjsSamplesPerCpuSec: number;
+  /** Median over the segment pairs of (inferInto samples/s) / (tfjs forward samples/s). */
+  inferOverTfjs: number;
   /** Process CPU ms per training step (both threads' when there are two). */
   trainCpuMsPerStep: number;
   finalLoss: number;
@@ -131,7 +153,8 @@ interface OursFigures extends SideFigures {
 async function measureOurs(): Promise<OursFigures> {
   const variant = arg('variant') ?? 'local';
   const parallel = variant === 'parallel';
-  const threads = variant === 'local' ? 1 : 2;
+  const threads = variant === 'local' || variant === 'local-tape' ? 1 : 2;
+  const tape = variant.endsWith('-tape');
   const profiling = process.argv.includes('--profile');
   const tf = await import('@tensorflow/tfjs-core');
   const { initTf } = await import('../ml/tf/index.js');
@@ -175,7 +198,7 @@ async function measureOurs(): Promise<OursFigures> {
   const adam = new Adam({ lr: 1e-3 });
   const stepper = parallel
     ? await ParallelStepper.start(model, adam, split, featureMap, init.backend, BATCH)
-    : new LocalStepper(model, adam, split);
+    : new LocalStepper(model, adam, split, { tape });
   const rowsOf = (k: number) => Int32Array.from({ length: BATCH }, (_, i) => (k % N_BATCHES) * BATCH + i);
 
   let loss = NaN;
@@ -210,19 +233,48 @@ async function measureOurs(): Promise<OursFigures> {
   const phasesMsPerStep = stepper.profile?.perStep();
   await stepper.close();
 
+  // Inference: CrmNet.inferInto on the split's rows, the path predict and serving take (the fused native
+  // forward where the addon serves wasm, ml/crm/fused-infer.ts), against the tfjs forward + sigmoid +
+  // read-back on prepared batches (the old path, batch assembly outside the timing) in alternating segments
+  // of the same process, so both see the same minutes of a shared machine.
   const batches = Array.from({ length: N_BATCHES }, (_, k) => model.makeBatch(split, rowsOf(k)));
-  const infer = (k: number) => {
+  const inferRows = Array.from({ length: N_BATCHES }, (_, k) => rowsOf(k));
+  const probs = new Float32Array(BATCH);
+  let inferPath = 'tfjs';
+  const inferNew = (k: number) => {
+    inferPath = model.inferInto(split, inferRows[k % N_BATCHES], probs);
+  };
+  const inferOld = (k: number) => {
     const p = tf.tidy(() => tf.sigmoid(model.forward(batches[k % N_BATCHES], { training: false }).logits));
     p.dataSync();
     p.dispose();
   };
-  for (let i = 0; i < WARMUP; i++) infer(i);
-  t0 = performance.now();
-  c0 = process.cpuUsage();
-  for (let i = 0; i < steps * 3; i++) infer(i);
-  const inferSec = (performance.now() - t0) / 1000;
-  c = process.cpuUsage(c0);
-  const inferCpu = (c.user + c.system) / 1e6;
+  for (let i = 0; i < WARMUP; i++) {
+    inferNew(i);
+    inferOld(i);
+  }
+  const SEGMENTS = 3;
+  const perSegment = Math.max(1, Math.round((steps * 3) / SEGMENTS));
+  const seg = { newSec: [] as number[], oldSec: [] as number[], newCpu: 0, oldCpu: 0 };
+  for (let r = 0; r < SEGMENTS; r++) {
+    // Alternate which path goes first, so neither always meets a load spike first.
+    for (const which of r % 2 ? ['old', 'new'] : ['new', 'old']) {
+      const f = which === 'new' ? inferNew : inferOld;
+      t0 = performance.now();
+      c0 = process.cpuUsage();
+      for (let i = 0; i < perSegment; i++) f(r * perSegment + i);
+      const sec = (performance.now() - t0) / 1000;
+      c = process.cpuUsage(c0);
+      (which === 'new' ? seg.newSec : seg.oldSec).push(sec);
+      if (which === 'new') seg.newCpu += (c.user + c.system) / 1e6;
+      else seg.oldCpu += (c.user + c.system) / 1e6;
+    }
+  }
+  const inferBatchesRun = perSegment * SEGMENTS;
+  const inferSec = seg.newSec.reduce((a, b) => a + b, 0);
+  const inferOldSec = seg.oldSec.reduce((a, b) => a + b, 0);
+  const inferCpu = seg.newCpu;
+  const segRatios = seg.newSec.map((sec, i) => seg.oldSec[i] / sec).sort((a, b) => a - b);
   batches.forEach(disposeCrmBatch);
   model.dispose();
 
@@ -235,10 +287,15 @@ async function measureOurs(): Promise<OursFigures> {
     poolThreads: native.addon?.threads(),
     blasThreads: native.addon?.blasThreads(),
     threads,
+    tapeFree: stepper instanceof LocalStepper && stepper.tapeFree,
     trainSamplesPerSec: Math.round((steps * BATCH) / trainSec),
-    inferSamplesPerSec: Math.round((steps * 3 * BATCH) / inferSec),
+    inferSamplesPerSec: Math.round((inferBatchesRun * BATCH) / inferSec),
+    inferPath,
+    inferTfjsSamplesPerSec: Math.round((inferBatchesRun * BATCH) / inferOldSec),
+    inferOverTfjs: Number(segRatios[segRatios.length >> 1].toFixed(3)),
     trainSamplesPerCpuSec: Math.round((steps * BATCH) / trainCpu),
-    inferSamplesPerCpuSec: Math.round((steps * 3 * BATCH) / inferCpu),
+    inferSamplesPerCpuSec: Math.round((inferBatchesRun * BATCH) / inferCpu),
+    inferTfjsSamplesPerCpuSec: Math.round((inferBatchesRun * BATCH) / seg.oldCpu),
     trainCpuMsPerStep: Number(((trainCpu * 1000) / steps).toFixed(2)),
     finalLoss: Number(loss.toFixed(4)),
     phasesMsPerStep,
@@ -409,7 +466,8 @@ async function compare(): Promise<void> {
         results
           .map(
             (r) =>
-              `${r.side}@${r.threads} train ${r.figures.trainSamplesPerSec}/s infer ${r.figures.inferSamplesPerSec}/s`,
+              `${r.side}@${r.threads} train ${r.figures.trainSamplesPerSec}/s infer ${r.figures.inferSamplesPerSec}/s` +
+              (r.side === 'torch' ? '' : ` (tfjs forward ${String(r.figures.inferTfjsSamplesPerSec)}/s)`),
           )
           .join('; ') +
         `; load ${load().join(' ')}`,
@@ -431,6 +489,9 @@ async function compare(): Promise<void> {
           {
             train: median(figs.map((f) => f.trainSamplesPerSec)),
             infer: median(figs.map((f) => f.inferSamplesPerSec)),
+            inferPath: figs[0].inferPath,
+            inferTfjs: median(figs.map((f) => f.inferTfjsSamplesPerSec)),
+            inferOverTfjs: median(figs.map((f) => f.inferOverTfjs)),
             trainCpuMsPerStep: median(figs.map((f) => f.trainCpuMsPerStep)),
             ratio: {
               train: r3(
@@ -441,6 +502,15 @@ async function compare(): Promise<void> {
               infer: r3(
                 median(
                   perRound.map((r) => of(r, side).inferSamplesPerSec / of(r, 'torch').inferSamplesPerSec),
+                ),
+              ),
+              inferTfjs: r3(
+                median(
+                  perRound.map(
+                    (r) =>
+                      (of(r, side) as unknown as OursFigures).inferTfjsSamplesPerSec /
+                      of(r, 'torch').inferSamplesPerSec,
+                  ),
                 ),
               ),
             },

@@ -13,6 +13,10 @@
  *          [--client paced|autocannon] [--bare] [--server-node-args "..."] [--server-log FILE]
  *   DIR is a CORELLA_HOME holding a trained version, e.g. from
  *   `CORELLA_HOME=DIR npx corella up --data-dir ../shared/datasets/ml-1m-u2999 --config ml-1m-cpu`.
+ *   --alloc: what a 50-candidate CRM-only request allocates in the engine of --serve-repo (in this process,
+ *     by stage: body parse, encode, score, answer JSON), the V8 heap and ArrayBuffer bytes separately, and
+ *     the heap after a full GC with that GC's time. Run under
+ *     NODE_OPTIONS="--expose-gc --max-semi-space-size=256" so nothing is collected while it counts.
  *   --in-process: the CRM-only 50-candidate scenario without HTTP: the engine and the prediction log (spool,
  *     flusher into the same Postgres) in this process, requests sent open loop at --rate, latency counted
  *     from each request's scheduled send time (so a stalled loop shows as latency, not as a slower rate).
@@ -37,6 +41,7 @@ import http from 'node:http';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import os from 'node:os';
+import v8 from 'node:v8';
 import { join, resolve } from 'node:path';
 import autocannon from 'autocannon';
 import { resolveServingBundle } from '../activities/serving-bundle.js';
@@ -75,6 +80,7 @@ if (client !== 'paced' && client !== 'autocannon') throw new Error('--client mus
 // --crm-only: just the CRM scenarios (a minute; for re-measuring latency when the machine is quiet).
 const crmOnly = process.argv.includes('--crm-only');
 const inProcess = process.argv.includes('--in-process');
+const alloc = process.argv.includes('--alloc');
 const repeat = Math.max(1, Number(arg('repeat', '1')));
 const pin = process.argv.includes('--pin');
 const semiSpaceMb = Number(arg('semi-space-mb', '16'));
@@ -562,6 +568,85 @@ async function inProcessRun(
   };
 }
 
+/**
+ * Bytes a 50-candidate CRM-only request allocates, by stage, in the engine of --serve-repo loaded in this
+ * process. Counted as the growth of V8's new space (nothing is collected meanwhile: the caller gives a
+ * young generation of 256 MB, and each stage checks that no GC ran) and of ArrayBuffer memory
+ * (`process.memoryUsage().arrayBuffers`: typed arrays above 64 bytes live off the V8 heap). Node 20 has no
+ * `total_allocated_bytes`, hence the deltas. Then the heap used after a full GC, and that GC's CPU and wall
+ * time (medians of 7: the live heap a mark-compact traces).
+ */
+async function allocation(
+  store: FileArtifactStore,
+  bundle: Awaited<ReturnType<typeof resolveServingBundle>>['bundle'],
+  bs: string[],
+) {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) throw new Error('--alloc needs NODE_OPTIONS="--expose-gc --max-semi-space-size=256"');
+  const { ServingEngine: Engine } = (await import(
+    join(repo, 'ml', 'serving', 'engine.ts')
+  )) as typeof import('../ml/serving/engine.js');
+  const engine = await Engine.load(store, { ...bundle, llm: null }, { threshold: Infinity, log: () => {} });
+  const newSpace = () =>
+    v8.getHeapSpaceStatistics().find((x) => x.space_name === 'new_space')!.space_used_size;
+  let gcs = 0;
+  const obs = new PerformanceObserver((l) => (gcs += l.getEntries().length));
+  const stage = async (name: string, fn: (b: string) => unknown, n = 300) => {
+    for (let i = 0; i < 400; i++) await fn(bs[i % bs.length]); // JIT, pools
+    gc();
+    gc();
+    gcs = 0;
+    obs.observe({ entryTypes: ['gc'] });
+    const h0 = newSpace();
+    const a0 = process.memoryUsage().arrayBuffers;
+    for (let i = 0; i < n; i++) await fn(bs[i % bs.length]);
+    const h1 = newSpace();
+    const a1 = process.memoryUsage().arrayBuffers;
+    await new Promise((r) => setImmediate(r)); // deliver the gc entries, if any
+    obs.disconnect();
+    return {
+      stage: name,
+      heapKBPerRequest: round((h1 - h0) / n / 1024, 1),
+      arrayBufferKBPerRequest: round((a1 - a0) / n / 1024, 1),
+      collected: gcs > 0,
+    };
+  };
+  try {
+    const stages = [
+      await stage('body parse', (b) => JSON.parse(b)),
+      await stage('+ encode', (b) => engine.encoder.encode(JSON.parse(b) as ScoreRequest)),
+      await stage('+ score', (b) => engine.score(JSON.parse(b) as ScoreRequest)),
+      await stage('+ answer JSON', async (b) =>
+        JSON.stringify((await engine.score(JSON.parse(b) as ScoreRequest)).candidates),
+      ),
+    ];
+    gc();
+    // CPU time rather than wall time: on a shared machine the wall clock of a GC is mostly waiting.
+    const fullGcMs: number[] = [];
+    const fullGcCpuMs: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const t0 = performance.now();
+      const c0 = process.cpuUsage();
+      gc();
+      const c = process.cpuUsage(c0);
+      fullGcMs.push(performance.now() - t0);
+      fullGcCpuMs.push((c.user + c.system) / 1000);
+    }
+    fullGcMs.sort((a, b) => a - b);
+    fullGcCpuMs.sort((a, b) => a - b);
+    return {
+      engineRepo: repo,
+      loadAverageAtStart: loadAverage(),
+      stages,
+      heapUsedAfterFullGcMB: round(v8.getHeapStatistics().used_heap_size / 1e6, 1),
+      fullGcCpuMsMedian: round(fullGcCpuMs[3], 1),
+      fullGcMsMedian: round(fullGcMs[3], 1),
+    };
+  } finally {
+    await engine.dispose();
+  }
+}
+
 async function main() {
   // The load generator (autocannon, in this process) on the core the server is not pinned to.
   if (pin) execFileSync('taskset', ['-pc', '1', String(process.pid)], { stdio: 'ignore' });
@@ -636,6 +721,13 @@ async function main() {
       await dbh.close();
       await rm(spoolDir, { recursive: true, force: true });
     }
+    await db.stop();
+    process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+    return;
+  }
+
+  if (alloc) {
+    out.alloc = await allocation(store, bundle, bodies(50));
     await db.stop();
     process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
     return;

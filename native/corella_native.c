@@ -55,6 +55,7 @@
 /* POSIX threads and signal masks under -std=c11. */
 #define _POSIX_C_SOURCE 200809L
 #include <node_api.h>
+#include "pool.h"
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1185,6 +1186,435 @@ static napi_value js_l2_grad(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/* ---------------------------------------------------------------------------------------------------------
+ * Fused stacks: every layer of a row block in one pool region.
+ *
+ * Layer by layer, each kernel is its own region over the whole batch: a 1024-row step writes ~10 MB of
+ * activations, so by the time the next layer (or the backward pass) reads a block of rows it has left
+ * the 2 MiB L2, and the passes are bound by the bandwidth that the two cores share. Rows are independent
+ * in every part of a forward pass, and in the backward's dz and dx chain, so one region can carry a block
+ * of rows through all layers while it is cache-hot; only the weight gradients (a reduction over the
+ * batch) need a second region. The arithmetic of every element is the per-layer kernels' (the same
+ * sgemm calls on row blocks, bias fills, masks and sums in the same order), so a stack gives the bits of
+ * its layers one by one, at any thread count (test/ml/tf/native-kernels.test.ts).
+ */
+#define STACK_MAX 16
+/* Row blocks a stack region is cut into: fixed by the batch, not by the pool's threads (the same cut at
+ * 1 thread, where 256-row blocks stay cache-resident through the layers), ≥ 256 rows each (sgemm on a
+ * smaller block is measurably slower). */
+static int64_t stack_row_chunks(int64_t m) {
+  if (m < 2 * GEMM_ROW_GRAIN) return 1;
+  const int64_t c = m / GEMM_ROW_GRAIN;
+  return c > MAX_CHUNKS ? MAX_CHUNKS : c;
+}
+
+/* Per-thread buffers for a stack's intermediates (each layer's dz, the carried dx), apart from `scratch`. */
+static _Thread_local float *stack_scratch = NULL;
+static _Thread_local size_t stack_scratch_len = 0;
+
+static float *stack_floats(napi_env env, size_t n) {
+  if (n > stack_scratch_len) {
+    float *p = (float *)realloc(stack_scratch, n * sizeof(float));
+    if (p == NULL) {
+      napi_throw_error(env, "CORELLA_NATIVE", "corella_native: out of memory");
+      return NULL;
+    }
+    stack_scratch = p;
+    stack_scratch_len = n;
+  }
+  return stack_scratch;
+}
+
+/* A JS array of 1..STACK_MAX Float32Arrays (`what` names it in errors); returns the count, 0 on error. */
+static int64_t f32_list_min(napi_env env, napi_value v, const char *what, float **data, size_t *lens, uint32_t min) {
+  bool is_array = false;
+  uint32_t n = 0;
+  char msg[128];
+  if (napi_is_array(env, v, &is_array) != napi_ok || !is_array || napi_get_array_length(env, v, &n) != napi_ok ||
+      n < min || n > STACK_MAX) {
+    snprintf(msg, sizeof msg, "corella_native: %s must be an array of %u..%d Float32Arrays", what, min, STACK_MAX);
+    napi_throw_type_error(env, "CORELLA_NATIVE", msg);
+    return -1;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value e;
+    char name[32];
+    if (napi_get_element(env, v, i, &e) != napi_ok) return -1;
+    snprintf(name, sizeof name, "%.12s[%u]", what, i);
+    if (!f32_arg(env, e, name, &data[i], &lens[i])) return -1;
+  }
+  return n;
+}
+
+/* The same with at least one entry; 0 on error. */
+static uint32_t f32_list(napi_env env, napi_value v, const char *what, float **data, size_t *lens) {
+  const int64_t n = f32_list_min(env, v, what, data, lens, 1);
+  return n < 0 ? 0 : (uint32_t)n;
+}
+
+/* out = d where y > 0, else 0, in place (a relu layer's dz from the dx its upper layer wrote). */
+__attribute__((noinline)) static void relu_mask_inplace(float *restrict d, const float *restrict y, size_t n) {
+  for (size_t j = 0; j < n; j++) d[j] = y[j] > 0.0f ? d[j] : 0.0f;
+}
+
+typedef struct {
+  int layers;
+  const float *x; /* dense: the input [m, k0]; cross: x0 [m, n] */
+  const float *dy;
+  const float *w[STACK_MAX], *b[STACK_MAX];
+  float *y[STACK_MAX]; /* dense: each layer's output; cross: x_{l+1} */
+  float *z[STACK_MAX]; /* cross: each layer's x_l·w_l + b_l */
+  float *dz[STACK_MAX];
+  float *dw[STACK_MAX], *db[STACK_MAX];
+  float *dx;            /* dense: dL/dx; cross: dL/dx0 */
+  float *carry[2];      /* cross backward: dx_l of a row block, layer to layer */
+  int64_t k[STACK_MAX]; /* layer l's input width */
+  int64_t n[STACK_MAX]; /* layer l's output width */
+  int64_t m, chunks;
+  unsigned relu; /* dense: bit l = layer l has a relu */
+  /* the weight-gradient region: entry e is chunk part[e] of parts[e] of layer layer_of[e] (dw, or db when
+   * is_db[e]) */
+  int entries;
+  int layer_of[POOL_MAX_CHUNKS], part[POOL_MAX_CHUNKS], parts[POOL_MAX_CHUNKS];
+  bool is_db[POOL_MAX_CHUNKS];
+} StackJob;
+
+static void dense_stack_forward_chunk(void *ctx, int64_t c) {
+  const StackJob *j = ctx;
+  int64_t r0, r1;
+  chunk_range(j->m, j->chunks, c, &r0, &r1);
+  const int64_t rows = r1 - r0;
+  if (rows <= 0) return;
+  const float *in = j->x;
+  for (int l = 0; l < j->layers; l++) {
+    const int64_t k = j->k[l], n = j->n[l];
+    float *out = j->y[l] + r0 * n;
+    for (int64_t r = 0; r < rows; r++) memcpy(out + r * n, j->b[l], (size_t)n * sizeof(float));
+    cblas_sgemm(RowMajor, NoTrans, NoTrans, (int)rows, (int)n, (int)k, 1.0f, in + r0 * k, (int)k, j->w[l], (int)n,
+                1.0f, out, (int)n);
+    if (j->relu & (1u << l)) relu_inplace(out, (size_t)(rows * n));
+    in = j->y[l];
+  }
+}
+
+/* From the top layer down on a block of rows: dz_l (the relu mask of the dx the layer above wrote), then
+ * dz_l·w_lᵀ, which is the next layer's dx (or, at the bottom, dL/dx). */
+static void dense_stack_backward_chunk(void *ctx, int64_t c) {
+  const StackJob *j = ctx;
+  int64_t r0, r1;
+  chunk_range(j->m, j->chunks, c, &r0, &r1);
+  const int64_t rows = r1 - r0;
+  if (rows <= 0) return;
+  for (int l = j->layers - 1; l >= 0; l--) {
+    const int64_t k = j->k[l], n = j->n[l];
+    const size_t span = (size_t)(rows * n);
+    const bool relu = (j->relu & (1u << l)) != 0;
+    if (l == j->layers - 1) {
+      if (relu) relu_mask(j->dz[l] + r0 * n, j->dy + r0 * n, j->y[l] + r0 * n, span);
+    } else if (relu) {
+      relu_mask_inplace(j->dz[l] + r0 * n, j->y[l] + r0 * n, span);
+    }
+    float *target = l == 0 ? j->dx : j->dz[l - 1];
+    cblas_sgemm(RowMajor, NoTrans, Trans, (int)rows, (int)k, (int)n, 1.0f, j->dz[l] + r0 * n, (int)n, j->w[l], (int)n,
+                0.0f, target + r0 * k, (int)k);
+  }
+}
+
+/* The weight-gradient region of either stack: dw_l = x_lᵀ·dz_l by blocks of its output rows, and
+ * db_l = Σ_rows dz_l by column ranges, as the per-layer kernels cut them. */
+static void stack_weights_chunk(void *ctx, int64_t c) {
+  const StackJob *j = ctx;
+  const int l = j->layer_of[c];
+  const int64_t m = j->m, k = j->k[l], n = j->n[l];
+  int64_t a, b;
+  if (j->is_db[c]) {
+    chunk_range(n, j->parts[c], j->part[c], &a, &b);
+    column_sums(j->dz[l], m, n, a, b, j->db[l]);
+    return;
+  }
+  /* x_l: dense, the layer's input; cross, x0 for the first layer, else x_l = y_{l-1} */
+  const float *x = l == 0 ? j->x : j->y[l - 1];
+  chunk_range(k, j->parts[c], j->part[c], &a, &b);
+  if (b > a)
+    cblas_sgemm(RowMajor, Trans, NoTrans, (int)(b - a), (int)n, (int)m, 1.0f, x + a, (int)k, j->dz[l], (int)n, 0.0f,
+                j->dw[l] + a * n, (int)n);
+}
+
+/* Lists the weight-gradient chunks: per layer the cut run_backward makes for one layer alone, or (a deep
+ * stack on a wide pool, past the pool's chunk limit) one dw chunk and one db chunk a layer. */
+static void plan_weights_cut(StackJob *j, bool may_split, bool count_only) {
+  int e = 0;
+  for (int l = 0; l < j->layers; l++) {
+    const int64_t m = j->m, k = j->k[l], n = j->n[l];
+    const bool split = may_split && m * n * k >= MATMUL_SPLIT_WORK && chunks_for(m, GEMM_ROW_GRAIN) > 1;
+    const int kc = split ? (int)at_most_threads(chunks_for(k, GEMM_K_GRAIN)) : 1;
+    const int dc = j->db[l] == NULL ? 0 : (split && n >= 64 ? 2 : 1);
+    if (count_only) {
+      e += kc + dc;
+      continue;
+    }
+    for (int p = 0; p < kc; p++, e++) {
+      j->layer_of[e] = l;
+      j->part[e] = p;
+      j->parts[e] = kc;
+      j->is_db[e] = false;
+    }
+    for (int p = 0; p < dc; p++, e++) {
+      j->layer_of[e] = l;
+      j->part[e] = p;
+      j->parts[e] = dc;
+      j->is_db[e] = true;
+    }
+  }
+  j->entries = e;
+}
+
+static void plan_weights(StackJob *j) {
+  plan_weights_cut(j, true, true);
+  plan_weights_cut(j, j->entries <= POOL_MAX_CHUNKS, false);
+}
+
+/* Layer widths of a dense stack from its weights and biases; 0 when they do not chain. */
+static int dense_stack_shapes(StackJob *j, int layers, int64_t k0, size_t *lw, size_t *lb) {
+  int64_t k = k0;
+  for (int l = 0; l < layers; l++) {
+    const int64_t n = (int64_t)lb[l];
+    if (n < 1 || n > INT32_MAX || lw[l] != (size_t)(k * n)) return 0;
+    j->k[l] = k;
+    j->n[l] = n;
+    k = n;
+  }
+  return 1;
+}
+
+static napi_value js_dense_stack_forward(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 7) return range_error(env, "corella_native.denseStackForward: expected 7 arguments");
+  StackJob j = {0};
+  float *x, *w[STACK_MAX], *b[STACK_MAX], *y[STACK_MAX];
+  size_t lx, lw[STACK_MAX], lb[STACK_MAX], ly[STACK_MAX];
+  int64_t m, k0, relu;
+  if (!f32_arg(env, argv[0], "x", &x, &lx)) return NULL;
+  const uint32_t L = f32_list(env, argv[1], "ws", w, lw);
+  if (L == 0 || f32_list(env, argv[2], "bs", b, lb) != L || f32_list(env, argv[3], "ys", y, ly) != L) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    return pending ? NULL : range_error(env, "corella_native.denseStackForward: ws, bs and ys differ in length");
+  }
+  if (!i64_arg(env, argv[4], &m) || !i64_arg(env, argv[5], &k0) || !i64_arg(env, argv[6], &relu)) return NULL;
+  if (m < 1 || m > INT32_MAX || k0 < 1 || k0 > INT32_MAX || lx != (size_t)(m * k0) ||
+      !dense_stack_shapes(&j, (int)L, k0, lw, lb))
+    return range_error(env, "corella_native.denseStackForward: shapes do not fit the buffers");
+  for (uint32_t l = 0; l < L; l++)
+    if (ly[l] != (size_t)(m * j.n[l]))
+      return range_error(env, "corella_native.denseStackForward: shapes do not fit the buffers");
+  if (relu < 0 || relu >= (1 << L)) return range_error(env, "corella_native.denseStackForward: relu mask outside the layers");
+  j.layers = (int)L;
+  j.x = x;
+  j.m = m;
+  j.relu = (unsigned)relu;
+  for (uint32_t l = 0; l < L; l++) {
+    j.w[l] = w[l];
+    j.b[l] = b[l];
+    j.y[l] = y[l];
+  }
+  j.chunks = stack_row_chunks(m);
+  pool_run(dense_stack_forward_chunk, &j, j.chunks);
+  return NULL;
+}
+
+static napi_value js_dense_stack_backward(napi_env env, napi_callback_info info) {
+  size_t argc = 10;
+  napi_value argv[10];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 10) return range_error(env, "corella_native.denseStackBackward: expected 10 arguments");
+  StackJob j = {0};
+  float *dy, *x, *dx, *w[STACK_MAX], *y[STACK_MAX], *dw[STACK_MAX], *db[STACK_MAX];
+  size_t ldy, lx, ldx, lw[STACK_MAX], ly[STACK_MAX], ldw[STACK_MAX], ldb[STACK_MAX];
+  int64_t m, k0, relu;
+  if (!f32_arg(env, argv[0], "dy", &dy, &ldy) || !f32_arg(env, argv[1], "x", &x, &lx)) return NULL;
+  const uint32_t L = f32_list(env, argv[2], "ws", w, lw);
+  if (L == 0 || f32_list(env, argv[3], "ys", y, ly) != L || !f32_arg(env, argv[4], "dx", &dx, &ldx) ||
+      f32_list(env, argv[5], "dws", dw, ldw) != L || f32_list(env, argv[6], "dbs", db, ldb) != L) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    return pending ? NULL : range_error(env, "corella_native.denseStackBackward: ws, ys, dws and dbs differ in length");
+  }
+  if (!i64_arg(env, argv[7], &m) || !i64_arg(env, argv[8], &k0) || !i64_arg(env, argv[9], &relu)) return NULL;
+  if (m < 1 || m > INT32_MAX || k0 < 1 || k0 > INT32_MAX || lx != (size_t)(m * k0) || ldx != lx ||
+      !dense_stack_shapes(&j, (int)L, k0, lw, ldb))
+    return range_error(env, "corella_native.denseStackBackward: shapes do not fit the buffers");
+  size_t dz_floats = 0;
+  for (uint32_t l = 0; l < L; l++) {
+    if (ly[l] != (size_t)(m * j.n[l]) || ldw[l] != lw[l])
+      return range_error(env, "corella_native.denseStackBackward: shapes do not fit the buffers");
+    dz_floats += (size_t)(m * j.n[l]);
+  }
+  if (ldy != (size_t)(m * j.n[L - 1]))
+    return range_error(env, "corella_native.denseStackBackward: shapes do not fit the buffers");
+  if (relu < 0 || relu >= (1 << L)) return range_error(env, "corella_native.denseStackBackward: relu mask outside the layers");
+  float *s = stack_floats(env, dz_floats);
+  if (s == NULL) return NULL;
+  j.layers = (int)L;
+  j.x = x;
+  j.dy = dy;
+  j.dx = dx;
+  j.m = m;
+  j.relu = (unsigned)relu;
+  for (uint32_t l = 0; l < L; l++) {
+    j.w[l] = w[l];
+    j.y[l] = y[l];
+    j.dw[l] = dw[l];
+    j.db[l] = db[l];
+    j.dz[l] = s;
+    s += m * j.n[l];
+  }
+  /* a linear top layer's dz is dy itself */
+  if (!(j.relu & (1u << (L - 1)))) j.dz[L - 1] = (float *)dy;
+  j.chunks = stack_row_chunks(m);
+  pool_run(dense_stack_backward_chunk, &j, j.chunks);
+  plan_weights(&j);
+  pool_run(stack_weights_chunk, &j, j.entries);
+  return NULL;
+}
+
+static void cross_stack_forward_chunk(void *ctx, int64_t c) {
+  const StackJob *j = ctx;
+  int64_t r0, r1;
+  chunk_range(j->m, j->chunks, c, &r0, &r1);
+  const int64_t rows = r1 - r0, n = j->n[0];
+  if (rows <= 0) return;
+  const size_t span = (size_t)(rows * n);
+  for (int l = 0; l < j->layers; l++) {
+    const float *x = (l == 0 ? j->x : j->y[l - 1]) + r0 * n;
+    float *z = j->z[l] + r0 * n;
+    for (int64_t r = 0; r < rows; r++) memcpy(z + r * n, j->b[l], (size_t)n * sizeof(float));
+    cblas_sgemm(RowMajor, NoTrans, NoTrans, (int)rows, (int)n, (int)n, 1.0f, x, (int)n, j->w[l], (int)n, 1.0f, z,
+                (int)n);
+    cross_combine(j->y[l] + r0 * n, j->x + r0 * n, z, x, span);
+  }
+}
+
+/* From the top layer down on a block of rows, as crossBackward with the stack's flags does it layer by
+ * layer: dz_l = dy_l ⊙ x0; dx0 (+)= dy_l ⊙ z_l; dx_l = dy_l + dz_l·w_lᵀ (carried to the layer below);
+ * at the bottom dx0 += dx_0. */
+static void cross_stack_backward_chunk(void *ctx, int64_t c) {
+  const StackJob *j = ctx;
+  int64_t r0, r1;
+  chunk_range(j->m, j->chunks, c, &r0, &r1);
+  const int64_t rows = r1 - r0, n = j->n[0];
+  if (rows <= 0) return;
+  const size_t span = (size_t)(rows * n), off = (size_t)(r0 * n);
+  const int L = j->layers;
+  for (int l = L - 1; l >= 0; l--) {
+    const float *dy = l == L - 1 ? j->dy + off : j->carry[(l + 1) % 2] + off;
+    float *dx = j->carry[l % 2] + off;
+    if (l < L - 1)
+      cross_grads_acc(j->dz[l] + off, j->dx + off, dy, j->x + off, j->z[l] + off, span);
+    else
+      cross_grads(j->dz[l] + off, j->dx + off, dy, j->x + off, j->z[l] + off, span);
+    memcpy(dx, dy, span * sizeof(float));
+    cblas_sgemm(RowMajor, NoTrans, Trans, (int)rows, (int)n, (int)n, 1.0f, j->dz[l] + off, (int)n, j->w[l], (int)n,
+                1.0f, dx, (int)n);
+    if (l == 0) add_into(j->dx + off, dx, span);
+  }
+}
+
+static napi_value js_cross_stack_forward(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 7) return range_error(env, "corella_native.crossStackForward: expected 7 arguments");
+  StackJob j = {0};
+  float *x0, *w[STACK_MAX], *b[STACK_MAX], *y[STACK_MAX], *z[STACK_MAX];
+  size_t l0, lw[STACK_MAX], lb[STACK_MAX], ly[STACK_MAX], lz[STACK_MAX];
+  int64_t m, n;
+  if (!f32_arg(env, argv[0], "x0", &x0, &l0)) return NULL;
+  const uint32_t L = f32_list(env, argv[1], "ws", w, lw);
+  if (L == 0 || f32_list(env, argv[2], "bs", b, lb) != L || f32_list(env, argv[3], "ys", y, ly) != L ||
+      f32_list(env, argv[4], "zs", z, lz) != L) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    return pending ? NULL : range_error(env, "corella_native.crossStackForward: ws, bs, ys and zs differ in length");
+  }
+  if (!i64_arg(env, argv[5], &m) || !i64_arg(env, argv[6], &n)) return NULL;
+  const size_t mn = (size_t)(m * n);
+  if (m < 1 || n < 1 || m > INT32_MAX || n > INT32_MAX || l0 != mn)
+    return range_error(env, "corella_native.crossStackForward: shapes do not fit the buffers");
+  for (uint32_t l = 0; l < L; l++) {
+    if (lw[l] != (size_t)(n * n) || lb[l] != (size_t)n || ly[l] != mn || lz[l] != mn)
+      return range_error(env, "corella_native.crossStackForward: shapes do not fit the buffers");
+    j.w[l] = w[l];
+    j.b[l] = b[l];
+    j.y[l] = y[l];
+    j.z[l] = z[l];
+    j.k[l] = j.n[l] = n;
+  }
+  j.layers = (int)L;
+  j.x = x0;
+  j.m = m;
+  j.chunks = stack_row_chunks(m);
+  pool_run(cross_stack_forward_chunk, &j, j.chunks);
+  return NULL;
+}
+
+static napi_value js_cross_stack_backward(napi_env env, napi_callback_info info) {
+  size_t argc = 10;
+  napi_value argv[10];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 10) return range_error(env, "corella_native.crossStackBackward: expected 10 arguments");
+  StackJob j = {0};
+  float *dy, *x0, *dx0, *w[STACK_MAX], *z[STACK_MAX], *xs[STACK_MAX], *dw[STACK_MAX], *db[STACK_MAX];
+  size_t ldy, l0, ld0, lw[STACK_MAX], lz[STACK_MAX], lxs[STACK_MAX], ldw[STACK_MAX], ldb[STACK_MAX];
+  int64_t m, n;
+  if (!f32_arg(env, argv[0], "dy", &dy, &ldy) || !f32_arg(env, argv[1], "x0", &x0, &l0)) return NULL;
+  const uint32_t L = f32_list(env, argv[2], "ws", w, lw);
+  if (L == 0) return NULL;
+  const int64_t nz = f32_list(env, argv[3], "zs", z, lz);
+  if (nz < 0) return NULL;
+  const int64_t nx = f32_list_min(env, argv[4], "xs", xs, lxs, 0);
+  if (nx < 0 || !f32_arg(env, argv[5], "dx0", &dx0, &ld0)) return NULL;
+  const int64_t ndw = f32_list(env, argv[6], "dws", dw, ldw);
+  if (ndw == 0) return NULL;
+  const int64_t ndb = f32_list(env, argv[7], "dbs", db, ldb);
+  if (ndb == 0) return NULL;
+  if (nz != L || nx != L - 1 || ndw != L || ndb != L)
+    return range_error(env, "corella_native.crossStackBackward: expected L ws, zs, dws, dbs and L - 1 xs");
+  if (!i64_arg(env, argv[8], &m) || !i64_arg(env, argv[9], &n)) return NULL;
+  const size_t mn = (size_t)(m * n);
+  if (m < 1 || n < 1 || m > INT32_MAX || n > INT32_MAX || ldy != mn || l0 != mn || ld0 != mn)
+    return range_error(env, "corella_native.crossStackBackward: shapes do not fit the buffers");
+  for (uint32_t l = 0; l < L; l++)
+    if (lw[l] != (size_t)(n * n) || lz[l] != mn || ldw[l] != (size_t)(n * n) || ldb[l] != (size_t)n ||
+        (l + 1 < L && lxs[l] != mn))
+      return range_error(env, "corella_native.crossStackBackward: shapes do not fit the buffers");
+  float *s = stack_floats(env, (L + 2) * mn);
+  if (s == NULL) return NULL;
+  j.layers = (int)L;
+  j.x = x0;
+  j.dy = dy;
+  j.dx = dx0;
+  j.m = m;
+  j.carry[0] = s + L * mn;
+  j.carry[1] = s + (L + 1) * mn;
+  for (uint32_t l = 0; l < L; l++) {
+    j.w[l] = w[l];
+    j.z[l] = z[l];
+    if (l + 1 < L) j.y[l] = xs[l];
+    j.dw[l] = dw[l];
+    j.db[l] = db[l];
+    j.dz[l] = s + l * mn;
+    j.k[l] = j.n[l] = n;
+  }
+  j.chunks = stack_row_chunks(m);
+  pool_run(cross_stack_backward_chunk, &j, j.chunks);
+  plan_weights(&j);
+  pool_run(stack_weights_chunk, &j, j.entries);
+  return NULL;
+}
+
 static napi_value js_set_threads(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -1263,6 +1693,10 @@ TIMED(js_scatter_add)
 TIMED(js_mark_rows)
 TIMED(js_l2_grad)
 TIMED(js_bce_with_logits)
+TIMED(js_dense_stack_forward)
+TIMED(js_dense_stack_backward)
+TIMED(js_cross_stack_forward)
+TIMED(js_cross_stack_backward)
 
 static napi_value js_info(napi_env env, napi_callback_info info) {
   (void)info;
@@ -1279,7 +1713,18 @@ static void free_scratch(void *arg) {
   free(scratch);
   scratch = NULL;
   scratch_len = 0;
+  free(stack_scratch);
+  stack_scratch = NULL;
+  stack_scratch_len = 0;
 }
+
+/* The pool for the kernels of the addon's other files (native/pool.h). */
+void corella_pool_run(corella_chunk_fn fn, void *ctx, int64_t chunks) { pool_run(fn, ctx, chunks); }
+int corella_pool_threads(void) { return atomic_load(&pool_threads); }
+int64_t corella_pool_max_chunks(void) { return POOL_MAX_CHUNKS; }
+int corella_blas_splits(void) { return blas_splits(); }
+int64_t corella_now_ns(void) { return now_ns(); }
+void corella_add_kernel_ns(int64_t ns) { atomic_fetch_add(&stat_kernel_ns, ns); }
 
 NAPI_MODULE_INIT() {
   if (napi_add_env_cleanup_hook(env, free_scratch, NULL) != napi_ok) return NULL;
@@ -1302,7 +1747,12 @@ NAPI_MODULE_INIT() {
       {"markRows", NULL, js_mark_rows_timed, NULL, NULL, NULL, napi_default_method, NULL},
       {"l2Grad", NULL, js_l2_grad_timed, NULL, NULL, NULL, napi_default_method, NULL},
       {"bceWithLogits", NULL, js_bce_with_logits_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"denseStackForward", NULL, js_dense_stack_forward_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"denseStackBackward", NULL, js_dense_stack_backward_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"crossStackForward", NULL, js_cross_stack_forward_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"crossStackBackward", NULL, js_cross_stack_backward_timed, NULL, NULL, NULL, napi_default_method, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  if (crm_infer_init(env, exports) != napi_ok) return NULL;
   return exports;
 }

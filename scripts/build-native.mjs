@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Builds native/corella_native.c (Node-API addon over OpenBLAS) into native/build/corella_native.node.
+ * Builds native/corella_native.c and native/crm_infer.c (one Node-API addon over OpenBLAS) into native/build/corella_native.node.
  * Runs from `npm install`/`npm ci` (postinstall) and by hand: `node scripts/build-native.mjs [--strict]`.
  *
  * The addon is an optional speed-up: without a C compiler, Node's headers or OpenBLAS (Debian:
@@ -14,7 +14,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const src = join(root, 'native', 'corella_native.c');
+// crm_infer.c (the fused inference forward) shares corella_native.c's thread pool through native/pool.h.
+const srcs = ['corella_native.c', 'crm_infer.c'].map((f) => join(root, 'native', f));
 const outDir = join(root, 'native', 'build');
 const out = join(outDir, 'corella_native.node');
 const strict = process.argv.includes('--strict') || process.env.CORELLA_NATIVE_STRICT === '1';
@@ -70,7 +71,7 @@ for (const lib of libs) {
     '-pthread',
     '-fvisibility=hidden',
     `-I${headers}`,
-    src,
+    ...srcs,
     '-o',
     tmp,
     lib,

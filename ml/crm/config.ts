@@ -93,7 +93,7 @@ export function resolveCrmConfig(input: CrmConfig): CrmConfig {
 
 /**
  * The pipeline's `crm` section: the model fields plus how stage 1 trains it. `threads` sizes the native
- * kernels' intra-op pool ('auto': the cores free when training starts; results do not depend on it);
+ * kernels' intra-op pool ('auto': the cores this process may use, at most 4; results do not depend on it);
  * `dataParallel` uses a gradient worker thread instead (wasm/cpu backends, no batch norm); `baseline`
  * also trains the LR baseline beside the chosen model, for the `lr.*` metrics.
  */
@@ -114,7 +114,7 @@ export const crmSectionSchema = z
       .union([int(1).max(64), z.literal('auto')])
       .default('auto')
       .describe(
-        "Threads each training step is split over; 'auto' = the cores free when training starts (at most 4).",
+        "Threads each training step is split over; 'auto' = the cores this process may use, loaded or not (at most 4).",
       ),
     dataParallel: z
       .boolean()

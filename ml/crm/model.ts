@@ -7,6 +7,9 @@ import { crossLayer } from '../tf/cross.js';
 import { dense } from '../tf/dense.js';
 import { embeddingBag } from '../tf/kernels/embedding-bag.js';
 import { crossStack } from './cross-stack.js';
+import { denseStack } from './dense-stack.js';
+import { checkInferRows, fusedInferAddon, inferPlan, runFusedInfer, weightList } from './fused-infer.js';
+import type { FusedWeights } from './fused-infer.js';
 import { checkSplitShape, disposeCrmBatch, isPrepared, makePreparedBatch } from './batch.js';
 import type { PreparedCrmBatch } from './batch.js';
 import { resolveCrmConfig } from './config.js';
@@ -56,6 +59,9 @@ export class CrmNet implements CrmModel {
   private readonly catOffsets: Tensor2D;
   private readonly seqOffsets: number[];
   private dropoutStep = 0;
+  /** The fused inference's plan and weight list (fused-infer.ts), made on first use. */
+  private inferPlan?: Int32Array;
+  private inferWeights?: Tensor[];
   private disposed = false;
 
   constructor(config: CrmConfig, featureMap: FeatureMap) {
@@ -295,13 +301,25 @@ export class CrmNet implements CrmModel {
       });
     }
     let h = this.config.crossStructure === 'parallel' ? x0 : cross;
-    if (this.config.crossStructure !== 'crossnet_only') {
-      this.mlp.forEach((layer, i) => {
+    const structure = this.config.crossStructure;
+    const mlp = structure === 'crossnet_only' ? [] : this.mlp;
+    // Plain relu layers with no activations asked for: the MLP (and, stacked on it, the output layer) is
+    // one op (see dense-stack.ts). Batch norm and training-time dropout sit between the layers.
+    const plain = !opts.activations && !this.config.batchNorm && !(opts.training && this.config.dropout > 0);
+    if (plain) {
+      const layers = mlp.map((layer) => ({ w: layer.w, b: layer.b, relu: true }));
+      if (structure !== 'parallel') {
+        layers.push({ w: this.outW, b: this.outB, relu: false });
+        return { logits: tf.reshape(denseStack(h, layers), [-1]) as Tensor1D, activations };
+      }
+      h = denseStack(h, layers);
+    } else {
+      mlp.forEach((layer, i) => {
         h = this.mlpLayer(layer, i, h, opts.training);
         if (opts.activations) activations.push({ name: `mlp_${i}`, value: h });
       });
     }
-    const top = this.config.crossStructure === 'parallel' ? tf.concat([cross, h], 1) : h;
+    const top = structure === 'parallel' ? tf.concat([cross, h], 1) : h;
     const logits = tf.reshape(dense(top, this.outW, this.outB), [-1]) as Tensor1D;
     return { logits, activations };
   }
@@ -314,6 +332,53 @@ export class CrmNet implements CrmModel {
     return tf.mul(tf.sum(tf.square(e)), this.config.l2Embedding / batch.labels.shape[0]) as Scalar;
   }
 
+  /**
+   * σ(logits) of `rows` of `split` into `out` (one value per row), on the fused native forward
+   * (fused-infer.ts) where the addon serves the backend, else on `forward`. `path: 'tfjs'` forces the
+   * latter (benchmarks and equivalence tests). Returns the path taken. Bad rows or a wrongly sized `out`
+   * are a CorellaError before anything is written.
+   */
+  inferInto(
+    split: EncodedSplit,
+    rows: Int32Array,
+    out: Float32Array,
+    opts: { path?: 'auto' | 'tfjs'; logits?: Float32Array } = {},
+  ): 'fused' | 'tfjs' {
+    if (this.disposed) throw new CorellaError('BAD_CONFIG', 'this CRM model has been disposed');
+    checkSplitShape(split, this.layout);
+    checkInferRows(split, rows, out, opts.logits);
+    const native = opts.path === 'tfjs' ? undefined : fusedInferAddon();
+    if (native && 'addon' in native) {
+      this.inferPlan ??= inferPlan(this.config, this.layout, this.inputWidth);
+      this.inferWeights ??= weightList(
+        {
+          table: this.table,
+          cross: this.cross as FusedWeights['cross'],
+          mlp: this.mlp,
+          outW: this.outW,
+          outB: this.outB,
+        },
+        this.config,
+      );
+      runFusedInfer(native.addon, this.inferPlan, this.inferWeights, split, rows, out, opts.logits);
+      return 'fused';
+    }
+    const batch = makePreparedBatch(split, rows, this.layout);
+    try {
+      const [p, z] = tf.tidy(() => {
+        const { logits } = this.forward(batch, { training: false });
+        return [tf.sigmoid(logits), logits];
+      });
+      out.set(p.dataSync() as Float32Array);
+      if (opts.logits) opts.logits.set(z.dataSync() as Float32Array);
+      p.dispose();
+      z.dispose();
+    } finally {
+      disposeCrmBatch(batch);
+    }
+    return 'tfjs';
+  }
+
   async predict(split: EncodedSplit, rows?: ArrayLike<number>, batchSize = 4096): Promise<Float32Array> {
     checkSplitShape(split, this.layout);
     const n = rows ? rows.length : split.size;
@@ -323,11 +388,7 @@ export class CrmNet implements CrmModel {
       const end = Math.min(n, start + batchSize);
       const sel = idx.subarray(0, end - start);
       for (let i = start; i < end; i++) sel[i - start] = rows ? rows[i] : i;
-      const batch = makePreparedBatch(split, sel, this.layout);
-      const p = tf.tidy(() => tf.sigmoid(this.forward(batch, { training: false }).logits));
-      out.set(p.dataSync() as Float32Array, start);
-      p.dispose();
-      disposeCrmBatch(batch);
+      this.inferInto(split, sel, out.subarray(start, end));
       await yieldToEventLoop();
     }
     return out;

@@ -7,6 +7,7 @@ import { disposeCrmBatch, hostRows } from './batch.js';
 import type { CrmNet } from './model.js';
 import type { FromWorker, ToWorker, WorkerInit } from './parallel-protocol.js';
 import { type StepProfile, timed } from './step-profile.js';
+import { NativeStep, hostBatch, nativeStepSupported } from './native-step.js';
 import { SparseEmbeddingStepper, batchGradients, denseVariables } from './train-step.js';
 
 /** What the trainer drives: one optimisation step over the given rows of the training split. */
@@ -20,19 +21,37 @@ export interface Stepper {
 /** Single-threaded: the whole batch on this thread. */
 export class LocalStepper implements Stepper {
   private readonly inner: SparseEmbeddingStepper;
+  /** The tape-free step (native-step.ts) where the model and backend allow it, unless `tape` asks not to. */
+  private readonly native?: NativeStep;
   profile?: StepProfile;
 
   constructor(
     private readonly model: CrmNet,
     adam: Adam,
     private readonly split: EncodedSplit,
+    opts: { tape?: boolean } = {},
   ) {
     this.inner = new SparseEmbeddingStepper(model, adam);
+    if (!opts.tape && nativeStepSupported(model)) this.native = new NativeStep(model, this.inner.dense);
+  }
+
+  /** Whether steps run without the tfjs tape. */
+  get tapeFree(): boolean {
+    return this.native !== undefined;
   }
 
   step(rows: Int32Array, step: number): Promise<number> {
     this.model.setDropoutStep(step);
     const p = this.profile;
+    const native = this.native;
+    if (native) {
+      const batch = timed(p, 'makeBatch', () => hostBatch(this.model, this.split, rows));
+      const g = timed(p, 'gradients', () => native.gradients(batch));
+      const part = { host: batch.host, size: rows.length, dx0: g.dx0, width: g.width, scale: 1 };
+      timed(p, 'apply', () => this.inner.apply([part], g.dense));
+      if (p) p.steps++;
+      return Promise.resolve(g.loss);
+    }
     const batch = timed(p, 'makeBatch', () => this.model.makeBatch(this.split, rows));
     try {
       // inner.step's two halves, timed apart: the tape (forward, backward, read-back) and the update.

@@ -43,7 +43,7 @@ export interface TrainCrmOptions extends LongRunOptions {
   evalBatchSize?: number;
   /**
    * Threads the native kernels' intra-op pool splits each step over (wasm with the addon), or 'auto':
-   * the cores free when training starts (see chooseCrmThreads). Results are bit-identical at any count.
+   * the cores this process may use, at most 4 (see chooseCrmThreads). Results are bit-identical at any count.
    * Default 1.
    */
   threads?: CrmThreads;

@@ -12,6 +12,7 @@
  */
 import type { CrmModel } from '../crm/types.js';
 import type { EncodedSplit } from '../data/types.js';
+import { SplitPool } from './split-pool.js';
 
 export interface MicroBatchOptions {
   /**
@@ -37,8 +38,12 @@ export interface BatcherStats {
   rows: number;
 }
 
-/** Concatenates splits of one feature layout row-wise (every column the CRM reads, plus the text side). */
-export function concatSplits(parts: EncodedSplit[]): EncodedSplit {
+/**
+ * Concatenates splits of one feature layout row-wise (every column the CRM reads, plus the text side). With
+ * `into` (a split of the total row count in the same layout, e.g. from a SplitPool), writes every column
+ * there instead of allocating.
+ */
+export function concatSplits(parts: EncodedSplit[], into?: EncodedSplit): EncodedSplit {
   if (parts.length === 1) return parts[0];
   const size = parts.reduce((s, p) => s + p.size, 0);
   const first = parts[0];
@@ -46,7 +51,9 @@ export function concatSplits(parts: EncodedSplit[]): EncodedSplit {
     pick: (p: EncodedSplit) => T,
     make: (n: number) => T,
   ): T => {
-    const out = make(parts.reduce((s, p) => s + pick(p).length, 0));
+    const total = parts.reduce((s, p) => s + pick(p).length, 0);
+    const reuse = into ? pick(into) : undefined;
+    const out = reuse && reuse.length === total ? reuse : make(total);
     let at = 0;
     for (const p of parts) {
       out.set(pick(p), at);
@@ -103,6 +110,26 @@ export function concatSplits(parts: EncodedSplit[]): EncodedSplit {
   };
 }
 
+/** A split of n rows in the layout of `like` (the widths of its columns per row). */
+function emptyLike(like: EncodedSplit, n: number): EncodedSplit {
+  const per = (a: { length: number }) => (like.size > 0 ? a.length / like.size : 0);
+  return {
+    name: like.name,
+    size: n,
+    labels: new Float32Array(n),
+    sampleIds: new Uint32Array(n),
+    timestamps: new Float64Array(n),
+    userRows: new Int32Array(n),
+    categorical: new Int32Array(n * per(like.categorical)),
+    sequences: like.sequences.map((q) => new Int32Array(n * per(q))),
+    dense: new Float32Array(n * per(like.dense)),
+    targetItemRows: new Int32Array(n),
+    historyItemRows: new Int32Array(n * per(like.historyItemRows)),
+    historyRatings: new Float32Array(n * per(like.historyRatings)),
+    historyLen: like.historyLen,
+  };
+}
+
 export class CrmBatcher {
   readonly stats: BatcherStats = { calls: 0, requests: 0, rows: 0 };
   private readonly maxWaitMs: number;
@@ -115,6 +142,8 @@ export class CrmBatcher {
   private lastBatchRequests = 0;
   /** One CRM call at a time: tfjs runs synchronously anyway, and later arrivals batch up meanwhile. */
   private running: Promise<void> = Promise.resolve();
+  /** The concatenated batches, reused (batches of a recurring total size allocate nothing). */
+  private joinedPool: SplitPool | undefined;
 
   constructor(
     private readonly crm: CrmModel,
@@ -122,6 +151,11 @@ export class CrmBatcher {
   ) {
     this.maxWaitMs = Math.max(0, opts.maxWaitMs ?? 1);
     this.maxRows = Math.max(1, opts.maxRows ?? 4096);
+  }
+
+  /** Concatenated batches allocated, and reused from the pool. */
+  get joinedSplits(): { created: number; reused: number } {
+    return { ...(this.joinedPool?.stats ?? { created: 0, reused: 0 }) };
   }
 
   /** CRM click probabilities for every row of `split`, scored together with whatever else is waiting. */
@@ -151,19 +185,29 @@ export class CrmBatcher {
   }
 
   private async run(batch: Pending[]): Promise<void> {
+    let joined: EncodedSplit | undefined;
     try {
-      const joined = concatSplits(batch.map((b) => b.split));
+      if (batch.length === 1) joined = batch[0].split;
+      else {
+        const parts = batch.map((b) => b.split);
+        this.joinedPool ??= new SplitPool((n) => emptyLike(parts[0], n));
+        joined = concatSplits(parts, this.joinedPool.acquire(parts.reduce((s, p) => s + p.size, 0)));
+      }
       this.stats.calls++;
       this.stats.requests += batch.length;
       this.stats.rows += joined.size;
       const p = await this.crm.predict(joined, undefined, Math.max(joined.size, 1));
       let at = 0;
       for (const b of batch) {
-        b.resolve(p.slice(at, at + b.split.size));
+        // A view, not a copy: the batch's array lives as long as its last request needs it.
+        b.resolve(p.subarray(at, at + b.split.size));
         at += b.split.size;
       }
     } catch (e) {
       for (const b of batch) b.reject(e);
+    } finally {
+      // Runs are one at a time, so the next batch cannot be writing into this one meanwhile.
+      if (joined && batch.length > 1) this.joinedPool!.release(joined);
     }
   }
 

@@ -20,7 +20,8 @@ import { initTf } from '../tf/index.js';
 import { CrmBatcher, type MicroBatchOptions } from './crm-batcher.js';
 import { LlmLimiter, type FallbackReason } from './llm-budget.js';
 import { OnlineLlm, type OnlineLlmOptions } from './online-llm.js';
-import { RequestEncoder, type EncodedRequest } from './request-encoder.js';
+import { newSplit, RequestEncoder, type HistoryEntry, type ItemInfo } from './request-encoder.js';
+import { SplitPool } from './split-pool.js';
 import type {
   CandidateScore,
   LlmBudget,
@@ -105,6 +106,10 @@ export class ServingEngine implements Scorer {
   readonly limiter: LlmLimiter;
   readonly batcher: CrmBatcher;
   readonly encoder: RequestEncoder;
+  /** The encoded rows of requests, reused once scored (split-pool.ts says why). */
+  readonly splits: SplitPool;
+  /** 0..n−1, grown on demand: the row list routing reads, shared by every request. */
+  private identity = new Int32Array(0);
   private disposed = false;
   /** Requests being scored: dispose() lets them finish (a hot swap retires an engine under load). */
   private readonly inflight = new Set<Promise<unknown>>();
@@ -124,7 +129,8 @@ export class ServingEngine implements Scorer {
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.limiter = new LlmLimiter(opts.budget);
     this.batcher = new CrmBatcher(crm, opts.microBatch);
-    this.encoder = new RequestEncoder(dataset);
+    this.splits = new SplitPool((n) => newSplit(dataset.featureMap, n));
+    this.encoder = new RequestEncoder(dataset, { pool: this.splits });
   }
 
   static async load(
@@ -265,17 +271,33 @@ export class ServingEngine implements Scorer {
     return p;
   }
 
+  private rowsUpTo(n: number): Int32Array {
+    if (this.identity.length < n) {
+      this.identity = new Int32Array(Math.max(n, this.identity.length * 2));
+      for (let i = 0; i < this.identity.length; i++) this.identity[i] = i;
+    }
+    return this.identity.subarray(0, n);
+  }
+
   private async scoreNow(req: ScoreRequest, opts: { signal?: AbortSignal }): Promise<ScoreResult> {
     const t0 = performance.now();
     this.validate(req);
     const enc = this.encoder.encode(req);
     const n = enc.split.size;
-    const pCrm = await this.batcher.predict(enc.split);
-    const crmMs = performance.now() - t0;
-    const rows = Int32Array.from({ length: n }, (_, i) => i);
-    const h = routingEntropies(pCrm, enc.split, rows, this.coldItems);
+    let pCrm: Float32Array;
+    let h: Float32Array;
     const routed: number[] = [];
-    for (let i = 0; i < n; i++) if (isRouted(h[i], this.threshold)) routed.push(i);
+    let prompts: { history: HistoryEntry[]; targets: ItemInfo[] } | undefined;
+    try {
+      pCrm = await this.batcher.predict(enc.split);
+      h = routingEntropies(pCrm, enc.split, this.rowsUpTo(n), this.coldItems);
+      for (let i = 0; i < n; i++) if (isRouted(h[i], this.threshold)) routed.push(i);
+      // The prompts' side is read off the rows before they go back to the pool.
+      if (routed.length > 0) prompts = { history: enc.history, targets: routed.map((i) => enc.target(i)) };
+    } finally {
+      this.splits.release(enc.split);
+    }
+    const crmMs = performance.now() - t0;
 
     const usage: LlmUsage = {
       routed: routed.length,
@@ -284,40 +306,40 @@ export class ServingEngine implements Scorer {
       promptTokens: 0,
       evaluatedTokens: 0,
     };
-    const pLlm = new Float32Array(n).fill(NaN);
+    let pLlm: Float32Array | undefined;
     let llmMs = 0;
-    if (routed.length > 0) {
+    if (prompts) {
       const t1 = performance.now();
       const r = await this.runLlm(
         req,
-        enc,
-        routed,
+        prompts,
         t0,
         req.budgetMs ?? this.limiter.budget.defaultBudgetMs,
         opts.signal,
       );
       llmMs = performance.now() - t1;
-      routed.forEach((i, k) => (pLlm[i] = r.p[k]));
+      pLlm = new Float32Array(n).fill(NaN);
+      for (let k = 0; k < routed.length; k++) pLlm[routed[k]] = r.p[k];
       usage.answered = r.answered;
       usage.fallbacks = routed.length - r.answered;
       if (usage.fallbacks > 0) usage.fallbackReason = r.reason;
       usage.promptTokens = r.promptTokens;
       usage.evaluatedTokens = r.evaluatedTokens;
     }
-    const candidates: CandidateScore[] = [];
+    const candidates: CandidateScore[] = new Array<CandidateScore>(n);
     for (let i = 0; i < n; i++) {
-      const answered = !Number.isNaN(pLlm[i]);
+      const answered = pLlm !== undefined && !Number.isNaN(pLlm[i]);
       const route: Route = answered ? 'llm' : isRouted(h[i], this.threshold) ? 'crm-fallback' : 'crm';
       const c: CandidateScore = {
         item: req.candidates[i].item,
-        p: answered ? pLlm[i] : pCrm[i],
+        p: answered ? pLlm![i] : pCrm[i],
         route,
         entropy: h[i],
         pCrm: pCrm[i],
         cold: enc.cold[i],
       };
-      if (answered) c.pLlm = pLlm[i];
-      candidates.push(c);
+      if (answered) c.pLlm = pLlm![i];
+      candidates[i] = c;
     }
     const s = this.stats;
     s.requests++;
@@ -331,20 +353,19 @@ export class ServingEngine implements Scorer {
   }
 
   /**
-   * LLM-branch probabilities for candidates `idx` (NaN where not answered). At a deadline the prompts
-   * already scored still count: their candidates are answered, the rest fall back.
+   * LLM-branch probabilities for the candidates `prompts.targets` (NaN where not answered). At a deadline
+   * the prompts already scored still count: their candidates are answered, the rest fall back.
    */
   private async runLlm(
     req: ScoreRequest,
-    enc: EncodedRequest,
-    idx: number[],
+    prompts: { history: HistoryEntry[]; targets: ItemInfo[] },
     startedAt: number,
     budgetMs: number,
     signal: AbortSignal | undefined,
     bypassQueueLimit = false,
   ): Promise<LlmOutcome> {
     const none = (reason: FallbackReason, error?: unknown): LlmOutcome => ({
-      p: new Float32Array(idx.length).fill(NaN),
+      p: new Float32Array(prompts.targets.length).fill(NaN),
       answered: 0,
       promptTokens: 0,
       evaluatedTokens: 0,
@@ -357,13 +378,13 @@ export class ServingEngine implements Scorer {
       this.limiter.countFallback('llm-unavailable');
       return none('llm-unavailable');
     }
-    const targets = idx.map((i) => enc.targets[i]);
+    const targets = prompts.targets;
     const progress = llm.progress(targets.length);
     // Set when the request stops waiting: whatever the job evaluates after that is counted as discarded.
     const late: { from?: number } = {};
     const r = await this.limiter.run(
       async (sig) => {
-        const f = await llm.features(req.user.id, enc.history, targets, sig, progress).finally(() => {
+        const f = await llm.features(req.user.id, prompts.history, targets, sig, progress).finally(() => {
           if (late.from !== undefined)
             this.stats.discardedTokens =
               (this.stats.discardedTokens ?? 0) + progress.evaluatedTokens - late.from;
@@ -388,7 +409,7 @@ export class ServingEngine implements Scorer {
     out.answered = done.length;
     out.promptTokens = progress.promptTokens;
     out.evaluatedTokens = progress.evaluatedTokens;
-    if (out.answered === idx.length) delete out.reason;
+    if (out.answered === targets.length) delete out.reason;
     return out;
   }
 
@@ -433,8 +454,10 @@ export class ServingEngine implements Scorer {
     this.validate(req);
     const enc = this.encoder.encode(req);
     const all = Array.from({ length: enc.split.size }, (_, i) => i);
+    const prompts = { history: enc.history, targets: all.map((i) => enc.target(i)) };
+    this.splits.release(enc.split);
     if (all.length === 0) return [];
-    const r = await this.runLlm(req, enc, all, performance.now(), Infinity, undefined, true);
+    const r = await this.runLlm(req, prompts, performance.now(), Infinity, undefined, true);
     if (r.answered < all.length) {
       const cause = r.error instanceof Error ? `: ${r.error.message}` : '';
       throw new CorellaError(

@@ -12,6 +12,9 @@
 import type { CtrDataset, EncodedSplit, FeatureMap, ItemTable } from '../data/types.js';
 import { SPLITS } from '../data/types.js';
 import { CorellaError } from '../errors.js';
+import { ObservedHistories } from './observed-history.js';
+import type { SplitPool } from './split-pool.js';
+import { StringIndex } from './string-index.js';
 import type { HistoryEvent, ScoreRequest } from './types.js';
 
 /** One history entry as the prompt shows it; `itemRow` −1 = not in the item table. */
@@ -37,27 +40,86 @@ export interface ItemInfo {
   genres: string;
 }
 
-interface UserInfo {
-  id: number;
-  /** Dense user row of the dataset (EncodedSplit.userRows). */
-  row: number;
+/**
+ * A request encoded for the CRM (`split`, one row per candidate) and, on demand, for the prompts.
+ *
+ * Why on demand: most requests never reach the LLM, and a history entry or item object per request would
+ * be garbage the young generation has to clear at 200 requests/s. `history` is read off the split's first
+ * row (every row carries the same history), so it must be read before the split is handed back to a
+ * `SplitPool`; the engine reads it, once, when something is routed. `target(i)` reads the item tables.
+ */
+export class EncodedRequest {
+  private historyEntries: HistoryEntry[] | undefined;
+
+  constructor(
+    readonly split: EncodedSplit,
+    /** Per candidate: the item or the user is out of the CRM's vocabulary. */
+    readonly cold: boolean[],
+    readonly userKnown: boolean,
+    private readonly encoder: RequestEncoder,
+    private readonly candidates: readonly { item: string }[],
+    /** Length of the history the rows carry (at most the dataset's history length). */
+    readonly historyLength: number,
+    /** Raw ids (the prompt titles) of history entries outside the item table, by position; usually none. */
+    private readonly coldTitles: (string | undefined)[] | undefined,
+    /** The history when there is no row to read it from (no candidates). */
+    emptyHistory?: HistoryEntry[],
+  ) {
+    this.historyEntries = emptyHistory;
+  }
+
+  /** The history the rows carry, oldest first. */
+  get history(): HistoryEntry[] {
+    if (this.historyEntries) return this.historyEntries;
+    const s = this.split;
+    const out: HistoryEntry[] = [];
+    for (let j = 0; j < this.historyLength; j++)
+      out.push(
+        this.encoder.historyEntry(
+          s.historyItemRows[j],
+          s.sequences[0][j],
+          s.historyRatings[j],
+          this.coldTitles?.[j],
+        ),
+      );
+    return (this.historyEntries = out);
+  }
+
+  /** Candidate i as the model knows it. */
+  target(i: number): ItemInfo {
+    return this.encoder.item(this.candidates[i].item);
+  }
+
+  get targets(): ItemInfo[] {
+    return this.candidates.map((c) => this.encoder.item(c.item));
+  }
+}
+
+/**
+ * The known users, one slot each, flat: what a request without its own history reads. Histories are CSR
+ * (a user's entries are `histStart[u] .. histStart[u + 1]`, oldest first), so the whole table is a handful
+ * of typed arrays however many users there are.
+ */
+interface UserTable {
+  index: StringIndex;
+  /** Encoded user id per slot. */
+  ids: Int32Array;
+  /** Dense user row of the dataset (EncodedSplit.userRows) per slot. */
+  rows: Int32Array;
+  /** slots × user attributes. */
   attrs: Int32Array;
-  history: HistoryEntry[];
+  histStart: Int32Array;
+  histRows: Int32Array;
+  histIds: Int32Array;
+  histRatings: Float32Array;
 }
 
-/** A request encoded for the CRM (`split`, one row per candidate) and for the prompts. */
-export interface EncodedRequest {
-  split: EncodedSplit;
-  /** The history the rows carry (at most the dataset's history length), oldest first. */
-  history: HistoryEntry[];
-  targets: ItemInfo[];
-  /** Per candidate: the item or the user is out of the CRM's vocabulary. */
-  cold: boolean[];
-  userKnown: boolean;
+/** A history window being assembled (the encoder's scratch, reused by every request). */
+interface HistoryScratch {
+  rows: Int32Array;
+  ids: Int32Array;
+  ratings: Float32Array;
 }
-
-/** Feedback events kept per user beyond the dataset's history (a few windows are plenty). */
-const OBSERVED_PER_USER = 256;
 
 export class RequestEncoder {
   readonly historyLen: number;
@@ -65,70 +127,77 @@ export class RequestEncoder {
   readonly defaultRating: number;
   private readonly nCat: number;
   private readonly nUserAttrs: number;
+  private readonly nItemAttrs: number;
+  /** Widths of the multi-valued item attributes (sequence fields 1..). */
   private readonly seqWidths: number[];
-  private readonly itemIndex = new Map<string, number>();
-  private readonly itemVocab = new Map<string, number>();
-  private readonly itemInfos: ItemInfo[];
-  private readonly users = new Map<string, UserInfo>();
-  private readonly userAttrVocab: Map<string, number>[];
+  private readonly items: ItemTable;
+  /** Raw item id → item-table row. */
+  private readonly itemIndex: StringIndex;
+  /** Per item row: encoded id (0 = OOV), categorical attributes (rows × nItemAttrs), sequence fields. */
+  private readonly itemIds: Int32Array;
+  private readonly itemAttrs: Int32Array;
+  private readonly itemSeqs: Int32Array[];
+  private readonly users: UserTable;
+  private readonly userAttrVocab: StringIndex[];
   private readonly userAttrNames: string[];
-  private readonly observed = new Map<string, HistoryEntry[]>();
-  private readonly coldItemTemplate: ItemInfo;
-
+  private readonly observed = new ObservedHistories();
+  private readonly scratch: HistoryScratch;
+  private readonly userAttrScratch: Int32Array;
+  private readonly pool: SplitPool | undefined;
   private readonly featureMap: FeatureMap;
 
-  /** Keeps lookup tables only, not the splits: an engine holds a few MB, not the dataset's samples. */
-  constructor(dataset: CtrDataset) {
+  /**
+   * Keeps lookup tables only, not the splits: an engine holds a few MB, not the dataset's samples. With a
+   * `pool`, encoded splits come from it (the engine hands them back once scored).
+   */
+  constructor(dataset: CtrDataset, opts: { pool?: SplitPool } = {}) {
     const fm = dataset.featureMap;
     this.featureMap = fm;
+    this.pool = opts.pool;
     const items = dataset.items;
+    this.items = items;
     this.nCat = fm.categorical.length;
     this.historyLen = fm.sequences[0]?.maxLen ?? 0;
     this.seqWidths = fm.sequences.slice(1).map((s) => s.maxLen);
     const splits = SPLITS.map((s) => dataset.splits[s]).filter((s) => s.size > 0);
     this.nUserAttrs = userAttrCount(fm, splits);
+    this.nItemAttrs = this.nCat - 2 - this.nUserAttrs;
     this.userAttrNames = fm.categorical.slice(2, 2 + this.nUserAttrs).map((f) => f.name);
-    this.userAttrVocab = this.userAttrNames.map((n) => vocabIndex(fm.vocabularies[n] ?? []));
-    items.ids.forEach((id, r) => this.itemIndex.set(id, r));
-    (fm.vocabularies.item_id ?? []).forEach((id, i) => i > 0 && this.itemVocab.set(id, i));
+    this.userAttrVocab = this.userAttrNames.map((n) => vocabStringIndex(fm.vocabularies[n] ?? []));
+    this.itemIndex = new StringIndex(items.ids);
 
     let maxRating = -Infinity;
     for (const s of splits) for (const r of s.historyRatings) if (r > maxRating) maxRating = r;
     this.defaultRating = Number.isFinite(maxRating) ? maxRating : 1;
 
-    const nItemAttrs = this.nCat - 2 - this.nUserAttrs;
-    this.coldItemTemplate = {
-      row: -1,
-      id: 0,
-      attrs: new Int32Array(nItemAttrs),
-      seqs: this.seqWidths.map((w) => new Int32Array(w)),
-      title: '',
-      genres: '',
-    };
-    this.itemInfos = this.buildItems(items, splits, nItemAttrs);
-    this.buildUsers(fm, splits, items);
+    const nItems = items.ids.length;
+    const vocab = vocabStringIndex(fm.vocabularies.item_id ?? []);
+    this.itemIds = new Int32Array(nItems);
+    for (let r = 0; r < nItems; r++) this.itemIds[r] = Math.max(0, vocab.get(items.ids[r]));
+    this.itemAttrs = new Int32Array(nItems * this.nItemAttrs);
+    this.itemSeqs = this.seqWidths.map((w) => new Int32Array(nItems * w));
+    this.buildItems(splits);
+    this.users = this.buildUsers(fm, splits);
+    const K = this.historyLen;
+    this.scratch = { rows: new Int32Array(K), ids: new Int32Array(K), ratings: new Float32Array(K) };
+    this.userAttrScratch = new Int32Array(this.nUserAttrs);
   }
 
-  private buildItems(items: ItemTable, splits: EncodedSplit[], nItemAttrs: number): ItemInfo[] {
+  private buildItems(splits: EncodedSplit[]): void {
     const C = this.nCat;
+    const A = this.nItemAttrs;
     const a0 = 2 + this.nUserAttrs;
-    const infos: ItemInfo[] = items.ids.map((id, r) => ({
-      row: r,
-      id: this.itemVocab.get(id) ?? 0,
-      attrs: new Int32Array(nItemAttrs),
-      seqs: this.seqWidths.map((w) => new Int32Array(w)),
-      title: items.titles[r] ?? id,
-      genres: items.genres[r] ?? '',
-    }));
-    const seen = new Uint8Array(items.ids.length);
+    const nItems = this.itemIds.length;
+    const seen = new Uint8Array(nItems);
     for (const s of splits) {
       for (let i = 0; i < s.size; i++) {
         const it = s.targetItemRows[i];
-        if (it < 0 || it >= infos.length || seen[it]) continue;
+        if (it < 0 || it >= nItems || seen[it]) continue;
         seen[it] = 1;
-        const info = infos[it];
-        info.attrs.set(s.categorical.subarray(i * C + a0, (i + 1) * C));
-        this.seqWidths.forEach((w, k) => info.seqs[k].set(s.sequences[k + 1].subarray(i * w, (i + 1) * w)));
+        this.itemAttrs.set(s.categorical.subarray(i * C + a0, (i + 1) * C), it * A);
+        this.seqWidths.forEach((w, k) =>
+          this.itemSeqs[k].set(s.sequences[k + 1].subarray(i * w, (i + 1) * w), it * w),
+        );
       }
     }
     // Items that are never a sample's target (seen only in histories): their categorical attributes are not
@@ -137,53 +206,83 @@ export class RequestEncoder {
     const seqField = this.featureMap.sequences[1];
     if (this.seqWidths.length === 1 && seqField) {
       const vocab = vocabIndex(this.featureMap.vocabularies[seqField.name] ?? []);
-      for (let it = 0; it < infos.length; it++)
-        if (!seen[it] && infos[it].genres)
-          infos[it].seqs[0] = sequenceFromText(infos[it].genres, seqField.maxLen, vocab);
-    }
-    return infos;
-  }
-
-  private buildUsers(fm: FeatureMap, splits: EncodedSplit[], items: ItemTable): void {
-    const C = this.nCat;
-    const K = this.historyLen;
-    const vocab = fm.vocabularies.user_id ?? [];
-    // The latest sample of each known user (by time, then sample id) carries their latest history window.
-    const latest = new Map<number, { s: EncodedSplit; i: number }>();
-    for (const s of splits) {
-      for (let i = 0; i < s.size; i++) {
-        const uid = s.categorical[i * C];
-        if (uid === 0) continue;
-        const prev = latest.get(uid);
-        if (
-          !prev ||
-          s.timestamps[i] > prev.s.timestamps[prev.i] ||
-          (s.timestamps[i] === prev.s.timestamps[prev.i] && s.sampleIds[i] > prev.s.sampleIds[prev.i])
-        )
-          latest.set(uid, { s, i });
+      const w = this.seqWidths[0];
+      for (let it = 0; it < nItems; it++) {
+        const genres = this.items.genres[it] ?? '';
+        if (!seen[it] && genres)
+          this.itemSeqs[0].set(sequenceFromText(genres, seqField.maxLen, vocab), it * w);
       }
     }
-    for (const [uid, { s, i }] of latest) {
-      const history: HistoryEntry[] = [];
+  }
+
+  private buildUsers(fm: FeatureMap, splits: EncodedSplit[]): UserTable {
+    const C = this.nCat;
+    const K = this.historyLen;
+    const A = this.nUserAttrs;
+    const vocab = fm.vocabularies.user_id ?? [];
+    // The latest sample of each known user (by time, then sample id) carries their latest history window.
+    // Found per encoded user id in typed arrays: split number and row of the latest sample so far.
+    const nIds = vocab.length;
+    const bestSplit = new Int32Array(nIds).fill(-1);
+    const bestRow = new Int32Array(nIds);
+    splits.forEach((s, si) => {
+      for (let i = 0; i < s.size; i++) {
+        const uid = s.categorical[i * C];
+        if (uid === 0 || uid >= nIds) continue;
+        const ps = bestSplit[uid];
+        if (ps >= 0) {
+          const p = splits[ps];
+          const pr = bestRow[uid];
+          const later =
+            s.timestamps[i] > p.timestamps[pr] ||
+            (s.timestamps[i] === p.timestamps[pr] && s.sampleIds[i] > p.sampleIds[pr]);
+          if (!later) continue;
+        }
+        bestSplit[uid] = si;
+        bestRow[uid] = i;
+      }
+    });
+    const uids: number[] = [];
+    for (let uid = 1; uid < nIds; uid++) if (bestSplit[uid] >= 0) uids.push(uid);
+    const n = uids.length;
+    const t: UserTable = {
+      index: new StringIndex(
+        uids.map((uid) => vocab[uid]),
+        Int32Array.from(uids, (_, u) => u),
+      ),
+      ids: Int32Array.from(uids),
+      rows: new Int32Array(n),
+      attrs: new Int32Array(n * A),
+      histStart: new Int32Array(n + 1),
+      histRows: new Int32Array(0),
+      histIds: new Int32Array(0),
+      histRatings: new Float32Array(0),
+    };
+    const rows = new Int32Array(n * K);
+    const ids = new Int32Array(n * K);
+    const ratings = new Float32Array(n * K);
+    let at = 0;
+    uids.forEach((uid, u) => {
+      const s = splits[bestSplit[uid]];
+      const i = bestRow[uid];
+      t.rows[u] = s.userRows[i];
+      t.attrs.set(s.categorical.subarray(i * C + 2, i * C + 2 + A), u * A);
       for (let j = 0; j < K; j++) {
         const row = s.historyItemRows[i * K + j];
         const rating = s.historyRatings[i * K + j];
         if (row < 0 || Number.isNaN(rating)) continue;
-        history.push({
-          itemRow: row,
-          itemId: s.sequences[0][i * K + j],
-          title: items.titles[row] ?? items.ids[row],
-          genres: items.genres[row] ?? '',
-          rating,
-        });
+        rows[at] = row;
+        ids[at] = s.sequences[0][i * K + j];
+        ratings[at] = rating;
+        at++;
       }
-      this.users.set(vocab[uid], {
-        id: uid,
-        row: s.userRows[i],
-        attrs: s.categorical.slice(i * C + 2, i * C + 2 + this.nUserAttrs),
-        history,
-      });
-    }
+      t.histStart[u + 1] = at;
+    });
+    // Trimmed to the entries there are: a copy, so the n × K scratch is not kept.
+    t.histRows = rows.slice(0, at);
+    t.histIds = ids.slice(0, at);
+    t.histRatings = ratings.slice(0, at);
+    return t;
   }
 
   /** Names of the categorical user attributes, in feature-map order. */
@@ -193,108 +292,223 @@ export class RequestEncoder {
 
   /** Rows of the dataset's item table. */
   get itemCount(): number {
-    return this.itemInfos.length;
+    return this.itemIds.length;
   }
 
-  /** The item as the model knows it; an item outside the item table has no title, so its raw id is used. */
+  /** Known users (those whose raw id a dataset version lets the engine recover). */
+  get userCount(): number {
+    return this.users.ids.length;
+  }
+
+  /**
+   * The item as the model knows it (a new object with views into the tables; for prompts and tests, not
+   * the CRM path). An item outside the item table has no title, so its raw id is used.
+   */
   item(raw: string): ItemInfo {
     const r = this.itemIndex.get(raw);
-    if (r !== undefined) return this.itemInfos[r];
-    return { ...this.coldItemTemplate, title: raw };
+    if (r < 0) {
+      return {
+        row: -1,
+        id: 0,
+        attrs: new Int32Array(this.nItemAttrs),
+        seqs: this.seqWidths.map((w) => new Int32Array(w)),
+        title: raw,
+        genres: '',
+      };
+    }
+    const A = this.nItemAttrs;
+    return {
+      row: r,
+      id: this.itemIds[r],
+      attrs: this.itemAttrs.subarray(r * A, (r + 1) * A),
+      seqs: this.seqWidths.map((w, k) => this.itemSeqs[k].subarray(r * w, (r + 1) * w)),
+      title: this.items.titles[r] ?? raw,
+      genres: this.items.genres[r] ?? '',
+    };
+  }
+
+  /** A history entry as the prompts read it; `coldTitle` is the raw id of an item outside the item table. */
+  historyEntry(itemRow: number, itemId: number, rating: number, coldTitle?: string): HistoryEntry {
+    const it = this.items;
+    return {
+      itemRow,
+      itemId,
+      title: itemRow >= 0 ? (it.titles[itemRow] ?? it.ids[itemRow]) : (coldTitle ?? ''),
+      genres: itemRow >= 0 ? (it.genres[itemRow] ?? '') : '',
+      rating,
+    };
   }
 
   /** The history used for a request that brings none: the dataset's latest window plus feedback since. */
   knownHistory(user: string): HistoryEntry[] {
-    const base = this.users.get(user)?.history ?? [];
-    const extra = this.observed.get(user) ?? [];
-    const all = extra.length ? [...base, ...extra] : base;
-    return all.length > this.historyLen ? all.slice(all.length - this.historyLen) : all;
+    const titles: (string | undefined)[] = [];
+    const h = this.knownInto(user, this.scratch, titles);
+    const s = this.scratch;
+    return Array.from({ length: h }, (_, j) =>
+      this.historyEntry(s.rows[j], s.ids[j], s.ratings[j], titles[j]),
+    );
   }
 
   observe(event: { user: string; item: string; rating: number; ts: number }): void {
-    const info = this.item(event.item);
-    let list = this.observed.get(event.user);
-    if (!list) this.observed.set(event.user, (list = []));
-    list.push({
-      itemRow: info.row,
-      itemId: info.id,
-      title: info.title,
-      genres: info.genres,
-      rating: event.rating,
-    });
-    if (list.length > OBSERVED_PER_USER) list.splice(0, list.length - OBSERVED_PER_USER);
+    const r = this.itemIndex.get(event.item);
+    const item = r < 0 ? { row: -1, id: 0 } : { row: r, id: this.itemIds[r] };
+    this.observed.add(event.user, item, event.rating, event.item);
   }
 
-  private entry(e: HistoryEvent): HistoryEntry {
-    const info = this.item(e.item);
-    return {
-      itemRow: info.row,
-      itemId: info.id,
-      title: info.title,
-      genres: info.genres,
-      rating: e.rating ?? this.defaultRating,
-    };
+  /**
+   * The last `historyLen` events of the user's known history (dataset window, then observed feedback)
+   * into `out`; returns how many. Raw titles of entries outside the item table go to `titles` by position.
+   */
+  private knownInto(user: string, out: HistoryScratch, titles: (string | undefined)[] | undefined): number {
+    const K = this.historyLen;
+    const u = this.users.index.get(user);
+    const t = this.users;
+    const b0 = u >= 0 ? t.histStart[u] : 0;
+    const nBase = u >= 0 ? t.histStart[u + 1] - b0 : 0;
+    const nObs = this.observed.count(user);
+    const total = nBase + nObs;
+    const skip = Math.max(0, total - K);
+    let at = 0;
+    for (let k = skip; k < nBase; k++, at++) {
+      out.rows[at] = t.histRows[b0 + k];
+      out.ids[at] = t.histIds[b0 + k];
+      out.ratings[at] = t.histRatings[b0 + k];
+    }
+    for (let k = Math.max(0, skip - nBase); k < nObs; k++, at++) {
+      const title = this.observed.read(user, k, out, at);
+      if (title !== undefined && titles) titles[at] = title;
+    }
+    return at;
+  }
+
+  /** The request's own history (its last `historyLen` events) into `out`; returns how many. */
+  private suppliedInto(
+    history: readonly HistoryEvent[],
+    out: HistoryScratch,
+    titles: (string | undefined)[],
+  ): number {
+    const from = Math.max(0, history.length - this.historyLen);
+    let at = 0;
+    for (let k = from; k < history.length; k++, at++) {
+      const e = history[k];
+      const r = this.itemIndex.get(e.item);
+      out.rows[at] = r;
+      out.ids[at] = r < 0 ? 0 : this.itemIds[r];
+      out.ratings[at] = e.rating ?? this.defaultRating;
+      if (r < 0) titles[at] = e.item;
+    }
+    return at;
   }
 
   encode(req: ScoreRequest): EncodedRequest {
     const C = this.nCat;
     const K = this.historyLen;
-    const user = this.users.get(req.user.id);
-    const attrs = user ? user.attrs.slice() : new Int32Array(this.nUserAttrs);
-    for (const [name, value] of Object.entries(req.user.features ?? {})) {
-      const k = this.userAttrNames.indexOf(name);
-      if (k < 0) {
-        throw new CorellaError(
-          'BAD_REQUEST',
-          `user.features.${name}: not a user attribute of this model (known: ${this.userAttrNames.join(', ') || 'none'})`,
-          { details: { field: `user.features.${name}` } },
-        );
+    const A = this.nUserAttrs;
+    const IA = this.nItemAttrs;
+    const u = this.users.index.get(req.user.id);
+    const attrs = this.userAttrScratch;
+    for (let k = 0; k < A; k++) attrs[k] = u >= 0 ? this.users.attrs[u * A + k] : 0;
+    if (req.user.features) {
+      for (const name in req.user.features) {
+        const k = this.userAttrNames.indexOf(name);
+        if (k < 0) {
+          throw new CorellaError(
+            'BAD_REQUEST',
+            `user.features.${name}: not a user attribute of this model (known: ${this.userAttrNames.join(', ') || 'none'})`,
+            { details: { field: `user.features.${name}` } },
+          );
+        }
+        attrs[k] = Math.max(0, this.userAttrVocab[k].get(String(req.user.features[name])));
       }
-      attrs[k] = this.userAttrVocab[k].get(String(value)) ?? 0;
     }
-    let history = req.history ? req.history.map((e) => this.entry(e)) : this.knownHistory(req.user.id);
-    if (history.length > K) history = history.slice(history.length - K);
+    const titles: (string | undefined)[] = [];
+    const hs = this.scratch;
+    const h = req.history
+      ? this.suppliedInto(req.history, hs, titles)
+      : this.knownInto(req.user.id, hs, titles);
+    const coldTitles = titles.length > 0 ? titles : undefined;
 
     const n = req.candidates.length;
-    const split: EncodedSplit = {
-      name: 'test',
-      size: n,
-      labels: new Float32Array(n),
-      sampleIds: Uint32Array.from({ length: n }, (_, i) => i),
-      timestamps: new Float64Array(n).fill(Math.floor(Date.now() / 1000)),
-      userRows: new Int32Array(n).fill(user ? user.row : -1),
-      categorical: new Int32Array(n * C),
-      sequences: this.featureMap.sequences.map((f) => new Int32Array(n * f.maxLen)),
-      dense: new Float32Array(0),
-      targetItemRows: new Int32Array(n),
-      historyItemRows: new Int32Array(n * K).fill(-1),
-      historyRatings: new Float32Array(n * K).fill(NaN),
-      historyLen: K,
-    };
-    const uid = user?.id ?? 0;
-    const targets: ItemInfo[] = [];
-    const cold: boolean[] = [];
+    const split = this.pool ? this.pool.acquire(n) : newSplit(this.featureMap, n);
+    split.timestamps.fill(Math.floor(Date.now() / 1000));
+    split.userRows.fill(u >= 0 ? this.users.rows[u] : -1);
+    const uid = u >= 0 ? this.users.ids[u] : 0;
+    const cold: boolean[] = new Array<boolean>(n);
     const hist = split.sequences[0];
+    const cat = split.categorical;
+    // Plain loops rather than set(subarray(...)): a subarray is a new object, and this runs per candidate.
+    const hRows = hs.rows;
+    const hIds = hs.ids;
+    const hRatings = hs.ratings;
+    const histRows = split.historyItemRows;
+    const histRatings = split.historyRatings;
+    const itemAttrs = this.itemAttrs;
     for (let r = 0; r < n; r++) {
-      const t = this.item(req.candidates[r].item);
-      targets.push(t);
-      cold.push(t.id === 0 || uid === 0);
-      split.targetItemRows[r] = t.row;
+      const t = this.itemIndex.get(req.candidates[r].item);
+      const id = t < 0 ? 0 : this.itemIds[t];
+      cold[r] = id === 0 || uid === 0;
+      split.targetItemRows[r] = t;
       let c = r * C;
-      split.categorical[c++] = uid;
-      split.categorical[c++] = t.id;
-      split.categorical.set(attrs, c);
-      split.categorical.set(t.attrs, c + attrs.length);
-      for (let j = 0; j < history.length; j++) {
-        const h = history[j];
-        hist[r * K + j] = h.itemId;
-        split.historyItemRows[r * K + j] = h.itemRow;
-        split.historyRatings[r * K + j] = h.rating;
+      cat[c++] = uid;
+      cat[c++] = id;
+      for (let k = 0; k < A; k++) cat[c++] = attrs[k];
+      for (let k = 0; k < IA; k++) cat[c++] = t < 0 ? 0 : itemAttrs[t * IA + k];
+      if (hist) {
+        const o = r * K;
+        for (let j = 0; j < h; j++) {
+          hist[o + j] = hIds[j];
+          histRows[o + j] = hRows[j];
+          histRatings[o + j] = hRatings[j];
+        }
+        for (let j = h; j < K; j++) {
+          hist[o + j] = 0;
+          histRows[o + j] = -1;
+          histRatings[o + j] = NaN;
+        }
       }
-      this.seqWidths.forEach((w, k) => split.sequences[k + 1].set(t.seqs[k], r * w));
+      for (let k = 0; k < this.seqWidths.length; k++) {
+        const w = this.seqWidths[k];
+        const seq = split.sequences[k + 1];
+        const src = this.itemSeqs[k];
+        for (let j = 0; j < w; j++) seq[r * w + j] = t < 0 ? 0 : src[t * w + j];
+      }
     }
-    return { split, history, targets, cold, userKnown: user !== undefined };
+    const empty =
+      n === 0
+        ? Array.from({ length: h }, (_, j) =>
+            this.historyEntry(hs.rows[j], hs.ids[j], hs.ratings[j], titles[j]),
+          )
+        : undefined;
+    return new EncodedRequest(split, cold, u >= 0, this, req.candidates, h, coldTitles, empty);
   }
+}
+
+/** An empty split of `n` rows in the layout of `fm` (padding: history rows −1, ratings NaN). */
+export function newSplit(fm: FeatureMap, n: number): EncodedSplit {
+  const K = fm.sequences[0]?.maxLen ?? 0;
+  return {
+    name: 'test',
+    size: n,
+    labels: new Float32Array(n),
+    sampleIds: Uint32Array.from({ length: n }, (_, i) => i),
+    timestamps: new Float64Array(n),
+    userRows: new Int32Array(n),
+    categorical: new Int32Array(n * fm.categorical.length),
+    sequences: fm.sequences.map((f) => new Int32Array(n * f.maxLen)),
+    dense: new Float32Array(0),
+    targetItemRows: new Int32Array(n),
+    historyItemRows: new Int32Array(n * K).fill(-1),
+    historyRatings: new Float32Array(n * K).fill(NaN),
+    historyLen: K,
+  };
+}
+
+function vocabStringIndex(tokens: string[]): StringIndex {
+  // Index 0 is the OOV row: not a key (as vocabIndex skips it).
+  return new StringIndex(
+    tokens.slice(1),
+    Int32Array.from(tokens.slice(1), (_, i) => i + 1),
+  );
 }
 
 /** A multi-valued attribute re-encoded from the item table's ', '-joined text (as ingestion stores genres). */

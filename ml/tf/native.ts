@@ -147,6 +147,58 @@ export interface NativeAddon {
    */
   bceWithLogits(z: Float32Array, y: Float32Array, g: Float32Array, scale: number): number;
   /**
+   * L dense layers y_l = act_l(y_{l-1}·w_l + b_l) from y_{-1} = x [m, k0] (bit l of relu: a relu on layer
+   * l), every layer of a block of rows in one pool region. Bit-identical to the layers one by one.
+   */
+  denseStackForward(
+    x: Float32Array,
+    ws: Float32Array[],
+    bs: Float32Array[],
+    ys: Float32Array[],
+    m: number,
+    k0: number,
+    relu: number,
+  ): void;
+  /** The stack's gradients from dy = dL/dy_{L-1}: dx [m, k0], and dw_l, db_l of every layer. */
+  denseStackBackward(
+    dy: Float32Array,
+    x: Float32Array,
+    ws: Float32Array[],
+    ys: Float32Array[],
+    dx: Float32Array,
+    dws: Float32Array[],
+    dbs: Float32Array[],
+    m: number,
+    k0: number,
+    relu: number,
+  ): void;
+  /** L cross layers z_l = x_l·w_l + b_l, x_{l+1} = ys[l] = x0 ⊙ z_l + x_l, a block of rows at a time. */
+  crossStackForward(
+    x0: Float32Array,
+    ws: Float32Array[],
+    bs: Float32Array[],
+    ys: Float32Array[],
+    zs: Float32Array[],
+    m: number,
+    n: number,
+  ): void;
+  /**
+   * Their gradients from dy = dL/dx_L: dx0 (x0's, summed over every use, in the tape's order), dw_l, db_l;
+   * xs = x_1 … x_{L-1} (L − 1 entries). Bit-identical to crossBackward layer by layer with the stack's flags.
+   */
+  crossStackBackward(
+    dy: Float32Array,
+    x0: Float32Array,
+    ws: Float32Array[],
+    zs: Float32Array[],
+    xs: Float32Array[],
+    dx0: Float32Array,
+    dws: Float32Array[],
+    dbs: Float32Array[],
+    m: number,
+    n: number,
+  ): void;
+  /**
    * Threads (1..64, the caller included) that every kernel may split its rows or parameters over: one
    * process-wide pool of blocking workers. Results are bit-identical at any setting.
    */

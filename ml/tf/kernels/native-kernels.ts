@@ -25,7 +25,9 @@ import { EMBEDDING_BAG, EMBEDDING_BAG_GRAD } from './embedding-bag.js';
  *   pass of a dense layer, each one kernel (ml/tf/cross.ts and ml/tf/dense.ts use them when registered).
  * - CorellaCrossStack / CorellaCrossStackGrad: a stack of full-rank cross layers as one tape op, whose
  *   backward sums x0's gradient in one buffer (ml/crm/cross-stack.ts); CorellaBceWithLogits: the CRM loss
- *   and its gradient in one pass (ml/crm/loss.ts).
+ *   and its gradient in one pass (ml/crm/loss.ts); CorellaDenseStack / CorellaDenseStackGrad: the MLP and
+ *   output layer as one tape op (ml/crm/dense-stack.ts). Both stacks carry a block of rows through every
+ *   layer in one pool region.
  * - Identity shares its input's memory (reference-counted) instead of copying it, as the cpu backend's
  *   Identity does: tfjs clones every tensor a gradient saves, ~8 MB of copies per CRM training step on
  *   wasm (≈10% of the step). tfjs tensors are immutable; the only in-place writers are our optimizer and
@@ -38,6 +40,8 @@ export const DENSE_GRAD = 'CorellaDenseGrad';
 export const CROSS_STACK = 'CorellaCrossStack';
 export const CROSS_STACK_GRAD = 'CorellaCrossStackGrad';
 export const BCE_WITH_LOGITS = 'CorellaBceWithLogits';
+export const DENSE_STACK = 'CorellaDenseStack';
+export const DENSE_STACK_GRAD = 'CorellaDenseStackGrad';
 
 interface WasmBackend {
   typedArrayFromHeap(t: TensorInfo): Float32Array | Int32Array;
@@ -203,30 +207,24 @@ function crossStackKernel(addon: NativeAddon): KernelFunc {
     const h = heap(backend);
     const ys = Array.from({ length: layers }, () => h.out([m, n]));
     const zs = Array.from({ length: layers }, () => h.out([m, n]));
-    for (let l = 0; l < layers; l++) {
-      const x = l === 0 ? t.x0 : ys[l - 1];
-      addon.crossForward(
-        h.f32(t.x0),
-        h.f32(x),
-        h.f32(t[`w${l}`]),
-        h.f32(t[`b${l}`]),
-        h.f32(ys[l]),
-        h.f32(zs[l]),
-        m,
-        n,
-      );
-    }
+    // One call: the addon carries each block of rows through every layer while it is in cache.
+    addon.crossStackForward(
+      h.f32(t.x0),
+      Array.from({ length: layers }, (_, l) => h.f32(t[`w${l}`])),
+      Array.from({ length: layers }, (_, l) => h.f32(t[`b${l}`])),
+      ys.map((y) => h.f32(y)),
+      zs.map((z) => h.f32(z)),
+      m,
+      n,
+    );
     return [ys[layers - 1], ...zs, ...ys.slice(0, -1)];
   };
 }
 
-/** Two [m·n] host buffers that carry dx from one layer of a cross stack's backward to the next. */
-let carry: Float32Array[] = [];
-
 /**
  * inputs dy, x0, w_l, z_l (l < L), x_l (1 ≤ l < L); attr layers → [dx0, dw0, db0, …]. x0's gradient is
- * summed in one output by the kernels' flags instead of one tfjs Add per layer (4 wasm Adds over [B, 128]
- * at three layers, ~0.3 ms a step on the main thread); the sum has the tape's order, so it is bit-identical.
+ * summed in one output by the kernel instead of one tfjs Add per layer (4 wasm Adds over [B, 128] at
+ * three layers, ~0.3 ms a step on the main thread); the sum has the tape's order, so it is bit-identical.
  */
 function crossStackGradKernel(addon: NativeAddon): KernelFunc {
   return ({ inputs, backend, attrs }) => {
@@ -237,28 +235,69 @@ function crossStackGradKernel(addon: NativeAddon): KernelFunc {
     const dx0 = h.out([m, n]);
     const dws = Array.from({ length: layers }, () => h.out([n, n]));
     const dbs = Array.from({ length: layers }, () => h.out([n]));
-    if (carry.length === 0 || carry[0].length !== m * n)
-      carry = [new Float32Array(m * n), new Float32Array(m * n)];
-    for (let l = layers - 1; l >= 0; l--) {
-      const dy = l === layers - 1 ? h.f32(t.dy) : carry[(l + 1) % 2];
-      const x = l === 0 ? t.x0 : t[`x${l}`];
-      const flags = (l < layers - 1 ? 1 : 0) | (l === 0 ? 2 : 0);
-      addon.crossBackward(
-        dy,
-        h.f32(t.x0),
-        h.f32(x),
-        h.f32(t[`w${l}`]),
-        h.f32(t[`z${l}`]),
-        h.f32(dx0),
-        carry[l % 2],
-        h.f32(dws[l]),
-        h.f32(dbs[l]),
-        m,
-        n,
-        flags,
-      );
-    }
+    addon.crossStackBackward(
+      h.f32(t.dy),
+      h.f32(t.x0),
+      Array.from({ length: layers }, (_, l) => h.f32(t[`w${l}`])),
+      Array.from({ length: layers }, (_, l) => h.f32(t[`z${l}`])),
+      Array.from({ length: layers - 1 }, (_, l) => h.f32(t[`x${l + 1}`])),
+      h.f32(dx0),
+      dws.map((d) => h.f32(d)),
+      dbs.map((d) => h.f32(d)),
+      m,
+      n,
+    );
     return [dx0, ...dws.flatMap((dw, l) => [dw, dbs[l]])];
+  };
+}
+
+/**
+ * inputs x [m, k0], w_l [k_l, n_l], b_l [n_l]; attrs layers L, relu (bit l: relu on layer l) →
+ * [y_{L-1}, y_0, …, y_{L-2}]: a dense stack (the MLP and the output layer) as one kernel.
+ */
+function denseStackKernel(addon: NativeAddon): KernelFunc {
+  return ({ inputs, backend, attrs }) => {
+    const { layers, relu } = attrs as unknown as { layers: number; relu: number };
+    const t = inputs as Record<string, TensorInfo>;
+    const [m, k0] = t.x.shape;
+    const h = heap(backend);
+    const ys = Array.from({ length: layers }, (_, l) => h.out([m, t[`b${l}`].shape[0]]));
+    addon.denseStackForward(
+      h.f32(t.x),
+      Array.from({ length: layers }, (_, l) => h.f32(t[`w${l}`])),
+      Array.from({ length: layers }, (_, l) => h.f32(t[`b${l}`])),
+      ys.map((y) => h.f32(y)),
+      m,
+      k0,
+      relu,
+    );
+    return [ys[layers - 1], ...ys.slice(0, -1)];
+  };
+}
+
+/** inputs dy, x, w_l, y_l (l < L); attrs layers, relu → [dx, dw0, db0, …]. */
+function denseStackGradKernel(addon: NativeAddon): KernelFunc {
+  return ({ inputs, backend, attrs }) => {
+    const { layers, relu } = attrs as unknown as { layers: number; relu: number };
+    const t = inputs as Record<string, TensorInfo>;
+    const [m, k0] = t.x.shape;
+    const h = heap(backend);
+    const dx = h.out([m, k0]);
+    const dws = Array.from({ length: layers }, (_, l) => h.out(t[`w${l}`].shape));
+    const dbs = Array.from({ length: layers }, (_, l) => h.out([t[`w${l}`].shape[1]]));
+    addon.denseStackBackward(
+      h.f32(t.dy),
+      h.f32(t.x),
+      Array.from({ length: layers }, (_, l) => h.f32(t[`w${l}`])),
+      Array.from({ length: layers }, (_, l) => h.f32(t[`y${l}`])),
+      h.f32(dx),
+      dws.map((d) => h.f32(d)),
+      dbs.map((d) => h.f32(d)),
+      m,
+      k0,
+      relu,
+    );
+    return [dx, ...dws.flatMap((dw, l) => [dw, dbs[l]])];
   };
 }
 
@@ -338,6 +377,8 @@ export function registerNativeKernels(addon: NativeAddon): void {
   replace(CROSS_STACK, crossStackKernel(addon));
   replace(CROSS_STACK_GRAD, crossStackGradKernel(addon));
   replace(BCE_WITH_LOGITS, bceKernel(addon));
+  replace(DENSE_STACK, denseStackKernel(addon));
+  replace(DENSE_STACK_GRAD, denseStackGradKernel(addon));
   replace(Identity, sharingIdentity);
   active = addon;
 }

@@ -1,0 +1,230 @@
+import * as tf from '@tensorflow/tfjs-core';
+import type { Variable } from '@tensorflow/tfjs-core';
+import type { EncodedSplit } from '../data/types.js';
+import { activeNativeAddon } from '../tf/kernels/native-kernels.js';
+import type { NativeAddon } from '../tf/native.js';
+import { liveData } from '../tf/memory.js';
+import { hostRows } from './batch.js';
+import type { HostRows } from './batch.js';
+import type { CrmNet } from './model.js';
+import type { BatchGradients, NamedVariable } from './train-step.js';
+
+/** A batch as the native step reads it: rows and pooling weights, labels and dense values, all in JS memory. */
+export interface HostBatch {
+  host: HostRows;
+  labels: Float32Array;
+  /** [B, nDense] when the feature map has dense fields */
+  dense?: Float32Array;
+}
+
+export function hostBatch(model: CrmNet, split: EncodedSplit, rows: ArrayLike<number>): HostBatch {
+  const layout = model.layout;
+  const B = rows.length;
+  const host = hostRows(split, rows, layout);
+  const labels = new Float32Array(B);
+  for (let i = 0; i < B; i++) labels[i] = split.labels[rows[i]];
+  const out: HostBatch = { host, labels };
+  const nd = layout.nDense;
+  if (nd > 0) {
+    const d = new Float32Array(B * nd);
+    for (let i = 0; i < B; i++) d.set(split.dense.subarray(rows[i] * nd, (rows[i] + 1) * nd), i * nd);
+    out.dense = d;
+  }
+  return out;
+}
+
+/**
+ * Whether `NativeStep` can run this model's training step: wasm with the addon, full-rank cross layers,
+ * the MLP stacked on them (or no MLP), no batch norm, no dropout. Anything else takes the tape.
+ */
+export function nativeStepSupported(model: CrmNet): boolean {
+  const c = model.config;
+  return (
+    activeNativeAddon() !== undefined &&
+    tf.getBackend() === 'wasm' &&
+    !c.lowRank &&
+    !c.batchNorm &&
+    !(c.dropout > 0) &&
+    (c.crossStructure === 'stacked' || c.crossStructure === 'crossnet_only')
+  );
+}
+
+/**
+ * The CRM's training forward and backward with no tfjs tape: the native kernels the tape ops call (cross
+ * stack, dense stack, BCE with logits, the host l2 term), called directly on JS buffers and on views of
+ * the variables. On the tape each step paid ~0.8 ms of main-thread work that a second core cannot help
+ * with (tensor and tape bookkeeping, the batch's tensors, 19 gradient-save clones), about a sixth of a
+ * 2-thread step. The kernels and their order are the tape's, so the gradients are the same bits
+ * (test/ml/crm/native-step.test.ts); the tape stays the path for every other configuration.
+ */
+export class NativeStep {
+  private readonly addon: NativeAddon;
+  private readonly model: CrmNet;
+  private readonly cross: { w: Variable; b: Variable }[];
+  private readonly stack: { w: Variable; b: Variable }[];
+  private readonly reluMask: number;
+  /** Index into `dense` (denseVariables order) of each cross w, b and stack w, b gradient. */
+  private readonly slots: { cw: number[]; cb: number[]; sw: number[]; sb: number[] };
+  private readonly dense: NamedVariable[];
+  private readonly grads: Float32Array[];
+  private buffers?: ReturnType<NativeStep['allocate']>;
+
+  constructor(model: CrmNet, dense: NamedVariable[]) {
+    const addon = activeNativeAddon();
+    if (!addon || !nativeStepSupported(model)) throw new Error('NativeStep: unsupported model or backend');
+    this.addon = addon;
+    this.model = model;
+    const byName = new Map(model.namedVariables().map((v) => [v.name, v.variable]));
+    const at = (name: string) => {
+      const i = dense.findIndex((d) => d.variable === byName.get(name));
+      if (i < 0) throw new Error(`NativeStep: no trainable variable ${name}`);
+      return i;
+    };
+    const c = model.config;
+    const cross = Array.from({ length: c.crossLayers }, (_, l) => `cross_${l}`);
+    const mlp = c.crossStructure === 'crossnet_only' ? [] : c.mlp.map((_, i) => `mlp_${i}`);
+    const stack = [...mlp, 'output'];
+    this.cross = cross.map((p) => ({ w: byName.get(`${p}/w`)!, b: byName.get(`${p}/b`)! }));
+    this.stack = stack.map((p) => ({ w: byName.get(`${p}/w`)!, b: byName.get(`${p}/b`)! }));
+    this.slots = {
+      cw: cross.map((p) => at(`${p}/w`)),
+      cb: cross.map((p) => at(`${p}/b`)),
+      sw: stack.map((p) => at(`${p}/w`)),
+      sb: stack.map((p) => at(`${p}/b`)),
+    };
+    this.reluMask = (1 << mlp.length) - 1;
+    this.dense = dense;
+    this.grads = dense.map((d) => new Float32Array(d.variable.size));
+  }
+
+  private allocate(B: number) {
+    const W = this.model.inputWidth;
+    const L = this.cross.length;
+    const layout = this.model.layout;
+    const D = this.model.config.embeddingDim;
+    const nCat = layout.categoricalOffsets.length;
+    // x0 is the categorical bag's output itself when nothing else is concatenated onto it
+    const catOnly = layout.sequenceOffsets.length === 0 && layout.nDense === 0;
+    return {
+      B,
+      x0: new Float32Array(B * W),
+      catOnly,
+      cat: catOnly ? undefined : new Float32Array(B * nCat * D),
+      seq: Array.from(layout.sequenceOffsets, () => new Float32Array(B * D)),
+      ones: new Float32Array(B * nCat).fill(1),
+      ys: Array.from({ length: L }, () => new Float32Array(B * W)),
+      zs: Array.from({ length: L }, () => new Float32Array(B * W)),
+      hs: this.stack.map(({ b }) => new Float32Array(B * b.size)),
+      g: new Float32Array(B),
+      dtop: new Float32Array(B * W),
+      dx0: new Float32Array(B * W),
+    };
+  }
+
+  /** x0 = [categorical rows | pooled sequences | dense values], as CrmNet.embed builds it. */
+  private embed(buf: NonNullable<NativeStep['buffers']>, batch: HostBatch, table: Float32Array): void {
+    const a = this.addon;
+    const layout = this.model.layout;
+    const D = this.model.config.embeddingDim;
+    const nCat = layout.categoricalOffsets.length;
+    const { B, x0 } = buf;
+    if (buf.catOnly) {
+      if (nCat > 0) a.embeddingBag(table, batch.host.categoricalRows, buf.ones, x0, D, 1);
+      return;
+    }
+    const W = this.model.inputWidth;
+    const parts: { src: Float32Array; width: number }[] = [];
+    if (nCat > 0) {
+      a.embeddingBag(table, batch.host.categoricalRows, buf.ones, buf.cat!, D, 1);
+      parts.push({ src: buf.cat!, width: nCat * D });
+    }
+    layout.sequenceMaxLen.forEach((len, s) => {
+      a.embeddingBag(table, batch.host.sequenceRows[s], batch.host.sequenceWeights[s], buf.seq[s], D, len);
+      parts.push({ src: buf.seq[s], width: D });
+    });
+    if (layout.nDense > 0) parts.push({ src: batch.dense!, width: layout.nDense });
+    let col = 0;
+    for (const { src, width } of parts) {
+      for (let i = 0; i < B; i++) x0.set(src.subarray(i * width, (i + 1) * width), i * W + col);
+      col += width;
+    }
+  }
+
+  /**
+   * Loss and gradients of one batch, as batchGradients computes them on the tape. The dense gradients are
+   * this object's buffers (valid until the next call); dx0 likewise.
+   */
+  gradients(batch: HostBatch): BatchGradients {
+    const a = this.addon;
+    const B = batch.labels.length;
+    if (!this.buffers || this.buffers.B !== B) this.buffers = this.allocate(B);
+    const buf = this.buffers;
+    const W = this.model.inputWidth;
+    const L = this.cross.length;
+    const c = this.model.config;
+    const nCat = this.model.layout.categoricalOffsets.length;
+    // Views of the variables, taken now: nothing below allocates wasm memory, which could detach them.
+    const v = (t: Variable) => liveData(t);
+    this.embed(buf, batch, v(this.model.embeddingTable));
+    const cw = this.cross.map((l) => v(l.w));
+    let top = buf.x0;
+    if (L > 0) {
+      a.crossStackForward(
+        buf.x0,
+        cw,
+        this.cross.map((l) => v(l.b)),
+        buf.ys,
+        buf.zs,
+        B,
+        W,
+      );
+      top = buf.ys[L - 1];
+    }
+    const sw = this.stack.map((l) => v(l.w));
+    a.denseStackForward(
+      top,
+      sw,
+      this.stack.map((l) => v(l.b)),
+      buf.hs,
+      B,
+      W,
+      this.reluMask,
+    );
+    // The tape stores the mean in a float32 scalar and seeds its gradient with 1: g passes through as is.
+    let loss = Math.fround(a.bceWithLogits(buf.hs.at(-1)!, batch.labels, buf.g, 1 / B) / B);
+    const g = this.grads;
+    const { cw: icw, cb: icb, sw: isw, sb: isb } = this.slots;
+    a.denseStackBackward(
+      buf.g,
+      top,
+      sw,
+      buf.hs,
+      L > 0 ? buf.dtop : buf.dx0,
+      isw.map((i) => g[i]),
+      isb.map((i) => g[i]),
+      B,
+      W,
+      this.reluMask,
+    );
+    if (L > 0) {
+      a.crossStackBackward(
+        buf.dtop,
+        buf.x0,
+        cw,
+        buf.zs,
+        buf.ys.slice(0, -1),
+        buf.dx0,
+        icw.map((i) => g[i]),
+        icb.map((i) => g[i]),
+        B,
+        W,
+      );
+    }
+    if (c.l2Embedding > 0 && nCat > 0) {
+      const D = c.embeddingDim;
+      const sq = a.l2Grad(buf.dx0, buf.x0, B, W, nCat * D, (2 * c.l2Embedding) / B);
+      loss += (c.l2Embedding / B) * sq;
+    }
+    return { loss, dense: g, dx0: buf.dx0, width: W, release: () => undefined };
+  }
+}
