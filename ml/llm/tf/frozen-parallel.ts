@@ -1,7 +1,8 @@
 import { Worker } from 'node:worker_threads';
 import { CorellaError } from '../../errors.js';
 import { throwIfAborted } from '../../progress.js';
-import type { FrozenEntry, FrozenPrefixCache } from './frozen-prefix.js';
+import { DEFAULT_BATCH_NODES, type FrozenEntry, type FrozenPrefixCache } from './frozen-prefix.js';
+import { groupPrompts } from './prompt-trie.js';
 import type { FrozenOutputStore } from './frozen-store.js';
 import type { FrozenWorkerInit, FrozenWorkerMessage } from './frozen-worker.js';
 
@@ -13,6 +14,8 @@ export interface ParallelFrozenOptions {
   store?: FrozenOutputStore;
   signal?: AbortSignal;
   onProgress?: (done: number, total: number) => void;
+  /** Trie nodes per batched pass in each worker (default DEFAULT_BATCH_NODES; 0: prompt by prompt). */
+  batchNodes?: number;
 }
 
 /**
@@ -57,10 +60,21 @@ export async function warmFrozenParallel(
   opts.onProgress?.(done, total);
   if (todo.length === 0) return { fromStore, computed: 0 };
 
-  const n = Math.min(threads, todo.length);
-  const runs = Array.from({ length: n }, (_, w) =>
-    todo.slice(Math.floor((w * todo.length) / n), Math.floor(((w + 1) * todo.length) / n)),
+  // The groups of the one-thread warm(), dealt out whole as contiguous runs: each group's trie, and so its
+  // outputs bit for bit, are the same on any number of threads.
+  const batch = opts.batchNodes ?? DEFAULT_BATCH_NODES;
+  const groups = batch > 0 ? groupPrompts(todo, batch) : todo.map((_, i) => [i]);
+  const n = Math.min(threads, groups.length);
+  const cuts = Array.from({ length: n + 1 }, (_, w) => {
+    // The first group that starts at or after w/n of the prompts.
+    const target = (w * todo.length) / n;
+    const g = groups.findIndex((grp) => grp[0] >= target);
+    return w === n || g < 0 ? groups.length : g;
+  });
+  const runGroups = Array.from({ length: n }, (_, w) => groups.slice(cuts[w], cuts[w + 1])).filter(
+    (r) => r.length > 0,
   );
+  const runs = runGroups.map((r) => r.flat().map((i) => todo[i]));
   const writes: Promise<void>[] = [];
   const workers: Worker[] = [];
   const onAbort = () => workers.forEach((w) => void w.terminate());
@@ -79,6 +93,8 @@ export async function warmFrozenParallel(
               firstLayer: cache.firstLayer,
               keepLayers: cache.keepLayers,
               prompts: run.map((t) => Array.from(t)),
+              groups: groupSizes(runGroups[runs.indexOf(run)]),
+              batched: batch > 0,
             };
             // The CRM's boot file is generic: it registers tsx in the worker, then imports `entry`.
             const worker = new Worker(new URL('../../crm/worker-boot.mjs', import.meta.url), {
@@ -113,6 +129,11 @@ export async function warmFrozenParallel(
     await Promise.all(writes);
   }
   return { fromStore, computed: todo.length };
+}
+
+/** Group lengths of a run (its prompts are the groups' prompts in order). */
+function groupSizes(groups: number[][]): number[] {
+  return groups.map((g) => g.length);
 }
 
 function cacheKey(tokens: readonly number[]): string {

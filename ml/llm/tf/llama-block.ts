@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { CorellaError } from '../../errors.js';
 import type { LlamaHparams } from './llama-config.js';
 import type { LayerWeights, Projection } from './llama-weights.js';
 
@@ -39,27 +40,41 @@ export interface RopeTables {
   rot: tf.Tensor2D;
 }
 
+/** Each rotated pair's two dims, flat: adjacent (2i, 2i+1) for "normal", the halves (i, i + nRot/2) for "neox". */
+export function ropePairs(hp: LlamaHparams): Int32Array {
+  const half = hp.nRot / 2;
+  const out = new Int32Array(2 * half);
+  for (let i = 0; i < half; i++) {
+    out[2 * i] = hp.ropeOrdering === 'normal' ? 2 * i : i;
+    out[2 * i + 1] = hp.ropeOrdering === 'normal' ? 2 * i + 1 : i + half;
+  }
+  return out;
+}
+
 /**
  * Angles as ggml computes them, in float32: θ_scale = base^(−2/nRot), θ_i = pos·θ_scale^i by repeated
  * multiplication. Mimicking the float32 recurrence (rather than computing in float64) keeps our angles
- * equal to llama.cpp's, which the tight logit equivalence on the tiny model relies on.
+ * equal to llama.cpp's, which the tight logit equivalence on the tiny model relies on. Returns [T, headDim]
+ * cos (1 beyond nRot) and sin (0 beyond nRot).
  */
-export function ropeTables(hp: LlamaHparams, positions: number[]): RopeTables {
+export function ropeAngles(
+  hp: LlamaHparams,
+  positions: readonly number[],
+): { cos: Float32Array; sin: Float32Array } {
   const { headDim, nRot } = hp;
   const half = nRot / 2;
   const T = positions.length;
   const cos = new Float32Array(T * headDim).fill(1);
   const sin = new Float32Array(T * headDim);
   const thetaScale = Math.fround(Math.pow(hp.ropeFreqBase, -2 / nRot));
-  // Pair i's two dims: adjacent (2i, 2i+1) for "normal", the halves (i, i + nRot/2) for "neox".
-  const pair = (i: number): [number, number] =>
-    hp.ropeOrdering === 'normal' ? [2 * i, 2 * i + 1] : [i, i + half];
+  const pairs = ropePairs(hp);
   for (let t = 0; t < T; t++) {
     let theta = Math.fround(positions[t]);
     for (let i = 0; i < half; i++) {
       const c = Math.cos(theta);
       const s = Math.sin(theta);
-      const [d0, d1] = pair(i);
+      const d0 = pairs[2 * i];
+      const d1 = pairs[2 * i + 1];
       cos[t * headDim + d0] = c;
       cos[t * headDim + d1] = c;
       sin[t * headDim + d0] = s;
@@ -67,9 +82,18 @@ export function ropeTables(hp: LlamaHparams, positions: number[]): RopeTables {
       theta = Math.fround(theta * thetaScale);
     }
   }
+  return { cos, sin };
+}
+
+export function ropeTables(hp: LlamaHparams, positions: number[]): RopeTables {
+  const { headDim } = hp;
+  const T = positions.length;
+  const { cos, sin } = ropeAngles(hp, positions);
+  const pairs = ropePairs(hp);
   const rot = new Float32Array(headDim * headDim);
-  for (let i = 0; i < half; i++) {
-    const [d0, d1] = pair(i);
+  for (let i = 0; i < pairs.length; i += 2) {
+    const d0 = pairs[i];
+    const d1 = pairs[i + 1];
     rot[d1 * headDim + d0] = -1; // out[d0] = −x[d1]
     rot[d0 * headDim + d1] = 1; // out[d1] = x[d0]
   }
@@ -96,11 +120,17 @@ function applyRope(x: tf.Tensor2D, heads: number, headDim: number, rope: RopeTab
   return tf.add(tf.mul(x3, rope.cos), tf.mul(swapped, rope.sin)) as tf.Tensor3D;
 }
 
-/** Additive mask [rows, past + T]: query row i (position past + i) sees keys 0..past + i. */
-function causalMask(rows: number[], keys: number): tf.Tensor2D {
-  const m = new Float32Array(rows.length * keys);
-  for (let r = 0; r < rows.length; r++) for (let j = rows[r] + 1; j < keys; j++) m[r * keys + j] = -1e30;
-  return tf.tensor2d(m, [rows.length, keys]);
+/**
+ * Additive mask [repeat·rows, keys]: query row r (position rows[r]) sees keys 0..rows[r], the pattern
+ * stacked `repeat` times for the heads of a key/value group. Filled here rather than by tf.tile, which on
+ * wasm cost more than the block's attention products (4 ms a block on 150 × 440 scores).
+ */
+export function causalMask(rows: number[], keys: number, repeat: number): tf.Tensor2D {
+  const R = rows.length;
+  const m = new Float32Array(repeat * R * keys);
+  for (let r = 0; r < R; r++) for (let j = rows[r] + 1; j < keys; j++) m[r * keys + j] = -1e30;
+  for (let g = 1; g < repeat; g++) m.copyWithin(g * R * keys, 0, R * keys);
+  return tf.tensor2d(m, [repeat * R, keys]);
 }
 
 export interface BlockOptions {
@@ -114,6 +144,21 @@ export interface BlockOptions {
   lastOnly?: boolean;
   /** Receives this block's keys and values for all positions (past included), for a later continuation. */
   onKv?: (kv: PastKv) => void;
+  /**
+   * The rows are a prompt trie's nodes (prompt-trie.ts), not one sequence: attention runs per segment, its
+   * query rows against its own keys. The segments cover the rows in order. Not with past or lastOnly.
+   */
+  segments?: AttentionSegment[];
+}
+
+/** Query rows start..start + rows − 1 of a block's input, attending to the rows `keys` only. */
+export interface AttentionSegment {
+  start: number;
+  rows: number;
+  /** int32 [K]: the rows whose keys and values these queries see, in position order. */
+  keys: tf.Tensor1D;
+  /** [group·rows, K] additive mask (`causalMask` of the queries' positions among the keys). */
+  mask: tf.Tensor2D;
 }
 
 /**
@@ -133,6 +178,26 @@ export function llamaBlock(
   const T = x.shape[0];
   const past = opts.past?.k.shape[1] ?? 0;
   const group = nHead / nHeadKv;
+  if (opts.segments) {
+    let next = 0;
+    for (const sg of opts.segments) {
+      if (sg.start !== next || sg.mask.shape[0] !== group * sg.rows || sg.mask.shape[1] !== sg.keys.shape[0])
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `attention segment at row ${sg.start} does not fit (field segments)`,
+          {
+            details: { field: 'segments' },
+          },
+        );
+      next += sg.rows;
+    }
+    if (next !== T || opts.past || opts.lastOnly)
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `attention segments cover ${next} of ${T} rows${opts.past || opts.lastOnly ? ', with past or lastOnly' : ''} (field segments)`,
+        { details: { field: 'segments' } },
+      );
+  }
 
   const h = rmsNorm(x, w.attnNorm, rmsEps);
   const kNew = tf.transpose(applyRope(linear(h, w.proj.k, lora.k), nHeadKv, headDim, rope), [1, 0, 2]);
@@ -158,16 +223,35 @@ export function llamaBlock(
     tf.transpose(applyRope(linear(hq, w.proj.q, lora.q), nHead, headDim, ropeQ), [1, 0, 2]),
     [nHeadKv, group * R, headDim],
   );
-  const keys = past + T;
-  const mask = tf.tile(
-    causalMask(
+  const attend = (qs: tf.Tensor3D, ks: tf.Tensor3D, vs: tf.Tensor3D, mask: tf.Tensor2D) =>
+    tf.matMul(tf.softmax(tf.add(tf.mul(tf.matMul(qs, ks, false, true), 1 / Math.sqrt(headDim)), mask)), vs);
+  let att: tf.Tensor; // [nHeadKv, group·R, d]
+  if (opts.segments) {
+    const q4 = tf.reshape(q, [nHeadKv, group, R, headDim]);
+    const parts = opts.segments.map((sg) => {
+      const qs = tf.reshape(tf.slice(q4, [0, 0, sg.start, 0], [-1, -1, sg.rows, -1]), [
+        nHeadKv,
+        group * sg.rows,
+        headDim,
+      ]) as tf.Tensor3D;
+      const out = attend(
+        qs,
+        tf.gather(k, sg.keys, 1) as tf.Tensor3D,
+        tf.gather(v, sg.keys, 1) as tf.Tensor3D,
+        sg.mask,
+      );
+      return tf.reshape(out, [nHeadKv, group, sg.rows, headDim]);
+    });
+    att = tf.reshape(parts.length === 1 ? parts[0] : tf.concat(parts, 2), [nHeadKv, group * R, headDim]);
+  } else {
+    const keys = past + T;
+    const mask = causalMask(
       rows.map((r) => past + r),
       keys,
-    ),
-    [group, 1],
-  );
-  const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(headDim)), mask);
-  const att = tf.matMul(tf.softmax(scores), v); // [nHeadKv, group·R, d]
+      group,
+    );
+    att = attend(q as tf.Tensor3D, k, v, mask);
+  }
   const merged = tf.reshape(tf.transpose(tf.reshape(att, [nHead, R, headDim]), [1, 0, 2]), [
     R,
     nHead * headDim,
