@@ -8,6 +8,7 @@
  *     [--pool-seed 11] [--k 2] [--rank 8] [--alpha 2·rank] [--targets q,v] [--lr 1e-3] [--epochs 3]
  *     [--batch 8] [--seeds 1,2,3] [--balance] [--smoothing 0] [--patience 1] [--threads 2]
  *     [--frozen-only] [--crm-epochs 3] [--label NAME] [--eval prefix|per-prompt]
+ *     [--train-select 0.5] [--train-weight none|entropy] [--align-gamma 0] [--align-dim 32]
  *
  * - Pools as the pipeline draws them (config/ml-1m-cpu.json: paper template, 6 history items, history blocks
  *   of 8, samplePool in user blocks, rows in extractor order, PromptBuilder.buildForRow): a train pool from
@@ -30,6 +31,13 @@
  *   after training (it used to be scored at every improving epoch, which for a run whose valid AUC keeps
  *   rising cost more than the training itself). The hybrid is also reported gated as calibration must
  *   route: nothing unless the valid gain's user-bootstrap lower bound is above 0.
+ * - `--train-select F` trains on the share F of the train pool with the highest CRM entropy (the rows the
+ *   gate would route), `--train-weight entropy` weights each row's loss by its CRM entropy. Both need the
+ *   CRM's predictions on the train split, cached apart (a cache from before them retrains the CRM once and
+ *   records how close the retrained CRM's valid/test predictions are to the cached ones).
+ * - `--align-gamma G` adds the paper's stage-2 alignment, G·L_align, to the LoRA's loss (the CRM's layer at
+ *   the top block's relative depth ↔ the top block's last-token output, through projections of width
+ *   `--align-dim`); the CRM model is cached as an artifact for it.
  * - `--out FILE` also writes the JSON there (so a run's figures survive the terminal that started it).
  *
  * Prints one JSON document; progress on stderr.
@@ -41,7 +49,10 @@ import { FileArtifactStore } from '../ml/artifacts/store.js';
 import { fitPlatt } from '../ml/corella/platt.js';
 import { samplePool } from '../ml/corella/sampling.js';
 import { entropies } from '../ml/corella/routing.js';
-import { defaultCrmConfig, trainCrm } from '../ml/crm/index.js';
+import { defaultCrmConfig, disposeCrmBatch, loadCrm, saveCrm, trainCrm } from '../ml/crm/index.js';
+import { AlignmentProjections, defaultPairs } from '../ml/corella/alignment.js';
+import { LoraBranch } from '../ml/llm/tf/lora-branch.js';
+import * as tf from '@tensorflow/tfjs-core';
 import { mixSeed, mulberry32, permutation } from '../ml/random.js';
 import { ingestDataset, loadDataset } from '../ml/data/index.js';
 import type { EncodedSplit } from '../ml/data/types.js';
@@ -90,6 +101,21 @@ const threads = Number(arg('threads', '2'));
 const crmEpochs = Number(arg('crm-epochs', '3'));
 const label = arg('label', '');
 const evalMode = arg('eval', 'prefix');
+// CoReLLa routes the rows the CRM is unsure of, so the LLM must be good there: --train-select F keeps only
+// the share F of the train pool with the highest CRM entropy; --train-weight entropy weights each row's
+// loss by its CRM entropy (mean 1 over the rows trained on).
+const trainSelectArg = arg('train-select', '');
+const trainSelect = trainSelectArg === '' ? undefined : Number(trainSelectArg);
+if (trainSelect !== undefined && !(trainSelect > 0 && trainSelect <= 1))
+  throw new Error(`--train-select ${trainSelectArg}: expected a share in (0, 1]`);
+const trainWeight = arg('train-weight', 'none');
+if (trainWeight !== 'none' && trainWeight !== 'entropy')
+  throw new Error(`--train-weight ${trainWeight}: expected none or entropy`);
+// The paper's stage-2 pairwise signal: γ·L_align between a CRM layer and the top block's last-token output
+// (RMS-normalized, as LoraBranch gives it), through trainable projections; the CRM itself stays fixed.
+const alignGamma = Number(arg('align-gamma', '0'));
+if (!(alignGamma >= 0)) throw new Error(`--align-gamma ${arg('align-gamma', '')}: expected a number ≥ 0`);
+const alignDim = Number(arg('align-dim', '32'));
 // The pipeline's prompt shaping (config/ml-1m-cpu.json llm).
 const contextSize = 1024;
 const maxHistory = 6;
@@ -134,9 +160,20 @@ async function main(): Promise<void> {
 
   // CRM predictions on the whole valid and test splits, trained once per dataset version.
   const crmName = `bench-lora/crm/${manifest.versionId.slice(0, 16)}-e${crmEpochs}.bin`;
+  // Its predictions on the train split are stored apart: only --train-select/--train-weight read them, and
+  // caches written before those flags existed hold valid and test only.
+  const crmTrainName = `bench-lora/crm/${manifest.versionId.slice(0, 16)}-e${crmEpochs}-train.bin`;
+  const wantTrainCrm = trainSelect !== undefined || trainWeight !== 'none';
+  // The CRM model itself (its layers feed L_align), as an artifact named by a pointer.
+  const crmModelName = `bench-lora/crm/${manifest.versionId.slice(0, 16)}-e${crmEpochs}-model`;
+  const wantCrmModel = alignGamma > 0;
   let crmBuf = await store.getNamed(crmName);
+  let crmTrainBuf = wantTrainCrm ? await store.getNamed(crmTrainName) : undefined;
+  let crmModelSha = (await store.getNamed(crmModelName))?.toString('utf8');
   let crmSeconds: number | undefined;
-  if (!crmBuf) {
+  let crmRetrainValidMaxDiff: number | undefined;
+  const f32 = (b: Buffer) => new Float32Array(new Uint8Array(b).buffer);
+  if (!crmBuf || (wantTrainCrm && !crmTrainBuf) || (wantCrmModel && !crmModelSha)) {
     log('training the CRM (DCNv2 16/3/256-128, as config/ml-1m-cpu.json)');
     const t0 = performance.now();
     const r = await trainCrm(
@@ -146,17 +183,36 @@ async function main(): Promise<void> {
     );
     const pv = await r.model.predict(valid);
     const pt = await r.model.predict(test);
+    const ptr = wantTrainCrm ? await r.model.predict(train) : undefined;
+    crmModelSha = (await saveCrm(r.model, store)).sha256;
+    await store.putNamed(crmModelName, crmModelSha);
     r.model.dispose();
     crmSeconds = (performance.now() - t0) / 1000;
-    crmBuf = Buffer.concat([
+    const fresh = Buffer.concat([
       Buffer.from(Float32Array.from(pv).buffer),
       Buffer.from(Float32Array.from(pt).buffer),
     ]);
-    await store.putNamed(crmName, crmBuf);
+    if (crmBuf) {
+      // A retrain for the train-split predictions: keep the cached valid/test predictions (every earlier run
+      // used them) and record how far the retrained CRM is from them, so the train entropies are known to
+      // come from the same model (or how close a twin).
+      const old = f32(crmBuf);
+      const now = f32(fresh);
+      crmRetrainValidMaxDiff = old.reduce((m, v, i) => Math.max(m, Math.abs(v - now[i])), 0);
+      log(`retrained CRM vs cached predictions: max |Δp| ${crmRetrainValidMaxDiff.toExponential(2)}`);
+    } else {
+      crmBuf = fresh;
+      await store.putNamed(crmName, crmBuf);
+    }
+    if (ptr) {
+      crmTrainBuf = Buffer.from(Float32Array.from(ptr).buffer);
+      await store.putNamed(crmTrainName, crmTrainBuf);
+    }
   }
-  const crmAll = new Float32Array(new Uint8Array(crmBuf).buffer);
+  const crmAll = f32(crmBuf);
   const crmValid = crmAll.subarray(0, valid.size);
   const crmTest = crmAll.subarray(valid.size);
+  const crmTrain = crmTrainBuf ? f32(crmTrainBuf) : undefined;
   log(`CRM test AUC (whole split) ${auc(test.labels, crmTest).toFixed(4)}`);
 
   const { llm, builder } = await openPaperPrompts({
@@ -174,7 +230,23 @@ async function main(): Promise<void> {
       label: split.labels[r],
     }));
   // Different seeds from the pipeline's valid/test pool seed for the train pool, which is another split anyway.
-  const trRows = pool(train, trainRows, poolSeed + 1000);
+  const trPool = pool(train, trainRows, poolSeed + 1000);
+  // The pool is drawn (and its prompts built) as before, so the frozen cache still holds every row; the
+  // selection only drops rows, in extractor order.
+  const trEntropyAll = crmTrain ? entropies(trPool.map((r) => crmTrain[r])) : undefined;
+  let trRows = trPool;
+  let trEntropy = trEntropyAll;
+  if (trainSelect !== undefined && trEntropyAll) {
+    const n = Math.round(trainSelect * trPool.length);
+    const keep = new Set(
+      Array.from(trEntropyAll, (_, i) => i)
+        .sort((a, b) => trEntropyAll[b] - trEntropyAll[a])
+        .slice(0, n),
+    );
+    const idx = trPool.map((_, i) => i).filter((i) => keep.has(i));
+    trRows = idx.map((i) => trPool[i]);
+    trEntropy = Float32Array.from(idx, (i) => trEntropyAll[i]);
+  }
   const vaRows = pool(valid, validRows, poolSeed);
   const teRows = pool(test, testRows, poolSeed);
   const trSet = build(train, trRows);
@@ -320,6 +392,87 @@ async function main(): Promise<void> {
     };
   }
 
+  /**
+   * Training steps with γ·L_align added to L_llm: the CRM's layers (fixed: only the LoRA and the two
+   * projections learn) paired with the top block's RMS-normalized last-token output, as stage 2 pairs them.
+   * The LoRA's Adam here is tfjs's, like LoraTrainer's, with the same learning rate.
+   */
+  async function alignedStepper(adapter: LoraAdapter, samples: LoraSample[], seed: number) {
+    const crmModel = await loadCrm(store, crmModelSha!, ds.featureMap);
+    const branch = new LoraBranch({
+      model,
+      adapter,
+      answerTokens: answers,
+      prompts: { train: samples.map((s) => s.tokens) },
+      frozen,
+    });
+    const pairs = defaultPairs(crmModel.activationShapes, branch.activationShapes);
+    const proj = AlignmentProjections.create(
+      { pairs, sharedDim: alignDim, seed: seed + 1 },
+      crmModel.activationShapes,
+      branch.activationShapes,
+    );
+    const vars = [...adapter.variables(), ...proj.trainableVariables()];
+    const opt = tf.train.adam(lr);
+    let parts = { llm: 0, align: 0, rows: 0 };
+    return {
+      pairs,
+      step(idx: number[]): number {
+        const batch = crmModel.makeBatch(
+          train,
+          Int32Array.from(idx, (j) => trRows[j]),
+        );
+        const [total, lLlm, lAlign] = tf.tidy(() => {
+          let kept: tf.Scalar[] = [];
+          const { value, grads } = tf.variableGrads(() => {
+            const cf = crmModel.forward(batch, { training: false, activations: true });
+            const af = branch.forward('train', idx, { activations: true, training: true });
+            const y = tf.tensor1d(idx.map((j) => samples[j].label));
+            const w = tf.tensor1d(idx.map((j) => samples[j].weight ?? 1));
+            const l1 = tf.losses.sigmoidCrossEntropy(
+              y,
+              af.logits,
+              w,
+              smoothing,
+              tf.Reduction.MEAN,
+            ) as tf.Scalar;
+            const l2 = proj.loss(cf.activations, af.activations);
+            kept = [tf.keep(l1), tf.keep(l2)];
+            return tf.add(l1, tf.mul(l2, alignGamma)) as tf.Scalar;
+          }, vars);
+          // Variables the loss does not reach have no gradient.
+          opt.applyGradients(
+            Object.entries(grads)
+              .filter(([, g]) => g !== undefined)
+              .map(([name, tensor]) => ({ name, tensor })),
+          );
+          const out = [value.dataSync()[0], ...kept.map((k) => k.dataSync()[0])];
+          kept.forEach((k) => k.dispose());
+          return out;
+        });
+        disposeCrmBatch(batch);
+        parts.llm += lLlm * idx.length;
+        parts.align += lAlign * idx.length;
+        parts.rows += idx.length;
+        return total;
+      },
+      /** The epoch's mean L_llm and L_align, then reset. */
+      epochParts() {
+        const out = {
+          trainLlmLoss: r4(parts.llm / parts.rows),
+          trainAlignLoss: r4(parts.align / parts.rows),
+        };
+        parts = { llm: 0, align: 0, rows: 0 };
+        return out;
+      },
+      dispose() {
+        opt.dispose();
+        proj.dispose();
+        crmModel.dispose();
+      },
+    };
+  }
+
   const runs: Record<string, unknown>[] = [];
   for (const seed of seeds) {
     const adapter = LoraAdapter.create(model.hp, { layers, rank, alpha, targets, seed });
@@ -331,8 +484,11 @@ async function main(): Promise<void> {
     });
     const pos = trSet.reduce((a, s) => a + s.label, 0) / trSet.length;
     // Class weights with mean 1 over the pool: each class carries half the loss.
-    const samples: LoraSample[] = trSet.map((s) =>
-      balance ? { ...s, weight: s.label === 1 ? 0.5 / pos : 0.5 / (1 - pos) } : s,
+    const classWeight = (y: number) => (balance ? (y === 1 ? 0.5 / pos : 0.5 / (1 - pos)) : 1);
+    const meanH = trEntropy ? trEntropy.reduce((a, h) => a + h, 0) / trEntropy.length : 1;
+    const rowWeight = (i: number) => (trainWeight === 'entropy' ? trEntropy![i] / meanH : 1);
+    const samples: LoraSample[] = trSet.map((s, i) =>
+      balance || trainWeight !== 'none' ? { ...s, weight: classWeight(s.label) * rowWeight(i) } : s,
     );
     // Prefix-sharing evaluation (LoraTrainer.evalLogOdds); --eval per-prompt scores one prompt at a time.
     const logOdds = (set: { tokens: number[] }[]) =>
@@ -374,13 +530,15 @@ async function main(): Promise<void> {
     let stepsDone = 0;
     let validEvalSeconds = 0;
     let validEvals = 0;
+    const aligned = alignGamma > 0 ? await alignedStepper(adapter, samples, seed) : undefined;
     for (let e = 1; e <= epochs; e++) {
       const order = permutation(mulberry32(mixSeed(seed, e)), trSet.length);
       let lossSum = 0;
       let batches = 0;
       const t = seconds(() => {
         for (let i = 0; i < order.length; i += batchSize) {
-          lossSum += trainer.step(Array.from(order.subarray(i, i + batchSize), (j) => samples[j]));
+          const idx = Array.from(order.subarray(i, i + batchSize));
+          lossSum += aligned ? aligned.step(idx) : trainer.step(idx.map((j) => samples[j]));
           batches++;
           if (batches % 50 === 0)
             log(
@@ -400,6 +558,7 @@ async function main(): Promise<void> {
       const row = {
         epoch: e,
         trainLoss: r4(lossSum / batches),
+        ...(aligned && aligned.epochParts()),
         validAuc: r4(validAuc),
         validLogLoss: r4(logLoss(yVa, tv.value.map(sigmoid))),
         epochSeconds: r4(t.s),
@@ -448,6 +607,7 @@ async function main(): Promise<void> {
     const done = runs[runs.length - 1];
     if (outFile) await writeJson(`${outFile.replace(/\.json$/, '')}.seed${seed}.json`, done);
     log(`seed ${seed} best epoch ${best.epoch}: ${JSON.stringify(fit)}`);
+    aligned?.dispose();
     trainer.dispose();
     adapter.dispose();
   }
@@ -468,6 +628,22 @@ async function main(): Promise<void> {
       meanTokens: r4(meanTokens),
     },
     trainPositiveRate: r4(trSet.reduce((a, s) => a + s.label, 0) / trSet.length),
+    trainSelection: trEntropyAll && {
+      select: trainSelect ?? 1,
+      weight: trainWeight,
+      poolRows: trPool.length,
+      rows: trRows.length,
+      // In-sample: the CRM trained on these rows, so it is surer of them than of the test pool.
+      crmEntropyPool: meanStd(trEntropyAll),
+      crmEntropyTrained: meanStd(trEntropy!),
+      crmAucPool: r4(
+        auc(
+          trPool.map((r) => train.labels[r]),
+          trPool.map((r) => crmTrain![r]),
+        ),
+      ),
+      crmRetrainValidMaxDiff,
+    },
     lora: {
       layers,
       firstLayer,
@@ -481,6 +657,8 @@ async function main(): Promise<void> {
       smoothing,
       patience,
       eval: evalMode,
+      alignGamma,
+      alignDim: alignGamma > 0 ? alignDim : undefined,
     },
     crm: { ...crmFigures, trainSeconds: crmSeconds },
     frozen: frozenCost,
@@ -490,6 +668,12 @@ async function main(): Promise<void> {
   };
   console.log(JSON.stringify(doc, null, 2));
   if (outFile) await writeJson(outFile, doc);
+}
+
+function meanStd(a: ArrayLike<number>): { mean: number; std: number } {
+  const m = Array.from(a).reduce((x, y) => x + y, 0) / a.length;
+  const v = Array.from(a).reduce((x, y) => x + (y - m) ** 2, 0) / a.length;
+  return { mean: r4(m), std: r4(Math.sqrt(v)) };
 }
 
 async function writeJson(path: string, value: unknown): Promise<void> {
