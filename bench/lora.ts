@@ -9,6 +9,7 @@
  *     [--batch 8] [--seeds 1,2,3] [--balance] [--smoothing 0] [--patience 1] [--threads 2]
  *     [--frozen-only] [--crm-epochs 3] [--label NAME] [--eval prefix|per-prompt]
  *     [--train-select 0.5] [--train-weight none|entropy] [--align-gamma 0] [--align-dim 32]
+ *     [--branch lora|adapter]
  *
  * - Pools as the pipeline draws them (config/ml-1m-cpu.json: paper template, 6 history items, history blocks
  *   of 8, samplePool in user blocks, rows in extractor order, PromptBuilder.buildForRow): a train pool from
@@ -31,6 +32,8 @@
  *   after training (it used to be scored at every improving epoch, which for a run whose valid AUC keeps
  *   rising cost more than the training itself). The hybrid is also reported gated as calibration must
  *   route: nothing unless the valid gain's user-bootstrap lower bound is above 0.
+ * - `--branch adapter` reports the frozen-LLM + adapter row instead (bench/adapter-baseline.ts): the pipeline's
+ *   llama.cpp features for the same rows and its LlmAdapter trained on them, scored exactly like a LoRA.
  * - `--train-select F` trains on the share F of the train pool with the highest CRM entropy (the rows the
  *   gate would route), `--train-weight entropy` weights each row's loss by its CRM entropy. Both need the
  *   CRM's predictions on the train split, cached apart (a cache from before them retrains the CRM once and
@@ -56,6 +59,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { mixSeed, mulberry32, permutation } from '../ml/random.js';
 import { ingestDataset, loadDataset } from '../ml/data/index.js';
 import type { EncodedSplit } from '../ml/data/types.js';
+import { adapterBaseline } from './adapter-baseline.js';
 import { openPaperPrompts } from './paper-prompts.js';
 import { warmFrozenParallel } from '../ml/llm/tf/frozen-parallel.js';
 import { FrozenPrefixCache } from '../ml/llm/tf/frozen-prefix.js';
@@ -101,6 +105,10 @@ const threads = Number(arg('threads', '2'));
 const crmEpochs = Number(arg('crm-epochs', '3'));
 const label = arg('label', '');
 const evalMode = arg('eval', 'prefix');
+// --branch adapter: the frozen-LLM adapter (today's default branch) on the same pools, instead of a LoRA.
+const branch = arg('branch', 'lora');
+if (branch !== 'lora' && branch !== 'adapter')
+  throw new Error(`--branch ${branch}: expected lora or adapter`);
 // CoReLLa routes the rows the CRM is unsure of, so the LLM must be good there: --train-select F keeps only
 // the share F of the train pool with the highest CRM entropy; --train-weight entropy weights each row's
 // loss by its CRM entropy (mean 1 over the rows trained on).
@@ -259,47 +267,6 @@ async function main(): Promise<void> {
   log(
     `${trSet.length} train / ${vaSet.length} valid / ${teSet.length} test prompts, ${meanTokens.toFixed(0)} tokens on average`,
   );
-
-  const model = await LlamaTf.load(modelPath);
-  const nLayer = model.hp.nLayer;
-  const layers = k === 'all' ? nLayer : k;
-  const firstLayer = nLayer - layers;
-  const frozen = new FrozenPrefixCache(model, firstLayer, 64 * 2 ** 30);
-  const frozenStore = new FrozenOutputStore(
-    store,
-    { namespace: manifest.versionId, modelSha256, firstLayer, keepLayers: [] },
-    model.hp.nEmbd,
-  );
-  const all = [...trSet, ...vaSet, ...teSet].map((s) => s.tokens);
-  let lastLog = 0;
-  const tf0 = performance.now();
-  const warm = await warmFrozenParallel(frozen, all, {
-    modelPath,
-    threads,
-    store: frozenStore,
-    onProgress: (done, total) => {
-      if (performance.now() - lastLog > 30_000 || done === total) {
-        lastLog = performance.now();
-        log(`frozen pass ${done}/${total} (${((performance.now() - tf0) / 1000).toFixed(0)} s)`);
-      }
-    },
-  });
-  const frozenSeconds = (performance.now() - tf0) / 1000;
-  const frozenCost = {
-    firstLayer,
-    threads,
-    prompts: all.length,
-    fromDisk: warm.fromStore,
-    computed: warm.computed,
-    seconds: r4(frozenSeconds),
-    secondsPerComputedPrompt: warm.computed ? r4(frozenSeconds / warm.computed) : undefined,
-    loadAverage: loadavg()[0],
-  };
-  log(`frozen pass: ${JSON.stringify(frozenCost)}`);
-  if (flag('frozen-only')) {
-    console.log(JSON.stringify({ bench: 'lora', frozen: frozenCost }, null, 2));
-    return;
-  }
 
   // Test-pool CRM figures and terciles of its entropy (the CRM's confidence: low entropy = confident).
   const yTe = teSet.map((s) => s.label);
@@ -471,6 +438,91 @@ async function main(): Promise<void> {
         crmModel.dispose();
       },
     };
+  }
+
+  if (branch === 'adapter') {
+    // The frozen-LLM adapter row of the ablation (bench/adapter-baseline.ts): the pipeline's llama.cpp
+    // features for the same rows, its LlmAdapter trained on them, scored by the same evaluate().
+    const adapterRuns: Record<string, unknown>[] = [];
+    for (const seed of seeds) {
+      const r = await adapterBaseline({
+        dataset: ds,
+        store,
+        namespace: manifest.versionId,
+        modelPath,
+        rows: { train: trRows, valid: vaRows, test: teRows },
+        seed,
+        epochs: Math.max(epochs, 30),
+        patience: Math.max(patience, 3),
+        log,
+      });
+      const fit = evaluate(r.zVa, r.zTe);
+      adapterRuns.push({
+        seed,
+        bestEpoch: r.bestEpoch,
+        bestValidAuc: r4(r.bestValidAuc),
+        adapter: fit,
+        history: r.history,
+        cost: r.cost,
+      });
+      log(`adapter seed ${seed} best epoch ${r.bestEpoch}: ${JSON.stringify(fit)}`);
+    }
+    const doc = {
+      bench: 'lora',
+      branch: 'adapter',
+      label,
+      data,
+      format,
+      model: { path: modelPath, sha256: modelSha256 },
+      pools: { train: trSet.length, valid: vaSet.length, test: teSet.length, seed: poolSeed },
+      crm: crmFigures,
+      runs: adapterRuns,
+      loadAverage: { start: load0, end: loadavg() },
+    };
+    console.log(JSON.stringify(doc, null, 2));
+    if (outFile) await writeJson(outFile, doc);
+    return;
+  }
+
+  const model = await LlamaTf.load(modelPath);
+  const nLayer = model.hp.nLayer;
+  const layers = k === 'all' ? nLayer : k;
+  const firstLayer = nLayer - layers;
+  const frozen = new FrozenPrefixCache(model, firstLayer, 64 * 2 ** 30);
+  const frozenStore = new FrozenOutputStore(
+    store,
+    { namespace: manifest.versionId, modelSha256, firstLayer, keepLayers: [] },
+    model.hp.nEmbd,
+  );
+  const all = [...trSet, ...vaSet, ...teSet].map((s) => s.tokens);
+  let lastLog = 0;
+  const tf0 = performance.now();
+  const warm = await warmFrozenParallel(frozen, all, {
+    modelPath,
+    threads,
+    store: frozenStore,
+    onProgress: (done, total) => {
+      if (performance.now() - lastLog > 30_000 || done === total) {
+        lastLog = performance.now();
+        log(`frozen pass ${done}/${total} (${((performance.now() - tf0) / 1000).toFixed(0)} s)`);
+      }
+    },
+  });
+  const frozenSeconds = (performance.now() - tf0) / 1000;
+  const frozenCost = {
+    firstLayer,
+    threads,
+    prompts: all.length,
+    fromDisk: warm.fromStore,
+    computed: warm.computed,
+    seconds: r4(frozenSeconds),
+    secondsPerComputedPrompt: warm.computed ? r4(frozenSeconds / warm.computed) : undefined,
+    loadAverage: loadavg()[0],
+  };
+  log(`frozen pass: ${JSON.stringify(frozenCost)}`);
+  if (flag('frozen-only')) {
+    console.log(JSON.stringify({ bench: 'lora', frozen: frozenCost }, null, 2));
+    return;
   }
 
   const runs: Record<string, unknown>[] = [];
