@@ -67,7 +67,8 @@ describe('PredictionLog', () => {
         candidates: [{ ...servedEntry(at + 40, version).candidates[0], p: NaN }],
       });
       log.append(servedEntry(at + 41, 999_999));
-      await expect.poll(() => log.counters().pending, { timeout: 10_000 }).toBe(0);
+      // Generous: under load the worker thread's start (it loads the TypeScript sources) took 18–20 s here.
+      await expect.poll(() => log.counters().pending, { timeout: 60_000 }).toBe(0);
       // Stored from the worker thread all along: a worker that failed would have handed over to this thread.
       expect(log.flusherThread).toBe(thread);
       await log.close();
