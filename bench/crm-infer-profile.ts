@@ -13,7 +13,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initTf } from '../ml/tf/index.js';
 import { loadNative } from '../ml/tf/native.js';
 import { CrmNet, defaultCrmConfig, disposeCrmBatch } from '../ml/crm/index.js';
-import type { EncodedSplit } from '../ml/data/types.js';
+import { uniformCategoricalSplit } from '../ml/data/uniform-categorical.js';
 
 const VOCABS = [6040, 3706, 2, 7, 21, 3439, 18, 100];
 const BATCH = 1024;
@@ -32,33 +32,7 @@ if (!addon) {
   console.error(`the native addon is not available: ${init.nativeReason}`);
   process.exit(3);
 }
-const featureMap = {
-  id: 'bench-crm-infer-profile',
-  categorical: VOCABS.map((v, i) => ({ name: `f${i}`, kind: 'categorical' as const, vocabSize: v })),
-  sequences: [],
-  dense: [],
-  vocabularies: {},
-};
-let s = 42;
-const rnd = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296;
-const n = BATCH * N_BATCHES;
-const split: EncodedSplit = {
-  name: 'train',
-  size: n,
-  labels: Float32Array.from({ length: n }, () => (rnd() < 0.5 ? 1 : 0)),
-  sampleIds: Uint32Array.from({ length: n }, (_, i) => i),
-  timestamps: new Float64Array(n),
-  userRows: new Int32Array(n),
-  categorical: Int32Array.from({ length: n * VOCABS.length }, (_, i) =>
-    Math.floor(rnd() * VOCABS[i % VOCABS.length]),
-  ),
-  sequences: [],
-  dense: new Float32Array(0),
-  targetItemRows: new Int32Array(n),
-  historyItemRows: new Int32Array(0),
-  historyRatings: new Float32Array(0),
-  historyLen: 0,
-};
+const { featureMap, split } = uniformCategoricalSplit('bench-crm-infer-profile', VOCABS, BATCH * N_BATCHES);
 const model = new CrmNet(defaultCrmConfig('dcnv2'), featureMap);
 const rows = Array.from({ length: N_BATCHES }, (_, k) =>
   Int32Array.from({ length: BATCH }, (_, i) => k * BATCH + i),

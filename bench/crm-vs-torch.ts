@@ -165,34 +165,9 @@ async function measureOurs(): Promise<OursFigures> {
   const { StepProfile } = await import('../ml/crm/step-profile.js');
 
   const init = await initTf('wasm', () => undefined);
-  const featureMap = {
-    id: 'bench-crm-vs-torch',
-    categorical: VOCABS.map((v, i) => ({ name: `f${i}`, kind: 'categorical' as const, vocabSize: v })),
-    sequences: [],
-    dense: [],
-    vocabularies: {},
-  };
   // Uniform ids and coin-flip labels, as the peer draws them.
-  let s = 42;
-  const rnd = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296;
-  const n = BATCH * N_BATCHES;
-  const split = {
-    name: 'train' as const,
-    size: n,
-    labels: Float32Array.from({ length: n }, () => (rnd() < 0.5 ? 1 : 0)),
-    sampleIds: Uint32Array.from({ length: n }, (_, i) => i),
-    timestamps: new Float64Array(n),
-    userRows: new Int32Array(n),
-    categorical: Int32Array.from({ length: n * VOCABS.length }, (_, i) =>
-      Math.floor(rnd() * VOCABS[i % VOCABS.length]),
-    ),
-    sequences: [],
-    dense: new Float32Array(0),
-    targetItemRows: new Int32Array(n),
-    historyItemRows: new Int32Array(0),
-    historyRatings: new Float32Array(0),
-    historyLen: 0,
-  };
+  const { uniformCategoricalSplit } = await import('../ml/data/uniform-categorical.js');
+  const { featureMap, split } = uniformCategoricalSplit('bench-crm-vs-torch', VOCABS, BATCH * N_BATCHES);
   const config = defaultCrmConfig('dcnv2', { embeddingDim: 16, crossLayers: 3, mlp: [256, 128] });
   const model = new CrmNet(config, featureMap);
   const adam = new Adam({ lr: 1e-3 });

@@ -6,6 +6,7 @@ import { nativeStepSupported } from '../../../ml/crm/native-step.js';
 import { LocalStepper } from '../../../ml/crm/parallel.js';
 import type { CrmConfig } from '../../../ml/crm/types.js';
 import type { EncodedSplit, FeatureMap } from '../../../ml/data/types.js';
+import { uniformCategoricalSplit } from '../../../ml/data/uniform-categorical.js';
 import { initTf } from '../../../ml/tf/backend.js';
 import { loadNative } from '../../../ml/tf/native.js';
 import { syntheticDataset } from './fixtures.js';
@@ -20,36 +21,7 @@ const addon = loadNative().addon;
 
 /** The bench's shape: 8 categorical fields, uniform ids, coin-flip labels. */
 function benchSplit(): { featureMap: FeatureMap; split: EncodedSplit } {
-  const vocabs = [6040, 3706, 2, 7, 21, 3439, 18, 100];
-  let s = 42;
-  const rnd = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296;
-  const n = 4096;
-  return {
-    featureMap: {
-      id: 'native-step-bench',
-      categorical: vocabs.map((v, i) => ({ name: `f${i}`, kind: 'categorical' as const, vocabSize: v })),
-      sequences: [],
-      dense: [],
-      vocabularies: {},
-    },
-    split: {
-      name: 'train',
-      size: n,
-      labels: Float32Array.from({ length: n }, () => (rnd() < 0.5 ? 1 : 0)),
-      sampleIds: Uint32Array.from({ length: n }, (_, i) => i),
-      timestamps: new Float64Array(n),
-      userRows: new Int32Array(n),
-      categorical: Int32Array.from({ length: n * vocabs.length }, (_, i) =>
-        Math.floor(rnd() * vocabs[i % vocabs.length]),
-      ),
-      sequences: [],
-      dense: new Float32Array(0),
-      targetItemRows: new Int32Array(n),
-      historyItemRows: new Int32Array(0),
-      historyRatings: new Float32Array(0),
-      historyLen: 0,
-    },
-  };
+  return uniformCategoricalSplit('native-step-bench', [6040, 3706, 2, 7, 21, 3439, 18, 100], 4096);
 }
 
 function train(
