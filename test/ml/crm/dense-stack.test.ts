@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { close } from '../../helpers/close-arrays.js';
 import { denseStack } from '../../../ml/crm/dense-stack.js';
 import type { DenseLayerWeights } from '../../../ml/crm/dense-stack.js';
 import { initTf } from '../../../ml/tf/backend.js';
@@ -28,22 +29,6 @@ function rand(seed: number): () => number {
 function fill(n: number, seed: number, scale = 1): Float32Array {
   const r = rand(seed);
   return Float32Array.from({ length: n }, () => scale * r());
-}
-
-function close(got: ArrayLike<number>, want: ArrayLike<number>, what: string, tol = 1e-4): void {
-  expect(got.length, `${what}: length`).toBe(want.length);
-  let worst = 0;
-  let at = -1;
-  for (let i = 0; i < want.length; i++) {
-    const err = Math.abs(got[i] - want[i]) / (1 + Math.abs(want[i]));
-    if (!(err <= worst)) {
-      worst = err;
-      at = i;
-    }
-  }
-  expect(worst, `${what}: worst relative error at ${at} (got ${got[at]}, want ${want[at]})`).toBeLessThan(
-    tol,
-  );
 }
 
 interface Case {

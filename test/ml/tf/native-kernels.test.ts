@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { close } from '../../helpers/close-arrays.js';
 import { Adam } from '../../../ml/crm/adam.js';
 import { disposeCrmBatch } from '../../../ml/crm/batch.js';
 import { defaultCrmConfig } from '../../../ml/crm/config.js';
@@ -38,22 +39,6 @@ function rand(seed: number): () => number {
 function fill(n: number, seed: number): Float32Array {
   const r = rand(seed);
   return Float32Array.from({ length: n }, r);
-}
-
-function close(got: ArrayLike<number>, want: ArrayLike<number>, what: string, tol = 1e-4): void {
-  expect(got.length, `${what}: length`).toBe(want.length);
-  let worst = 0;
-  let at = -1;
-  for (let i = 0; i < want.length; i++) {
-    const err = Math.abs(got[i] - want[i]) / (1 + Math.abs(want[i]));
-    if (!(err <= worst)) {
-      worst = err;
-      at = i;
-    }
-  }
-  expect(worst, `${what}: worst relative error at ${at} (got ${got[at]}, want ${want[at]})`).toBeLessThan(
-    tol,
-  );
 }
 
 /** Runs `f` on a backend and returns plain arrays, disposing every tensor it made. */
