@@ -124,6 +124,8 @@ if (trainWeight !== 'none' && trainWeight !== 'entropy')
 const alignGamma = Number(arg('align-gamma', '0'));
 if (!(alignGamma >= 0)) throw new Error(`--align-gamma ${arg('align-gamma', '')}: expected a number ≥ 0`);
 const alignDim = Number(arg('align-dim', '32'));
+if (!(Number.isInteger(alignDim) && alignDim > 0))
+  throw new Error(`--align-dim ${arg('align-dim', '')}: expected a positive integer`);
 // The pipeline's prompt shaping (config/ml-1m-cpu.json llm).
 const contextSize = 1024;
 const maxHistory = 6;
