@@ -41,7 +41,9 @@
  * - `--align-gamma G` adds the paper's stage-2 alignment, G·L_align, to the LoRA's loss (the CRM's layer at
  *   the top block's relative depth ↔ the top block's last-token output, through projections of width
  *   `--align-dim`); the CRM model is cached as an artifact for it.
- * - `--out FILE` also writes the JSON there (so a run's figures survive the terminal that started it).
+ * - `--out FILE` also writes the JSON there (so a run's figures survive the terminal that started it), each
+ *   seed's JSON beside it, and each seed's valid/test rows (label, CRM p, user, LoRA log-odds) as
+ *   `.preds.seedN.json`, for scoring other routing rules offline (data-derived: keep it out of the repository).
  *
  * Prints one JSON document; progress on stderr.
  */
@@ -133,6 +135,7 @@ const block = 8;
 const log = (m: string): void =>
   void process.stderr.write(`[bench/lora ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
 const r4 = (x: number) => Number(x.toFixed(4));
+const r6 = (x: number) => Number(x.toFixed(6));
 
 /** Wall seconds, and CPU seconds of this process (all its threads): the CPU figure is less hostage to load. */
 function seconds<T>(fn: () => T): { value: T; s: number; cpu: number } {
@@ -659,7 +662,21 @@ async function main(): Promise<void> {
       },
     });
     const done = runs[runs.length - 1];
-    if (outFile) await writeJson(`${outFile.replace(/\.json$/, '')}.seed${seed}.json`, done);
+    if (outFile) {
+      await writeJson(`${outFile.replace(/\.json$/, '')}.seed${seed}.json`, done);
+      // The rows behind the figures, so other routing and combination rules can be scored offline on the
+      // same predictions. Derived from the data: --out must point outside the repository.
+      await writeJson(`${outFile.replace(/\.json$/, '')}.preds.seed${seed}.json`, {
+        seed,
+        valid: {
+          y: yVa,
+          crm: crmVa.map(r6),
+          user: vaRows.map((r) => valid.userRows[r]),
+          z: best.zVa.map(r6),
+        },
+        test: { y: yTe, crm: crmTe.map(r6), user: teRows.map((r) => test.userRows[r]), z: zTeBest.map(r6) },
+      });
+    }
     log(`seed ${seed} best epoch ${best.epoch}: ${JSON.stringify(fit)}`);
     aligned?.dispose();
     trainer.dispose();
