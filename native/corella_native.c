@@ -1094,11 +1094,30 @@ typedef struct {
   int64_t chunks;
 } L2Job;
 
+/* Eight rows at once: each row's Σ x² is one chain of dependent double adds (~4 cycles each, ~0.1 ms for
+ * the CRM's 1024 × 128 on one core); eight independent chains overlap. Each row still sums its columns in
+ * column order, so row_sq is the bits of l2_span's. */
+#define L2_ROWS 8
+__attribute__((noinline)) static void l2_rows(float *restrict g, const float *restrict x, int64_t width, size_t n,
+                                              float f, double *restrict row_sq) {
+  double sq[L2_ROWS] = {0};
+  for (size_t j = 0; j < n; j++)
+    for (int r = 0; r < L2_ROWS; r++) {
+      const float v = x[r * width + j];
+      sq[r] += (double)v * (double)v;
+      g[r * width + j] += f * v;
+    }
+  for (int r = 0; r < L2_ROWS; r++) row_sq[r] = sq[r];
+}
+
 static void l2_chunk(void *ctx, int64_t c) {
   const L2Job *j = ctx;
   int64_t b0, b1;
   chunk_range(j->bags, j->chunks, c, &b0, &b1);
-  for (int64_t b = b0; b < b1; b++)
+  int64_t b = b0;
+  for (; b + L2_ROWS <= b1; b += L2_ROWS)
+    l2_rows(j->g + b * j->width, j->x + b * j->width, j->width, (size_t)j->cols, j->factor, j->row_sq + b);
+  for (; b < b1; b++)
     j->row_sq[b] = l2_span(j->g + b * j->width, j->x + b * j->width, (size_t)j->cols, j->factor);
 }
 
@@ -1250,6 +1269,237 @@ static int64_t f32_list_min(napi_env env, napi_value v, const char *what, float 
 static uint32_t f32_list(napi_env env, napi_value v, const char *what, float **data, size_t *lens) {
   const int64_t n = f32_list_min(env, v, what, data, lens, 1);
   return n < 0 ? 0 : (uint32_t)n;
+}
+
+/* ---------------------------------------------------------------------------------------------------------
+ * The embedding table's whole update in one call: which rows the batch touched, each row's gradient
+ * (the scatter of dx0 onto it) and its lazy Adam step.
+ *
+ * Separately these were markRows and scatterAdd (both on one thread: every scatter chunk scanned all
+ * entries, which measured slower split), a [V, dim] gradient buffer that the scatter wrote and adamRows
+ * re-read from random rows, and a JS loop zeroing those rows again, ~0.35 ms of a 4.6 ms two-thread step
+ * that a second core could hardly help with. Here one serial pass links each touched row's entries in
+ * entry order (a row's first entry makes it the next touched row, as markRows lists them); then chunks of
+ * the touched rows run on the pool, each row summing its entries into 16..dim floats on the stack and
+ * taking its Adam step at once. A row belongs to one chunk and adds its entries in the order the scatter
+ * did, from zero (0 + x is x, and -0 + x too), so the weights are the bits of markRows + scatterAdd +
+ * adamRows at any thread count and any cut.
+ *
+ * Entries: the categorical group (bags × nCat ids, weight 1, entry (b, f) reads dx0 at b·width + f·dim),
+ * then sequence group s (bags × len_s ids and weights, entry (b, q) reads dx0 at b·width + (nCat+s)·dim:
+ * a pooled bag's gradient goes to each of its rows). An entry with weight 0 (padding) neither touches
+ * its row nor adds; one whose factor scale·weight is 0 touches but adds nothing, as before.
+ */
+#define EMB_MAX_GROUPS (STACK_MAX + 1)
+#define EMB_MAX_DIM 1024
+
+/* Rows ahead whose w, m and v a chunk prefetches: touched rows are scattered over the table, and a row's
+ * three cache lines are otherwise three misses in a row. */
+#define EMB_PREFETCH 4
+
+typedef struct {
+  float *w, *m, *v;
+  const float *dx0;
+  const int64_t *src;    /* entry offsets into dx0, grouped by touched row: row s's are [start[s], start[s+1]) */
+  const float *fac;      /* their factors scale · weight */
+  const int32_t *start;
+  const int32_t *touched;
+  const int32_t *order;  /* touched rows by chunk: chunk c takes order[cstart[c] .. cstart[c+1]) */
+  int64_t cstart[MAX_CHUNKS + 1];
+  int64_t dim, chunks;
+  double lr, b1, b2, eps;
+} EmbAdamJob;
+
+static void emb_adam_chunk(void *ctx, int64_t c) {
+  const EmbAdamJob *j = ctx;
+  const size_t dim = (size_t)j->dim;
+  float acc[EMB_MAX_DIM];
+  const int64_t i0 = j->cstart[c], i1 = j->cstart[c + 1];
+  for (int64_t i = i0; i < i1; i++) {
+    if (i + EMB_PREFETCH < i1) {
+      const size_t ahead = (size_t)j->touched[j->order[i + EMB_PREFETCH]] * dim;
+      __builtin_prefetch(j->w + ahead, 1);
+      __builtin_prefetch(j->m + ahead, 1);
+      __builtin_prefetch(j->v + ahead, 1);
+    }
+    const int32_t s = j->order[i];
+    memset(acc, 0, dim * sizeof(float));
+    for (int32_t e = j->start[s]; e < j->start[s + 1]; e++)
+      if (j->fac[e] != 0.0f) axpy(acc, j->dx0 + j->src[e], j->fac[e], dim);
+    const size_t base = (size_t)j->touched[s] * dim;
+    adam_span(j->w + base, acc, j->m + base, j->v + base, dim, j->lr, j->b1, j->b2, j->eps);
+  }
+}
+
+/* Per-thread scratch of embeddingAdam, grown on demand: slot_of[V] is -1 between calls. */
+static _Thread_local int32_t *emb_slot_of = NULL;
+static _Thread_local size_t emb_slot_len = 0;
+static _Thread_local void *emb_entries = NULL;
+static _Thread_local size_t emb_entries_len = 0;
+
+/* A JS array of 0..EMB_MAX_GROUPS Int32Arrays; returns the count, -1 on error (thrown). */
+static int64_t i32_list(napi_env env, napi_value v, const char *what, int32_t **data, size_t *lens) {
+  bool is_array = false;
+  uint32_t n = 0;
+  char msg[128];
+  if (napi_is_array(env, v, &is_array) != napi_ok || !is_array || napi_get_array_length(env, v, &n) != napi_ok ||
+      n > EMB_MAX_GROUPS - 1) {
+    snprintf(msg, sizeof msg, "corella_native: %s must be an array of at most %d Int32Arrays", what,
+             EMB_MAX_GROUPS - 1);
+    napi_throw_type_error(env, "CORELLA_NATIVE", msg);
+    return -1;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value e;
+    char name[32];
+    if (napi_get_element(env, v, i, &e) != napi_ok) return -1;
+    snprintf(name, sizeof name, "%.12s[%u]", what, i);
+    if (!i32_arg(env, e, name, &data[i], &lens[i])) return -1;
+  }
+  return n;
+}
+
+static napi_value js_embedding_adam(napi_env env, napi_callback_info info) {
+  size_t argc = 16;
+  napi_value argv[16];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 16) return range_error(env, "corella_native.embeddingAdam: expected 16 arguments");
+  float *w, *m, *v, *dx0;
+  int32_t *cat, *touched;
+  size_t lw, lm, lv, ld, lc, lt;
+  int32_t *seq[EMB_MAX_GROUPS];
+  float *seqw[STACK_MAX];
+  size_t lseq[EMB_MAX_GROUPS], lseqw[STACK_MAX];
+  int64_t bags, width, dim;
+  double scale, lr, b1, b2, eps;
+  if (!f32_arg(env, argv[0], "w", &w, &lw) || !f32_arg(env, argv[1], "m", &m, &lm) ||
+      !f32_arg(env, argv[2], "v", &v, &lv) || !f32_arg(env, argv[3], "dx0", &dx0, &ld) ||
+      !i32_arg(env, argv[4], "categoricalRows", &cat, &lc))
+    return NULL;
+  const int64_t ns = i32_list(env, argv[5], "sequenceRows", seq, lseq);
+  if (ns < 0) return NULL;
+  const int64_t nsw = f32_list_min(env, argv[6], "sequenceWeights", seqw, lseqw, 0);
+  if (nsw < 0) return NULL;
+  if (!i64_arg(env, argv[7], &bags) || !i64_arg(env, argv[8], &width) || !i64_arg(env, argv[9], &dim) ||
+      !f64_arg(env, argv[10], &scale) || !f64_arg(env, argv[11], &lr) || !f64_arg(env, argv[12], &b1) ||
+      !f64_arg(env, argv[13], &b2) || !f64_arg(env, argv[14], &eps) ||
+      !i32_arg(env, argv[15], "touched", &touched, &lt))
+    return NULL;
+  if (lm != lw || lv != lw) return range_error(env, "corella_native.embeddingAdam: w, m and v differ in length");
+  if (dim < 1 || dim > EMB_MAX_DIM) return range_error(env, "corella_native.embeddingAdam: dim must be in 1..1024");
+  if (bags < 1) return range_error(env, "corella_native.embeddingAdam: bags must be at least 1");
+  if (lc % (size_t)bags != 0)
+    return range_error(env, "corella_native.embeddingAdam: categoricalRows is not bags × fields long");
+  if (nsw != ns) return range_error(env, "corella_native.embeddingAdam: sequenceRows and sequenceWeights differ in count");
+  const int64_t ncat = (int64_t)(lc / (size_t)bags);
+  if (width < (ncat + ns) * dim || (size_t)(bags * width) != ld)
+    return range_error(env, "corella_native.embeddingAdam: dx0 is not bags × width with room for every field");
+  int64_t entries = (int64_t)lc;
+  for (int64_t s = 0; s < ns; s++) {
+    if (lseq[s] % (size_t)bags != 0 || lseqw[s] != lseq[s])
+      return range_error(env, "corella_native.embeddingAdam: a sequence's rows or weights are not bags × len long");
+    entries += (int64_t)lseq[s];
+  }
+  if (entries > INT32_MAX) return range_error(env, "corella_native.embeddingAdam: too many entries");
+  const size_t vrows = lw / (size_t)dim;
+  if (lt < vrows) return range_error(env, "corella_native.embeddingAdam: touched is shorter than the table's rows");
+  for (size_t k = 0; k < lc; k++)
+    if (cat[k] < 0 || (size_t)cat[k] >= vrows)
+      return range_error(env, "corella_native.embeddingAdam: categoricalRows has a row id outside the table");
+  for (int64_t s = 0; s < ns; s++)
+    for (size_t k = 0; k < lseq[s]; k++)
+      if (seq[s][k] < 0 || (size_t)seq[s][k] >= vrows)
+        return range_error(env, "corella_native.embeddingAdam: sequenceRows has a row id outside the table");
+
+  /* Scratch: slot_of (per table row); per entry its row's slot, offset and factor, in entry order and then
+   * grouped by row; per touched row its entry count, start and chunk. */
+  if (vrows > 0 && emb_slot_len < vrows) {
+    int32_t *p = realloc(emb_slot_of, vrows * sizeof(int32_t));
+    if (p == NULL) return range_error(env, "corella_native.embeddingAdam: out of memory");
+    for (size_t r = emb_slot_len; r < vrows; r++) p[r] = -1;
+    emb_slot_of = p;
+    emb_slot_len = vrows;
+  }
+  const size_t need = (size_t)entries * (2 * sizeof(int64_t) + 2 * sizeof(float) + sizeof(int32_t)) +
+                      ((size_t)entries + 1) * 3 * sizeof(int32_t);
+  if (emb_entries_len < need) {
+    void *p = realloc(emb_entries, need);
+    if (p == NULL) return range_error(env, "corella_native.embeddingAdam: out of memory");
+    emb_entries = p;
+    emb_entries_len = need;
+  }
+  int64_t *esrc = emb_entries, *src = esrc + entries;
+  float *efac = (float *)(src + entries), *fac = efac + entries;
+  int32_t *eslot = (int32_t *)(fac + entries), *start = eslot + entries, *fill = start + entries + 1,
+          *order = fill + entries + 1;
+  int32_t *slot_of = emb_slot_of;
+
+  /* One pass in entry order: touched rows in order of first appearance (as markRows lists them), and
+   * each entry's row, offset and factor. */
+  const float fscale = (float)scale;
+  int64_t count = 0, e = 0;
+  for (int64_t g = -1; g < ns; g++) {
+    const int32_t *rows = g < 0 ? cat : seq[g];
+    const float *wts = g < 0 ? NULL : seqw[g];
+    const int64_t n = g < 0 ? (int64_t)lc : (int64_t)lseq[g];
+    const int64_t bag = n / bags;
+    const int64_t col = g < 0 ? 0 : (ncat + g) * dim, qstride = g < 0 ? dim : 0;
+    /* b and q by nested loops, not k / bag and k % bag: 64-bit divisions cost more than the rest */
+    for (int64_t b = 0, k = 0; b < bags; b++)
+      for (int64_t q = 0; q < bag; q++, k++) {
+        const float wk = wts != NULL ? wts[k] : 1.0f;
+        if (wk == 0.0f) continue;
+        const int32_t r = rows[k];
+        int32_t sl = slot_of[r];
+        if (sl < 0) {
+          sl = slot_of[r] = (int32_t)count;
+          touched[count] = r;
+          fill[count] = 0;
+          count++;
+        }
+        fill[sl]++;
+        eslot[e] = sl;
+        esrc[e] = b * width + col + q * qstride;
+        /* the scatter's factor: (float)scale times the weight, rounded once */
+        efac[e] = fscale * wk;
+        e++;
+      }
+  }
+  /* Entries grouped by row, each row's in entry order (the order the scatter added them in). */
+  start[0] = 0;
+  for (int64_t sl = 0; sl < count; sl++) {
+    start[sl + 1] = start[sl] + fill[sl];
+    fill[sl] = start[sl];
+  }
+  for (int64_t k = 0; k < e; k++) {
+    const int32_t p = fill[eslot[k]]++;
+    src[p] = esrc[k];
+    fac[p] = efac[k];
+  }
+  /* Chunks own ranges of table rows (neighbouring rows share cache lines, and a row written by two cores
+   * at once would bounce between them); fill is free again and holds each row's chunk. */
+  EmbAdamJob j = {w, m, v, dx0, src, fac, start, touched, order, {0}, dim, 0, lr, b1, b2, eps};
+  const int64_t chunks = chunks_for(2 * count * dim, ELEMENT_GRAIN);
+  j.chunks = chunks;
+  int64_t bound[MAX_CHUNKS + 1], cnt[MAX_CHUNKS + 1] = {0};
+  for (int64_t c = 0; c <= chunks; c++) bound[c] = (int64_t)vrows * c / chunks;
+  for (int64_t sl = 0; sl < count; sl++) {
+    const int32_t r = touched[sl];
+    slot_of[r] = -1;
+    int64_t c = (int64_t)((double)r * (double)chunks / (double)vrows);
+    if (c >= chunks) c = chunks - 1;
+    while (r >= bound[c + 1]) c++;
+    while (r < bound[c]) c--;
+    fill[sl] = (int32_t)c;
+    cnt[c + 1]++;
+  }
+  for (int64_t c = 0; c < chunks; c++) j.cstart[c + 1] = j.cstart[c] + cnt[c + 1];
+  for (int64_t c = 0; c < chunks; c++) cnt[c] = j.cstart[c];
+  for (int64_t sl = 0; sl < count; sl++) order[cnt[fill[sl]]++] = (int32_t)sl;
+  pool_run(emb_adam_chunk, &j, j.chunks);
+  napi_value out;
+  CHECK(env, napi_create_int64(env, count, &out));
+  return out;
 }
 
 /* out = d where y > 0, else 0, in place (a relu layer's dz from the dx its upper layer wrote). */
@@ -1688,6 +1938,7 @@ TIMED(js_cross_forward)
 TIMED(js_cross_backward)
 TIMED(js_dense_backward)
 TIMED(js_adam)
+TIMED(js_embedding_adam)
 TIMED(js_adam_rows)
 TIMED(js_scatter_add)
 TIMED(js_mark_rows)
@@ -1716,6 +1967,12 @@ static void free_scratch(void *arg) {
   free(stack_scratch);
   stack_scratch = NULL;
   stack_scratch_len = 0;
+  free(emb_slot_of);
+  emb_slot_of = NULL;
+  emb_slot_len = 0;
+  free(emb_entries);
+  emb_entries = NULL;
+  emb_entries_len = 0;
 }
 
 /* The pool for the kernels of the addon's other files (native/pool.h). */
@@ -1742,6 +1999,7 @@ NAPI_MODULE_INIT() {
       {"crossBackward", NULL, js_cross_backward_timed, NULL, NULL, NULL, napi_default_method, NULL},
       {"denseBackward", NULL, js_dense_backward_timed, NULL, NULL, NULL, napi_default_method, NULL},
       {"adam", NULL, js_adam_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"embeddingAdam", NULL, js_embedding_adam_timed, NULL, NULL, NULL, napi_default_method, NULL},
       {"adamRows", NULL, js_adam_rows_timed, NULL, NULL, NULL, napi_default_method, NULL},
       {"scatterAdd", NULL, js_scatter_add_timed, NULL, NULL, NULL, napi_default_method, NULL},
       {"markRows", NULL, js_mark_rows_timed, NULL, NULL, NULL, napi_default_method, NULL},

@@ -47,6 +47,11 @@ export class Adam {
     return s;
   }
 
+  /** The moments of `name` (created at zero), for kernels that update a variable and its moments in one call. */
+  moments(name: string, size: number): { m: Float32Array; v: Float32Array } {
+    return this.slot(name, size);
+  }
+
   /** Starts a step; returns the bias-corrected learning rate used by its updates. */
   nextStep(): number {
     this.step++;

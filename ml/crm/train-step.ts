@@ -114,6 +114,7 @@ export class SparseEmbeddingStepper {
   touchedCount = 0;
   readonly dense: NamedVariable[];
   private readonly tableName: string;
+  private readonly nCat: number;
 
   constructor(model: CrmNet, adam: Adam) {
     this.model = model;
@@ -125,6 +126,7 @@ export class SparseEmbeddingStepper {
     this.touched = new Int32Array(rows);
     this.tableName = model.namedVariables().find((v) => v.variable === model.embeddingTable)!.name;
     this.dense = denseVariables(model);
+    this.nCat = model.layout.categoricalOffsets.length;
   }
 
   /** Forward, backward and update of one batch; returns its loss (regularizer included). */
@@ -150,6 +152,33 @@ export class SparseEmbeddingStepper {
     );
     for (let k = 0; k < this.touchedCount; k++) this.touchedMark[this.touched[k]] = 0;
     this.touchedCount = 0;
+    const native = activeNativeAddon();
+    if (native?.embeddingAdam && parts.length === 1) {
+      // One call: touched rows, their scattered gradients and their Adam step, split over the pool (see
+      // embeddingAdam in native/corella_native.c); the same bits as the scatter + updateRows below.
+      const p = parts[0];
+      const { m, v } = this.adam.moments(this.tableName, this.model.embeddingTable.size);
+      const { adam } = this;
+      this.touchedCount = native.embeddingAdam(
+        liveData(this.model.embeddingTable),
+        m,
+        v,
+        p.dx0,
+        p.host.categoricalRows.subarray(0, p.size * this.nCat),
+        p.host.sequenceRows,
+        p.host.sequenceWeights,
+        p.size,
+        p.width,
+        this.dim,
+        p.scale,
+        lrT,
+        adam.beta1,
+        adam.beta2,
+        adam.epsilon,
+        this.touched,
+      );
+      return weights;
+    }
     for (const p of parts) this.scatter(p);
     const D = this.dim;
     this.adam.updateRows(

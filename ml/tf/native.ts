@@ -110,6 +110,31 @@ export interface NativeAddon {
     beta2: number,
     eps: number,
   ): void;
+  /**
+   * The embedding table's lazy Adam step from dx0 [bags, width]: the rows the batch touched (written to
+   * touched in order of first appearance, as markRows lists them; the count is returned) each get the
+   * sum of their entries' dx0 slices × scale·weight, in entry order, and their Adam step, on the pool.
+   * Categorical entry (b, f) reads dx0 at b·width + f·dim, sequence s entry (b, q) at b·width + (nCat+s)·dim.
+   * The bits of markRows + scatterAdd + adamRows at any thread count. Optional: older addons lack it.
+   */
+  embeddingAdam?(
+    w: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    dx0: Float32Array,
+    categoricalRows: Int32Array,
+    sequenceRows: Int32Array[],
+    sequenceWeights: Float32Array[],
+    bags: number,
+    width: number,
+    dim: number,
+    scale: number,
+    lrT: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    touched: Int32Array,
+  ): number;
   /** g[rows[k]] += scale·weights[k]·dx0[b·width + col + q·qStride], k = b·bagSize + q (weights null = 1). */
   scatterAdd(
     g: Float32Array,
