@@ -1075,16 +1075,6 @@ static napi_value js_mark_rows(napi_env env, napi_callback_info info) {
   return v;
 }
 
-__attribute__((noinline)) static double l2_span(float *restrict g, const float *restrict x, size_t n, float f) {
-  double sq = 0.0;
-  for (size_t j = 0; j < n; j++) {
-    const float v = x[j];
-    sq += (double)v * (double)v;
-    g[j] += f * v;
-  }
-  return sq;
-}
-
 typedef struct {
   float *g;
   const float *x;
@@ -1094,31 +1084,35 @@ typedef struct {
   int64_t chunks;
 } L2Job;
 
-/* Eight rows at once: each row's Σ x² is one chain of dependent double adds (~4 cycles each, ~0.1 ms for
- * the CRM's 1024 × 128 on one core); eight independent chains overlap. Each row still sums its columns in
- * column order, so row_sq is the bits of l2_span's. */
-#define L2_ROWS 8
-__attribute__((noinline)) static void l2_rows(float *restrict g, const float *restrict x, int64_t width, size_t n,
-                                              float f, double *restrict row_sq) {
-  double sq[L2_ROWS] = {0};
-  for (size_t j = 0; j < n; j++)
-    for (int r = 0; r < L2_ROWS; r++) {
-      const float v = x[r * width + j];
-      sq[r] += (double)v * (double)v;
-      g[r * width + j] += f * v;
+/* A row's Σ x² in eight lanes (column j into lane j mod 8, each lane in column order, the lanes added
+ * pairwise, the tail after them), and g += f·x. One running double sum was a chain of dependent adds,
+ * ~0.1 ms for the CRM's 1024 × 128 on one core, serial in every step; eight lanes vectorise. The order is
+ * fixed by the row's width alone, so the sum is the same at any thread count (and on the tape step,
+ * which calls this kernel too); only the loss's last bits differ from the one-chain sum. */
+__attribute__((noinline)) static double l2_span8(float *restrict g, const float *restrict x, size_t n, float f) {
+  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; l++) {
+      const float v = x[j + l];
+      lane[l] += (double)v * (double)v;
+      g[j + l] += f * v;
     }
-  for (int r = 0; r < L2_ROWS; r++) row_sq[r] = sq[r];
+  double sq = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  for (; j < n; j++) {
+    const float v = x[j];
+    sq += (double)v * (double)v;
+    g[j] += f * v;
+  }
+  return sq;
 }
 
 static void l2_chunk(void *ctx, int64_t c) {
   const L2Job *j = ctx;
   int64_t b0, b1;
   chunk_range(j->bags, j->chunks, c, &b0, &b1);
-  int64_t b = b0;
-  for (; b + L2_ROWS <= b1; b += L2_ROWS)
-    l2_rows(j->g + b * j->width, j->x + b * j->width, j->width, (size_t)j->cols, j->factor, j->row_sq + b);
-  for (; b < b1; b++)
-    j->row_sq[b] = l2_span(j->g + b * j->width, j->x + b * j->width, (size_t)j->cols, j->factor);
+  for (int64_t b = b0; b < b1; b++)
+    j->row_sq[b] = l2_span8(j->g + b * j->width, j->x + b * j->width, (size_t)j->cols, j->factor);
 }
 
 typedef struct {

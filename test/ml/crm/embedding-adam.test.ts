@@ -236,21 +236,26 @@ describe.runIf(addon?.embeddingAdam !== undefined)('embeddingAdam: the embedding
     bad({ seqRows: [c.seqWeights[0]] }, TypeError, /sequenceRows\[0\] must be an Int32Array/);
   });
 
-  it('l2Grad: dx0 += factor·x0 and Σ x0² (per row in column order, rows in order) exactly as float64 JS computes them', () => {
-    // 37 rows: four blocks of eight and a tail; 20 wide, the first 16 columns regularised.
-    const [bags, width, cols, factor] = [37, 20, 16, 0.0625 / 3];
-    const x0 = fill(bags * width, 21, 3);
+  it('l2Grad: dx0 += factor·x0, and Σ x0² per row in eight lanes (lane j mod 8, pairwise, then the tail), rows in order, exactly as float64 JS computes them', () => {
+    // 37 rows: the pool's chunks cut them at any row; 20 wide, the first 19 columns regularised (two
+    // whole lane rounds and a tail of three).
+    const [bags, width, cols, factor] = [37, 20, 19, 0.0625 / 3];
+    // Magnitudes over 2^±12, so that the double sums round and their order shows in the bits.
+    const spread = rand(23);
+    const x0 = fill(bags * width, 21, 3).map((x) => x * 2 ** Math.floor((spread() - 0.5) * 24));
     const dx0 = fill(bags * width, 22);
     const want = dx0.slice();
     const f = Math.fround(factor);
     let sq = 0;
     for (let b = 0; b < bags; b++) {
-      let row = 0;
-      for (let j = 0; j < cols; j++) {
-        const x = x0[b * width + j];
-        row += x * x;
-        want[b * width + j] = Math.fround(want[b * width + j] + Math.fround(f * x));
-      }
+      const at = (j: number) => x0[b * width + j];
+      const lane = new Float64Array(8);
+      const whole = cols - (cols % 8);
+      for (let j = 0; j < whole; j++) lane[j % 8] += at(j) * at(j);
+      let row = lane[0] + lane[1] + (lane[2] + lane[3]) + (lane[4] + lane[5] + (lane[6] + lane[7]));
+      for (let j = whole; j < cols; j++) row += at(j) * at(j);
+      for (let j = 0; j < cols; j++)
+        want[b * width + j] = Math.fround(want[b * width + j] + Math.fround(f * at(j)));
       sq += row;
     }
     for (const threads of [1, 2]) {
