@@ -9,6 +9,9 @@ import type { HostRows } from './batch.js';
 import type { CrmNet } from './model.js';
 import type { BatchGradients, NamedVariable } from './train-step.js';
 
+const EMPTY = new Float32Array(0);
+const NOTHING = () => undefined;
+
 /** A batch as the native step reads it: rows and pooling weights, labels and dense values, all in JS memory. */
 export interface HostBatch {
   host: HostRows;
@@ -17,17 +20,29 @@ export interface HostBatch {
   dense?: Float32Array;
 }
 
-export function hostBatch(model: CrmNet, split: EncodedSplit, rows: ArrayLike<number>): HostBatch {
+/** The batch's rows, labels and dense values; with `into` (the same batch size) its arrays are reused. */
+export function hostBatch(
+  model: CrmNet,
+  split: EncodedSplit,
+  rows: ArrayLike<number>,
+  into?: HostBatch,
+): HostBatch {
   const layout = model.layout;
   const B = rows.length;
-  const host = hostRows(split, rows, layout);
-  const labels = new Float32Array(B);
-  for (let i = 0; i < B; i++) labels[i] = split.labels[rows[i]];
+  const reuse = into !== undefined && into.labels.length === B;
+  const host = hostRows(split, rows, layout, reuse ? into.host : undefined);
+  const labels = reuse ? into.labels : new Float32Array(B);
+  const y = split.labels;
+  for (let i = 0; i < B; i++) labels[i] = y[rows[i]];
   const out: HostBatch = { host, labels };
   const nd = layout.nDense;
   if (nd > 0) {
-    const d = new Float32Array(B * nd);
-    for (let i = 0; i < B; i++) d.set(split.dense.subarray(rows[i] * nd, (rows[i] + 1) * nd), i * nd);
+    const d = reuse && into.dense?.length === B * nd ? into.dense : new Float32Array(B * nd);
+    const src = split.dense;
+    for (let i = 0; i < B; i++) {
+      const from = rows[i] * nd;
+      for (let k = 0; k < nd; k++) d[i * nd + k] = src[from + k];
+    }
     out.dense = d;
   }
   return out;
@@ -67,7 +82,16 @@ export class NativeStep {
   private readonly slots: { cw: number[]; cb: number[]; sw: number[]; sb: number[] };
   private readonly dense: NamedVariable[];
   private readonly grads: Float32Array[];
+  /** The gradient buffers in the kernels' argument order: cross w, b and stack w, b. */
+  private readonly gradLists: {
+    cw: Float32Array[];
+    cb: Float32Array[];
+    sw: Float32Array[];
+    sb: Float32Array[];
+  };
+  private readonly views: { cw: Float32Array[]; cb: Float32Array[]; sw: Float32Array[]; sb: Float32Array[] };
   private buffers?: ReturnType<NativeStep['allocate']>;
+  private lastBatch?: HostBatch;
 
   constructor(model: CrmNet, dense: NamedVariable[]) {
     const addon = activeNativeAddon();
@@ -95,6 +119,44 @@ export class NativeStep {
     this.reluMask = (1 << mlp.length) - 1;
     this.dense = dense;
     this.grads = dense.map((d) => new Float32Array(d.variable.size));
+    const g = this.grads;
+    this.gradLists = {
+      cw: this.slots.cw.map((i) => g[i]),
+      cb: this.slots.cb.map((i) => g[i]),
+      sw: this.slots.sw.map((i) => g[i]),
+      sb: this.slots.sb.map((i) => g[i]),
+    };
+    this.views = {
+      cw: this.cross.map(() => EMPTY),
+      cb: this.cross.map(() => EMPTY),
+      sw: this.stack.map(() => EMPTY),
+      sb: this.stack.map(() => EMPTY),
+    };
+  }
+
+  /**
+   * Views of the weights for this step, into arrays made once: a step used to build eight small arrays
+   * and the argument lists of the kernels anew. The views themselves are taken afresh every step (a view
+   * of the wasm heap dies when it grows, and a variable's storage moves when it is assigned).
+   */
+  private refreshViews(): void {
+    const { cw, cb, sw, sb } = this.views;
+    for (let l = 0; l < this.cross.length; l++) {
+      cw[l] = liveData(this.cross[l].w);
+      cb[l] = liveData(this.cross[l].b);
+    }
+    for (let l = 0; l < this.stack.length; l++) {
+      sw[l] = liveData(this.stack[l].w);
+      sb[l] = liveData(this.stack[l].b);
+    }
+  }
+
+  /**
+   * The next batch in this step's own buffers (hostBatch with reuse): valid until the next call. The
+   * trainer's step takes a batch, trains on it and drops it, so one set of arrays serves every step.
+   */
+  hostBatch(split: EncodedSplit, rows: ArrayLike<number>): HostBatch {
+    return (this.lastBatch = hostBatch(this.model, split, rows, this.lastBatch));
   }
 
   private allocate(B: number) {
@@ -105,6 +167,7 @@ export class NativeStep {
     const nCat = layout.categoricalOffsets.length;
     // x0 is the categorical bag's output itself when nothing else is concatenated onto it
     const catOnly = layout.sequenceOffsets.length === 0 && layout.nDense === 0;
+    const ys = Array.from({ length: L }, () => new Float32Array(B * W));
     return {
       B,
       x0: new Float32Array(B * W),
@@ -112,7 +175,9 @@ export class NativeStep {
       cat: catOnly ? undefined : new Float32Array(B * nCat * D),
       seq: Array.from(layout.sequenceOffsets, () => new Float32Array(B * D)),
       ones: new Float32Array(B * nCat).fill(1),
-      ys: Array.from({ length: L }, () => new Float32Array(B * W)),
+      ys,
+      /** x_1 … x_{L-1}: the cross backward's inputs of layers 1.. (ys without the last) */
+      xs: ys.slice(0, -1),
       zs: Array.from({ length: L }, () => new Float32Array(B * W)),
       hs: this.stack.map(({ b }) => new Float32Array(B * b.size)),
       g: new Float32Array(B),
@@ -164,67 +229,36 @@ export class NativeStep {
     const c = this.model.config;
     const nCat = this.model.layout.categoricalOffsets.length;
     // Views of the variables, taken now: nothing below allocates wasm memory, which could detach them.
-    const v = (t: Variable) => liveData(t);
-    this.embed(buf, batch, v(this.model.embeddingTable));
-    const cw = this.cross.map((l) => v(l.w));
+    this.refreshViews();
+    const { cw, cb, sw, sb } = this.views;
+    this.embed(buf, batch, liveData(this.model.embeddingTable));
     let top = buf.x0;
     if (L > 0) {
-      a.crossStackForward(
-        buf.x0,
-        cw,
-        this.cross.map((l) => v(l.b)),
-        buf.ys,
-        buf.zs,
-        B,
-        W,
-      );
+      a.crossStackForward(buf.x0, cw, cb, buf.ys, buf.zs, B, W);
       top = buf.ys[L - 1];
     }
-    const sw = this.stack.map((l) => v(l.w));
-    a.denseStackForward(
-      top,
-      sw,
-      this.stack.map((l) => v(l.b)),
-      buf.hs,
-      B,
-      W,
-      this.reluMask,
-    );
+    a.denseStackForward(top, sw, sb, buf.hs, B, W, this.reluMask);
     // The tape stores the mean in a float32 scalar and seeds its gradient with 1: g passes through as is.
-    let loss = Math.fround(a.bceWithLogits(buf.hs.at(-1)!, batch.labels, buf.g, 1 / B) / B);
-    const g = this.grads;
-    const { cw: icw, cb: icb, sw: isw, sb: isb } = this.slots;
+    let loss = Math.fround(a.bceWithLogits(buf.hs[buf.hs.length - 1], batch.labels, buf.g, 1 / B) / B);
+    const gl = this.gradLists;
     a.denseStackBackward(
       buf.g,
       top,
       sw,
       buf.hs,
       L > 0 ? buf.dtop : buf.dx0,
-      isw.map((i) => g[i]),
-      isb.map((i) => g[i]),
+      gl.sw,
+      gl.sb,
       B,
       W,
       this.reluMask,
     );
-    if (L > 0) {
-      a.crossStackBackward(
-        buf.dtop,
-        buf.x0,
-        cw,
-        buf.zs,
-        buf.ys.slice(0, -1),
-        buf.dx0,
-        icw.map((i) => g[i]),
-        icb.map((i) => g[i]),
-        B,
-        W,
-      );
-    }
+    if (L > 0) a.crossStackBackward(buf.dtop, buf.x0, cw, buf.zs, buf.xs, buf.dx0, gl.cw, gl.cb, B, W);
     if (c.l2Embedding > 0 && nCat > 0) {
       const D = c.embeddingDim;
       const sq = a.l2Grad(buf.dx0, buf.x0, B, W, nCat * D, (2 * c.l2Embedding) / B);
       loss += (c.l2Embedding / B) * sq;
     }
-    return { loss, dense: g, dx0: buf.dx0, width: W, release: () => undefined };
+    return { loss, dense: this.grads, dx0: buf.dx0, width: W, release: NOTHING };
   }
 }

@@ -7,7 +7,7 @@ import { disposeCrmBatch, hostRows } from './batch.js';
 import type { CrmNet } from './model.js';
 import type { FromWorker, ToWorker, WorkerInit } from './parallel-protocol.js';
 import { type StepProfile, timed } from './step-profile.js';
-import { NativeStep, hostBatch, nativeStepSupported } from './native-step.js';
+import { NativeStep, nativeStepSupported } from './native-step.js';
 import { SparseEmbeddingStepper, batchGradients, denseVariables } from './train-step.js';
 
 /** What the trainer drives: one optimisation step over the given rows of the training split. */
@@ -45,7 +45,7 @@ export class LocalStepper implements Stepper {
     const p = this.profile;
     const native = this.native;
     if (native) {
-      const batch = timed(p, 'makeBatch', () => hostBatch(this.model, this.split, rows));
+      const batch = timed(p, 'makeBatch', () => native.hostBatch(this.split, rows));
       const g = timed(p, 'gradients', () => native.gradients(batch));
       const part = { host: batch.host, size: rows.length, dx0: g.dx0, width: g.width, scale: 1 };
       timed(p, 'apply', () => this.inner.apply([part], g.dense));
