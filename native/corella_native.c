@@ -58,7 +58,6 @@
 #include "pool.h"
 #include <math.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -86,9 +85,8 @@ extern char *openblas_get_corename(void);
  * - Blocking, not spinning: idle workers sleep on a condition variable and the caller sleeps until the
  *   last chunk is done. On a shared machine a spinning pool (OpenBLAS's server threads, GNU OpenMP's
  *   barriers) burns the very core the other half of the work needs, and collapses under load. The only
- *   polling is bounded to 300 µs (the caller for chunks in flight, a worker for the next region), and
- *   past its first 50 µs it yields the core between checks (see CALLER_POLL_NS): it saves the sleeps
- *   and wake-ups around a step's short serial stretches and no CPU.
+ *   polling is bounded to 50 µs (the caller for chunks in flight, a worker for the next region of the
+ *   same kernel), which saved 0.5-1 ms a step of sleeps and wake-ups and no CPU.
  * - Chunks are claimed one by one (an atomic tag per chunk), and the caller works on them too: each
  *   thread takes its own contiguous share first (the same rows stay on the same core from layer to
  *   layer), then steals from the far end, so a worker that is not scheduled in time costs nothing but
@@ -120,33 +118,13 @@ static inline void cpu_relax(void) {
 }
 
 /* How long the caller polls for the workers' last chunks before it sleeps (see pool_run), and a worker
- * for the next region after its last chunk (see pool_worker). A training step's serial stretches (the JS
- * between steps, the embedding update's linking pass, l2Grad) last 50-150 µs: with 50 µs polls the
- * worker was asleep at the next region and woke only after the caller had done most of its chunks
- * (dense Adam 174 -> 122 µs, the embedding bag 114 -> 72 µs, the whole 2-thread step 4.4-4.8 -> 4.1-4.3 ms
- * with 300 µs; SCHED_FIFO A/B, docs/crm-speed.md). Past the first POLL_SPIN_NS a poller yields its core
- * between checks, so on a loaded machine a runnable thread (ours or another process's) is not held off:
- * at load 10 without yielding, 1 ms polls cost 11.4 CPU ms a step against 8.0. */
+ * for the next region after its last chunk (see pool_worker). */
 #ifndef CALLER_POLL_NS
-#define CALLER_POLL_NS 300000
+#define CALLER_POLL_NS 50000
 #endif
 #ifndef WORKER_POLL_NS
-#define WORKER_POLL_NS 300000
+#define WORKER_POLL_NS 50000
 #endif
-#ifndef POLL_SPIN_NS
-#define POLL_SPIN_NS 50000
-#endif
-
-/* Spins (then yields) until done() or `until`; returns whether done() came true. */
-#define POLL_UNTIL(done, start, until)                                                    \
-  do {                                                                                      \
-    for (int64_t t_ = (start); !(done) && t_ < (until); t_ = now_ns()) {                    \
-      if (t_ - (start) < POLL_SPIN_NS)                                                      \
-        cpu_relax();                                                                        \
-      else                                                                                  \
-        sched_yield();                                                                      \
-    }                                                                                       \
-  } while (0)
 
 #define POOL_MAX 64
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -218,8 +196,8 @@ static void *pool_worker(void *arg) {
       /* A kernel's regions often follow each other within microseconds (a backward pass has two): poll
        * for the next one briefly before sleeping, then sleep however long the JS side takes. */
       pthread_mutex_unlock(&pool_lock);
-      const int64_t t0 = now_ns();
-      POLL_UNTIL(atomic_load(&pool_gen_seen) != seen, t0, t0 + WORKER_POLL_NS);
+      const int64_t until = now_ns() + WORKER_POLL_NS;
+      while (atomic_load(&pool_gen_seen) == seen && now_ns() < until) cpu_relax();
       pthread_mutex_lock(&pool_lock);
     }
     while (pool_gen == seen) pthread_cond_wait(&pool_wake, &pool_lock);
@@ -284,8 +262,8 @@ static void pool_run(chunk_fn fn, void *ctx, int64_t chunks) {
    * a wake-up cost some 10 µs of syscalls and context switches a region) before sleeping on the condvar.
    * Only the caller polls, only while its region is unfinished, and only briefly: a worker that has lost
    * its core leaves the caller asleep, not spinning. */
-  const int64_t t0 = now_ns();
-  POLL_UNTIL(atomic_load(&job_done) >= chunks, t0, t0 + CALLER_POLL_NS);
+  const int64_t poll_until = now_ns() + CALLER_POLL_NS;
+  while (atomic_load(&job_done) < chunks && now_ns() < poll_until) cpu_relax();
   pthread_mutex_lock(&pool_lock);
   while (atomic_load(&job_done) < chunks) pthread_cond_wait(&pool_done, &pool_lock);
   pthread_mutex_unlock(&pool_lock);
