@@ -187,6 +187,17 @@ static int64_t run_chunks(uint64_t gen, int self, int threads, chunk_fn fn, void
   return ran;
 }
 
+/* Until when the workers should poll for the next region rather than sleep (see pool_prewake). */
+static _Atomic int64_t pool_prewake_until = 0;
+
+/* Polls until a region newer than `seen` starts, or both `until` and a prewake have passed. */
+static void pool_poll(uint64_t seen, int64_t until) {
+  for (int64_t t = now_ns(); atomic_load(&pool_gen_seen) == seen; t = now_ns()) {
+    if (t >= until && t >= atomic_load(&pool_prewake_until)) break;
+    cpu_relax();
+  }
+}
+
 static void *pool_worker(void *arg) {
   const int index = (int)(intptr_t)arg; /* 1.. : the caller is thread 0 */
   uint64_t seen = 0;
@@ -196,11 +207,18 @@ static void *pool_worker(void *arg) {
       /* A kernel's regions often follow each other within microseconds (a backward pass has two): poll
        * for the next one briefly before sleeping, then sleep however long the JS side takes. */
       pthread_mutex_unlock(&pool_lock);
-      const int64_t until = now_ns() + WORKER_POLL_NS;
-      while (atomic_load(&pool_gen_seen) == seen && now_ns() < until) cpu_relax();
+      pool_poll(seen, now_ns() + WORKER_POLL_NS);
       pthread_mutex_lock(&pool_lock);
     }
-    while (pool_gen == seen) pthread_cond_wait(&pool_wake, &pool_lock);
+    while (pool_gen == seen) {
+      pthread_cond_wait(&pool_wake, &pool_lock);
+      if (pool_gen == seen && now_ns() < atomic_load(&pool_prewake_until)) {
+        /* Woken by pool_prewake: a region is coming within microseconds. */
+        pthread_mutex_unlock(&pool_lock);
+        pool_poll(seen, 0);
+        pthread_mutex_lock(&pool_lock);
+      }
+    }
     seen = pool_gen;
     if (index >= atomic_load(&pool_threads)) continue; /* the pool was shrunk: sit this one out */
     const chunk_fn fn = job_fn;
@@ -212,6 +230,19 @@ static void *pool_worker(void *arg) {
     pthread_mutex_lock(&pool_lock);
   }
   return NULL;
+}
+
+/* Before a serial stretch of known, short length (at most `ns`) that a region follows: wakes the
+ * workers now and keeps them polling until the region starts or `ns` pass, so they join it from its
+ * first chunk. A worker polls at most 50 µs after a region before it sleeps, and a sleeping worker
+ * woke only after the caller had done most of the next region's chunks: embeddingAdam's linking pass
+ * (~55 µs) left its Adam region to the caller. The bound keeps the spin as short as the stretch. */
+static void pool_prewake(int64_t ns) {
+  if (atomic_load(&pool_threads) <= 1) return;
+  atomic_store(&pool_prewake_until, now_ns() + ns);
+  pthread_mutex_lock(&pool_lock);
+  pthread_cond_broadcast(&pool_wake);
+  pthread_mutex_unlock(&pool_lock);
 }
 
 /* Sets the threads a region uses (caller included), starting workers as needed; 0 on success. */
@@ -1189,6 +1220,8 @@ static napi_value js_l2_grad(napi_env env, napi_callback_info info) {
   }
   L2Job j = {g, x, row_sq, bags, width, cols, (float)factor,
              bags * cols < SMALL_PASS_WORK ? 1 : at_most_threads(chunks_for(bags * cols, ELEMENT_GRAIN))};
+  /* In a training step this serial pass (~55 µs) is followed, after a little JS, by the Adam regions. */
+  if (j.chunks == 1 && bags * cols >= 64 * 1024) pool_prewake(150000);
   pool_run(l2_chunk, &j, j.chunks);
   /* Row sums added in row order, as the one-thread loop did. */
   double sq = 0.0;
@@ -1428,6 +1461,8 @@ static napi_value js_embedding_adam(napi_env env, napi_callback_info info) {
           *order = fill + entries + 1;
   int32_t *slot_of = emb_slot_of;
 
+  /* The Adam region follows this serial pass (~55 µs on a step's cold caches) */
+  pool_prewake(150000);
   /* One pass in entry order: touched rows in order of first appearance (as markRows lists them), and
    * each entry's row, offset and factor. */
   const float fscale = (float)scale;
