@@ -1894,6 +1894,19 @@ static napi_value js_cross_stack_backward(napi_env env, napi_callback_info info)
   return NULL;
 }
 
+/* prewake(us): pool_prewake from JS, before JS work that a region follows (the next batch's assembly,
+ * then the embedding bag). */
+static napi_value js_prewake(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int64_t us = 0;
+  if (argc < 1 || !i64_arg(env, argv[0], &us)) return NULL;
+  if (us < 0 || us > 1000) return range_error(env, "corella_native.prewake: us must be in 0..1000");
+  pool_prewake(us * 1000);
+  return NULL;
+}
+
 static napi_value js_set_threads(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -2018,6 +2031,7 @@ NAPI_MODULE_INIT() {
       {"matmul", NULL, js_matmul_timed, NULL, NULL, NULL, napi_default_method, NULL},
       {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"threads", NULL, js_threads, NULL, NULL, NULL, napi_default_method, NULL},
+      {"prewake", NULL, js_prewake, NULL, NULL, NULL, napi_default_method, NULL},
       {"setBlasThreads", NULL, js_set_blas_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"blasThreads", NULL, js_blas_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"poolStats", NULL, js_pool_stats, NULL, NULL, NULL, napi_default_method, NULL},

@@ -156,6 +156,9 @@ export class NativeStep {
    * trainer's step takes a batch, trains on it and drops it, so one set of arrays serves every step.
    */
   hostBatch(split: EncodedSplit, rows: ArrayLike<number>): HostBatch {
+    // The embedding bag's region follows the assembly (~40 µs of JS): past their 50 µs poll since the
+    // last step's update, the workers would otherwise sleep into it.
+    this.addon.prewake?.(120);
     return (this.lastBatch = hostBatch(this.model, split, rows, this.lastBatch));
   }
 

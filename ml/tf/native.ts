@@ -228,6 +228,12 @@ export interface NativeAddon {
    * process-wide pool of blocking workers. Results are bit-identical at any setting.
    */
   setThreads(n: number): void;
+  /**
+   * Wakes the pool's workers and keeps them polling for at most `us` (0..1000) µs, before a short stretch
+   * of serial work that a kernel's region follows, so they take part from its first chunk. Optional:
+   * older addons lack it.
+   */
+  prewake?(us: number): void;
   threads(): number;
   /** OpenBLAS's own threads: keep 1, the pool runs row blocks of the products (see native/corella_native.c). */
   setBlasThreads(n: number): void;

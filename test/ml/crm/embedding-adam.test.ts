@@ -172,6 +172,24 @@ describe.runIf(addon?.embeddingAdam !== undefined)('embeddingAdam: the embedding
     expectSameBits(none.w, c.w, 'w after padding only');
   });
 
+  it('prewake takes 0..1000 µs and rejects anything else with a range error, at any pool size', () => {
+    for (const threads of [1, 2]) {
+      a.setThreads(threads);
+      expect(() => a.prewake!(0)).not.toThrow();
+      expect(() => a.prewake!(150)).not.toThrow();
+      expect(() => a.prewake!(1001)).toThrow(RangeError);
+      expect(() => a.prewake!(-1)).toThrow(/us must be in 0\.\.1000/);
+    }
+    // The pool still runs regions after a prewake (no worker is left waiting on a stale one).
+    const c = benchCase(14, 256);
+    a.setThreads(1);
+    const want = unfused(a, c, 1);
+    a.setThreads(2);
+    a.prewake!(1000);
+    const got = fused(a, c, 1);
+    expectSameBits(got.w, want.w, 'w after a prewake');
+  });
+
   it('rejects bad arguments with a range or type error naming them, changing nothing', () => {
     const c = benchCase(13, 32, 500);
     const call = (over: Partial<Record<string, unknown>>) => {
