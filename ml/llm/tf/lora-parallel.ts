@@ -1,0 +1,187 @@
+import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
+import { CorellaError } from '../../errors.js';
+import type { TfBackendName } from '../../tf/backend.js';
+import type { LlamaTf } from './llama-forward.js';
+import type { Projection } from './llama-weights.js';
+import type { LoraAdapter, LoraHostWeights } from './lora.js';
+import type { HostLayer, LoraWorkerInit, LoraWorkerJob, LoraWorkerMessage } from './lora-worker.js';
+
+/** A part of a batch for a worker: each sample's first-adapted-block input on the host. */
+export interface HostPart {
+  samples: LoraWorkerJob['samples'];
+}
+
+/** How long a step waits for a worker's gradients (or its start) before it gives up: a dead worker. */
+const WAIT_MS = 15 * 60_000;
+
+interface Slot {
+  worker: Worker;
+  port: MessagePort;
+  counter: Int32Array;
+  /** Messages read from `port` so far. */
+  read: number;
+  ready: boolean;
+  exited: boolean;
+}
+
+/**
+ * The worker threads of a data-parallel LoRA step (LoraTrainer with threads > 1). tfjs-wasm has no threads
+ * in Node, so, as for the CRM's parallel stepper and the frozen pass, each extra core is a worker thread; it
+ * holds the adapted blocks (sent once, from the trainer's model: the same weights, no second dequantization
+ * of the GGUF) and computes the gradient of its part of each batch.
+ *
+ * A step stays synchronous (callers run it in plain loops): the trainer posts the jobs, computes its own
+ * part, then blocks in Atomics.wait until each worker has posted its result on a MessagePort that it reads
+ * with receiveMessageOnPort. Results are taken in worker order, so the sum is the same whichever finishes
+ * first.
+ */
+export class LoraWorkers {
+  private readonly slots: Slot[];
+  private seq = 0;
+  private closed = false;
+
+  constructor(
+    model: LlamaTf,
+    adapter: LoraAdapter,
+    answerRows: Float32Array,
+    labelSmoothing: number,
+    backend: TfBackendName,
+    count: number,
+  ) {
+    const hp = model.hp;
+    const layers: HostLayer[] = [];
+    for (let l = adapter.firstLayer; l < hp.nLayer; l++) {
+      const w = model.weights.layers[l];
+      const proj = {} as Record<Projection, Float32Array>;
+      for (const [p, t] of Object.entries(w.proj) as [Projection, { dataSync(): unknown }][])
+        proj[p] = t.dataSync() as Float32Array;
+      layers.push({
+        attnNorm: w.attnNorm.dataSync() as Float32Array,
+        ffnNorm: w.ffnNorm.dataSync() as Float32Array,
+        proj,
+      });
+    }
+    const outputNorm = model.weights.outputNorm.dataSync() as Float32Array;
+    const entry = new URL(`./lora-worker.${import.meta.url.endsWith('.js') ? 'js' : 'ts'}`, import.meta.url)
+      .href;
+    this.slots = Array.from({ length: count }, () => {
+      const { port1, port2 } = new MessageChannel();
+      const signal = new SharedArrayBuffer(4);
+      const init: LoraWorkerInit = {
+        entry,
+        backend,
+        hp,
+        lora: adapter.userConfig(),
+        layers,
+        outputNorm,
+        answerRows,
+        labelSmoothing,
+        port: port2,
+        signal,
+      };
+      // The CRM's boot file is generic: it registers tsx in the worker, then imports `entry`.
+      const worker = new Worker(new URL('../../crm/worker-boot.mjs', import.meta.url), {
+        workerData: init,
+        transferList: [port2],
+      });
+      const slot: Slot = {
+        worker,
+        port: port1,
+        counter: new Int32Array(signal),
+        read: 0,
+        ready: false,
+        exited: false,
+      };
+      worker.on('exit', () => (slot.exited = true));
+      // A start-up failure is also posted on the port (and read by the next step); this keeps an uncaught
+      // error event from crashing the process in between.
+      worker.on('error', () => undefined);
+      return slot;
+    });
+  }
+
+  get size(): number {
+    return this.slots.length;
+  }
+
+  /** Workers whose thread has not exited yet (as far as this thread's event loop has seen). */
+  get alive(): number {
+    return this.slots.filter((s) => !s.exited).length;
+  }
+
+  /** Posts one part to each worker (parts[i] to worker i); collect the results with `collect`. */
+  post(weights: LoraHostWeights, parts: HostPart[]): number {
+    if (this.closed) throw new CorellaError('BAD_CONFIG', 'the LoRA trainer was disposed (field threads)');
+    const seq = ++this.seq;
+    parts.forEach((p, i) => {
+      const job: LoraWorkerJob = { seq, weights, samples: p.samples };
+      this.slots[i].worker.postMessage(
+        job,
+        p.samples.map((s) => s.input.buffer as ArrayBuffer),
+      );
+    });
+    return seq;
+  }
+
+  /** The results of job `seq` from the first `n` workers, in worker order (blocks this thread). */
+  collect(seq: number, n: number): { sum: number; grads: Float32Array[] }[] {
+    const out: { sum: number; grads: Float32Array[] }[] = [];
+    for (let i = 0; i < n; i++) {
+      const slot = this.slots[i];
+      while (!slot.ready) {
+        const m = this.next(slot);
+        if (m.type === 'ready') slot.ready = true;
+        else this.fail(m);
+      }
+      const m = this.next(slot);
+      if (m.type !== 'grads' || m.seq !== seq) this.fail(m);
+      out.push({ sum: m.sum, grads: m.grads });
+    }
+    return out;
+  }
+
+  private fail(m: LoraWorkerMessage): never {
+    throw new CorellaError(
+      'BAD_CONFIG',
+      m.type === 'error'
+        ? `LoRA training worker failed: ${m.message}`
+        : `LoRA training worker answered out of turn (${m.type})`,
+    );
+  }
+
+  /** The slot's next message, waiting for it. */
+  private next(slot: Slot): LoraWorkerMessage {
+    const deadline = Date.now() + WAIT_MS;
+    while (Atomics.load(slot.counter, 0) === slot.read) {
+      if (Date.now() > deadline)
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `LoRA training worker sent nothing for ${WAIT_MS / 1000} s (it died or hangs)`,
+        );
+      Atomics.wait(slot.counter, 0, slot.read, 1000);
+    }
+    // The counter is raised after postMessage returned, so the message is queued; a worker may raise it
+    // before this thread sees the queue entry only in theory, hence the short retries.
+    for (let tries = 0; ; tries++) {
+      const r = receiveMessageOnPort(slot.port) as { message: LoraWorkerMessage } | undefined;
+      if (r) {
+        slot.read++;
+        return r.message;
+      }
+      if (tries > 1000) throw new CorellaError('BAD_CONFIG', 'LoRA training worker message lost');
+      Atomics.wait(slot.counter, 0, Atomics.load(slot.counter, 0) + 1, 1);
+    }
+  }
+
+  /** Terminates every worker; resolves when they have exited. Idempotent. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(
+      this.slots.map(async (s) => {
+        s.port.close();
+        await s.worker.terminate();
+        s.exited = true;
+      }),
+    );
+  }
+}
