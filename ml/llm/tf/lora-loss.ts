@@ -73,3 +73,33 @@ export function weightedBceSum(
     return tf.losses.sigmoidCrossEntropy(y, z, w, labelSmoothing, tf.Reduction.SUM) as tf.Scalar;
   });
 }
+
+/**
+ * One sample's w·BCE and its gradient per variable (host copies, in `vars` order): the unit of work of the
+ * data-parallel step. The input is copied into a tensor here, so the shared buffer it came from can be
+ * rewritten by the next batch.
+ */
+export function sampleGrads(
+  m: AdaptedBlocks,
+  vars: tf.Variable[],
+  lora: readonly (LayerLora | undefined)[],
+  labelSmoothing: number,
+  input: Float32Array,
+  s: { tokens: number; label: number; weight: number },
+): { sum: number; grads: Float32Array[] } {
+  const { value, grads } = tf.variableGrads(
+    () =>
+      weightedBceSum(
+        m,
+        // slice(): a plain copy of a view of shared memory (tfjs keeps what it is given on some backends).
+        [{ input: tf.tensor2d(input.slice(), [s.tokens, m.hp.nEmbd]), label: s.label, weight: s.weight }],
+        lora,
+        labelSmoothing,
+      ),
+    vars,
+  );
+  const out = vars.map((v) => (grads[v.name].dataSync() as Float32Array).slice());
+  const sum = value.dataSync()[0];
+  tf.dispose([value, ...Object.values(grads)]);
+  return { sum, grads: out };
+}

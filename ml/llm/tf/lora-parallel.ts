@@ -4,11 +4,21 @@ import type { TfBackendName } from '../../tf/backend.js';
 import type { LlamaTf } from './llama-forward.js';
 import type { Projection } from './llama-weights.js';
 import type { LoraAdapter, LoraHostWeights } from './lora.js';
-import type { HostLayer, LoraWorkerInit, LoraWorkerJob, LoraWorkerMessage } from './lora-worker.js';
+import type {
+  HostLayer,
+  JobSample,
+  LoraWorkerInit,
+  LoraWorkerJob,
+  LoraWorkerMessage,
+  SampleGrads,
+} from './lora-worker.js';
 
-/** A part of a batch for a worker: each sample's first-adapted-block input on the host. */
-export interface HostPart {
-  samples: LoraWorkerJob['samples'];
+/** A sample of a batch on the host: the first adapted block's input [tokens, nEmbd], label and weight. */
+export interface HostSample {
+  input: Float32Array;
+  tokens: number;
+  label: number;
+  weight: number;
 }
 
 /** How long a step waits for a worker's gradients (or its start) before it gives up: a dead worker. */
@@ -39,6 +49,10 @@ export class LoraWorkers {
   private readonly slots: Slot[];
   private seq = 0;
   private closed = false;
+  private readonly claim = new Int32Array(new SharedArrayBuffer(4));
+  private inputs = new SharedArrayBuffer(0);
+  /** Samples computed so far: [0] by the calling thread, [i] by worker i (benchmarks, tests). */
+  readonly computed: number[];
 
   constructor(
     model: LlamaTf,
@@ -64,6 +78,7 @@ export class LoraWorkers {
     const outputNorm = model.weights.outputNorm.dataSync() as Float32Array;
     const entry = new URL(`./lora-worker.${import.meta.url.endsWith('.js') ? 'js' : 'ts'}`, import.meta.url)
       .href;
+    this.computed = new Array<number>(count + 1).fill(0);
     this.slots = Array.from({ length: count }, () => {
       const { port1, port2 } = new MessageChannel();
       const signal = new SharedArrayBuffer(4);
@@ -78,6 +93,7 @@ export class LoraWorkers {
         labelSmoothing,
         port: port2,
         signal,
+        claim: this.claim.buffer as SharedArrayBuffer,
       };
       // The CRM's boot file is generic: it registers tsx in the worker, then imports `entry`.
       const worker = new Worker(new URL('../../crm/worker-boot.mjs', import.meta.url), {
@@ -109,35 +125,62 @@ export class LoraWorkers {
     return this.slots.filter((s) => !s.exited).length;
   }
 
-  /** Posts one part to each worker (parts[i] to worker i); collect the results with `collect`. */
-  post(weights: LoraHostWeights, parts: HostPart[]): number {
+  /**
+   * One batch on this thread and every worker: each claims the next unclaimed sample (an atomic counter)
+   * until none is left, so a worker that the machine's load keeps from running costs no more than the
+   * samples it took. `own` computes a sample here. Returns every sample's result, in sample order.
+   */
+  run(
+    weights: LoraHostWeights,
+    samples: readonly HostSample[],
+    own: (s: HostSample) => { sum: number; grads: Float32Array[] },
+  ): SampleGrads[] {
     if (this.closed) throw new CorellaError('BAD_CONFIG', 'the LoRA trainer was disposed (field threads)');
     const seq = ++this.seq;
-    parts.forEach((p, i) => {
-      const job: LoraWorkerJob = { seq, weights, samples: p.samples };
-      this.slots[i].worker.postMessage(
-        job,
-        p.samples.map((s) => s.input.buffer as ArrayBuffer),
-      );
+    const floats = samples.reduce((a, s) => a + s.input.length, 0);
+    // Grown, never shrunk: a new buffer only when a batch needs more than any before.
+    if (this.inputs.byteLength < floats * 4) this.inputs = new SharedArrayBuffer(floats * 4);
+    const shared = new Float32Array(this.inputs);
+    const meta: JobSample[] = [];
+    let offset = 0;
+    for (const s of samples) {
+      shared.set(s.input, offset);
+      meta.push({ offset, tokens: s.tokens, label: s.label, weight: s.weight });
+      offset += s.input.length;
+    }
+    Atomics.store(this.claim, 0, 0);
+    const job: LoraWorkerJob = { seq, weights, inputs: this.inputs, samples: meta };
+    for (const slot of this.slots) slot.worker.postMessage(job);
+    const results = new Array<SampleGrads | undefined>(samples.length);
+    for (let i = Atomics.add(this.claim, 0, 1); i < samples.length; i = Atomics.add(this.claim, 0, 1)) {
+      results[i] = { index: i, ...own(samples[i]) };
+      this.computed[0]++;
+    }
+    this.waitReady();
+    for (const [w, slot] of this.slots.entries()) {
+      const m = this.next(slot);
+      if (m.type !== 'grads' || m.seq !== seq) this.fail(m);
+      for (const r of m.results) results[r.index] = r;
+      this.computed[w + 1] += m.results.length;
+    }
+    return results.map((r, i) => {
+      if (!r) throw new CorellaError('BAD_CONFIG', `LoRA training sample ${i} was computed by no thread`);
+      return r;
     });
-    return seq;
   }
 
-  /** The results of job `seq` from the first `n` workers, in worker order (blocks this thread). */
-  collect(seq: number, n: number): { sum: number; grads: Float32Array[] }[] {
-    const out: { sum: number; grads: Float32Array[] }[] = [];
-    for (let i = 0; i < n; i++) {
-      const slot = this.slots[i];
+  /**
+   * Blocks until every worker has started (run() does not wait before it starts claiming: while the workers
+   * load, this thread computes the batch alone).
+   */
+  waitReady(): void {
+    for (const slot of this.slots) {
       while (!slot.ready) {
         const m = this.next(slot);
         if (m.type === 'ready') slot.ready = true;
         else this.fail(m);
       }
-      const m = this.next(slot);
-      if (m.type !== 'grads' || m.seq !== seq) this.fail(m);
-      out.push({ sum: m.sum, grads: m.grads });
     }
-    return out;
   }
 
   private fail(m: LoraWorkerMessage): never {

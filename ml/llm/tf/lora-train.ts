@@ -6,8 +6,8 @@ import { FrozenPrefixCache } from './frozen-prefix.js';
 import { disposeRope, llamaBlock, ropeTables, type PastKv } from './llama-block.js';
 import type { LlamaTf } from './llama-forward.js';
 import type { LoraAdapter, LoraHostWeights } from './lora.js';
-import { weightedBceSum, type AdaptedBlocks } from './lora-loss.js';
-import { LoraWorkers, type HostPart } from './lora-parallel.js';
+import { sampleGrads, type AdaptedBlocks } from './lora-loss.js';
+import { LoraWorkers } from './lora-parallel.js';
 
 export interface LoraSample {
   tokens: readonly number[];
@@ -44,11 +44,11 @@ export interface LoraTrainerOptions {
   /** Layers whose last-token output `outputs()` returns (the alignment loss's LLM layers); default none. */
   hiddenLayers?: number[];
   /**
-   * Threads of `step()` (default 1), 1..16: with n > 1 each batch is cut into n contiguous parts, this
-   * thread computes the first and n − 1 worker threads (each holding a copy of the adapted blocks) the
-   * others; the parts' gradient sums are added in part order and one Adam step is taken here. The result
-   * is the same for a given n whatever the timing, and equals the one-thread step up to float32 summation
-   * order. Only `step()` is parallel (gradients(), outputs() and evaluation run on this thread).
+   * Threads of `step()` (default 1), 1..16: with n > 1, this thread and n − 1 worker threads (each holding
+   * a copy of the adapted blocks) claim the batch's samples one by one, the samples' gradients are added in
+   * sample order and one Adam step is taken here. The bits are the same at every n > 1 whatever the timing,
+   * and equal the one-thread step up to float32 summation order. Only `step()` is parallel (gradients(),
+   * outputs() and evaluation run on this thread).
    */
   threads?: number;
   /** Aborting it terminates the worker threads (a cancelled run does not leave them behind). */
@@ -165,6 +165,11 @@ export class LoraTrainer {
     }
   }
 
+  /** Training samples computed so far by this thread ([0]) and by each worker (empty with threads = 1). */
+  get samplesByThread(): readonly number[] {
+    return this.workers?.computed ?? [];
+  }
+
   /** Worker threads still running (0 with threads = 1, and after dispose() or an abort once they exit). */
   get liveWorkers(): number {
     return this.workers?.alive ?? 0;
@@ -244,7 +249,7 @@ export class LoraTrainer {
           },
         );
     }
-    if (this.workers && batch.length > 1) return this.parallelStep(batch);
+    if (this.workers) return this.parallelStep(batch);
     const cost = this.optimizer.minimize(() => this.loss(batch), true, this.adapter.variables());
     const v = cost!.dataSync()[0];
     cost!.dispose();
@@ -252,44 +257,27 @@ export class LoraTrainer {
   }
 
   /**
-   * The step on `threads` parts: the workers' parts are posted first (their frozen inputs copied to the
-   * host), this thread's part runs while they compute, then the gradient sums are added in part order,
-   * divided by Σw and applied: Σ_parts ∂(Σ w·l)/∂θ / Σw is the gradient of the one-thread mean loss.
+   * The step on `threads` threads: every sample's first-adapted-block input is put in shared memory, this
+   * thread and the workers claim samples one by one and compute each one's w·BCE and gradient, which are
+   * then added in sample order, divided by Σw and applied: Σᵢ ∂(wᵢ·lᵢ)/∂θ / Σw is the gradient of the
+   * one-thread mean loss. Who computed a sample does not change its bits, so the step gives the same bits
+   * at any thread count above 1 and whatever the timing.
    */
   private parallelStep(batch: readonly LoraSample[]): number {
-    const workers = this.workers!;
-    const n = Math.min(this.threads, batch.length);
-    const cuts = Array.from({ length: n + 1 }, (_, i) => Math.round((i * batch.length) / n));
-    const parts = Array.from({ length: n }, (_, i) => batch.slice(cuts[i], cuts[i + 1]));
-    const hostParts: HostPart[] = parts.slice(1).map((p) => ({
-      samples: p.map((s) => {
-        const x = this.frozen.input(s.tokens);
-        const input = x.dataSync() as Float32Array;
-        x.dispose();
-        return { input, tokens: s.tokens.length, label: s.label, weight: s.weight ?? 1 };
-      }),
-    }));
-    const seq = workers.post(this.adapter.toHostSync(), hostParts);
+    const samples = batch.map((s) => {
+      const x = this.frozen.input(s.tokens);
+      const input = x.dataSync() as Float32Array;
+      x.dispose();
+      return { input, tokens: s.tokens.length, label: s.label, weight: s.weight ?? 1 };
+    });
     const vars = this.adapter.variables();
     const lora = this.adapter.layerLora();
-    const { value, grads } = tf.variableGrads(
-      () =>
-        weightedBceSum(
-          this.blocks,
-          parts[0].map((s) => ({
-            input: this.frozen.input(s.tokens),
-            label: s.label,
-            weight: s.weight ?? 1,
-          })),
-          lora,
-          this.labelSmoothing,
-        ),
-      vars,
+    const results = this.workers!.run(this.adapter.toHostSync(), samples, (s) =>
+      sampleGrads(this.blocks, vars, lora, this.labelSmoothing, s.input, s),
     );
-    const acc = vars.map((v) => (grads[v.name].dataSync() as Float32Array).slice());
-    let sum = value.dataSync()[0];
-    tf.dispose([value, ...Object.values(grads)]);
-    for (const r of workers.collect(seq, n - 1)) {
+    const acc = results[0].grads;
+    let sum = results[0].sum;
+    for (const r of results.slice(1)) {
       sum += r.sum;
       r.grads.forEach((g, j) => {
         const a = acc[j];

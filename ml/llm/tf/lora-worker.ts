@@ -3,7 +3,7 @@ import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { initTf, type TfBackendName } from '../../tf/backend.js';
 import type { LlamaHparams } from './llama-config.js';
 import type { LayerWeights, Projection } from './llama-weights.js';
-import { weightedBceSum, type AdaptedBlocks } from './lora-loss.js';
+import { sampleGrads, type AdaptedBlocks } from './lora-loss.js';
 import { LoraAdapter, type LoraConfig, type LoraHostWeights } from './lora.js';
 
 /** Host copies of one adapted block (GGUF layout, [out, in] row-major). */
@@ -27,26 +27,46 @@ export interface LoraWorkerInit {
   port: MessagePort;
   /** int32 [1]: incremented after each message on `port`, so the trainer can Atomics.wait for it. */
   signal: SharedArrayBuffer;
+  /** int32 [1]: the next sample of the current batch to claim (Atomics.add), shared by every thread. */
+  claim: SharedArrayBuffer;
 }
 
-/** One part of a batch: the samples' first-adapted-block inputs ([T, nEmbd] each) and the current LoRA. */
+/** A sample of a batch; its input ([tokens, nEmbd] float32) starts at `offset` floats into the job's buffer. */
+export interface JobSample {
+  offset: number;
+  tokens: number;
+  label: number;
+  weight: number;
+}
+
+/** A batch: the current LoRA and the first adapted block's input of every sample, in shared memory. */
 export interface LoraWorkerJob {
   seq: number;
   weights: LoraHostWeights;
-  samples: { input: Float32Array; tokens: number; label: number; weight: number }[];
+  inputs: SharedArrayBuffer;
+  samples: JobSample[];
+}
+
+/** One sample's share of the batch loss: w·BCE and its gradient per LoRA variable (adapter.variables() order). */
+export interface SampleGrads {
+  index: number;
+  sum: number;
+  grads: Float32Array[];
 }
 
 export type LoraWorkerMessage =
   | { type: 'ready' }
-  /** sum: Σ w·BCE of the part; grads: its gradient per LoRA variable, in adapter.variables() order. */
-  | { type: 'grads'; seq: number; sum: number; grads: Float32Array[] }
+  /** The samples this worker claimed of job `seq`. */
+  | { type: 'grads'; seq: number; results: SampleGrads[] }
   | { type: 'error'; message: string };
 
 // Entry of a LoRA training worker thread (lora-parallel.ts): it holds the adapted blocks and its own copy of
-// the LoRA variables, and for each job loads the trainer's current weights and returns the gradient of its
-// part's loss sum. The optimizer stays on the trainer's thread.
+// the LoRA variables. For each batch it loads the trainer's current weights, then claims samples one at a
+// time (with the trainer's thread and the other workers) and returns each one's loss and gradient. The
+// optimizer stays on the trainer's thread.
 const init = workerData as LoraWorkerInit;
 const counter = new Int32Array(init.signal);
+const claim = new Int32Array(init.claim);
 const send = (m: LoraWorkerMessage, transfer: ArrayBuffer[] = []) => {
   init.port.postMessage(m, transfer);
   Atomics.add(counter, 0, 1);
@@ -86,23 +106,16 @@ try {
   parentPort!.on('message', (job: LoraWorkerJob) => {
     try {
       adapter.load(job.weights);
-      const inputs = job.samples.map((s) => tf.tensor2d(s.input, [s.tokens, hp.nEmbd]));
-      try {
-        const samples = job.samples.map((s, i) => ({ input: inputs[i], label: s.label, weight: s.weight }));
-        const { value, grads } = tf.variableGrads(
-          () => weightedBceSum(blocks, samples, lora, init.labelSmoothing),
-          vars,
-        );
-        const out = vars.map((v) => (grads[v.name].dataSync() as Float32Array).slice());
-        const sum = value.dataSync()[0];
-        tf.dispose([value, ...Object.values(grads)]);
-        send(
-          { type: 'grads', seq: job.seq, sum, grads: out },
-          out.map((g) => g.buffer as ArrayBuffer),
-        );
-      } finally {
-        tf.dispose(inputs);
+      const results: SampleGrads[] = [];
+      for (let i = Atomics.add(claim, 0, 1); i < job.samples.length; i = Atomics.add(claim, 0, 1)) {
+        const s = job.samples[i];
+        const input = new Float32Array(job.inputs, s.offset * 4, s.tokens * hp.nEmbd);
+        results.push({ index: i, ...sampleGrads(blocks, vars, lora, init.labelSmoothing, input, s) });
       }
+      send(
+        { type: 'grads', seq: job.seq, results },
+        results.flatMap((r) => r.grads.map((g) => g.buffer as ArrayBuffer)),
+      );
     } catch (e) {
       send({ type: 'error', message: e instanceof Error ? (e.stack ?? e.message) : String(e) });
     }

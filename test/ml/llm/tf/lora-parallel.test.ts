@@ -3,7 +3,10 @@ import { describe, expect, it } from 'vitest';
 import { CorellaError } from '../../../../ml/errors.js';
 import type { LlamaTf } from '../../../../ml/llm/tf/llama-forward.js';
 import { LoraAdapter, type LoraHostWeights } from '../../../../ml/llm/tf/lora.js';
+import { sampleGrads } from '../../../../ml/llm/tf/lora-loss.js';
+import { LoraWorkers } from '../../../../ml/llm/tf/lora-parallel.js';
 import { LoraTrainer, type LoraSample } from '../../../../ml/llm/tf/lora-train.js';
+import { currentTfBackend } from '../../../../ml/tf/backend.js';
 import { useTinyLlamaTf } from '../../../helpers/tiny-llama-tf.js';
 
 /**
@@ -83,7 +86,7 @@ function bitsEqual(a: LoraHostWeights, b: LoraHostWeights): boolean {
 }
 
 describe('data-parallel LoRA step', () => {
-  it('2 and 3 threads train like 1 thread over several steps (losses, weights, Adam moments), and repeat bit for bit', async () => {
+  it('2 and 3 threads train like 1 thread over several steps (losses, weights, Adam moments), and like each other bit for bit', async () => {
     const bs = batches(5, 7);
     const one = await train(1, bs);
     // The LoRA moved (B starts at 0): the comparison is not between untrained adapters.
@@ -91,8 +94,13 @@ describe('data-parallel LoRA step', () => {
     const w0 = await start.toHost();
     start.dispose();
     expect(maxRelDiff(one.weights, w0)).toBeGreaterThan(0.05);
+    let two: Awaited<ReturnType<typeof train>> | undefined;
     for (const threads of [2, 3]) {
       const par = await train(threads, bs);
+      // Who computes a sample does not change its bits: every count above 1 gives the same step.
+      two ??= par;
+      expect(par.losses).toEqual(two.losses);
+      expect(bitsEqual(par.weights, two.weights)).toBe(true);
       for (let s = 0; s < bs.length; s++) expect(Math.abs(par.losses[s] - one.losses[s])).toBeLessThan(1e-5);
       expect(maxRelDiff(par.weights, one.weights)).toBeLessThan(1e-4);
       let mDiff = 0;
@@ -108,17 +116,78 @@ describe('data-parallel LoRA step', () => {
           Math.max(...par.losses.map((l, s) => Math.abs(l - one.losses[s]))),
         );
       expect(mDiff).toBeLessThan(1e-2);
-      // Deterministic for a given thread count: the parts are summed in part order, not arrival order.
+      // Deterministic: the samples are summed in sample order, not in the order the threads finish.
       const again = await train(threads, bs);
       expect(again.losses).toEqual(par.losses);
       expect(bitsEqual(again.weights, par.weights)).toBe(true);
     }
   }, 180_000);
 
+  it('worker threads compute a sample with the bits of this thread, and every sample comes back once', () => {
+    const adapter = LoraAdapter.create(model.hp, CFG);
+    adapter.pairs.forEach((p, i) =>
+      tf.tidy(() => p.b.assign(tf.randomNormal(p.b.shape, 0, 0.3, 'float32', 11 + i))),
+    );
+    const answerRows = model.outputRows([YES, NO]);
+    const blocks = {
+      hp: model.hp,
+      firstLayer: adapter.firstLayer,
+      layers: model.weights.layers,
+      outputNorm: model.weights.outputNorm,
+      answerRows,
+    };
+    const workers = new LoraWorkers(
+      model,
+      adapter,
+      answerRows.dataSync() as Float32Array,
+      0.05,
+      currentTfBackend()!.backend,
+      2,
+    );
+    try {
+      const vars = adapter.variables();
+      const lora = adapter.layerLora();
+      const samples = batches(1, 9)[0].map((s) => {
+        const x = tf.tidy(() => {
+          // Some first-adapted-block input: the embedding of the tokens (any [T, nEmbd] will do).
+          return model.embed(s.tokens);
+        });
+        const input = x.dataSync() as Float32Array;
+        x.dispose();
+        return { input, tokens: s.tokens.length, label: s.label, weight: s.weight! };
+      });
+      const here = samples.map((s) => sampleGrads(blocks, vars, lora, 0.05, s.input, s));
+      workers.waitReady();
+      // This thread sleeps on its first sample, so the workers must take the others.
+      let first = true;
+      const sleep = new Int32Array(new SharedArrayBuffer(4));
+      const got = workers.run(adapter.toHostSync(), samples, (s) => {
+        if (first) Atomics.wait(sleep, 0, 0, 3000);
+        first = false;
+        return sampleGrads(blocks, vars, lora, 0.05, s.input, s);
+      });
+      expect(workers.computed[0]).toBeGreaterThanOrEqual(1);
+      expect(workers.computed[1] + workers.computed[2]).toBeGreaterThanOrEqual(1);
+      expect(workers.computed.reduce((a, b) => a + b, 0)).toBe(samples.length);
+      expect(got.map((r) => r.index)).toEqual(samples.map((_, i) => i));
+      got.forEach((r, i) => {
+        expect(r.sum).toBe(here[i].sum);
+        r.grads.forEach((g, j) =>
+          expect(Buffer.from(g.buffer).equals(Buffer.from(here[i].grads[j].buffer))).toBe(true),
+        );
+      });
+    } finally {
+      void workers.close();
+      answerRows.dispose();
+      adapter.dispose();
+    }
+  }, 120_000);
+
   it('label smoothing and a batch smaller than the thread count train like 1 thread too', async () => {
     const bs = [...batches(2, 5), batches(1, 1)[0], batches(1, 2)[0]];
     const one = await train(1, bs, 0.1);
     const par = await train(3, bs, 0.1);
+    expect(par.losses.length).toBe(bs.length);
     for (let s = 0; s < bs.length; s++) expect(Math.abs(par.losses[s] - one.losses[s])).toBeLessThan(1e-5);
     expect(maxRelDiff(par.weights, one.weights)).toBeLessThan(1e-4);
   }, 120_000);
