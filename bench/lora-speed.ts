@@ -229,6 +229,8 @@ async function main(): Promise<void> {
             steps,
             ...per(t, steps * batch.length),
             startSeconds,
+            // Samples computed so far by the trainer's thread and by each worker (claimed one by one).
+            samplesByThread: [...trainer.samplesByThread],
           };
           log(JSON.stringify(row));
           training.push(row);
