@@ -152,17 +152,37 @@ export class LoraWorkers {
     const job: LoraWorkerJob = { seq, weights, inputs: this.inputs, samples: meta };
     for (const slot of this.slots) slot.worker.postMessage(job);
     const results = new Array<SampleGrads | undefined>(samples.length);
-    for (let i = Atomics.add(this.claim, 0, 1); i < samples.length; i = Atomics.add(this.claim, 0, 1)) {
-      results[i] = { index: i, ...own(samples[i]) };
-      this.computed[0]++;
+    let failure: unknown;
+    try {
+      for (let i = Atomics.add(this.claim, 0, 1); i < samples.length; i = Atomics.add(this.claim, 0, 1)) {
+        results[i] = { index: i, ...own(samples[i]) };
+        this.computed[0]++;
+      }
+    } catch (e) {
+      // Stop the workers claiming more, but still read their answers below: left unread, they would be
+      // taken for the next batch's.
+      Atomics.store(this.claim, 0, samples.length);
+      failure = e;
     }
-    this.waitReady();
-    for (const [w, slot] of this.slots.entries()) {
-      const m = this.next(slot);
-      if (m.type !== 'grads' || m.seq !== seq) this.fail(m);
+    const answers = this.slots.map((slot) => {
+      try {
+        while (!slot.ready) {
+          const m = this.next(slot);
+          if (m.type === 'ready') slot.ready = true;
+          else this.fail(m);
+        }
+        return this.next(slot);
+      } catch (e) {
+        failure ??= e;
+        return undefined;
+      }
+    });
+    if (failure !== undefined) throw failure;
+    answers.forEach((m, w) => {
+      if (!m || m.type !== 'grads' || m.seq !== seq) this.fail(m ?? { type: 'error', message: 'no answer' });
       for (const r of m.results) results[r.index] = r;
       this.computed[w + 1] += m.results.length;
-    }
+    });
     return results.map((r, i) => {
       if (!r) throw new CorellaError('BAD_CONFIG', `LoRA training sample ${i} was computed by no thread`);
       return r;

@@ -176,6 +176,17 @@ describe('data-parallel LoRA step', () => {
           expect(Buffer.from(g.buffer).equals(Buffer.from(here[i].grads[j].buffer))).toBe(true),
         );
       });
+      // A failure on this thread mid-batch still collects the workers' answers, so the next batch is clean.
+      expect(() =>
+        workers.run(adapter.toHostSync(), samples, () => {
+          Atomics.wait(sleep, 0, 0, 200);
+          throw new Error('this thread failed');
+        }),
+      ).toThrow('this thread failed');
+      const after = workers.run(adapter.toHostSync(), samples, (s) =>
+        sampleGrads(blocks, vars, lora, 0.05, s.input, s),
+      );
+      expect(after.map((r) => r.sum)).toEqual(here.map((r) => r.sum));
     } finally {
       void workers.close();
       answerRows.dispose();
