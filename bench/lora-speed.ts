@@ -7,6 +7,7 @@
  *   npx tsx bench/lora-speed.ts [--model .corella/models/SmolLM2-135M-Instruct.Q4_1.gguf]
  *     [--data ../shared/datasets/ml-1m-u2999] [--prompts 64] [--block 8] [--k 2,4] [--train-samples 8]
  *     [--steps 3] [--threads 2] [--modes per-prompt,batched,batched-host] [--parallel 1]
+ *     [--train-threads 1,2] [--rounds 2] [--frozen 1] [--profile 0]
  *
  * Frozen-pass modes: `per-prompt` is FrozenPrefixCache.compute prompt by prompt with the previous prompt's
  * prefix reused (the pass before batching), `batched` one tfjs pass per prompt-trie group (the default of
@@ -14,11 +15,18 @@
  * (host-frozen.ts; needs the addon). `--parallel 1` also times warmFrozenParallel on `--threads` workers for per-prompt and
  * batched (there wall time includes each worker loading and dequantizing its model).
  *
+ * Training: `--train-threads 1,2` times LoraTrainer steps at each thread count (the data-parallel step,
+ * lora-parallel.ts), alternating the counts `--rounds` times so that each pair is measured in the same
+ * minutes of a shared machine; worker start-up is timed apart (`startSeconds`). `--profile 1` adds one
+ * profiled one-thread step per k, its kernel time by op kind (tf.profile) and the frozen-output reads.
+ * `--frozen 0` skips the frozen-pass timings.
+ *
  * Prints JSON.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import * as tfc from '@tensorflow/tfjs-core';
 import { FileArtifactStore } from '../ml/artifacts/store.js';
 import { samplePool } from '../ml/corella/sampling.js';
 import { ingestDataset, loadDataset } from '../ml/data/index.js';
@@ -46,6 +54,10 @@ const steps = Number(arg('steps', '3'));
 const threads = Number(arg('threads', '2'));
 const modes = arg('modes', 'per-prompt,batched,batched-host').split(',');
 const parallel = arg('parallel', '1') === '1';
+const trainThreads = arg('train-threads', '1,2').split(',').map(Number);
+const rounds = Number(arg('rounds', '2'));
+const timeFrozen = arg('frozen', '1') === '1';
+const profile = arg('profile', '0') === '1';
 const log = (m: string): void => void process.stderr.write(`[bench/lora-speed] ${m}\n`);
 
 interface Timed {
@@ -102,7 +114,7 @@ async function main(): Promise<void> {
     log(`${prompts.length} prompts, ${(tokens / prompts.length).toFixed(0)} tokens on average`);
 
     const frozen: Record<string, unknown>[] = [];
-    for (const k of ks) {
+    for (const k of timeFrozen ? ks : []) {
       const first = model.hp.nLayer - k;
       // Warm-up (kernel setup, JIT) on two prompts, outside the timings.
       new FrozenPrefixCache(model, first, 0).computeBatch(prompts.slice(0, 2));
@@ -179,26 +191,58 @@ async function main(): Promise<void> {
     }
 
     const training: Record<string, unknown>[] = [];
+    const profiles: Record<string, unknown>[] = [];
     const batch = prompts.slice(0, trainSamples).map((t, i) => ({ tokens: t, label: labels[i] }));
     for (const k of ks) {
       const adapter = LoraAdapter.create(model.hp, { layers: k, rank: 8, alpha: 16 });
-      const trainer = new LoraTrainer(model, adapter, { answerTokens: answer, learningRate: 1e-3 });
-      await trainer.frozen.warm(batch.map((s) => s.tokens));
-      trainer.step(batch); // warm-up: kernel setup, Adam's slots
-      const t = await timed(() => {
-        for (let i = 0; i < steps; i++) trainer.step(batch);
-      });
-      const row = {
-        k,
-        rank: 8,
-        targets: ['q', 'v'],
-        samples: batch.length,
-        steps,
-        ...per(t, steps * batch.length),
-      };
-      log(JSON.stringify(row));
-      training.push(row);
-      trainer.dispose();
+      const shared = new FrozenPrefixCache(model, model.hp.nLayer - k, 2 ** 30);
+      await shared.warm(batch.map((s) => s.tokens));
+      const start = adapter.toHostSync();
+      const trainers = new Map<number, { trainer: LoraTrainer; startSeconds: number }>();
+      for (const threads of trainThreads) {
+        const t0 = performance.now();
+        const trainer = new LoraTrainer(model, adapter, {
+          answerTokens: answer,
+          learningRate: 1e-3,
+          frozen: shared,
+          threads,
+        });
+        trainer.step(batch); // warm-up: worker start, kernel setup, Adam's slots
+        trainers.set(threads, { trainer, startSeconds: (performance.now() - t0) / 1000 });
+      }
+      for (let round = 0; round < rounds; round++) {
+        for (const threads of trainThreads) {
+          const { trainer, startSeconds } = trainers.get(threads)!;
+          // Every count trains from the same weights: the step's cost does not depend on them, but a
+          // diverging LoRA would make the comparison less clean.
+          adapter.load(start);
+          const t = await timed(() => {
+            for (let i = 0; i < steps; i++) trainer.step(batch);
+          });
+          const row = {
+            k,
+            rank: 8,
+            targets: ['q', 'v'],
+            threads,
+            round,
+            samples: batch.length,
+            steps,
+            ...per(t, steps * batch.length),
+            startSeconds,
+            // Samples computed so far by the trainer's thread and by each worker (claimed one by one).
+            samplesByThread: [...trainer.samplesByThread],
+          };
+          log(JSON.stringify(row));
+          training.push(row);
+        }
+      }
+      if (profile)
+        profiles.push({ k, ...(await profileStep(trainers.get(trainThreads[0])!.trainer, batch)) });
+      for (const { trainer } of trainers.values()) {
+        await trainer.close();
+        trainer.dispose();
+      }
+      shared.dispose();
       adapter.dispose();
     }
     model.dispose();
@@ -212,6 +256,7 @@ async function main(): Promise<void> {
           promptTokensMean: tokens / prompts.length,
           frozen,
           training,
+          profiles,
           note: 'cpuSPer: user+system CPU seconds of the process (worker threads included) per prompt or training sample; 2 cores shared with other jobs',
         },
         null,
@@ -221,6 +266,72 @@ async function main(): Promise<void> {
   } finally {
     rmSync(storeDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * One profiled step: tfjs kernel time by op kind (what each kernel's shapes say it belongs to), the step's
+ * wall time without the profiler, and the cost of reading the frozen outputs. The rest of the wall time is
+ * tfjs's engine and tape (JS between the kernels).
+ */
+async function profileStep(trainer: LoraTrainer, batch: { tokens: number[]; label: number }[]) {
+  const hp = trainer.model.hp;
+  const rank = trainer.adapter.config.rank;
+  const t0 = performance.now();
+  trainer.step(batch);
+  const stepMs = performance.now() - t0;
+  const prof = await tfc.profile(() => void trainer.step(batch));
+  const layout = new Set([
+    'Transpose',
+    'Reshape',
+    'Slice',
+    'Concat',
+    'PadV2',
+    'Identity',
+    'Cast',
+    'Pack',
+    'Unpack',
+  ]);
+  const kind = (name: string, ins: number[][], out: number[]): string => {
+    if (name === 'BatchMatMul' || name === '_FusedMatMul') {
+      if (ins[0].length === 3) return 'matMul: attention (q·kᵀ, ·v)';
+      if (ins.some((s) => s.includes(rank))) return 'matMul: LoRA low-rank';
+      if (ins.some((s) => s[0] === hp.headDim && s[1] === hp.headDim)) return 'matMul: RoPE rotation';
+      return 'matMul: projections (q, k, v, o, gate, up, down)';
+    }
+    if (layout.has(name)) return 'layout: transpose, reshape, slice, pad, identity, cast';
+    if (name === 'Softmax' || (out.length === 3 && out[2] !== hp.headDim))
+      return 'attention: scale, causal mask, softmax';
+    if (out.includes(hp.nFf)) return 'SwiGLU (element-wise)';
+    if (out.length === 3) return 'RoPE (element-wise)';
+    if (out.length === 2 && (out[1] === 1 || out[1] === hp.nEmbd || out[1] === hp.nHeadKv * hp.headDim))
+      return 'RMSNorm, residual adds, LoRA scale (element-wise)';
+    return 'loss, Adam, scalars';
+  };
+  const by = new Map<string, { ms: number; kernels: number }>();
+  let kernelMs = 0;
+  for (const kk of prof.kernels) {
+    const ms = typeof kk.kernelTimeMs === 'number' ? kk.kernelTimeMs : 0;
+    kernelMs += ms;
+    const key = kind(kk.name, kk.inputShapes as number[][], (kk.outputShapes[0] ?? []) as number[]);
+    const e = by.get(key) ?? { ms: 0, kernels: 0 };
+    e.ms += ms;
+    e.kernels++;
+    by.set(key, e);
+  }
+  const r0 = performance.now();
+  for (const s of batch) trainer.frozen.input(s.tokens).dispose();
+  const frozenReadMs = performance.now() - r0;
+  return {
+    samples: batch.length,
+    stepMsUnprofiled: stepMs,
+    profiledKernelMs: kernelMs,
+    kernels: prof.kernels.length,
+    frozenReadMs,
+    byKind: [...by]
+      .sort((a, b) => b[1].ms - a[1].ms)
+      .map(([k, v]) => ({ kind: k, ms: v.ms, share: v.ms / kernelMs, kernels: v.kernels })),
+    loadAverage: loadavg()[0],
+  };
 }
 
 main().catch((e: unknown) => {

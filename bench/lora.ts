@@ -6,7 +6,7 @@
  *     [--model .corella/models/SmolLM2-…gguf] [--out FILE]
  *     [--cache ~/.cache/corella-bench-lora] [--train-rows 2000] [--valid-rows 600] [--test-rows 1000]
  *     [--pool-seed 11] [--k 2] [--rank 8] [--alpha 2·rank] [--targets q,v] [--lr 1e-3] [--epochs 3]
- *     [--batch 8] [--seeds 1,2,3] [--balance] [--smoothing 0] [--patience 1] [--threads 2]
+ *     [--batch 8] [--seeds 1,2,3] [--balance] [--smoothing 0] [--patience 1] [--threads 2] [--train-threads 1]
  *     [--frozen-only] [--crm-epochs 3] [--label NAME] [--eval prefix|per-prompt]
  *     [--train-select 0.5] [--train-weight none|entropy] [--align-gamma 0] [--align-dim 32]
  *     [--branch lora|adapter]
@@ -66,10 +66,11 @@ import { openPaperPrompts } from './paper-prompts.js';
 import { warmFrozenParallel } from '../ml/llm/tf/frozen-parallel.js';
 import { FrozenPrefixCache } from '../ml/llm/tf/frozen-prefix.js';
 import { FrozenOutputStore } from '../ml/llm/tf/frozen-store.js';
+import { CorellaError } from '../ml/errors.js';
 import { LlamaTf } from '../ml/llm/tf/llama-forward.js';
 import type { Projection } from '../ml/llm/tf/llama-weights.js';
 import { LoraAdapter, type LoraHostWeights } from '../ml/llm/tf/lora.js';
-import { LoraTrainer, type LoraSample } from '../ml/llm/tf/lora-train.js';
+import { LoraTrainer, MAX_LORA_THREADS, type LoraSample } from '../ml/llm/tf/lora-train.js';
 import { accuracy, auc, logLoss } from '../ml/metrics/classification.js';
 import { aucDiffInterval, groupBy } from '../ml/report/stats.js';
 import { initTf } from '../ml/tf/backend.js';
@@ -104,6 +105,14 @@ const balance = flag('balance');
 const smoothing = Number(arg('smoothing', '0'));
 const patience = Number(arg('patience', '1'));
 const threads = Number(arg('threads', '2'));
+// Threads of each LoRA step (LoraTrainer threads: the batch split over worker threads); not the aligned steps.
+const trainThreads = Number(arg('train-threads', '1'));
+if (!(Number.isInteger(trainThreads) && trainThreads >= 1 && trainThreads <= MAX_LORA_THREADS))
+  throw new CorellaError(
+    'BAD_CONFIG',
+    `--train-threads ${arg('train-threads', '')}: expected an integer in 1..${MAX_LORA_THREADS}`,
+    { details: { field: '--train-threads' } },
+  );
 const crmEpochs = Number(arg('crm-epochs', '3'));
 const label = arg('label', '');
 const evalMode = arg('eval', 'prefix');
@@ -538,6 +547,7 @@ async function main(): Promise<void> {
       learningRate: lr,
       labelSmoothing: smoothing,
       frozen,
+      threads: trainThreads,
     });
     const pos = trSet.reduce((a, s) => a + s.label, 0) / trSet.length;
     // Class weights with mean 1 over the pool: each class carries half the loss.

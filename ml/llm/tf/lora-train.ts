@@ -1,10 +1,13 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { CorellaError } from '../../errors.js';
 import { throwIfAborted } from '../../progress.js';
+import { currentTfBackend } from '../../tf/backend.js';
 import { FrozenPrefixCache } from './frozen-prefix.js';
 import { disposeRope, llamaBlock, ropeTables, type PastKv } from './llama-block.js';
 import type { LlamaTf } from './llama-forward.js';
 import type { LoraAdapter, LoraHostWeights } from './lora.js';
+import { sampleGrads, type AdaptedBlocks } from './lora-loss.js';
+import { LoraWorkers } from './lora-parallel.js';
 
 export interface LoraSample {
   tokens: readonly number[];
@@ -40,7 +43,20 @@ export interface LoraTrainerOptions {
   labelSmoothing?: number;
   /** Layers whose last-token output `outputs()` returns (the alignment loss's LLM layers); default none. */
   hiddenLayers?: number[];
+  /**
+   * Threads of `step()` (default 1), 1..16: with n > 1, this thread and n − 1 worker threads (each holding
+   * a copy of the adapted blocks) claim the batch's samples one by one, the samples' gradients are added in
+   * sample order and one Adam step is taken here. The bits are the same at every n > 1 whatever the timing,
+   * and equal the one-thread step up to float32 summation order. Only `step()` is parallel (gradients(),
+   * outputs() and evaluation run on this thread).
+   */
+  threads?: number;
+  /** Aborting it terminates the worker threads (a cancelled run does not leave them behind). */
+  signal?: AbortSignal;
 }
+
+/** The most threads a trainer accepts: beyond the cores, workers only add copies of the adapted blocks. */
+export const MAX_LORA_THREADS = 16;
 
 /**
  * Trains LoRA factors on L_llm = BCE(label, p), p = e^yes / (e^yes + e^no) = σ(logit_yes − logit_no): the
@@ -55,6 +71,11 @@ export class LoraTrainer {
   readonly hiddenLayers: readonly number[];
   private readonly labelSmoothing: number;
   private readonly ownsFrozen: boolean;
+  readonly threads: number;
+  private readonly workers?: LoraWorkers;
+  private readonly blocks: AdaptedBlocks;
+  private readonly onAbort?: () => void;
+  private readonly signal?: AbortSignal;
 
   constructor(
     readonly model: LlamaTf,
@@ -108,9 +129,50 @@ export class LoraTrainer {
     this.ownsFrozen = !opts.frozen;
     this.frozen =
       opts.frozen ?? new FrozenPrefixCache(model, adapter.firstLayer, opts.cacheBytes ?? 2 ** 30, keep);
+    const threads = opts.threads ?? 1;
+    if (!Number.isInteger(threads) || threads < 1 || threads > MAX_LORA_THREADS)
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `LoRA training threads ${String(opts.threads)} is not an integer in 1..${MAX_LORA_THREADS} (field threads)`,
+        { details: { field: 'threads' } },
+      );
+    this.threads = threads;
+    throwIfAborted(opts.signal);
     this.optimizer = tf.train.adam(opts.learningRate ?? 1e-3);
     // [2, nEmbd]: the loss needs these two rows of the output matrix, never the whole vocabulary.
     this.answerRows = model.outputRows(opts.answerTokens);
+    this.blocks = {
+      hp: model.hp,
+      firstLayer: adapter.firstLayer,
+      layers: model.weights.layers,
+      outputNorm: model.weights.outputNorm,
+      answerRows: this.answerRows,
+    };
+    if (threads > 1) {
+      // Started now, so they load while the caller warms the frozen cache; the first step waits for them.
+      this.workers = new LoraWorkers(
+        model,
+        adapter,
+        this.answerRows.dataSync() as Float32Array,
+        this.labelSmoothing,
+        currentTfBackend()?.backend ?? 'wasm',
+        threads - 1,
+      );
+      const workers = this.workers;
+      this.onAbort = () => void workers.close();
+      opts.signal?.addEventListener('abort', this.onAbort, { once: true });
+      this.signal = opts.signal;
+    }
+  }
+
+  /** Training samples computed so far by this thread ([0]) and by each worker (empty with threads = 1). */
+  get samplesByThread(): readonly number[] {
+    return this.workers?.computed ?? [];
+  }
+
+  /** Worker threads still running (0 with threads = 1, and after dispose() or an abort once they exit). */
+  get liveWorkers(): number {
+    return this.workers?.alive ?? 0;
   }
 
   /** logit_yes − logit_no of `tokens` under the current LoRA, as a differentiable scalar. */
@@ -169,7 +231,10 @@ export class LoraTrainer {
 
   /** One Adam step on the batch's mean BCE; returns the loss before the step. */
   step(batch: readonly LoraSample[], signal?: AbortSignal): number {
+    if (signal?.aborted) void this.workers?.close();
     throwIfAborted(signal);
+    throwIfAborted(this.signal);
+    if (batch.length === 0) throw new CorellaError('BAD_CONFIG', 'empty LoRA training batch');
     for (const s of batch) {
       if (s.label !== 0 && s.label !== 1)
         throw new CorellaError('BAD_CONFIG', `LoRA training label ${s.label} is not 0 or 1 (field label)`, {
@@ -184,10 +249,50 @@ export class LoraTrainer {
           },
         );
     }
+    if (this.workers) return this.parallelStep(batch);
     const cost = this.optimizer.minimize(() => this.loss(batch), true, this.adapter.variables());
     const v = cost!.dataSync()[0];
     cost!.dispose();
     return v;
+  }
+
+  /**
+   * The step on `threads` threads: every sample's first-adapted-block input is put in shared memory, this
+   * thread and the workers claim samples one by one and compute each one's w·BCE and gradient, which are
+   * then added in sample order, divided by Σw and applied: Σᵢ ∂(wᵢ·lᵢ)/∂θ / Σw is the gradient of the
+   * one-thread mean loss. Who computed a sample does not change its bits, so the step gives the same bits
+   * at any thread count above 1 and whatever the timing.
+   */
+  private parallelStep(batch: readonly LoraSample[]): number {
+    const samples = batch.map((s) => {
+      const x = this.frozen.input(s.tokens);
+      const input = x.dataSync() as Float32Array;
+      x.dispose();
+      return { input, tokens: s.tokens.length, label: s.label, weight: s.weight ?? 1 };
+    });
+    const vars = this.adapter.variables();
+    const lora = this.adapter.layerLora();
+    const results = this.workers!.run(this.adapter.toHostSync(), samples, (s) =>
+      sampleGrads(this.blocks, vars, lora, this.labelSmoothing, s.input, s),
+    );
+    const acc = results[0].grads;
+    let sum = results[0].sum;
+    for (const r of results.slice(1)) {
+      sum += r.sum;
+      r.grads.forEach((g, j) => {
+        const a = acc[j];
+        for (let i = 0; i < a.length; i++) a[i] += g[i];
+      });
+    }
+    const total = batch.reduce((a, s) => a + (s.weight ?? 1), 0);
+    const named = vars.map((v, j) => {
+      const a = acc[j];
+      for (let i = 0; i < a.length; i++) a[i] /= total;
+      return { name: v.name, tensor: tf.tensor(a, v.shape) };
+    });
+    this.optimizer.applyGradients(named);
+    tf.dispose(named.map((g) => g.tensor));
+    return sum / total;
   }
 
   /** Gradients of the batch's mean BCE with respect to every LoRA variable, in `adapter.variables()` order. */
@@ -324,7 +429,14 @@ export class LoraTrainer {
     return 1 / (1 + Math.exp(-v));
   }
 
+  /** Terminates the worker threads and waits for them to exit (dispose() does the same without waiting). */
+  async close(): Promise<void> {
+    if (this.onAbort) this.signal?.removeEventListener('abort', this.onAbort);
+    await this.workers?.close();
+  }
+
   dispose(): void {
+    void this.close();
     if (this.ownsFrozen) this.frozen.dispose();
     this.optimizer.dispose();
     this.answerRows.dispose();

@@ -32,6 +32,8 @@ describe('bench/lora.ts flags', () => {
     [['--train-weight', 'loss'], '--train-weight loss: expected none or entropy'],
     [['--align-gamma', '-0.1'], '--align-gamma -0.1: expected a number ≥ 0'],
     [['--align-dim', '0'], '--align-dim 0: expected a positive integer'],
+    [['--train-threads', '0'], '--train-threads 0: expected an integer in 1..16'],
+    [['--train-threads', 'two'], '--train-threads two: expected an integer in 1..16'],
   ])(
     '%j is refused with its name, and nothing is written',
     async (args, message) => {
