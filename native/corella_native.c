@@ -1278,13 +1278,24 @@ static float *stack_floats(napi_env env, size_t n) {
   return stack_scratch;
 }
 
+/* The length of a JS array argument in min..max, or false (no exception: the caller throws its own message). */
+static bool array_len(napi_env env, napi_value v, uint32_t min, uint32_t max, uint32_t *n) {
+  bool is_array = false;
+  return napi_is_array(env, v, &is_array) == napi_ok && is_array && napi_get_array_length(env, v, n) == napi_ok &&
+         *n >= min && *n <= max;
+}
+
+/* Element i of a JS array, and its name in errors ("what[i]"). */
+static bool array_element(napi_env env, napi_value v, uint32_t i, const char *what, char name[32], napi_value *e) {
+  snprintf(name, 32, "%.12s[%u]", what, i);
+  return napi_get_element(env, v, i, e) == napi_ok;
+}
+
 /* A JS array of 1..STACK_MAX Float32Arrays (`what` names it in errors); returns the count, 0 on error. */
 static int64_t f32_list_min(napi_env env, napi_value v, const char *what, float **data, size_t *lens, uint32_t min) {
-  bool is_array = false;
   uint32_t n = 0;
   char msg[128];
-  if (napi_is_array(env, v, &is_array) != napi_ok || !is_array || napi_get_array_length(env, v, &n) != napi_ok ||
-      n < min || n > STACK_MAX) {
+  if (!array_len(env, v, min, STACK_MAX, &n)) {
     snprintf(msg, sizeof msg, "corella_native: %s must be an array of %u..%d Float32Arrays", what, min, STACK_MAX);
     napi_throw_type_error(env, "CORELLA_NATIVE", msg);
     return -1;
@@ -1292,14 +1303,11 @@ static int64_t f32_list_min(napi_env env, napi_value v, const char *what, float 
   for (uint32_t i = 0; i < n; i++) {
     napi_value e;
     char name[32];
-    if (napi_get_element(env, v, i, &e) != napi_ok) return -1;
-    snprintf(name, sizeof name, "%.12s[%u]", what, i);
-    if (!f32_arg(env, e, name, &data[i], &lens[i])) return -1;
+    if (!array_element(env, v, i, what, name, &e) || !f32_arg(env, e, name, &data[i], &lens[i])) return -1;
   }
   return n;
 }
 
-/* The same with at least one entry; 0 on error. */
 static uint32_t f32_list(napi_env env, napi_value v, const char *what, float **data, size_t *lens) {
   const int64_t n = f32_list_min(env, v, what, data, lens, 1);
   return n < 0 ? 0 : (uint32_t)n;
@@ -1373,11 +1381,9 @@ static _Thread_local size_t emb_entries_len = 0;
 
 /* A JS array of 0..EMB_MAX_GROUPS Int32Arrays; returns the count, -1 on error (thrown). */
 static int64_t i32_list(napi_env env, napi_value v, const char *what, int32_t **data, size_t *lens) {
-  bool is_array = false;
   uint32_t n = 0;
   char msg[128];
-  if (napi_is_array(env, v, &is_array) != napi_ok || !is_array || napi_get_array_length(env, v, &n) != napi_ok ||
-      n > EMB_MAX_GROUPS - 1) {
+  if (!array_len(env, v, 0, EMB_MAX_GROUPS - 1, &n)) {
     snprintf(msg, sizeof msg, "corella_native: %s must be an array of at most %d Int32Arrays", what,
              EMB_MAX_GROUPS - 1);
     napi_throw_type_error(env, "CORELLA_NATIVE", msg);
@@ -1386,9 +1392,7 @@ static int64_t i32_list(napi_env env, napi_value v, const char *what, int32_t **
   for (uint32_t i = 0; i < n; i++) {
     napi_value e;
     char name[32];
-    if (napi_get_element(env, v, i, &e) != napi_ok) return -1;
-    snprintf(name, sizeof name, "%.12s[%u]", what, i);
-    if (!i32_arg(env, e, name, &data[i], &lens[i])) return -1;
+    if (!array_element(env, v, i, what, name, &e) || !i32_arg(env, e, name, &data[i], &lens[i])) return -1;
   }
   return n;
 }
