@@ -1567,7 +1567,85 @@ typedef struct {
   int entries;
   int layer_of[POOL_MAX_CHUNKS], part[POOL_MAX_CHUNKS], parts[POOL_MAX_CHUNKS];
   bool is_db[POOL_MAX_CHUNKS];
+  /* fused weights (see block_weights): row block c's x_lᵀ·dz_l at pw[l] + c·k·n and Σ dz_l at pb[l] + c·n */
+  bool fused;
+  float *pw[STACK_MAX], *pb[STACK_MAX];
+  int64_t reduce_floats, reduce_chunks;
 } StackJob;
+
+/* Whether the stacks' backward takes the weight gradients inside the row region (block_weights and
+ * reduce_weights_chunk) rather than in a second region over the whole batch; off only to compare the
+ * two (stackWeightsFused from JS, for tests and benchmarks). */
+static _Atomic int stack_fused_weights = 1;
+static void plan_weights(StackJob *j);
+static void stack_weights_chunk(void *ctx, int64_t c);
+
+/* Row block c's share of layer l's weight gradients, while its dz_l and x_l are in this core's cache.
+ * The second region it replaces re-read every x_l and dz_l of the batch (~3 MB a stack at 1024 rows)
+ * after the row region had pushed them out of L2, each thread walking rows the other had written. With
+ * one block it writes dw and db themselves: the same sgemm and column sums as that region at one thread. */
+static void block_weights(const StackJob *j, int l, int64_t c, int64_t r0, int64_t rows) {
+  const int64_t k = j->k[l], n = j->n[l];
+  const float *x = (l == 0 ? j->x : j->y[l - 1]) + r0 * k;
+  const float *dz = j->dz[l] + r0 * n;
+  float *dw = j->chunks == 1 ? j->dw[l] : j->pw[l] + c * k * n;
+  float *db = j->chunks == 1 ? j->db[l] : j->pb[l] + c * n;
+  cblas_sgemm(RowMajor, Trans, NoTrans, (int)k, (int)n, (int)rows, 1.0f, x, (int)k, dz, (int)n, 0.0f, dw, (int)n);
+  if (j->db[l] != NULL) column_sums(dz, rows, n, 0, n, db);
+}
+
+/* dw and db as the blocks' partials summed in block order, ((p0 + p1) + p2) + …, whichever thread ran a
+ * block and however this region is cut: the same bits at any thread count. The chunks cut the
+ * concatenation of every layer's dw then db. */
+static void reduce_weights_chunk(void *ctx, int64_t c) {
+  const StackJob *j = ctx;
+  int64_t a, b;
+  chunk_range(j->reduce_floats, j->reduce_chunks, c, &a, &b);
+  int64_t base = 0;
+  for (int l = 0; l < j->layers && base < b; l++)
+    for (int part = 0; part < 2; part++) {
+      const int64_t len = part == 0 ? j->k[l] * j->n[l] : (j->db[l] != NULL ? j->n[l] : 0);
+      const int64_t lo = a > base ? a - base : 0, hi = b < base + len ? b - base : len;
+      if (hi > lo) {
+        float *dst = (part == 0 ? j->dw[l] : j->db[l]) + lo;
+        const float *src = (part == 0 ? j->pw[l] : j->pb[l]) + lo;
+        memcpy(dst, src, (size_t)(hi - lo) * sizeof(float));
+        for (int64_t q = 1; q < j->chunks; q++) add_into(dst, src + q * len, (size_t)(hi - lo));
+      }
+      base += len;
+    }
+}
+
+/* Floats the fused weights' partials need (none with one row block), and the reduction's cut. */
+static size_t plan_fused(StackJob *j) {
+  j->fused = atomic_load(&stack_fused_weights) != 0;
+  if (!j->fused) return 0;
+  int64_t total = 0;
+  for (int l = 0; l < j->layers; l++) total += j->k[l] * j->n[l] + (j->db[l] != NULL ? j->n[l] : 0);
+  j->reduce_floats = total;
+  j->reduce_chunks = chunks_for(total, 8192);
+  return j->chunks == 1 ? 0 : (size_t)(j->chunks * total);
+}
+
+/* Points pw and pb into s (plan_fused's floats); the partial of block c sits c·len after the layer's. */
+static void place_partials(StackJob *j, float *s) {
+  for (int l = 0; l < j->layers; l++) {
+    j->pw[l] = s;
+    s += j->chunks * j->k[l] * j->n[l];
+    j->pb[l] = s;
+    if (j->db[l] != NULL) s += j->chunks * j->n[l];
+  }
+}
+
+/* The weight gradients after the row region: the partials' sum, or the whole-batch region. */
+static void finish_weights(StackJob *j) {
+  if (!j->fused) {
+    plan_weights(j);
+    pool_run(stack_weights_chunk, j, j->entries);
+  } else if (j->chunks > 1) {
+    pool_run(reduce_weights_chunk, j, j->reduce_chunks);
+  }
+}
 
 static void dense_stack_forward_chunk(void *ctx, int64_t c) {
   const StackJob *j = ctx;
@@ -1604,6 +1682,7 @@ static void dense_stack_backward_chunk(void *ctx, int64_t c) {
     } else if (relu) {
       relu_mask_inplace(j->dz[l] + r0 * n, j->y[l] + r0 * n, span);
     }
+    if (j->fused) block_weights(j, l, c, r0, rows);
     float *target = l == 0 ? j->dx : j->dz[l - 1];
     cblas_sgemm(RowMajor, NoTrans, Trans, (int)rows, (int)k, (int)n, 1.0f, j->dz[l] + r0 * n, (int)n, j->w[l], (int)n,
                 0.0f, target + r0 * k, (int)k);
@@ -1745,9 +1824,13 @@ static napi_value js_dense_stack_backward(napi_env env, napi_callback_info info)
   if (ldy != (size_t)(m * j.n[L - 1]))
     return range_error(env, "corella_native.denseStackBackward: shapes do not fit the buffers");
   if (relu < 0 || relu >= (1 << L)) return range_error(env, "corella_native.denseStackBackward: relu mask outside the layers");
-  float *s = stack_floats(env, dz_floats);
-  if (s == NULL) return NULL;
   j.layers = (int)L;
+  j.chunks = stack_row_chunks(m);
+  for (uint32_t l = 0; l < L; l++) j.db[l] = db[l];
+  const size_t partials = plan_fused(&j);
+  float *s = stack_floats(env, dz_floats + partials);
+  if (s == NULL) return NULL;
+  place_partials(&j, s + dz_floats);
   j.x = x;
   j.dy = dy;
   j.dx = dx;
@@ -1757,16 +1840,13 @@ static napi_value js_dense_stack_backward(napi_env env, napi_callback_info info)
     j.w[l] = w[l];
     j.y[l] = y[l];
     j.dw[l] = dw[l];
-    j.db[l] = db[l];
     j.dz[l] = s;
     s += m * j.n[l];
   }
   /* a linear top layer's dz is dy itself */
   if (!(j.relu & (1u << (L - 1)))) j.dz[L - 1] = (float *)dy;
-  j.chunks = stack_row_chunks(m);
   pool_run(dense_stack_backward_chunk, &j, j.chunks);
-  plan_weights(&j);
-  pool_run(stack_weights_chunk, &j, j.entries);
+  finish_weights(&j);
   return NULL;
 }
 
@@ -1805,6 +1885,7 @@ static void cross_stack_backward_chunk(void *ctx, int64_t c) {
       cross_grads_acc(j->dz[l] + off, j->dx + off, dy, j->x + off, j->z[l] + off, span);
     else
       cross_grads(j->dz[l] + off, j->dx + off, dy, j->x + off, j->z[l] + off, span);
+    if (j->fused) block_weights(j, l, c, r0, rows);
     memcpy(dx, dy, span * sizeof(float));
     cblas_sgemm(RowMajor, NoTrans, Trans, (int)rows, (int)n, (int)n, 1.0f, j->dz[l] + off, (int)n, j->w[l], (int)n,
                 1.0f, dx, (int)n);
@@ -1880,9 +1961,16 @@ static napi_value js_cross_stack_backward(napi_env env, napi_callback_info info)
     if (lw[l] != (size_t)(n * n) || lz[l] != mn || ldw[l] != (size_t)(n * n) || ldb[l] != (size_t)n ||
         (l + 1 < L && lxs[l] != mn))
       return range_error(env, "corella_native.crossStackBackward: shapes do not fit the buffers");
-  float *s = stack_floats(env, (L + 2) * mn);
-  if (s == NULL) return NULL;
   j.layers = (int)L;
+  j.chunks = stack_row_chunks(m);
+  for (uint32_t l = 0; l < L; l++) {
+    j.k[l] = j.n[l] = n;
+    j.db[l] = db[l];
+  }
+  const size_t partials = plan_fused(&j);
+  float *s = stack_floats(env, (L + 2) * mn + partials);
+  if (s == NULL) return NULL;
+  place_partials(&j, s + (L + 2) * mn);
   j.x = x0;
   j.dy = dy;
   j.dx = dx0;
@@ -1896,13 +1984,30 @@ static napi_value js_cross_stack_backward(napi_env env, napi_callback_info info)
     j.dw[l] = dw[l];
     j.db[l] = db[l];
     j.dz[l] = s + l * mn;
-    j.k[l] = j.n[l] = n;
   }
-  j.chunks = stack_row_chunks(m);
   pool_run(cross_stack_backward_chunk, &j, j.chunks);
-  plan_weights(&j);
-  pool_run(stack_weights_chunk, &j, j.entries);
+  finish_weights(&j);
   return NULL;
+}
+
+/* stackWeightsFused([on]): whether the stacks' backward fuses the weight gradients into its row region
+ * (sets it when given); returns the setting. Only tests and benchmarks turn it off, to compare. */
+static napi_value js_stack_weights_fused(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc >= 1) {
+    napi_valuetype t;
+    CHECK(env, napi_typeof(env, argv[0], &t));
+    if (t != napi_undefined) {
+      bool on;
+      if (!bool_arg(env, argv[0], &on)) return NULL;
+      atomic_store(&stack_fused_weights, on ? 1 : 0);
+    }
+  }
+  napi_value out;
+  CHECK(env, napi_get_boolean(env, atomic_load(&stack_fused_weights) != 0, &out));
+  return out;
 }
 
 /* prewake(us): pool_prewake from JS, before JS work that a region follows (the next batch's assembly,
@@ -2043,6 +2148,7 @@ NAPI_MODULE_INIT() {
       {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"threads", NULL, js_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"prewake", NULL, js_prewake, NULL, NULL, NULL, napi_default_method, NULL},
+      {"stackWeightsFused", NULL, js_stack_weights_fused, NULL, NULL, NULL, napi_default_method, NULL},
       {"setBlasThreads", NULL, js_set_blas_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"blasThreads", NULL, js_blas_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"poolStats", NULL, js_pool_stats, NULL, NULL, NULL, napi_default_method, NULL},

@@ -477,6 +477,21 @@ describe('native kernels (OpenBLAS on the wasm heap)', () => {
         }
       }
 
+      /**
+       * Runs f with the stacks' weight gradients in their own region over the whole batch, as the layers
+       * take them: the layers' bits hold then. By row blocks (the default) they are summed in block order,
+       * which test/ml/crm/stack-weights.test.ts checks.
+       */
+      function wholeBatchWeights<T>(f: () => T): T {
+        const a = addon as NativeAddon & { stackWeightsFused(on?: boolean): boolean };
+        a.stackWeightsFused(false);
+        try {
+          return f();
+        } finally {
+          a.stackWeightsFused(true);
+        }
+      }
+
       it.each([1, 2, 3])(
         'crossStack of %i layer(s): bit-identical to the layers one by one, and close to the cpu backend',
         async (layers) => {
@@ -504,7 +519,9 @@ describe('native kernels (OpenBLAS on the wasm heap)', () => {
           const names = ['y', 'dx0', ...ws.map((_, l) => `dw${l}`), ...bs.map((_, l) => `db${l}`)];
           for (const threads of [1, 2]) {
             addon.setThreads(threads);
-            const fused = tf.tidy(() => run().map((t) => t.dataSync() as Float32Array));
+            const fused = wholeBatchWeights(() =>
+              tf.tidy(() => run().map((t) => t.dataSync() as Float32Array)),
+            );
             const split = layerByLayer(() => tf.tidy(() => run().map((t) => t.dataSync() as Float32Array)));
             names.forEach((name, i) => expect(fused[i], `${threads} thread(s): ${name}`).toEqual(split[i]));
           }
@@ -572,15 +589,16 @@ describe('native kernels (OpenBLAS on the wasm heap)', () => {
           return { losses, weights };
         };
         addon.setThreads(2);
-        const fused = train();
-        const split = layerByLayer(train);
+        // the dense stack stays fused in both: its weights too must come from their own region
+        const fused = wholeBatchWeights(train);
+        const split = wholeBatchWeights(() => layerByLayer(train));
         // The step before any fusion: the loss from stock ops too. The native loss sums in double and
         // rounds σ(z) − y once, so its bits differ (~1e-7 relative in the loss); ten Adam steps stay
         // within 1e-5 of every weight.
         tf.unregisterKernel(BCE_WITH_LOGITS, 'wasm');
         let unfused: ReturnType<typeof train>;
         try {
-          unfused = layerByLayer(train);
+          unfused = wholeBatchWeights(() => layerByLayer(train));
         } finally {
           registerNativeKernels(addon);
         }
