@@ -126,6 +126,8 @@ interface OursFigures extends SideFigures {
   accelerator?: string;
   nativeReason?: string;
   poolThreads?: number;
+  /** false when CORELLA_STACK_WEIGHTS=whole kept the stacks' weight gradients in their own region */
+  stackWeightsFused?: boolean;
   blasThreads?: number;
   threads: number;
   /** The step ran without the tfjs tape (ml/crm/native-step.ts). */
@@ -165,6 +167,10 @@ async function measureOurs(): Promise<OursFigures> {
   const { StepProfile } = await import('../ml/crm/step-profile.js');
 
   const init = await initTf('wasm', () => undefined);
+  // CORELLA_STACK_WEIGHTS=whole: the stacks' weight gradients in their own region over the batch, as
+  // before they were fused into the row blocks (an A/B in the same build and minutes).
+  const stackAddon = loadNative().addon as { stackWeightsFused?(on?: boolean): boolean } | undefined;
+  if (process.env.CORELLA_STACK_WEIGHTS === 'whole') stackAddon?.stackWeightsFused?.(false);
   // Uniform ids and coin-flip labels, as the peer draws them.
   const { uniformCategoricalSplit } = await import('../ml/data/uniform-categorical.js');
   const { featureMap, split } = uniformCategoricalSplit('bench-crm-vs-torch', VOCABS, BATCH * N_BATCHES);
@@ -268,6 +274,7 @@ async function measureOurs(): Promise<OursFigures> {
     blasThreads: native.addon?.blasThreads(),
     threads,
     tapeFree: stepper instanceof LocalStepper && stepper.tapeFree,
+    stackWeightsFused: stackAddon?.stackWeightsFused?.(),
     trainSamplesPerSec: Math.round((steps * BATCH) / trainSec),
     inferSamplesPerSec: Math.round((inferBatchesRun * BATCH) / inferSec),
     inferPath,
