@@ -136,7 +136,7 @@ for (let r = 0; r < rounds; r++) {
       (row.cpuUs ??= []).push((cpu.user + cpu.system) / steps);
     }
 }
-addon.stackWeightsFused(true);
+addon.stackWeightsFused(false);
 const copy = median(copies);
 const table = Object.fromEntries(
   Object.entries(results).map(([key, row]) => [

@@ -126,7 +126,7 @@ interface OursFigures extends SideFigures {
   accelerator?: string;
   nativeReason?: string;
   poolThreads?: number;
-  /** false when CORELLA_STACK_WEIGHTS=whole kept the stacks' weight gradients in their own region */
+  /** true when CORELLA_STACK_WEIGHTS=blocks summed the stacks' weight gradients from row blocks */
   stackWeightsFused?: boolean;
   blasThreads?: number;
   threads: number;
@@ -167,10 +167,13 @@ async function measureOurs(): Promise<OursFigures> {
   const { StepProfile } = await import('../ml/crm/step-profile.js');
 
   const init = await initTf('wasm', () => undefined);
-  // CORELLA_STACK_WEIGHTS=whole: the stacks' weight gradients in their own region over the batch, as
-  // before they were fused into the row blocks (an A/B in the same build and minutes).
+  // CORELLA_STACK_WEIGHTS=blocks: the stacks' weight gradients summed from row blocks inside the row
+  // region (off by default, docs/crm-speed.md); =whole: their own region over the batch (the default).
+  // An A/B in one build and the same minutes.
   const stackAddon = loadNative().addon as { stackWeightsFused?(on?: boolean): boolean } | undefined;
-  if (process.env.CORELLA_STACK_WEIGHTS === 'whole') stackAddon?.stackWeightsFused?.(false);
+  const stackWeights = process.env.CORELLA_STACK_WEIGHTS;
+  if (stackWeights === 'blocks' || stackWeights === 'whole')
+    stackAddon?.stackWeightsFused?.(stackWeights === 'blocks');
   // Uniform ids and coin-flip labels, as the peer draws them.
   const { uniformCategoricalSplit } = await import('../ml/data/uniform-categorical.js');
   const { featureMap, split } = uniformCategoricalSplit('bench-crm-vs-torch', VOCABS, BATCH * N_BATCHES);

@@ -1574,9 +1574,12 @@ typedef struct {
 } StackJob;
 
 /* Whether the stacks' backward takes the weight gradients inside the row region (block_weights and
- * reduce_weights_chunk) rather than in a second region over the whole batch; off only to compare the
- * two (stackWeightsFused from JS, for tests and benchmarks). */
-static _Atomic int stack_fused_weights = 1;
+ * reduce_weights_chunk) rather than in a second region over the whole batch (stackWeightsFused from JS).
+ * Off by default: on the loaded machine it saved 6-15% of the stacks' time in the best rounds of
+ * bench/crm-stack-profile.ts but nothing measurable in a whole step, and its block-order sum changes
+ * the weight gradients' last bits, which on ml-1m-u2999 moved early stopping to another epoch (test AUC
+ * 0.7667 against 0.7700; docs/crm-speed.md). Kept so that the quiet machine can measure it. */
+static _Atomic int stack_fused_weights = 0;
 static void plan_weights(StackJob *j);
 static void stack_weights_chunk(void *ctx, int64_t c);
 
@@ -1991,7 +1994,7 @@ static napi_value js_cross_stack_backward(napi_env env, napi_callback_info info)
 }
 
 /* stackWeightsFused([on]): whether the stacks' backward fuses the weight gradients into its row region
- * (sets it when given); returns the setting. Only tests and benchmarks turn it off, to compare. */
+ * (sets it when given); returns the setting. Off by default (see stack_fused_weights). */
 static napi_value js_stack_weights_fused(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];

@@ -90,11 +90,12 @@ function layerByLayer<T>(f: () => T): T {
 /** Runs f with the stacks' weight gradients in a second region over the whole batch, as the layers take them. */
 function wholeBatchWeights<T>(f: () => T): T {
   const a = addon as NativeAddon & { stackWeightsFused(on?: boolean): boolean };
+  const was = a.stackWeightsFused();
   a.stackWeightsFused(false);
   try {
     return f();
   } finally {
-    a.stackWeightsFused(true);
+    a.stackWeightsFused(was);
   }
 }
 
@@ -161,7 +162,7 @@ describe.runIf(addon !== undefined)('the fused dense stack', () => {
       for (const threads of [1, 2]) {
         addon.setThreads(threads);
         // The layers' bits hold with the weight gradients in their own region; summed by row blocks
-        // (the default) they are test/ml/crm/stack-weights.test.ts's subject.
+        // (stackWeightsFused) they are test/ml/crm/stack-weights.test.ts's subject.
         const fused = wholeBatchWeights(() => runStack(c, d));
         const split = layerByLayer(() => runStack(c, d));
         names.forEach((name, j) => expect(fused[j], `${threads} thread(s): ${name}`).toEqual(split[j]));

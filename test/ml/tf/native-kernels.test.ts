@@ -479,16 +479,17 @@ describe('native kernels (OpenBLAS on the wasm heap)', () => {
 
       /**
        * Runs f with the stacks' weight gradients in their own region over the whole batch, as the layers
-       * take them: the layers' bits hold then. By row blocks (the default) they are summed in block order,
+       * take them: the layers' bits hold then. By row blocks (stackWeightsFused) they are summed in block order,
        * which test/ml/crm/stack-weights.test.ts checks.
        */
       function wholeBatchWeights<T>(f: () => T): T {
         const a = addon as NativeAddon & { stackWeightsFused(on?: boolean): boolean };
+        const was = a.stackWeightsFused();
         a.stackWeightsFused(false);
         try {
           return f();
         } finally {
-          a.stackWeightsFused(true);
+          a.stackWeightsFused(was);
         }
       }
 
