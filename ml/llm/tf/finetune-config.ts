@@ -26,6 +26,12 @@ export const finetuneSchema = z.discriminatedUnion('method', [
       .refine((t) => new Set(t).size === t.length, { message: 'lists a projection twice' })
       .optional(),
     seed: z.number().int().min(0).optional(),
+    /**
+     * Megabytes of decoded frozen outputs held in memory during training (default 2048 with a local artifact
+     * store; without one every entry stays in memory, and setting it is an error). Evicted entries are read
+     * back from the store bit for bit (ml/llm/tf/frozen-prefix.ts).
+     */
+    frozenMemoryMb: z.number().positive().optional(),
   }),
 ]);
 

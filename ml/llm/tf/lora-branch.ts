@@ -19,6 +19,11 @@ export interface LoraBranchOptions<P extends string> {
   alignLayers?: number[];
   /** A frozen-prefix cache to share with other branches over the same adapted blocks (see LoraTrainer). */
   frozen?: FrozenPrefixCache;
+  /**
+   * Bytes of decoded frozen outputs in memory when this branch builds its own cache (default 64 GiB, i.e.
+   * everything; a budget below the working set needs a store attached to `frozen` before the frozen pass).
+   */
+  frozenBytes?: number;
   /** Output affine a·z + b on the log-odds z (the output calibration); default identity. */
   output?: { a: number; b: number };
   /** Rows per tidy scope in predict(). */
@@ -64,7 +69,7 @@ export class LoraBranch<P extends string = string> {
       answerTokens: opts.answerTokens,
       hiddenLayers: [...this.alignLayers],
       frozen: opts.frozen,
-      cacheBytes: 64 * 2 ** 30,
+      cacheBytes: opts.frozenBytes ?? 64 * 2 ** 30,
     });
     this.a = opts.output?.a ?? 1;
     this.b = opts.output?.b ?? 0;
