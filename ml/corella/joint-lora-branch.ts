@@ -74,9 +74,16 @@ export async function openLoraBranch(a: OpenLoraBranchArgs): Promise<OpenedLoraB
     stage3: Array.from(a.rows.stage3, (r) => a.promptOf(train, r)),
     valid: Array.from(a.rows.valid, (r) => a.promptOf(valid, r)),
   };
-  const { method: _method, frozenMemoryMb, ...loraCfg } = a.finetune;
+  const { method: _method, frozenMemoryMb, threads: trainThreads, ...loraCfg } = a.finetune;
   const frozenBytes = frozenBudget(frozenMemoryMb, a.store);
-  const common = { model: a.model, answerTokens: a.answerTokens, prompts, frozenBytes };
+  const common = {
+    model: a.model,
+    answerTokens: a.answerTokens,
+    prompts,
+    frozenBytes,
+    threads: trainThreads,
+    signal: a.signal,
+  };
   const branch = a.saved
     ? LoraBranch.deserialize<JointPart>(Buffer.from(a.saved).toString('utf8'), common)
     : new LoraBranch<JointPart>({

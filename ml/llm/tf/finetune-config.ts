@@ -32,6 +32,11 @@ export const finetuneSchema = z.discriminatedUnion('method', [
      * back from the store bit for bit (ml/llm/tf/frozen-prefix.ts).
      */
     frozenMemoryMb: z.number().positive().optional(),
+    /**
+     * Threads of the LoRA's branch-only steps (stage 3 and the reference fit), 1..16 (default 1: measured
+     * under load, see docs/llm-branch.md). Stage 2's joint step stays on one thread.
+     */
+    threads: z.number().int().min(1).max(16).optional(),
   }),
 ]);
 
