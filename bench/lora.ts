@@ -9,7 +9,7 @@
  *     [--batch 8] [--seeds 1,2,3] [--balance] [--smoothing 0] [--patience 1] [--threads 2] [--train-threads 1]
  *     [--frozen-only] [--crm-epochs 3] [--label NAME] [--eval prefix|per-prompt]
  *     [--train-select 0.5] [--train-weight none|entropy] [--align-gamma 0] [--align-dim 32]
- *     [--branch lora|adapter]
+ *     [--branch lora|adapter] [--frozen-memory-mb 1024]
  *
  * - Pools as the pipeline draws them (config/ml-1m-cpu.json: paper template, 6 history items, history blocks
  *   of 8, samplePool in user blocks, rows in extractor order, PromptBuilder.buildForRow): a train pool from
@@ -112,6 +112,14 @@ if (!(Number.isInteger(trainThreads) && trainThreads >= 1 && trainThreads <= MAX
     'BAD_CONFIG',
     `--train-threads ${arg('train-threads', '')}: expected an integer in 1..${MAX_LORA_THREADS}`,
     { details: { field: '--train-threads' } },
+  );
+// Memory for decoded frozen entries (FrozenPrefixCache's LRU); evicted ones are read back from the --cache store.
+const frozenMemoryMb = Number(arg('frozen-memory-mb', '1024'));
+if (!(Number.isFinite(frozenMemoryMb) && frozenMemoryMb > 0))
+  throw new CorellaError(
+    'BAD_CONFIG',
+    `--frozen-memory-mb ${arg('frozen-memory-mb', '')}: expected a positive number of megabytes`,
+    { details: { field: '--frozen-memory-mb' } },
   );
 const crmEpochs = Number(arg('crm-epochs', '3'));
 const label = arg('label', '');
@@ -502,12 +510,13 @@ async function main(): Promise<void> {
   const nLayer = model.hp.nLayer;
   const layers = k === 'all' ? nLayer : k;
   const firstLayer = nLayer - layers;
-  const frozen = new FrozenPrefixCache(model, firstLayer, 64 * 2 ** 30);
+  const frozen = new FrozenPrefixCache(model, firstLayer, frozenMemoryMb * 2 ** 20);
   const frozenStore = new FrozenOutputStore(
     store,
     { namespace: manifest.versionId, modelSha256, firstLayer, keepLayers: [] },
     model.hp.nEmbd,
   );
+  frozen.attachStore(frozenStore);
   const all = [...trSet, ...vaSet, ...teSet].map((s) => s.tokens);
   let lastLog = 0;
   const tf0 = performance.now();
@@ -743,6 +752,12 @@ async function main(): Promise<void> {
     },
     crm: { ...crmFigures, trainSeconds: crmSeconds },
     frozen: frozenCost,
+    frozenMemory: {
+      budgetMb: frozenMemoryMb,
+      peakResidentMb: r4(frozen.peakResidentBytes / 2 ** 20),
+      storeReads: frozen.stats.storeReads,
+      storeReadSeconds: r4(frozen.stats.storeReadSeconds),
+    },
     runs,
     loadAverage: { start: load0, end: loadavg() },
     note: 'taken on a 2-core machine shared with other jobs: timings are under load',

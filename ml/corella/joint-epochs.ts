@@ -86,20 +86,25 @@ export async function branchEpoch(a: {
   for (let s = 0; s < order.length; s += a.stage.batchSize) {
     throwIfAborted(a.signal);
     const local = order.subarray(s, Math.min(order.length, s + a.stage.batchSize));
-    const v = tf.tidy(() => {
-      const y = tf.tensor1d(
-        pick(
-          a.train.labels,
-          Array.from(local, (i) => rows[i]),
-        ),
-      );
-      const cost = opt.minimize(
-        () => bceWithLogits(branch.forward(a.part, local, { training: true }).logits, y),
-        true,
-        vars,
-      );
-      return cost!.dataSync()[0];
-    });
+    const labels = pick(
+      a.train.labels,
+      Array.from(local, (i) => rows[i]),
+    );
+    // The LoRA branch's threads compute this step's gradients themselves when they can.
+    const pg = branch.parallelGradients?.(a.part, local, labels);
+    if (pg) opt.applyGradients(pg.grads);
+    if (pg) tf.dispose(pg.grads.map((g) => g.tensor));
+    const v = pg
+      ? pg.loss
+      : tf.tidy(() => {
+          const y = tf.tensor1d(labels);
+          const cost = opt.minimize(
+            () => bceWithLogits(branch.forward(a.part, local, { training: true }).logits, y),
+            true,
+            vars,
+          );
+          return cost!.dataSync()[0];
+        });
     sum += v * local.length;
     await yieldToEventLoop();
   }

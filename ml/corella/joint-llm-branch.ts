@@ -48,6 +48,15 @@ export interface JointLlmBranch {
     local: ArrayLike<number>,
     opts?: { activations?: boolean; training?: boolean },
   ): BranchForward;
+  /**
+   * Optional: the mean BCE of rows `local` against `labels` and its gradients for the branch-only step,
+   * computed its own way (the LoRA branch's worker threads); undefined means "differentiate forward()".
+   */
+  parallelGradients?(
+    part: JointPart,
+    local: ArrayLike<number>,
+    labels: ArrayLike<number>,
+  ): { loss: number; grads: { name: string; tensor: tf.Tensor }[] } | undefined;
   /** Click probabilities for every row of `part`, in its order (inference mode, batched). */
   predict(part: JointPart): Float32Array;
   /** What the joint step updates (the trainer's optimiser applies their gradients). */

@@ -8,7 +8,7 @@
  * frozen pass over all of them (on worker threads, stored so a retried activity skips it) before the first
  * step, since the stage loops call forward() synchronously.
  */
-import type { ArtifactStore } from '../artifacts/store.js';
+import { FileArtifactStore, type ArtifactStore } from '../artifacts/store.js';
 import type { CtrDataset, EncodedSplit } from '../data/types.js';
 import { CorellaError } from '../errors.js';
 import type { FinetuneConfig } from '../llm/tf/finetune-config.js';
@@ -74,8 +74,16 @@ export async function openLoraBranch(a: OpenLoraBranchArgs): Promise<OpenedLoraB
     stage3: Array.from(a.rows.stage3, (r) => a.promptOf(train, r)),
     valid: Array.from(a.rows.valid, (r) => a.promptOf(valid, r)),
   };
-  const { method: _method, ...loraCfg } = a.finetune;
-  const common = { model: a.model, answerTokens: a.answerTokens, prompts };
+  const { method: _method, frozenMemoryMb, threads: trainThreads, ...loraCfg } = a.finetune;
+  const frozenBytes = frozenBudget(frozenMemoryMb, a.store);
+  const common = {
+    model: a.model,
+    answerTokens: a.answerTokens,
+    prompts,
+    frozenBytes,
+    threads: trainThreads,
+    signal: a.signal,
+  };
   const branch = a.saved
     ? LoraBranch.deserialize<JointPart>(Buffer.from(a.saved).toString('utf8'), common)
     : new LoraBranch<JointPart>({
@@ -97,6 +105,8 @@ export async function openLoraBranch(a: OpenLoraBranchArgs): Promise<OpenedLoraB
           a.model.hp.nEmbd,
         )
       : undefined;
+    // A bounded cache reads its evicted entries back from the store that the frozen pass fills.
+    if (frozenStore && frozenBytes !== undefined) branch.frozen.attachStore(frozenStore);
     const onProgress = (done: number, total: number) =>
       void a.onProgress?.({ stage: 'llm-frozen-pass', done, total });
     const t0 = Date.now();
@@ -120,4 +130,24 @@ export async function openLoraBranch(a: OpenLoraBranchArgs): Promise<OpenedLoraB
     branch.dispose();
     throw e;
   }
+}
+
+/** 2 GiB of decoded frozen outputs: ~4,600 SmolLM2 prompts of ~197 tokens, a LoRA run well under 4 GB. */
+export const DEFAULT_FROZEN_MEMORY_MB = 2048;
+
+/**
+ * The frozen cache's budget in bytes, or undefined for "keep every entry". Only a local folder store can
+ * give evicted entries back synchronously (the stage loops call forward() without an await), so the default
+ * budget applies there, and a budget asked for without one is refused rather than silently ignored.
+ */
+function frozenBudget(mb: number | undefined, store: ArtifactStore | undefined): number | undefined {
+  const local = store instanceof FileArtifactStore;
+  if (mb !== undefined && !local)
+    throw new CorellaError(
+      'BAD_CONFIG',
+      `llm.finetune.frozenMemoryMb ${mb} needs a local artifact store to read evicted frozen outputs back from; this run has ${store ? 'a remote store' : 'none'}`,
+      { details: { field: 'llm.finetune.frozenMemoryMb' } },
+    );
+  if (!local) return undefined;
+  return (mb ?? DEFAULT_FROZEN_MEMORY_MB) * 2 ** 20;
 }

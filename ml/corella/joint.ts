@@ -260,7 +260,10 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
     cfg,
     dataset.manifest.versionId,
     crm,
-    loraSrc && args.finetune ? { finetune: args.finetune, model: loraSrc.modelSha256 } : undefined,
+    // The frozen-output memory budget changes no bit of the result, so it does not void a checkpoint.
+    loraSrc && args.finetune
+      ? { finetune: { ...args.finetune, frozenMemoryMb: undefined }, model: loraSrc.modelSha256 }
+      : undefined,
   );
 
   // Resume: a checkpoint for the same config, dataset and starting CRM continues where it stopped.

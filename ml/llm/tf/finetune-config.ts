@@ -26,6 +26,17 @@ export const finetuneSchema = z.discriminatedUnion('method', [
       .refine((t) => new Set(t).size === t.length, { message: 'lists a projection twice' })
       .optional(),
     seed: z.number().int().min(0).optional(),
+    /**
+     * Megabytes of decoded frozen outputs held in memory during training (default 2048 with a local artifact
+     * store; without one every entry stays in memory, and setting it is an error). Evicted entries are read
+     * back from the store bit for bit (ml/llm/tf/frozen-prefix.ts).
+     */
+    frozenMemoryMb: z.number().positive().optional(),
+    /**
+     * Threads of the LoRA's branch-only steps (stage 3 and the reference fit), 1..16 (default 1: measured
+     * under load, see docs/llm-branch.md). Stage 2's joint step stays on one thread.
+     */
+    threads: z.number().int().min(1).max(16).optional(),
   }),
 ]);
 

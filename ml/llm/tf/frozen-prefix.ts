@@ -41,6 +41,10 @@ export interface FrozenStats {
   /** Tokens run through the frozen layers (prefix sharing makes this smaller than the prompts' tokens). */
   evaluatedTokens: number;
   promptTokens: number;
+  /** Entries read back from the store after they left memory (or never entered it). */
+  storeReads: number;
+  /** Wall seconds spent in those reads (file read, checksum, decode). */
+  storeReadSeconds: number;
 }
 
 /**
@@ -52,12 +56,27 @@ export interface FrozenStats {
  * attention makes the prefix's outputs independent of what follows. So, like llama.cpp's KV-cache reuse in
  * the scorer, the frozen keys and values of the previous prompt are kept and only the new tokens are run.
  *
- * The cache is in memory, bounded by `maxBytes` (oldest first out).
+ * Memory: `maxBytes` bounds the decoded entries held (least recently used first out). An SmolLM2 entry is
+ * ~197 tokens × 576 floats ≈ 450 KB, so keeping a whole run's entries cost ~5 GB at 6,600 prompts and
+ * would not fit 20,000 on a 24 GB machine. With a store attached (`attachStore`, after or before the
+ * frozen pass that writes every entry to it), an evicted or never-loaded entry is read back from the store,
+ * bit for bit what was computed. Without a store an eviction would lose an entry that can only be
+ * recomputed (and not bit-identically: the batched pass sums in another order), so exceeding the budget is
+ * a typed error instead.
  */
 export class FrozenPrefixCache {
-  readonly stats: FrozenStats = { prompts: 0, hits: 0, evaluatedTokens: 0, promptTokens: 0 };
+  readonly stats: FrozenStats = {
+    prompts: 0,
+    hits: 0,
+    evaluatedTokens: 0,
+    promptTokens: 0,
+    storeReads: 0,
+    storeReadSeconds: 0,
+  };
   private readonly entries = new Map<string, FrozenEntry>();
   private bytes = 0;
+  private peakBytes = 0;
+  private backing?: FrozenOutputStore;
   private last?: { tokens: number[]; kv: PastKv[]; out: Float32Array };
   private readonly keep: Set<number>;
 
@@ -71,6 +90,13 @@ export class FrozenPrefixCache {
     readonly maxBytes = 2 ** 30,
     keepLayers: readonly number[] = [],
   ) {
+    // 0 is a cache that holds nothing: a frozen-pass worker only computes and sends its entries away.
+    if (!(maxBytes >= 0))
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `frozen-output memory budget ${String(maxBytes)} is not a number of bytes ≥ 0 (field maxBytes)`,
+        { details: { field: 'maxBytes' } },
+      );
     for (const l of keepLayers) {
       if (!Number.isInteger(l) || l < 0 || l >= firstLayer)
         throw new CorellaError(
@@ -82,6 +108,48 @@ export class FrozenPrefixCache {
         );
     }
     this.keep = new Set(keepLayers);
+  }
+
+  /** Bytes of decoded entries held now (never above maxBytes). */
+  get residentBytes(): number {
+    return this.bytes;
+  }
+
+  /** The most bytes of decoded entries held at once since construction. */
+  get peakResidentBytes(): number {
+    return this.peakBytes;
+  }
+
+  /** Entries held in memory now. */
+  get residentEntries(): number {
+    return this.entries.size;
+  }
+
+  /**
+   * Reads entries that are not in memory back from `store`, so the budget can be below the working set.
+   * The store must be readable synchronously (a local folder store, FrozenOutputStore.canReadSync) and be
+   * of this cache's frozen blocks. From then on, an entry in neither memory nor the store is an error
+   * (ARTIFACT_NOT_FOUND), not a fresh frozen pass: after the frozen pass the store holds every entry, so a
+   * miss means a prompt that was never warmed or a store that lost files.
+   */
+  attachStore(store: FrozenOutputStore): void {
+    if (!store.canReadSync)
+      throw new CorellaError(
+        'BAD_CONFIG',
+        'a bounded frozen-output cache needs a local folder store to read evicted entries back from (field store)',
+        { details: { field: 'store' } },
+      );
+    if (
+      store.key.firstLayer !== this.firstLayer ||
+      store.nEmbd !== this.model.hp.nEmbd ||
+      [...store.key.keepLayers].sort((a, b) => a - b).join(',') !== this.keepLayers.join(',')
+    )
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `the frozen-output store holds block ${store.key.firstLayer} keeping [${store.key.keepLayers.join(', ')}]; this cache is block ${this.firstLayer} keeping [${this.keepLayers.join(', ')}] (field store)`,
+        { details: { field: 'store' } },
+      );
+    this.backing = store;
   }
 
   get keepLayers(): number[] {
@@ -112,6 +180,18 @@ export class FrozenPrefixCache {
       // Refresh its age.
       this.entries.delete(key);
       this.entries.set(key, e);
+    } else if (this.backing) {
+      const t0 = performance.now();
+      e = this.backing.getSync(tokens);
+      this.stats.storeReadSeconds += (performance.now() - t0) / 1000;
+      if (!e)
+        throw new CorellaError(
+          'ARTIFACT_NOT_FOUND',
+          `the frozen outputs of a ${tokens.length}-token prompt are neither in memory nor in the store (${this.backing.name(tokens)}): it was not in the frozen pass`,
+          { details: { name: this.backing.name(tokens), tokens: tokens.length } },
+        );
+      this.stats.storeReads++;
+      this.remember(key, e);
     } else {
       e = this.compute(tokens);
       this.remember(key, e);
@@ -181,8 +261,9 @@ export class FrozenPrefixCache {
       const ps = g.map((i) => todo[i]);
       const es = batch > 0 ? this.computeBatch(ps) : [this.compute(ps[0])];
       for (let j = 0; j < ps.length; j++) {
-        this.remember(FrozenPrefixCache.key(ps[j]), es[j]);
+        // Written before it is remembered: remembering may evict it, and the store must have it by then.
         await opts.store?.put(ps[j], es[j]);
+        this.remember(FrozenPrefixCache.key(ps[j]), es[j]);
         opts.onProgress?.(++done, prompts.length);
       }
     }
@@ -355,14 +436,32 @@ export class FrozenPrefixCache {
     return { input: out, lastHidden };
   }
 
+  /**
+   * Holds `e`, first evicting the least recently used entries so that the resident bytes stay within
+   * maxBytes. The caller keeps its own reference, so evicting does not invalidate what it is computing with.
+   */
   private remember(key: string, e: FrozenEntry): void {
-    this.entries.set(key, e);
-    this.bytes += entryBytes(e);
+    const size = entryBytes(e);
+    if (size > this.maxBytes)
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `frozen-output memory budget of ${this.maxBytes} bytes is below one entry (${size} bytes for ${e.input.length / this.model.hp.nEmbd} tokens) (field maxBytes)`,
+        { details: { field: 'maxBytes', entryBytes: size } },
+      );
+    if (this.bytes + size > this.maxBytes && !this.backing)
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `frozen outputs need more than the memory budget of ${this.maxBytes} bytes, and no store is attached to read evicted entries back from: raise the budget or attach a local store (field maxBytes)`,
+        { details: { field: 'maxBytes', residentBytes: this.bytes, entryBytes: size } },
+      );
     for (const [k, v] of this.entries) {
-      if (this.bytes <= this.maxBytes || this.entries.size === 1) break;
+      if (this.bytes + size <= this.maxBytes) break;
       this.entries.delete(k);
       this.bytes -= entryBytes(v);
     }
+    this.entries.set(key, e);
+    this.bytes += size;
+    if (this.bytes > this.peakBytes) this.peakBytes = this.bytes;
   }
 
   dispose(): void {

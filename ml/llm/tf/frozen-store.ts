@@ -1,5 +1,8 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { openNamed } from '../../artifacts/named-envelope.js';
 import type { ArtifactStore } from '../../artifacts/store.js';
-import { sha256Hex } from '../../artifacts/store.js';
+import { FileArtifactStore, sha256Hex } from '../../artifacts/store.js';
 import { CorellaError } from '../../errors.js';
 import type { FrozenEntry } from './frozen-prefix.js';
 
@@ -115,6 +118,49 @@ export class FrozenOutputStore {
     const name = this.name(tokens);
     const buf = await this.store.getNamed(name);
     return buf && decodeFrozenEntry(buf, tokens, this.nEmbd, this.key.firstLayer, name);
+  }
+
+  /**
+   * Whether `getSync` can answer: only a local folder store. Why a synchronous read at all: the joint
+   * trainer's stage loops call the branch's forward() synchronously inside a tfjs scope, so an entry that a
+   * bounded cache evicted must come back without an await. A remote (S3) store has no such read, so a cache
+   * over it keeps every entry in memory.
+   */
+  get canReadSync(): boolean {
+    return this.store instanceof FileArtifactStore;
+  }
+
+  /**
+   * `get` without an await, for a local folder store (a 197-token SmolLM2 entry is about 450 KB, read in
+   * well under a millisecond from the page cache). The file is the store's own named entry, checked against
+   * the checksum its envelope carries, as `FileArtifactStore.getNamed` checks it.
+   */
+  getSync(tokens: readonly number[]): FrozenEntry | undefined {
+    if (!(this.store instanceof FileArtifactStore))
+      throw new CorellaError(
+        'BAD_CONFIG',
+        'the frozen-output store is not a local folder, so it cannot be read synchronously (field store)',
+        { details: { field: 'store' } },
+      );
+    const name = this.name(tokens);
+    const path = join(this.store.namedDir, name);
+    let raw: Buffer;
+    try {
+      raw = readFileSync(path);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+    const opened = openNamed(raw);
+    if (!opened.ok)
+      throw new CorellaError(
+        'ARTIFACT_CORRUPT',
+        `frozen entry ${name} is corrupt: the file ${path} ${opened.reason}`,
+        {
+          details: { path, name, reason: opened.reason },
+        },
+      );
+    return decodeFrozenEntry(opened.body, tokens, this.nEmbd, this.key.firstLayer, name);
   }
 
   async put(tokens: readonly number[], e: FrozenEntry): Promise<void> {

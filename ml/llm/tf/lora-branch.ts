@@ -19,6 +19,19 @@ export interface LoraBranchOptions<P extends string> {
   alignLayers?: number[];
   /** A frozen-prefix cache to share with other branches over the same adapted blocks (see LoraTrainer). */
   frozen?: FrozenPrefixCache;
+  /**
+   * Bytes of decoded frozen outputs in memory when this branch builds its own cache (default 64 GiB, i.e.
+   * everything; a budget below the working set needs a store attached to `frozen` before the frozen pass).
+   */
+  frozenBytes?: number;
+  /**
+   * Threads of the branch-only (stage 3 and reference) steps through `parallelGradients` (default 1; see
+   * LoraTrainer's `threads`). The joint stage-2 step differentiates L_align through the same forward, so it
+   * stays on this thread.
+   */
+  threads?: number;
+  /** Aborting it terminates the training worker threads. */
+  signal?: AbortSignal;
   /** Output affine a·z + b on the log-odds z (the output calibration); default identity. */
   output?: { a: number; b: number };
   /** Rows per tidy scope in predict(). */
@@ -64,7 +77,9 @@ export class LoraBranch<P extends string = string> {
       answerTokens: opts.answerTokens,
       hiddenLayers: [...this.alignLayers],
       frozen: opts.frozen,
-      cacheBytes: 64 * 2 ** 30,
+      cacheBytes: opts.frozenBytes ?? 64 * 2 ** 30,
+      threads: opts.threads,
+      signal: opts.signal,
     });
     this.a = opts.output?.a ?? 1;
     this.b = opts.output?.b ?? 0;
@@ -125,6 +140,36 @@ export class LoraBranch<P extends string = string> {
         : [];
       return { logits, activations };
     });
+  }
+
+  /**
+   * The mean BCE of rows `local` of `part` against `labels` and its gradients, named as trainableVariables(),
+   * computed on the trainer's worker threads; undefined when that does not apply (one thread, or an output
+   * affine other than the identity, which the workers' loss on z does not include), and the caller
+   * differentiates forward() instead. Equal to that gradient up to float32 summation order, and the same
+   * bits at every thread count above 1, so a resumed run at the same count is byte-identical.
+   */
+  parallelGradients(
+    part: P,
+    local: ArrayLike<number>,
+    labels: ArrayLike<number>,
+  ): { loss: number; grads: { name: string; tensor: tf.Tensor }[] } | undefined {
+    if (this.trainer.threads === 1 || this.a !== 1 || this.b !== 0) return undefined;
+    const prompts = this.promptsOf(part);
+    const batch = Array.from(local, (i, j) => {
+      const tokens = prompts[i];
+      if (!tokens)
+        throw new CorellaError('BAD_CONFIG', `row ${i} is outside part ${part} (${prompts.length} rows)`);
+      return { tokens, label: labels[j] };
+    });
+    const { loss, grads } = this.trainer.parallelGradients(batch);
+    const vars = this.trainableVariables();
+    return { loss, grads: vars.map((v, j) => ({ name: v.name, tensor: tf.tensor(grads[j], v.shape) })) };
+  }
+
+  /** Training worker threads still running (0 with threads = 1 and after dispose()). */
+  get liveWorkers(): number {
+    return this.trainer.liveWorkers;
   }
 
   /** P(click) for every row of `part`, in order. */

@@ -231,6 +231,15 @@ export class LoraTrainer {
 
   /** One Adam step on the batch's mean BCE; returns the loss before the step. */
   step(batch: readonly LoraSample[], signal?: AbortSignal): number {
+    this.checkBatch(batch, signal);
+    if (this.workers) return this.parallelStep(batch);
+    const cost = this.optimizer.minimize(() => this.loss(batch), true, this.adapter.variables());
+    const v = cost!.dataSync()[0];
+    cost!.dispose();
+    return v;
+  }
+
+  private checkBatch(batch: readonly LoraSample[], signal?: AbortSignal): void {
     if (signal?.aborted) void this.workers?.close();
     throwIfAborted(signal);
     throwIfAborted(this.signal);
@@ -249,11 +258,6 @@ export class LoraTrainer {
           },
         );
     }
-    if (this.workers) return this.parallelStep(batch);
-    const cost = this.optimizer.minimize(() => this.loss(batch), true, this.adapter.variables());
-    const v = cost!.dataSync()[0];
-    cost!.dispose();
-    return v;
   }
 
   /**
@@ -264,6 +268,29 @@ export class LoraTrainer {
    * at any thread count above 1 and whatever the timing.
    */
   private parallelStep(batch: readonly LoraSample[]): number {
+    const { loss, grads } = this.parallelGradients(batch);
+    const named = this.adapter
+      .variables()
+      .map((v, j) => ({ name: v.name, tensor: tf.tensor(grads[j], v.shape) }));
+    this.optimizer.applyGradients(named);
+    tf.dispose(named.map((g) => g.tensor));
+    return loss;
+  }
+
+  /**
+   * The batch's mean loss and its gradients (in `adapter.variables()` order) computed on the trainer's
+   * threads, as `step()` computes them, for an optimiser that is not this trainer's (the joint trainer's
+   * stage 3 steps the LoRA with its own Adam, which its checkpoints hold). Needs threads > 1.
+   */
+  parallelGradients(
+    batch: readonly LoraSample[],
+    signal?: AbortSignal,
+  ): { loss: number; grads: Float32Array[] } {
+    this.checkBatch(batch, signal);
+    if (!this.workers)
+      throw new CorellaError('BAD_CONFIG', 'parallel LoRA gradients need threads > 1 (field threads)', {
+        details: { field: 'threads' },
+      });
     const samples = batch.map((s) => {
       const x = this.frozen.input(s.tokens);
       const input = x.dataSync() as Float32Array;
@@ -285,14 +312,8 @@ export class LoraTrainer {
       });
     }
     const total = batch.reduce((a, s) => a + (s.weight ?? 1), 0);
-    const named = vars.map((v, j) => {
-      const a = acc[j];
-      for (let i = 0; i < a.length; i++) a[i] /= total;
-      return { name: v.name, tensor: tf.tensor(a, v.shape) };
-    });
-    this.optimizer.applyGradients(named);
-    tf.dispose(named.map((g) => g.tensor));
-    return sum / total;
+    for (const a of acc) for (let i = 0; i < a.length; i++) a[i] /= total;
+    return { loss: sum / total, grads: acc };
   }
 
   /** Gradients of the batch's mean BCE with respect to every LoRA variable, in `adapter.variables()` order. */

@@ -34,6 +34,8 @@ describe('bench/lora.ts flags', () => {
     [['--align-dim', '0'], '--align-dim 0: expected a positive integer'],
     [['--train-threads', '0'], '--train-threads 0: expected an integer in 1..16'],
     [['--train-threads', 'two'], '--train-threads two: expected an integer in 1..16'],
+    [['--frozen-memory-mb', '0'], '--frozen-memory-mb 0: expected a positive number of megabytes'],
+    [['--frozen-memory-mb', 'lots'], '--frozen-memory-mb lots: expected a positive number of megabytes'],
   ])(
     '%j is refused with its name, and nothing is written',
     async (args, message) => {

@@ -206,67 +206,72 @@ describe('trainJoint with llm.finetune lora, exported and reloaded', () => {
     }
   }, 300_000);
 
-  it('a run stopped after a stage-2 epoch resumes with its Adam state and equals an uninterrupted run', async () => {
-    const { dataset } = acceptanceWorld(6, { train: 200, valid: 40, test: 5 });
-    const finetune: FinetuneConfig = { method: 'lora', layers: 1, rank: 2, alpha: 4 };
-    const cfg: JointConfigInput = {
-      ...config,
-      stage2: { samples: 64, epochs: 3, batchSize: 16, learningRate: 0.02, crmLearningRate: 0.001 },
-      stage3: { samples: 32, epochs: 2, batchSize: 16, learningRate: 0.02 },
-      validationSamples: 40,
-      calibrateOutput: 0,
-      boundaryShift: false,
-    };
-    const crm = new TinyCrm([3, 6], { seed: 3 });
-    await trainTinyCrm(crm, dataset.splits.train, 1);
-    const stage1 = snapshotVariables(crm.trainableVariables());
-    const run = async (store: FileArtifactStore, stopAt?: { stage: string; done: number }) => {
-      restoreVariables(crm.trainableVariables(), stage1, 'stage-1 CRM');
-      const ac = new AbortController();
-      const r = await trainJoint({
-        crm,
-        dataset,
-        llm: noFeatures,
-        store,
-        config: cfg,
-        finetune,
-        lora: source(),
-        signal: ac.signal,
-        onProgress: (p) => {
-          if (stopAt && p.stage === stopAt.stage && p.done === stopAt.done) ac.abort(new Error('killed'));
-        },
-      });
-      const out = {
-        lora: r.artifacts.lora!.sha256,
-        crm: JSON.stringify(snapshotVariables(crm.trainableVariables())),
-        resumedFrom: r.resumedFrom,
+  // threads 2: stage 3's steps on the LoRA branch's worker threads (llm.finetune.threads).
+  it.each([1, 2])(
+    'a run stopped after a stage-2 epoch resumes with its Adam state and equals an uninterrupted run (threads %i)',
+    async (threads) => {
+      const { dataset } = acceptanceWorld(6, { train: 200, valid: 40, test: 5 });
+      const finetune: FinetuneConfig = { method: 'lora', layers: 1, rank: 2, alpha: 4, threads };
+      const cfg: JointConfigInput = {
+        ...config,
+        stage2: { samples: 64, epochs: 3, batchSize: 16, learningRate: 0.02, crmLearningRate: 0.001 },
+        stage3: { samples: 32, epochs: 2, batchSize: 16, learningRate: 0.02 },
+        validationSamples: 40,
+        calibrateOutput: 0,
+        boundaryShift: false,
       };
-      r.lora?.dispose();
-      r.projections.dispose();
-      return out;
-    };
-    const whole = await run(new FileArtifactStore(join(dir, 'whole')));
-    for (const stopAt of [
-      { stage: 'stage2', done: 1 },
-      { stage: 'stage3', done: 1 },
-    ]) {
-      const store = new FileArtifactStore(join(dir, `killed-${stopAt.stage}`));
-      await expect(run(store, stopAt)).rejects.toThrow();
-      const ckpt = JSON.parse((await store.getNamed(`${cfg.checkpointName}/latest`))!.toString('utf8')) as {
-        phase: string;
-        epochsDone: number;
-        optimizers?: string;
+      const crm = new TinyCrm([3, 6], { seed: 3 });
+      await trainTinyCrm(crm, dataset.splits.train, 1);
+      const stage1 = snapshotVariables(crm.trainableVariables());
+      const run = async (store: FileArtifactStore, stopAt?: { stage: string; done: number }) => {
+        restoreVariables(crm.trainableVariables(), stage1, 'stage-1 CRM');
+        const ac = new AbortController();
+        const r = await trainJoint({
+          crm,
+          dataset,
+          llm: noFeatures,
+          store,
+          config: cfg,
+          finetune,
+          lora: source(),
+          signal: ac.signal,
+          onProgress: (p) => {
+            if (stopAt && p.stage === stopAt.stage && p.done === stopAt.done) ac.abort(new Error('killed'));
+          },
+        });
+        const out = {
+          lora: r.artifacts.lora!.sha256,
+          crm: JSON.stringify(snapshotVariables(crm.trainableVariables())),
+          resumedFrom: r.resumedFrom,
+        };
+        r.lora?.dispose();
+        r.projections.dispose();
+        return out;
       };
-      expect(ckpt).toMatchObject({ phase: stopAt.stage, epochsDone: 1 });
-      expect(ckpt.optimizers).toMatch(/^[0-9a-f]{64}$/);
-      const resumed = await run(store);
-      expect(resumed.resumedFrom).toBe(`${stopAt.stage}:1`);
-      // The same GGUF LoRA, byte for byte, and the same CRM: nothing of the interruption is left.
-      expect(resumed.lora, stopAt.stage).toBe(whole.lora);
-      expect(resumed.crm === whole.crm, stopAt.stage).toBe(true);
-    }
-    crm.dispose();
-  }, 300_000);
+      const whole = await run(new FileArtifactStore(join(dir, 'whole')));
+      for (const stopAt of [
+        { stage: 'stage2', done: 1 },
+        { stage: 'stage3', done: 1 },
+      ]) {
+        const store = new FileArtifactStore(join(dir, `killed-${stopAt.stage}`));
+        await expect(run(store, stopAt)).rejects.toThrow();
+        const ckpt = JSON.parse((await store.getNamed(`${cfg.checkpointName}/latest`))!.toString('utf8')) as {
+          phase: string;
+          epochsDone: number;
+          optimizers?: string;
+        };
+        expect(ckpt).toMatchObject({ phase: stopAt.stage, epochsDone: 1 });
+        expect(ckpt.optimizers).toMatch(/^[0-9a-f]{64}$/);
+        const resumed = await run(store);
+        expect(resumed.resumedFrom).toBe(`${stopAt.stage}:1`);
+        // The same GGUF LoRA, byte for byte, and the same CRM: nothing of the interruption is left.
+        expect(resumed.lora, stopAt.stage).toBe(whole.lora);
+        expect(resumed.crm === whole.crm, stopAt.stage).toBe(true);
+      }
+      crm.dispose();
+    },
+    300_000,
+  );
 
   it("a checkpoint's key ignores tf variable names, which differ between worker processes", () => {
     // Two CRMs with the same weights and other variable names: a retry in a fresh process loads the stage-1

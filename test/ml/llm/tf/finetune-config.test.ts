@@ -27,6 +27,10 @@ describe('llm.finetune', () => {
       targets: ['q', 'v', 'o'],
     });
     expect(parseFinetuneConfig({ method: 'lora', layers: 'all' })).toEqual({ method: 'lora', layers: 'all' });
+    expect(parseFinetuneConfig({ method: 'lora', frozenMemoryMb: 512 })).toEqual({
+      method: 'lora',
+      frozenMemoryMb: 512,
+    });
   });
 
   it('names the bad field', () => {
@@ -39,5 +43,7 @@ describe('llm.finetune', () => {
     expect(fieldOf({ method: 'lora', ranks: 8 })).toBe('finetune.ranks');
     expect(fieldOf({ method: 'none', rank: 8 })).toBe('finetune.rank');
     expect(fieldOf([])).toBe('finetune.method');
+    expect(fieldOf({ method: 'lora', frozenMemoryMb: 0 })).toBe('finetune.frozenMemoryMb');
+    expect(fieldOf({ method: 'lora', frozenMemoryMb: '2GB' })).toBe('finetune.frozenMemoryMb');
   });
 });

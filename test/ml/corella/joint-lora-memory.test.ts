@@ -1,0 +1,147 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FileArtifactStore } from '../../../ml/artifacts/store.js';
+import { AlignmentProjections, defaultPairs } from '../../../ml/corella/alignment.js';
+import { JointCheckpointer } from '../../../ml/corella/joint-checkpoint.js';
+import { resolveJointConfig } from '../../../ml/corella/joint-config.js';
+import type { EpochLoss } from '../../../ml/corella/joint-epochs.js';
+import { openLoraBranch } from '../../../ml/corella/joint-lora-branch.js';
+import { trainStage2, trainStage3 } from '../../../ml/corella/joint-stages.js';
+import type { EncodedSplit } from '../../../ml/data/types.js';
+import { CorellaError } from '../../../ml/errors.js';
+import { LlamaTf } from '../../../ml/llm/tf/llama-forward.js';
+import { initTf } from '../../../ml/tf/backend.js';
+import { writeTinyGguf } from '../../helpers/tiny-gguf.js';
+import { acceptanceWorld, TinyCrm, trainTinyCrm } from './fixtures.js';
+
+/**
+ * llm.finetune.frozenMemoryMb: the pipeline's LoRA branch with a frozen-output budget far below its rows'
+ * entries trains stage 2 and stage 3 to the same bits as with every entry in memory.
+ */
+const dir = mkdtempSync(join(tmpdir(), 'corella-joint-lora-memory-'));
+const modelPath = join(dir, 'tiny.gguf');
+let model: LlamaTf;
+const YES = 300;
+const NO = 301;
+
+function promptOf(split: EncodedSplit, row: number): number[] {
+  const [seg, level] = [split.categorical[2 * row], split.categorical[2 * row + 1]];
+  return [1, 40, 41, 42, 50 + seg, 60 + level, 70 + (split.labels[row] > 0.5 ? 1 : 0), 43, 44 + (row % 7)];
+}
+
+beforeAll(async () => {
+  await initTf(undefined, () => undefined);
+  writeTinyGguf(modelPath, { seed: 5, nLayer: 3, nHeadKv: 2 });
+  model = await LlamaTf.load(modelPath);
+});
+
+afterAll(() => {
+  model?.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const world = () => acceptanceWorld(3, { train: 200, valid: 40, test: 10 });
+const rows = {
+  stage2: Int32Array.from({ length: 48 }, (_, i) => i),
+  stage3: Int32Array.from({ length: 48 }, (_, i) => 100 + i),
+  valid: Int32Array.from({ length: 40 }, (_, i) => i),
+};
+
+async function run(name: string, frozenMemoryMb?: number) {
+  const { dataset } = world();
+  const crm = new TinyCrm([3, 6], { seed: 3 });
+  await trainTinyCrm(crm, dataset.splits.train, 1);
+  const store = new FileArtifactStore(join(dir, name));
+  const opened = await openLoraBranch({
+    model,
+    modelPath,
+    modelSha256: 'e'.repeat(64),
+    template: 'test',
+    finetune: { method: 'lora', layers: 2, rank: 4, alpha: 8, frozenMemoryMb },
+    answerTokens: [YES, NO],
+    promptOf,
+    dataset,
+    rows,
+    alignLayers: [0, 2],
+    store,
+    threads: 1,
+  });
+  const { branch } = opened;
+  const cfg = resolveJointConfig({
+    stage2: { samples: 48, epochs: 1, batchSize: 8, learningRate: 0.02, crmLearningRate: 0.001 },
+    stage3: { samples: 48, epochs: 2, batchSize: 8, learningRate: 0.02 },
+    alignment: { sharedDim: 4 },
+    validationSamples: 40,
+  });
+  const pairs = defaultPairs(crm.activationShapes, branch.activationShapes);
+  const proj = AlignmentProjections.create(
+    { pairs, sharedDim: 4, seed: 2 },
+    crm.activationShapes,
+    branch.activationShapes,
+  );
+  const lossHistory: { stage2: EpochLoss[]; stage3: EpochLoss[] } = { stage2: [], stage3: [] };
+  const checkpointer = new JointCheckpointer(store, 'joint-lora-mem', 'hash-1', rows, () => ({
+    branch,
+    projections: proj,
+    crm,
+    lossHistory,
+  }));
+  const loop = { cfg, crm, branch, proj, train: dataset.splits.train, checkpointer };
+  await trainStage2({
+    ...loop,
+    rows: rows.stage2,
+    startEpoch: 0,
+    history: lossHistory.stage2,
+    pairCount: pairs.length,
+  });
+  await trainStage3({ ...loop, rows: rows.stage3, startEpoch: 0, history: lossHistory.stage3 });
+  const out = {
+    lossHistory,
+    weights: branch.adapter.toHostSync(),
+    valid: branch.predict('valid'),
+    peak: branch.frozen.peakResidentBytes,
+    reads: branch.frozen.stats.storeReads,
+    entries: opened.frozen.computed,
+    maxBytes: branch.frozen.maxBytes,
+  };
+  branch.dispose();
+  return out;
+}
+
+describe('llm.finetune.frozenMemoryMb', () => {
+  it('a budget below the entries trains stages 2 and 3 to the same bits, within the budget', async () => {
+    const full = await run('full');
+    // Each entry: 9 tokens and one kept row (block 0) of nEmbd floats.
+    const entry = 10 * model.hp.nEmbd * 4;
+    expect(full.peak).toBe(full.entries * entry);
+    expect(full.reads).toBe(0);
+    const budgetMb = (12 * entry) / 2 ** 20;
+    const bounded = await run('bounded', budgetMb);
+    expect(bounded.maxBytes).toBe(budgetMb * 2 ** 20);
+    expect(bounded.peak).toBeLessThanOrEqual(12 * entry);
+    expect(bounded.reads).toBeGreaterThan(rows.stage2.length);
+    expect(bounded.lossHistory).toEqual(full.lossHistory);
+    expect(bounded.weights).toEqual(full.weights);
+    expect(Array.from(bounded.valid)).toEqual(Array.from(full.valid));
+  }, 240_000);
+
+  it('a budget without a local store to read entries back from is a typed error naming the field', async () => {
+    const { dataset } = world();
+    const err = await openLoraBranch({
+      model,
+      modelPath,
+      modelSha256: 'e'.repeat(64),
+      template: 'test',
+      finetune: { method: 'lora', layers: 2, frozenMemoryMb: 1 },
+      answerTokens: [YES, NO],
+      promptOf,
+      dataset,
+      rows,
+      threads: 1,
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CorellaError);
+    expect((err as CorellaError).details.field).toBe('llm.finetune.frozenMemoryMb');
+  });
+});
