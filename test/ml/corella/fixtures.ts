@@ -11,6 +11,12 @@ import type { LlmFeatures, LlmFeatureSource } from '../../../ml/llm/types.js';
 import { glorotUniform, mulberry32, permutation } from '../../../ml/random.js';
 import { bceWithLogits, column } from '../../../ml/corella/ops.js';
 import { dense } from '../../../ml/tf/dense.js';
+import type { ArtifactStore } from '../../../ml/artifacts/store.js';
+import { AlignmentProjections, defaultPairs } from '../../../ml/corella/alignment.js';
+import { JointCheckpointer, type CheckpointRows } from '../../../ml/corella/joint-checkpoint.js';
+import { resolveJointConfig, type JointConfigInput } from '../../../ml/corella/joint-config.js';
+import type { EpochLoss } from '../../../ml/corella/joint-epochs.js';
+import type { JointLlmBranch } from '../../../ml/corella/joint-llm-branch.js';
 
 export async function useCpu(): Promise<void> {
   await tf.setBackend('cpu');
@@ -293,4 +299,37 @@ export function acceptanceWorld(seed: number, sizes: Record<SplitName, number>, 
     [3, 6],
     hiddenDim,
   );
+}
+
+/**
+ * What stage 2 and stage 3 need around a CRM and a branch, as trainJoint builds it: the resolved config, the
+ * default CRM↔LLM layer pairs with their projections (seed 2), the loss history that the checkpoints store,
+ * and a checkpointer under `name`. `loop` is the part every stage call shares.
+ */
+export function jointStageLoop(a: {
+  crm: TinyCrm;
+  branch: JointLlmBranch;
+  train: EncodedSplit;
+  store: ArtifactStore;
+  name: string;
+  rows: CheckpointRows;
+  joint: JointConfigInput;
+  sharedDim: number;
+}) {
+  const cfg = resolveJointConfig({ ...a.joint, alignment: { sharedDim: a.sharedDim } });
+  const pairs = defaultPairs(a.crm.activationShapes, a.branch.activationShapes);
+  const proj = AlignmentProjections.create(
+    { pairs, sharedDim: a.sharedDim, seed: 2 },
+    a.crm.activationShapes,
+    a.branch.activationShapes,
+  );
+  const lossHistory: { stage2: EpochLoss[]; stage3: EpochLoss[] } = { stage2: [], stage3: [] };
+  const checkpointer = new JointCheckpointer(a.store, a.name, 'hash-1', a.rows, () => ({
+    branch: a.branch,
+    projections: proj,
+    crm: a.crm,
+    lossHistory,
+  }));
+  const loop = { cfg, crm: a.crm, branch: a.branch, proj, train: a.train, checkpointer };
+  return { cfg, pairs, proj, lossHistory, checkpointer, loop };
 }

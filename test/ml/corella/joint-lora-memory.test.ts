@@ -3,10 +3,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileArtifactStore } from '../../../ml/artifacts/store.js';
-import { AlignmentProjections, defaultPairs } from '../../../ml/corella/alignment.js';
-import { JointCheckpointer } from '../../../ml/corella/joint-checkpoint.js';
-import { resolveJointConfig } from '../../../ml/corella/joint-config.js';
-import type { EpochLoss } from '../../../ml/corella/joint-epochs.js';
 import { openLoraBranch } from '../../../ml/corella/joint-lora-branch.js';
 import { trainStage2, trainStage3 } from '../../../ml/corella/joint-stages.js';
 import type { EncodedSplit } from '../../../ml/data/types.js';
@@ -14,7 +10,7 @@ import { CorellaError } from '../../../ml/errors.js';
 import { LlamaTf } from '../../../ml/llm/tf/llama-forward.js';
 import { initTf } from '../../../ml/tf/backend.js';
 import { writeTinyGguf } from '../../helpers/tiny-gguf.js';
-import { acceptanceWorld, TinyCrm, trainTinyCrm } from './fixtures.js';
+import { acceptanceWorld, jointStageLoop, TinyCrm, trainTinyCrm } from './fixtures.js';
 
 /**
  * llm.finetune.frozenMemoryMb: the pipeline's LoRA branch with a frozen-output budget far below its rows'
@@ -69,26 +65,20 @@ async function run(name: string, frozenMemoryMb?: number) {
     threads: 1,
   });
   const { branch } = opened;
-  const cfg = resolveJointConfig({
-    stage2: { samples: 48, epochs: 1, batchSize: 8, learningRate: 0.02, crmLearningRate: 0.001 },
-    stage3: { samples: 48, epochs: 2, batchSize: 8, learningRate: 0.02 },
-    alignment: { sharedDim: 4 },
-    validationSamples: 40,
-  });
-  const pairs = defaultPairs(crm.activationShapes, branch.activationShapes);
-  const proj = AlignmentProjections.create(
-    { pairs, sharedDim: 4, seed: 2 },
-    crm.activationShapes,
-    branch.activationShapes,
-  );
-  const lossHistory: { stage2: EpochLoss[]; stage3: EpochLoss[] } = { stage2: [], stage3: [] };
-  const checkpointer = new JointCheckpointer(store, 'joint-lora-mem', 'hash-1', rows, () => ({
-    branch,
-    projections: proj,
+  const { pairs, lossHistory, loop } = jointStageLoop({
     crm,
-    lossHistory,
-  }));
-  const loop = { cfg, crm, branch, proj, train: dataset.splits.train, checkpointer };
+    branch,
+    train: dataset.splits.train,
+    store,
+    name: 'joint-lora-mem',
+    rows,
+    joint: {
+      stage2: { samples: 48, epochs: 1, batchSize: 8, learningRate: 0.02, crmLearningRate: 0.001 },
+      stage3: { samples: 48, epochs: 2, batchSize: 8, learningRate: 0.02 },
+      validationSamples: 40,
+    },
+    sharedDim: 4,
+  });
   await trainStage2({
     ...loop,
     rows: rows.stage2,

@@ -3,10 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileArtifactStore } from '../../../ml/artifacts/store.js';
-import { AlignmentProjections, defaultPairs } from '../../../ml/corella/alignment.js';
-import { JointCheckpointer, findCheckpoint } from '../../../ml/corella/joint-checkpoint.js';
-import { resolveJointConfig } from '../../../ml/corella/joint-config.js';
-import type { EpochLoss } from '../../../ml/corella/joint-epochs.js';
+import { findCheckpoint } from '../../../ml/corella/joint-checkpoint.js';
 import { openLoraBranch } from '../../../ml/corella/joint-lora-branch.js';
 import { trainStage2, trainStage3 } from '../../../ml/corella/joint-stages.js';
 import type { EncodedSplit } from '../../../ml/data/types.js';
@@ -15,7 +12,7 @@ import { LoraBranch } from '../../../ml/llm/tf/lora-branch.js';
 import type { Progress } from '../../../ml/progress.js';
 import { initTf } from '../../../ml/tf/backend.js';
 import { writeTinyGguf } from '../../helpers/tiny-gguf.js';
-import { acceptanceWorld, TinyCrm, trainTinyCrm } from './fixtures.js';
+import { acceptanceWorld, jointStageLoop, TinyCrm, trainTinyCrm } from './fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'corella-joint-lora-'));
 const modelPath = join(dir, 'tiny.gguf');
@@ -85,26 +82,20 @@ describe('the joint trainer with a LoRA branch (llm.finetune.method = "lora")', 
     expect(progress.at(-1)).toMatchObject({ stage: 'llm-frozen-pass', done: 220, total: 220 });
     expect(branch.frozen.keepLayers).toEqual([0]);
 
-    const cfg = resolveJointConfig({
-      stage2: { samples: 96, epochs: 2, batchSize: 16, learningRate: 0.02, crmLearningRate: 0.001 },
-      stage3: { samples: 64, epochs: 2, batchSize: 16, learningRate: 0.02 },
-      alignment: { sharedDim: 4 },
-      validationSamples: 60,
-    });
-    const pairs = defaultPairs(crm.activationShapes, branch.activationShapes);
-    const proj = AlignmentProjections.create(
-      { pairs, sharedDim: 4, seed: 2 },
-      crm.activationShapes,
-      branch.activationShapes,
-    );
-    const lossHistory: { stage2: EpochLoss[]; stage3: EpochLoss[] } = { stage2: [], stage3: [] };
-    const checkpointer = new JointCheckpointer(store, 'joint-lora', 'hash-1', rows, () => ({
-      branch,
-      projections: proj,
+    const { pairs, proj, lossHistory, loop } = jointStageLoop({
       crm,
-      lossHistory,
-    }));
-    const loop = { cfg, crm, branch, proj, train: dataset.splits.train, checkpointer };
+      branch,
+      train: dataset.splits.train,
+      store,
+      name: 'joint-lora',
+      rows,
+      joint: {
+        stage2: { samples: 96, epochs: 2, batchSize: 16, learningRate: 0.02, crmLearningRate: 0.001 },
+        stage3: { samples: 64, epochs: 2, batchSize: 16, learningRate: 0.02 },
+        validationSamples: 60,
+      },
+      sharedDim: 4,
+    });
     const y = Array.from(rows.valid, (r) => dataset.splits.valid.labels[r]);
     const validBce = () => {
       const p = branch.predict('valid');
