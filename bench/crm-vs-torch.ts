@@ -68,6 +68,13 @@ function intArg(name: string, fallback: number, min: number, max: number): numbe
 
 const steps = intArg('steps', 60, 5, 100_000);
 
+// Checked up front, so that a misspelt form is not silently measured as the default one.
+const stackWeights = process.env.CORELLA_STACK_WEIGHTS;
+if (stackWeights !== undefined && stackWeights !== 'blocks' && stackWeights !== 'whole') {
+  console.error(`CORELLA_STACK_WEIGHTS must be blocks or whole, got ${JSON.stringify(stackWeights)}`);
+  process.exit(2);
+}
+
 /** One way of using t cores on our side. */
 interface Variant {
   name: string;
@@ -171,7 +178,6 @@ async function measureOurs(): Promise<OursFigures> {
   // region (off by default, docs/crm-speed.md); =whole: their own region over the batch (the default).
   // An A/B in one build and the same minutes.
   const stackAddon = loadNative().addon as { stackWeightsFused?(on?: boolean): boolean } | undefined;
-  const stackWeights = process.env.CORELLA_STACK_WEIGHTS;
   if (stackWeights === 'blocks' || stackWeights === 'whole')
     stackAddon?.stackWeightsFused?.(stackWeights === 'blocks');
   // Uniform ids and coin-flip labels, as the peer draws them.

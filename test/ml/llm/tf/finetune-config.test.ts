@@ -45,5 +45,8 @@ describe('llm.finetune', () => {
     expect(fieldOf([])).toBe('finetune.method');
     expect(fieldOf({ method: 'lora', frozenMemoryMb: 0 })).toBe('finetune.frozenMemoryMb');
     expect(fieldOf({ method: 'lora', frozenMemoryMb: '2GB' })).toBe('finetune.frozenMemoryMb');
+    expect(fieldOf({ method: 'lora', threads: 0 })).toBe('finetune.threads');
+    expect(fieldOf({ method: 'lora', threads: 1.5 })).toBe('finetune.threads');
+    expect(fieldOf({ method: 'lora', threads: 17 })).toBe('finetune.threads');
   });
 });
