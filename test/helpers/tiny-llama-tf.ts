@@ -9,9 +9,10 @@ import { writeTinyGguf } from './tiny-gguf.js';
 /**
  * Registers the file's beforeAll/afterAll for the tfjs twin of the tiny test GGUF (3 blocks, grouped-query
  * attention with 2 KV heads): tfjs is initialised, the GGUF written to a temporary folder and loaded, and both
- * are disposed of afterwards. `onLoad` receives the model, so a test file keeps its own `model` variable.
+ * are disposed of afterwards. `onLoad` receives the model and the GGUF's path (its folder is the file's temporary
+ * folder, removed afterwards), so a test file keeps its own `model` variable.
  */
-export function useTinyLlamaTf(prefix: string, onLoad: (model: LlamaTf) => void): void {
+export function useTinyLlamaTf(prefix: string, onLoad: (model: LlamaTf, path: string) => void): void {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   let model: LlamaTf | undefined;
   beforeAll(async () => {
@@ -19,7 +20,7 @@ export function useTinyLlamaTf(prefix: string, onLoad: (model: LlamaTf) => void)
     const path = join(dir, 'tiny.gguf');
     writeTinyGguf(path, { seed: 5, nLayer: 3, nHeadKv: 2 });
     model = await LlamaTf.load(path);
-    onLoad(model);
+    onLoad(model, path);
   });
   afterAll(() => {
     model?.dispose();

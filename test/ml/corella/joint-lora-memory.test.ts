@@ -1,24 +1,21 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dirname, join } from 'node:path';
+import { describe, expect, it } from 'vitest';
 import { FileArtifactStore } from '../../../ml/artifacts/store.js';
 import { openLoraBranch } from '../../../ml/corella/joint-lora-branch.js';
 import { trainStage2, trainStage3 } from '../../../ml/corella/joint-stages.js';
 import type { EncodedSplit } from '../../../ml/data/types.js';
 import { CorellaError } from '../../../ml/errors.js';
-import { LlamaTf } from '../../../ml/llm/tf/llama-forward.js';
-import { initTf } from '../../../ml/tf/backend.js';
-import { writeTinyGguf } from '../../helpers/tiny-gguf.js';
+import type { LlamaTf } from '../../../ml/llm/tf/llama-forward.js';
+import { useTinyLlamaTf } from '../../helpers/tiny-llama-tf.js';
 import { acceptanceWorld, jointStageLoop, TinyCrm, trainTinyCrm } from './fixtures.js';
 
 /**
  * llm.finetune.frozenMemoryMb: the pipeline's LoRA branch with a frozen-output budget far below its rows'
  * entries trains stage 2 and stage 3 to the same bits as with every entry in memory.
  */
-const dir = mkdtempSync(join(tmpdir(), 'corella-joint-lora-memory-'));
-const modelPath = join(dir, 'tiny.gguf');
 let model: LlamaTf;
+let modelPath: string;
+let dir: string;
 const YES = 300;
 const NO = 301;
 
@@ -27,15 +24,10 @@ function promptOf(split: EncodedSplit, row: number): number[] {
   return [1, 40, 41, 42, 50 + seg, 60 + level, 70 + (split.labels[row] > 0.5 ? 1 : 0), 43, 44 + (row % 7)];
 }
 
-beforeAll(async () => {
-  await initTf(undefined, () => undefined);
-  writeTinyGguf(modelPath, { seed: 5, nLayer: 3, nHeadKv: 2 });
-  model = await LlamaTf.load(modelPath);
-});
-
-afterAll(() => {
-  model?.dispose();
-  rmSync(dir, { recursive: true, force: true });
+useTinyLlamaTf('corella-joint-lora-memory-', (m, path) => {
+  model = m;
+  modelPath = path;
+  dir = dirname(path);
 });
 
 const world = () => acceptanceWorld(3, { train: 200, valid: 40, test: 10 });
