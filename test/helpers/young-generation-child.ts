@@ -15,8 +15,10 @@ if (!youngGenerationSet()) {
   process.exitCode = await reexecWithYoungGeneration(mb);
 } else {
   followParent();
-  process.stdout.write(`${JSON.stringify({ pid: process.pid, execArgv: process.execArgv })}\n`);
-  setInterval(() => undefined, 1_000);
-  // As bin/corella.mjs ends a command: an explicit exit (the IPC channel would keep the loop alive).
+  // As bin/corella.mjs ends a command: an explicit exit (the IPC channel would keep the loop alive). Installed
+  // before the report line: until it is, SIGTERM's default action kills the process outright (exit 143),
+  // and the test sends SIGTERM as soon as it reads that line.
   process.once('SIGTERM', () => process.exit(0));
+  setInterval(() => undefined, 1_000);
+  process.stdout.write(`${JSON.stringify({ pid: process.pid, execArgv: process.execArgv })}\n`);
 }
