@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
 import { chmod, mkdir, open, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -287,13 +287,26 @@ export class FileArtifactStore implements ArtifactStore {
   /** The entry's bytes as written, verified against the checksum it carries (entries by older code have none). */
   async getNamed(name: string): Promise<Buffer | undefined> {
     const path = this.namedPath(name);
-    let raw: Buffer;
+    return this.openNamedFile(name, path, await readAbsent(() => readFile(path)));
+  }
+
+  /**
+   * `getNamed` without an await, for callers inside synchronous tfjs code (a bounded frozen-output cache
+   * reading an evicted entry back): the same name check, envelope check and errors.
+   */
+  getNamedSync(name: string): Buffer | undefined {
+    const path = this.namedPath(name);
+    let raw: Buffer | undefined;
     try {
-      raw = await readFile(path);
+      raw = readFileSync(path);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
+    return this.openNamedFile(name, path, raw);
+  }
+
+  private openNamedFile(name: string, path: string, raw: Buffer | undefined): Buffer | undefined {
+    if (raw === undefined) return undefined;
     const opened = openNamed(raw);
     if (opened.ok) return opened.body;
     const kind = namedKind(name);
@@ -349,3 +362,13 @@ export class FileArtifactStore implements ArtifactStore {
 
 const LOCK_WAIT_MS = 30_000;
 const LOCK_STALE_MS = 60_000;
+
+/** The file's bytes, or undefined when it does not exist. */
+async function readAbsent(read: () => Promise<Buffer>): Promise<Buffer | undefined> {
+  try {
+    return await read();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+}

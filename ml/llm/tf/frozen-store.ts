@@ -1,6 +1,3 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { openNamed } from '../../artifacts/named-envelope.js';
 import type { ArtifactStore } from '../../artifacts/store.js';
 import { FileArtifactStore, sha256Hex } from '../../artifacts/store.js';
 import { CorellaError } from '../../errors.js';
@@ -133,7 +130,7 @@ export class FrozenOutputStore {
   /**
    * `get` without an await, for a local folder store (a 197-token SmolLM2 entry is about 450 KB, read in
    * well under a millisecond from the page cache). The file is the store's own named entry, checked against
-   * the checksum its envelope carries, as `FileArtifactStore.getNamed` checks it.
+   * the checksum its envelope carries (`FileArtifactStore.getNamedSync`).
    */
   getSync(tokens: readonly number[]): FrozenEntry | undefined {
     if (!(this.store instanceof FileArtifactStore))
@@ -143,24 +140,8 @@ export class FrozenOutputStore {
         { details: { field: 'store' } },
       );
     const name = this.name(tokens);
-    const path = join(this.store.namedDir, name);
-    let raw: Buffer;
-    try {
-      raw = readFileSync(path);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
-    }
-    const opened = openNamed(raw);
-    if (!opened.ok)
-      throw new CorellaError(
-        'ARTIFACT_CORRUPT',
-        `frozen entry ${name} is corrupt: the file ${path} ${opened.reason}`,
-        {
-          details: { path, name, reason: opened.reason },
-        },
-      );
-    return decodeFrozenEntry(opened.body, tokens, this.nEmbd, this.key.firstLayer, name);
+    const buf = this.store.getNamedSync(name);
+    return buf && decodeFrozenEntry(buf, tokens, this.nEmbd, this.key.firstLayer, name);
   }
 
   async put(tokens: readonly number[], e: FrozenEntry): Promise<void> {
