@@ -92,8 +92,10 @@ export async function branchEpoch(a: {
     );
     // The LoRA branch's threads compute this step's gradients themselves when they can.
     const pg = branch.parallelGradients?.(a.part, local, labels);
-    if (pg) opt.applyGradients(pg.grads);
-    if (pg) tf.dispose(pg.grads.map((g) => g.tensor));
+    if (pg) {
+      opt.applyGradients(pg.grads);
+      tf.dispose(pg.grads.map((g) => g.tensor));
+    }
     const v = pg
       ? pg.loss
       : tf.tidy(() => {
