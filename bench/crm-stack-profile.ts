@@ -10,6 +10,13 @@
  *
  * Usage: npx tsx bench/crm-stack-profile.ts [--rounds 3] [--steps 200]  (`chrt -f 1 node --import tsx`
  * on a shared machine). Prints one JSON object.
+ *
+ * --whole-step profiles the whole tape-free training step instead (the bench shape of crm-vs-torch.ts:
+ * LocalStepper, batch 1024), alternating 1 and 2 pool threads in one process, with the pool's region
+ * trace on (poolTrace in native/corella_native.c): per step, each addon kernel's calls, wall µs and pool
+ * regions; how much of the step is inside regions, inside kernels but outside regions (their serial
+ * parts and the inline ones) and outside kernels (JS); the gaps between consecutive regions; and how late
+ * the worker joined each region (regions begun with it asleep, and regions it took no chunk of).
  */
 import os from 'node:os';
 import { loadNative } from '../ml/tf/native.js';
@@ -25,6 +32,10 @@ const arg = (name: string, dflt: number) => {
 };
 const rounds = arg('--rounds', 3);
 const steps = arg('--steps', 200);
+if (process.argv.includes('--whole-step')) {
+  console.log(JSON.stringify(await wholeStepProfile(rounds, steps)));
+  process.exit(0);
+}
 
 const addon = loadNative().addon as
   | (NonNullable<ReturnType<typeof loadNative>['addon']> & { stackWeightsFused?(on?: boolean): boolean })
@@ -162,3 +173,188 @@ const table = Object.fromEntries(
   ]),
 );
 console.log(JSON.stringify({ batch: B, steps, rounds, loadavg: loads, copyGBs: +copy.toFixed(1), table }));
+
+interface Trace {
+  start: Float64Array;
+  end: Float64Array;
+  joined: Float64Array;
+  chunks: Float64Array;
+  workerChunks: Float64Array;
+  sleepers: Float64Array;
+  inline: number;
+}
+
+/** --whole-step: see the header. Functions below are hoisted, so the flag's branch above can call this. */
+async function wholeStepProfile(rounds: number, steps: number) {
+  const { initTf } = await import('../ml/tf/index.js');
+  const { CrmNet, defaultCrmConfig } = await import('../ml/crm/index.js');
+  const { Adam } = await import('../ml/crm/adam.js');
+  const { LocalStepper } = await import('../ml/crm/parallel.js');
+  const { StepProfile } = await import('../ml/crm/step-profile.js');
+  const { activeNativeAddon } = await import('../ml/tf/kernels/native-kernels.js');
+  const { uniformCategoricalSplit } = await import('../ml/data/uniform-categorical.js');
+  await initTf('wasm', () => undefined);
+  const a = activeNativeAddon() as unknown as Record<string, unknown> & {
+    setThreads(n: number): void;
+    poolTrace?(on: boolean): Trace;
+  };
+  if (!a?.poolTrace) {
+    console.error('the native addon (with poolTrace) is not active on wasm');
+    process.exit(3);
+  }
+  // The bench shape of crm-vs-torch.ts: MovieLens-sized vocabularies, uniform ids, batch 1024.
+  const VOCABS = [6040, 3706, 2, 7, 21, 3439, 18, 100];
+  const N_BATCHES = 8;
+  // Module constants are not initialised yet when the flag's branch calls this: its own.
+  const B = 1024;
+  const median = (v: number[]) => [...v].sort((p, q) => p - q)[Math.floor(v.length / 2)];
+  const { featureMap, split } = uniformCategoricalSplit('bench-crm-vs-torch', VOCABS, B * N_BATCHES);
+  const model = new CrmNet(
+    defaultCrmConfig('dcnv2', { embeddingDim: 16, crossLayers: 3, mlp: [256, 128] }),
+    featureMap,
+  );
+  const stepper = new LocalStepper(model, new Adam({ lr: 1e-3 }), split);
+  if (!stepper.tapeFree) {
+    console.error('the tape-free step does not apply');
+    process.exit(3);
+  }
+  const rowLists = Array.from({ length: N_BATCHES }, (_, k) =>
+    Int32Array.from({ length: B }, (_, i) => k * B + i),
+  );
+
+  // Each kernel call's wall span on the monotonic clock the native trace uses (hrtime is CLOCK_MONOTONIC).
+  const calls: { name: string; t0: number; t1: number }[] = [];
+  const KERNELS = [
+    'embeddingBag',
+    'crossStackForward',
+    'denseStackForward',
+    'bceWithLogits',
+    'denseStackBackward',
+    'crossStackBackward',
+    'l2Grad',
+    'adam',
+    'embeddingAdam',
+    'prewake',
+  ];
+  const nowUs = () => Number(process.hrtime.bigint()) / 1e3;
+  for (const k of KERNELS) {
+    const f = a[k] as ((...args: unknown[]) => unknown) | undefined;
+    if (!f) continue;
+    a[k] = (...args: unknown[]) => {
+      const t0 = nowUs();
+      try {
+        return f.apply(a, args);
+      } finally {
+        calls.push({ name: k, t0, t1: nowUs() });
+      }
+    };
+  }
+
+  let step = 0;
+  const out: Record<string, Record<string, number>[]> = {};
+  for (let r = 0; r < rounds; r++)
+    for (const threads of [1, 2]) {
+      a.setThreads(threads);
+      for (let i = 0; i < 10; i++) await stepper.step(rowLists[step % N_BATCHES], step++);
+      stepper.profile = new StepProfile();
+      calls.length = 0;
+      a.poolTrace(true);
+      const spans: { t0: number; t1: number }[] = [];
+      for (let i = 0; i < steps; i++) {
+        const t0 = nowUs();
+        await stepper.step(rowLists[step % N_BATCHES], step++);
+        spans.push({ t0, t1: nowUs() });
+        stepper.profile.steps++;
+      }
+      const tr = a.poolTrace(false);
+      (out[`${threads}t`] ??= []).push({
+        ...summarise(spans, calls, tr, steps),
+        ...stepper.profile.perStep(),
+      });
+    }
+  a.setThreads(1);
+  model.dispose();
+  // Per thread count, the median over rounds of each figure.
+  const table = Object.fromEntries(
+    Object.entries(out).map(([key, rows]) => [
+      key,
+      Object.fromEntries(
+        Object.keys(rows[0]).map((k) => [k, Number(median(rows.map((row) => row[k] ?? 0)).toFixed(2))]),
+      ),
+    ]),
+  );
+  return { wholeStep: true, batch: B, steps, rounds, loadavg: os.loadavg().map((x) => +x.toFixed(2)), table };
+}
+
+/** Per-step figures of one run: µs unless named otherwise. */
+function summarise(
+  spans: { t0: number; t1: number }[],
+  calls: { name: string; t0: number; t1: number }[],
+  tr: Trace,
+  steps: number,
+): Record<string, number> {
+  const o: Record<string, number> = {};
+  const add = (k: string, v: number) => (o[k] = (o[k] ?? 0) + v / steps);
+  const stepUs = spans.reduce((s, x) => s + x.t1 - x.t0, 0);
+  add('step', stepUs);
+  const n = tr.start.length;
+  let inRegions = 0;
+  for (let i = 0; i < n; i++) inRegions += tr.end[i] - tr.start[i];
+  add('inRegions', inRegions);
+  add('regions', n);
+  add('inlineRuns', tr.inline);
+  let inKernels = 0;
+  for (const c of calls) {
+    if (c.name === 'prewake') continue;
+    inKernels += c.t1 - c.t0;
+    add(`k.${c.name}.us`, c.t1 - c.t0);
+    add(`k.${c.name}.calls`, 1);
+  }
+  // Regions by the kernel call they ran in.
+  let ci = 0;
+  const sorted = calls.filter((c) => c.name !== 'prewake').sort((p, q) => p.t0 - q.t0);
+  let late = 0;
+  let asleep = 0;
+  let noWorker = 0;
+  let joinWait = 0;
+  let joins = 0;
+  for (let i = 0; i < n; i++) {
+    while (ci < sorted.length && sorted[ci].t1 < tr.start[i]) ci++;
+    const name = ci < sorted.length && sorted[ci].t0 <= tr.start[i] ? sorted[ci].name : 'other';
+    add(`k.${name}.regions`, 1);
+    add(`k.${name}.regionUs`, tr.end[i] - tr.start[i]);
+    if (tr.sleepers[i] > 0) {
+      asleep++;
+      add(`k.${name}.workerAsleep`, 1);
+    }
+    if (tr.workerChunks[i] === 0) noWorker++;
+    add(`k.${name}.workerChunks`, tr.workerChunks[i]);
+    add(`k.${name}.chunks`, tr.chunks[i]);
+    if (tr.joined[i] >= 0) {
+      const w = tr.joined[i] - tr.start[i];
+      add(`k.${name}.joinUs`, w);
+      joinWait += w;
+      joins++;
+      if (w > 20) late++;
+    }
+  }
+  add('inKernelsOutsideRegions', inKernels - inRegions);
+  add('outsideKernels', stepUs - inKernels);
+  add('regionsWorkerAsleep', asleep);
+  add('regionsNoWorkerChunk', noWorker);
+  add('regionsWorkerJoinedAfter20us', late);
+  o.meanWorkerJoinUs = joins ? joinWait / joins : -1;
+  // Gaps between consecutive regions of one step (the serial stretches a worker polls or sleeps through).
+  let gaps = 0;
+  let longGaps = 0;
+  for (let i = 1; i < n; i++) {
+    const gap = tr.start[i] - tr.end[i - 1];
+    const sameStep = spans.some((s) => s.t0 <= tr.end[i - 1] && tr.start[i] <= s.t1);
+    if (!sameStep) continue;
+    gaps += gap;
+    if (gap > 50) longGaps++;
+  }
+  add('gapsBetweenRegions', gaps);
+  add('gapsOver50us', longGaps);
+  return o;
+}

@@ -50,6 +50,9 @@
  *   poolStats() -> { regions, workerChunks, kernelMs }
  *     counters since load: regions handed to the pool, chunks that its workers (not the caller) ran, and
  *     the wall milliseconds callers spent inside the kernels above.
+ *   poolTrace(on) -> { start, end, joined, chunks, workerChunks, sleepers, inline }
+ *     the regions since the last call (µs; joined = when the first worker began, −1 none), then tracing
+ *     on or off: regions per step, the gaps between them and late workers (bench/crm-stack-profile.ts).
  *   info()
  */
 /* POSIX threads and signal masks under -std=c11. */
@@ -154,13 +157,27 @@ static _Atomic int64_t stat_worker_chunks = 0;
 /* Wall time the calling threads spent inside the kernels (profiles: the rest of a step is JS and tfjs). */
 static _Atomic int64_t stat_kernel_ns = 0;
 
+/* poolTrace(): when on, each region's start and end (ns), its chunks, the chunks the workers ran and how many
+ * workers were asleep when it began, for a profile of where a step's synchronisation goes (regions per step,
+ * the gaps between them, regions that began with a sleeping worker). Off: one relaxed load a region. */
+#define TRACE_MAX 8192
+static _Atomic int trace_on = 0;
+static int64_t trace_n = 0; /* under pool_region */
+static int64_t trace_inline = 0; /* pool_run calls that ran inline (one chunk, or a busy pool) */
+static int64_t trace_start[TRACE_MAX], trace_end[TRACE_MAX];
+static int64_t trace_joined[TRACE_MAX];
+static int32_t trace_chunks[TRACE_MAX], trace_worker[TRACE_MAX], trace_sleepers[TRACE_MAX];
+static _Atomic int64_t trace_join = 0;
+
 static bool claim_chunk(int64_t c, uint64_t gen) {
   uint64_t v = atomic_load(&chunk_claim[c]);
   return v < gen && atomic_compare_exchange_strong(&chunk_claim[c], &v, gen);
 }
 
-static void run_chunk(chunk_fn fn, void *ctx, int64_t c, int64_t chunks) {
+static void run_chunk(chunk_fn fn, void *ctx, int64_t c, int64_t chunks, int self) {
   fn(ctx, c);
+  /* Counted before the chunk is marked done, so the caller's trace sees every worker chunk of its region. */
+  if (self != 0) atomic_fetch_add(&stat_worker_chunks, 1);
   if (atomic_fetch_add(&job_done, 1) + 1 == chunks) {
     pthread_mutex_lock(&pool_lock);
     pthread_cond_signal(&pool_done);
@@ -174,14 +191,19 @@ static void run_chunk(chunk_fn fn, void *ctx, int64_t c, int64_t chunks) {
  * have not started: a thread that is late loses its share, it does not hold the region up. */
 static int64_t run_chunks(uint64_t gen, int self, int threads, chunk_fn fn, void *ctx, int64_t chunks) {
   int64_t ran = 0;
+  /* The trace's wake-up latency: when the first worker joined this region (0 = none yet). */
+  if (self != 0 && atomic_load_explicit(&trace_on, memory_order_relaxed)) {
+    int64_t zero = 0;
+    atomic_compare_exchange_strong(&trace_join, &zero, now_ns());
+  }
   for (int64_t c = chunks * self / threads; c < chunks * (self + 1) / threads; c++)
     if (claim_chunk(c, gen)) {
-      run_chunk(fn, ctx, c, chunks);
+      run_chunk(fn, ctx, c, chunks, self);
       ran++;
     }
   for (int64_t c = chunks - 1; c >= 0; c--)
     if (claim_chunk(c, gen)) {
-      run_chunk(fn, ctx, c, chunks);
+      run_chunk(fn, ctx, c, chunks, self);
       ran++;
     }
   return ran;
@@ -230,7 +252,7 @@ static void *pool_worker(void *arg) {
     const int64_t chunks = job_chunks;
     const int threads = atomic_load(&pool_threads);
     pthread_mutex_unlock(&pool_lock);
-    atomic_fetch_add(&stat_worker_chunks, run_chunks(seen, index, threads, fn, ctx, chunks));
+    run_chunks(seen, index, threads, fn, ctx, chunks);
     pthread_mutex_lock(&pool_lock);
   }
   return NULL;
@@ -282,10 +304,20 @@ static void pool_run(chunk_fn fn, void *ctx, int64_t chunks) {
   if (chunks <= 0) return;
   const int threads = atomic_load(&pool_threads);
   if (chunks == 1 || chunks > POOL_MAX_CHUNKS || threads <= 1 || pthread_mutex_trylock(&pool_region) != 0) {
+    if (atomic_load_explicit(&trace_on, memory_order_relaxed)) trace_inline++;
     for (int64_t c = 0; c < chunks; c++) fn(ctx, c);
     return;
   }
   atomic_fetch_add(&stat_regions, 1);
+  const int64_t tr = atomic_load_explicit(&trace_on, memory_order_relaxed) && trace_n < TRACE_MAX ? trace_n++ : -1;
+  int64_t worker0 = 0;
+  if (tr >= 0) {
+    trace_start[tr] = now_ns();
+    trace_chunks[tr] = (int32_t)chunks;
+    trace_sleepers[tr] = atomic_load(&pool_sleepers);
+    worker0 = atomic_load(&stat_worker_chunks);
+    atomic_store(&trace_join, 0);
+  }
   pthread_mutex_lock(&pool_lock);
   const uint64_t gen = ++pool_gen;
   atomic_store(&pool_gen_seen, gen);
@@ -305,6 +337,11 @@ static void pool_run(chunk_fn fn, void *ctx, int64_t chunks) {
   pthread_mutex_lock(&pool_lock);
   while (atomic_load(&job_done) < chunks) pthread_cond_wait(&pool_done, &pool_lock);
   pthread_mutex_unlock(&pool_lock);
+  if (tr >= 0) {
+    trace_end[tr] = now_ns();
+    trace_worker[tr] = (int32_t)(atomic_load(&stat_worker_chunks) - worker0);
+    trace_joined[tr] = atomic_load(&trace_join);
+  }
   pthread_mutex_unlock(&pool_region);
 }
 
@@ -2084,6 +2121,54 @@ static napi_value js_pool_stats(napi_env env, napi_callback_info info) {
   return o;
 }
 
+/* A Float64Array of n values from get(i). */
+static napi_value f64_array(napi_env env, int64_t n, double (*get)(int64_t)) {
+  napi_value buf, arr;
+  void *data;
+  CHECK(env, napi_create_arraybuffer(env, (size_t)n * sizeof(double), &data, &buf));
+  for (int64_t i = 0; i < n; i++) ((double *)data)[i] = get(i);
+  CHECK(env, napi_create_typedarray(env, napi_float64_array, (size_t)n, buf, 0, &arr));
+  return arr;
+}
+static double tr_start(int64_t i) { return (double)trace_start[i] / 1e3; }
+static double tr_end(int64_t i) { return (double)trace_end[i] / 1e3; }
+static double tr_joined(int64_t i) { return trace_joined[i] == 0 ? -1 : (double)trace_joined[i] / 1e3; }
+static double tr_chunks(int64_t i) { return trace_chunks[i]; }
+static double tr_worker(int64_t i) { return trace_worker[i]; }
+static double tr_sleepers(int64_t i) { return trace_sleepers[i]; }
+
+/* poolTrace(on) -> { start, end, joined, chunks, workerChunks, sleepers, inline }: the regions recorded
+ * since the last call (times in µs of the monotonic clock; joined −1 when no worker took part), then
+ * tracing on or off from now, with an empty record. At most 8192 regions are kept (the rest are not
+ * recorded). Call it only between kernels: the record is the region lock's. */
+static napi_value js_pool_trace(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  bool on = false;
+  if (argc < 1 || napi_get_value_bool(env, argv[0], &on) != napi_ok) {
+    napi_throw_type_error(env, "CORELLA_NATIVE", "corella_native.poolTrace: on must be a boolean");
+    return NULL;
+  }
+  pthread_mutex_lock(&pool_region);
+  const int64_t n = trace_n;
+  napi_value o, v;
+  CHECK(env, napi_create_object(env, &o));
+  CHECK(env, napi_set_named_property(env, o, "start", f64_array(env, n, tr_start)));
+  CHECK(env, napi_set_named_property(env, o, "end", f64_array(env, n, tr_end)));
+  CHECK(env, napi_set_named_property(env, o, "joined", f64_array(env, n, tr_joined)));
+  CHECK(env, napi_set_named_property(env, o, "chunks", f64_array(env, n, tr_chunks)));
+  CHECK(env, napi_set_named_property(env, o, "workerChunks", f64_array(env, n, tr_worker)));
+  CHECK(env, napi_set_named_property(env, o, "sleepers", f64_array(env, n, tr_sleepers)));
+  CHECK(env, napi_create_int64(env, trace_inline, &v));
+  CHECK(env, napi_set_named_property(env, o, "inline", v));
+  trace_n = 0;
+  trace_inline = 0;
+  atomic_store(&trace_on, on ? 1 : 0);
+  pthread_mutex_unlock(&pool_region);
+  return o;
+}
+
 /* name##_timed: the kernel, adding its wall time to stat_kernel_ns. */
 #define TIMED(name)                                                     \
   static napi_value name##_timed(napi_env env, napi_callback_info info) { \
@@ -2155,6 +2240,7 @@ NAPI_MODULE_INIT() {
       {"setBlasThreads", NULL, js_set_blas_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"blasThreads", NULL, js_blas_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"poolStats", NULL, js_pool_stats, NULL, NULL, NULL, napi_default_method, NULL},
+      {"poolTrace", NULL, js_pool_trace, NULL, NULL, NULL, napi_default_method, NULL},
       {"info", NULL, js_info, NULL, NULL, NULL, napi_default_method, NULL},
       {"embeddingBag", NULL, js_embedding_bag_timed, NULL, NULL, NULL, napi_default_method, NULL},
       {"embeddingBagGrad", NULL, js_embedding_bag_grad_timed, NULL, NULL, NULL, napi_default_method, NULL},

@@ -18,6 +18,15 @@ describe('CRM bench flags', () => {
     ['bench/crm-stack-profile.ts', ['--rounds', '0'], {}, '--rounds must be a positive integer'],
     ['bench/crm-stack-profile.ts', ['--steps', 'many'], {}, '--steps must be a positive integer'],
     ['bench/crm-vs-torch.ts', ['--steps', '2'], {}, '--steps must be an integer in [5, 100000], got "2"'],
+    ['bench/core-scaling.ts', ['--rounds', '0'], {}, '--rounds must be an integer in [1, 50], got "0"'],
+    ['bench/core-scaling.ts', ['--ms', '2s'], {}, '--ms must be an integer in [200, 60000], got "2s"'],
+    [
+      'bench/core-scaling.ts',
+      ['--kinds', 'sgemm,avx'],
+      {},
+      '--kinds must list sgemm or sgemm64 or js, got "avx"',
+    ],
+    ['bench/core-scaling.ts', ['--cores', '2'], {}, "Unknown option '--cores'"],
     [
       'bench/crm-vs-torch.ts',
       ['--ours'],
