@@ -233,6 +233,7 @@ async function wholeStepProfile(rounds: number, steps: number) {
     'crossStackBackward',
     'l2Grad',
     'adam',
+    'adamMany',
     'embeddingAdam',
     'prewake',
   ];

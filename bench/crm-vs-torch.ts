@@ -75,6 +75,14 @@ if (stackWeights !== undefined && stackWeights !== 'blocks' && stackWeights !== 
   process.exit(2);
 }
 
+// CORELLA_POOL_WAIT (native/corella_native.c): region (the default) or chunk, where a pool worker's 50 µs
+// poll starts counting; the addon reads it once, so an A/B runs two processes.
+const poolWait = process.env.CORELLA_POOL_WAIT;
+if (poolWait !== undefined && poolWait !== 'region' && poolWait !== 'chunk') {
+  console.error(`CORELLA_POOL_WAIT must be region or chunk, got ${JSON.stringify(poolWait)}`);
+  process.exit(2);
+}
+
 /** One way of using t cores on our side. */
 interface Variant {
   name: string;

@@ -27,6 +27,8 @@
  *     dx = dz·wᵀ, dw = xᵀ·dz, db = Σ_rows dz (db may be null).
  *   adam(w, g, m, v, lrT, beta1, beta2, eps)
  *     the Adam step over whole arrays: m = β1·m + (1−β1)·g, v = β2·v + (1−β2)·g², w −= lrT·m/(√v + ε).
+ *   adamMany(ws, gs, ms, vs, lrT, beta1, beta2, eps)
+ *     adam on each of 1..16 arrays ws[i] (gs[i], ms[i], vs[i] the same lengths), in one pool region.
  *   adamRows(w, g, m, v, rows, count, dim, lrT, beta1, beta2, eps)
  *     the same on rows rows[0..count) of [V, dim] arrays only (lazy Adam).
  *   scatterAdd(g, dx0, rows, weights, bags, bagSize, col, qStride, width, dim, scale)
@@ -222,6 +224,10 @@ static void pool_poll(uint64_t seen, int64_t until) {
   }
 }
 
+/* Whether a worker waits for its region's end before its 50 µs poll (see pool_worker); from CORELLA_POOL_WAIT
+ * (region, the default, or chunk) when the first worker starts. */
+static int pool_wait_region = 1;
+
 static void *pool_worker(void *arg) {
   const int index = (int)(intptr_t)arg; /* 1.. : the caller is thread 0 */
   uint64_t seen = 0;
@@ -253,6 +259,16 @@ static void *pool_worker(void *arg) {
     const int threads = atomic_load(&pool_threads);
     pthread_mutex_unlock(&pool_lock);
     run_chunks(seen, index, threads, fn, ctx, chunks);
+    /* Its poll counts from the region's end, not from its own last chunk: the caller may still be on a
+     * 100-200 µs chunk of a backward pass when the worker runs out, and a worker polling 50 µs from then
+     * slept through the gap and woke 40-50 µs into the next region (the whole-step trace showed the dense
+     * backward's second region begun with the worker asleep in most steps). The spin lasts at most the
+     * caller's last chunk, capped at 1 ms for a caller that lost its core. CORELLA_POOL_WAIT=chunk restores
+     * the poll from the worker's own last chunk, for an A/B. */
+    if (pool_wait_region) {
+      const int64_t cap = now_ns() + 1000000;
+      while (atomic_load(&job_done) < chunks && atomic_load(&pool_gen_seen) == seen && now_ns() < cap) cpu_relax();
+    }
     pthread_mutex_lock(&pool_lock);
   }
   return NULL;
@@ -278,6 +294,10 @@ static void pool_prewake(int64_t ns) {
 static int pool_resize(int threads) {
   pthread_mutex_lock(&pool_lock);
   int err = 0;
+  if (pool_started == 0) {
+    const char *wait = getenv("CORELLA_POOL_WAIT");
+    pool_wait_region = !(wait != NULL && strcmp(wait, "chunk") == 0);
+  }
   while (pool_started < threads - 1) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -1351,6 +1371,71 @@ static uint32_t f32_list(napi_env env, napi_value v, const char *what, float **d
 }
 
 /* ---------------------------------------------------------------------------------------------------------
+ * adamMany(ws, gs, ms, vs, lrT, beta1, beta2, eps): adam on each of up to 16 arrays, in one pool region.
+ *
+ * A step's dense update was 12 adam calls: the 5 big ones a region each (a wake-up and a barrier each, the
+ * worker often asleep after the serial stretch before them) and the 7 biases inline on the caller alone.
+ * Here the arrays' elements are one index space cut into chunks, so every array is split and there is one
+ * barrier. Each parameter's update reads only itself (adam_span), so the bits are those of the 12 calls.
+ */
+typedef struct {
+  float *w[STACK_MAX];
+  const float *g[STACK_MAX];
+  float *m[STACK_MAX], *v[STACK_MAX];
+  int64_t offset[STACK_MAX + 1]; /* array a holds elements [offset[a], offset[a+1]) of the index space */
+  int64_t arrays, chunks;
+  double lr, b1, b2, eps;
+} AdamManyJob;
+
+static void adam_many_chunk(void *ctx, int64_t c) {
+  const AdamManyJob *j = ctx;
+  int64_t i0, i1;
+  chunk_range(j->offset[j->arrays], j->chunks, c, &i0, &i1);
+  for (int64_t a = 0; a < j->arrays && i0 < i1; a++) {
+    const int64_t lo = j->offset[a], hi = j->offset[a + 1];
+    if (i0 >= hi) continue;
+    const int64_t e = i1 < hi ? i1 : hi;
+    const size_t k = (size_t)(i0 - lo);
+    adam_span(j->w[a] + k, j->g[a] + k, j->m[a] + k, j->v[a] + k, (size_t)(e - i0), j->lr, j->b1, j->b2, j->eps);
+    i0 = e;
+  }
+}
+
+static napi_value js_adam_many(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 8) return range_error(env, "corella_native.adamMany: expected 8 arguments");
+  AdamManyJob j;
+  size_t lw[STACK_MAX], lg[STACK_MAX], lm[STACK_MAX], lv[STACK_MAX];
+  const uint32_t n = f32_list(env, argv[0], "ws", j.w, lw);
+  if (n == 0) return NULL;
+  if (f32_list(env, argv[1], "gs", (float **)j.g, lg) != n || f32_list(env, argv[2], "ms", j.m, lm) != n ||
+      f32_list(env, argv[3], "vs", j.v, lv) != n) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    return pending ? NULL : range_error(env, "corella_native.adamMany: ws, gs, ms and vs differ in length");
+  }
+  if (!f64_arg(env, argv[4], &j.lr) || !f64_arg(env, argv[5], &j.b1) || !f64_arg(env, argv[6], &j.b2) ||
+      !f64_arg(env, argv[7], &j.eps))
+    return NULL;
+  j.arrays = n;
+  j.offset[0] = 0;
+  for (uint32_t a = 0; a < n; a++) {
+    if (lg[a] != lw[a] || lm[a] != lw[a] || lv[a] != lw[a]) {
+      char msg[128];
+      snprintf(msg, sizeof msg, "corella_native.adamMany: gs[%u], ms[%u] or vs[%u] differs in length from ws[%u]", a,
+               a, a, a);
+      return range_error(env, msg);
+    }
+    j.offset[a + 1] = j.offset[a] + (int64_t)lw[a];
+  }
+  j.chunks = chunks_for(j.offset[n], ELEMENT_GRAIN);
+  pool_run(adam_many_chunk, &j, j.chunks);
+  return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------------------
  * The embedding table's whole update in one call: which rows the batch touched, each row's gradient
  * (the scatter of dx0 onto it) and its lazy Adam step.
  *
@@ -2184,6 +2269,7 @@ TIMED(js_cross_forward)
 TIMED(js_cross_backward)
 TIMED(js_dense_backward)
 TIMED(js_adam)
+TIMED(js_adam_many)
 TIMED(js_embedding_adam)
 TIMED(js_adam_rows)
 TIMED(js_scatter_add)
@@ -2248,6 +2334,7 @@ NAPI_MODULE_INIT() {
       {"crossBackward", NULL, js_cross_backward_timed, NULL, NULL, NULL, napi_default_method, NULL},
       {"denseBackward", NULL, js_dense_backward_timed, NULL, NULL, NULL, napi_default_method, NULL},
       {"adam", NULL, js_adam_timed, NULL, NULL, NULL, napi_default_method, NULL},
+      {"adamMany", NULL, js_adam_many_timed, NULL, NULL, NULL, napi_default_method, NULL},
       {"embeddingAdam", NULL, js_embedding_adam_timed, NULL, NULL, NULL, napi_default_method, NULL},
       {"adamRows", NULL, js_adam_rows_timed, NULL, NULL, NULL, napi_default_method, NULL},
       {"scatterAdd", NULL, js_scatter_add_timed, NULL, NULL, NULL, napi_default_method, NULL},

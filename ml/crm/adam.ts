@@ -11,6 +11,9 @@ export interface AdamOptions {
   epsilon?: number;
 }
 
+/** The most arrays one adamMany call takes (STACK_MAX in native/corella_native.c). */
+const ADAM_MANY_MAX = 16;
+
 interface Slot {
   m: Float32Array;
   v: Float32Array;
@@ -96,6 +99,34 @@ export class Adam {
     // so weights changed behind its back would keep being read from the stale packed copy.
     tf.tidy(() => variable.assign(tf.tensor(w, variable.shape, 'float32')));
     return w;
+  }
+
+  /**
+   * updateDense on every variable, in order; returns their new weights. With the addon's adamMany (up to 16
+   * variables) that is one native call and one pool region: 12 calls a step cost 5 regions, each a barrier
+   * and often a wake-up, while the 7 small biases ran on one core. The same bits as the calls one by one.
+   */
+  updateDenseAll(
+    vars: { name: string; variable: Variable }[],
+    grads: Float32Array[],
+    lrT: number,
+  ): Float32Array[] {
+    const native = activeNativeAddon();
+    if (!native?.adamMany || vars.length === 0 || vars.length > ADAM_MANY_MAX)
+      return vars.map(({ name, variable }, i) => this.updateDense(name, variable, grads[i], lrT));
+    const ws = vars.map(({ variable }) => liveData(variable));
+    const slots = vars.map(({ name, variable }) => this.slot(name, variable.size));
+    native.adamMany(
+      ws,
+      grads,
+      slots.map((s) => s.m),
+      slots.map((s) => s.v),
+      lrT,
+      this.beta1,
+      this.beta2,
+      this.epsilon,
+    );
+    return ws;
   }
 
   /**

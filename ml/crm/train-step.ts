@@ -147,9 +147,7 @@ export class SparseEmbeddingStepper {
    */
   apply(parts: EmbeddingGradientPart[], denseGrads: Float32Array[]): Float32Array[] {
     const lrT = this.adam.nextStep();
-    const weights = this.dense.map(({ name, variable }, i) =>
-      this.adam.updateDense(name, variable, denseGrads[i], lrT),
-    );
+    const weights = this.adam.updateDenseAll(this.dense, denseGrads, lrT);
     for (let k = 0; k < this.touchedCount; k++) this.touchedMark[this.touched[k]] = 0;
     this.touchedCount = 0;
     const native = activeNativeAddon();

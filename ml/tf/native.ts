@@ -96,6 +96,20 @@ export interface NativeAddon {
     beta2: number,
     eps: number,
   ): void;
+  /**
+   * adam on each of 1..16 arrays in one pool region (the bits of one adam call per array). Optional: older
+   * addons lack it.
+   */
+  adamMany?(
+    ws: Float32Array[],
+    gs: Float32Array[],
+    ms: Float32Array[],
+    vs: Float32Array[],
+    lrT: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+  ): void;
   /** Lazy Adam on rows[0..count) of [V, dim] arrays. */
   adamRows(
     w: Float32Array,

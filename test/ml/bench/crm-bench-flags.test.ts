@@ -18,6 +18,12 @@ describe('CRM bench flags', () => {
     ['bench/crm-stack-profile.ts', ['--rounds', '0'], {}, '--rounds must be a positive integer'],
     ['bench/crm-stack-profile.ts', ['--steps', 'many'], {}, '--steps must be a positive integer'],
     ['bench/crm-vs-torch.ts', ['--steps', '2'], {}, '--steps must be an integer in [5, 100000], got "2"'],
+    [
+      'bench/crm-vs-torch.ts',
+      ['--ours'],
+      { CORELLA_POOL_WAIT: 'spin' },
+      'CORELLA_POOL_WAIT must be region or chunk, got "spin"',
+    ],
     ['bench/core-scaling.ts', ['--rounds', '0'], {}, '--rounds must be an integer in [1, 50], got "0"'],
     ['bench/core-scaling.ts', ['--ms', '2s'], {}, '--ms must be an integer in [200, 60000], got "2s"'],
     [

@@ -405,7 +405,7 @@ describe('native kernels (OpenBLAS on the wasm heap)', () => {
       expect(regions).toBeGreaterThanOrEqual(7);
       one.arrays.forEach((o, i) => expect(two.arrays[i], `output ${i}`).toEqual(o));
       expect(two.sq).toBe(one.sq);
-    });
+    }, 240_000); // 26 s alone at load 12; several test files at once under load took past 60 s
 
     it('adamRows rejects a row listed twice (chunks of the list would race on it), changing nothing', () => {
       const w = fill(40, 62);
