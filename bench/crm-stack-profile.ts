@@ -17,6 +17,7 @@
  * regions; how much of the step is inside regions, inside kernels but outside regions (their serial
  * parts and the inline ones) and outside kernels (JS); the gaps between consecutive regions; and how late
  * the worker joined each region (regions begun with it asleep, and regions it took no chunk of).
+ * --adam-ab adds each setting with adamMany hidden (the 12 adam calls it replaced), in the same rounds.
  */
 import os from 'node:os';
 import { loadNative } from '../ml/tf/native.js';
@@ -253,26 +254,33 @@ async function wholeStepProfile(rounds: number, steps: number) {
 
   let step = 0;
   const out: Record<string, Record<string, number>[]> = {};
+  // With --adam-ab, every setting also runs with the addon's adamMany hidden (the 12 adam calls it
+  // replaces), in the same rounds: the one-region Adam against the old form, the same bits.
+  const adamMany = a.adamMany;
+  const adamForms = process.argv.includes('--adam-ab') ? [true, false] : [true];
   for (let r = 0; r < rounds; r++)
-    for (const threads of [1, 2]) {
-      a.setThreads(threads);
-      for (let i = 0; i < 10; i++) await stepper.step(rowLists[step % N_BATCHES], step++);
-      stepper.profile = new StepProfile();
-      calls.length = 0;
-      a.poolTrace(true);
-      const spans: { t0: number; t1: number }[] = [];
-      for (let i = 0; i < steps; i++) {
-        const t0 = nowUs();
-        await stepper.step(rowLists[step % N_BATCHES], step++);
-        spans.push({ t0, t1: nowUs() });
-        stepper.profile.steps++;
+    for (const threads of [1, 2])
+      for (const many of adamForms) {
+        a.adamMany = many ? adamMany : undefined;
+        a.setThreads(threads);
+        for (let i = 0; i < 10; i++) await stepper.step(rowLists[step % N_BATCHES], step++);
+        stepper.profile = new StepProfile();
+        calls.length = 0;
+        a.poolTrace(true);
+        const spans: { t0: number; t1: number }[] = [];
+        for (let i = 0; i < steps; i++) {
+          const t0 = nowUs();
+          await stepper.step(rowLists[step % N_BATCHES], step++);
+          spans.push({ t0, t1: nowUs() });
+          stepper.profile.steps++;
+        }
+        const tr = a.poolTrace(false);
+        (out[`${threads}t${many ? '' : ' adam×12'}`] ??= []).push({
+          ...summarise(spans, calls, tr, steps),
+          ...stepper.profile.perStep(),
+        });
       }
-      const tr = a.poolTrace(false);
-      (out[`${threads}t`] ??= []).push({
-        ...summarise(spans, calls, tr, steps),
-        ...stepper.profile.perStep(),
-      });
-    }
+  a.adamMany = adamMany;
   a.setThreads(1);
   model.dispose();
   // Per thread count, the median over rounds of each figure.
