@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { resolveDatabase } from '../services/embedded-postgres.js';
+import { resolveDatabase, type ResolvedDatabase } from '../services/embedded-postgres.js';
 import { migrateDatabase } from '../../db/migrate.js';
 import { openDatabase } from '../../db/connection.js';
 import { openArtifactStore } from '../../ml/artifacts/open-store.js';
@@ -8,6 +8,7 @@ import { databaseStorage } from '../../serve/storage.js';
 import { EXIT, UsageError, type ArgsOf } from '../args.js';
 import { makeOutput } from '../output.js';
 import { corellaHome } from '../services/paths.js';
+import { listenForStop } from '../stop-signal.js';
 import type { serveSpec } from '../specs/serve.js';
 import {
   followParent,
@@ -69,16 +70,20 @@ export async function serve({ values }: ArgsOf<typeof serveSpec>): Promise<numbe
   const semiSpaceMb = semiSpaceFlag(values['semi-space-mb']);
   if (semiSpaceMb > 0 && !youngGenerationSet()) return reexecWithYoungGeneration(semiSpaceMb);
   followParent();
+  const stop = listenForStop((signal) => out.info(`${signal}: stopping`));
   const home = corellaHome();
-  const db = await resolveDatabase({ dataDir: join(home, 'pg') });
+  let db: ResolvedDatabase | undefined;
   let server: RunningServer | undefined;
   try {
+    db = await resolveDatabase({ dataDir: join(home, 'pg') });
+    if (stop.requested) return EXIT.ok;
     const m = openDatabase(db.url);
     try {
       await migrateDatabase(m.db);
     } finally {
       await m.close();
     }
+    if (stop.requested) return EXIT.ok;
     server = await startServer({
       ...opts,
       databaseUrl: db.url,
@@ -91,13 +96,11 @@ export async function serve({ values }: ArgsOf<typeof serveSpec>): Promise<numbe
     // The same machine-readable line `up` prints, for scripts and tests that start the server.
     out.info(`corella-ready ${JSON.stringify(ready)}`);
     out.result(ready, () => `serving ${ready.model} at ${ready.url}; Ctrl-C stops it`);
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', () => resolve());
-      process.once('SIGTERM', () => resolve());
-    });
+    await stop.stopped;
     return EXIT.ok;
   } finally {
     await server?.close();
-    await db.stop();
+    await db?.stop();
+    stop.dispose();
   }
 }

@@ -18,6 +18,7 @@ import { makeOutput, progressLine, type Output } from '../output.js';
 import type { Progress } from '../../ml/progress.js';
 import { pendingProgress } from '../run-progress.js';
 import { summaryTable } from '../run-summary.js';
+import { listenForStop } from '../stop-signal.js';
 import { corellaHome, readyDatabase, repoRoot } from '../services/paths.js';
 import { lockHome } from '../services/home-lock.js';
 import { startStack, type Stack } from '../services/stack.js';
@@ -143,13 +144,30 @@ export async function up({ values }: ArgsOf<typeof upSpec>): Promise<number> {
     if (prepared.data.origin === 'synthetic') announceSynthetic(out);
   }
 
+  // From here on a signal must stop what was started, so it is heard before anything starts (a SIGTERM
+  // during startStack used to kill us with Postgres and the dev server left running).
+  let interrupted = false;
+  let halt = (): void => undefined;
+  const stop = listenForStop(() => {
+    interrupted = true;
+    halt();
+    out.info('shutting down…');
+  });
   const unlock = await lockHome(home);
   let stack: Stack;
   try {
     stack = await startStack({ log: out.info });
   } catch (e) {
     await unlock();
+    stop.dispose();
     throw e;
+  }
+  if (stop.requested) {
+    await stack.stop();
+    await unlock();
+    stop.dispose();
+    if (prepared) out.warn('interrupted while the stack was starting: the run was not started');
+    return prepared ? EXIT.runFailed : EXIT.ok;
   }
   const workers: SupervisedWorker[] = [];
   // Workers that die are restarted; Postgres and the dev server are probed and restarted when they die.
@@ -167,14 +185,7 @@ export async function up({ values }: ArgsOf<typeof upSpec>): Promise<number> {
   });
   const env: NodeJS.ProcessEnv = { ...process.env };
   let server: RunningServer | undefined;
-  let interrupted = false;
-  const onSignal = (): void => {
-    interrupted = true;
-    supervisor.halt();
-    out.info('shutting down…');
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  halt = () => supervisor.halt();
   try {
     await migrateUrl(stack.databaseUrl);
     await reconcileAtStart(stack, out);
@@ -229,11 +240,10 @@ export async function up({ values }: ArgsOf<typeof upSpec>): Promise<number> {
     return dead() ? EXIT.unavailable : EXIT.ok;
   } finally {
     await server?.close();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
     await supervisor.stop();
     await stack.stop();
     await unlock();
+    stop.dispose();
   }
 }
 

@@ -1,0 +1,85 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { isAlive } from '../../cli/services/process-file.js';
+import { cliEnv, startCli, type CliProcess } from '../helpers/cli-process.js';
+
+async function pidIn(file: string, read: (text: string) => number): Promise<number | undefined> {
+  return existsSync(file) ? read(await readFile(file, 'utf8')) : undefined;
+}
+const postmasterPid = (home: string) =>
+  pidIn(join(home, 'pg', 'postmaster.pid'), (t) => Number(t.split('\n')[0]));
+const temporalPid = (home: string) =>
+  pidIn(join(home, 'temporal', 'server.json'), (t) => (JSON.parse(t) as { pid: number }).pid);
+
+/** Neither the embedded Postgres nor the dev server of `home` is running. */
+async function expectServicesStopped(home: string): Promise<void> {
+  const pg = await postmasterPid(home);
+  expect(pg === undefined || !isAlive(pg), `postmaster ${pg} still running`).toBe(true);
+  const temporal = await temporalPid(home);
+  expect(temporal === undefined || !isAlive(temporal), `dev server ${temporal} still running`).toBe(true);
+}
+
+/**
+ * `corella serve` and `corella up` hear SIGTERM from before they start anything. Before, a SIGTERM while the
+ * embedded Postgres (and for `up` the Temporal dev server) was starting killed them with 143 and left those
+ * running with nobody to stop them, and a SIGTERM that answered serve's ready line raced its handler.
+ */
+describe('SIGTERM during startup or at the ready line stops the command with 0 and its services with it', () => {
+  const procs: CliProcess[] = [];
+  const homes: string[] = [];
+  afterAll(async () => {
+    for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    for (const home of homes) {
+      for (const pid of [await postmasterPid(home), await temporalPid(home)])
+        if (pid && isAlive(pid)) process.kill(pid, 'SIGKILL');
+      await rm(home, { recursive: true, force: true });
+    }
+  });
+
+  for (const args of [
+    ['serve', '--port', '0', '--semi-space-mb', '0'],
+    ['up', '--no-run'],
+  ]) {
+    it(`corella ${args.join(' ')}: SIGTERM while Postgres is being created`, async () => {
+      const home = await mkdtemp(join(tmpdir(), `corella-stop-${args[0]}-`));
+      homes.push(home);
+      const c = startCli(args, cliEnv(home));
+      procs.push(c);
+      // The data folder appears once the command runs (initdb makes it), after its handler is installed.
+      await expect
+        .poll(() => existsSync(join(home, 'pg')) || c.child.exitCode !== null, {
+          timeout: 120_000,
+          interval: 20,
+        })
+        .toBe(true);
+      expect(c.child.exitCode, c.stderr()).toBeNull();
+      c.child.kill('SIGTERM');
+      const { code, signal } = await c.exited();
+      expect({ code, signal }, c.stderr()).toEqual({ code: 0, signal: null });
+      expect(c.stderr()).not.toContain('corella-ready');
+      expect(c.stderr()).not.toMatch(/\n\s+at /); // no stack trace
+      await expectServicesStopped(home);
+    }, 200_000);
+  }
+
+  it('corella serve: SIGTERM the moment the ready line appears; the next start serves again', async () => {
+    const home = homes[0];
+    // Round 0 runs the server in this process; round 1 through the young-generation re-exec (the default).
+    for (let round = 0; round < 2; round++) {
+      const c = startCli(
+        ['serve', '--port', '0', ...(round === 0 ? ['--semi-space-mb', '0'] : [])],
+        cliEnv(home),
+      );
+      procs.push(c);
+      const { url } = await c.ready(120_000);
+      if (round === 1) expect((await fetch(`${url}/healthz`)).status).toBe(200);
+      c.child.kill('SIGTERM');
+      const { code, signal } = await c.exited();
+      expect({ round, code, signal }, c.stderr()).toEqual({ round, code: 0, signal: null });
+      await expectServicesStopped(home);
+    }
+  }, 300_000);
+});
