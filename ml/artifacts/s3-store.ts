@@ -13,7 +13,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { CorellaError } from '../errors.js';
-import { openNamed, sealNamed } from './named-envelope.js';
+import { openNamed, sealedContentType, sealNamed } from './named-envelope.js';
 import { BlobReadCache } from './read-cache.js';
 import {
   hashingStream,
@@ -373,12 +373,13 @@ export class S3ArtifactStore implements ArtifactStore {
 
   /** Unconditional replace, as the local store's putNamed (last writer wins); see updateNamed for races. */
   async putNamed(name: string, data: Uint8Array | string): Promise<void> {
+    const sealed = sealNamed(data);
     await this.client.send(
       new PutObjectCommand({
         Bucket: this.bucket,
         Key: this.namedKey(name),
-        Body: sealNamed(data),
-        ContentType: 'application/json',
+        Body: sealed,
+        ContentType: sealedContentType(sealed),
       }),
     );
   }
@@ -393,13 +394,14 @@ export class S3ArtifactStore implements ArtifactStore {
     data: Uint8Array | string,
     expect: 'absent' | { etag: string },
   ): Promise<void> {
+    const sealed = sealNamed(data);
     try {
       await this.client.send(
         new PutObjectCommand({
           Bucket: this.bucket,
           Key: this.namedKey(name),
-          Body: sealNamed(data),
-          ContentType: 'application/json',
+          Body: sealed,
+          ContentType: sealedContentType(sealed),
           ...(expect === 'absent' ? { IfNoneMatch: '*' } : { IfMatch: expect.etag }),
         }),
       );

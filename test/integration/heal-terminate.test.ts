@@ -96,8 +96,10 @@ describe('an activity stops within a heartbeat once its workflow is terminated',
       console.log(
         `heal-terminate: training stopped ${elapsed} ms after terminate (heartbeat timeout ${DEFAULT_HEARTBEAT_TIMEOUT})`,
       );
-      // A heartbeat every 2 s at most (the workers' throttle) carries the news; before, it was 0.8 × 2 min.
-      expect(elapsed).toBeLessThan(10_000);
+      // A heartbeat every 2 s at most (the workers' throttle) carries the news; before, it was 0.8 × 2 min
+      // (96 s). Quiet it takes a few seconds; a fresh-clone CI at load 12-15 on 2 cores measured 15 s, so the
+      // bound is set between that and the old 96 s.
+      expect(elapsed).toBeLessThan(40_000);
     } finally {
       await connection.close();
       await nc.close();

@@ -209,4 +209,22 @@ describe('S3ArtifactStore against a real SeaweedFS', () => {
     expect((await errorOf(b.putNamedIf('race/new-entry', '2', 'absent'))).code).toBe('ARTIFACT_CONFLICT');
     expect((await a.getNamed('race/new-entry'))!.toString()).toBe('1');
   });
+  it('keeps a non-UTF-8 named entry in the binary envelope: same bytes back, a flipped byte is ARTIFACT_CORRUPT', async () => {
+    const writer = freshStore('binary-named');
+    const body = Buffer.concat([Buffer.from([0xff, 0xfe]), randomBytes(450_000)]);
+    const name = 'lora-frozen/m/k/e.bin';
+    await writer.putNamed(name, body);
+    const key = writer.namedKey(name);
+    const got = await weed.client.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
+    expect(got.ContentType).toBe('application/octet-stream');
+    const raw = Buffer.from(await got.Body!.transformToByteArray());
+    expect(raw.byteLength).toBe(48 + body.byteLength); // header + raw bytes, no base64
+    const reader = freshStore('binary-named');
+    expect((await reader.getNamed(name))!.equals(body)).toBe(true);
+    raw[raw.length - 1] ^= 0x01;
+    await weed.client.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: raw }));
+    const e = await errorOf(reader.getNamed(name));
+    expect(e.code).toBe('ARTIFACT_CORRUPT');
+    expect(e.message).toContain(key);
+  });
 });
