@@ -308,10 +308,27 @@ function envThreads(name: 'CORELLA_NATIVE_THREADS' | 'CORELLA_BLAS_THREADS'): nu
   return n;
 }
 
+/**
+ * CORELLA_POOL_WAIT: when a pool worker starts its 50 µs poll, `region` (the default: from its region's end)
+ * or `chunk` (from its own last chunk, the older rule, kept for an A/B). The C side reads it when its first
+ * worker starts and would take any other value as the default, so a misspelling is refused here, before the
+ * addon loads, rather than measured as the other setting.
+ */
+export function poolWaitMode(raw = process.env.CORELLA_POOL_WAIT): 'region' | 'chunk' {
+  if (raw === undefined || raw === '' || raw === 'region') return 'region';
+  if (raw === 'chunk') return 'chunk';
+  throw new CorellaError(
+    'BAD_CONFIG',
+    `CORELLA_POOL_WAIT=${JSON.stringify(raw)} is not one of region, chunk (field CORELLA_POOL_WAIT)`,
+    { details: { field: 'CORELLA_POOL_WAIT' } },
+  );
+}
+
 /** Loads the addon once per thread; never throws for a missing build (see `reason`). */
 export function loadNative(): NativeStatus {
   if (status) return status;
   const mode = nativeMode();
+  poolWaitMode();
   if (mode === 'off') return (status = { reason: 'disabled by CORELLA_TF_NATIVE', path: ADDON_PATH });
   if (!existsSync(ADDON_PATH)) {
     status = {
