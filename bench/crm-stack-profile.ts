@@ -20,7 +20,7 @@
  * --adam-ab adds each setting with adamMany hidden (the 12 adam calls it replaced), in the same rounds.
  */
 import os from 'node:os';
-import { loadNative } from '../ml/tf/native.js';
+import { loadNative, type PoolTrace } from '../ml/tf/native.js';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(name);
@@ -175,16 +175,6 @@ const table = Object.fromEntries(
 );
 console.log(JSON.stringify({ batch: B, steps, rounds, loadavg: loads, copyGBs: +copy.toFixed(1), table }));
 
-interface Trace {
-  start: Float64Array;
-  end: Float64Array;
-  joined: Float64Array;
-  chunks: Float64Array;
-  workerChunks: Float64Array;
-  sleepers: Float64Array;
-  inline: number;
-}
-
 /** --whole-step: see the header. Functions below are hoisted, so the flag's branch above can call this. */
 async function wholeStepProfile(rounds: number, steps: number) {
   const { initTf } = await import('../ml/tf/index.js');
@@ -197,7 +187,7 @@ async function wholeStepProfile(rounds: number, steps: number) {
   await initTf('wasm', () => undefined);
   const a = activeNativeAddon() as unknown as Record<string, unknown> & {
     setThreads(n: number): void;
-    poolTrace?(on: boolean): Trace;
+    poolTrace?(on: boolean): PoolTrace;
   };
   if (!a?.poolTrace) {
     console.error('the native addon (with poolTrace) is not active on wasm');
@@ -299,7 +289,7 @@ async function wholeStepProfile(rounds: number, steps: number) {
 function summarise(
   spans: { t0: number; t1: number }[],
   calls: { name: string; t0: number; t1: number }[],
-  tr: Trace,
+  tr: PoolTrace,
   steps: number,
 ): Record<string, number> {
   const o: Record<string, number> = {};

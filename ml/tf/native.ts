@@ -257,7 +257,24 @@ export interface NativeAddon {
    * milliseconds callers spent inside the kernels (profiles: the rest of a step is JS and tfjs).
    */
   poolStats(): { regions: number; workerChunks: number; kernelMs: number };
+  /** The pool regions recorded since the last call, then tracing on or off (see PoolTrace). */
+  poolTrace?(on: boolean): PoolTrace;
   info(): string;
+}
+
+/**
+ * poolTrace's record: per pool region, its start and end (µs, monotonic), when the first worker joined (−1
+ * none), its chunks, the chunks workers ran and the workers asleep when it began; `inline` counts the runs
+ * that did not use the pool. What bench/crm-stack-profile.ts --whole-step reads.
+ */
+export interface PoolTrace {
+  start: Float64Array;
+  end: Float64Array;
+  joined: Float64Array;
+  chunks: Float64Array;
+  workerChunks: Float64Array;
+  sleepers: Float64Array;
+  inline: number;
 }
 
 export interface NativeStatus {
