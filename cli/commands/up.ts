@@ -153,7 +153,13 @@ export async function up({ values }: ArgsOf<typeof upSpec>): Promise<number> {
     halt();
     out.info('shutting down…');
   });
-  const unlock = await lockHome(home);
+  let unlock: () => Promise<void>;
+  try {
+    unlock = await lockHome(home);
+  } catch (e) {
+    stop.dispose();
+    throw e;
+  }
   let stack: Stack;
   try {
     stack = await startStack({ log: out.info });
