@@ -22,6 +22,19 @@
 import os from 'node:os';
 import { loadNative, type PoolTrace } from '../ml/tf/native.js';
 
+// A misspelt switch (say --whole-steps) would otherwise run the other profile without a word.
+for (let i = 2; i < process.argv.length; i++) {
+  const a = process.argv[i];
+  if (a === '--rounds' || a === '--steps') i++;
+  else if (a !== '--whole-step' && a !== '--adam-ab') {
+    console.error(`unknown option ${JSON.stringify(a)} (--rounds N, --steps N, --whole-step, --adam-ab)`);
+    process.exit(2);
+  }
+}
+if (process.argv.includes('--adam-ab') && !process.argv.includes('--whole-step')) {
+  console.error('--adam-ab needs --whole-step (it compares the whole step with and without adamMany)');
+  process.exit(2);
+}
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(name);
   const v = i > 0 ? Number(process.argv[i + 1]) : dflt;

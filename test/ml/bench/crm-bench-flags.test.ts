@@ -17,6 +17,8 @@ describe('CRM bench flags', () => {
   it.each([
     ['bench/crm-stack-profile.ts', ['--rounds', '0'], {}, '--rounds must be a positive integer'],
     ['bench/crm-stack-profile.ts', ['--steps', 'many'], {}, '--steps must be a positive integer'],
+    ['bench/crm-stack-profile.ts', ['--whole-steps'], {}, 'unknown option "--whole-steps"'],
+    ['bench/crm-stack-profile.ts', ['--adam-ab'], {}, '--adam-ab needs --whole-step'],
     ['bench/crm-vs-torch.ts', ['--steps', '2'], {}, '--steps must be an integer in [5, 100000], got "2"'],
     [
       'bench/crm-vs-torch.ts',
