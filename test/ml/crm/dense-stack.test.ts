@@ -11,6 +11,7 @@ import {
 } from '../../../ml/tf/kernels/native-kernels.js';
 import { loadNative } from '../../../ml/tf/native.js';
 import type { NativeAddon } from '../../../ml/tf/native.js';
+import { fill, wholeBatchWeights } from '../../helpers/native-fixtures.js';
 
 /**
  * The fused dense stack (the CRM's MLP and output layer as one tape op, native/corella_native.c
@@ -20,16 +21,6 @@ import type { NativeAddon } from '../../../ml/tf/native.js';
  */
 const status = loadNative();
 const addon = status.addon as NativeAddon;
-
-function rand(seed: number): () => number {
-  let s = seed;
-  return () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296 - 0.5;
-}
-
-function fill(n: number, seed: number, scale = 1): Float32Array {
-  const r = rand(seed);
-  return Float32Array.from({ length: n }, () => scale * r());
-}
 
 interface Case {
   m: number;
@@ -84,18 +75,6 @@ function layerByLayer<T>(f: () => T): T {
     return f();
   } finally {
     registerNativeKernels(addon);
-  }
-}
-
-/** Runs f with the stacks' weight gradients in a second region over the whole batch, as the layers take them. */
-function wholeBatchWeights<T>(f: () => T): T {
-  const a = addon as NativeAddon & { stackWeightsFused(on?: boolean): boolean };
-  const was = a.stackWeightsFused();
-  a.stackWeightsFused(false);
-  try {
-    return f();
-  } finally {
-    a.stackWeightsFused(was);
   }
 }
 
@@ -163,7 +142,7 @@ describe.runIf(addon !== undefined)('the fused dense stack', () => {
         addon.setThreads(threads);
         // The layers' bits hold with the weight gradients in their own region; summed by row blocks
         // (stackWeightsFused) they are test/ml/crm/stack-weights.test.ts's subject.
-        const fused = wholeBatchWeights(() => runStack(c, d));
+        const fused = wholeBatchWeights(addon, () => runStack(c, d));
         const split = layerByLayer(() => runStack(c, d));
         names.forEach((name, j) => expect(fused[j], `${threads} thread(s): ${name}`).toEqual(split[j]));
         fusedAt.push(fused);

@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { close } from '../../helpers/close-arrays.js';
 import { loadNative } from '../../../ml/tf/native.js';
 import type { NativeAddon } from '../../../ml/tf/native.js';
+import { fill } from '../../helpers/native-fixtures.js';
 
 /**
  * The stacks' backward with the weight gradients fused into the row region (native/corella_native.c,
@@ -15,14 +16,6 @@ const status = loadNative();
 type Addon = NativeAddon & { stackWeightsFused(on?: boolean): boolean };
 const addon = status.addon as Addon | undefined;
 
-function rand(seed: number): () => number {
-  let s = seed;
-  return () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296 - 0.5;
-}
-function fill(n: number, seed: number, scale = 1): Float32Array {
-  const r = rand(seed);
-  return Float32Array.from({ length: n }, () => scale * r());
-}
 const rows = (a: Float32Array, width: number, r0: number, r1: number) => a.slice(r0 * width, r1 * width);
 /** Row blocks as the stacks cut them: 1 below 512 rows, else m / 256 (at most 16), by chunk_range. */
 function blocks(m: number): [number, number][] {

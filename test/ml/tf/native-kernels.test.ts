@@ -22,6 +22,7 @@ import { sigmoidCrossEntropy } from '../../../ml/crm/loss.js';
 import { loadNative, nativeMode } from '../../../ml/tf/native.js';
 import type { NativeAddon } from '../../../ml/tf/native.js';
 import { syntheticDataset } from '../crm/fixtures.js';
+import { fill, rand, wholeBatchWeights } from '../../helpers/native-fixtures.js';
 
 /**
  * The native kernels (native/corella_native.c on the wasm backend) against the stock tfjs cpu backend,
@@ -30,16 +31,6 @@ import { syntheticDataset } from '../crm/fixtures.js';
  */
 const status = loadNative();
 const required = process.env.CI === 'true' || nativeMode() === 'on';
-
-function rand(seed: number): () => number {
-  let s = seed;
-  return () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296 - 0.5;
-}
-
-function fill(n: number, seed: number): Float32Array {
-  const r = rand(seed);
-  return Float32Array.from({ length: n }, r);
-}
 
 /** Runs `f` on a backend and returns plain arrays, disposing every tensor it made. */
 async function on(backend: 'wasm' | 'cpu', f: () => tf.Tensor[]): Promise<Float32Array[]> {
@@ -477,22 +468,6 @@ describe('native kernels (OpenBLAS on the wasm heap)', () => {
         }
       }
 
-      /**
-       * Runs f with the stacks' weight gradients in their own region over the whole batch, as the layers
-       * take them: the layers' bits hold then. By row blocks (stackWeightsFused) they are summed in block order,
-       * which test/ml/crm/stack-weights.test.ts checks.
-       */
-      function wholeBatchWeights<T>(f: () => T): T {
-        const a = addon as NativeAddon & { stackWeightsFused(on?: boolean): boolean };
-        const was = a.stackWeightsFused();
-        a.stackWeightsFused(false);
-        try {
-          return f();
-        } finally {
-          a.stackWeightsFused(was);
-        }
-      }
-
       it.each([1, 2, 3])(
         'crossStack of %i layer(s): bit-identical to the layers one by one, and close to the cpu backend',
         async (layers) => {
@@ -520,7 +495,7 @@ describe('native kernels (OpenBLAS on the wasm heap)', () => {
           const names = ['y', 'dx0', ...ws.map((_, l) => `dw${l}`), ...bs.map((_, l) => `db${l}`)];
           for (const threads of [1, 2]) {
             addon.setThreads(threads);
-            const fused = wholeBatchWeights(() =>
+            const fused = wholeBatchWeights(addon, () =>
               tf.tidy(() => run().map((t) => t.dataSync() as Float32Array)),
             );
             const split = layerByLayer(() => tf.tidy(() => run().map((t) => t.dataSync() as Float32Array)));
@@ -591,15 +566,15 @@ describe('native kernels (OpenBLAS on the wasm heap)', () => {
         };
         addon.setThreads(2);
         // the dense stack stays fused in both: its weights too must come from their own region
-        const fused = wholeBatchWeights(train);
-        const split = wholeBatchWeights(() => layerByLayer(train));
+        const fused = wholeBatchWeights(addon, train);
+        const split = wholeBatchWeights(addon, () => layerByLayer(train));
         // The step before any fusion: the loss from stock ops too. The native loss sums in double and
         // rounds σ(z) − y once, so its bits differ (~1e-7 relative in the loss); ten Adam steps stay
         // within 1e-5 of every weight.
         tf.unregisterKernel(BCE_WITH_LOGITS, 'wasm');
         let unfused: ReturnType<typeof train>;
         try {
-          unfused = wholeBatchWeights(() => layerByLayer(train));
+          unfused = wholeBatchWeights(addon, () => layerByLayer(train));
         } finally {
           registerNativeKernels(addon);
         }
