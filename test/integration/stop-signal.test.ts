@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isAlive } from '../../cli/services/process-file.js';
 import { cliEnv, startCli, type CliProcess } from '../helpers/cli-process.js';
+import { smallRun } from '../helpers/heal-up.js';
 
 async function pidIn(file: string, read: (text: string) => number): Promise<number | undefined> {
   return existsSync(file) ? read(await readFile(file, 'utf8')) : undefined;
@@ -27,7 +28,7 @@ async function expectServicesStopped(home: string): Promise<void> {
  * embedded Postgres (and for `up` the Temporal dev server) was starting killed them with 143 and left those
  * running with nobody to stop them, and a SIGTERM that answered serve's ready line raced its handler.
  */
-describe('SIGTERM during startup or at the ready line stops the command with 0 and its services with it', () => {
+describe('SIGTERM during startup or at the ready line stops the command (0; 1 when a run was asked for) and its services', () => {
   const procs: CliProcess[] = [];
   const homes: string[] = [];
   afterAll(async () => {
@@ -64,6 +65,31 @@ describe('SIGTERM during startup or at the ready line stops the command with 0 a
       await expectServicesStopped(home);
     }, 200_000);
   }
+
+  it('corella up with a run to do: SIGTERM while Postgres is being created exits 1, and no run starts', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'corella-stop-up-run-'));
+    const home = join(dir, 'home');
+    homes.push(home, dir);
+    const args = await smallRun(dir);
+    const c = startCli(['up', ...args], cliEnv(home));
+    procs.push(c);
+    await expect
+      .poll(() => existsSync(join(home, 'pg')) || c.child.exitCode !== null, {
+        timeout: 120_000,
+        interval: 20,
+      })
+      .toBe(true);
+    expect(c.child.exitCode, c.stderr()).toBeNull();
+    c.child.kill('SIGTERM');
+    const { code, signal } = await c.exited();
+    // A run was asked for and did not happen: that is a failure to a script, not a clean 0.
+    expect({ code, signal }, c.stderr()).toEqual({ code: 1, signal: null });
+    expect(c.stderr()).toContain('the run was not started');
+    expect(c.stderr()).not.toContain('corella-ready');
+    expect(c.stderr()).not.toMatch(/started retrain-/);
+    expect(c.stderr()).not.toMatch(/\n\s+at /);
+    await expectServicesStopped(home);
+  }, 200_000);
 
   it('corella serve: SIGTERM the moment the ready line appears; the next start serves again', async () => {
     const home = homes[0];
