@@ -13,6 +13,7 @@ import { EXIT, parseDuration, UsageError, type ArgsOf } from '../args.js';
 import { connectClient, workflowUiUrl } from '../client.js';
 import { failureMessage } from '../failure.js';
 import { makeOutput, progressLine, table } from '../output.js';
+import { ProgressLog } from '../progress-log.js';
 import { corellaHome } from '../services/paths.js';
 import type { scoreSpec } from '../specs/score.js';
 
@@ -125,15 +126,18 @@ export async function score({ values }: ArgsOf<typeof scoreSpec>): Promise<numbe
     }
     let result: BatchScoreResult;
     const handle = tc.client.workflow.getHandle<typeof scoreWorkflow>(workflowId);
-    // A progress bar on a terminal, from the workflow's query (silent when stderr is not a TTY).
-    const ticker = process.stderr.isTTY
-      ? setInterval(() => {
-          handle.query(scoreProgressQuery).then(
-            (p) => progressLine(`scoring ${p.stage}`, p.chunksDone, p.chunks),
-            () => undefined,
-          );
-        }, 1_000)
-      : undefined;
+    // Progress from the workflow's query: a bar on a terminal, throttled lines in a log.
+    const lines = new ProgressLog();
+    const ticker = setInterval(() => {
+      handle.query(scoreProgressQuery).then(
+        (p) => {
+          if (process.stderr.isTTY) return progressLine(`scoring ${p.stage}`, p.chunksDone, p.chunks);
+          const line = lines.line(`scoring ${p.stage}`, p.chunksDone, p.chunks);
+          if (line) out.info(line);
+        },
+        () => undefined,
+      );
+    }, 1_000);
     try {
       result = await handle.result();
     } catch (e) {
@@ -149,10 +153,8 @@ export async function score({ values }: ArgsOf<typeof scoreSpec>): Promise<numbe
       }
       throw e;
     } finally {
-      if (ticker) {
-        clearInterval(ticker);
-        process.stderr.write('\n');
-      }
+      clearInterval(ticker);
+      if (process.stderr.isTTY) process.stderr.write('\n'); // end the bar's line
     }
     const output = await openArtifactStore(home).get(result.outputSha256);
     await writeAtomic(outputPath, output);

@@ -17,6 +17,7 @@ import { prepareRun, type PreparedRun } from '../prepare-run.js';
 import { makeOutput, progressLine, type Output } from '../output.js';
 import type { Progress } from '../../ml/progress.js';
 import { pendingProgress } from '../run-progress.js';
+import { ProgressLog } from '../progress-log.js';
 import { summaryTable } from '../run-summary.js';
 import { listenForStop } from '../stop-signal.js';
 import { corellaHome, readyDatabase, repoRoot } from '../services/paths.js';
@@ -51,6 +52,7 @@ async function followProgress(
 ): Promise<() => void> {
   let last = '';
   let stopped = false;
+  const lines = new ProgressLog();
   const tick = async (): Promise<void> => {
     while (!stopped) {
       try {
@@ -60,11 +62,15 @@ async function followProgress(
           last = p.stage;
           log(`  stage: ${p.stage}`);
         }
-        // On a terminal, a bar for the running activity from its last heartbeat.
-        if (process.stderr.isTTY) {
-          for (const a of await pendingProgress(handle)) {
-            const q = (a.progress ?? {}) as Progress;
-            if (typeof q.done === 'number') progressLine(`    ${q.stage ?? a.activity}`, q.done, q.total);
+        // The running activities' last heartbeats: a bar on a terminal, throttled lines in a log.
+        for (const a of await pendingProgress(handle)) {
+          const q = (a.progress ?? {}) as Progress;
+          if (typeof q.done !== 'number') continue;
+          const label = `    ${q.stage ?? a.activity}`;
+          if (process.stderr.isTTY) progressLine(label, q.done, q.total);
+          else {
+            const line = lines.line(label, q.done, q.total);
+            if (line) log(line);
           }
         }
       } catch {

@@ -76,6 +76,8 @@ describe('corella up restarts a killed gpu worker and the run completes without 
     );
     const exit = await up.exited();
     expect(exit.code, up.stderr().slice(-4000)).toBe(0);
+    // stderr is a pipe here, not a terminal: the running activities' progress still shows, as log lines.
+    expect(up.stderr()).toMatch(/^ {4}\S[^\n]*: \d+\/\d+ \(\d+%\)$/m);
     for (const stall of Object.values(stalls))
       expect(stall).toBeLessThanOrEqual(HEARTBEAT_TIMEOUT_MS + 30_000);
 
