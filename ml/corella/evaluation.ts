@@ -18,7 +18,7 @@ import { calibrateThreshold, type Calibration, type CalibrationConfig } from './
 import { fetchFeatures } from './features.js';
 import { trainJoint, type JointConfigInput, type JointResult } from './joint.js';
 import { sampleRows } from './sampling.js';
-import { combine, routingEntropies } from './routing.js';
+import { combine, isRouted, routingEntropies } from './routing.js';
 import { ctrScores, pick, type CtrScores } from './score.js';
 import { restoreVariables, snapshotVariables } from './weights.js';
 
@@ -68,7 +68,7 @@ export function bucketTable(
   for (let i = 0; i < h.length; i++) members[bucketOf(h[i], edges)].push(i);
   const rows = members.map((m, b): BucketRow => {
     let routed = 0;
-    for (const i of m) if (h[i] > threshold) routed++;
+    for (const i of m) if (isRouted(h[i], threshold)) routed++;
     const y = pick(labels, m);
     const crm = ctrScores(pick(pCrm, m), y);
     return {

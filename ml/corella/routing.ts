@@ -44,7 +44,7 @@ export function coldItemMask(split: EncodedSplit, rows: ArrayLike<number>): Uint
  * The routing uncertainty of the CRM: the entropy of its prediction, and with `coldItems` the maximum
  * (ln 2) for rows whose item is cold (coldItemMask). A cold item's prediction can look confident while it
  * rests on the user alone; counting it as maximally uncertain sends it to the LLM first, which reads the
- * item's text. Thresholds keep their meaning: entropy > t is routed, so t = ln 2 still routes nothing.
+ * item's text. Thresholds keep their meaning: entropy > t is routed, and t = ln 2 routes nothing (isRouted).
  */
 export function routingEntropies(
   pCrm: ArrayLike<number>,
@@ -59,14 +59,26 @@ export function routingEntropies(
   return h;
 }
 
-/** Indices i with entropy[i] > threshold (strict, so threshold = max entropy routes nothing). */
+/**
+ * The routing rule, one for calibration, evaluation, recalibration and serving: entropy strictly above the
+ * threshold, and a threshold of ln 2 or more routes nothing. The second half is not implied by the first:
+ * entropies live in Float32Arrays, and a cold row's ln 2 rounds to 0.69314718246 there, above the float64
+ * ln 2 (0.69314718056) that a stored "route nothing" threshold is (storableThreshold). Without it the offline
+ * evaluation routed every cold row of a version whose calibration routed nothing, and reported a hybrid that
+ * the server, which had this guard alone, never served.
+ */
+export function isRouted(h: number, threshold: number): boolean {
+  return threshold < Math.LN2 && h > threshold;
+}
+
+/** Indices i that isRouted(entropy[i], threshold). */
 export function routedIndices(h: ArrayLike<number>, threshold: number): Int32Array {
   const out: number[] = [];
-  for (let i = 0; i < h.length; i++) if (h[i] > threshold) out.push(i);
+  for (let i = 0; i < h.length; i++) if (isRouted(h[i], threshold)) out.push(i);
   return Int32Array.from(out);
 }
 
-/** Combines CRM and LLM-branch probabilities: LLM where routed (entropy > threshold), CRM elsewhere. */
+/** Combines CRM and LLM-branch probabilities: LLM where routed (isRouted), CRM elsewhere. */
 export function combine(
   pCrm: ArrayLike<number>,
   pLlm: ArrayLike<number>,
@@ -76,7 +88,7 @@ export function combine(
   const p = Float32Array.from(pCrm);
   let routed = 0;
   for (let i = 0; i < p.length; i++) {
-    if (h[i] > threshold) {
+    if (isRouted(h[i], threshold)) {
       p[i] = pLlm[i];
       routed++;
     }

@@ -9,7 +9,8 @@
 import type { ArtifactStore } from '../artifacts/store.js';
 import { LlmAdapter } from '../corella/adapter.js';
 import { LoraHead, loadLlmBranchModel, type LlmBranchModel } from '../corella/llm-branch-model.js';
-import { routingEntropies } from '../corella/routing.js';
+// The offline rule itself, so a served answer routes exactly as evaluation and calibration counted it.
+import { isRouted, routingEntropies } from '../corella/routing.js';
 import { loadCrm } from '../crm/index.js';
 import type { CrmModel } from '../crm/types.js';
 import { loadDataset, loadManifest } from '../data/load.js';
@@ -84,11 +85,6 @@ interface LlmOutcome {
 
 function badRequest(field: string, message: string): CorellaError {
   return new CorellaError('BAD_REQUEST', `${field}: ${message}`, { details: { field } });
-}
-
-/** Entropy above the threshold is routed; a stored ln 2 means "route nothing" whatever float32 rounding does. */
-function isRouted(h: number, threshold: number): boolean {
-  return threshold < Math.LN2 && h > threshold;
 }
 
 export class ServingEngine implements Scorer {

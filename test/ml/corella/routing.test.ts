@@ -10,6 +10,8 @@ import {
   routingEntropies,
 } from '../../../ml/corella/routing.js';
 import { calibrateThreshold } from '../../../ml/corella/calibration.js';
+import { evaluateAlignment } from '../../../ml/corella/evaluation.js';
+import { storableThreshold } from '../../../activities/corella-config.js';
 import { acceptanceWorld, TinyCrm, trainTinyCrm, useCpu } from './fixtures.js';
 
 beforeAll(useCpu);
@@ -157,6 +159,38 @@ describe('cold items', () => {
     );
     const routed = Array.from(routedIndices(hv, cal.curve[0].threshold));
     for (const r of coldValid) expect(routed).toContain(r);
+    crm.dispose();
+    adapter.dispose();
+  });
+});
+
+describe('a stored "route nothing" threshold (ln 2) routes nothing, cold rows included', () => {
+  it('in the HybridPredictor, the evaluation and its buckets, as in serving', async () => {
+    const { dataset, llm } = acceptanceWorld(6, { train: 600, valid: 200, test: 200 });
+    const crm = new TinyCrm([3, 6], { seed: 3 });
+    await trainTinyCrm(crm, dataset.splits.train, 1);
+    const adapter = LlmAdapter.create({ hiddenDim: llm.hiddenDim, layers: [4], seed: 1 });
+    const test = dataset.splits.test;
+    const cold = [3, 50, 120];
+    for (const r of cold) test.categorical[r * 2 + 1] = 0;
+    const all = Array.from({ length: test.size }, (_, i) => i);
+    const h = routingEntropies(await crm.predict(test), test, all, true);
+    // Why the rule needs its own half: a cold row's ln 2 in a Float32Array is above the float64 ln 2.
+    expect(h[cold[0]]).toBeGreaterThan(Math.LN2);
+    const nothing = storableThreshold(Infinity);
+    expect(nothing).toBe(Math.LN2);
+    expect(Array.from(routedIndices(h, nothing))).toEqual([]);
+    const args = { crm, adapter, llm, items: dataset.items, threshold: nothing, coldItems: true };
+    const out = await new HybridPredictor(args).predict(test);
+    expect(Array.from(out.routedRows)).toEqual([]);
+    expect(Array.from(out.p)).toEqual(Array.from(out.pCrm));
+    const ev = await evaluateAlignment({ ...args, split: test });
+    expect(ev.routedFraction).toBe(0);
+    expect(ev.overall.hybrid.auc).toBe(ev.overall.crm.auc);
+    for (const table of ev.buckets) for (const b of table.rows) expect(b.routedFraction).toBe(0);
+    // Just below ln 2 the cold rows are the first routed, as before.
+    const below = Array.from(routedIndices(h, Math.LN2 - 1e-7));
+    for (const r of cold) expect(below).toContain(r);
     crm.dispose();
     adapter.dispose();
   });
