@@ -146,6 +146,7 @@ export async function gatherReportSource(deps: ReportDeps, runIdOrWorkflowId: st
         auc: Number(p.auc),
         logLoss: Number(p.logLoss),
       })),
+      reason: cal.curve.find((p) => typeof p.reason === 'string')?.reason,
     };
   }
   // A recalibration is about a served version: how its traffic was routed and how its threshold moved

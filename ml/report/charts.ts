@@ -110,8 +110,11 @@ function calibrationChart(c: NonNullable<RunReport['calibration']>): Chart {
   return {
     name: 'calibration',
     title: 'Calibration curve (validation)',
+    // The chart shows what each threshold would give, not why one was taken: a chosen point at 0% beside
+    // higher points reads as a mistake unless the gain check's verdict is next to it.
     caption:
-      'Each point is one candidate entropy threshold; the red diamond is the chosen one, the dashed line the routing budget.',
+      'Each point is one candidate entropy threshold; the red diamond is the chosen one, the dashed line the routing budget.' +
+      (c.reason ? ` Why this threshold: ${c.reason}.` : ''),
     spec: topLevel({
       ...base,
       hconcat: [calibrationPanel(c, 'auc', 'hybrid AUC'), calibrationPanel(c, 'logLoss', 'hybrid LogLoss')],

@@ -74,6 +74,8 @@ export interface StoredCalibration {
   /** The routing budget the threshold was chosen under. */
   maxRoutedFraction: number;
   curve: { threshold: number; routedFraction: number; auc: number; logLoss: number }[];
+  /** Why calibration chose the threshold (the gain check's verdict), when it recorded one. */
+  reason?: string;
 }
 
 export interface StoredShift {
@@ -184,7 +186,7 @@ export interface RunReport {
     routedFraction: number;
     sections: SummarySection[];
   };
-  calibration?: { metric: string; threshold: number; budget: number; points: CurvePoint[] };
+  calibration?: { metric: string; threshold: number; budget: number; points: CurvePoint[]; reason?: string };
   /** Bars: one per bucket (of the first scheme) and model. */
   buckets?: {
     scheme: string;
@@ -474,6 +476,7 @@ export function buildReport(src: ReportSource): RunReport {
       points: c.curve
         .filter((p) => Number.isFinite(p.auc) && Number.isFinite(p.logLoss))
         .map((p) => ({ ...p, chosen: p.threshold === c.threshold })),
+      ...(c.reason ? { reason: c.reason } : {}),
     };
   } else notes.push('No threshold calibration was stored for this run.');
 

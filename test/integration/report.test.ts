@@ -12,6 +12,7 @@ import { EvaluationRepository } from '../../db/repositories/evaluations.js';
 import { RunRepository } from '../../db/repositories/runs.js';
 import { ServingRepository } from '../../db/repositories/serving.js';
 import type { StoredAlignment } from '../../ml/report/index.js';
+import { escapeHtml } from '../../ml/report/html.js';
 import { createCpuWorker } from '../../workers/cpu.js';
 import { createGpuWorker } from '../../workers/gpu.js';
 import { openPage, screenshotDir } from '../helpers/chromium.js';
@@ -172,6 +173,10 @@ describe('the HTML report of a real pipeline run', () => {
     expect(probe.marks.curve_logLoss_points_marks).toBe(curvePoints);
     expect(probe.marks.curve_auc_chosen_layer_0_marks).toBe(1);
     expect(probe.marks.curve_auc_budget_layer_0_marks).toBe(1);
+    // The gain check's verdict stands under the curve, as stored with the chosen point.
+    const reason = cal.curve.find((p) => typeof p.reason === 'string')?.reason;
+    expect(reason, 'the pipeline calibrates with requireGain, which records why').toBeTruthy();
+    expect(html).toContain(`Why this threshold: ${escapeHtml(reason!)}.`);
     // One bar per bucket and model (CRM, LLM branch, hybrid).
     const buckets = alignment.buckets[0].rows.length;
     expect(buckets).toBeGreaterThan(1);

@@ -74,6 +74,17 @@ describe('the run report', () => {
     expect(html).toContain('a'.repeat(64));
   });
 
+  it("puts the calibration's reason for its threshold under the curve, escaped, and nothing when none was stored", async () => {
+    const src = fixtureSource();
+    src.calibration!.reason = "no threshold's hybrid gain cleared its noise: best +0.0100 AUC at 5% <routed>";
+    const { html } = await renderRunReport(src);
+    expect(html).toContain(
+      'Why this threshold: no threshold&#39;s hybrid gain cleared its noise: best +0.0100 AUC at 5% &#60;routed&#62;.',
+    );
+    delete src.calibration!.reason;
+    expect((await renderRunReport(src)).html).not.toContain('Why this threshold');
+  });
+
   it('refuses predictions that do not match the evaluation, naming the field', () => {
     const src = fixtureSource();
     src.predictions = { ...src.predictions!, pLlm: Array.from(src.predictions!.pLlm).slice(0, 10) };
