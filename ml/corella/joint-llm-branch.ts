@@ -34,6 +34,34 @@ export interface BranchForward {
   activations: BranchActivation[];
 }
 
+/**
+ * What the LLM side of a split stage-2 step is given. The split is exact: L_align's gradient with respect to
+ * g_llm(h_llm) needs only the value of g_crm(h_crm), and the other way round.
+ */
+export interface JointLlmStep {
+  alpha: number;
+  gamma: number;
+  sharedDim: number;
+  /**
+   * Per alignment pair (empty when γ = 0): the branch activation it reads, g_llm's current weight
+   * [width, S] and bias [S], and g_crm(h_crm) of the batch's rows ([B·S], row after row).
+   */
+  pairs: { llm: string; w: Float32Array; b: Float32Array; targets: Float32Array }[];
+}
+
+export interface JointLlmGradients {
+  /** Σᵢ (α·BCEᵢ + γ/P·Σₚ‖aₚᵢ − cₚᵢ‖²) / B: the LLM side's part of the loss. */
+  loss: number;
+  /** The batch's click logits [B]. */
+  logits: Float32Array;
+  /** g_llm(h_llm) per pair, [B·S] row after row. */
+  projected: Float32Array[];
+  /** Gradients of the branch's trainableVariables(), by name. */
+  grads: { name: string; tensor: tf.Tensor }[];
+  /** Gradients of each pair's g_llm weight and bias. */
+  projectionGrads: { w: Float32Array; b: Float32Array }[];
+}
+
 export interface JointLlmBranch {
   /** What the branch is, for reports ('adapter'). */
   readonly kind: string;
@@ -57,6 +85,23 @@ export interface JointLlmBranch {
     local: ArrayLike<number>,
     labels: ArrayLike<number>,
   ): { loss: number; grads: { name: string; tensor: tf.Tensor }[] } | undefined;
+  /**
+   * Optional, with parallelJointGradients: true when that computes the stage-2 step's LLM side (the LoRA
+   * branch on more than one thread); the trainer then splits the step instead of one tape over everything.
+   */
+  readonly parallelJoint?: boolean;
+  /**
+   * Optional: the LLM side of a stage-2 step computed the branch's own way (the LoRA branch's worker
+   * threads). The CRM side of each alignment pair comes in as values (see JointLlmStep); out come the
+   * gradients of α·L_llm + γ·L_align with respect to the branch and g_llm, and the values the CRM side's
+   * gradient needs. Undefined means "differentiate forward()".
+   */
+  parallelJointGradients?(
+    part: JointPart,
+    local: ArrayLike<number>,
+    labels: ArrayLike<number>,
+    step: JointLlmStep,
+  ): JointLlmGradients | undefined;
   /** Click probabilities for every row of `part`, in its order (inference mode, batched). */
   predict(part: JointPart): Float32Array;
   /** What the joint step updates (the trainer's optimiser applies their gradients). */

@@ -4,6 +4,7 @@ import type { TfBackendName } from '../../tf/backend.js';
 import type { LlamaTf } from './llama-forward.js';
 import type { Projection } from './llama-weights.js';
 import type { LoraAdapter, LoraHostWeights } from './lora.js';
+import type { JointTerms } from './lora-loss.js';
 import type {
   HostLayer,
   JobSample,
@@ -19,6 +20,8 @@ export interface HostSample {
   tokens: number;
   label: number;
   weight: number;
+  /** A joint step's per-sample data (see LoraWorkerJob.joint). */
+  joint?: JobSample['joint'];
 }
 
 /** How long a step waits for a worker's gradients (or its start) before it gives up: a dead worker. */
@@ -133,7 +136,8 @@ export class LoraWorkers {
   run(
     weights: LoraHostWeights,
     samples: readonly HostSample[],
-    own: (s: HostSample) => { sum: number; grads: Float32Array[] },
+    own: (s: HostSample) => Omit<SampleGrads, 'index'>,
+    joint?: JointTerms,
   ): SampleGrads[] {
     if (this.closed) throw new CorellaError('BAD_CONFIG', 'the LoRA trainer was disposed (field threads)');
     const seq = ++this.seq;
@@ -145,11 +149,11 @@ export class LoraWorkers {
     let offset = 0;
     for (const s of samples) {
       shared.set(s.input, offset);
-      meta.push({ offset, tokens: s.tokens, label: s.label, weight: s.weight });
+      meta.push({ offset, tokens: s.tokens, label: s.label, weight: s.weight, joint: s.joint });
       offset += s.input.length;
     }
     Atomics.store(this.claim, 0, 0);
-    const job: LoraWorkerJob = { seq, weights, inputs: this.inputs, samples: meta };
+    const job: LoraWorkerJob = { seq, weights, inputs: this.inputs, samples: meta, joint };
     for (const slot of this.slots) slot.worker.postMessage(job);
     const results = new Array<SampleGrads | undefined>(samples.length);
     let failure: unknown;
