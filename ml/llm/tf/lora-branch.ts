@@ -242,6 +242,11 @@ export class LoraBranch<P extends string = string> {
     return this.trainer.samplesByThread;
   }
 
+  /** Blocks until the training worker threads have started (see LoraTrainer.waitForWorkers). */
+  waitForWorkers(): void {
+    this.trainer.waitForWorkers();
+  }
+
   /** Training worker threads still running (0 with threads = 1 and after dispose()). */
   get liveWorkers(): number {
     return this.trainer.liveWorkers;

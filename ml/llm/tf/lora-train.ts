@@ -176,6 +176,14 @@ export class LoraTrainer {
     return this.workers?.computed ?? [];
   }
 
+  /**
+   * Blocks until every worker thread has started (a step does not wait: while they load, this thread
+   * computes the batch alone). For benchmarks and tests that need every thread in the first step.
+   */
+  waitForWorkers(): void {
+    this.workers?.waitReady();
+  }
+
   /** Worker threads still running (0 with threads = 1, and after dispose() or an abort once they exit). */
   get liveWorkers(): number {
     return this.workers?.alive ?? 0;
