@@ -353,6 +353,7 @@ async function stage2Timings(a: {
         const r = runs.get(threads)!;
         r.branch.adapter.load(weights);
         let loss = NaN;
+        const s0 = r.branch.threadSeconds;
         const t = await timed(async () => {
           for (let e = 0; e < steps; e++)
             loss = (await jointEpoch({ cfg, crm, ...r, train: a.test, rows, epoch: e })).total;
@@ -371,6 +372,9 @@ async function stage2Timings(a: {
           startSeconds: r.startSeconds,
           lastLoss: loss,
           samplesByThread: [...r.branch.samplesByThread],
+          // Per step: this thread computing its share of the LLM samples, then waiting for the workers.
+          ownSecondsPerStep: (r.branch.threadSeconds.own - s0.own) / steps,
+          waitSecondsPerStep: (r.branch.threadSeconds.wait - s0.wait) / steps,
         };
         log(`stage2 ${JSON.stringify(row)}`);
         out.push(row);

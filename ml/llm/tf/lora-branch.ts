@@ -242,6 +242,11 @@ export class LoraBranch<P extends string = string> {
     return this.trainer.samplesByThread;
   }
 
+  /** Seconds this thread computed its samples in parallel steps, and waited for the workers. */
+  get threadSeconds(): { own: number; wait: number } {
+    return this.trainer.threadSeconds;
+  }
+
   /** Blocks until the training worker threads have started (see LoraTrainer.waitForWorkers). */
   waitForWorkers(): void {
     this.trainer.waitForWorkers();

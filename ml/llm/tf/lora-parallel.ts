@@ -56,6 +56,11 @@ export class LoraWorkers {
   private inputs = new SharedArrayBuffer(0);
   /** Samples computed so far: [0] by the calling thread, [i] by worker i (benchmarks, tests). */
   readonly computed: number[];
+  /**
+   * Seconds this thread spent in run() computing its own samples, and then waiting for the workers' last
+   * answers (benchmarks: a long wait means the workers were slower or started late).
+   */
+  readonly seconds = { own: 0, wait: 0 };
 
   constructor(
     model: LlamaTf,
@@ -157,6 +162,7 @@ export class LoraWorkers {
     for (const slot of this.slots) slot.worker.postMessage(job);
     const results = new Array<SampleGrads | undefined>(samples.length);
     let failure: unknown;
+    const t0 = performance.now();
     try {
       for (let i = Atomics.add(this.claim, 0, 1); i < samples.length; i = Atomics.add(this.claim, 0, 1)) {
         results[i] = { index: i, ...own(samples[i]) };
@@ -168,6 +174,7 @@ export class LoraWorkers {
       Atomics.store(this.claim, 0, samples.length);
       failure = e;
     }
+    const t1 = performance.now();
     const answers = this.slots.map((slot) => {
       try {
         while (!slot.ready) {
@@ -181,6 +188,8 @@ export class LoraWorkers {
         return undefined;
       }
     });
+    this.seconds.own += (t1 - t0) / 1000;
+    this.seconds.wait += (performance.now() - t1) / 1000;
     if (failure !== undefined) throw failure;
     answers.forEach((m, w) => {
       if (!m || m.type !== 'grads' || m.seq !== seq) this.fail(m ?? { type: 'error', message: 'no answer' });

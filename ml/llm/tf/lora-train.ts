@@ -184,6 +184,11 @@ export class LoraTrainer {
     this.workers?.waitReady();
   }
 
+  /** Seconds this thread computed samples in parallel steps, and waited for the workers (LoraWorkers.seconds). */
+  get threadSeconds(): { own: number; wait: number } {
+    return { ...(this.workers?.seconds ?? { own: 0, wait: 0 }) };
+  }
+
   /** Worker threads still running (0 with threads = 1, and after dispose() or an abort once they exit). */
   get liveWorkers(): number {
     return this.workers?.alive ?? 0;

@@ -183,6 +183,8 @@ describe('stage 2 with the LoRA branch on two threads', () => {
     await expect(
       jointEpoch({ cfg, ...s, train, rows: stage2Rows, epoch: 0, signal: ac.signal }),
     ).rejects.toThrow();
+    // Mid-epoch: the first of its three batches ran (on the branch's threads), the second did not start.
+    expect(s.branch.samplesByThread.reduce((x, y) => x + y, 0)).toBe(8);
     const end = Date.now() + 30_000;
     while (s.branch.liveWorkers > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
     expect(s.branch.liveWorkers).toBe(0);
