@@ -1,6 +1,7 @@
 /**
- * One epoch of each kind the joint trainer runs: the stage-2 joint step (CRM + LLM branch + alignment) and the
- * branch-only epoch (stage 3 and the boundary-shift reference fit), plus the validation alignment loss.
+ * One epoch of each kind the joint trainer runs: the stage-2 joint step (CRM + LLM branch + alignment; one
+ * tape, or split with the branch's threads) and the branch-only epoch (stage 3 and the boundary-shift
+ * reference fit), plus the validation alignment loss.
  * Shuffles are seeded by (seed, stage, epoch) alone, so a resumed run retraces an uninterrupted one.
  */
 import * as tf from '@tensorflow/tfjs-core';
