@@ -31,7 +31,7 @@ const train = world.dataset.splits.train;
 const stage2Rows = Int32Array.from({ length: 24 }, (_, i) => i);
 
 /** A fresh CRM, LoRA branch and projections, the same weights whatever `threads` is. */
-function setup(threads: number, cfg: JointConfig, signal?: AbortSignal) {
+function setup(threads: number, cfg: JointConfig, signal?: AbortSignal, output?: { a: number; b: number }) {
   const crm = new TinyCrm([3, 6], { seed: 3 });
   const adapter = LoraAdapter.create(model.hp, {
     layers: 2,
@@ -51,6 +51,7 @@ function setup(threads: number, cfg: JointConfig, signal?: AbortSignal) {
     alignLayers: [0, 2],
     threads,
     signal,
+    output,
   });
   const pairs = defaultPairs(crm.activationShapes, branch.activationShapes);
   const proj = AlignmentProjections.create({ pairs, sharedDim: 4, seed: 2 }, crm.activationShapes, [
@@ -72,8 +73,8 @@ function setup(threads: number, cfg: JointConfig, signal?: AbortSignal) {
   return { crm, branch, proj, step, state, dispose };
 }
 
-async function run(threads: number, cfg: JointConfig, epochs: number) {
-  const s = setup(threads, cfg);
+async function run(threads: number, cfg: JointConfig, epochs: number, output?: { a: number; b: number }) {
+  const s = setup(threads, cfg, undefined, output);
   // Every thread takes part from the first step (a worker still loading leaves the batch to this thread).
   s.branch.waitForWorkers();
   const before = s.state();
@@ -126,9 +127,11 @@ function compare(
     crm: relativeGap(one, two, 'crm'),
   };
   for (const [key, g] of Object.entries(gaps)) {
-    // The two runs agree to 1e-4 of the largest step a weight took. Measured: 2e-6 after one step, 1.5e-6
-    // after three epochs; float32 summation order changes a gradient by about 1e-7 of its size, and Adam
-    // passes that on to the step. Dropping the worker's γ term (or its 1/B) moves them by over 1e-1.
+    // The two runs agree to 1e-4 of the largest step a weight took. Measured: 2e-6 after one step, 3e-6
+    // after three epochs, 2.5e-5 with the output affine (two steps); float32 summation order changes a
+    // gradient by about 1e-7 of its size, and Adam passes that on to the step. The bits do not depend on
+    // timing, so the figures are the same every run. Dropping the worker's γ term, the CRM side's alignment
+    // gradient or the worker's output affine fails the losses by 6e-3 to 0.12.
     if (trained.includes(key as 'lora')) expect(g.moved).toBeGreaterThan(0);
     else expect(g.moved).toBe(0);
     expect(g.gap).toBeLessThan(1e-4 * g.moved + 1e-9);
@@ -172,6 +175,15 @@ describe('stage 2 with the LoRA branch on two threads', () => {
       console.log(`3 epochs, γ = ${gamma}`, JSON.stringify(compare(one, two, trained)));
     }
   }, 240_000);
+
+  it('an output affine a·z + b other than the identity is part of the split step too', async () => {
+    const cfg = joint(0.5, 12);
+    const output = { a: 1.7, b: -0.4 };
+    const one = await run(1, cfg, 1, output);
+    const two = await run(2, cfg, 1, output);
+    expect(two.byThread[1]).toBeGreaterThan(0);
+    console.log('one epoch, a·z + b', JSON.stringify(compare(one, two, ['lora', 'proj', 'crm'])));
+  }, 120_000);
 
   it('an abort mid-epoch stops the epoch and the workers', async () => {
     const ac = new AbortController();
