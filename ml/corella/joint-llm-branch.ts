@@ -8,7 +8,9 @@
  * α·L_llm + β·L_crm + γ·L_align, with respect to the CRM, the branch and the alignment projections at once
  * (tf.variableGrads over all three), then applies the CRM's gradients with its gentler learning rate and the
  * rest with the branch's. A branch therefore only has to build its forward pass from tf ops on its
- * trainableVariables(); the gradient and the Adam step follow.
+ * trainableVariables(); the gradient and the Adam step follow. A branch that can compute the LLM side of
+ * that gradient its own way (the LoRA branch on several threads) offers parallelJointGradients; the
+ * trainer still applies every gradient with its two optimisers.
  */
 import type * as tf from '@tensorflow/tfjs-core';
 import type { CtrDataset } from '../data/types.js';
