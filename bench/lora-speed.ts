@@ -7,7 +7,8 @@
  *   npx tsx bench/lora-speed.ts [--model .corella/models/SmolLM2-135M-Instruct.Q4_1.gguf]
  *     [--data ../shared/datasets/ml-1m-u2999] [--prompts 64] [--block 8] [--k 2,4] [--train-samples 8]
  *     [--steps 3] [--threads 2] [--modes per-prompt,batched,batched-host] [--parallel 1]
- *     [--train-threads 1,2] [--rounds 2] [--frozen 1] [--profile 0]
+ *     [--train-threads 1,2] [--rounds 2] [--frozen 1] [--profile 0] [--stage2 0] [--stage2-gamma 0.1]
+ *     [--align-dim 32]
  *
  * Frozen-pass modes: `per-prompt` is FrozenPrefixCache.compute prompt by prompt with the previous prompt's
  * prefix reused (the pass before batching), `batched` one tfjs pass per prompt-trie group (the default of
@@ -20,6 +21,13 @@
  * minutes of a shared machine; worker start-up is timed apart (`startSeconds`). `--profile 1` adds one
  * profiled one-thread step per k, its kernel time by op kind (tf.profile) and the frozen-output reads.
  * `--frozen 0` skips the frozen-pass timings.
+ *
+ * Stage 2: `--stage2 1` also times the joint stage-2 step (jointEpoch: the pipeline's DCNv2 CRM, untrained,
+ * as config/ml-1m-cpu.json; the LoRA branch on the top k blocks; α = β = 1, γ = `--stage2-gamma` with the
+ * default pairs and projections of width `--align-dim`), one step of `--train-samples` rows per epoch, at
+ * each `--train-threads` count, alternated `--rounds` times like the stage-3 step. With threads > 1 the step
+ * is the split one (joint-epochs.ts splitJointStep: the CRM's tape here, the LoRA's samples on every thread).
+ * CPU seconds are the process's, worker threads included.
  *
  * Prints JSON.
  */
@@ -35,8 +43,14 @@ import { FrozenPrefixCache } from '../ml/llm/tf/frozen-prefix.js';
 import { LlamaTf } from '../ml/llm/tf/llama-forward.js';
 import { LoraAdapter } from '../ml/llm/tf/lora.js';
 import { LoraTrainer } from '../ml/llm/tf/lora-train.js';
+import { LoraBranch } from '../ml/llm/tf/lora-branch.js';
+import { AlignmentProjections, defaultPairs } from '../ml/corella/alignment.js';
+import { resolveJointConfig } from '../ml/corella/joint-config.js';
+import { jointEpoch, stage2Step } from '../ml/corella/joint-epochs.js';
+import { createCrm, defaultCrmConfig } from '../ml/crm/index.js';
 import { groupPrompts } from '../ml/llm/tf/prompt-trie.js';
 import { initTf } from '../ml/tf/backend.js';
+import type { EncodedSplit, FeatureMap } from '../ml/data/types.js';
 import { openPaperPrompts } from './paper-prompts.js';
 
 function arg(name: string, def: string): string {
@@ -58,6 +72,9 @@ const trainThreads = arg('train-threads', '1,2').split(',').map(Number);
 const rounds = Number(arg('rounds', '2'));
 const timeFrozen = arg('frozen', '1') === '1';
 const profile = arg('profile', '0') === '1';
+const timeStage2 = arg('stage2', '0') === '1';
+const stage2Gamma = Number(arg('stage2-gamma', '0.1'));
+const alignDim = Number(arg('align-dim', '32'));
 const log = (m: string): void => void process.stderr.write(`[bench/lora-speed] ${m}\n`);
 
 interface Timed {
@@ -245,6 +262,9 @@ async function main(): Promise<void> {
       shared.dispose();
       adapter.dispose();
     }
+    const stage2 = timeStage2
+      ? await stage2Timings({ model, test, rows, prompts, answer, featureMap: ds.featureMap })
+      : [];
     model.dispose();
     console.log(
       JSON.stringify(
@@ -256,6 +276,7 @@ async function main(): Promise<void> {
           promptTokensMean: tokens / prompts.length,
           frozen,
           training,
+          stage2,
           profiles,
           note: 'cpuSPer: user+system CPU seconds of the process (worker threads included) per prompt or training sample; 2 cores shared with other jobs',
         },
@@ -266,6 +287,109 @@ async function main(): Promise<void> {
   } finally {
     rmSync(storeDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The joint stage-2 step at each `--train-threads` count (see the header): same CRM, same starting LoRA,
+ * same rows; each count has its own branch (its threads), projections and optimisers.
+ */
+async function stage2Timings(a: {
+  model: LlamaTf;
+  test: EncodedSplit;
+  rows: number[];
+  prompts: number[][];
+  answer: [number, number];
+  featureMap: FeatureMap;
+}): Promise<Record<string, unknown>[]> {
+  const { model } = a;
+  const n = trainSamples;
+  const rows = Int32Array.from(a.rows.slice(0, n));
+  const prompts = a.prompts.slice(0, n);
+  const crm = createCrm(
+    { ...defaultCrmConfig('dcnv2', { embeddingDim: 16, crossLayers: 3, mlp: [256, 128] }), seed: 42 },
+    a.featureMap,
+  );
+  const cfg = resolveJointConfig({
+    gamma: stage2Gamma,
+    stage2: { samples: n, epochs: 1, batchSize: n },
+    alignment: { sharedDim: alignDim },
+  });
+  const out: Record<string, unknown>[] = [];
+  for (const k of ks) {
+    const shared = new FrozenPrefixCache(model, model.hp.nLayer - k, 2 ** 30);
+    await shared.warm(prompts);
+    const start = LoraAdapter.create(model.hp, { layers: k, rank: 8, alpha: 16 });
+    const weights = start.toHostSync();
+    start.dispose();
+    const runs = new Map<number, ReturnType<typeof open> & { startSeconds: number }>();
+    const open = (threads: number) => {
+      const adapter = LoraAdapter.create(model.hp, { layers: k, rank: 8, alpha: 16 });
+      const branch = new LoraBranch<'stage2'>({
+        model,
+        adapter,
+        answerTokens: a.answer,
+        prompts: { stage2: prompts },
+        frozen: shared,
+        threads,
+      });
+      const pairs = defaultPairs(crm.activationShapes, branch.activationShapes);
+      const proj = AlignmentProjections.create(
+        { pairs, sharedDim: alignDim, seed: 2 },
+        crm.activationShapes,
+        branch.activationShapes,
+      );
+      return { branch, proj, pairs, step: stage2Step(cfg, crm, branch, proj, pairs.length) };
+    };
+    for (const threads of trainThreads) {
+      const t0 = performance.now();
+      const r = open(threads);
+      r.branch.waitForWorkers();
+      // Warm-up: kernel setup, Adam's slots.
+      await jointEpoch({ cfg, crm, ...r, train: a.test, rows, epoch: 0 });
+      runs.set(threads, { ...r, startSeconds: (performance.now() - t0) / 1000 });
+    }
+    for (let round = 0; round < rounds; round++) {
+      for (const threads of trainThreads) {
+        const r = runs.get(threads)!;
+        r.branch.adapter.load(weights);
+        let loss = NaN;
+        const s0 = r.branch.threadSeconds;
+        const t = await timed(async () => {
+          for (let e = 0; e < steps; e++)
+            loss = (await jointEpoch({ cfg, crm, ...r, train: a.test, rows, epoch: e })).total;
+        });
+        const row = {
+          k,
+          rank: 8,
+          targets: ['q', 'v'],
+          threads,
+          round,
+          samples: n,
+          steps,
+          gamma: cfg.gamma,
+          pairs: r.pairs.map((p) => `${p.crm}↔${p.llm}`),
+          ...per(t, steps * n),
+          startSeconds: r.startSeconds,
+          lastLoss: loss,
+          samplesByThread: [...r.branch.samplesByThread],
+          // Per step: this thread computing its share of the LLM samples, then waiting for the workers.
+          ownSecondsPerStep: (r.branch.threadSeconds.own - s0.own) / steps,
+          waitSecondsPerStep: (r.branch.threadSeconds.wait - s0.wait) / steps,
+        };
+        log(`stage2 ${JSON.stringify(row)}`);
+        out.push(row);
+      }
+    }
+    for (const r of runs.values()) {
+      r.step.optCrm.dispose();
+      r.step.optOther.dispose();
+      r.proj.dispose();
+      r.branch.dispose();
+    }
+    shared.dispose();
+  }
+  crm.dispose();
+  return out;
 }
 
 /**

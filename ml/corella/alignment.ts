@@ -157,6 +157,28 @@ export class AlignmentProjections {
     });
   }
 
+  /**
+   * g_crm(h_crm) per pair, differentiable: the CRM side of a stage-2 step whose LLM side runs elsewhere (the
+   * LoRA branch's threads), paired with g_llm(h_llm)'s values in alignmentLoss.
+   */
+  projectCrm(crmActs: NamedActivation[]): tf.Tensor2D[] {
+    const crmBy = new Map(crmActs.map((a) => [a.name, a.value]));
+    return this.config.pairs.map((p, i) => {
+      const hc = crmBy.get(p.crm);
+      if (!hc)
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `alignment pair ${i} (${p.crm} ↔ ${p.llm}) has no CRM activation in this forward pass`,
+        );
+      return dense(hc, this.gCrm[i].w, this.gCrm[i].b);
+    });
+  }
+
+  /** g_llm's variables per pair (weight [width, S], bias [S]): what a threaded LLM side differentiates. */
+  llmProjections(): { w: tf.Variable; b: tf.Variable }[] {
+    return this.gLlm.map((g) => ({ w: g.w, b: g.b }));
+  }
+
   loss(crmActs: NamedActivation[], llmActs: NamedActivation[]): tf.Scalar {
     return tf.tidy(() => alignmentLoss(this.project(crmActs, llmActs)));
   }

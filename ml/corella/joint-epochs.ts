@@ -1,15 +1,17 @@
 /**
- * One epoch of each kind the joint trainer runs: the stage-2 joint step (CRM + LLM branch + alignment) and the
- * branch-only epoch (stage 3 and the boundary-shift reference fit), plus the validation alignment loss.
+ * One epoch of each kind the joint trainer runs: the stage-2 joint step (CRM + LLM branch + alignment; one
+ * tape, or split with the branch's threads) and the branch-only epoch (stage 3 and the boundary-shift
+ * reference fit), plus the validation alignment loss.
  * Shuffles are seeded by (seed, stage, epoch) alone, so a resumed run retraces an uninterrupted one.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { CrmModel } from '../crm/types.js';
 import type { EncodedSplit } from '../data/types.js';
 import { throwIfAborted, yieldToEventLoop } from '../progress.js';
-import type { AlignmentProjections } from './alignment.js';
+import { alignmentLoss, type AlignmentProjections } from './alignment.js';
+import { CorellaError } from '../errors.js';
 import type { JointConfig, StageConfig } from './joint-config.js';
-import type { JointLlmBranch, JointPart } from './joint-llm-branch.js';
+import type { JointLlmBranch, JointLlmGradients, JointPart } from './joint-llm-branch.js';
 import { bceWithLogits, weightedSum } from './ops.js';
 import { mulberry32, permutation } from '../random.js';
 import { pick } from './score.js';
@@ -162,6 +164,8 @@ export async function jointEpoch(a: {
 }): Promise<EpochLoss> {
   const { cfg, crm, branch, proj, step, rows: stage2Rows, epoch } = a;
   const { useAlign, optCrm, optOther, crmNames } = step;
+  // The LoRA branch on several threads computes the LLM side itself; otherwise one tape over everything.
+  const split = branch.parallelJoint === true && branch.parallelJointGradients !== undefined;
   const order = permutation(mulberry32(cfg.seed * 17 + epoch), stage2Rows.length);
   const acc = { total: 0, llm: 0, crm: 0, align: 0 };
   for (let s = 0; s < order.length; s += cfg.stage2.batchSize) {
@@ -169,36 +173,32 @@ export async function jointEpoch(a: {
     const local = order.subarray(s, Math.min(order.length, s + cfg.stage2.batchSize));
     const rows = Int32Array.from(local, (i) => stage2Rows[i]);
     const batch = crm.makeBatch(a.train, rows);
-    const parts = tf.tidy(() => {
-      let kept: tf.Scalar[] = [];
-      const { value, grads } = tf.variableGrads(() => {
-        const cf = crm.forward(batch, { training: true, activations: useAlign });
-        const af = branch.forward('stage2', local, { activations: useAlign, training: true });
-        const lCrm = bceWithLogits(cf.logits, batch.labels);
-        const reg = crm.regularizer(batch);
-        const lLlm = bceWithLogits(af.logits, batch.labels);
-        const lAlign = useAlign ? proj.loss(cf.activations, af.activations) : tf.scalar(0);
-        kept = [tf.keep(lLlm), tf.keep(lCrm), tf.keep(lAlign)];
-        const terms = [lLlm, lCrm, lAlign];
-        const weights = [cfg.alpha, cfg.beta, cfg.gamma];
-        if (reg) {
-          terms.push(reg);
-          weights.push(cfg.beta);
-        }
-        return weightedSum(terms, weights);
-      }, [...step.crmVars, ...step.otherVars]);
-      const gCrm: { name: string; tensor: tf.Tensor }[] = [];
-      const gOther: { name: string; tensor: tf.Tensor }[] = [];
-      for (const [name, tensor] of Object.entries(grads)) {
-        // Variables the loss does not reach (e.g. projections when γ = 0) have no gradient.
-        if (tensor) (crmNames.has(name) ? gCrm : gOther).push({ name, tensor });
-      }
-      if (cfg.beta > 0 || useAlign) optCrm.applyGradients(gCrm);
-      optOther.applyGradients(gOther);
-      const out = [value.dataSync()[0], ...kept.map((k) => k.dataSync()[0])];
-      kept.forEach((k) => k.dispose());
-      return out;
-    });
+    const parts = split
+      ? splitJointStep({ ...a, batch, local, labels: pick(a.train.labels, Array.from(rows)) })
+      : tf.tidy(() => {
+          let kept: tf.Scalar[] = [];
+          const { value, grads } = tf.variableGrads(() => {
+            const cf = crm.forward(batch, { training: true, activations: useAlign });
+            const af = branch.forward('stage2', local, { activations: useAlign, training: true });
+            const lCrm = bceWithLogits(cf.logits, batch.labels);
+            const reg = crm.regularizer(batch);
+            const lLlm = bceWithLogits(af.logits, batch.labels);
+            const lAlign = useAlign ? proj.loss(cf.activations, af.activations) : tf.scalar(0);
+            kept = [tf.keep(lLlm), tf.keep(lCrm), tf.keep(lAlign)];
+            return jointObjective(cfg, [lLlm, lCrm, lAlign], reg);
+          }, [...step.crmVars, ...step.otherVars]);
+          const gCrm: { name: string; tensor: tf.Tensor }[] = [];
+          const gOther: { name: string; tensor: tf.Tensor }[] = [];
+          for (const [name, tensor] of Object.entries(grads)) {
+            // Variables the loss does not reach (e.g. projections when γ = 0) have no gradient.
+            if (tensor) (crmNames.has(name) ? gCrm : gOther).push({ name, tensor });
+          }
+          if (cfg.beta > 0 || useAlign) optCrm.applyGradients(gCrm);
+          optOther.applyGradients(gOther);
+          const out = [value.dataSync()[0], ...kept.map((k) => k.dataSync()[0])];
+          kept.forEach((k) => k.dispose());
+          return out;
+        });
     disposeBatch(batch);
     acc.total += parts[0] * local.length;
     acc.llm += parts[1] * local.length;
@@ -208,4 +208,102 @@ export async function jointEpoch(a: {
   }
   const m = Math.max(1, order.length);
   return { epoch, total: acc.total / m, llm: acc.llm / m, crm: acc.crm / m, align: acc.align / m };
+}
+
+/** α·L_llm + β·L_crm + γ·L_align, plus the CRM's regulariser at β: the stage-2 objective, one or split. */
+function jointObjective(
+  cfg: JointConfig,
+  [lLlm, lCrm, lAlign]: tf.Scalar[],
+  reg: tf.Scalar | null | undefined,
+) {
+  const terms = [lLlm, lCrm, lAlign];
+  const weights = [cfg.alpha, cfg.beta, cfg.gamma];
+  if (reg) {
+    terms.push(reg);
+    weights.push(cfg.beta);
+  }
+  return weightedSum(terms, weights);
+}
+
+/**
+ * The stage-2 step split between this thread and the branch's threads, exactly (up to float32 summation
+ * order) the one-tape step. This thread's tape runs the CRM forward and g_crm(h_crm); inside it, the branch
+ * is handed those values and computes, on its threads, the gradients of α·L_llm + γ·L_align with respect to
+ * the LoRA and g_llm (∂‖a − c‖²/∂a needs c's value only), returning the logits and a = g_llm(h_llm). With
+ * those as constants the tape finishes the same objective, whose gradient then reaches only the CRM and
+ * g_crm (the LLM side's terms are constants here): β·L_crm + γ·L_align(stop(a), c). The reported losses are
+ * this objective's, computed by the same functions as the one-tape step. The branch's own per-sample tapes
+ * nest inside this one (tfjs keeps their nodes apart: nothing of theirs reaches this tape's loss), which is
+ * what lets this thread compute its share of the LLM samples instead of waiting.
+ *
+ * Gradients are applied as the one-tape step applies them: the CRM's with its optimiser (when β > 0 or
+ * γ·L_align reaches it), everything else with the other, in the same variable order (Adam keys its moments
+ * by position).
+ */
+function splitJointStep(a: {
+  cfg: JointConfig;
+  crm: CrmModel;
+  branch: JointLlmBranch;
+  proj: AlignmentProjections;
+  step: Stage2Step;
+  batch: ReturnType<CrmModel['makeBatch']>;
+  local: Int32Array;
+  labels: ArrayLike<number>;
+}): number[] {
+  const { cfg, crm, branch, proj, step, batch, local } = a;
+  const { useAlign, crmNames } = step;
+  const S = proj.config.sharedDim;
+  const B = local.length;
+  const llmProj = proj.llmProjections();
+  return tf.tidy(() => {
+    let kept: tf.Scalar[] = [];
+    let side: JointLlmGradients | undefined;
+    const { value, grads } = tf.variableGrads(() => {
+      const cf = crm.forward(batch, { training: true, activations: useAlign });
+      const c = useAlign ? proj.projectCrm(cf.activations) : [];
+      side = branch.parallelJointGradients!('stage2', local, a.labels, {
+        alpha: cfg.alpha,
+        gamma: useAlign ? cfg.gamma : 0,
+        sharedDim: S,
+        pairs: c.map((ck, k) => ({
+          llm: proj.config.pairs[k].llm,
+          w: llmProj[k].w.dataSync() as Float32Array,
+          b: llmProj[k].b.dataSync() as Float32Array,
+          targets: ck.dataSync() as Float32Array,
+        })),
+      });
+      if (!side) throw new CorellaError('BAD_CONFIG', 'the LLM branch offered no threaded stage-2 step');
+      side.grads.forEach((g) => tf.keep(g.tensor));
+      const lCrm = bceWithLogits(cf.logits, batch.labels);
+      const reg = crm.regularizer(batch);
+      const lLlm = bceWithLogits(tf.tensor1d(side.logits), batch.labels);
+      const llmSide = side.projected;
+      const lAlign = useAlign
+        ? alignmentLoss(c.map((ck, k) => ({ crm: ck, llm: tf.tensor2d(llmSide[k], [B, S]) })))
+        : tf.scalar(0);
+      kept = [tf.keep(lLlm), tf.keep(lCrm), tf.keep(lAlign)];
+      return jointObjective(cfg, [lLlm, lCrm, lAlign], reg);
+    }, [...step.crmVars, ...step.otherVars]);
+    const llm = side!;
+    const byName = new Map<string, tf.Tensor>();
+    for (const [name, tensor] of Object.entries(grads)) if (tensor) byName.set(name, tensor);
+    for (const g of llm.grads) byName.set(g.name, g.tensor);
+    if (useAlign)
+      llmProj.forEach((p, k) => {
+        byName.set(p.w.name, tf.tensor(llm.projectionGrads[k].w, p.w.shape));
+        byName.set(p.b.name, tf.tensor(llm.projectionGrads[k].b, p.b.shape));
+      });
+    const gCrm: { name: string; tensor: tf.Tensor }[] = [];
+    const gOther: { name: string; tensor: tf.Tensor }[] = [];
+    for (const v of [...step.crmVars, ...step.otherVars]) {
+      const tensor = byName.get(v.name);
+      if (tensor) (crmNames.has(v.name) ? gCrm : gOther).push({ name: v.name, tensor });
+    }
+    if (cfg.beta > 0 || useAlign) step.optCrm.applyGradients(gCrm);
+    step.optOther.applyGradients(gOther);
+    tf.dispose(llm.grads.map((g) => g.tensor));
+    const out = [value.dataSync()[0], ...kept.map((k) => k.dataSync()[0])];
+    kept.forEach((k) => k.dispose());
+    return out;
+  });
 }

@@ -8,7 +8,9 @@
  * α·L_llm + β·L_crm + γ·L_align, with respect to the CRM, the branch and the alignment projections at once
  * (tf.variableGrads over all three), then applies the CRM's gradients with its gentler learning rate and the
  * rest with the branch's. A branch therefore only has to build its forward pass from tf ops on its
- * trainableVariables(); the gradient and the Adam step follow.
+ * trainableVariables(); the gradient and the Adam step follow. A branch that can compute the LLM side of
+ * that gradient its own way (the LoRA branch on several threads) offers parallelJointGradients; the
+ * trainer still applies every gradient with its two optimisers.
  */
 import type * as tf from '@tensorflow/tfjs-core';
 import type { CtrDataset } from '../data/types.js';
@@ -34,6 +36,34 @@ export interface BranchForward {
   activations: BranchActivation[];
 }
 
+/**
+ * What the LLM side of a split stage-2 step is given. The split is exact: L_align's gradient with respect to
+ * g_llm(h_llm) needs only the value of g_crm(h_crm), and the other way round.
+ */
+export interface JointLlmStep {
+  alpha: number;
+  gamma: number;
+  sharedDim: number;
+  /**
+   * Per alignment pair (empty when γ = 0): the branch activation it reads, g_llm's current weight
+   * [width, S] and bias [S], and g_crm(h_crm) of the batch's rows ([B·S], row after row).
+   */
+  pairs: { llm: string; w: Float32Array; b: Float32Array; targets: Float32Array }[];
+}
+
+export interface JointLlmGradients {
+  /** Σᵢ (α·BCEᵢ + γ/P·Σₚ‖aₚᵢ − cₚᵢ‖²) / B: the LLM side's part of the loss. */
+  loss: number;
+  /** The batch's click logits [B]. */
+  logits: Float32Array;
+  /** g_llm(h_llm) per pair, [B·S] row after row. */
+  projected: Float32Array[];
+  /** Gradients of the branch's trainableVariables(), by name. */
+  grads: { name: string; tensor: tf.Tensor }[];
+  /** Gradients of each pair's g_llm weight and bias. */
+  projectionGrads: { w: Float32Array; b: Float32Array }[];
+}
+
 export interface JointLlmBranch {
   /** What the branch is, for reports ('adapter'). */
   readonly kind: string;
@@ -57,6 +87,23 @@ export interface JointLlmBranch {
     local: ArrayLike<number>,
     labels: ArrayLike<number>,
   ): { loss: number; grads: { name: string; tensor: tf.Tensor }[] } | undefined;
+  /**
+   * Optional, with parallelJointGradients: true when that computes the stage-2 step's LLM side (the LoRA
+   * branch on more than one thread); the trainer then splits the step instead of one tape over everything.
+   */
+  readonly parallelJoint?: boolean;
+  /**
+   * Optional: the LLM side of a stage-2 step computed the branch's own way (the LoRA branch's worker
+   * threads). The CRM side of each alignment pair comes in as values (see JointLlmStep); out come the
+   * gradients of α·L_llm + γ·L_align with respect to the branch and g_llm, and the values the CRM side's
+   * gradient needs. Undefined means "differentiate forward()".
+   */
+  parallelJointGradients?(
+    part: JointPart,
+    local: ArrayLike<number>,
+    labels: ArrayLike<number>,
+    step: JointLlmStep,
+  ): JointLlmGradients | undefined;
   /** Click probabilities for every row of `part`, in its order (inference mode, batched). */
   predict(part: JointPart): Float32Array;
   /** What the joint step updates (the trainer's optimiser applies their gradients). */

@@ -33,8 +33,9 @@ export const finetuneSchema = z.discriminatedUnion('method', [
      */
     frozenMemoryMb: z.number().positive().optional(),
     /**
-     * Threads of the LoRA's branch-only steps (stage 3 and the reference fit), 1..16 (default 1: measured
-     * under load, see docs/llm-branch.md). Stage 2's joint step stays on one thread.
+     * Threads of the LoRA's training steps, 1..16 (default 1: measured under load, see docs/llm-branch.md):
+     * the branch-only steps (stage 3 and the reference fit) and, split exactly, stage 2's joint step (the
+     * CRM side on the calling thread, the LoRA's samples on every thread).
      */
     threads: z.number().int().min(1).max(16).optional(),
   }),

@@ -3,6 +3,7 @@ import { CorellaError } from '../../errors.js';
 import type { FrozenPrefixCache } from './frozen-prefix.js';
 import type { LlamaTf } from './llama-forward.js';
 import { LoraAdapter } from './lora.js';
+import { rmsNormalized } from './lora-loss.js';
 import { LoraTrainer } from './lora-train.js';
 
 export interface LoraBranchOptions<P extends string> {
@@ -25,9 +26,9 @@ export interface LoraBranchOptions<P extends string> {
    */
   frozenBytes?: number;
   /**
-   * Threads of the branch-only (stage 3 and reference) steps through `parallelGradients` (default 1; see
-   * LoraTrainer's `threads`). The joint stage-2 step differentiates L_align through the same forward, so it
-   * stays on this thread.
+   * Threads of the LoRA's training steps (default 1; see LoraTrainer's `threads`): the branch-only (stage 3
+   * and reference) steps through `parallelGradients`, the joint stage-2 step's LLM side through
+   * `parallelJointGradients`.
    */
   threads?: number;
   /** Aborting it terminates the training worker threads. */
@@ -37,6 +38,9 @@ export interface LoraBranchOptions<P extends string> {
   /** Rows per tidy scope in predict(). */
   predictChunk?: number;
 }
+
+/** Re-exported: the alignment's row normalisation lives with the loss the worker threads compute. */
+export { rmsNormalized };
 
 /**
  * The LLM branch of the joint step when the LLM itself trains: the click logit is a·z + b with z the
@@ -50,19 +54,6 @@ export interface LoraBranchOptions<P extends string> {
  * an adapter on top: what llama.cpp serves with the exported GGUF LoRA is exactly z, so the served branch
  * is z through an affine map, nothing that the export would lose.
  */
-/**
- * A block's last-token output divided by its root mean square, as the next block's RMSNorm reads it (without
- * that norm's learned weight). Why: the residual stream of a real transformer is large and grows with depth
- * (SmolLM2-135M's top block: an RMS in the tens, a few outliers in the hundreds), so the raw L2 distance to
- * a CRM layer's projection was about 80,000 before stage 2 in a MovieLens run, and γ = 0.1 times that
- * swamped L_llm (≈ 0.7): the LoRA learned to align, not to predict (validation AUC 0.28). Normalized, every
- * row has unit RMS whatever the layer, like the adapter's small activations in the frozen mode, and the
- * direction of the hidden state, which is what the model's own next layer sees, is what gets aligned.
- */
-export function rmsNormalized(h: tf.Tensor2D, eps = 1e-5): tf.Tensor2D {
-  return tf.tidy(() => tf.div(h, tf.sqrt(tf.add(tf.mean(tf.square(h), 1, true), eps))) as tf.Tensor2D);
-}
-
 export class LoraBranch<P extends string = string> {
   readonly kind = 'lora';
   readonly alignLayers: readonly number[];
@@ -165,6 +156,100 @@ export class LoraBranch<P extends string = string> {
     const { loss, grads } = this.trainer.parallelGradients(batch);
     const vars = this.trainableVariables();
     return { loss, grads: vars.map((v, j) => ({ name: v.name, tensor: tf.tensor(grads[j], v.shape) })) };
+  }
+
+  /** Whether parallelJointGradients applies (threads > 1). */
+  get parallelJoint(): boolean {
+    return this.trainer.threads > 1;
+  }
+
+  /**
+   * The LLM side of one stage-2 step on the trainer's worker threads (undefined with one thread: the caller
+   * differentiates forward() in its own tape). The CRM side of every alignment pair comes in as values
+   * (`pairs[k].targets`, g_crm(h_crm) of the batch's rows, [B·S]) with g_llm's current weights; out come the
+   * gradients of α·L_llm + γ·L_align with respect to the LoRA (named as trainableVariables()) and g_llm
+   * (per pair), exactly those of the one-tape loss up to float32 summation order, and the values the CRM
+   * side needs: the click logits a·z + b and g_llm(rms(h)) per pair ([B·S]).
+   */
+  parallelJointGradients(
+    part: P,
+    local: ArrayLike<number>,
+    labels: ArrayLike<number>,
+    step: {
+      alpha: number;
+      gamma: number;
+      sharedDim: number;
+      pairs: { llm: string; w: Float32Array; b: Float32Array; targets: Float32Array }[];
+    },
+  ):
+    | {
+        loss: number;
+        logits: Float32Array;
+        projected: Float32Array[];
+        grads: { name: string; tensor: tf.Tensor }[];
+        projectionGrads: { w: Float32Array; b: Float32Array }[];
+      }
+    | undefined {
+    if (this.trainer.threads === 1) return undefined;
+    const prompts = this.promptsOf(part);
+    const S = step.sharedDim;
+    const P = step.pairs.length;
+    const names = this.activationShapes.map((a) => a.name);
+    const pairs = step.pairs.map((p, k) => {
+      const hidden = names.indexOf(p.llm);
+      if (hidden < 0)
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `alignment pair ${k} reads ${p.llm}; the LoRA branch has ${names.join(', ')}`,
+        );
+      if (p.targets.length !== local.length * S)
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `alignment pair ${k} has ${p.targets.length} target values for ${local.length} rows of width ${S}`,
+        );
+      return { hidden, w: p.w, b: p.b };
+    });
+    const batch = Array.from(local, (i, j) => {
+      const tokens = prompts[i];
+      if (!tokens)
+        throw new CorellaError('BAD_CONFIG', `row ${i} is outside part ${part} (${prompts.length} rows)`);
+      const targets = new Float32Array(P * S);
+      step.pairs.forEach((p, k) => targets.set(p.targets.subarray(j * S, (j + 1) * S), k * S));
+      return { tokens, label: labels[j], targets };
+    });
+    const r = this.trainer.jointGradients(batch, {
+      alpha: step.alpha,
+      gamma: step.gamma,
+      output: { a: this.a, b: this.b },
+      pairs,
+      sharedDim: S,
+    });
+    const vars = this.trainableVariables();
+    return {
+      loss: r.loss,
+      logits: r.logits,
+      projected: r.projected,
+      grads: vars.map((v, j) => ({ name: v.name, tensor: tf.tensor(r.grads[j], v.shape) })),
+      projectionGrads: pairs.map((_, k) => ({
+        w: r.grads[vars.length + 2 * k],
+        b: r.grads[vars.length + 2 * k + 1],
+      })),
+    };
+  }
+
+  /** Training samples computed so far by this thread ([0]) and by each worker (empty with threads = 1). */
+  get samplesByThread(): readonly number[] {
+    return this.trainer.samplesByThread;
+  }
+
+  /** Seconds this thread computed its samples in parallel steps, and waited for the workers. */
+  get threadSeconds(): { own: number; wait: number } {
+    return this.trainer.threadSeconds;
+  }
+
+  /** Blocks until the training worker threads have started (see LoraTrainer.waitForWorkers). */
+  waitForWorkers(): void {
+    this.trainer.waitForWorkers();
   }
 
   /** Training worker threads still running (0 with threads = 1 and after dispose()). */

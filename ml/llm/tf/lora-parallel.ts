@@ -4,6 +4,7 @@ import type { TfBackendName } from '../../tf/backend.js';
 import type { LlamaTf } from './llama-forward.js';
 import type { Projection } from './llama-weights.js';
 import type { LoraAdapter, LoraHostWeights } from './lora.js';
+import type { JointTerms } from './lora-loss.js';
 import type {
   HostLayer,
   JobSample,
@@ -19,6 +20,8 @@ export interface HostSample {
   tokens: number;
   label: number;
   weight: number;
+  /** A joint step's per-sample data (see LoraWorkerJob.joint). */
+  joint?: JobSample['joint'];
 }
 
 /** How long a step waits for a worker's gradients (or its start) before it gives up: a dead worker. */
@@ -53,6 +56,11 @@ export class LoraWorkers {
   private inputs = new SharedArrayBuffer(0);
   /** Samples computed so far: [0] by the calling thread, [i] by worker i (benchmarks, tests). */
   readonly computed: number[];
+  /**
+   * Seconds this thread spent in run() computing its own samples, and then waiting for the workers' last
+   * answers (benchmarks: a long wait means the workers were slower or started late).
+   */
+  readonly seconds = { own: 0, wait: 0 };
 
   constructor(
     model: LlamaTf,
@@ -133,7 +141,8 @@ export class LoraWorkers {
   run(
     weights: LoraHostWeights,
     samples: readonly HostSample[],
-    own: (s: HostSample) => { sum: number; grads: Float32Array[] },
+    own: (s: HostSample) => Omit<SampleGrads, 'index'>,
+    joint?: JointTerms,
   ): SampleGrads[] {
     if (this.closed) throw new CorellaError('BAD_CONFIG', 'the LoRA trainer was disposed (field threads)');
     const seq = ++this.seq;
@@ -145,14 +154,15 @@ export class LoraWorkers {
     let offset = 0;
     for (const s of samples) {
       shared.set(s.input, offset);
-      meta.push({ offset, tokens: s.tokens, label: s.label, weight: s.weight });
+      meta.push({ offset, tokens: s.tokens, label: s.label, weight: s.weight, joint: s.joint });
       offset += s.input.length;
     }
     Atomics.store(this.claim, 0, 0);
-    const job: LoraWorkerJob = { seq, weights, inputs: this.inputs, samples: meta };
+    const job: LoraWorkerJob = { seq, weights, inputs: this.inputs, samples: meta, joint };
     for (const slot of this.slots) slot.worker.postMessage(job);
     const results = new Array<SampleGrads | undefined>(samples.length);
     let failure: unknown;
+    const t0 = performance.now();
     try {
       for (let i = Atomics.add(this.claim, 0, 1); i < samples.length; i = Atomics.add(this.claim, 0, 1)) {
         results[i] = { index: i, ...own(samples[i]) };
@@ -164,6 +174,7 @@ export class LoraWorkers {
       Atomics.store(this.claim, 0, samples.length);
       failure = e;
     }
+    const t1 = performance.now();
     const answers = this.slots.map((slot) => {
       try {
         while (!slot.ready) {
@@ -177,6 +188,8 @@ export class LoraWorkers {
         return undefined;
       }
     });
+    this.seconds.own += (t1 - t0) / 1000;
+    this.seconds.wait += (performance.now() - t1) / 1000;
     if (failure !== undefined) throw failure;
     answers.forEach((m, w) => {
       if (!m || m.type !== 'grads' || m.seq !== seq) this.fail(m ?? { type: 'error', message: 'no answer' });

@@ -6,7 +6,13 @@ import { FrozenPrefixCache } from './frozen-prefix.js';
 import { disposeRope, llamaBlock, ropeTables, type PastKv } from './llama-block.js';
 import type { LlamaTf } from './llama-forward.js';
 import type { LoraAdapter, LoraHostWeights } from './lora.js';
-import { sampleGrads, type AdaptedBlocks } from './lora-loss.js';
+import {
+  jointProjectionVariables,
+  jointSampleGrads,
+  sampleGrads,
+  type AdaptedBlocks,
+  type JointTerms,
+} from './lora-loss.js';
 import { LoraWorkers } from './lora-parallel.js';
 
 export interface LoraSample {
@@ -47,8 +53,8 @@ export interface LoraTrainerOptions {
    * Threads of `step()` (default 1), 1..16: with n > 1, this thread and n − 1 worker threads (each holding
    * a copy of the adapted blocks) claim the batch's samples one by one, the samples' gradients are added in
    * sample order and one Adam step is taken here. The bits are the same at every n > 1 whatever the timing,
-   * and equal the one-thread step up to float32 summation order. Only `step()` is parallel (gradients(),
-   * outputs() and evaluation run on this thread).
+   * and equal the one-thread step up to float32 summation order. `step()`, `parallelGradients()` and
+   * `jointGradients()` are parallel (gradients(), outputs() and evaluation run on this thread).
    */
   threads?: number;
   /** Aborting it terminates the worker threads (a cancelled run does not leave them behind). */
@@ -168,6 +174,19 @@ export class LoraTrainer {
   /** Training samples computed so far by this thread ([0]) and by each worker (empty with threads = 1). */
   get samplesByThread(): readonly number[] {
     return this.workers?.computed ?? [];
+  }
+
+  /**
+   * Blocks until every worker thread has started (a step does not wait: while they load, this thread
+   * computes the batch alone). For benchmarks and tests that need every thread in the first step.
+   */
+  waitForWorkers(): void {
+    this.workers?.waitReady();
+  }
+
+  /** Seconds this thread computed samples in parallel steps, and waited for the workers (LoraWorkers.seconds). */
+  get threadSeconds(): { own: number; wait: number } {
+    return { ...(this.workers?.seconds ?? { own: 0, wait: 0 }) };
   }
 
   /** Worker threads still running (0 with threads = 1, and after dispose() or an abort once they exit). */
@@ -314,6 +333,90 @@ export class LoraTrainer {
     const total = batch.reduce((a, s) => a + (s.weight ?? 1), 0);
     for (const a of acc) for (let i = 0; i < a.length; i++) a[i] /= total;
     return { loss: sum / total, grads: acc };
+  }
+
+  /**
+   * The LLM side of a joint (stage-2) step on the trainer's threads: Σᵢ sᵢ / B and its gradient, sᵢ being
+   * sample i's α·BCE(y, a·z + b) + (γ/P)·Σₚ ‖g_llm,ₚ(rms(hₚ)) − cₚ‖² with cₚ the CRM side's value that the
+   * sample brings (jointSampleGrads). That is exactly the one-tape stage-2 loss's gradient with respect to the
+   * LoRA and g_llm, up to float32 summation order. Also returns what the CRM side needs back: every sample's
+   * logit and g_llm(h) per pair ([B·S] each). Gradients: adapter.variables(), then each pair's g_llm weight
+   * and bias. Needs threads > 1; `terms.pairs[k].hidden` indexes hiddenLayers.
+   */
+  jointGradients(
+    batch: readonly { tokens: readonly number[]; label: number; targets: Float32Array }[],
+    terms: Omit<JointTerms, 'hiddenLayers'>,
+    signal?: AbortSignal,
+  ): { loss: number; logits: Float32Array; projected: Float32Array[]; grads: Float32Array[] } {
+    this.checkBatch(batch, signal);
+    if (!this.workers)
+      throw new CorellaError('BAD_CONFIG', 'parallel joint LoRA gradients need threads > 1 (field threads)', {
+        details: { field: 'threads' },
+      });
+    const P = terms.pairs.length;
+    const S = terms.sharedDim;
+    for (const p of terms.pairs)
+      if (!(p.hidden >= 0 && p.hidden < this.hiddenLayers.length))
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `alignment pair reads hidden layer #${p.hidden}, not one of the trainer's ${this.hiddenLayers.length} (field hiddenLayers)`,
+          {
+            details: { field: 'hiddenLayers' },
+          },
+        );
+    const full: JointTerms = { ...terms, hiddenLayers: [...this.hiddenLayers] };
+    const frozenLayers = this.hiddenLayers.filter((l) => l < this.adapter.firstLayer);
+    const samples = batch.map((s) => {
+      if (s.targets.length !== P * S)
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `a joint sample has ${s.targets.length} alignment targets, not ${P}·${S}`,
+        );
+      const x = this.frozen.input(s.tokens);
+      const input = x.dataSync() as Float32Array;
+      x.dispose();
+      const rows = P > 0 ? this.frozen.lastHidden(s.tokens) : new Map<number, Float32Array>();
+      const frozenRows = frozenLayers.map((l): [number, Float32Array] => [l, rows.get(l)!]);
+      return {
+        input,
+        tokens: s.tokens.length,
+        label: s.label,
+        weight: 1,
+        joint: { targets: s.targets, frozenRows },
+      };
+    });
+    const vars = this.adapter.variables();
+    const lora = this.adapter.layerLora();
+    const projVars = jointProjectionVariables(full, this.model.hp.nEmbd);
+    let results;
+    try {
+      results = this.workers.run(
+        this.adapter.toHostSync(),
+        samples,
+        (s) => jointSampleGrads(this.blocks, vars, projVars, lora, full, s.input, { ...s, ...s.joint! }),
+        full,
+      );
+    } finally {
+      tf.dispose(projVars);
+    }
+    const B = batch.length;
+    const acc = results[0].grads;
+    let sum = results[0].sum;
+    for (const r of results.slice(1)) {
+      sum += r.sum;
+      r.grads.forEach((g, j) => {
+        const a = acc[j];
+        for (let i = 0; i < a.length; i++) a[i] += g[i];
+      });
+    }
+    for (const a of acc) for (let i = 0; i < a.length; i++) a[i] /= B;
+    const logits = Float32Array.from(results, (r) => r.logit!);
+    const projected = Array.from({ length: P }, (_, k) => {
+      const out = new Float32Array(B * S);
+      results.forEach((r, i) => out.set(r.projected!.subarray(k * S, (k + 1) * S), i * S));
+      return out;
+    });
+    return { loss: sum / B, logits, projected, grads: acc };
   }
 
   /** Gradients of the batch's mean BCE with respect to every LoRA variable, in `adapter.variables()` order. */

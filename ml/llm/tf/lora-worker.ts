@@ -3,7 +3,14 @@ import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { initTf, type TfBackendName } from '../../tf/backend.js';
 import type { LlamaHparams } from './llama-config.js';
 import type { LayerWeights, Projection } from './llama-weights.js';
-import { sampleGrads, type AdaptedBlocks } from './lora-loss.js';
+import {
+  jointProjectionVariables,
+  jointSampleGrads,
+  sampleGrads,
+  type AdaptedBlocks,
+  type JointSampleData,
+  type JointTerms,
+} from './lora-loss.js';
 import { LoraAdapter, type LoraConfig, type LoraHostWeights } from './lora.js';
 
 /** Host copies of one adapted block (GGUF layout, [out, in] row-major). */
@@ -37,6 +44,8 @@ export interface JobSample {
   tokens: number;
   label: number;
   weight: number;
+  /** A joint (stage-2) sample's CRM-side targets and frozen hidden rows (jobs with `joint` only). */
+  joint?: Pick<JointSampleData, 'targets' | 'frozenRows'>;
 }
 
 /** A batch: the current LoRA and the first adapted block's input of every sample, in shared memory. */
@@ -45,6 +54,8 @@ export interface LoraWorkerJob {
   weights: LoraHostWeights;
   inputs: SharedArrayBuffer;
   samples: JobSample[];
+  /** Present for a joint (stage-2) step: each sample's loss is α·BCE + γ·its alignment term (lora-loss.ts). */
+  joint?: JointTerms;
 }
 
 /** One sample's share of the batch loss: w·BCE and its gradient per LoRA variable (adapter.variables() order). */
@@ -52,6 +63,9 @@ export interface SampleGrads {
   index: number;
   sum: number;
   grads: Float32Array[];
+  /** Joint steps: the sample's click logit and g_llm(h) per pair ([P·S]), for the CRM side of the step. */
+  logit?: number;
+  projected?: Float32Array;
 }
 
 export type LoraWorkerMessage =
@@ -107,14 +121,28 @@ try {
     try {
       adapter.load(job.weights);
       const results: SampleGrads[] = [];
-      for (let i = Atomics.add(claim, 0, 1); i < job.samples.length; i = Atomics.add(claim, 0, 1)) {
-        const s = job.samples[i];
-        const input = new Float32Array(job.inputs, s.offset * 4, s.tokens * hp.nEmbd);
-        results.push({ index: i, ...sampleGrads(blocks, vars, lora, init.labelSmoothing, input, s) });
+      // A joint step's g_llm weights are this batch's: fresh copies, freed when the batch is done.
+      const projVars = job.joint ? jointProjectionVariables(job.joint, hp.nEmbd) : [];
+      try {
+        for (let i = Atomics.add(claim, 0, 1); i < job.samples.length; i = Atomics.add(claim, 0, 1)) {
+          const s = job.samples[i];
+          const input = new Float32Array(job.inputs, s.offset * 4, s.tokens * hp.nEmbd);
+          results.push({
+            index: i,
+            ...(job.joint
+              ? jointSampleGrads(blocks, vars, projVars, lora, job.joint, input, { ...s, ...s.joint! })
+              : sampleGrads(blocks, vars, lora, init.labelSmoothing, input, s)),
+          });
+        }
+      } finally {
+        tf.dispose(projVars);
       }
       send(
         { type: 'grads', seq: job.seq, results },
-        results.flatMap((r) => r.grads.map((g) => g.buffer as ArrayBuffer)),
+        results.flatMap((r) => [
+          ...r.grads.map((g) => g.buffer as ArrayBuffer),
+          ...(r.projected ? [r.projected.buffer as ArrayBuffer] : []),
+        ]),
       );
     } catch (e) {
       send({ type: 'error', message: e instanceof Error ? (e.stack ?? e.message) : String(e) });
