@@ -53,7 +53,8 @@ describe('retrainWorkflow with llm.finetune lora', () => {
       llm: {
         ...base.llm,
         pools: { valid: 64, test: 64, seed: 3 },
-        finetune: { method: 'lora' as const, layers: 2, rank: 4, alpha: 8 },
+        // Two threads: stage 2's exact split and stage 3's parallel steps run in the real pipeline too.
+        finetune: { method: 'lora' as const, layers: 2, rank: 4, alpha: 8, threads: 2 },
       },
       joint: {
         ...base.joint,
