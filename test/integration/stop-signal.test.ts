@@ -23,6 +23,19 @@ async function expectServicesStopped(home: string): Promise<void> {
   expect(temporal === undefined || !isAlive(temporal), `dev server ${temporal} still running`).toBe(true);
 }
 
+/** SIGTERM to `c` once its data folder appears (initdb makes it, after the handler is installed). */
+async function termWhilePostgresIsCreated(c: CliProcess, home: string) {
+  await expect
+    .poll(() => existsSync(join(home, 'pg')) || c.child.exitCode !== null, {
+      timeout: 120_000,
+      interval: 20,
+    })
+    .toBe(true);
+  expect(c.child.exitCode, c.stderr()).toBeNull();
+  c.child.kill('SIGTERM');
+  return c.exited();
+}
+
 /**
  * `corella serve` and `corella up` hear SIGTERM from before they start anything. Before, a SIGTERM while the
  * embedded Postgres (and for `up` the Temporal dev server) was starting killed them with 143 and left those
@@ -49,16 +62,7 @@ describe('SIGTERM during startup or at the ready line stops the command (0; 1 wh
       homes.push(home);
       const c = startCli(args, cliEnv(home));
       procs.push(c);
-      // The data folder appears once the command runs (initdb makes it), after its handler is installed.
-      await expect
-        .poll(() => existsSync(join(home, 'pg')) || c.child.exitCode !== null, {
-          timeout: 120_000,
-          interval: 20,
-        })
-        .toBe(true);
-      expect(c.child.exitCode, c.stderr()).toBeNull();
-      c.child.kill('SIGTERM');
-      const { code, signal } = await c.exited();
+      const { code, signal } = await termWhilePostgresIsCreated(c, home);
       expect({ code, signal }, c.stderr()).toEqual({ code: 0, signal: null });
       expect(c.stderr()).not.toContain('corella-ready');
       expect(c.stderr()).not.toMatch(/\n\s+at /); // no stack trace
@@ -73,15 +77,7 @@ describe('SIGTERM during startup or at the ready line stops the command (0; 1 wh
     const args = await smallRun(dir);
     const c = startCli(['up', ...args], cliEnv(home));
     procs.push(c);
-    await expect
-      .poll(() => existsSync(join(home, 'pg')) || c.child.exitCode !== null, {
-        timeout: 120_000,
-        interval: 20,
-      })
-      .toBe(true);
-    expect(c.child.exitCode, c.stderr()).toBeNull();
-    c.child.kill('SIGTERM');
-    const { code, signal } = await c.exited();
+    const { code, signal } = await termWhilePostgresIsCreated(c, home);
     // A run was asked for and did not happen: that is a failure to a script, not a clean 0.
     expect({ code, signal }, c.stderr()).toEqual({ code: 1, signal: null });
     expect(c.stderr()).toContain('the run was not started');

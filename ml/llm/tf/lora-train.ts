@@ -321,15 +321,7 @@ export class LoraTrainer {
     const results = this.workers!.run(this.adapter.toHostSync(), samples, (s) =>
       sampleGrads(this.blocks, vars, lora, this.labelSmoothing, s.input, s),
     );
-    const acc = results[0].grads;
-    let sum = results[0].sum;
-    for (const r of results.slice(1)) {
-      sum += r.sum;
-      r.grads.forEach((g, j) => {
-        const a = acc[j];
-        for (let i = 0; i < a.length; i++) a[i] += g[i];
-      });
-    }
+    const { grads: acc, sum } = sumSampleResults(results);
     const total = batch.reduce((a, s) => a + (s.weight ?? 1), 0);
     for (const a of acc) for (let i = 0; i < a.length; i++) a[i] /= total;
     return { loss: sum / total, grads: acc };
@@ -400,15 +392,7 @@ export class LoraTrainer {
       tf.dispose(projVars);
     }
     const B = batch.length;
-    const acc = results[0].grads;
-    let sum = results[0].sum;
-    for (const r of results.slice(1)) {
-      sum += r.sum;
-      r.grads.forEach((g, j) => {
-        const a = acc[j];
-        for (let i = 0; i < a.length; i++) a[i] += g[i];
-      });
-    }
+    const { grads: acc, sum } = sumSampleResults(results);
     for (const a of acc) for (let i = 0; i < a.length; i++) a[i] /= B;
     const logits = Float32Array.from(results, (r) => r.logit!);
     const projected = Array.from({ length: P }, (_, k) => {
@@ -565,4 +549,24 @@ export class LoraTrainer {
     this.optimizer.dispose();
     this.answerRows.dispose();
   }
+}
+
+/**
+ * The per-sample results' losses and gradients summed in sample order (into the first sample's arrays), so
+ * the threaded steps add in the order the one-thread step does.
+ */
+function sumSampleResults(results: readonly { sum: number; grads: Float32Array[] }[]): {
+  grads: Float32Array[];
+  sum: number;
+} {
+  const acc = results[0].grads;
+  let sum = results[0].sum;
+  for (const r of results.slice(1)) {
+    sum += r.sum;
+    r.grads.forEach((g, j) => {
+      const a = acc[j];
+      for (let i = 0; i < a.length; i++) a[i] += g[i];
+    });
+  }
+  return { grads: acc, sum };
 }
