@@ -28,10 +28,13 @@ export function startCli(
   args: string[],
   env: NodeJS.ProcessEnv,
   bin = join(repoRoot, 'bin', 'corella.mjs'),
+  /** Its own process group, so a test can signal the group as a terminal's Ctrl-C does (kill(-pid)). */
+  opts: { processGroup?: boolean } = {},
 ): CliProcess {
   const child = spawn(process.execPath, [bin, ...args], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: opts.processGroup ?? false,
   });
   let err = '';
   let out = '';

@@ -87,6 +87,22 @@ describe('SIGTERM during startup or at the ready line stops the command (0; 1 wh
     await expectServicesStopped(home);
   }, 200_000);
 
+  it("corella serve: SIGINT to its whole process group (a terminal's Ctrl-C) is one clean stop", async () => {
+    const home = await mkdtemp(join(tmpdir(), 'corella-stop-group-'));
+    homes.push(home);
+    // With the young-generation re-exec (the default) the server gets the group's SIGINT and, a moment
+    // later, its parent's forwarded copy; that copy used to count as a second Ctrl-C and force exit 130
+    // with the embedded Postgres left running.
+    const c = startCli(['serve', '--port', '0'], cliEnv(home), undefined, { processGroup: true });
+    procs.push(c);
+    await c.ready(120_000);
+    process.kill(-c.child.pid!, 'SIGINT');
+    const { code, signal } = await c.exited();
+    expect({ code, signal }, c.stderr()).toEqual({ code: 0, signal: null });
+    expect(c.stderr()).not.toMatch(/\n\s+at /);
+    await expectServicesStopped(home);
+  }, 200_000);
+
   it('corella serve: SIGTERM the moment the ready line appears; the next start serves again', async () => {
     const home = homes[0];
     // Round 0 runs the server in this process; round 1 through the young-generation re-exec (the default).
