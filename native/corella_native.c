@@ -49,9 +49,14 @@
  *   setBlasThreads(n), blasThreads()
  *     OpenBLAS's own threads. Keep 1 (the pool runs row blocks of the products): above 1 the kernels
  *     call sgemm whole and OpenBLAS splits it, with its spinning pool beside ours.
- *   poolStats() -> { regions, workerChunks, kernelMs }
+ *   poolStats() -> { regions, workerChunks, kernelMs, held, sleepers }
  *     counters since load: regions handed to the pool, chunks that its workers (not the caller) ran, and
- *     the wall milliseconds callers spent inside the kernels above.
+ *     the wall milliseconds callers spent inside the kernels above; held: a step hold is in force now;
+ *     sleepers: workers asleep now.
+ *   poolHold(us) -> boolean
+ *     a training step begins (us > 0: for at most us µs, ≤ 100000) or ends (0): while it lasts the pool's
+ *     workers poll between regions instead of sleeping. false when nothing is held (one thread, us 0, or
+ *     CORELLA_POOL_HOLD=off, read when the first worker starts). Scheduling only: the same bits.
  *   poolTrace(on) -> { start, end, joined, chunks, workerChunks, sleepers, inline }
  *     the regions since the last call (µs; joined = when the first worker began, −1 none), then tracing
  *     on or off: regions per step, the gaps between them and late workers (bench/crm-stack-profile.ts).
@@ -216,10 +221,16 @@ static _Atomic int64_t pool_prewake_until = 0;
 /* Workers asleep on pool_wake (changed under pool_lock). */
 static _Atomic int pool_sleepers = 0;
 
-/* Polls until a region newer than `seen` starts, or both `until` and a prewake have passed. */
+/* Until when a step is in progress (poolHold): the workers poll between its regions instead of sleeping.
+ * 0 = no step. */
+static _Atomic int64_t pool_hold_until = 0;
+/* Whether poolHold holds at all, from CORELLA_POOL_HOLD (step, the default, or off) at the pool's start. */
+static int pool_hold_enabled = 1;
+
+/* Polls until a region newer than `seen` starts, or `until`, a prewake and a step hold have all passed. */
 static void pool_poll(uint64_t seen, int64_t until) {
   for (int64_t t = now_ns(); atomic_load(&pool_gen_seen) == seen; t = now_ns()) {
-    if (t >= until && t >= atomic_load(&pool_prewake_until)) break;
+    if (t >= until && t >= atomic_load(&pool_prewake_until) && t >= atomic_load(&pool_hold_until)) break;
     cpu_relax();
   }
 }
@@ -241,6 +252,16 @@ static void *pool_worker(void *arg) {
       pthread_mutex_lock(&pool_lock);
     }
     while (pool_gen == seen) {
+      if (now_ns() < atomic_load(&pool_hold_until)) {
+        /* A step is in progress: its next region follows within its serial stretches and JS (the
+         * whole-step trace found the worker asleep at the Adam region's start in most steps, and a
+         * wake-up costs 40-50 µs on this VM). Checked under pool_lock, which poolHold takes too, so a
+         * hold never misses a worker that is just falling asleep. */
+        pthread_mutex_unlock(&pool_lock);
+        pool_poll(seen, 0);
+        pthread_mutex_lock(&pool_lock);
+        continue;
+      }
       atomic_fetch_add(&pool_sleepers, 1);
       pthread_cond_wait(&pool_wake, &pool_lock);
       atomic_fetch_sub(&pool_sleepers, 1);
@@ -290,6 +311,25 @@ static void pool_prewake(int64_t ns) {
   pthread_mutex_unlock(&pool_lock);
 }
 
+/* From the start of a training step to its end (at most `ns`; 0 ends it): keeps the workers polling
+ * between the step's regions rather than sleeping after their 50 µs, and wakes any that sleep now. A
+ * step's serial stretches (BCE, l2Grad, the Adam bookkeeping in JS, the embedding update's linking pass)
+ * are 30-150 µs each: longer than a worker's poll, far shorter than a sleep and a wake-up are worth.
+ * The bound keeps a step that never ends (an exception between begin and end) from spinning a core for
+ * long. Returns whether a hold is now in force (not with one thread, nor with CORELLA_POOL_HOLD=off). */
+static int pool_hold(int64_t ns) {
+  if (ns <= 0) {
+    atomic_store(&pool_hold_until, 0);
+    return 0;
+  }
+  if (atomic_load(&pool_threads) <= 1 || !pool_hold_enabled) return 0;
+  pthread_mutex_lock(&pool_lock);
+  atomic_store(&pool_hold_until, now_ns() + ns);
+  if (atomic_load(&pool_sleepers) > 0) pthread_cond_broadcast(&pool_wake);
+  pthread_mutex_unlock(&pool_lock);
+  return 1;
+}
+
 /* Sets the threads a region uses (caller included), starting workers as needed; 0 on success. */
 static int pool_resize(int threads) {
   pthread_mutex_lock(&pool_lock);
@@ -297,6 +337,8 @@ static int pool_resize(int threads) {
   if (pool_started == 0) {
     const char *wait = getenv("CORELLA_POOL_WAIT");
     pool_wait_region = !(wait != NULL && strcmp(wait, "chunk") == 0);
+    const char *hold = getenv("CORELLA_POOL_HOLD");
+    pool_hold_enabled = !(hold != NULL && strcmp(hold, "off") == 0);
   }
   while (pool_started < threads - 1) {
     pthread_attr_t attr;
@@ -2148,6 +2190,20 @@ static napi_value js_prewake(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* poolHold(us) -> boolean: pool_hold from JS, at a training step's start (us > 0, at most 100000) and end
+ * (0). */
+static napi_value js_pool_hold(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int64_t us = 0;
+  if (argc < 1 || !i64_arg(env, argv[0], &us)) return NULL;
+  if (us < 0 || us > 100000) return range_error(env, "corella_native.poolHold: us must be in 0..100000");
+  napi_value v;
+  CHECK(env, napi_get_boolean(env, pool_hold(us * 1000) != 0, &v));
+  return v;
+}
+
 static napi_value js_set_threads(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -2203,6 +2259,12 @@ static napi_value js_pool_stats(napi_env env, napi_callback_info info) {
   CHECK(env, napi_set_named_property(env, o, "regions", r));
   CHECK(env, napi_set_named_property(env, o, "workerChunks", w));
   CHECK(env, napi_set_named_property(env, o, "kernelMs", t));
+  /* Whether a step hold (poolHold) is in force now. */
+  CHECK(env, napi_get_boolean(env, now_ns() < atomic_load(&pool_hold_until), &t));
+  CHECK(env, napi_set_named_property(env, o, "held", t));
+  /* Workers asleep now (not polling, not in a region). */
+  CHECK(env, napi_create_int32(env, atomic_load(&pool_sleepers), &t));
+  CHECK(env, napi_set_named_property(env, o, "sleepers", t));
   return o;
 }
 
@@ -2322,6 +2384,7 @@ NAPI_MODULE_INIT() {
       {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"threads", NULL, js_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"prewake", NULL, js_prewake, NULL, NULL, NULL, napi_default_method, NULL},
+      {"poolHold", NULL, js_pool_hold, NULL, NULL, NULL, napi_default_method, NULL},
       {"stackWeightsFused", NULL, js_stack_weights_fused, NULL, NULL, NULL, napi_default_method, NULL},
       {"setBlasThreads", NULL, js_set_blas_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"blasThreads", NULL, js_blas_threads, NULL, NULL, NULL, napi_default_method, NULL},
