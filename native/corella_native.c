@@ -1735,6 +1735,11 @@ typedef struct {
   bool fused;
   float *pw[STACK_MAX], *pb[STACK_MAX];
   int64_t reduce_floats, reduce_chunks;
+  /* cross backward with the l2 term fused (see js_cross_stack_backward): dx0 += l2_factor · x0 over the
+   * first l2_cols columns of each row, Σ x0² of row r into l2_sq[r]; l2_sq NULL = none */
+  double *l2_sq;
+  int64_t l2_cols;
+  float l2_factor;
 } StackJob;
 
 /* Whether the stacks' backward takes the weight gradients inside the row region (block_weights and
@@ -2058,6 +2063,11 @@ static void cross_stack_backward_chunk(void *ctx, int64_t c) {
                 1.0f, dx, (int)n);
     if (l == 0) add_into(j->dx + off, dx, span);
   }
+  /* The rows' dx0 is final here: the l2 term in the same region, on the rows this core just wrote (the
+   * same per-row arithmetic as l2Grad, so the same bits, without its serial pass of ~55 µs). */
+  if (j->l2_sq != NULL)
+    for (int64_t r = r0; r < r1; r++)
+      j->l2_sq[r] = l2_span8(j->dx + r * n, j->x + r * n, (size_t)j->l2_cols, j->l2_factor);
 }
 
 static napi_value js_cross_stack_forward(napi_env env, napi_callback_info info) {
@@ -2099,10 +2109,10 @@ static napi_value js_cross_stack_forward(napi_env env, napi_callback_info info) 
 }
 
 static napi_value js_cross_stack_backward(napi_env env, napi_callback_info info) {
-  size_t argc = 10;
-  napi_value argv[10];
+  size_t argc = 12;
+  napi_value argv[12];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 10) return range_error(env, "corella_native.crossStackBackward: expected 10 arguments");
+  if (argc < 10) return range_error(env, "corella_native.crossStackBackward: expected 10 or 12 arguments");
   StackJob j = {0};
   float *dy, *x0, *dx0, *w[STACK_MAX], *z[STACK_MAX], *xs[STACK_MAX], *dw[STACK_MAX], *db[STACK_MAX];
   size_t ldy, l0, ld0, lw[STACK_MAX], lz[STACK_MAX], lxs[STACK_MAX], ldw[STACK_MAX], ldb[STACK_MAX];
@@ -2128,6 +2138,30 @@ static napi_value js_cross_stack_backward(napi_env env, napi_callback_info info)
     if (lw[l] != (size_t)(n * n) || lz[l] != mn || ldw[l] != (size_t)(n * n) || ldb[l] != (size_t)n ||
         (l + 1 < L && lxs[l] != mn))
       return range_error(env, "corella_native.crossStackBackward: shapes do not fit the buffers");
+  /* l2Cols, l2Factor (optional): l2Grad(dx0, x0, m, n, l2Cols, l2Factor) fused into the row region; the call
+   * then returns its Σ x0². */
+  int64_t l2_cols = -1;
+  double l2_factor = 0.0;
+  if (argc >= 12) {
+    napi_valuetype t;
+    CHECK(env, napi_typeof(env, argv[10], &t));
+    if (t != napi_undefined) {
+      if (!i64_arg(env, argv[10], &l2_cols) || !f64_arg(env, argv[11], &l2_factor)) return NULL;
+      if (l2_cols < 0 || l2_cols > n)
+        return range_error(env, "corella_native.crossStackBackward: l2Cols must be in 0..n");
+    }
+  }
+  double *l2_sq = NULL;
+  if (l2_cols >= 0) {
+    l2_sq = malloc((size_t)m * sizeof(double));
+    if (l2_sq == NULL) {
+      napi_throw_error(env, "CORELLA_NATIVE", "corella_native: out of memory");
+      return NULL;
+    }
+  }
+  j.l2_sq = l2_sq;
+  j.l2_cols = l2_cols;
+  j.l2_factor = (float)l2_factor;
   j.layers = (int)L;
   j.chunks = stack_row_chunks(m);
   for (uint32_t l = 0; l < L; l++) {
@@ -2136,7 +2170,10 @@ static napi_value js_cross_stack_backward(napi_env env, napi_callback_info info)
   }
   const size_t partials = plan_fused(&j);
   float *s = stack_floats(env, (L + 2) * mn + partials);
-  if (s == NULL) return NULL;
+  if (s == NULL) {
+    free(l2_sq);
+    return NULL;
+  }
   place_partials(&j, s + (L + 2) * mn);
   j.x = x0;
   j.dy = dy;
@@ -2154,7 +2191,14 @@ static napi_value js_cross_stack_backward(napi_env env, napi_callback_info info)
   }
   pool_run(cross_stack_backward_chunk, &j, j.chunks);
   finish_weights(&j);
-  return NULL;
+  if (l2_sq == NULL) return NULL;
+  /* Row sums added in row order, as l2Grad does. */
+  double sq = 0.0;
+  for (int64_t r = 0; r < m; r++) sq += l2_sq[r];
+  free(l2_sq);
+  napi_value v;
+  CHECK(env, napi_create_double(env, sq, &v));
+  return v;
 }
 
 /* stackWeightsFused([on]): whether the stacks' backward fuses the weight gradients into its row region

@@ -267,10 +267,33 @@ export class NativeStep {
       W,
       this.reluMask,
     );
-    if (L > 0) a.crossStackBackward(buf.dtop, buf.x0, cw, buf.zs, buf.xs, buf.dx0, gl.cw, gl.cb, B, W);
-    if (c.l2Embedding > 0 && nCat > 0) {
-      const D = c.embeddingDim;
-      const sq = a.l2Grad(buf.dx0, buf.x0, B, W, nCat * D, (2 * c.l2Embedding) / B);
+    const l2 = c.l2Embedding > 0 && nCat > 0;
+    const l2Cols = nCat * c.embeddingDim;
+    const l2Factor = (2 * c.l2Embedding) / B;
+    // The l2 term on the embedding columns of dx0: inside the cross backward's row region where the addon
+    // takes it there (each core on the rows it just finished), else the serial l2Grad pass; the same bits.
+    let sq: number | undefined;
+    if (L > 0) {
+      const xs = buf.xs;
+      sq = l2
+        ? a.crossStackBackward(
+            buf.dtop,
+            buf.x0,
+            cw,
+            buf.zs,
+            xs,
+            buf.dx0,
+            gl.cw,
+            gl.cb,
+            B,
+            W,
+            l2Cols,
+            l2Factor,
+          )
+        : a.crossStackBackward(buf.dtop, buf.x0, cw, buf.zs, xs, buf.dx0, gl.cw, gl.cb, B, W);
+    }
+    if (l2) {
+      if (typeof sq !== 'number') sq = a.l2Grad(buf.dx0, buf.x0, B, W, l2Cols, l2Factor);
       loss += (c.l2Embedding / B) * sq;
     }
     return { loss, dense: this.grads, dx0: buf.dx0, width: W, release: NOTHING };

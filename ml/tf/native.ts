@@ -224,6 +224,8 @@ export interface NativeAddon {
   /**
    * Their gradients from dy = dL/dx_L: dx0 (x0's, summed over every use, in the tape's order), dw_l, db_l;
    * xs = x_1 … x_{L-1} (L − 1 entries). Bit-identical to crossBackward layer by layer with the stack's flags.
+   * With l2Cols and l2Factor it then does l2Grad(dx0, x0, m, n, l2Cols, l2Factor) inside its row region and
+   * returns that Σ x0², the same bits (older addons ignore them and return undefined).
    */
   crossStackBackward(
     dy: Float32Array,
@@ -236,7 +238,9 @@ export interface NativeAddon {
     dbs: Float32Array[],
     m: number,
     n: number,
-  ): void;
+    l2Cols?: number,
+    l2Factor?: number,
+  ): number | undefined;
   /**
    * Threads (1..64, the caller included) that every kernel may split its rows or parameters over: one
    * process-wide pool of blocking workers. Results are bit-identical at any setting.
