@@ -313,7 +313,20 @@ async function wholeStepProfile(rounds: number, steps: number) {
       ),
     ]),
   );
-  return { wholeStep: true, batch: B, steps, rounds, loadavg: os.loadavg().map((x) => +x.toFixed(2)), table };
+  // Each round's step µs too: on a shared machine one round can differ from the others by far more than
+  // the medians above do between forms.
+  const roundSteps = Object.fromEntries(
+    Object.entries(out).map(([key, rows]) => [key, rows.map((row) => Math.round(row.step))]),
+  );
+  return {
+    wholeStep: true,
+    batch: B,
+    steps,
+    rounds,
+    loadavg: os.loadavg().map((x) => +x.toFixed(2)),
+    table,
+    roundSteps,
+  };
 }
 
 /** Per-step figures of one run: µs unless named otherwise. */

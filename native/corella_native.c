@@ -55,7 +55,7 @@
  *     sleepers: workers asleep now.
  *   poolHold(us) -> boolean
  *     a training step begins (us > 0: for at most us µs, ≤ 100000) or ends (0): while it lasts the pool's
- *     workers poll between regions instead of sleeping. false when nothing is held (one thread, us 0, or
+ *     workers poll 300 µs after each region, not 50. false when nothing is held (one thread, us 0, or
  *     CORELLA_POOL_HOLD=off, read when the first worker starts). Scheduling only: the same bits.
  *   poolTrace(on) -> { start, end, joined, chunks, workerChunks, sleepers, inline }
  *     the regions since the last call (µs; joined = when the first worker began, −1 none), then tracing
@@ -134,6 +134,12 @@ static inline void cpu_relax(void) {
 #endif
 #ifndef WORKER_POLL_NS
 #define WORKER_POLL_NS 50000
+#endif
+/* A worker's poll after a region while a training step holds the pool (poolHold): longer than the step's
+ * serial stretches (30-150 µs), still bounded, so a caller that lost its core leaves the worker asleep
+ * rather than spinning through the preemption (a spin for the whole step slowed loaded runs). */
+#ifndef HOLD_POLL_NS
+#define HOLD_POLL_NS 300000
 #endif
 
 #define POOL_MAX 64
@@ -221,16 +227,16 @@ static _Atomic int64_t pool_prewake_until = 0;
 /* Workers asleep on pool_wake (changed under pool_lock). */
 static _Atomic int pool_sleepers = 0;
 
-/* Until when a step is in progress (poolHold): the workers poll between its regions instead of sleeping.
- * 0 = no step. */
+/* Until when a step is in progress (poolHold): the workers poll HOLD_POLL_NS after each of its regions
+ * instead of WORKER_POLL_NS. 0 = no step. */
 static _Atomic int64_t pool_hold_until = 0;
 /* Whether poolHold holds at all, from CORELLA_POOL_HOLD (step, the default, or off) at the pool's start. */
 static int pool_hold_enabled = 1;
 
-/* Polls until a region newer than `seen` starts, or `until`, a prewake and a step hold have all passed. */
+/* Polls until a region newer than `seen` starts, or both `until` and a prewake have passed. */
 static void pool_poll(uint64_t seen, int64_t until) {
   for (int64_t t = now_ns(); atomic_load(&pool_gen_seen) == seen; t = now_ns()) {
-    if (t >= until && t >= atomic_load(&pool_prewake_until) && t >= atomic_load(&pool_hold_until)) break;
+    if (t >= until && t >= atomic_load(&pool_prewake_until)) break;
     cpu_relax();
   }
 }
@@ -246,29 +252,24 @@ static void *pool_worker(void *arg) {
   for (;;) {
     if (pool_gen == seen && WORKER_POLL_NS > 0) {
       /* A kernel's regions often follow each other within microseconds (a backward pass has two): poll
-       * for the next one briefly before sleeping, then sleep however long the JS side takes. */
+       * for the next one briefly before sleeping, then sleep however long the JS side takes. Inside a
+       * training step (poolHold) the next region follows the step's serial stretches and JS, up to
+       * ~150 µs: the whole-step trace found the worker asleep at the Adam region's start in most steps,
+       * and a wake-up costs 40-50 µs on this VM. */
+      const int64_t t = now_ns();
       pthread_mutex_unlock(&pool_lock);
-      pool_poll(seen, now_ns() + WORKER_POLL_NS);
+      pool_poll(seen, t + (t < atomic_load(&pool_hold_until) ? HOLD_POLL_NS : WORKER_POLL_NS));
       pthread_mutex_lock(&pool_lock);
     }
     while (pool_gen == seen) {
-      if (now_ns() < atomic_load(&pool_hold_until)) {
-        /* A step is in progress: its next region follows within its serial stretches and JS (the
-         * whole-step trace found the worker asleep at the Adam region's start in most steps, and a
-         * wake-up costs 40-50 µs on this VM). Checked under pool_lock, which poolHold takes too, so a
-         * hold never misses a worker that is just falling asleep. */
-        pthread_mutex_unlock(&pool_lock);
-        pool_poll(seen, 0);
-        pthread_mutex_lock(&pool_lock);
-        continue;
-      }
       atomic_fetch_add(&pool_sleepers, 1);
       pthread_cond_wait(&pool_wake, &pool_lock);
       atomic_fetch_sub(&pool_sleepers, 1);
-      if (pool_gen == seen && now_ns() < atomic_load(&pool_prewake_until)) {
-        /* Woken by pool_prewake: a region is coming within microseconds. */
+      const int64_t t = now_ns();
+      if (pool_gen == seen && (t < atomic_load(&pool_prewake_until) || t < atomic_load(&pool_hold_until))) {
+        /* Woken by pool_prewake (a region is coming within microseconds) or by a step's start. */
         pthread_mutex_unlock(&pool_lock);
-        pool_poll(seen, 0);
+        pool_poll(seen, t + (t < atomic_load(&pool_hold_until) ? HOLD_POLL_NS : 0));
         pthread_mutex_lock(&pool_lock);
       }
     }
@@ -311,12 +312,12 @@ static void pool_prewake(int64_t ns) {
   pthread_mutex_unlock(&pool_lock);
 }
 
-/* From the start of a training step to its end (at most `ns`; 0 ends it): keeps the workers polling
- * between the step's regions rather than sleeping after their 50 µs, and wakes any that sleep now. A
- * step's serial stretches (BCE, l2Grad, the Adam bookkeeping in JS, the embedding update's linking pass)
- * are 30-150 µs each: longer than a worker's poll, far shorter than a sleep and a wake-up are worth.
- * The bound keeps a step that never ends (an exception between begin and end) from spinning a core for
- * long. Returns whether a hold is now in force (not with one thread, nor with CORELLA_POOL_HOLD=off). */
+/* From the start of a training step to its end (at most `ns`; 0 ends it): the workers poll HOLD_POLL_NS
+ * after each region rather than 50 µs, and any that sleep now are woken (the batch's assembly comes
+ * first). A step's serial stretches (BCE, the Adam bookkeeping in JS, the embedding update's linking
+ * pass) are 30-150 µs each: longer than a worker's 50 µs, far shorter than a sleep and a wake-up are
+ * worth. The bound only matters for a step that never ends (an exception between begin and end).
+ * Returns whether a hold is now in force (not with one thread, nor with CORELLA_POOL_HOLD=off). */
 static int pool_hold(int64_t ns) {
   if (ns <= 0) {
     atomic_store(&pool_hold_until, 0);

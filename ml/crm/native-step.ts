@@ -153,10 +153,11 @@ export class NativeStep {
 
   /**
    * A step begins (true) or ends (false), for the pool (poolHold in native/corella_native.c): in between,
-   * its workers poll across the step's serial stretches (BCE, l2Grad, Adam's bookkeeping, the embedding
-   * update's linking pass, 30-150 µs each) instead of sleeping after 50 µs and paying a 40-50 µs wake-up
-   * at the next region; the whole-step trace found the worker asleep at the dense Adam region's start in
-   * most steps. The bound (100 ms) only matters for a step that never ends. Scheduling only: the same bits.
+   * its workers poll 300 µs after each region, across the step's serial stretches (BCE, Adam's
+   * bookkeeping, the embedding update's linking pass, 30-150 µs each), instead of sleeping after 50 µs and
+   * paying a 40-50 µs wake-up at the next region; the whole-step trace found the worker asleep at the
+   * dense Adam region's start in most steps. The bound (100 ms) only matters for a step that never ends.
+   * Scheduling only: the same bits.
    */
   hold(on: boolean): void {
     this.addon.poolHold?.(on ? 100_000 : 0);

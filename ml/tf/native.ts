@@ -254,7 +254,8 @@ export interface NativeAddon {
   prewake?(us: number): void;
   /**
    * A training step begins (`us` > 0: for at most that many µs, 1..100000) or ends (0): while it lasts the
-   * pool's workers poll between the step's regions instead of sleeping. Returns whether a hold is in force
+   * pool's workers poll 300 µs after each region (not 50) before they sleep, and a sleeping one is woken at
+   * once. Returns whether a hold is in force
    * (false at one thread, for 0, or with CORELLA_POOL_HOLD=off). Scheduling only. Optional: older addons
    * lack it.
    */
@@ -354,8 +355,8 @@ export function poolWaitMode(raw = process.env.CORELLA_POOL_WAIT): 'region' | 'c
 }
 
 /**
- * CORELLA_POOL_HOLD: whether a training step holds the pool's workers awake between its regions (`step`,
- * the default) or lets them sleep after their 50 µs poll as before (`off`, kept for an A/B). The C side
+ * CORELLA_POOL_HOLD: whether a training step keeps the pool's workers polling 300 µs after each of its
+ * regions (`step`, the default) or lets them sleep after their 50 µs poll as before (`off`, for an A/B). The C side
  * reads it when its first worker starts and takes anything but `off` as `step`, so a misspelling is refused
  * here, before the addon loads.
  */

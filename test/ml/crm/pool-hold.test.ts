@@ -12,11 +12,11 @@ import { fill } from '../../helpers/native-fixtures.js';
 
 /**
  * The step hold (poolHold in native/corella_native.c): from a training step's start to its end the pool's
- * workers poll between regions instead of sleeping after their 50 µs. Checked: CORELLA_POOL_HOLD is
- * refused before the addon reads it unless step or off; poolHold's range and its state in poolStats; that
- * during a hold no region begins with a worker asleep however long the serial gap before it, and after it
- * the workers sleep again; that LocalStepper holds exactly for the length of a step (also one that throws);
- * and that training steps give the same bits with and without it (scheduling only).
+ * workers poll 300 µs after each region instead of 50 µs. Checked: CORELLA_POOL_HOLD is refused before
+ * the addon reads it unless step or off; poolHold's range and its state in poolStats; that during a hold
+ * regions after 120 µs serial gaps find the worker awake, and without one asleep; that LocalStepper holds
+ * exactly for the length of a step (also one that throws); and that training steps give the same bits
+ * with and without it (scheduling only).
  */
 type Addon = NativeAddon & {
   poolHold: NonNullable<NativeAddon['poolHold']>;
@@ -108,43 +108,37 @@ describe.runIf(run)('poolHold', () => {
     return a.poolTrace(false);
   }
 
-  it.runIf(enabled)(
-    'keeps the worker awake across serial gaps during a hold, and lets it sleep after',
-    () => {
-      a.setThreads(2);
-      a.poolHold(0);
+  it.runIf(enabled)('keeps the worker polling across short serial gaps during a hold', () => {
+    a.setThreads(2);
+    a.poolHold(0);
+    // 120 µs gaps: past the worker's 50 µs poll, within a hold's 300 µs. Where the other core is taken (a
+    // loaded machine) the worker shares the caller's and misses its window whatever the policy, so tries
+    // are repeated (for up to 10 s) until one where the worker had a core: it joined at least 27 of the 30
+    // regions. In that try, held, at most 6 regions may find it asleep; unheld, it sleeps after 50 µs and
+    // at least 20 do (on any machine).
+    const asleep = (t: PoolTrace) => Array.from(t.sleepers).filter((x) => x > 0).length;
+    const joined = (t: PoolTrace) => Array.from(t.joined).filter((x) => x >= 0).length;
+    let held: PoolTrace | undefined;
+    for (const t0 = performance.now(); performance.now() - t0 < 10_000;) {
+      let t: PoolTrace;
       try {
-        // 400 µs gaps: eight times the worker's poll. Held, the worker never goes to sleep between regions.
         a.poolHold(100_000);
-        const held = regionsAfterGaps(400, 20);
-        expect(held.start.length).toBe(20);
-        expect(Array.from(held.sleepers)).toEqual(new Array(20).fill(0));
+        t = regionsAfterGaps(120, 30);
       } finally {
         a.poolHold(0);
       }
-      // A hold begun while the worker sleeps wakes it, and it stays awake (polling) until the next region.
-      region();
-      const asleep = () => a.poolStats().sleepers === 1;
-      for (let t = performance.now(); !asleep() && performance.now() - t < 2000;) busy(100);
-      expect(a.poolStats().sleepers).toBe(1);
-      try {
-        a.poolHold(100_000);
-        for (let t = performance.now(); asleep() && performance.now() - t < 2000;) busy(100);
-        busy(2000);
-        expect(a.poolStats().sleepers).toBe(0);
-        a.poolTrace(true);
-        region();
-        expect(Array.from(a.poolTrace(false).sleepers)).toEqual([0]);
-      } finally {
-        a.poolHold(0);
+      expect(t.start.length).toBe(30);
+      if (joined(t) >= 27) {
+        held = t;
+        break;
       }
-      // Not held: the worker sleeps after its poll, so regions after long gaps find it asleep (not every
-      // one on a loaded machine, where the worker may still be off its core, polling, when the region begins).
-      const free = regionsAfterGaps(2000, 20);
-      expect(free.start.length).toBe(20);
-      expect(Array.from(free.sleepers).filter((s) => s > 0).length).toBeGreaterThan(0);
-    },
-  );
+    }
+    expect(held, 'no try in 10 s where the worker had a core').toBeDefined();
+    expect(asleep(held!)).toBeLessThanOrEqual(6);
+    const free = regionsAfterGaps(120, 30);
+    expect(free.start.length).toBe(30);
+    expect(asleep(free)).toBeGreaterThanOrEqual(20);
+  });
 });
 
 describe.runIf(run)('LocalStepper holds the pool for a step', () => {
