@@ -233,10 +233,13 @@ static _Atomic int64_t pool_hold_until = 0;
 /* Whether poolHold holds at all, from CORELLA_POOL_HOLD (step, the default, or off) at the pool's start. */
 static int pool_hold_enabled = 1;
 
-/* Polls until a region newer than `seen` starts, or both `until` and a prewake have passed. */
-static void pool_poll(uint64_t seen, int64_t until) {
+/* Polls until a region newer than `seen` starts, or `until` and a prewake have passed and either
+ * `hold_end` has or the step hold has ended (so a step's end cuts its workers' longer poll short). */
+static void pool_poll(uint64_t seen, int64_t until, int64_t hold_end) {
   for (int64_t t = now_ns(); atomic_load(&pool_gen_seen) == seen; t = now_ns()) {
-    if (t >= until && t >= atomic_load(&pool_prewake_until)) break;
+    if (t >= until && t >= atomic_load(&pool_prewake_until) &&
+        (t >= hold_end || t >= atomic_load(&pool_hold_until)))
+      break;
     cpu_relax();
   }
 }
@@ -258,7 +261,7 @@ static void *pool_worker(void *arg) {
        * and a wake-up costs 40-50 µs on this VM. */
       const int64_t t = now_ns();
       pthread_mutex_unlock(&pool_lock);
-      pool_poll(seen, t + (t < atomic_load(&pool_hold_until) ? HOLD_POLL_NS : WORKER_POLL_NS));
+      pool_poll(seen, t + WORKER_POLL_NS, t + HOLD_POLL_NS);
       pthread_mutex_lock(&pool_lock);
     }
     while (pool_gen == seen) {
@@ -269,7 +272,7 @@ static void *pool_worker(void *arg) {
       if (pool_gen == seen && (t < atomic_load(&pool_prewake_until) || t < atomic_load(&pool_hold_until))) {
         /* Woken by pool_prewake (a region is coming within microseconds) or by a step's start. */
         pthread_mutex_unlock(&pool_lock);
-        pool_poll(seen, t + (t < atomic_load(&pool_hold_until) ? HOLD_POLL_NS : 0));
+        pool_poll(seen, 0, t + HOLD_POLL_NS);
         pthread_mutex_lock(&pool_lock);
       }
     }
