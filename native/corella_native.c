@@ -2146,7 +2146,7 @@ static napi_value js_cross_stack_backward(napi_env env, napi_callback_info info)
    * then returns its Σ x0². */
   int64_t l2_cols = -1;
   double l2_factor = 0.0;
-  if (argc >= 12) {
+  if (argc >= 11) { /* an l2Cols with no l2Factor is a type error below, not ignored */
     napi_valuetype t;
     CHECK(env, napi_typeof(env, argv[10], &t));
     if (t != napi_undefined) {

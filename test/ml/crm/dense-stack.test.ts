@@ -298,6 +298,11 @@ describe.runIf(addon !== undefined)('the fused dense stack', () => {
       expect(() =>
         addon.crossStackBackward(dy, x0, ws, zs, ys.slice(0, -1), dx0, dws, dbs, m, n, cols, 0.1),
       ).toThrow(/l2Cols must be in 0\.\.n/);
+    // l2Cols without l2Factor: refused, not ignored
+    const half = addon.crossStackBackward as unknown as (...args: unknown[]) => unknown;
+    expect(() => half.call(addon, dy, x0, ws, zs, ys.slice(0, -1), dx0, dws, dbs, m, n, 8)).toThrow(
+      TypeError,
+    );
     expect(dx0).toEqual(new Float32Array(m * n).fill(3));
   });
 });
