@@ -17,24 +17,31 @@
  * regions; how much of the step is inside regions, inside kernels but outside regions (their serial
  * parts and the inline ones) and outside kernels (JS); the gaps between consecutive regions; and how late
  * the worker joined each region (regions begun with it asleep, and regions it took no chunk of).
- * --adam-ab adds each setting with adamMany hidden (the 12 adam calls it replaced), in the same rounds.
+ * --adam-ab adds each setting with adamMany hidden (the 12 adam calls it replaced), in the same rounds;
+ * --hold-ab with poolHold hidden (the step no longer holds the workers awake between its regions:
+ * CORELLA_POOL_HOLD=off within one process); --l2-ab with the l2 term out of the cross backward's region
+ * (the serial l2Grad pass, as before). Each is the same bits as the default, A/B'd in the same minutes.
  */
 import os from 'node:os';
 import { loadNative, type PoolTrace } from '../ml/tf/native.js';
 
 // A misspelt switch (say --whole-steps) would otherwise run the other profile without a word.
+const AB_FLAGS = ['--adam-ab', '--hold-ab', '--l2-ab'];
 for (let i = 2; i < process.argv.length; i++) {
   const a = process.argv[i];
   if (a === '--rounds' || a === '--steps') i++;
-  else if (a !== '--whole-step' && a !== '--adam-ab') {
-    console.error(`unknown option ${JSON.stringify(a)} (--rounds N, --steps N, --whole-step, --adam-ab)`);
+  else if (!['--whole-step', ...AB_FLAGS].includes(a)) {
+    console.error(
+      `unknown option ${JSON.stringify(a)} (--rounds N, --steps N, --whole-step, ${AB_FLAGS.join(', ')})`,
+    );
     process.exit(2);
   }
 }
-if (process.argv.includes('--adam-ab') && !process.argv.includes('--whole-step')) {
-  console.error('--adam-ab needs --whole-step (it compares the whole step with and without adamMany)');
-  process.exit(2);
-}
+for (const flag of AB_FLAGS)
+  if (process.argv.includes(flag) && !process.argv.includes('--whole-step')) {
+    console.error(`${flag} needs --whole-step (it compares whole steps with and without one change)`);
+    process.exit(2);
+  }
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(name);
   const v = i > 0 ? Number(process.argv[i + 1]) : dflt;
@@ -242,13 +249,15 @@ async function wholeStepProfile(rounds: number, steps: number) {
     'prewake',
   ];
   const nowUs = () => Number(process.hrtime.bigint()) / 1e3;
+  // --l2-ab: the cross backward called without its l2 arguments, so NativeStep runs the serial l2Grad.
+  let l2Fused = true;
   for (const k of KERNELS) {
     const f = a[k] as ((...args: unknown[]) => unknown) | undefined;
     if (!f) continue;
     a[k] = (...args: unknown[]) => {
       const t0 = nowUs();
       try {
-        return f.apply(a, args);
+        return f.apply(a, k === 'crossStackBackward' && !l2Fused ? args.slice(0, 10) : args);
       } finally {
         calls.push({ name: k, t0, t1: nowUs() });
       }
@@ -258,13 +267,20 @@ async function wholeStepProfile(rounds: number, steps: number) {
   let step = 0;
   const out: Record<string, Record<string, number>[]> = {};
   // With --adam-ab, every setting also runs with the addon's adamMany hidden (the 12 adam calls it
-  // replaces), in the same rounds: the one-region Adam against the old form, the same bits.
+  // replaces), in the same rounds: the one-region Adam against the old form, the same bits. --hold-ab and
+  // --l2-ab likewise each add a form without one change.
   const adamMany = a.adamMany;
-  const adamForms = process.argv.includes('--adam-ab') ? [true, false] : [true];
+  const poolHold = a.poolHold;
+  const forms = [{ name: '', many: true, hold: true, l2: true }];
+  if (process.argv.includes('--adam-ab')) forms.push({ name: ' adam×12', many: false, hold: true, l2: true });
+  if (process.argv.includes('--hold-ab')) forms.push({ name: ' no-hold', many: true, hold: false, l2: true });
+  if (process.argv.includes('--l2-ab')) forms.push({ name: ' l2Grad', many: true, hold: true, l2: false });
   for (let r = 0; r < rounds; r++)
     for (const threads of [1, 2])
-      for (const many of adamForms) {
-        a.adamMany = many ? adamMany : undefined;
+      for (const form of forms) {
+        a.adamMany = form.many ? adamMany : undefined;
+        a.poolHold = form.hold ? poolHold : undefined;
+        l2Fused = form.l2;
         a.setThreads(threads);
         for (let i = 0; i < 10; i++) await stepper.step(rowLists[step % N_BATCHES], step++);
         stepper.profile = new StepProfile();
@@ -278,12 +294,14 @@ async function wholeStepProfile(rounds: number, steps: number) {
           stepper.profile.steps++;
         }
         const tr = a.poolTrace(false);
-        (out[`${threads}t${many ? '' : ' adam×12'}`] ??= []).push({
+        (out[`${threads}t${form.name}`] ??= []).push({
           ...summarise(spans, calls, tr, steps),
           ...stepper.profile.perStep(),
         });
       }
   a.adamMany = adamMany;
+  a.poolHold = poolHold;
+  l2Fused = true;
   a.setThreads(1);
   model.dispose();
   // Per thread count, the median over rounds of each figure.
@@ -295,7 +313,20 @@ async function wholeStepProfile(rounds: number, steps: number) {
       ),
     ]),
   );
-  return { wholeStep: true, batch: B, steps, rounds, loadavg: os.loadavg().map((x) => +x.toFixed(2)), table };
+  // Each round's step µs too: on a shared machine one round can differ from the others by far more than
+  // the medians above do between forms.
+  const roundSteps = Object.fromEntries(
+    Object.entries(out).map(([key, rows]) => [key, rows.map((row) => Math.round(row.step))]),
+  );
+  return {
+    wholeStep: true,
+    batch: B,
+    steps,
+    rounds,
+    loadavg: os.loadavg().map((x) => +x.toFixed(2)),
+    table,
+    roundSteps,
+  };
 }
 
 /** Per-step figures of one run: µs unless named otherwise. */

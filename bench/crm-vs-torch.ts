@@ -83,6 +83,14 @@ if (poolWait !== undefined && poolWait !== 'region' && poolWait !== 'chunk') {
   process.exit(2);
 }
 
+// CORELLA_POOL_HOLD (native/corella_native.c): step (the default: a training step keeps the pool's workers
+// polling between its regions) or off; read once by the addon, so an A/B runs two processes.
+const poolHold = process.env.CORELLA_POOL_HOLD;
+if (poolHold !== undefined && poolHold !== 'step' && poolHold !== 'off') {
+  console.error(`CORELLA_POOL_HOLD must be step or off, got ${JSON.stringify(poolHold)}`);
+  process.exit(2);
+}
+
 /** One way of using t cores on our side. */
 interface Variant {
   name: string;

@@ -49,9 +49,14 @@
  *   setBlasThreads(n), blasThreads()
  *     OpenBLAS's own threads. Keep 1 (the pool runs row blocks of the products): above 1 the kernels
  *     call sgemm whole and OpenBLAS splits it, with its spinning pool beside ours.
- *   poolStats() -> { regions, workerChunks, kernelMs }
+ *   poolStats() -> { regions, workerChunks, kernelMs, held, sleepers }
  *     counters since load: regions handed to the pool, chunks that its workers (not the caller) ran, and
- *     the wall milliseconds callers spent inside the kernels above.
+ *     the wall milliseconds callers spent inside the kernels above; held: a step hold is in force now;
+ *     sleepers: workers asleep now.
+ *   poolHold(us) -> boolean
+ *     a training step begins (us > 0: for at most us µs, ≤ 100000) or ends (0): while it lasts the pool's
+ *     workers poll 300 µs after each region, not 50. false when nothing is held (one thread, us 0, or
+ *     CORELLA_POOL_HOLD=off, read when the first worker starts). Scheduling only: the same bits.
  *   poolTrace(on) -> { start, end, joined, chunks, workerChunks, sleepers, inline }
  *     the regions since the last call (µs; joined = when the first worker began, −1 none), then tracing
  *     on or off: regions per step, the gaps between them and late workers (bench/crm-stack-profile.ts).
@@ -129,6 +134,12 @@ static inline void cpu_relax(void) {
 #endif
 #ifndef WORKER_POLL_NS
 #define WORKER_POLL_NS 50000
+#endif
+/* A worker's poll after a region while a training step holds the pool (poolHold): longer than the step's
+ * serial stretches (30-150 µs), still bounded, so a caller that lost its core leaves the worker asleep
+ * rather than spinning through the preemption (a spin for the whole step slowed loaded runs). */
+#ifndef HOLD_POLL_NS
+#define HOLD_POLL_NS 300000
 #endif
 
 #define POOL_MAX 64
@@ -216,10 +227,19 @@ static _Atomic int64_t pool_prewake_until = 0;
 /* Workers asleep on pool_wake (changed under pool_lock). */
 static _Atomic int pool_sleepers = 0;
 
-/* Polls until a region newer than `seen` starts, or both `until` and a prewake have passed. */
-static void pool_poll(uint64_t seen, int64_t until) {
+/* Until when a step is in progress (poolHold): the workers poll HOLD_POLL_NS after each of its regions
+ * instead of WORKER_POLL_NS. 0 = no step. */
+static _Atomic int64_t pool_hold_until = 0;
+/* Whether poolHold holds at all, from CORELLA_POOL_HOLD (step, the default, or off) at the pool's start. */
+static int pool_hold_enabled = 1;
+
+/* Polls until a region newer than `seen` starts, or `until` and a prewake have passed and either
+ * `hold_end` has or the step hold has ended (so a step's end cuts its workers' longer poll short). */
+static void pool_poll(uint64_t seen, int64_t until, int64_t hold_end) {
   for (int64_t t = now_ns(); atomic_load(&pool_gen_seen) == seen; t = now_ns()) {
-    if (t >= until && t >= atomic_load(&pool_prewake_until)) break;
+    if (t >= until && t >= atomic_load(&pool_prewake_until) &&
+        (t >= hold_end || t >= atomic_load(&pool_hold_until)))
+      break;
     cpu_relax();
   }
 }
@@ -235,19 +255,24 @@ static void *pool_worker(void *arg) {
   for (;;) {
     if (pool_gen == seen && WORKER_POLL_NS > 0) {
       /* A kernel's regions often follow each other within microseconds (a backward pass has two): poll
-       * for the next one briefly before sleeping, then sleep however long the JS side takes. */
+       * for the next one briefly before sleeping, then sleep however long the JS side takes. Inside a
+       * training step (poolHold) the next region follows the step's serial stretches and JS, up to
+       * ~150 µs: the whole-step trace found the worker asleep at the Adam region's start in most steps,
+       * and a wake-up costs 40-50 µs on this VM. */
+      const int64_t t = now_ns();
       pthread_mutex_unlock(&pool_lock);
-      pool_poll(seen, now_ns() + WORKER_POLL_NS);
+      pool_poll(seen, t + WORKER_POLL_NS, t + HOLD_POLL_NS);
       pthread_mutex_lock(&pool_lock);
     }
     while (pool_gen == seen) {
       atomic_fetch_add(&pool_sleepers, 1);
       pthread_cond_wait(&pool_wake, &pool_lock);
       atomic_fetch_sub(&pool_sleepers, 1);
-      if (pool_gen == seen && now_ns() < atomic_load(&pool_prewake_until)) {
-        /* Woken by pool_prewake: a region is coming within microseconds. */
+      const int64_t t = now_ns();
+      if (pool_gen == seen && (t < atomic_load(&pool_prewake_until) || t < atomic_load(&pool_hold_until))) {
+        /* Woken by pool_prewake (a region is coming within microseconds) or by a step's start. */
         pthread_mutex_unlock(&pool_lock);
-        pool_poll(seen, 0);
+        pool_poll(seen, 0, t + HOLD_POLL_NS);
         pthread_mutex_lock(&pool_lock);
       }
     }
@@ -290,6 +315,25 @@ static void pool_prewake(int64_t ns) {
   pthread_mutex_unlock(&pool_lock);
 }
 
+/* From the start of a training step to its end (at most `ns`; 0 ends it): the workers poll HOLD_POLL_NS
+ * after each region rather than 50 µs, and any that sleep now are woken (the batch's assembly comes
+ * first). A step's serial stretches (BCE, the Adam bookkeeping in JS, the embedding update's linking
+ * pass) are 30-150 µs each: longer than a worker's 50 µs, far shorter than a sleep and a wake-up are
+ * worth. The bound only matters for a step that never ends (an exception between begin and end).
+ * Returns whether a hold is now in force (not with one thread, nor with CORELLA_POOL_HOLD=off). */
+static int pool_hold(int64_t ns) {
+  if (ns <= 0) {
+    atomic_store(&pool_hold_until, 0);
+    return 0;
+  }
+  if (atomic_load(&pool_threads) <= 1 || !pool_hold_enabled) return 0;
+  pthread_mutex_lock(&pool_lock);
+  atomic_store(&pool_hold_until, now_ns() + ns);
+  if (atomic_load(&pool_sleepers) > 0) pthread_cond_broadcast(&pool_wake);
+  pthread_mutex_unlock(&pool_lock);
+  return 1;
+}
+
 /* Sets the threads a region uses (caller included), starting workers as needed; 0 on success. */
 static int pool_resize(int threads) {
   pthread_mutex_lock(&pool_lock);
@@ -297,6 +341,8 @@ static int pool_resize(int threads) {
   if (pool_started == 0) {
     const char *wait = getenv("CORELLA_POOL_WAIT");
     pool_wait_region = !(wait != NULL && strcmp(wait, "chunk") == 0);
+    const char *hold = getenv("CORELLA_POOL_HOLD");
+    pool_hold_enabled = !(hold != NULL && strcmp(hold, "off") == 0);
   }
   while (pool_started < threads - 1) {
     pthread_attr_t attr;
@@ -1693,6 +1739,11 @@ typedef struct {
   bool fused;
   float *pw[STACK_MAX], *pb[STACK_MAX];
   int64_t reduce_floats, reduce_chunks;
+  /* cross backward with the l2 term fused (see js_cross_stack_backward): dx0 += l2_factor · x0 over the
+   * first l2_cols columns of each row, Σ x0² of row r into l2_sq[r]; l2_sq NULL = none */
+  double *l2_sq;
+  int64_t l2_cols;
+  float l2_factor;
 } StackJob;
 
 /* Whether the stacks' backward takes the weight gradients inside the row region (block_weights and
@@ -2016,6 +2067,11 @@ static void cross_stack_backward_chunk(void *ctx, int64_t c) {
                 1.0f, dx, (int)n);
     if (l == 0) add_into(j->dx + off, dx, span);
   }
+  /* The rows' dx0 is final here: the l2 term in the same region, on the rows this core just wrote (the
+   * same per-row arithmetic as l2Grad, so the same bits, without its serial pass of ~55 µs). */
+  if (j->l2_sq != NULL)
+    for (int64_t r = r0; r < r1; r++)
+      j->l2_sq[r] = l2_span8(j->dx + r * n, j->x + r * n, (size_t)j->l2_cols, j->l2_factor);
 }
 
 static napi_value js_cross_stack_forward(napi_env env, napi_callback_info info) {
@@ -2057,10 +2113,10 @@ static napi_value js_cross_stack_forward(napi_env env, napi_callback_info info) 
 }
 
 static napi_value js_cross_stack_backward(napi_env env, napi_callback_info info) {
-  size_t argc = 10;
-  napi_value argv[10];
+  size_t argc = 12;
+  napi_value argv[12];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 10) return range_error(env, "corella_native.crossStackBackward: expected 10 arguments");
+  if (argc < 10) return range_error(env, "corella_native.crossStackBackward: expected 10 or 12 arguments");
   StackJob j = {0};
   float *dy, *x0, *dx0, *w[STACK_MAX], *z[STACK_MAX], *xs[STACK_MAX], *dw[STACK_MAX], *db[STACK_MAX];
   size_t ldy, l0, ld0, lw[STACK_MAX], lz[STACK_MAX], lxs[STACK_MAX], ldw[STACK_MAX], ldb[STACK_MAX];
@@ -2086,6 +2142,30 @@ static napi_value js_cross_stack_backward(napi_env env, napi_callback_info info)
     if (lw[l] != (size_t)(n * n) || lz[l] != mn || ldw[l] != (size_t)(n * n) || ldb[l] != (size_t)n ||
         (l + 1 < L && lxs[l] != mn))
       return range_error(env, "corella_native.crossStackBackward: shapes do not fit the buffers");
+  /* l2Cols, l2Factor (optional): l2Grad(dx0, x0, m, n, l2Cols, l2Factor) fused into the row region; the call
+   * then returns its Σ x0². */
+  int64_t l2_cols = -1;
+  double l2_factor = 0.0;
+  if (argc >= 11) { /* an l2Cols with no l2Factor is a type error below, not ignored */
+    napi_valuetype t;
+    CHECK(env, napi_typeof(env, argv[10], &t));
+    if (t != napi_undefined) {
+      if (!i64_arg(env, argv[10], &l2_cols) || !f64_arg(env, argv[11], &l2_factor)) return NULL;
+      if (l2_cols < 0 || l2_cols > n)
+        return range_error(env, "corella_native.crossStackBackward: l2Cols must be in 0..n");
+    }
+  }
+  double *l2_sq = NULL;
+  if (l2_cols >= 0) {
+    l2_sq = malloc((size_t)m * sizeof(double));
+    if (l2_sq == NULL) {
+      napi_throw_error(env, "CORELLA_NATIVE", "corella_native: out of memory");
+      return NULL;
+    }
+  }
+  j.l2_sq = l2_sq;
+  j.l2_cols = l2_cols;
+  j.l2_factor = (float)l2_factor;
   j.layers = (int)L;
   j.chunks = stack_row_chunks(m);
   for (uint32_t l = 0; l < L; l++) {
@@ -2094,7 +2174,10 @@ static napi_value js_cross_stack_backward(napi_env env, napi_callback_info info)
   }
   const size_t partials = plan_fused(&j);
   float *s = stack_floats(env, (L + 2) * mn + partials);
-  if (s == NULL) return NULL;
+  if (s == NULL) {
+    free(l2_sq);
+    return NULL;
+  }
   place_partials(&j, s + (L + 2) * mn);
   j.x = x0;
   j.dy = dy;
@@ -2112,7 +2195,14 @@ static napi_value js_cross_stack_backward(napi_env env, napi_callback_info info)
   }
   pool_run(cross_stack_backward_chunk, &j, j.chunks);
   finish_weights(&j);
-  return NULL;
+  if (l2_sq == NULL) return NULL;
+  /* Row sums added in row order, as l2Grad does. */
+  double sq = 0.0;
+  for (int64_t r = 0; r < m; r++) sq += l2_sq[r];
+  free(l2_sq);
+  napi_value v;
+  CHECK(env, napi_create_double(env, sq, &v));
+  return v;
 }
 
 /* stackWeightsFused([on]): whether the stacks' backward fuses the weight gradients into its row region
@@ -2146,6 +2236,20 @@ static napi_value js_prewake(napi_env env, napi_callback_info info) {
   if (us < 0 || us > 1000) return range_error(env, "corella_native.prewake: us must be in 0..1000");
   pool_prewake(us * 1000);
   return NULL;
+}
+
+/* poolHold(us) -> boolean: pool_hold from JS, at a training step's start (us > 0, at most 100000) and end
+ * (0). */
+static napi_value js_pool_hold(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int64_t us = 0;
+  if (argc < 1 || !i64_arg(env, argv[0], &us)) return NULL;
+  if (us < 0 || us > 100000) return range_error(env, "corella_native.poolHold: us must be in 0..100000");
+  napi_value v;
+  CHECK(env, napi_get_boolean(env, pool_hold(us * 1000) != 0, &v));
+  return v;
 }
 
 static napi_value js_set_threads(napi_env env, napi_callback_info info) {
@@ -2203,6 +2307,12 @@ static napi_value js_pool_stats(napi_env env, napi_callback_info info) {
   CHECK(env, napi_set_named_property(env, o, "regions", r));
   CHECK(env, napi_set_named_property(env, o, "workerChunks", w));
   CHECK(env, napi_set_named_property(env, o, "kernelMs", t));
+  /* Whether a step hold (poolHold) is in force now. */
+  CHECK(env, napi_get_boolean(env, now_ns() < atomic_load(&pool_hold_until), &t));
+  CHECK(env, napi_set_named_property(env, o, "held", t));
+  /* Workers asleep now (not polling, not in a region). */
+  CHECK(env, napi_create_int32(env, atomic_load(&pool_sleepers), &t));
+  CHECK(env, napi_set_named_property(env, o, "sleepers", t));
   return o;
 }
 
@@ -2322,6 +2432,7 @@ NAPI_MODULE_INIT() {
       {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"threads", NULL, js_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"prewake", NULL, js_prewake, NULL, NULL, NULL, napi_default_method, NULL},
+      {"poolHold", NULL, js_pool_hold, NULL, NULL, NULL, napi_default_method, NULL},
       {"stackWeightsFused", NULL, js_stack_weights_fused, NULL, NULL, NULL, napi_default_method, NULL},
       {"setBlasThreads", NULL, js_set_blas_threads, NULL, NULL, NULL, napi_default_method, NULL},
       {"blasThreads", NULL, js_blas_threads, NULL, NULL, NULL, napi_default_method, NULL},

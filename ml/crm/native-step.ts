@@ -152,6 +152,18 @@ export class NativeStep {
   }
 
   /**
+   * A step begins (true) or ends (false), for the pool (poolHold in native/corella_native.c): in between,
+   * its workers poll 300 µs after each region, across the step's serial stretches (BCE, Adam's
+   * bookkeeping, the embedding update's linking pass, 30-150 µs each), instead of sleeping after 50 µs and
+   * paying a 40-50 µs wake-up at the next region; the whole-step trace found the worker asleep at the
+   * dense Adam region's start in most steps. The bound (100 ms) only matters for a step that never ends.
+   * Scheduling only: the same bits.
+   */
+  hold(on: boolean): void {
+    this.addon.poolHold?.(on ? 100_000 : 0);
+  }
+
+  /**
    * The next batch in this step's own buffers (hostBatch with reuse): valid until the next call. The
    * trainer's step takes a batch, trains on it and drops it, so one set of arrays serves every step.
    */
@@ -256,10 +268,33 @@ export class NativeStep {
       W,
       this.reluMask,
     );
-    if (L > 0) a.crossStackBackward(buf.dtop, buf.x0, cw, buf.zs, buf.xs, buf.dx0, gl.cw, gl.cb, B, W);
-    if (c.l2Embedding > 0 && nCat > 0) {
-      const D = c.embeddingDim;
-      const sq = a.l2Grad(buf.dx0, buf.x0, B, W, nCat * D, (2 * c.l2Embedding) / B);
+    const l2 = c.l2Embedding > 0 && nCat > 0;
+    const l2Cols = nCat * c.embeddingDim;
+    const l2Factor = (2 * c.l2Embedding) / B;
+    // The l2 term on the embedding columns of dx0: inside the cross backward's row region where the addon
+    // takes it there (each core on the rows it just finished), else the serial l2Grad pass; the same bits.
+    let sq: number | undefined;
+    if (L > 0) {
+      const xs = buf.xs;
+      sq = l2
+        ? a.crossStackBackward(
+            buf.dtop,
+            buf.x0,
+            cw,
+            buf.zs,
+            xs,
+            buf.dx0,
+            gl.cw,
+            gl.cb,
+            B,
+            W,
+            l2Cols,
+            l2Factor,
+          )
+        : a.crossStackBackward(buf.dtop, buf.x0, cw, buf.zs, xs, buf.dx0, gl.cw, gl.cb, B, W);
+    }
+    if (l2) {
+      if (typeof sq !== 'number') sq = a.l2Grad(buf.dx0, buf.x0, B, W, l2Cols, l2Factor);
       loss += (c.l2Embedding / B) * sq;
     }
     return { loss, dense: this.grads, dx0: buf.dx0, width: W, release: NOTHING };

@@ -45,12 +45,18 @@ export class LocalStepper implements Stepper {
     const p = this.profile;
     const native = this.native;
     if (native) {
-      const batch = timed(p, 'makeBatch', () => native.hostBatch(this.split, rows));
-      const g = timed(p, 'gradients', () => native.gradients(batch));
-      const part = { host: batch.host, size: rows.length, dx0: g.dx0, width: g.width, scale: 1 };
-      timed(p, 'apply', () => this.inner.apply([part], g.dense));
-      if (p) p.steps++;
-      return Promise.resolve(g.loss);
+      // The pool's workers stay awake from the step's first region to its last (see NativeStep.hold).
+      native.hold(true);
+      try {
+        const batch = timed(p, 'makeBatch', () => native.hostBatch(this.split, rows));
+        const g = timed(p, 'gradients', () => native.gradients(batch));
+        const part = { host: batch.host, size: rows.length, dx0: g.dx0, width: g.width, scale: 1 };
+        timed(p, 'apply', () => this.inner.apply([part], g.dense));
+        if (p) p.steps++;
+        return Promise.resolve(g.loss);
+      } finally {
+        native.hold(false);
+      }
     }
     const batch = timed(p, 'makeBatch', () => this.model.makeBatch(this.split, rows));
     try {

@@ -224,6 +224,8 @@ export interface NativeAddon {
   /**
    * Their gradients from dy = dL/dx_L: dx0 (x0's, summed over every use, in the tape's order), dw_l, db_l;
    * xs = x_1 … x_{L-1} (L − 1 entries). Bit-identical to crossBackward layer by layer with the stack's flags.
+   * With l2Cols and l2Factor it then does l2Grad(dx0, x0, m, n, l2Cols, l2Factor) inside its row region and
+   * returns that Σ x0², the same bits (older addons ignore them and return undefined).
    */
   crossStackBackward(
     dy: Float32Array,
@@ -236,7 +238,9 @@ export interface NativeAddon {
     dbs: Float32Array[],
     m: number,
     n: number,
-  ): void;
+    l2Cols?: number,
+    l2Factor?: number,
+  ): number | undefined;
   /**
    * Threads (1..64, the caller included) that every kernel may split its rows or parameters over: one
    * process-wide pool of blocking workers. Results are bit-identical at any setting.
@@ -248,15 +252,24 @@ export interface NativeAddon {
    * older addons lack it.
    */
   prewake?(us: number): void;
+  /**
+   * A training step begins (`us` > 0: for at most that many µs, 1..100000) or ends (0): while it lasts the
+   * pool's workers poll 300 µs after each region (not 50) before they sleep, and a sleeping one is woken at
+   * once. Returns whether a hold is in force
+   * (false at one thread, for 0, or with CORELLA_POOL_HOLD=off). Scheduling only. Optional: older addons
+   * lack it.
+   */
+  poolHold?(us: number): boolean;
   threads(): number;
   /** OpenBLAS's own threads: keep 1, the pool runs row blocks of the products (see native/corella_native.c). */
   setBlasThreads(n: number): void;
   blasThreads(): number;
   /**
    * Since load: regions handed to the pool, chunks its worker threads (not the caller) ran, and the wall
-   * milliseconds callers spent inside the kernels (profiles: the rest of a step is JS and tfjs).
+   * milliseconds callers spent inside the kernels (profiles: the rest of a step is JS and tfjs); newer
+   * addons add whether a step hold is in force (poolHold) and the workers asleep now.
    */
-  poolStats(): { regions: number; workerChunks: number; kernelMs: number };
+  poolStats(): { regions: number; workerChunks: number; kernelMs: number; held?: boolean; sleepers?: number };
   /** The pool regions recorded since the last call, then tracing on or off (see PoolTrace). */
   poolTrace?(on: boolean): PoolTrace;
   info(): string;
@@ -341,11 +354,28 @@ export function poolWaitMode(raw = process.env.CORELLA_POOL_WAIT): 'region' | 'c
   );
 }
 
+/**
+ * CORELLA_POOL_HOLD: whether a training step keeps the pool's workers polling 300 µs after each of its
+ * regions (`step`, the default) or lets them sleep after their 50 µs poll as before (`off`, for an A/B). The C side
+ * reads it when its first worker starts and takes anything but `off` as `step`, so a misspelling is refused
+ * here, before the addon loads.
+ */
+export function poolHoldMode(raw = process.env.CORELLA_POOL_HOLD): 'step' | 'off' {
+  if (raw === undefined || raw === '' || raw === 'step') return 'step';
+  if (raw === 'off') return 'off';
+  throw new CorellaError(
+    'BAD_CONFIG',
+    `CORELLA_POOL_HOLD=${JSON.stringify(raw)} is not one of step, off (field CORELLA_POOL_HOLD)`,
+    { details: { field: 'CORELLA_POOL_HOLD' } },
+  );
+}
+
 /** Loads the addon once per thread; never throws for a missing build (see `reason`). */
 export function loadNative(): NativeStatus {
   if (status) return status;
   const mode = nativeMode();
   poolWaitMode();
+  poolHoldMode();
   if (mode === 'off') return (status = { reason: 'disabled by CORELLA_TF_NATIVE', path: ADDON_PATH });
   if (!existsSync(ADDON_PATH)) {
     status = {

@@ -248,4 +248,61 @@ describe.runIf(addon !== undefined)('the fused dense stack', () => {
     );
     expect(dx0).toEqual(new Float32Array(m * n).fill(3));
   });
+
+  it('the cross stack backward with the l2 term in its row region: the bits of it and then l2Grad, at 1 and 2 threads', () => {
+    const m = 1024;
+    const n = 128;
+    const L = 3;
+    const x0 = fill(m * n, 27);
+    const ws = Array.from({ length: L }, (_, l) => fill(n * n, 28 + l, 0.2));
+    const bs = Array.from({ length: L }, (_, l) => fill(n, 32 + l, 0.2));
+    const dy = fill(m * n, 36);
+    const ys = ws.map(() => new Float32Array(m * n));
+    const zs = ws.map(() => new Float32Array(m * n));
+    addon.crossStackForward(x0, ws, bs, ys, zs, m, n);
+    const backward = (threads: number, fused: boolean, cols: number, factor: number) => {
+      addon.setThreads(threads);
+      const dx0 = new Float32Array(m * n);
+      const dws = ws.map(() => new Float32Array(n * n));
+      const dbs = ws.map(() => new Float32Array(n));
+      const xs = ys.slice(0, -1);
+      let sq: number | undefined;
+      if (fused) sq = addon.crossStackBackward(dy, x0, ws, zs, xs, dx0, dws, dbs, m, n, cols, factor);
+      else {
+        expect(addon.crossStackBackward(dy, x0, ws, zs, xs, dx0, dws, dbs, m, n)).toBeUndefined();
+        sq = addon.l2Grad(dx0, x0, m, n, cols, factor);
+      }
+      addon.setThreads(1);
+      return { sq, outs: [dx0, ...dws, ...dbs] };
+    };
+    // the bench's embedding columns (all 128) and a part of the row, with a factor that moves dx0 visibly
+    for (const [cols, factor] of [
+      [128, 0.05],
+      [40, 2e-9],
+      [0, 0.05],
+    ]) {
+      const want = backward(1, false, cols, factor);
+      expect(want.sq).toBeGreaterThanOrEqual(0);
+      for (const t of [1, 2]) {
+        const got = backward(t, true, cols, factor);
+        expect(got.sq, `${t} threads, cols ${cols}: Σ x0²`).toBe(want.sq);
+        got.outs.forEach((o, i) =>
+          expect(o, `${t} threads, cols ${cols}: output ${i}`).toEqual(want.outs[i]),
+        );
+      }
+    }
+    const dx0 = new Float32Array(m * n).fill(3);
+    const dws = ws.map(() => new Float32Array(n * n));
+    const dbs = ws.map(() => new Float32Array(n));
+    for (const cols of [-1, n + 1])
+      expect(() =>
+        addon.crossStackBackward(dy, x0, ws, zs, ys.slice(0, -1), dx0, dws, dbs, m, n, cols, 0.1),
+      ).toThrow(/l2Cols must be in 0\.\.n/);
+    // l2Cols without l2Factor: refused, not ignored
+    const half = addon.crossStackBackward as unknown as (...args: unknown[]) => unknown;
+    expect(() => half.call(addon, dy, x0, ws, zs, ys.slice(0, -1), dx0, dws, dbs, m, n, 8)).toThrow(
+      TypeError,
+    );
+    expect(dx0).toEqual(new Float32Array(m * n).fill(3));
+  });
 });
