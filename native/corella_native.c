@@ -2225,15 +2225,29 @@ static napi_value js_stack_weights_fused(napi_env env, napi_callback_info info) 
   return out;
 }
 
+/* The single microsecond argument of prewake and poolHold, in 0..max; 0 (with an exception pending unless it is
+ * missing) when it is missing, not a number or out of range. */
+static int us_arg(napi_env env, napi_callback_info info, int64_t max, const char *range_msg, int64_t *us) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    napi_throw_error(env, "CORELLA_NATIVE", "corella_native: N-API call failed: napi_get_cb_info");
+    return 0;
+  }
+  *us = 0;
+  if (argc < 1 || !i64_arg(env, argv[0], us)) return 0;
+  if (*us < 0 || *us > max) {
+    range_error(env, range_msg);
+    return 0;
+  }
+  return 1;
+}
+
 /* prewake(us): pool_prewake from JS, before JS work that a region follows (the next batch's assembly,
  * then the embedding bag). */
 static napi_value js_prewake(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int64_t us = 0;
-  if (argc < 1 || !i64_arg(env, argv[0], &us)) return NULL;
-  if (us < 0 || us > 1000) return range_error(env, "corella_native.prewake: us must be in 0..1000");
+  int64_t us;
+  if (!us_arg(env, info, 1000, "corella_native.prewake: us must be in 0..1000", &us)) return NULL;
   pool_prewake(us * 1000);
   return NULL;
 }
@@ -2241,12 +2255,8 @@ static napi_value js_prewake(napi_env env, napi_callback_info info) {
 /* poolHold(us) -> boolean: pool_hold from JS, at a training step's start (us > 0, at most 100000) and end
  * (0). */
 static napi_value js_pool_hold(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int64_t us = 0;
-  if (argc < 1 || !i64_arg(env, argv[0], &us)) return NULL;
-  if (us < 0 || us > 100000) return range_error(env, "corella_native.poolHold: us must be in 0..100000");
+  int64_t us;
+  if (!us_arg(env, info, 100000, "corella_native.poolHold: us must be in 0..100000", &us)) return NULL;
   napi_value v;
   CHECK(env, napi_get_boolean(env, pool_hold(us * 1000) != 0, &v));
   return v;

@@ -163,7 +163,7 @@ export async function jointEpoch(a: {
   signal?: AbortSignal;
 }): Promise<EpochLoss> {
   const { cfg, crm, branch, proj, step, rows: stage2Rows, epoch } = a;
-  const { useAlign, optCrm, optOther, crmNames } = step;
+  const { useAlign } = step;
   // The LoRA branch on several threads computes the LLM side itself; otherwise one tape over everything.
   const split = branch.parallelJoint === true && branch.parallelJointGradients !== undefined;
   const order = permutation(mulberry32(cfg.seed * 17 + epoch), stage2Rows.length);
@@ -187,17 +187,7 @@ export async function jointEpoch(a: {
             kept = [tf.keep(lLlm), tf.keep(lCrm), tf.keep(lAlign)];
             return jointObjective(cfg, [lLlm, lCrm, lAlign], reg);
           }, [...step.crmVars, ...step.otherVars]);
-          const gCrm: { name: string; tensor: tf.Tensor }[] = [];
-          const gOther: { name: string; tensor: tf.Tensor }[] = [];
-          for (const [name, tensor] of Object.entries(grads)) {
-            // Variables the loss does not reach (e.g. projections when γ = 0) have no gradient.
-            if (tensor) (crmNames.has(name) ? gCrm : gOther).push({ name, tensor });
-          }
-          if (cfg.beta > 0 || useAlign) optCrm.applyGradients(gCrm);
-          optOther.applyGradients(gOther);
-          const out = [value.dataSync()[0], ...kept.map((k) => k.dataSync()[0])];
-          kept.forEach((k) => k.dispose());
-          return out;
+          return applyStage2Gradients(cfg, step, namedGradients(grads), value, kept);
         });
     disposeBatch(batch);
     acc.total += parts[0] * local.length;
@@ -251,7 +241,7 @@ function splitJointStep(a: {
   labels: ArrayLike<number>;
 }): number[] {
   const { cfg, crm, branch, proj, step, batch, local } = a;
-  const { useAlign, crmNames } = step;
+  const { useAlign } = step;
   const S = proj.config.sharedDim;
   const B = local.length;
   const llmProj = proj.llmProjections();
@@ -285,25 +275,47 @@ function splitJointStep(a: {
       return jointObjective(cfg, [lLlm, lCrm, lAlign], reg);
     }, [...step.crmVars, ...step.otherVars]);
     const llm = side!;
-    const byName = new Map<string, tf.Tensor>();
-    for (const [name, tensor] of Object.entries(grads)) if (tensor) byName.set(name, tensor);
+    const byName = namedGradients(grads);
     for (const g of llm.grads) byName.set(g.name, g.tensor);
     if (useAlign)
       llmProj.forEach((p, k) => {
         byName.set(p.w.name, tf.tensor(llm.projectionGrads[k].w, p.w.shape));
         byName.set(p.b.name, tf.tensor(llm.projectionGrads[k].b, p.b.shape));
       });
-    const gCrm: { name: string; tensor: tf.Tensor }[] = [];
-    const gOther: { name: string; tensor: tf.Tensor }[] = [];
-    for (const v of [...step.crmVars, ...step.otherVars]) {
-      const tensor = byName.get(v.name);
-      if (tensor) (crmNames.has(v.name) ? gCrm : gOther).push({ name: v.name, tensor });
-    }
-    if (cfg.beta > 0 || useAlign) step.optCrm.applyGradients(gCrm);
-    step.optOther.applyGradients(gOther);
+    const out = applyStage2Gradients(cfg, step, byName, value, kept);
     tf.dispose(llm.grads.map((g) => g.tensor));
-    const out = [value.dataSync()[0], ...kept.map((k) => k.dataSync()[0])];
-    kept.forEach((k) => k.dispose());
     return out;
   });
+}
+
+/** A tape's gradients by variable name; variables the loss does not reach (projections at γ = 0) have none. */
+function namedGradients(grads: tf.NamedTensorMap | Record<string, tf.Tensor | null>): Map<string, tf.Tensor> {
+  const byName = new Map<string, tf.Tensor>();
+  for (const [name, tensor] of Object.entries(grads)) if (tensor) byName.set(name, tensor);
+  return byName;
+}
+
+/**
+ * The end of either stage-2 step: the CRM's gradients go to its optimiser (when β > 0 or γ·L_align reaches
+ * it), everything else to the other, in the variables' order (Adam keys its moments by position), and the
+ * losses are read out as [total, L_llm, L_crm, L_align]. Runs inside the step's tidy.
+ */
+function applyStage2Gradients(
+  cfg: JointConfig,
+  step: Stage2Step,
+  byName: Map<string, tf.Tensor>,
+  value: tf.Scalar,
+  kept: tf.Scalar[],
+): number[] {
+  const gCrm: { name: string; tensor: tf.Tensor }[] = [];
+  const gOther: { name: string; tensor: tf.Tensor }[] = [];
+  for (const v of [...step.crmVars, ...step.otherVars]) {
+    const tensor = byName.get(v.name);
+    if (tensor) (step.crmNames.has(v.name) ? gCrm : gOther).push({ name: v.name, tensor });
+  }
+  if (cfg.beta > 0 || step.useAlign) step.optCrm.applyGradients(gCrm);
+  step.optOther.applyGradients(gOther);
+  const out = [value.dataSync()[0], ...kept.map((k) => k.dataSync()[0])];
+  kept.forEach((k) => k.dispose());
+  return out;
 }

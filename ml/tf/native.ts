@@ -345,13 +345,7 @@ function envThreads(name: 'CORELLA_NATIVE_THREADS' | 'CORELLA_BLAS_THREADS'): nu
  * addon loads, rather than measured as the other setting.
  */
 export function poolWaitMode(raw = process.env.CORELLA_POOL_WAIT): 'region' | 'chunk' {
-  if (raw === undefined || raw === '' || raw === 'region') return 'region';
-  if (raw === 'chunk') return 'chunk';
-  throw new CorellaError(
-    'BAD_CONFIG',
-    `CORELLA_POOL_WAIT=${JSON.stringify(raw)} is not one of region, chunk (field CORELLA_POOL_WAIT)`,
-    { details: { field: 'CORELLA_POOL_WAIT' } },
-  );
+  return envChoice('CORELLA_POOL_WAIT', raw, ['region', 'chunk']);
 }
 
 /**
@@ -361,12 +355,17 @@ export function poolWaitMode(raw = process.env.CORELLA_POOL_WAIT): 'region' | 'c
  * here, before the addon loads.
  */
 export function poolHoldMode(raw = process.env.CORELLA_POOL_HOLD): 'step' | 'off' {
-  if (raw === undefined || raw === '' || raw === 'step') return 'step';
-  if (raw === 'off') return 'off';
+  return envChoice('CORELLA_POOL_HOLD', raw, ['step', 'off']);
+}
+
+/** An environment switch with a fixed set of values, the first the default (unset or empty). */
+function envChoice<T extends string>(name: string, raw: string | undefined, values: readonly [T, ...T[]]): T {
+  if (raw === undefined || raw === '') return values[0];
+  if ((values as readonly string[]).includes(raw)) return raw as T;
   throw new CorellaError(
     'BAD_CONFIG',
-    `CORELLA_POOL_HOLD=${JSON.stringify(raw)} is not one of step, off (field CORELLA_POOL_HOLD)`,
-    { details: { field: 'CORELLA_POOL_HOLD' } },
+    `${name}=${JSON.stringify(raw)} is not one of ${values.join(', ')} (field ${name})`,
+    { details: { field: name } },
   );
 }
 

@@ -179,6 +179,7 @@ describe.runIf(addon?.embeddingAdam !== undefined)('embeddingAdam: the embedding
       expect(() => a.prewake!(150)).not.toThrow();
       expect(() => a.prewake!(1001)).toThrow(RangeError);
       expect(() => a.prewake!(-1)).toThrow(/us must be in 0\.\.1000/);
+      expect(() => a.prewake!('5' as unknown as number)).toThrow(/expected a number/);
     }
     // The pool still runs regions after a prewake (no worker is left waiting on a stale one).
     const c = benchCase(14, 256);

@@ -82,6 +82,7 @@ describe.runIf(run)('poolHold', () => {
     expect(a.poolStats().held).toBe(false);
     expect(() => a.poolHold(100_001)).toThrow(RangeError);
     expect(() => a.poolHold(-1)).toThrow(/us must be in 0\.\.100000/);
+    expect(() => a.poolHold('5' as unknown as number)).toThrow(/expected a number/);
     expect(a.poolStats().held).toBe(false);
     a.setThreads(1);
     expect(a.poolHold(5000)).toBe(false);
