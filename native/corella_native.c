@@ -411,9 +411,9 @@ static void pool_run(chunk_fn fn, void *ctx, int64_t chunks) {
   pthread_mutex_unlock(&pool_region);
 }
 
-/* How a kernel cuts n items (rows, parameters) into chunks of at least `grain`: at most n/grain chunks,
- * capped, 1 below 2·grain, and 1 when the pool has one thread (a row block runs sgemm a few per cent
- * slower than the whole product, and a 64-row block of a weight gradient a fifth slower). */
+/* How an element pass cuts n items (parameters, bag entries) into chunks of at least `grain`: at most
+ * n/grain chunks, capped, 1 below 2·grain, and 1 when the pool has one thread. Element passes give the same
+ * bits however they are cut; products are cut by gemm_row_blocks, fixed by their shape. */
 #define MAX_CHUNKS 16
 static int64_t chunks_for(int64_t n, int64_t grain) {
   if (atomic_load(&pool_threads) <= 1) return 1;
@@ -542,6 +542,36 @@ __attribute__((noinline)) static void axpy(float *restrict o, const float *restr
 /* Multiply-adds per entry above which the entries of a batched product are spread over the pool. */
 #define MATMUL_SPLIT_WORK (256 * 128 * 128)
 
+/* Row blocks of a product cut by its rows (o = x·w, and dz·wᵀ): fixed by the rows alone, never by the
+ * pool's threads or the product's size, so every kernel makes the same sgemm calls at any thread count, and
+ * a fused stack makes its layers' calls. ≥ 256 rows each (1 block below 512), at most MAX_CHUNKS.
+ * Why not the thread count: OpenBLAS's Haswell sgemm kernel, which it runs on AMD EPYC (AVX-512 or not),
+ * gives a row other bits in a 1024-row call than in a 256-row one (13,661 of 131,072 entries of a
+ * 1024×128×128 product differ from its four 256-row blocks), where its SkylakeX and Sandybridge kernels
+ * give the same. Cut by the thread count, 1 and 2 threads trained different models on such a machine. */
+static int64_t gemm_row_blocks(int64_t m) {
+  if (m < 2 * GEMM_ROW_GRAIN) return 1;
+  const int64_t c = m / GEMM_ROW_GRAIN;
+  return c > MAX_CHUNKS ? MAX_CHUNKS : c;
+}
+
+/* Output-row blocks of a weight gradient xᵀ·dz ([k, n]; the reduction runs over the batch rows) once its
+ * product is cut by rows at all: two from k = 128 (a weight gradient cut in two runs at 150-160 GFLOP/s a
+ * block, in four at 120-150), fixed for the same reason as gemm_row_blocks. */
+static int64_t gemm_k_blocks(int64_t k) { return k >= 2 * GEMM_K_GRAIN ? 2 : 1; }
+
+/* Whether a row-cut product is worth the pool's threads; below it its blocks run in turn on the caller. */
+static bool gemm_parallel(int64_t work) { return work >= MATMUL_SPLIT_WORK; }
+
+/* Runs a row-cut kernel's blocks: on the pool, or (a small product) in turn here. */
+static void run_blocks(chunk_fn fn, void *ctx, int64_t blocks, bool parallel) {
+  if (parallel) {
+    pool_run(fn, ctx, blocks);
+  } else {
+    for (int64_t c = 0; c < blocks; c++) fn(ctx, c);
+  }
+}
+
 typedef struct {
   const float *a, *b;
   float *out;
@@ -633,8 +663,8 @@ static napi_value js_matmul(napi_env env, napi_callback_info info) {
   } else if (blas_splits()) {
     matmul_block(&j, 0, 0, m);
   } else {
-    j.row_chunks = m * n * k >= MATMUL_SPLIT_WORK ? chunks_for(m, GEMM_ROW_GRAIN) : 1;
-    pool_run(matmul_rows_chunk, &j, j.row_chunks);
+    j.row_chunks = gemm_row_blocks(m);
+    run_blocks(matmul_rows_chunk, &j, j.row_chunks, gemm_parallel(m * n * k));
   }
   return NULL;
 }
@@ -922,14 +952,15 @@ static void run_backward(CrossJob *j) {
     j->kchunks = 0;
   } else {
     j->phase = -1;
-    j->chunks = m * n * k >= MATMUL_SPLIT_WORK ? chunks_for(m, GEMM_ROW_GRAIN) : 1;
-    pool_run(backward_rows_chunk, j, j->chunks);
-    /* Only when the batch is large enough to split at all: a small product stays one call. One block per
-     * thread: a weight gradient cut in two runs at 150-160 GFLOP/s a block, in four at 120-150. */
-    j->kchunks = j->chunks > 1 ? at_most_threads(chunks_for(k, GEMM_K_GRAIN)) : 1;
+    j->chunks = gemm_row_blocks(m);
+    run_blocks(backward_rows_chunk, j, j->chunks, gemm_parallel(m * n * k));
+    /* Only when the product is large enough to run on the pool: a small one keeps dw in one call. */
+    j->kchunks = gemm_parallel(m * n * k) && j->chunks > 1 ? gemm_k_blocks(k) : 1;
   }
-  j->dchunks = j->db == NULL ? 0 : (j->chunks > 1 && n >= 64 ? 2 : 1);
-  pool_run(backward_weights_chunk, j, j->kchunks + j->dchunks);
+  /* With OpenBLAS's threads, j->chunks is the element passes' cut; db's columns are summed alike either way. */
+  const bool split = j->chunks > 1 && (blas_splits() || gemm_parallel(m * n * k));
+  j->dchunks = j->db == NULL ? 0 : (split && n >= 64 ? 2 : 1);
+  run_blocks(backward_weights_chunk, j, j->kchunks + j->dchunks, split);
 }
 
 static napi_value js_cross_forward(napi_env env, napi_callback_info info) {
@@ -959,8 +990,8 @@ static napi_value js_cross_forward(napi_env env, napi_callback_info info) {
     pool_run(cross_forward_chunk, &j, j.chunks);
   } else {
     j.phase = -1;
-    j.chunks = m * n * n >= MATMUL_SPLIT_WORK ? chunks_for(m, GEMM_ROW_GRAIN) : 1;
-    pool_run(cross_forward_chunk, &j, j.chunks);
+    j.chunks = gemm_row_blocks(m);
+    run_blocks(cross_forward_chunk, &j, j.chunks, gemm_parallel(m * n * n));
   }
   return NULL;
 }
@@ -1355,14 +1386,6 @@ static napi_value js_l2_grad(napi_env env, napi_callback_info info) {
  * its layers one by one, at any thread count (test/ml/tf/native-kernels.test.ts).
  */
 #define STACK_MAX 16
-/* Row blocks a stack region is cut into: fixed by the batch, not by the pool's threads (the same cut at
- * 1 thread, where 256-row blocks stay cache-resident through the layers), ≥ 256 rows each (sgemm on a
- * smaller block is measurably slower). */
-static int64_t stack_row_chunks(int64_t m) {
-  if (m < 2 * GEMM_ROW_GRAIN) return 1;
-  const int64_t c = m / GEMM_ROW_GRAIN;
-  return c > MAX_CHUNKS ? MAX_CHUNKS : c;
-}
 
 /* Per-thread buffers for a stack's intermediates (each layer's dz, the carried dx), apart from `scratch`. */
 static _Thread_local float *stack_scratch = NULL;
@@ -1891,8 +1914,8 @@ static void plan_weights_cut(StackJob *j, bool may_split, bool count_only) {
   int e = 0;
   for (int l = 0; l < j->layers; l++) {
     const int64_t m = j->m, k = j->k[l], n = j->n[l];
-    const bool split = may_split && m * n * k >= MATMUL_SPLIT_WORK && chunks_for(m, GEMM_ROW_GRAIN) > 1;
-    const int kc = split ? (int)at_most_threads(chunks_for(k, GEMM_K_GRAIN)) : 1;
+    const bool split = may_split && gemm_parallel(m * n * k) && gemm_row_blocks(m) > 1;
+    const int kc = split ? (int)gemm_k_blocks(k) : 1;
     const int dc = j->db[l] == NULL ? 0 : (split && n >= 64 ? 2 : 1);
     if (count_only) {
       e += kc + dc;
@@ -1965,7 +1988,7 @@ static napi_value js_dense_stack_forward(napi_env env, napi_callback_info info) 
     j.b[l] = b[l];
     j.y[l] = y[l];
   }
-  j.chunks = stack_row_chunks(m);
+  j.chunks = gemm_row_blocks(m);
   pool_run(dense_stack_forward_chunk, &j, j.chunks);
   return NULL;
 }
@@ -2001,7 +2024,7 @@ static napi_value js_dense_stack_backward(napi_env env, napi_callback_info info)
     return range_error(env, "corella_native.denseStackBackward: shapes do not fit the buffers");
   if (relu < 0 || relu >= (1 << L)) return range_error(env, "corella_native.denseStackBackward: relu mask outside the layers");
   j.layers = (int)L;
-  j.chunks = stack_row_chunks(m);
+  j.chunks = gemm_row_blocks(m);
   for (uint32_t l = 0; l < L; l++) j.db[l] = db[l];
   const size_t partials = plan_fused(&j);
   float *s = stack_floats(env, dz_floats + partials);
@@ -2107,7 +2130,7 @@ static napi_value js_cross_stack_forward(napi_env env, napi_callback_info info) 
   j.layers = (int)L;
   j.x = x0;
   j.m = m;
-  j.chunks = stack_row_chunks(m);
+  j.chunks = gemm_row_blocks(m);
   pool_run(cross_stack_forward_chunk, &j, j.chunks);
   return NULL;
 }
@@ -2167,7 +2190,7 @@ static napi_value js_cross_stack_backward(napi_env env, napi_callback_info info)
   j.l2_cols = l2_cols;
   j.l2_factor = (float)l2_factor;
   j.layers = (int)L;
-  j.chunks = stack_row_chunks(m);
+  j.chunks = gemm_row_blocks(m);
   for (uint32_t l = 0; l < L; l++) {
     j.k[l] = j.n[l] = n;
     j.db[l] = db[l];
