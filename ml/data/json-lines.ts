@@ -48,6 +48,11 @@ export async function streamLines(
       cb(null, chunk);
     },
   });
+  // pipeline() reports an AbortError when the line handler throws: keep the handler's own error. Only the
+  // handler's: a broken gzip stream also reaches the consumer, through its `for await`, when the consumer
+  // is waiting for the next chunk at that moment (a race that a loaded machine loses), and recorded there
+  // it would be thrown raw instead of as the DatasetError below.
+  let consumerError: unknown;
   const emit = async (buf: Buffer) => {
     lineNo++;
     let end = buf.length;
@@ -61,19 +66,14 @@ export async function streamLines(
     } catch {
       text = undefined;
     }
-    await onLine({ text, lineNo });
-  };
-  // pipeline() reports an AbortError when the consumer throws: keep the consumer's own error.
-  let consumerError: unknown;
-  const consume = async (source: AsyncIterable<Buffer>) => {
     try {
-      await consumeLines(source);
+      await onLine({ text, lineNo });
     } catch (e) {
       consumerError = e;
       throw e;
     }
   };
-  const consumeLines = async (source: AsyncIterable<Buffer>) => {
+  const consume = async (source: AsyncIterable<Buffer>) => {
     let rest: Buffer | undefined;
     for await (const chunk of source) {
       const buf: Buffer = rest ? Buffer.concat([rest, chunk]) : chunk;
