@@ -24,14 +24,20 @@ const cores: [string, boolean][] = [
   ['SkylakeX', ['avx512f', 'avx512bw', 'avx512dq', 'avx512vl'].every((f) => flags.has(f))],
 ];
 const built = loadNative().addon !== undefined;
+const child = (env: Record<string, string>) =>
+  spawnSync(process.execPath, ['--import', 'tsx', CHILD], {
+    env: { ...process.env, ...env, OPENBLAS_VERBOSE: '2' },
+    encoding: 'utf8',
+  });
+// Only an OpenBLAS built with DYNAMIC_ARCH (Debian's, CI's) picks its kernel at load, says which, and takes
+// OPENBLAS_CORETYPE; a build for one target cannot be made to run another kernel, so there is nothing to force.
+const probe = built && process.arch === 'x64' ? child({}) : undefined;
+const dynamicArch = probe !== undefined && /^Core: /m.test(`${probe.stdout}${probe.stderr}`);
 
-describe.runIf(built && process.arch === 'x64')('row-cut products under each OpenBLAS kernel', () => {
+describe.runIf(dynamicArch)('row-cut products under each OpenBLAS kernel', () => {
   for (const [core, runs] of cores) {
     it.runIf(runs)(`${core}: matmul and the cross layer give the same bits at 1 and 2 threads`, () => {
-      const run = spawnSync(process.execPath, ['--import', 'tsx', CHILD], {
-        env: { ...process.env, OPENBLAS_CORETYPE: core, OPENBLAS_VERBOSE: '2' },
-        encoding: 'utf8',
-      });
+      const run = child({ OPENBLAS_CORETYPE: core });
       expect(run.status, run.stderr).toBe(0);
       // OPENBLAS_VERBOSE=2 prints the kernel it loaded ("Core: Haswell"), so a core type it ignored shows.
       expect(`${run.stdout}${run.stderr}`).toMatch(new RegExp(`^Core: ${core}$`, 'm'));
