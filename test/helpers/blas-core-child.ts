@@ -5,6 +5,7 @@
  * Usage: node --import tsx blas-core-child.ts
  */
 import { loadNative } from '../../ml/tf/native.js';
+import { fill } from './native-fixtures.js';
 
 const addon = loadNative().addon;
 if (!addon) throw new Error('the native addon is not built');
@@ -12,14 +13,11 @@ if (!addon) throw new Error('the native addon is not built');
 // The CRM's bench shape: a 1024-row batch, 128 wide, as one cross layer and one dense layer see it.
 const m = 1024;
 const n = 128;
-let seed = 7;
-const rand = (len: number) =>
-  Float32Array.from({ length: len }, () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31 - 0.5);
-const x0 = rand(m * n);
-const x = rand(m * n);
-const w = rand(n * n);
-const b = rand(n);
-const dy = rand(m * n);
+const x0 = fill(m * n, 1);
+const x = fill(m * n, 2);
+const w = fill(n * n, 3);
+const b = fill(n, 4);
+const dy = fill(m * n, 5);
 
 function outputs(threads: number): Record<string, Float32Array> {
   addon!.setThreads(threads);
