@@ -13,7 +13,8 @@ import {
   type AdaptedBlocks,
   type JointTerms,
 } from './lora-loss.js';
-import { LoraWorkers } from './lora-parallel.js';
+import { LoraWorkers, type HostSample } from './lora-parallel.js';
+import type { SampleGrads } from './lora-worker.js';
 
 export interface LoraSample {
   tokens: readonly number[];
@@ -59,10 +60,34 @@ export interface LoraTrainerOptions {
   threads?: number;
   /** Aborting it terminates the worker threads (a cancelled run does not leave them behind). */
   signal?: AbortSignal;
+  /**
+   * Bytes that a one-thread step may hold in one gradient tape (default 1.5 GiB; see tapeBytes below). A
+   * batch estimated above it is stepped sample by sample on this thread, as the workers step it.
+   */
+  tapeBytes?: number;
 }
 
 /** The most threads a trainer accepts: beyond the cores, workers only add copies of the adapted blocks. */
 export const MAX_LORA_THREADS = 16;
+
+/**
+ * Why a budget: a tape keeps every intermediate of every adapted block, for every token of every sample,
+ * until the backward pass ends. tfjs-wasm's heap stops at 4 GiB, and past it the module aborts with an
+ * untyped `RuntimeError: Aborted()` that kills the backend for the rest of the process. Measured on
+ * SmolLM2-135M (tf.profile's peak, ml-1m prompts of 143 and 405 tokens): 335 KB per token per adapted
+ * block, the same at both lengths, so the activations, not the T² attention scores, dominate. So a batch of
+ * 8 pipeline prompts at k = 16 (about 4 GiB) aborted, while one sample of k = 30 needs about 2 GiB. The
+ * default leaves room beside the weights (425 MB for all 30 blocks) and the frozen cache's tensors.
+ */
+const DEFAULT_TAPE_BYTES = 1.5 * 2 ** 30;
+
+/**
+ * Tape bytes per token per adapted block: about 40 float32 values per unit of width, forward and backward
+ * (337 KB for SmolLM2-135M's 576 + 1536, against the 335 KB measured).
+ */
+export function tapeBytesPerToken(hp: { nEmbd: number; nFf: number }): number {
+  return 4 * 40 * (hp.nEmbd + hp.nFf);
+}
 
 /**
  * Trains LoRA factors on L_llm = BCE(label, p), p = e^yes / (e^yes + e^no) = σ(logit_yes − logit_no): the
@@ -82,6 +107,7 @@ export class LoraTrainer {
   private readonly blocks: AdaptedBlocks;
   private readonly onAbort?: () => void;
   private readonly signal?: AbortSignal;
+  private readonly tapeBytes: number;
 
   constructor(
     readonly model: LlamaTf,
@@ -143,6 +169,13 @@ export class LoraTrainer {
         { details: { field: 'threads' } },
       );
     this.threads = threads;
+    this.tapeBytes = opts.tapeBytes ?? DEFAULT_TAPE_BYTES;
+    if (!(this.tapeBytes > 0))
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `LoRA tape budget ${String(opts.tapeBytes)} is not a positive number of bytes (field tapeBytes)`,
+        { details: { field: 'tapeBytes' } },
+      );
     throwIfAborted(opts.signal);
     this.optimizer = tf.train.adam(opts.learningRate ?? 1e-3);
     // [2, nEmbd]: the loss needs these two rows of the output matrix, never the whole vocabulary.
@@ -167,8 +200,8 @@ export class LoraTrainer {
       const workers = this.workers;
       this.onAbort = () => void workers.close();
       opts.signal?.addEventListener('abort', this.onAbort, { once: true });
-      this.signal = opts.signal;
     }
+    this.signal = opts.signal;
   }
 
   /** Training samples computed so far by this thread ([0]) and by each worker (empty with threads = 1). */
@@ -248,10 +281,23 @@ export class LoraTrainer {
     });
   }
 
+  /**
+   * Whether `step()` differentiates the batch in one tape: one thread, and the tape's estimate
+   * (tapeBytesPerToken × tokens × adapted blocks) within the budget. Otherwise each sample has a tape of
+   * its own and the gradients are added in sample order, on the workers or on this thread alone, with the
+   * same bits either way. Depends on the batch only, so a resumed run chooses as the first run did.
+   */
+  oneTape(batch: readonly { tokens: readonly number[] }[]): boolean {
+    if (this.workers) return false;
+    const tokens = batch.reduce((a, s) => a + s.tokens.length, 0);
+    const blocks = this.model.hp.nLayer - this.adapter.firstLayer;
+    return tokens * blocks * tapeBytesPerToken(this.model.hp) <= this.tapeBytes;
+  }
+
   /** One Adam step on the batch's mean BCE; returns the loss before the step. */
   step(batch: readonly LoraSample[], signal?: AbortSignal): number {
     this.checkBatch(batch, signal);
-    if (this.workers) return this.parallelStep(batch);
+    if (!this.oneTape(batch)) return this.parallelStep(batch);
     const cost = this.optimizer.minimize(() => this.loss(batch), true, this.adapter.variables());
     const v = cost!.dataSync()[0];
     cost!.dispose();
@@ -299,17 +345,14 @@ export class LoraTrainer {
   /**
    * The batch's mean loss and its gradients (in `adapter.variables()` order) computed on the trainer's
    * threads, as `step()` computes them, for an optimiser that is not this trainer's (the joint trainer's
-   * stage 3 steps the LoRA with its own Adam, which its checkpoints hold). Needs threads > 1.
+   * stage 3 steps the LoRA with its own Adam, which its checkpoints hold). With threads = 1 this thread
+   * computes every sample, one tape each: the bits of any thread count, in a tape of one sample's size.
    */
   parallelGradients(
     batch: readonly LoraSample[],
     signal?: AbortSignal,
   ): { loss: number; grads: Float32Array[] } {
     this.checkBatch(batch, signal);
-    if (!this.workers)
-      throw new CorellaError('BAD_CONFIG', 'parallel LoRA gradients need threads > 1 (field threads)', {
-        details: { field: 'threads' },
-      });
     const samples = batch.map((s) => {
       const x = this.frozen.input(s.tokens);
       const input = x.dataSync() as Float32Array;
@@ -318,7 +361,7 @@ export class LoraTrainer {
     });
     const vars = this.adapter.variables();
     const lora = this.adapter.layerLora();
-    const results = this.workers!.run(this.adapter.toHostSync(), samples, (s) =>
+    const results = this.runSamples(samples, (s) =>
       sampleGrads(this.blocks, vars, lora, this.labelSmoothing, s.input, s),
     );
     const { grads: acc, sum } = sumSampleResults(results);
@@ -333,7 +376,8 @@ export class LoraTrainer {
    * sample brings (jointSampleGrads). That is exactly the one-tape stage-2 loss's gradient with respect to the
    * LoRA and g_llm, up to float32 summation order. Also returns what the CRM side needs back: every sample's
    * logit and g_llm(h) per pair ([B·S] each). Gradients: adapter.variables(), then each pair's g_llm weight
-   * and bias. Needs threads > 1; `terms.pairs[k].hidden` indexes hiddenLayers.
+   * and bias. With threads = 1 this thread computes every sample (as parallelGradients); `terms.pairs[k].hidden`
+   * indexes hiddenLayers.
    */
   jointGradients(
     batch: readonly { tokens: readonly number[]; label: number; targets: Float32Array }[],
@@ -341,10 +385,6 @@ export class LoraTrainer {
     signal?: AbortSignal,
   ): { loss: number; logits: Float32Array; projected: Float32Array[]; grads: Float32Array[] } {
     this.checkBatch(batch, signal);
-    if (!this.workers)
-      throw new CorellaError('BAD_CONFIG', 'parallel joint LoRA gradients need threads > 1 (field threads)', {
-        details: { field: 'threads' },
-      });
     const P = terms.pairs.length;
     const S = terms.sharedDim;
     for (const p of terms.pairs)
@@ -382,8 +422,7 @@ export class LoraTrainer {
     const projVars = jointProjectionVariables(full, this.model.hp.nEmbd);
     let results;
     try {
-      results = this.workers.run(
-        this.adapter.toHostSync(),
+      results = this.runSamples(
         samples,
         (s) => jointSampleGrads(this.blocks, vars, projVars, lora, full, s.input, { ...s, ...s.joint! }),
         full,
@@ -401,6 +440,22 @@ export class LoraTrainer {
       return out;
     });
     return { loss: sum / B, logits, projected, grads: acc };
+  }
+
+  /**
+   * Every sample's result, in sample order: claimed by this thread and the workers, or, with threads = 1,
+   * computed here one after another by the same function the workers run.
+   */
+  private runSamples(
+    samples: readonly HostSample[],
+    own: (s: HostSample) => Omit<SampleGrads, 'index'>,
+    joint?: JointTerms,
+  ): Omit<SampleGrads, 'index'>[] {
+    if (this.workers) return this.workers.run(this.adapter.toHostSync(), samples, own, joint);
+    return samples.map((s) => {
+      throwIfAborted(this.signal);
+      return own(s);
+    });
   }
 
   /** Gradients of the batch's mean BCE with respect to every LoRA variable, in `adapter.variables()` order. */

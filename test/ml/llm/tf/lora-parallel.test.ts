@@ -5,7 +5,7 @@ import type { LlamaTf } from '../../../../ml/llm/tf/llama-forward.js';
 import { LoraAdapter, type LoraHostWeights } from '../../../../ml/llm/tf/lora.js';
 import { sampleGrads } from '../../../../ml/llm/tf/lora-loss.js';
 import { LoraWorkers } from '../../../../ml/llm/tf/lora-parallel.js';
-import { LoraTrainer, type LoraSample } from '../../../../ml/llm/tf/lora-train.js';
+import { LoraTrainer, tapeBytesPerToken, type LoraSample } from '../../../../ml/llm/tf/lora-train.js';
 import { currentTfBackend } from '../../../../ml/tf/backend.js';
 import { useTinyLlamaTf } from '../../../helpers/tiny-llama-tf.js';
 
@@ -42,6 +42,7 @@ async function train(
   threads: number,
   bs: LoraSample[][],
   smoothing = 0,
+  tapeBytes?: number,
 ): Promise<{ losses: number[]; weights: LoraHostWeights; moments: Float32Array[] }> {
   const adapter = LoraAdapter.create(model.hp, CFG);
   const t = new LoraTrainer(model, adapter, {
@@ -49,6 +50,7 @@ async function train(
     learningRate: 2e-2,
     labelSmoothing: smoothing,
     threads,
+    tapeBytes,
   });
   try {
     const losses = bs.map((b) => t.step(b));
@@ -193,6 +195,48 @@ describe('data-parallel LoRA step', () => {
       adapter.dispose();
     }
   }, 120_000);
+
+  it('one thread with a batch beyond its tape budget steps sample by sample, with the bits of 2 threads', async () => {
+    const bs = batches(4, 7);
+    const weighted = bs.map((b) => b.map((s, i) => ({ ...s, weight: 1 + (i % 3) })));
+    for (const [smoothing, data] of [
+      [0, bs],
+      [0.1, weighted],
+    ] as const) {
+      const two = await train(2, data, smoothing);
+      // A budget below one sample's tape: every batch goes sample by sample on this one thread.
+      const split = await train(1, data, smoothing, 1);
+      expect(split.losses).toEqual(two.losses);
+      expect(bitsEqual(split.weights, two.weights)).toBe(true);
+      split.moments.forEach((m, i) =>
+        expect(Buffer.from(m.buffer).equals(Buffer.from(two.moments[i].buffer))).toBe(true),
+      );
+      // Within the default budget the tiny model's batches take the one tape: other bits, the same training.
+      const tape = await train(1, data, smoothing);
+      expect(bitsEqual(tape.weights, two.weights)).toBe(false);
+      expect(maxRelDiff(tape.weights, two.weights)).toBeLessThan(1e-4);
+    }
+  }, 180_000);
+
+  it('the one-tape choice follows the estimate: tokens × adapted blocks × tapeBytesPerToken against the budget', () => {
+    const adapter = LoraAdapter.create(model.hp, CFG);
+    const per = tapeBytesPerToken(model.hp);
+    expect(per).toBe(160 * (model.hp.nEmbd + model.hp.nFf));
+    const batch = [{ tokens: [1, 2, 3] }, { tokens: [4, 5] }];
+    const need = 5 * CFG.layers * per;
+    const at = new LoraTrainer(model, adapter, { answerTokens: [YES, NO], tapeBytes: need });
+    const below = new LoraTrainer(model, adapter, { answerTokens: [YES, NO], tapeBytes: need - 1 });
+    expect(at.oneTape(batch)).toBe(true);
+    expect(below.oneTape(batch)).toBe(false);
+    expect(below.oneTape(batch.slice(1))).toBe(true);
+    for (const bad of [0, -1, Number.NaN])
+      expect(() => new LoraTrainer(model, adapter, { answerTokens: [YES, NO], tapeBytes: bad })).toThrow(
+        /tapeBytes/,
+      );
+    at.dispose();
+    below.dispose();
+    adapter.dispose();
+  });
 
   it('label smoothing and a batch smaller than the thread count train like 1 thread too', async () => {
     const bs = [...batches(2, 5), batches(1, 1)[0], batches(1, 2)[0]];
