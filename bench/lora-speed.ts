@@ -25,8 +25,9 @@
  * Stage 2: `--stage2 1` also times the joint stage-2 step (jointEpoch: the pipeline's DCNv2 CRM, untrained,
  * as config/ml-1m-cpu.json; the LoRA branch on the top k blocks; α = β = 1, γ = `--stage2-gamma` with the
  * default pairs and projections of width `--align-dim`), one step of `--train-samples` rows per epoch, at
- * each `--train-threads` count, alternated `--rounds` times like the stage-3 step. With threads > 1 the step
- * is the split one (joint-epochs.ts splitJointStep: the CRM's tape here, the LoRA's samples on every thread).
+ * each `--train-threads` count, alternated `--rounds` times like the stage-3 step. With threads > 1, or a
+ * batch above the one-thread tape budget (lora-train.ts tapeBytes), the step is the split one (joint-epochs.ts
+ * splitJointStep: the CRM's tape here, the LoRA's samples one tape each, on every thread).
  * CPU seconds are the process's, worker threads included.
  *
  * Prints JSON.

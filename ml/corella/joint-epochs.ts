@@ -164,8 +164,6 @@ export async function jointEpoch(a: {
 }): Promise<EpochLoss> {
   const { cfg, crm, branch, proj, step, rows: stage2Rows, epoch } = a;
   const { useAlign } = step;
-  // The LoRA branch on several threads computes the LLM side itself; otherwise one tape over everything.
-  const split = branch.parallelJoint === true && branch.parallelJointGradients !== undefined;
   const order = permutation(mulberry32(cfg.seed * 17 + epoch), stage2Rows.length);
   const acc = { total: 0, llm: 0, crm: 0, align: 0 };
   for (let s = 0; s < order.length; s += cfg.stage2.batchSize) {
@@ -173,6 +171,10 @@ export async function jointEpoch(a: {
     const local = order.subarray(s, Math.min(order.length, s + cfg.stage2.batchSize));
     const rows = Int32Array.from(local, (i) => stage2Rows[i]);
     const batch = crm.makeBatch(a.train, rows);
+    // The LoRA branch computes the LLM side itself on several threads, or sample by sample when one tape
+    // would not fit; otherwise one tape over everything.
+    const split =
+      branch.parallelJointGradients !== undefined && branch.splitJoint?.('stage2', local) === true;
     const parts = split
       ? splitJointStep({ ...a, batch, local, labels: pick(a.train.labels, Array.from(rows)) })
       : tf.tidy(() => {

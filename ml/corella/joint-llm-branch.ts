@@ -88,10 +88,11 @@ export interface JointLlmBranch {
     labels: ArrayLike<number>,
   ): { loss: number; grads: { name: string; tensor: tf.Tensor }[] } | undefined;
   /**
-   * Optional, with parallelJointGradients: true when that computes the stage-2 step's LLM side (the LoRA
-   * branch on more than one thread); the trainer then splits the step instead of one tape over everything.
+   * Optional, with parallelJointGradients: true when that computes the LLM side of the stage-2 step on rows
+   * `local` (the LoRA branch on more than one thread, or a batch too large for one tape); the trainer then
+   * splits that step instead of one tape over everything.
    */
-  readonly parallelJoint?: boolean;
+  splitJoint?(part: JointPart, local: ArrayLike<number>): boolean;
   /**
    * Optional: the LLM side of a stage-2 step computed the branch's own way (the LoRA branch's worker
    * threads). The CRM side of each alignment pair comes in as values (see JointLlmStep); out come the

@@ -33,6 +33,8 @@ export interface LoraBranchOptions<P extends string> {
   threads?: number;
   /** Aborting it terminates the training worker threads. */
   signal?: AbortSignal;
+  /** One tape's budget at one thread (LoraTrainer's `tapeBytes`); larger batches go sample by sample. */
+  tapeBytes?: number;
   /** Output affine a·z + b on the log-odds z (the output calibration); default identity. */
   output?: { a: number; b: number };
   /** Rows per tidy scope in predict(). */
@@ -71,6 +73,7 @@ export class LoraBranch<P extends string = string> {
       cacheBytes: opts.frozenBytes ?? 64 * 2 ** 30,
       threads: opts.threads,
       signal: opts.signal,
+      tapeBytes: opts.tapeBytes,
     });
     this.a = opts.output?.a ?? 1;
     this.b = opts.output?.b ?? 0;
@@ -133,39 +136,55 @@ export class LoraBranch<P extends string = string> {
     });
   }
 
+  /** The prompts of rows `local` of `part`, with their labels. */
+  private samplesOf(part: P, local: ArrayLike<number>, labels: ArrayLike<number>) {
+    const prompts = this.promptsOf(part);
+    return Array.from(local, (i, j) => {
+      const tokens = prompts[i];
+      if (!tokens)
+        throw new CorellaError('BAD_CONFIG', `row ${i} is outside part ${part} (${prompts.length} rows)`);
+      return { tokens, label: labels[j] };
+    });
+  }
+
   /**
    * The mean BCE of rows `local` of `part` against `labels` and its gradients, named as trainableVariables(),
-   * computed on the trainer's worker threads; undefined when that does not apply (one thread, or an output
-   * affine other than the identity, which the workers' loss on z does not include), and the caller
-   * differentiates forward() instead. Equal to that gradient up to float32 summation order, and the same
-   * bits at every thread count above 1, so a resumed run at the same count is byte-identical.
+   * computed sample by sample on the trainer's threads; undefined when one tape of forward() serves (one
+   * thread and a batch within the trainer's tape budget, LoraTrainer.oneTape), and the caller differentiates
+   * forward(). Equal to that gradient up to float32 summation order, and the same bits at every thread
+   * count, so a resumed run is byte-identical. With an output affine other than the identity, the loss is
+   * BCE(y, a·z + b): the joint per-sample loss with α = 1 and no alignment pairs.
    */
   parallelGradients(
     part: P,
     local: ArrayLike<number>,
     labels: ArrayLike<number>,
   ): { loss: number; grads: { name: string; tensor: tf.Tensor }[] } | undefined {
-    if (this.trainer.threads === 1 || this.a !== 1 || this.b !== 0) return undefined;
-    const prompts = this.promptsOf(part);
-    const batch = Array.from(local, (i, j) => {
-      const tokens = prompts[i];
-      if (!tokens)
-        throw new CorellaError('BAD_CONFIG', `row ${i} is outside part ${part} (${prompts.length} rows)`);
-      return { tokens, label: labels[j] };
-    });
-    const { loss, grads } = this.trainer.parallelGradients(batch);
+    const batch = this.samplesOf(part, local, labels);
+    if (this.trainer.oneTape(batch)) return undefined;
     const vars = this.trainableVariables();
+    const { loss, grads } =
+      this.a === 1 && this.b === 0
+        ? this.trainer.parallelGradients(batch)
+        : this.trainer.jointGradients(
+            batch.map((s) => ({ ...s, targets: new Float32Array(0) })),
+            { alpha: 1, gamma: 0, output: { a: this.a, b: this.b }, pairs: [], sharedDim: 0 },
+          );
     return { loss, grads: vars.map((v, j) => ({ name: v.name, tensor: tf.tensor(grads[j], v.shape) })) };
   }
 
-  /** Whether parallelJointGradients applies (threads > 1). */
-  get parallelJoint(): boolean {
-    return this.trainer.threads > 1;
+  /**
+   * Whether the stage-2 step on rows `local` of `part` is split (parallelJointGradients computes the LLM
+   * side sample by sample) rather than one tape over the CRM and forward(): as for parallelGradients.
+   */
+  splitJoint(part: P, local: ArrayLike<number>): boolean {
+    const prompts = this.promptsOf(part);
+    return !this.trainer.oneTape(Array.from(local, (i) => ({ tokens: prompts[i] ?? [] })));
   }
 
   /**
-   * The LLM side of one stage-2 step on the trainer's worker threads (undefined with one thread: the caller
-   * differentiates forward() in its own tape). The CRM side of every alignment pair comes in as values
+   * The LLM side of one stage-2 step, sample by sample on the trainer's threads (the caller asks when
+   * splitJoint() says so; otherwise it differentiates forward() in its own tape). The CRM side of every alignment pair comes in as values
    * (`pairs[k].targets`, g_crm(h_crm) of the batch's rows, [B·S]) with g_llm's current weights; out come the
    * gradients of α·L_llm + γ·L_align with respect to the LoRA (named as trainableVariables()) and g_llm
    * (per pair), exactly those of the one-tape loss up to float32 summation order, and the values the CRM
@@ -190,7 +209,6 @@ export class LoraBranch<P extends string = string> {
         projectionGrads: { w: Float32Array; b: Float32Array }[];
       }
     | undefined {
-    if (this.trainer.threads === 1) return undefined;
     const prompts = this.promptsOf(part);
     const S = step.sharedDim;
     const P = step.pairs.length;

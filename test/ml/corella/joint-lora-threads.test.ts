@@ -31,7 +31,13 @@ const train = world.dataset.splits.train;
 const stage2Rows = Int32Array.from({ length: 24 }, (_, i) => i);
 
 /** A fresh CRM, LoRA branch and projections, the same weights whatever `threads` is. */
-function setup(threads: number, cfg: JointConfig, signal?: AbortSignal, output?: { a: number; b: number }) {
+function setup(
+  threads: number,
+  cfg: JointConfig,
+  signal?: AbortSignal,
+  output?: { a: number; b: number },
+  tapeBytes?: number,
+) {
   const crm = new TinyCrm([3, 6], { seed: 3 });
   const adapter = LoraAdapter.create(model.hp, {
     layers: 2,
@@ -52,6 +58,7 @@ function setup(threads: number, cfg: JointConfig, signal?: AbortSignal, output?:
     threads,
     signal,
     output,
+    tapeBytes,
   });
   const pairs = defaultPairs(crm.activationShapes, branch.activationShapes);
   const proj = AlignmentProjections.create({ pairs, sharedDim: 4, seed: 2 }, crm.activationShapes, [
@@ -73,8 +80,14 @@ function setup(threads: number, cfg: JointConfig, signal?: AbortSignal, output?:
   return { crm, branch, proj, step, state, dispose };
 }
 
-async function run(threads: number, cfg: JointConfig, epochs: number, output?: { a: number; b: number }) {
-  const s = setup(threads, cfg, undefined, output);
+async function run(
+  threads: number,
+  cfg: JointConfig,
+  epochs: number,
+  output?: { a: number; b: number },
+  tapeBytes?: number,
+) {
+  const s = setup(threads, cfg, undefined, output, tapeBytes);
   // Every thread takes part from the first step (a worker still loading leaves the batch to this thread).
   s.branch.waitForWorkers();
   const before = s.state();
@@ -184,6 +197,27 @@ describe('stage 2 with the LoRA branch on two threads', () => {
     expect(two.byThread[1]).toBeGreaterThan(0);
     console.log('one epoch, a·z + b', JSON.stringify(compare(one, two, ['lora', 'proj', 'crm'])));
   }, 120_000);
+
+  it('one thread with batches beyond its tape budget splits the step on this thread, with the bits of two threads', async () => {
+    for (const output of [undefined, { a: 1.7, b: -0.4 }]) {
+      const cfg = joint(0.5, 8);
+      const two = await run(2, cfg, 2, output);
+      // A budget below one sample's tape: every stage-2 batch is split, its LLM side sample by sample here.
+      const split = await run(1, cfg, 2, output, 1);
+      expect(split.workers).toBe(0);
+      expect(split.losses).toEqual(two.losses);
+      for (const key of ['lora', 'proj', 'crm'] as const)
+        split.after[key].forEach((w, j) =>
+          expect(Buffer.from(w.buffer).equals(Buffer.from(two.after[key][j].buffer))).toBe(true),
+        );
+      // The one-tape run moved the same weights by other bits (float32 summation order).
+      const tape = await run(1, cfg, 2, output);
+      expect(
+        tape.after.lora.some((w, j) => !Buffer.from(w.buffer).equals(Buffer.from(two.after.lora[j].buffer))),
+      ).toBe(true);
+      compare(tape, two, ['lora', 'proj', 'crm']);
+    }
+  }, 240_000);
 
   it('an abort mid-epoch stops the epoch and the workers', async () => {
     const ac = new AbortController();

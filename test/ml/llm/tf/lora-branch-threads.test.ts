@@ -65,10 +65,30 @@ describe('LoRA branch threads', () => {
       expect(scale).toBeGreaterThan(0);
       expect(max).toBeLessThan(1e-4 * scale + 1e-7);
     });
-    // An output affine other than the identity is not the workers' loss: the caller differentiates forward().
-    two.rescaleOutput(2, 0);
-    expect(two.parallelGradients('stage3', local, labels)).toBeUndefined();
+    // An output affine other than the identity: the threads' loss is BCE(y, a·z + b), forward()'s logits.
+    one.rescaleOutput(1.7, -0.4);
+    two.rescaleOutput(1.7, -0.4);
+    const pa = two.parallelGradients('stage3', local, labels)!;
+    const ref = tf.variableGrads(() => {
+      const z = one.forward('stage3', local).logits;
+      return tf.losses.sigmoidCrossEntropy(tf.tensor1d(labels), z) as tf.Scalar;
+    }, vars);
+    expect(pa.loss).toBeCloseTo(ref.value.dataSync()[0], 5);
+    expect(Math.abs(pa.loss - pg.loss)).toBeGreaterThan(1e-3);
+    vars.forEach((v, j) => {
+      const want = ref.grads[v.name].dataSync();
+      const got = pa.grads[j].tensor.dataSync();
+      let max = 0;
+      let scale = 0;
+      for (let i = 0; i < want.length; i++) {
+        max = Math.max(max, Math.abs(want[i] - got[i]));
+        scale = Math.max(scale, Math.abs(want[i]));
+      }
+      expect(scale).toBeGreaterThan(0);
+      expect(max).toBeLessThan(1e-4 * scale + 1e-7);
+    });
     tf.dispose([value, ...Object.values(grads), ...pg.grads.map((g) => g.tensor)]);
+    tf.dispose([ref.value, ...Object.values(ref.grads), ...pa.grads.map((g) => g.tensor)]);
     expect(two.liveWorkers).toBe(1);
     two.dispose();
     one.dispose();
