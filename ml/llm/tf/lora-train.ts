@@ -65,6 +65,12 @@ export interface LoraTrainerOptions {
    * batch estimated above it is stepped sample by sample on this thread, as the workers step it.
    */
   tapeBytes?: number;
+  /**
+   * The backend's heap (default 4 GiB, tfjs-wasm's ceiling, per thread: each worker has a heap of its own).
+   * A sample whose own tape and adapted blocks' weights are estimated above it is refused with a typed
+   * error before the step, since no split can make one sample's tape smaller.
+   */
+  heapBytes?: number;
 }
 
 /** The most threads a trainer accepts: beyond the cores, workers only add copies of the adapted blocks. */
@@ -89,6 +95,19 @@ export function tapeBytesPerToken(hp: { nEmbd: number; nFf: number }): number {
   return 4 * 40 * (hp.nEmbd + hp.nFf);
 }
 
+/** Float32 bytes of one block's weights as the trainer holds them (dequantized), norms included. */
+export function blockWeightBytes(hp: {
+  nEmbd: number;
+  nFf: number;
+  nHead: number;
+  nHeadKv: number;
+  headDim: number;
+}): number {
+  const q = hp.nHead * hp.headDim;
+  const kv = hp.nHeadKv * hp.headDim;
+  return 4 * (2 * hp.nEmbd * q + 2 * hp.nEmbd * kv + 3 * hp.nEmbd * hp.nFf + 2 * hp.nEmbd);
+}
+
 /**
  * Trains LoRA factors on L_llm = BCE(label, p), p = e^yes / (e^yes + e^no) = σ(logit_yes − logit_no): the
  * paper's LLM loss, the same two-way softmax that the scorer reads from llama.cpp. Only the adapted blocks
@@ -108,6 +127,7 @@ export class LoraTrainer {
   private readonly onAbort?: () => void;
   private readonly signal?: AbortSignal;
   private readonly tapeBytes: number;
+  private readonly heapBytes: number;
 
   constructor(
     readonly model: LlamaTf,
@@ -175,6 +195,13 @@ export class LoraTrainer {
         'BAD_CONFIG',
         `LoRA tape budget ${String(opts.tapeBytes)} is not a positive number of bytes (field tapeBytes)`,
         { details: { field: 'tapeBytes' } },
+      );
+    this.heapBytes = opts.heapBytes ?? 4 * 2 ** 30;
+    if (!(this.heapBytes > 0))
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `LoRA heap size ${String(opts.heapBytes)} is not a positive number of bytes (field heapBytes)`,
+        { details: { field: 'heapBytes' } },
       );
     throwIfAborted(opts.signal);
     this.optimizer = tf.train.adam(opts.learningRate ?? 1e-3);
@@ -290,8 +317,11 @@ export class LoraTrainer {
   oneTape(batch: readonly { tokens: readonly number[] }[]): boolean {
     if (this.workers) return false;
     const tokens = batch.reduce((a, s) => a + s.tokens.length, 0);
-    const blocks = this.model.hp.nLayer - this.adapter.firstLayer;
-    return tokens * blocks * tapeBytesPerToken(this.model.hp) <= this.tapeBytes;
+    return tokens * this.adaptedBlocks * tapeBytesPerToken(this.model.hp) <= this.tapeBytes;
+  }
+
+  private get adaptedBlocks(): number {
+    return this.model.hp.nLayer - this.adapter.firstLayer;
   }
 
   /** One Adam step on the batch's mean BCE; returns the loss before the step. */
@@ -309,7 +339,20 @@ export class LoraTrainer {
     throwIfAborted(signal);
     throwIfAborted(this.signal);
     if (batch.length === 0) throw new CorellaError('BAD_CONFIG', 'empty LoRA training batch');
-    for (const s of batch) {
+    const { hp } = this.model;
+    const blocks = this.adaptedBlocks;
+    const weights = blocks * blockWeightBytes(hp);
+    for (const [i, s] of batch.entries()) {
+      const need = s.tokens.length * blocks * tapeBytesPerToken(hp) + weights;
+      if (need > this.heapBytes)
+        throw new CorellaError(
+          'BAD_CONFIG',
+          `LoRA training sample ${i} has ${s.tokens.length} tokens: its tape over ${blocks} adapted blocks ` +
+            `and their weights need about ${(need / 2 ** 30).toFixed(2)} GiB, above the backend's heap of ` +
+            `${(this.heapBytes / 2 ** 30).toFixed(2)} GiB (field layers: adapt fewer blocks, or shorten the ` +
+            `prompt's history)`,
+          { details: { field: 'layers', sample: i, tokens: s.tokens.length, blocks, bytes: need } },
+        );
       if (s.label !== 0 && s.label !== 1)
         throw new CorellaError('BAD_CONFIG', `LoRA training label ${s.label} is not 0 or 1 (field label)`, {
           details: { field: 'label' },

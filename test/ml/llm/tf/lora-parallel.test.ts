@@ -5,7 +5,12 @@ import type { LlamaTf } from '../../../../ml/llm/tf/llama-forward.js';
 import { LoraAdapter, type LoraHostWeights } from '../../../../ml/llm/tf/lora.js';
 import { sampleGrads } from '../../../../ml/llm/tf/lora-loss.js';
 import { LoraWorkers } from '../../../../ml/llm/tf/lora-parallel.js';
-import { LoraTrainer, tapeBytesPerToken, type LoraSample } from '../../../../ml/llm/tf/lora-train.js';
+import {
+  LoraTrainer,
+  blockWeightBytes,
+  tapeBytesPerToken,
+  type LoraSample,
+} from '../../../../ml/llm/tf/lora-train.js';
 import { currentTfBackend } from '../../../../ml/tf/backend.js';
 import { useTinyLlamaTf } from '../../../helpers/tiny-llama-tf.js';
 
@@ -235,6 +240,36 @@ describe('data-parallel LoRA step', () => {
       );
     at.dispose();
     below.dispose();
+    adapter.dispose();
+  });
+
+  it('a sample whose own tape would pass the heap is refused, typed and before the step changes anything', async () => {
+    const adapter = LoraAdapter.create(model.hp, CFG);
+    const batch: LoraSample[] = [
+      { tokens: [1, 2, 3], label: 1 },
+      { tokens: [4, 5, 6, 7], label: 0 },
+    ];
+    const need = 4 * CFG.layers * tapeBytesPerToken(model.hp) + CFG.layers * blockWeightBytes(model.hp);
+    const fits = new LoraTrainer(model, adapter, { answerTokens: [YES, NO], heapBytes: need, tapeBytes: 1 });
+    expect(Number.isFinite(fits.step(batch))).toBe(true);
+    fits.dispose();
+    const before = await adapter.toHost();
+    const over = new LoraTrainer(model, adapter, { answerTokens: [YES, NO], heapBytes: need - 1 });
+    let err: unknown;
+    try {
+      over.step(batch);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(CorellaError);
+    expect((err as CorellaError).code).toBe('BAD_CONFIG');
+    expect((err as CorellaError).message).toMatch(/sample 1 has 4 tokens.*field layers/);
+    expect((err as CorellaError).details).toMatchObject({ field: 'layers', sample: 1, tokens: 4 });
+    expect(bitsEqual(await adapter.toHost(), before)).toBe(true);
+    expect(() => new LoraTrainer(model, adapter, { answerTokens: [YES, NO], heapBytes: 0 })).toThrow(
+      /heapBytes/,
+    );
+    over.dispose();
     adapter.dispose();
   });
 
