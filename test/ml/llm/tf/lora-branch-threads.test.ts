@@ -37,6 +37,26 @@ function branch(threads: number, signal?: AbortSignal) {
   });
 }
 
+/** Every threaded gradient within 1e-4 of the largest one-tape entry of its variable (and none all zero). */
+function expectGradsClose(
+  vars: tf.Variable[],
+  want: Record<string, tf.Tensor>,
+  got: { tensor: tf.Tensor }[],
+): void {
+  vars.forEach((v, j) => {
+    const w = want[v.name].dataSync();
+    const g = got[j].tensor.dataSync();
+    let max = 0;
+    let scale = 0;
+    for (let i = 0; i < w.length; i++) {
+      max = Math.max(max, Math.abs(w[i] - g[i]));
+      scale = Math.max(scale, Math.abs(w[i]));
+    }
+    expect(scale, v.name).toBeGreaterThan(0);
+    expect(max, v.name).toBeLessThan(1e-4 * scale + 1e-7);
+  });
+}
+
 describe('LoRA branch threads', () => {
   it('threaded gradients equal the gradients of forward() up to float32 summation order', async () => {
     const one = branch(1);
@@ -53,18 +73,7 @@ describe('LoRA branch threads', () => {
     }, vars);
     expect(pg.loss).toBeCloseTo(value.dataSync()[0], 5);
     expect(pg.grads.map((g) => g.name)).toEqual(two.trainableVariables().map((v) => v.name));
-    vars.forEach((v, j) => {
-      const want = grads[v.name].dataSync();
-      const got = pg.grads[j].tensor.dataSync();
-      let max = 0;
-      let scale = 0;
-      for (let i = 0; i < want.length; i++) {
-        max = Math.max(max, Math.abs(want[i] - got[i]));
-        scale = Math.max(scale, Math.abs(want[i]));
-      }
-      expect(scale).toBeGreaterThan(0);
-      expect(max).toBeLessThan(1e-4 * scale + 1e-7);
-    });
+    expectGradsClose(vars, grads, pg.grads);
     // An output affine other than the identity: the threads' loss is BCE(y, a·z + b), forward()'s logits.
     one.rescaleOutput(1.7, -0.4);
     two.rescaleOutput(1.7, -0.4);
@@ -75,18 +84,7 @@ describe('LoRA branch threads', () => {
     }, vars);
     expect(pa.loss).toBeCloseTo(ref.value.dataSync()[0], 5);
     expect(Math.abs(pa.loss - pg.loss)).toBeGreaterThan(1e-3);
-    vars.forEach((v, j) => {
-      const want = ref.grads[v.name].dataSync();
-      const got = pa.grads[j].tensor.dataSync();
-      let max = 0;
-      let scale = 0;
-      for (let i = 0; i < want.length; i++) {
-        max = Math.max(max, Math.abs(want[i] - got[i]));
-        scale = Math.max(scale, Math.abs(want[i]));
-      }
-      expect(scale).toBeGreaterThan(0);
-      expect(max).toBeLessThan(1e-4 * scale + 1e-7);
-    });
+    expectGradsClose(vars, ref.grads, pa.grads);
     tf.dispose([value, ...Object.values(grads), ...pg.grads.map((g) => g.tensor)]);
     tf.dispose([ref.value, ...Object.values(ref.grads), ...pa.grads.map((g) => g.tensor)]);
     expect(two.liveWorkers).toBe(1);

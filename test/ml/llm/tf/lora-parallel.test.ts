@@ -255,16 +255,14 @@ describe('data-parallel LoRA step', () => {
     fits.dispose();
     const before = await adapter.toHost();
     const over = new LoraTrainer(model, adapter, { answerTokens: [YES, NO], heapBytes: need - 1 });
-    let err: unknown;
-    try {
-      over.step(batch);
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(CorellaError);
-    expect((err as CorellaError).code).toBe('BAD_CONFIG');
-    expect((err as CorellaError).message).toMatch(/sample 1 has 4 tokens.*field layers/);
-    expect((err as CorellaError).details).toMatchObject({ field: 'layers', sample: 1, tokens: 4 });
+    expect(() => over.step(batch)).toThrow(
+      expect.objectContaining({
+        code: 'BAD_CONFIG',
+        message: expect.stringMatching(/sample 1 has 4 tokens.*field layers/) as string,
+        details: expect.objectContaining({ field: 'layers', sample: 1, tokens: 4 }) as object,
+      }) as Error,
+    );
+    expect(() => over.step(batch)).toThrow(CorellaError);
     expect(bitsEqual(await adapter.toHost(), before)).toBe(true);
     expect(() => new LoraTrainer(model, adapter, { answerTokens: [YES, NO], heapBytes: 0 })).toThrow(
       /heapBytes/,
