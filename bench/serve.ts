@@ -10,7 +10,7 @@
  *
  * Usage: npx tsx bench/serve.ts --home DIR [--model champion] [--rate 200] [--seconds 10] [--budget-ms 1000]
  *          [--connections 10] [--crm-only] [--in-process] [--repeat N] [--pin] [--serve-repo DIR]
- *          [--client paced|autocannon] [--bare] [--server-node-args "..."] [--server-log FILE]
+ *          [--client paced|autocannon] [--bare] [--server-node-args "..."] [--server-log FILE] [--threshold T]
  *   DIR is a CORELLA_HOME holding a trained version, e.g. from
  *   `CORELLA_HOME=DIR npx corella up --data-dir ../shared/datasets/ml-1m-u2999 --config ml-1m-cpu`.
  *   --alloc: what a 50-candidate CRM-only request allocates in the engine of --serve-repo (in this process,
@@ -75,6 +75,12 @@ const connections = Number(arg('connections', '10'));
 // rounded up) with synthetic samples of every millisecond below it, so one 14 ms answer counts as 14
 // samples. `paced` sends request k at k/rate, evenly, over a keep-alive pool of --connections sockets, and
 // times it from that scheduled moment (so a stalled server or client still shows as latency).
+// --threshold T: the hybrid scenarios route at T instead of the version's calibrated threshold (a version
+// whose gate routes nothing, ln 2, still shows what prefix sharing saves at a given routed share).
+const hybridThreshold = arg('threshold');
+if (hybridThreshold !== undefined && !Number.isFinite(Number(hybridThreshold)))
+  throw new Error('--threshold must be a finite number');
+const hybridArgs = hybridThreshold === undefined ? [] : ['--threshold', hybridThreshold];
 const client = arg('client', 'paced');
 if (client !== 'paced' && client !== 'autocannon') throw new Error('--client must be paced or autocannon');
 // --crm-only: just the CRM scenarios (a minute; for re-measuring latency when the machine is quiet).
@@ -686,6 +692,7 @@ async function main() {
     bench: 'serve',
     modelVersion: version.id,
     threshold: bundle.threshold,
+    hybridThreshold: hybridThreshold === undefined ? bundle.threshold : Number(hybridThreshold),
     dataset: bundle.datasetVersionId.slice(0, 12),
     // Other work on the machine moves every figure: the load average says how busy it was.
     machine: { cores: os.cpus().length, loadAverageAtStart: loadAverage(), pinned: pin },
@@ -758,7 +765,10 @@ async function main() {
   }
 
   // Hybrid at the calibrated threshold: closed loop to find the capacity, then fixed rates.
-  server = await startServe(['--model', modelRef, '--budget-ms', '60000', '--llm-queue', '1000'], env);
+  server = await startServe(
+    ['--model', modelRef, '--budget-ms', '60000', '--llm-queue', '1000', ...hybridArgs],
+    env,
+  );
   let capacity = 0;
   try {
     const closed1 = await drive(server, {
@@ -789,7 +799,7 @@ async function main() {
   } finally {
     await server.stop();
   }
-  server = await startServe(['--model', modelRef, '--budget-ms', String(budgetMs)], env);
+  server = await startServe(['--model', modelRef, '--budget-ms', String(budgetMs), ...hybridArgs], env);
   try {
     const offered = Math.max(1, Math.round(2 * capacity));
     scenarios.push(
