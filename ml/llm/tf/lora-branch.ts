@@ -110,15 +110,10 @@ export class LoraBranch<P extends string = string> {
     local: ArrayLike<number>,
     opts: { activations?: boolean; training?: boolean } = {},
   ): { logits: tf.Tensor1D; activations: { name: string; value: tf.Tensor2D }[] } {
-    const prompts = this.promptsOf(part);
+    const tokens = this.tokensOf(part, local);
     if (local.length === 0) throw new CorellaError('BAD_CONFIG', 'empty LoRA branch batch');
     return tf.tidy(() => {
-      const outs = Array.from(local, (i) => {
-        const t = prompts[i];
-        if (!t)
-          throw new CorellaError('BAD_CONFIG', `row ${i} is outside part ${part} (${prompts.length} rows)`);
-        return this.trainer.outputs(t);
-      });
+      const outs = tokens.map((t) => this.trainer.outputs(t));
       const z = tf.stack(outs.map((o) => o.logOdds)) as tf.Tensor1D;
       const logits = this.a === 1 && this.b === 0 ? z : (tf.add(tf.mul(z, this.a), this.b) as tf.Tensor1D);
       const activations = opts.activations
@@ -136,15 +131,23 @@ export class LoraBranch<P extends string = string> {
     });
   }
 
-  /** The prompts of rows `local` of `part`, with their labels. */
-  private samplesOf(part: P, local: ArrayLike<number>, labels: ArrayLike<number>) {
+  /**
+   * The prompts of rows `local` of `part`. One check for every caller, so that a row outside the part is the
+   * same typed error whether the step is split, one tape or only being sized (splitJoint).
+   */
+  private tokensOf(part: P, local: ArrayLike<number>): (readonly number[])[] {
     const prompts = this.promptsOf(part);
-    return Array.from(local, (i, j) => {
+    return Array.from(local, (i) => {
       const tokens = prompts[i];
       if (!tokens)
         throw new CorellaError('BAD_CONFIG', `row ${i} is outside part ${part} (${prompts.length} rows)`);
-      return { tokens, label: labels[j] };
+      return tokens;
     });
+  }
+
+  /** The prompts of rows `local` of `part`, with their labels. */
+  private samplesOf(part: P, local: ArrayLike<number>, labels: ArrayLike<number>) {
+    return this.tokensOf(part, local).map((tokens, j) => ({ tokens, label: labels[j] }));
   }
 
   /**
@@ -178,8 +181,7 @@ export class LoraBranch<P extends string = string> {
    * side sample by sample) rather than one tape over the CRM and forward(): as for parallelGradients.
    */
   splitJoint(part: P, local: ArrayLike<number>): boolean {
-    const prompts = this.promptsOf(part);
-    return !this.trainer.oneTape(Array.from(local, (i) => ({ tokens: prompts[i] ?? [] })));
+    return !this.trainer.oneTape(this.tokensOf(part, local).map((tokens) => ({ tokens })));
   }
 
   /**
@@ -209,7 +211,6 @@ export class LoraBranch<P extends string = string> {
         projectionGrads: { w: Float32Array; b: Float32Array }[];
       }
     | undefined {
-    const prompts = this.promptsOf(part);
     const S = step.sharedDim;
     const P = step.pairs.length;
     const names = this.activationShapes.map((a) => a.name);
@@ -227,10 +228,7 @@ export class LoraBranch<P extends string = string> {
         );
       return { hidden, w: p.w, b: p.b };
     });
-    const batch = Array.from(local, (i, j) => {
-      const tokens = prompts[i];
-      if (!tokens)
-        throw new CorellaError('BAD_CONFIG', `row ${i} is outside part ${part} (${prompts.length} rows)`);
+    const batch = this.tokensOf(part, local).map((tokens, j) => {
       const targets = new Float32Array(P * S);
       step.pairs.forEach((p, k) => targets.set(p.targets.subarray(j * S, (j + 1) * S), k * S));
       return { tokens, label: labels[j], targets };

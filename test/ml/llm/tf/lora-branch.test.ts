@@ -118,4 +118,27 @@ describe('LoraBranch: the LLM side of a joint step with LoRA', () => {
     expect(() => b.forward('valid', [99])).toThrow(/outside part valid/);
     [c, back, b].forEach((x) => x.dispose());
   });
+
+  it('a row outside the part is one typed error at every entry point, sizing (splitJoint) included', () => {
+    const b = branch([2]);
+    const outside = {
+      code: 'BAD_CONFIG',
+      message: expect.stringMatching(/row 12 is outside part stage2 \(12 rows\)/),
+    };
+    const catchOf = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        return e;
+      }
+      return 'no error';
+    };
+    expect(catchOf(() => b.forward('stage2', [0, 12]))).toMatchObject(outside);
+    expect(catchOf(() => b.splitJoint('stage2', [0, 12]))).toMatchObject(outside);
+    expect(catchOf(() => b.parallelGradients('stage2', [0, 12], [1, 0]))).toMatchObject(outside);
+    const step = { alpha: 1, gamma: 0, sharedDim: 0, pairs: [] };
+    expect(catchOf(() => b.parallelJointGradients('stage2', [0, 12], [1, 0], step))).toMatchObject(outside);
+    expect(b.splitJoint('stage2', [0, 11])).toBe(false);
+    b.dispose();
+  });
 });
