@@ -5,7 +5,7 @@
  * Usage: node --import tsx blas-core-child.ts
  */
 import { loadNative } from '../../ml/tf/native.js';
-import { fill } from './native-fixtures.js';
+import { crossInputs } from './native-fixtures.js';
 
 const addon = loadNative().addon;
 if (!addon) throw new Error('the native addon is not built');
@@ -13,11 +13,7 @@ if (!addon) throw new Error('the native addon is not built');
 // The CRM's bench shape: a 1024-row batch, 128 wide, as one cross layer and one dense layer see it.
 const m = 1024;
 const n = 128;
-const x0 = fill(m * n, 1);
-const x = fill(m * n, 2);
-const w = fill(n * n, 3);
-const b = fill(n, 4);
-const dy = fill(m * n, 5);
+const { x0, x, w, b, dy } = crossInputs(m, n, 1);
 
 function outputs(threads: number): Record<string, Float32Array> {
   addon!.setThreads(threads);

@@ -22,7 +22,7 @@ import { sigmoidCrossEntropy } from '../../../ml/crm/loss.js';
 import { loadNative, nativeMode } from '../../../ml/tf/native.js';
 import type { NativeAddon } from '../../../ml/tf/native.js';
 import { syntheticDataset } from '../crm/fixtures.js';
-import { fill, rand, wholeBatchWeights } from '../../helpers/native-fixtures.js';
+import { crossInputs, fill, rand, wholeBatchWeights } from '../../helpers/native-fixtures.js';
 
 /**
  * The native kernels (native/corella_native.c on the wasm backend) against the stock tfjs cpu backend,
@@ -154,11 +154,7 @@ describe('native kernels (OpenBLAS on the wasm heap)', () => {
         [40, 12],
         [1024, 128],
       ])('cross layer [%i, %i]: values and gradients for x0, x, w and b', async (m, n) => {
-        const x0 = fill(m * n, 11);
-        const x = fill(m * n, 12);
-        const w = fill(n * n, 13);
-        const b = fill(n, 14);
-        const up = fill(m * n, 15);
+        const { x0, x, w, b, dy: up } = crossInputs(m, n, 11);
         const run = () => {
           const t = [tf.tensor2d(x0, [m, n]), tf.tensor2d(x, [m, n]), tf.tensor2d(w, [n, n]), tf.tensor1d(b)];
           const f = (...a: tf.Tensor[]) =>
