@@ -162,7 +162,12 @@ export class FrozenPrefixCache {
 
   /** [T, nEmbd] input of block firstLayer for `tokens` (a new tensor; the caller disposes it). */
   input(tokens: readonly number[]): tf.Tensor2D {
-    return tf.tensor2d(this.entry(tokens).input, [tokens.length, this.model.hp.nEmbd]);
+    return tf.tensor2d(this.inputData(tokens), [tokens.length, this.model.hp.nEmbd]);
+  }
+
+  /** The same as input(), as host floats [tokens × nEmbd] (for worker threads); not to be written to. */
+  inputData(tokens: readonly number[]): Float32Array {
+    return this.entry(tokens).input;
   }
 
   /** Last-token outputs of the kept frozen layers for `tokens`. */

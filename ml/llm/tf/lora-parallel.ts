@@ -56,8 +56,10 @@ export class LoraWorkers {
   private inputs = new SharedArrayBuffer(0);
   /** Samples computed so far: [0] by the calling thread, [i] by worker i (benchmarks, tests). */
   readonly computed: number[];
+  /** Evaluation groups computed so far, counted as `computed`. */
+  readonly evaluated: number[];
   /**
-   * Seconds this thread spent in run() computing its own samples, and then waiting for the workers' last
+   * Seconds this thread spent in run() and evaluate() computing its own items, and then waiting for the workers' last
    * answers (benchmarks: a long wait means the workers were slower or started late).
    */
   readonly seconds = { own: 0, wait: 0 };
@@ -87,6 +89,7 @@ export class LoraWorkers {
     const entry = new URL(`./lora-worker.${import.meta.url.endsWith('.js') ? 'js' : 'ts'}`, import.meta.url)
       .href;
     this.computed = new Array<number>(count + 1).fill(0);
+    this.evaluated = new Array<number>(count + 1).fill(0);
     this.slots = Array.from({ length: count }, () => {
       const { port1, port2 } = new MessageChannel();
       const signal = new SharedArrayBuffer(4);
@@ -144,34 +147,93 @@ export class LoraWorkers {
     own: (s: HostSample) => Omit<SampleGrads, 'index'>,
     joint?: JointTerms,
   ): SampleGrads[] {
-    if (this.closed) throw new CorellaError('BAD_CONFIG', 'the LoRA trainer was disposed (field threads)');
-    const seq = ++this.seq;
-    const floats = samples.reduce((a, s) => a + s.input.length, 0);
+    const { buffer, offsets } = this.share(samples.map((s) => s.input));
+    const meta: JobSample[] = samples.map((s, i) => ({
+      offset: offsets[i],
+      tokens: s.tokens,
+      label: s.label,
+      weight: s.weight,
+      joint: s.joint,
+    }));
+    return this.dispatch(
+      { weights, inputs: buffer, samples: meta, joint },
+      samples.length,
+      (i) => ({ index: i, ...own(samples[i]) }),
+      (m) => (m.type === 'grads' ? m.results : undefined),
+      this.computed,
+      'LoRA training sample',
+    );
+  }
+
+  /**
+   * One evaluation round: the groups of `prompts` (lora-eval.ts), claimed one by one by this thread and the
+   * workers as run() claims samples; `inputs[i]` is prompt i's first adapted block input, and `own`
+   * computes a group here. Returns every group's log-odds, in group order.
+   */
+  evaluate(
+    weights: LoraHostWeights,
+    prompts: readonly (readonly number[])[],
+    inputs: readonly Float32Array[],
+    groups: [number, number][],
+    own: (group: number) => Float32Array,
+  ): Float32Array[] {
+    const { buffer, offsets } = this.share(inputs);
+    const round = { prompts: prompts.slice(), offsets, groups };
+    return this.dispatch(
+      { weights, inputs: buffer, samples: [], eval: round },
+      groups.length,
+      (g) => ({ index: g, logOdds: own(g) }),
+      (m) => (m.type === 'logOdds' ? m.results : undefined),
+      this.evaluated,
+      'LoRA evaluation group',
+    ).map((r) => r.logOdds);
+  }
+
+  /** `parts` copied one after another into the shared input buffer, with each one's offset in floats. */
+  private share(parts: readonly Float32Array[]): { buffer: SharedArrayBuffer; offsets: number[] } {
+    const floats = parts.reduce((a, p) => a + p.length, 0);
     // Grown, never shrunk: a new buffer only when a batch needs more than any before.
     if (this.inputs.byteLength < floats * 4) this.inputs = new SharedArrayBuffer(floats * 4);
     const shared = new Float32Array(this.inputs);
-    const meta: JobSample[] = [];
+    const offsets: number[] = [];
     let offset = 0;
-    for (const s of samples) {
-      shared.set(s.input, offset);
-      meta.push({ offset, tokens: s.tokens, label: s.label, weight: s.weight, joint: s.joint });
-      offset += s.input.length;
+    for (const p of parts) {
+      shared.set(p, offset);
+      offsets.push(offset);
+      offset += p.length;
     }
+    return { buffer: this.inputs, offsets };
+  }
+
+  /**
+   * Posts `job` to every worker, then claims its `count` items on this thread (`own`) until none is left,
+   * and gathers the workers' results (`take` reads them from a worker's answer; `done[w]` counts the items
+   * each thread computed). Results come back in item order, whichever thread computed them.
+   */
+  private dispatch<R extends { index: number }>(
+    job: Omit<LoraWorkerJob, 'seq'>,
+    count: number,
+    own: (i: number) => R,
+    take: (m: LoraWorkerMessage) => R[] | undefined,
+    done: number[],
+    what: string,
+  ): R[] {
+    if (this.closed) throw new CorellaError('BAD_CONFIG', 'the LoRA trainer was disposed (field threads)');
+    const seq = ++this.seq;
     Atomics.store(this.claim, 0, 0);
-    const job: LoraWorkerJob = { seq, weights, inputs: this.inputs, samples: meta, joint };
-    for (const slot of this.slots) slot.worker.postMessage(job);
-    const results = new Array<SampleGrads | undefined>(samples.length);
+    for (const slot of this.slots) slot.worker.postMessage({ ...job, seq });
+    const results = new Array<R | undefined>(count);
     let failure: unknown;
     const t0 = performance.now();
     try {
-      for (let i = Atomics.add(this.claim, 0, 1); i < samples.length; i = Atomics.add(this.claim, 0, 1)) {
-        results[i] = { index: i, ...own(samples[i]) };
-        this.computed[0]++;
+      for (let i = Atomics.add(this.claim, 0, 1); i < count; i = Atomics.add(this.claim, 0, 1)) {
+        results[i] = own(i);
+        done[0]++;
       }
     } catch (e) {
       // Stop the workers claiming more, but still read their answers below: left unread, they would be
       // taken for the next batch's.
-      Atomics.store(this.claim, 0, samples.length);
+      Atomics.store(this.claim, 0, count);
       failure = e;
     }
     const t1 = performance.now();
@@ -192,12 +254,13 @@ export class LoraWorkers {
     this.seconds.wait += (performance.now() - t1) / 1000;
     if (failure !== undefined) throw failure;
     answers.forEach((m, w) => {
-      if (!m || m.type !== 'grads' || m.seq !== seq) this.fail(m ?? { type: 'error', message: 'no answer' });
-      for (const r of m.results) results[r.index] = r;
-      this.computed[w + 1] += m.results.length;
+      const got = m && 'seq' in m && m.seq === seq ? take(m) : undefined;
+      if (!got) this.fail(m ?? { type: 'error', message: 'no answer' });
+      for (const r of got) results[r.index] = r;
+      done[w + 1] += got.length;
     });
     return results.map((r, i) => {
-      if (!r) throw new CorellaError('BAD_CONFIG', `LoRA training sample ${i} was computed by no thread`);
+      if (!r) throw new CorellaError('BAD_CONFIG', `${what} ${i} was computed by no thread`);
       return r;
     });
   }

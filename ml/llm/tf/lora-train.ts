@@ -3,9 +3,9 @@ import { CorellaError } from '../../errors.js';
 import { throwIfAborted } from '../../progress.js';
 import { currentTfBackend } from '../../tf/backend.js';
 import { FrozenPrefixCache } from './frozen-prefix.js';
-import { disposeRope, llamaBlock, ropeTables, type PastKv } from './llama-block.js';
 import type { LlamaTf } from './llama-forward.js';
 import type { LoraAdapter, LoraHostWeights } from './lora.js';
+import { chainLogOdds, evalGroups } from './lora-eval.js';
 import {
   jointProjectionVariables,
   jointSampleGrads,
@@ -72,6 +72,13 @@ export interface LoraTrainerOptions {
    */
   heapBytes?: number;
 }
+
+/**
+ * Evaluation groups per thread in one round of a parallel evaluation: enough that a thread slowed by the
+ * machine's load leaves little idle time at the round's end, few enough that a round's inputs in shared
+ * memory stay near 60 MB on SmolLM2's prompts.
+ */
+const EVAL_ROUND_GROUPS = 2;
 
 /** The most threads a trainer accepts: beyond the cores, workers only add copies of the adapted blocks. */
 export const MAX_LORA_THREADS = 16;
@@ -553,76 +560,43 @@ export class LoraTrainer {
 
   /**
    * logit_yes − logit_no of each prompt under the current LoRA, for evaluation (no gradients), in order.
-   * Equal to `logOdds` per prompt (tested), but consecutive prompts of a history block share a prefix
-   * token for token, and while the LoRA stays fixed causal attention makes the adapted blocks' outputs on
-   * that prefix the same in both prompts. So, as the frozen pass does, the previous prompt's adapted keys
-   * and values are kept and only the new tokens run through the adapted blocks: on the pipeline's ml-1m
-   * prompts that is about a third of the tokens, and the first adapted block's full-length pass is what an
-   * evaluation costs.
+   * Equal to `logOdds` per prompt up to float32 rounding (tested): the prompts are cut into groups that each
+   * reuse shared prefixes (lora-eval.ts), and the groups are claimed by this thread and the workers, a
+   * round of a few groups per thread at a time, so that the inputs in shared memory stay small. The same
+   * bits at every thread count.
    */
   evalLogOdds(prompts: readonly (readonly number[])[], signal?: AbortSignal): Float32Array {
-    const hp = this.model.hp;
-    const first = this.adapter.firstLayer;
     const lora = this.adapter.layerLora();
+    const groups = evalGroups(prompts.length);
     const out = new Float32Array(prompts.length);
-    let prev: { tokens: readonly number[]; kv: PastKv[] } | undefined;
-    const release = (kv: PastKv[]) => {
-      for (const x of kv) tf.dispose([x.k, x.v]);
-    };
-    try {
-      for (let i = 0; i < prompts.length; i++) {
-        throwIfAborted(signal);
-        const tokens = prompts[i];
-        const T = tokens.length;
-        let common = 0;
-        if (prev) {
-          const p = prev.tokens;
-          while (common < p.length && common < T && p[common] === tokens[common]) common++;
-          // At least one token runs: the last position's output is the answer.
-          common = Math.min(common, T - 1);
-        }
-        const kv: PastKv[] = [];
-        const past = prev;
-        try {
-          out[i] = tf.tidy(() => {
-            const x = this.frozen.input(tokens);
-            const fresh = common > 0 ? (tf.slice(x, [common, 0], [-1, -1]) as tf.Tensor2D) : x;
-            const rope = ropeTables(
-              hp,
-              Array.from({ length: T - common }, (_, j) => common + j),
-            );
-            try {
-              let h = fresh;
-              for (let l = first; l < hp.nLayer; l++) {
-                const p = past?.kv[l - first];
-                h = llamaBlock(hp, this.model.weights.layers[l], h, rope, {
-                  lora: lora[l],
-                  lastOnly: l === hp.nLayer - 1,
-                  past:
-                    common > 0 && p
-                      ? {
-                          k: tf.slice(p.k, [0, 0, 0], [-1, common, -1]),
-                          v: tf.slice(p.v, [0, 0, 0], [-1, common, -1]),
-                        }
-                      : undefined,
-                  onKv: (x) => kv.push(x),
-                });
-              }
-              const z = tf.matMul(this.model.finalNorm(h), this.answerRows, false, true).dataSync();
-              return z[0] - z[1];
-            } finally {
-              disposeRope(rope);
-            }
-          });
-        } catch (e) {
-          release(kv);
-          throw e;
-        }
-        if (prev) release(prev.kv);
-        prev = { tokens, kv };
-      }
-    } finally {
-      if (prev) release(prev.kv);
+    const nEmbd = this.model.hp.nEmbd;
+    // `input(j)`: prompt j's first adapted block input.
+    const own = (g: [number, number], input: (j: number) => tf.Tensor2D) =>
+      chainLogOdds(this.blocks, lora, prompts.slice(g[0], g[1]), (i) => input(g[0] + i), signal);
+    const workers = this.workers;
+    if (!workers) {
+      for (const g of groups)
+        out.set(
+          own(g, (j) => this.frozen.input(prompts[j])),
+          g[0],
+        );
+      return out;
+    }
+    const weights = this.adapter.toHostSync();
+    const perRound = EVAL_ROUND_GROUPS * (workers.size + 1);
+    for (let r = 0; r < groups.length; r += perRound) {
+      throwIfAborted(signal);
+      const round = groups.slice(r, r + perRound);
+      const lo = round[0][0];
+      const hi = round[round.length - 1][1];
+      const part = prompts.slice(lo, hi);
+      // Each prompt's input is read from the frozen cache once; this thread's groups use the same floats.
+      const inputs = part.map((t) => this.frozen.inputData(t));
+      const local = round.map(([s, e]): [number, number] => [s - lo, e - lo]);
+      const got = workers.evaluate(weights, part, inputs, local, (g) =>
+        own(round[g], (j) => tf.tensor2d(inputs[j - lo], [prompts[j].length, nEmbd])),
+      );
+      got.forEach((z, g) => out.set(z, round[g][0]));
     }
     return out;
   }

@@ -11,6 +11,7 @@ import {
   type JointSampleData,
   type JointTerms,
 } from './lora-loss.js';
+import { chainLogOdds } from './lora-eval.js';
 import { LoraAdapter, type LoraConfig, type LoraHostWeights } from './lora.js';
 
 /** Host copies of one adapted block (GGUF layout, [out, in] row-major). */
@@ -56,6 +57,24 @@ export interface LoraWorkerJob {
   samples: JobSample[];
   /** Present for a joint (stage-2) step: each sample's loss is α·BCE + γ·its alignment term (lora-loss.ts). */
   joint?: JointTerms;
+  /** Present for an evaluation round (no samples): its groups are claimed instead of samples. */
+  eval?: EvalRound;
+}
+
+/**
+ * Evaluation groups (lora-eval.ts): prompt i's token ids and its first adapted block input, at `offsets[i]`
+ * floats into the job's buffer; each group is [start, end) of these prompts.
+ */
+export interface EvalRound {
+  prompts: (readonly number[])[];
+  offsets: number[];
+  groups: [number, number][];
+}
+
+/** One evaluation group's log-odds, in prompt order. */
+export interface GroupLogOdds {
+  index: number;
+  logOdds: Float32Array;
 }
 
 /** One sample's share of the batch loss: w·BCE and its gradient per LoRA variable (adapter.variables() order). */
@@ -72,6 +91,8 @@ export type LoraWorkerMessage =
   | { type: 'ready' }
   /** The samples this worker claimed of job `seq`. */
   | { type: 'grads'; seq: number; results: SampleGrads[] }
+  /** The evaluation groups this worker claimed of job `seq`. */
+  | { type: 'logOdds'; seq: number; results: GroupLogOdds[] }
   | { type: 'error'; message: string };
 
 // Entry of a LoRA training worker thread (lora-parallel.ts): it holds the adapted blocks and its own copy of
@@ -117,9 +138,29 @@ try {
   const adapter = LoraAdapter.create(hp, init.lora);
   const vars = adapter.variables();
   const lora = adapter.layerLora();
+  const evaluate = (job: LoraWorkerJob, round: EvalRound) => {
+    const results: GroupLogOdds[] = [];
+    for (let g = Atomics.add(claim, 0, 1); g < round.groups.length; g = Atomics.add(claim, 0, 1)) {
+      const [start, end] = round.groups[g];
+      const prompts = round.prompts.slice(start, end);
+      const input = (i: number) => {
+        const T = prompts[i].length;
+        return tf.tensor2d(new Float32Array(job.inputs, round.offsets[start + i] * 4, T * hp.nEmbd), [
+          T,
+          hp.nEmbd,
+        ]);
+      };
+      results.push({ index: g, logOdds: chainLogOdds(blocks, lora, prompts, input) });
+    }
+    send(
+      { type: 'logOdds', seq: job.seq, results },
+      results.map((r) => r.logOdds.buffer as ArrayBuffer),
+    );
+  };
   parentPort!.on('message', (job: LoraWorkerJob) => {
     try {
       adapter.load(job.weights);
+      if (job.eval) return evaluate(job, job.eval);
       const results: SampleGrads[] = [];
       // A joint step's g_llm weights are this batch's: fresh copies, freed when the batch is done.
       const projVars = job.joint ? jointProjectionVariables(job.joint, hp.nEmbd) : [];
