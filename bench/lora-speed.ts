@@ -8,7 +8,7 @@
  *     [--data ../shared/datasets/ml-1m-u2999] [--prompts 64] [--block 8] [--k 2,4] [--train-samples 8]
  *     [--steps 3] [--threads 2] [--modes per-prompt,batched,batched-host] [--parallel 1]
  *     [--train-threads 1,2] [--rounds 2] [--frozen 1] [--profile 0] [--stage2 0] [--stage2-gamma 0.1]
- *     [--align-dim 32]
+ *     [--align-dim 32] [--eval 0]
  *
  * Frozen-pass modes: `per-prompt` is FrozenPrefixCache.compute prompt by prompt with the previous prompt's
  * prefix reused (the pass before batching), `batched` one tfjs pass per prompt-trie group (the default of
@@ -21,6 +21,10 @@
  * minutes of a shared machine; worker start-up is timed apart (`startSeconds`). `--profile 1` adds one
  * profiled one-thread step per k, its kernel time by op kind (tf.profile) and the frozen-output reads.
  * `--frozen 0` skips the frozen-pass timings.
+ *
+ * Evaluation: `--eval 1` also times the evaluation pass over all `--prompts` prompts (LoraTrainer.evalLogOdds,
+ * groups of prompts claimed by every thread) at each `--train-threads` count, beside the one-chain pass on one
+ * thread that it replaced, with a check that every count gives the same bits.
  *
  * Stage 2: `--stage2 1` also times the joint stage-2 step (jointEpoch: the pipeline's DCNv2 CRM, untrained,
  * as config/ml-1m-cpu.json; the LoRA branch on the top k blocks; α = β = 1, γ = `--stage2-gamma` with the
@@ -42,7 +46,8 @@ import { ingestDataset, loadDataset } from '../ml/data/index.js';
 import { warmFrozenParallel } from '../ml/llm/tf/frozen-parallel.js';
 import { FrozenPrefixCache } from '../ml/llm/tf/frozen-prefix.js';
 import { LlamaTf } from '../ml/llm/tf/llama-forward.js';
-import { LoraAdapter } from '../ml/llm/tf/lora.js';
+import { LoraAdapter, type LoraHostWeights } from '../ml/llm/tf/lora.js';
+import { chainLogOdds } from '../ml/llm/tf/lora-eval.js';
 import { LoraTrainer } from '../ml/llm/tf/lora-train.js';
 import { LoraBranch } from '../ml/llm/tf/lora-branch.js';
 import { AlignmentProjections, defaultPairs } from '../ml/corella/alignment.js';
@@ -76,6 +81,7 @@ const profile = arg('profile', '0') === '1';
 const timeStage2 = arg('stage2', '0') === '1';
 const stage2Gamma = Number(arg('stage2-gamma', '0.1'));
 const alignDim = Number(arg('align-dim', '32'));
+const timeEval = arg('eval', '0') === '1';
 const log = (m: string): void => void process.stderr.write(`[bench/lora-speed] ${m}\n`);
 
 interface Timed {
@@ -209,6 +215,7 @@ async function main(): Promise<void> {
     }
 
     const training: Record<string, unknown>[] = [];
+    const evaluation: Record<string, unknown>[] = [];
     const profiles: Record<string, unknown>[] = [];
     const batch = prompts.slice(0, trainSamples).map((t, i) => ({ tokens: t, label: labels[i] }));
     for (const k of ks) {
@@ -254,6 +261,10 @@ async function main(): Promise<void> {
           training.push(row);
         }
       }
+      if (timeEval) {
+        await shared.warm(prompts);
+        evaluation.push(...(await evalTimings(model, adapter, start, shared, answer, prompts, trainers, k)));
+      }
       if (profile)
         profiles.push({ k, ...(await profileStep(trainers.get(trainThreads[0])!.trainer, batch)) });
       for (const { trainer } of trainers.values()) {
@@ -277,6 +288,7 @@ async function main(): Promise<void> {
           promptTokensMean: tokens / prompts.length,
           frozen,
           training,
+          evaluation,
           stage2,
           profiles,
           note: 'cpuSPer: user+system CPU seconds of the process (worker threads included) per prompt or training sample; 2 cores shared with other jobs',
@@ -288,6 +300,74 @@ async function main(): Promise<void> {
   } finally {
     rmSync(storeDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The evaluation pass over every prompt (LoraTrainer.evalLogOdds: groups of EVAL_GROUP prompts, each
+ * reusing shared prefixes, claimed by the trainer's threads) at each `--train-threads` count, beside the
+ * pass it replaced (one chain over all prompts on this thread), alternated `--rounds` times, from the same
+ * weights. `sameBits`: every thread count gave the log-odds of the first, bit for bit.
+ */
+async function evalTimings(
+  model: LlamaTf,
+  adapter: LoraAdapter,
+  start: LoraHostWeights,
+  shared: FrozenPrefixCache,
+  answer: [number, number],
+  prompts: number[][],
+  trainers: Map<number, { trainer: LoraTrainer }>,
+  k: number,
+): Promise<Record<string, unknown>[]> {
+  const answerRows = model.outputRows(answer);
+  const blocks = {
+    hp: model.hp,
+    firstLayer: adapter.firstLayer,
+    layers: model.weights.layers,
+    outputNorm: model.weights.outputNorm,
+    answerRows,
+  };
+  const out: Record<string, unknown>[] = [];
+  let reference: string | undefined;
+  const hex = (z: Float32Array) => Buffer.from(z.buffer, z.byteOffset, z.byteLength).toString('hex');
+  adapter.load(start);
+  // Random B, as after training: with B = 0 every count scores the base model.
+  adapter.pairs.forEach((p, i) =>
+    tfc.tidy(() => p.b.assign(tfc.randomNormal(p.b.shape, 0, 0.02, 'float32', 7 + i))),
+  );
+  for (let round = 0; round < rounds; round++) {
+    const chain = await timed(() =>
+      chainLogOdds(blocks, adapter.layerLora(), prompts, (i) => shared.input(prompts[i])),
+    );
+    const row0 = {
+      k,
+      mode: 'one-chain',
+      threads: 1,
+      round,
+      prompts: prompts.length,
+      ...per(chain, prompts.length),
+    };
+    log(JSON.stringify(row0));
+    out.push(row0);
+    for (const threads of trainThreads) {
+      const { trainer } = trainers.get(threads)!;
+      let z: Float32Array = new Float32Array(0);
+      const t = await timed(() => (z = trainer.evalLogOdds(prompts)));
+      reference ??= hex(z);
+      const row = {
+        k,
+        mode: 'groups',
+        threads,
+        round,
+        prompts: prompts.length,
+        ...per(t, prompts.length),
+        sameBits: hex(z) === reference,
+      };
+      log(JSON.stringify(row));
+      out.push(row);
+    }
+  }
+  answerRows.dispose();
+  return out;
 }
 
 /**
