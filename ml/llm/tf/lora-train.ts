@@ -54,8 +54,9 @@ export interface LoraTrainerOptions {
    * Threads of `step()` (default 1), 1..16: with n > 1, this thread and n − 1 worker threads (each holding
    * a copy of the adapted blocks) claim the batch's samples one by one, the samples' gradients are added in
    * sample order and one Adam step is taken here. The bits are the same at every n > 1 whatever the timing,
-   * and equal the one-thread step up to float32 summation order. `step()`, `parallelGradients()` and
-   * `jointGradients()` are parallel (gradients(), outputs() and evaluation run on this thread).
+   * and equal the one-thread step up to float32 summation order. `step()`, `parallelGradients()`,
+   * `jointGradients()` and the evaluation pass `evalLogOdds()` (the same bits at every n) are parallel;
+   * gradients() and outputs() run on this thread.
    */
   threads?: number;
   /** Aborting it terminates the worker threads (a cancelled run does not leave them behind). */
