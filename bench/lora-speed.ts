@@ -48,6 +48,7 @@ import { FrozenPrefixCache } from '../ml/llm/tf/frozen-prefix.js';
 import { LlamaTf } from '../ml/llm/tf/llama-forward.js';
 import { LoraAdapter, type LoraHostWeights } from '../ml/llm/tf/lora.js';
 import { chainLogOdds } from '../ml/llm/tf/lora-eval.js';
+import { modelBlocks } from '../ml/llm/tf/lora-loss.js';
 import { LoraTrainer } from '../ml/llm/tf/lora-train.js';
 import { LoraBranch } from '../ml/llm/tf/lora-branch.js';
 import { AlignmentProjections, defaultPairs } from '../ml/corella/alignment.js';
@@ -319,13 +320,7 @@ async function evalTimings(
   k: number,
 ): Promise<Record<string, unknown>[]> {
   const answerRows = model.outputRows(answer);
-  const blocks = {
-    hp: model.hp,
-    firstLayer: adapter.firstLayer,
-    layers: model.weights.layers,
-    outputNorm: model.weights.outputNorm,
-    answerRows,
-  };
+  const blocks = modelBlocks(model, adapter.firstLayer, answerRows);
   const out: Record<string, unknown>[] = [];
   let reference: string | undefined;
   const hex = (z: Float32Array) => Buffer.from(z.buffer, z.byteOffset, z.byteLength).toString('hex');

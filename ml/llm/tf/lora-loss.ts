@@ -19,6 +19,21 @@ export interface AdaptedBlocks {
   answerRows: tf.Tensor2D;
 }
 
+/** The adapted blocks of a whole model loaded on this thread, from `firstLayer` up (its weights, not copies). */
+export function modelBlocks(
+  model: { hp: LlamaHparams; weights: { layers: readonly LayerWeights[]; outputNorm: tf.Tensor1D } },
+  firstLayer: number,
+  answerRows: tf.Tensor2D,
+): AdaptedBlocks {
+  return {
+    hp: model.hp,
+    firstLayer,
+    layers: model.weights.layers,
+    outputNorm: model.weights.outputNorm,
+    answerRows,
+  };
+}
+
 /** One training sample as the loss sees it: the first adapted block's input, its label and loss weight. */
 export interface AdaptedSample {
   /** [T, nEmbd] */

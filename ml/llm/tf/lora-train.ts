@@ -9,6 +9,7 @@ import { chainLogOdds, evalGroups } from './lora-eval.js';
 import {
   jointProjectionVariables,
   jointSampleGrads,
+  modelBlocks,
   sampleGrads,
   type AdaptedBlocks,
   type JointTerms,
@@ -215,13 +216,7 @@ export class LoraTrainer {
     this.optimizer = tf.train.adam(opts.learningRate ?? 1e-3);
     // [2, nEmbd]: the loss needs these two rows of the output matrix, never the whole vocabulary.
     this.answerRows = model.outputRows(opts.answerTokens);
-    this.blocks = {
-      hp: model.hp,
-      firstLayer: adapter.firstLayer,
-      layers: model.weights.layers,
-      outputNorm: model.weights.outputNorm,
-      answerRows: this.answerRows,
-    };
+    this.blocks = modelBlocks(model, adapter.firstLayer, this.answerRows);
     if (threads > 1) {
       // Started now, so they load while the caller warms the frozen cache; the first step waits for them.
       this.workers = new LoraWorkers(

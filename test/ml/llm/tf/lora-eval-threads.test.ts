@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { LlamaTf } from '../../../../ml/llm/tf/llama-forward.js';
 import { LoraAdapter } from '../../../../ml/llm/tf/lora.js';
 import { chainLogOdds, EVAL_GROUP, evalGroups } from '../../../../ml/llm/tf/lora-eval.js';
+import { modelBlocks } from '../../../../ml/llm/tf/lora-loss.js';
 import { LoraWorkers } from '../../../../ml/llm/tf/lora-parallel.js';
 import { LoraTrainer } from '../../../../ml/llm/tf/lora-train.js';
 import { currentTfBackend } from '../../../../ml/tf/backend.js';
@@ -56,13 +57,7 @@ describe('LoRA evaluation on several threads', () => {
     const adapter = LoraAdapter.create(model.hp, CFG);
     randomiseB(adapter, 21);
     const answerRows = model.outputRows([YES, NO]);
-    const blocks = {
-      hp: model.hp,
-      firstLayer: adapter.firstLayer,
-      layers: model.weights.layers,
-      outputNorm: model.weights.outputNorm,
-      answerRows,
-    };
+    const blocks = modelBlocks(model, adapter.firstLayer, answerRows);
     const workers = new LoraWorkers(
       model,
       adapter,

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { CorellaError } from '../../../../ml/errors.js';
 import type { LlamaTf } from '../../../../ml/llm/tf/llama-forward.js';
 import { LoraAdapter, type LoraHostWeights } from '../../../../ml/llm/tf/lora.js';
-import { sampleGrads } from '../../../../ml/llm/tf/lora-loss.js';
+import { modelBlocks, sampleGrads } from '../../../../ml/llm/tf/lora-loss.js';
 import { LoraWorkers } from '../../../../ml/llm/tf/lora-parallel.js';
 import {
   LoraTrainer,
@@ -136,13 +136,7 @@ describe('data-parallel LoRA step', () => {
       tf.tidy(() => p.b.assign(tf.randomNormal(p.b.shape, 0, 0.3, 'float32', 11 + i))),
     );
     const answerRows = model.outputRows([YES, NO]);
-    const blocks = {
-      hp: model.hp,
-      firstLayer: adapter.firstLayer,
-      layers: model.weights.layers,
-      outputNorm: model.weights.outputNorm,
-      answerRows,
-    };
+    const blocks = modelBlocks(model, adapter.firstLayer, answerRows);
     const workers = new LoraWorkers(
       model,
       adapter,
