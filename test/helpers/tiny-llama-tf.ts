@@ -3,7 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
 import { LlamaTf } from '../../ml/llm/tf/llama-forward.js';
-import { initTf } from '../../ml/tf/backend.js';
+import type { LoraAdapter } from '../../ml/llm/tf/lora.js';
+import { modelBlocks, type AdaptedBlocks } from '../../ml/llm/tf/lora-loss.js';
+import { LoraWorkers } from '../../ml/llm/tf/lora-parallel.js';
+import { currentTfBackend, initTf } from '../../ml/tf/backend.js';
 import { writeTinyGguf } from './tiny-gguf.js';
 
 /**
@@ -26,4 +29,21 @@ export function useTinyLlamaTf(prefix: string, onLoad: (model: LlamaTf, path: st
     model?.dispose();
     rmSync(dir, { recursive: true, force: true });
   });
+}
+
+/**
+ * This thread's adapted blocks of `adapter` and two worker threads that hold the same model and adapter, for
+ * the tests that compare a worker's bits with this thread's. The caller closes the workers.
+ */
+export function blocksAndWorkers(
+  model: LlamaTf,
+  adapter: LoraAdapter,
+  answerTokens: [number, number],
+  smoothing: number,
+): { blocks: AdaptedBlocks; workers: LoraWorkers } {
+  const answerRows = model.outputRows(answerTokens);
+  const blocks = modelBlocks(model, adapter.firstLayer, answerRows);
+  const rows = answerRows.dataSync() as Float32Array;
+  const workers = new LoraWorkers(model, adapter, rows, smoothing, currentTfBackend()!.backend, 2);
+  return { blocks, workers };
 }

@@ -3,11 +3,8 @@ import { describe, expect, it } from 'vitest';
 import type { LlamaTf } from '../../../../ml/llm/tf/llama-forward.js';
 import { LoraAdapter } from '../../../../ml/llm/tf/lora.js';
 import { chainLogOdds, EVAL_GROUP, evalGroups } from '../../../../ml/llm/tf/lora-eval.js';
-import { modelBlocks } from '../../../../ml/llm/tf/lora-loss.js';
-import { LoraWorkers } from '../../../../ml/llm/tf/lora-parallel.js';
 import { LoraTrainer } from '../../../../ml/llm/tf/lora-train.js';
-import { currentTfBackend } from '../../../../ml/tf/backend.js';
-import { useTinyLlamaTf } from '../../../helpers/tiny-llama-tf.js';
+import { blocksAndWorkers, useTinyLlamaTf } from '../../../helpers/tiny-llama-tf.js';
 
 /**
  * The evaluation pass (LoraTrainer.evalLogOdds) on several threads: groups of prompts that reuse shared
@@ -56,16 +53,7 @@ describe('LoRA evaluation on several threads', () => {
   it('workers compute a group with the bits of this thread, and every group comes back once, in order', () => {
     const adapter = LoraAdapter.create(model.hp, CFG);
     randomiseB(adapter, 21);
-    const answerRows = model.outputRows([YES, NO]);
-    const blocks = modelBlocks(model, adapter.firstLayer, answerRows);
-    const workers = new LoraWorkers(
-      model,
-      adapter,
-      answerRows.dataSync() as Float32Array,
-      0,
-      currentTfBackend()!.backend,
-      2,
-    );
+    const { blocks, workers } = blocksAndWorkers(model, adapter, [YES, NO], 0);
     try {
       const ps = prompts(40);
       const groups: [number, number][] = [
@@ -114,7 +102,7 @@ describe('LoRA evaluation on several threads', () => {
       expect(Math.abs(base[4][0] - want[4][0])).toBeGreaterThan(1e-3);
     } finally {
       void workers.close();
-      answerRows.dispose();
+      blocks.answerRows.dispose();
       adapter.dispose();
     }
   }, 120_000);

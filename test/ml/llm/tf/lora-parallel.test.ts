@@ -3,16 +3,14 @@ import { describe, expect, it } from 'vitest';
 import { CorellaError } from '../../../../ml/errors.js';
 import type { LlamaTf } from '../../../../ml/llm/tf/llama-forward.js';
 import { LoraAdapter, type LoraHostWeights } from '../../../../ml/llm/tf/lora.js';
-import { modelBlocks, sampleGrads } from '../../../../ml/llm/tf/lora-loss.js';
-import { LoraWorkers } from '../../../../ml/llm/tf/lora-parallel.js';
+import { sampleGrads } from '../../../../ml/llm/tf/lora-loss.js';
 import {
   LoraTrainer,
   blockWeightBytes,
   tapeBytesPerToken,
   type LoraSample,
 } from '../../../../ml/llm/tf/lora-train.js';
-import { currentTfBackend } from '../../../../ml/tf/backend.js';
-import { useTinyLlamaTf } from '../../../helpers/tiny-llama-tf.js';
+import { blocksAndWorkers, useTinyLlamaTf } from '../../../helpers/tiny-llama-tf.js';
 
 /**
  * The data-parallel LoRA step (LoraTrainer `threads`): worker threads with the tiny GGUF's adapted blocks
@@ -135,16 +133,7 @@ describe('data-parallel LoRA step', () => {
     adapter.pairs.forEach((p, i) =>
       tf.tidy(() => p.b.assign(tf.randomNormal(p.b.shape, 0, 0.3, 'float32', 11 + i))),
     );
-    const answerRows = model.outputRows([YES, NO]);
-    const blocks = modelBlocks(model, adapter.firstLayer, answerRows);
-    const workers = new LoraWorkers(
-      model,
-      adapter,
-      answerRows.dataSync() as Float32Array,
-      0.05,
-      currentTfBackend()!.backend,
-      2,
-    );
+    const { blocks, workers } = blocksAndWorkers(model, adapter, [YES, NO], 0.05);
     try {
       const vars = adapter.variables();
       const lora = adapter.layerLora();
@@ -190,7 +179,7 @@ describe('data-parallel LoRA step', () => {
       expect(after.map((r) => r.sum)).toEqual(here.map((r) => r.sum));
     } finally {
       void workers.close();
-      answerRows.dispose();
+      blocks.answerRows.dispose();
       adapter.dispose();
     }
   }, 120_000);
