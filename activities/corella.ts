@@ -93,8 +93,6 @@ async function loraSourceFor(m: Loaded, config: PipelineConfig): Promise<LoraBra
     template: m.llm.template.name,
     answerTokens,
     promptOf: (split, row) => promptOf(split, m.dataset.items, row),
-    // The frozen pass runs on worker threads: as many as llama.cpp may use here, at most the two it is built for.
-    threads: Math.min(2, m.llm.config.threads),
   };
 }
 
@@ -150,6 +148,15 @@ export function corellaActivities(
           if (r.resumedFrom) {
             const [phase, done] = r.resumedFrom.split(':');
             metrics[`resumedFrom.${phase}`] = Number(done);
+          }
+          if (r.frozenPass) {
+            const fp = r.frozenPass;
+            Object.assign(metrics, {
+              'frozenPass.computed': fp.computed,
+              'frozenPass.fromStore': fp.fromStore,
+              'frozenPass.seconds': fp.seconds,
+              'frozenPass.threads': fp.threads,
+            });
           }
           if (r.outputCalibration) {
             const oc = r.outputCalibration;

@@ -36,8 +36,6 @@ export interface LoraBranchSource {
   promptOf: (split: EncodedSplit, row: number) => readonly number[];
   /** LLM blocks for L_align (default: the top block). */
   alignLayers?: number[];
-  /** Threads of the frozen pass (default 2; 1 runs it on this thread). */
-  threads?: number;
 }
 
 /** The alignable layers of a LoRA branch on `model` (its activationShapes), known before it is built. */
@@ -60,7 +58,15 @@ export interface OpenLoraBranchArgs extends LongRunOptions, LoraBranchSource {
 export interface OpenedLoraBranch {
   branch: LoraBranch<JointPart>;
   llm: { modelSha256: string; template: string; hiddenDim: number };
-  frozen: { fromStore: number; computed: number; seconds: number };
+  /** The one-time frozen pass: prompts read back from the store, computed, its wall time and threads. */
+  frozen: FrozenPassReport;
+}
+
+export interface FrozenPassReport {
+  fromStore: number;
+  computed: number;
+  seconds: number;
+  threads: number;
 }
 
 export async function openLoraBranch(a: OpenLoraBranchArgs): Promise<OpenedLoraBranch> {
@@ -74,7 +80,7 @@ export async function openLoraBranch(a: OpenLoraBranchArgs): Promise<OpenedLoraB
     stage3: Array.from(a.rows.stage3, (r) => a.promptOf(train, r)),
     valid: Array.from(a.rows.valid, (r) => a.promptOf(valid, r)),
   };
-  const { method: _method, frozenMemoryMb, threads: trainThreads, ...loraCfg } = a.finetune;
+  const { method: _method, frozenMemoryMb, frozenThreads, threads: trainThreads, ...loraCfg } = a.finetune;
   const frozenBytes = frozenBudget(frozenMemoryMb, a.store);
   const common = {
     model: a.model,
@@ -110,7 +116,7 @@ export async function openLoraBranch(a: OpenLoraBranchArgs): Promise<OpenedLoraB
     const onProgress = (done: number, total: number) =>
       void a.onProgress?.({ stage: 'llm-frozen-pass', done, total });
     const t0 = Date.now();
-    const threads = a.threads ?? 2;
+    const threads = frozenThreads ?? 2;
     const r =
       threads > 1
         ? await warmFrozenParallel(branch.frozen, all, {
@@ -124,7 +130,7 @@ export async function openLoraBranch(a: OpenLoraBranchArgs): Promise<OpenedLoraB
     return {
       branch,
       llm: { modelSha256: a.modelSha256, template: a.template, hiddenDim: a.model.hp.nEmbd },
-      frozen: { ...r, seconds: (Date.now() - t0) / 1000 },
+      frozen: { ...r, seconds: (Date.now() - t0) / 1000, threads },
     };
   } catch (e) {
     branch.dispose();

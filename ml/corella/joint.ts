@@ -17,7 +17,12 @@ import { validateAdapterConfig, type LlmAdapter } from './adapter.js';
 import { AlignmentProjections, defaultPairs, validatePairs, type AlignPair } from './alignment.js';
 import { boundaryShift, type BoundaryShift } from './boundary.js';
 import { openAdapterBranch } from './joint-adapter-branch.js';
-import { loraBranchShapes, openLoraBranch, type LoraBranchSource } from './joint-lora-branch.js';
+import {
+  loraBranchShapes,
+  openLoraBranch,
+  type FrozenPassReport,
+  type LoraBranchSource,
+} from './joint-lora-branch.js';
 import { exportLoraBranch } from './joint-lora-export.js';
 import type { LoraBranch } from '../llm/tf/lora-branch.js';
 import type { LoraHead } from './llm-branch-model.js';
@@ -50,7 +55,7 @@ export {
 export { jointSubsets, jointValidationRows } from './row-plan.js';
 export type { EpochLoss } from './joint-epochs.js';
 export type { JointLlmBranch, JointPart, OpenJointBranch } from './joint-llm-branch.js';
-export type { LoraBranchSource } from './joint-lora-branch.js';
+export type { FrozenPassReport, LoraBranchSource } from './joint-lora-branch.js';
 
 export interface StageReport {
   enabled: boolean;
@@ -86,6 +91,8 @@ export interface JointResult<M extends LlmAdapter | LoraHead = LlmAdapter | Lora
   /** The Platt scale folded into the adapter (calibrateOutput > 0), with the LLM branch's scores on those rows. */
   outputCalibration?: OutputCalibration;
   resumedFrom?: string;
+  /** LoRA mode: what the one-time frozen pass cost (the largest part of a LoRA run on a CPU). */
+  frozenPass?: FrozenPassReport;
 }
 
 export interface TrainJointArgs extends LongRunOptions {
@@ -260,9 +267,12 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
     cfg,
     dataset.manifest.versionId,
     crm,
-    // The frozen-output memory budget changes no bit of the result, so it does not void a checkpoint.
+    // The frozen pass's memory budget and threads change no bit of the result, so they do not void a checkpoint.
     loraSrc && args.finetune
-      ? { finetune: { ...args.finetune, frozenMemoryMb: undefined }, model: loraSrc.modelSha256 }
+      ? {
+          finetune: { ...args.finetune, frozenMemoryMb: undefined, frozenThreads: undefined },
+          model: loraSrc.modelSha256,
+        }
       : undefined,
   );
 
@@ -399,5 +409,6 @@ export async function trainJoint(args: TrainJointArgs): Promise<JointResult> {
     boundaryShift: before && after ? { before, after } : undefined,
     outputCalibration,
     resumedFrom: ckpt ? `${ckpt.phase}:${ckpt.epochsDone}` : undefined,
+    frozenPass: 'frozen' in opened ? opened.frozen : undefined,
   };
 }

@@ -140,6 +140,10 @@ describe('retrainWorkflow with llm.finetune lora', () => {
     expect(result.metrics['llm.lora.train.rows']).toBeUndefined();
     expect(result.metrics['llm.lora.computed']).toBeGreaterThan(0);
     expect(result.metrics['llm.lora.valid.fromCache']).toBe(0);
+    // The frozen pass ran on its own two threads, although llama.cpp's llm.threads is 1 here.
+    expect(base.llm?.threads).toBe(1);
+    expect(result.metrics['joint.frozenPass.threads']).toBe(2);
+    expect(result.metrics['joint.frozenPass.computed']).toBeGreaterThan(0);
 
     const mv = await new ModelRepository(testDb.db).get(Number(result.modelVersionId));
     expect(Object.keys(mv?.artifacts ?? {}).sort()).toEqual([

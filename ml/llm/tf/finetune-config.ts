@@ -38,6 +38,13 @@ export const finetuneSchema = z.discriminatedUnion('method', [
      * CRM side on the calling thread, the LoRA's samples on every thread).
      */
     threads: z.number().int().min(1).max(16).optional(),
+    /**
+     * Worker threads of the one-time frozen pass, 1..16 (default 2, this machine's cores; 1 runs it on the
+     * calling thread). Its own setting, not llm.threads: that one is llama.cpp's threads per context, which
+     * config/ml-1m-cpu.json sets to 1 because llama.cpp runs fastest here at 1 thread × 2 sequences, and
+     * the frozen pass that followed it ran on one core. Every count gives the same bits.
+     */
+    frozenThreads: z.number().int().min(1).max(16).optional(),
   }),
 ]);
 

@@ -81,7 +81,6 @@ function source(): LoraBranchSource {
     template: 'test',
     answerTokens: [llm.yesToken, llm.noToken],
     promptOf,
-    threads: 1,
   };
 }
 
@@ -91,7 +90,15 @@ describe('trainJoint with llm.finetune lora, exported and reloaded', () => {
     const crm = new TinyCrm([3, 6], { seed: 3 });
     await trainTinyCrm(crm, dataset.splits.train, 1);
     const store = new FileArtifactStore(join(dir, 'store'));
-    const finetune: FinetuneConfig = { method: 'lora', layers: 2, rank: 4, alpha: 8, targets: ['q', 'v'] };
+    // The frozen pass on two worker threads, as the pipeline runs it whatever llama.cpp's llm.threads is.
+    const finetune: FinetuneConfig = {
+      method: 'lora',
+      layers: 2,
+      rank: 4,
+      alpha: 8,
+      targets: ['q', 'v'],
+      frozenThreads: 2,
+    };
     // Stage 2 moves the CRM in place; a retried activity starts again from the stored stage-1 CRM.
     const stage1 = snapshotVariables(crm.trainableVariables());
     const r = await trainJoint({ crm, dataset, llm: noFeatures, store, config, finetune, lora: source() });
@@ -101,6 +108,9 @@ describe('trainJoint with llm.finetune lora, exported and reloaded', () => {
       expect(r.lora?.kind).toBe('lora');
       expect(r.stage2.epochs).toHaveLength(2);
       expect(r.stage3.epochs).toHaveLength(1);
+      // Every stage-2, stage-3 and validation prompt went through the frozen pass, on the two threads asked for.
+      expect(r.frozenPass).toMatchObject({ threads: 2, fromStore: 0 });
+      expect(r.frozenPass!.computed).toBeGreaterThan(0);
       expect(r.outputCalibration).toBeDefined();
       expect(head.file.head).toEqual(r.lora!.output);
       expect(head.a).not.toBe(1);
@@ -211,7 +221,14 @@ describe('trainJoint with llm.finetune lora, exported and reloaded', () => {
     'a run stopped after a stage-2 epoch resumes with its Adam state and equals an uninterrupted run (threads %i)',
     async (threads) => {
       const { dataset } = acceptanceWorld(6, { train: 200, valid: 40, test: 5 });
-      const finetune: FinetuneConfig = { method: 'lora', layers: 1, rank: 2, alpha: 4, threads };
+      const finetune: FinetuneConfig = {
+        method: 'lora',
+        layers: 1,
+        rank: 2,
+        alpha: 4,
+        threads,
+        frozenThreads: 1,
+      };
       const cfg: JointConfigInput = {
         ...config,
         stage2: { samples: 64, epochs: 3, batchSize: 16, learningRate: 0.02, crmLearningRate: 0.001 },

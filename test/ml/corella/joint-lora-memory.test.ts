@@ -47,14 +47,13 @@ async function run(name: string, frozenMemoryMb?: number) {
     modelPath,
     modelSha256: 'e'.repeat(64),
     template: 'test',
-    finetune: { method: 'lora', layers: 2, rank: 4, alpha: 8, frozenMemoryMb },
+    finetune: { method: 'lora', layers: 2, rank: 4, alpha: 8, frozenMemoryMb, frozenThreads: 1 },
     answerTokens: [YES, NO],
     promptOf,
     dataset,
     rows,
     alignLayers: [0, 2],
     store,
-    threads: 1,
   });
   const { branch } = opened;
   const { pairs, lossHistory, loop } = jointStageLoop({
@@ -116,12 +115,11 @@ describe('llm.finetune.frozenMemoryMb', () => {
       modelPath,
       modelSha256: 'e'.repeat(64),
       template: 'test',
-      finetune: { method: 'lora', layers: 2, frozenMemoryMb: 1 },
+      finetune: { method: 'lora', layers: 2, frozenMemoryMb: 1, frozenThreads: 1 },
       answerTokens: [YES, NO],
       promptOf,
       dataset,
       rows,
-      threads: 1,
     }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CorellaError);
     expect((err as CorellaError).details.field).toBe('llm.finetune.frozenMemoryMb');
