@@ -22,6 +22,6 @@ export function pendingFrom(desc: WorkflowExecutionDescription): PendingActivity
   });
 }
 
-export async function pendingProgress(handle: WorkflowHandle): Promise<PendingActivity[]> {
+export async function pendingProgress(handle: Pick<WorkflowHandle, 'describe'>): Promise<PendingActivity[]> {
   return pendingFrom(await handle.describe());
 }

@@ -1,11 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
-import type { RetrainProgress, RetrainResult } from '../../activities/types.js';
+import { WorkflowFailedError } from '@temporalio/client';
+import type { RetrainResult } from '../../activities/types.js';
 import { migrateUrl } from '../../activities/context.js';
 import { openDatabase } from '../../db/connection.js';
 import { reconcileRuns } from '../reconcile.js';
-import type { retrainWorkflow } from '../../workflows/retrain.js';
 import { failureExitCode, failureMessage } from '../failure.js';
 import { resultThroughOutages } from '../await-result.js';
 import { EXIT, UsageError, type ArgsOf } from '../args.js';
@@ -14,10 +13,8 @@ import { startServer, type RunningServer } from '../../serve/server.js';
 import { databaseStorage } from '../../serve/storage.js';
 import { connectClient, workflowUiUrl } from '../client.js';
 import { prepareRun, type PreparedRun } from '../prepare-run.js';
-import { makeOutput, progressLine, type Output } from '../output.js';
-import type { Progress } from '../../ml/progress.js';
-import { pendingProgress } from '../run-progress.js';
-import { ProgressLog } from '../progress-log.js';
+import { makeOutput, type Output } from '../output.js';
+import { followProgress } from '../follow-progress.js';
 import { summaryTable } from '../run-summary.js';
 import { listenForStop } from '../stop-signal.js';
 import { corellaHome, readyDatabase, repoRoot } from '../services/paths.js';
@@ -43,46 +40,6 @@ function metricsEnv(queue: 'cpu' | 'gpu', env: NodeJS.ProcessEnv): NodeJS.Proces
   if (!spec || queue === 'cpu') return env;
   const { host, port } = parseAddress(spec);
   return port === 0 ? env : { ...env, CORELLA_METRICS_ADDRESS: `${host}:${port + 1}` };
-}
-
-/** Polls the workflow's `progress` query and prints each new stage. */
-async function followProgress(
-  handle: WorkflowHandle<typeof retrainWorkflow>,
-  log: (l: string) => void,
-): Promise<() => void> {
-  let last = '';
-  let stopped = false;
-  const lines = new ProgressLog();
-  const tick = async (): Promise<void> => {
-    while (!stopped) {
-      try {
-        const p = await handle.query<RetrainProgress>('progress');
-        if (p.stage !== last) {
-          if (last && process.stderr.isTTY) process.stderr.write('\n');
-          last = p.stage;
-          log(`  stage: ${p.stage}`);
-        }
-        // The running activities' last heartbeats: a bar on a terminal, throttled lines in a log.
-        for (const a of await pendingProgress(handle)) {
-          const q = (a.progress ?? {}) as Progress;
-          if (typeof q.done !== 'number') continue;
-          const label = `    ${q.stage ?? a.activity}`;
-          if (process.stderr.isTTY) progressLine(label, q.done, q.total);
-          else {
-            const line = lines.line(label, q.done, q.total);
-            if (line) log(line);
-          }
-        }
-      } catch {
-        // The workflow may not have started its first task yet.
-      }
-      await new Promise((r) => setTimeout(r, 2_000));
-    }
-  };
-  void tick();
-  return () => {
-    stopped = true;
-  };
 }
 
 /** For the summary: synthetic data is never passed off as real, and a download says so. */
@@ -277,7 +234,7 @@ async function runRetrain(
     out.info(started ? `started ${id}` : `${id} was already started (running or completed): following it`);
     const ui = workflowUiUrl(stack.temporal.uiUrl, tc.namespace, id);
     if (ui) out.info(`run in the Temporal UI: ${ui}`);
-    const stopFollowing = await followProgress(handle, out.info);
+    const stopFollowing = followProgress(handle, out.info);
     let result: RetrainResult;
     try {
       result = await resultThroughOutages<RetrainResult>(handle, {
@@ -301,7 +258,7 @@ async function runRetrain(
       if (dead()) return EXIT.unavailable;
       throw e;
     } finally {
-      stopFollowing();
+      await stopFollowing();
     }
     out.result({ ...result, datasetSource: data.spec.source, datasetOrigin: data.origin, ui }, () =>
       [

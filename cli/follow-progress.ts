@@ -1,0 +1,68 @@
+import type { WorkflowHandle } from '@temporalio/client';
+import type { RetrainProgress } from '../activities/types.js';
+import type { Progress } from '../ml/progress.js';
+import { progressLine } from './output.js';
+import { ProgressLog } from './progress-log.js';
+import { pendingProgress } from './run-progress.js';
+
+/** What following needs of a workflow handle: its `progress` query and its description. */
+export type FollowedWorkflow = Pick<WorkflowHandle, 'query' | 'describe'>;
+
+/**
+ * Polls the workflow's `progress` query every `intervalMs` and prints each new stage and the running
+ * activities' last heartbeats. The returned stop waits for the poll in flight: the caller closes the
+ * Temporal connection next, and a call still open then is retried by the client's interceptor on a timer
+ * that throws "Channel has been shut down" outside any try, which ended a finished `corella up` with exit 1.
+ */
+export function followProgress(
+  handle: FollowedWorkflow,
+  log: (l: string) => void,
+  intervalMs = 2_000,
+): () => Promise<void> {
+  let last = '';
+  let stopped = false;
+  let wake: (() => void) | undefined;
+  const lines = new ProgressLog();
+  const poll = async (): Promise<void> => {
+    const p = await handle.query<RetrainProgress>('progress');
+    if (p.stage !== last) {
+      if (last && process.stderr.isTTY) process.stderr.write('\n');
+      last = p.stage;
+      log(`  stage: ${p.stage}`);
+    }
+    // The running activities' last heartbeats: a bar on a terminal, throttled lines in a log.
+    for (const a of await pendingProgress(handle)) {
+      const q = (a.progress ?? {}) as Progress;
+      if (typeof q.done !== 'number') continue;
+      const label = `    ${q.stage ?? a.activity}`;
+      if (process.stderr.isTTY) progressLine(label, q.done, q.total);
+      else {
+        const line = lines.line(label, q.done, q.total);
+        if (line) log(line);
+      }
+    }
+  };
+  const loop = (async () => {
+    while (!stopped) {
+      try {
+        await poll();
+      } catch {
+        // The workflow may not have started its first task yet.
+      }
+      if (stopped) break;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, intervalMs);
+        wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      wake = undefined;
+    }
+  })();
+  return async () => {
+    stopped = true;
+    wake?.();
+    await loop;
+  };
+}

@@ -1,0 +1,76 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it } from 'vitest';
+import { followProgress, type FollowedWorkflow } from '../../../cli/follow-progress.js';
+
+/** A workflow handle whose `progress` query answers only when the test says so. */
+function fakeHandle() {
+  const pending: ((stage: string) => void)[] = [];
+  let queries = 0;
+  let describes = 0;
+  const handle = {
+    query: () => {
+      queries++;
+      return new Promise((resolve) => pending.push((stage) => resolve({ stage })));
+    },
+    describe: () => {
+      describes++;
+      return Promise.resolve({ raw: { pendingActivities: [] } });
+    },
+  } as unknown as FollowedWorkflow;
+  return {
+    handle,
+    answer: (stage: string) => pending.shift()!(stage),
+    calls: () => ({ queries, describes }),
+  };
+}
+
+describe('followProgress', () => {
+  it('stop waits for the poll in flight, so no call outlives the connection that up closes next', async () => {
+    const f = fakeHandle();
+    const lines: string[] = [];
+    const stop = followProgress(f.handle, (l) => lines.push(l), 5);
+    await sleep(20);
+    expect(f.calls().queries).toBe(1);
+
+    let stopped = false;
+    const done = stop().then(() => (stopped = true));
+    await sleep(30);
+    expect(stopped).toBe(false);
+
+    f.answer('calibration');
+    await done;
+    expect(f.calls()).toEqual({ queries: 1, describes: 1 });
+    expect(lines).toEqual(['  stage: calibration']);
+    await sleep(20);
+    expect(f.calls().queries).toBe(1);
+  });
+
+  it('prints each stage once, and a stop during the wait between polls returns at once', async () => {
+    const f = fakeHandle();
+    const lines: string[] = [];
+    const stop = followProgress(f.handle, (l) => lines.push(l), 60_000);
+    // One poll per answer here: the next one starts only after the wait, so drive the loop by hand.
+    while (f.calls().queries === 0) await sleep(1);
+    f.answer('ingest');
+    while (f.calls().describes === 0) await sleep(1);
+    await sleep(5);
+    const t0 = Date.now();
+    await stop();
+    expect(Date.now() - t0).toBeLessThan(1_000);
+    expect(lines).toEqual(['  stage: ingest']);
+
+    const g = fakeHandle();
+    const glines: string[] = [];
+    const gstop = followProgress(g.handle, (l) => glines.push(l), 1);
+    for (const stage of ['ingest', 'ingest', 'train-crm']) {
+      while (g.calls().queries === g.calls().describes) await sleep(1);
+      g.answer(stage);
+      while (g.calls().describes < g.calls().queries) await sleep(1);
+    }
+    while (g.calls().queries === g.calls().describes) await sleep(1);
+    const gdone = gstop();
+    g.answer('train-crm');
+    await gdone;
+    expect(glines).toEqual(['  stage: ingest', '  stage: train-crm']);
+  });
+});
