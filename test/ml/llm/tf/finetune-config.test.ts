@@ -27,6 +27,10 @@ describe('llm.finetune', () => {
       targets: ['q', 'v', 'o'],
     });
     expect(parseFinetuneConfig({ method: 'lora', layers: 'all' })).toEqual({ method: 'lora', layers: 'all' });
+    expect(parseFinetuneConfig({ method: 'lora', frozenThreads: 1 })).toEqual({
+      method: 'lora',
+      frozenThreads: 1,
+    });
     expect(parseFinetuneConfig({ method: 'lora', frozenMemoryMb: 512 })).toEqual({
       method: 'lora',
       frozenMemoryMb: 512,
@@ -48,5 +52,9 @@ describe('llm.finetune', () => {
     expect(fieldOf({ method: 'lora', threads: 0 })).toBe('finetune.threads');
     expect(fieldOf({ method: 'lora', threads: 1.5 })).toBe('finetune.threads');
     expect(fieldOf({ method: 'lora', threads: 17 })).toBe('finetune.threads');
+    expect(fieldOf({ method: 'lora', frozenThreads: 0 })).toBe('finetune.frozenThreads');
+    expect(fieldOf({ method: 'lora', frozenThreads: 1.5 })).toBe('finetune.frozenThreads');
+    expect(fieldOf({ method: 'lora', frozenThreads: 17 })).toBe('finetune.frozenThreads');
+    expect(fieldOf({ method: 'lora', frozenThreads: '2' })).toBe('finetune.frozenThreads');
   });
 });
