@@ -45,32 +45,38 @@ describe('followProgress', () => {
     expect(f.calls().queries).toBe(1);
   });
 
-  it('prints each stage once, and a stop during the wait between polls returns at once', async () => {
+  it('a stop during the wait between polls returns at once', async () => {
     const f = fakeHandle();
     const lines: string[] = [];
     const stop = followProgress(f.handle, (l) => lines.push(l), 60_000);
-    // One poll per answer here: the next one starts only after the wait, so drive the loop by hand.
-    while (f.calls().queries === 0) await sleep(1);
-    f.answer('ingest');
-    while (f.calls().describes === 0) await sleep(1);
+    await answerNextPoll(f, 'ingest');
     await sleep(5);
     const t0 = Date.now();
     await stop();
     expect(Date.now() - t0).toBeLessThan(1_000);
     expect(lines).toEqual(['  stage: ingest']);
+  });
 
-    const g = fakeHandle();
-    const glines: string[] = [];
-    const gstop = followProgress(g.handle, (l) => glines.push(l), 1);
-    for (const stage of ['ingest', 'ingest', 'train-crm']) {
-      while (g.calls().queries === g.calls().describes) await sleep(1);
-      g.answer(stage);
-      while (g.calls().describes < g.calls().queries) await sleep(1);
-    }
-    while (g.calls().queries === g.calls().describes) await sleep(1);
-    const gdone = gstop();
-    g.answer('train-crm');
-    await gdone;
-    expect(glines).toEqual(['  stage: ingest', '  stage: train-crm']);
+  it('prints each stage once', async () => {
+    const f = fakeHandle();
+    const lines: string[] = [];
+    const stop = followProgress(f.handle, (l) => lines.push(l), 1);
+    for (const stage of ['ingest', 'ingest', 'train-crm']) await answerNextPoll(f, stage);
+    await until(() => f.calls().queries > f.calls().describes);
+    const done = stop();
+    f.answer('train-crm');
+    await done;
+    expect(lines).toEqual(['  stage: ingest', '  stage: train-crm']);
   });
 });
+
+async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await sleep(1);
+}
+
+/** Waits for the follower's next query, answers it, and waits until that poll has read the heartbeats too. */
+async function answerNextPoll(f: ReturnType<typeof fakeHandle>, stage: string): Promise<void> {
+  await until(() => f.calls().queries > f.calls().describes);
+  f.answer(stage);
+  await until(() => f.calls().describes === f.calls().queries);
+}
