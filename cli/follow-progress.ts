@@ -18,8 +18,10 @@ export function followProgress(
   handle: FollowedWorkflow,
   log: (l: string) => void,
   intervalMs = 2_000,
+  waitingNoteMs = 30_000,
 ): () => Promise<void> {
   let last = '';
+  const waitingNoted = new Map<string, number>();
   let stopped = false;
   let wake: (() => void) | undefined;
   const lines = new ProgressLog();
@@ -32,6 +34,8 @@ export function followProgress(
     }
     // The running activities' last heartbeats: a bar on a terminal, throttled lines in a log.
     for (const a of await pendingProgress(handle)) {
+      const waited = a.scheduledAt ? Date.now() - a.scheduledAt.getTime() : 0;
+      if (waited >= waitingNoteMs) noteWaiting(a.activity ?? 'activity', a.attempt ?? 1, waited);
       const q = (a.progress ?? {}) as Progress;
       if (typeof q.done !== 'number') continue;
       const label = `    ${q.stage ?? a.activity}`;
@@ -41,6 +45,20 @@ export function followProgress(
         if (line) log(line);
       }
     }
+  };
+  // An activity that no worker takes: each queue's workers are busy, usually with another open run (a
+  // `corella up` that was stopped and never resumed leaves its workflow open, and the next stack's gpu
+  // worker, one activity at a time, finishes that run first). Said once per attempt, then every 5 minutes.
+  const noteWaiting = (activity: string, attempt: number, waitedMs: number): void => {
+    const key = `${activity}#${attempt}`;
+    const lastAt = waitingNoted.get(key);
+    if (lastAt !== undefined && waitedMs - lastAt < 5 * 60_000) return;
+    waitingNoted.set(key, waitedMs);
+    if (process.stderr.isTTY && last) process.stderr.write('\n');
+    log(
+      `    ${activity}: waiting ${Math.round(waitedMs / 1000)} s for a worker; those of its queue are busy ` +
+        '(another open run? corella runs list) or none is running',
+    );
   };
   const loop = (async () => {
     while (!stopped) {

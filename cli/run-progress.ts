@@ -1,4 +1,8 @@
-import type { WorkflowExecutionDescription, WorkflowHandle } from '@temporalio/client';
+import {
+  decodePendingActivityState,
+  type WorkflowExecutionDescription,
+  type WorkflowHandle,
+} from '@temporalio/client';
 import { defaultPayloadConverter, type Payload } from '@temporalio/common';
 
 export interface PendingActivity {
@@ -6,6 +10,11 @@ export interface PendingActivity {
   attempt?: number | null;
   /** The last heartbeat's details (ml/progress.ts Progress). */
   progress: unknown;
+  /**
+   * When the attempt was scheduled, while no worker has started it yet. In the future during a retry's
+   * backoff; long past when every worker of its queue is busy (another open run holding the one gpu slot).
+   */
+  scheduledAt?: Date;
 }
 
 /** Running activities of a workflow with their last heartbeat decoded. */
@@ -18,7 +27,14 @@ export function pendingFrom(desc: WorkflowExecutionDescription): PendingActivity
     } catch {
       progress = undefined;
     }
-    return { activity: a.activityType?.name, attempt: a.attempt, progress };
+    const ts = decodePendingActivityState(a.state) === 'SCHEDULED' ? a.scheduledTime : undefined;
+    const scheduledAt = ts ? new Date(Number(ts.seconds ?? 0) * 1000 + (ts.nanos ?? 0) / 1e6) : undefined;
+    return {
+      activity: a.activityType?.name,
+      attempt: a.attempt,
+      progress,
+      ...(scheduledAt ? { scheduledAt } : {}),
+    };
   });
 }
 

@@ -10,6 +10,7 @@ import { summaryTable } from '../run-summary.js';
 import { corellaHome } from '../services/paths.js';
 import type { retrainSpec } from '../specs/retrain.js';
 import { startRetrain } from '../start-retrain.js';
+import { noteOpenRuns } from '../open-runs.js';
 
 /** `corella retrain`: starts retrainWorkflow on a running stack; a duplicate start joins the running one. */
 export async function retrain({ values }: ArgsOf<typeof retrainSpec>): Promise<number> {
@@ -19,6 +20,8 @@ export async function retrain({ values }: ArgsOf<typeof retrainSpec>): Promise<n
   try {
     const { workflowId: id, started, handle } = await startRetrain(tc.client, prepared, 'corella retrain');
     const ui = workflowUiUrl(tc.uiBase, tc.namespace, id);
+    for (const l of await noteOpenRuns(tc.client, id, (w) => workflowUiUrl(tc.uiBase, tc.namespace, w)))
+      out.info(l);
     if (!values.wait) {
       out.result(
         { workflowId: id, started, ui },

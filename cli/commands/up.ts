@@ -24,6 +24,7 @@ import { Supervisor, type SupervisedWorker } from '../services/supervisor.js';
 import type { upSpec } from '../specs/up.js';
 import { parseAddress } from '../../workers/address.js';
 import { startRetrain } from '../start-retrain.js';
+import { noteOpenRuns } from '../open-runs.js';
 
 /** Starts one `corella worker` child per queue, so the embedded default is one process tree. */
 function spawnWorker(queue: 'cpu' | 'gpu', env: NodeJS.ProcessEnv): ChildProcess {
@@ -234,6 +235,10 @@ async function runRetrain(
     out.info(started ? `started ${id}` : `${id} was already started (running or completed): following it`);
     const ui = workflowUiUrl(stack.temporal.uiUrl, tc.namespace, id);
     if (ui) out.info(`run in the Temporal UI: ${ui}`);
+    for (const l of await noteOpenRuns(tc.client, id, (w) =>
+      workflowUiUrl(stack.temporal.uiUrl, tc.namespace, w),
+    ))
+      out.info(l);
     const stopFollowing = followProgress(handle, out.info);
     let result: RetrainResult;
     try {

@@ -21,7 +21,7 @@ describe('corella retrain: the workflow id is a business key', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('two identical retrains started at once make one run', async () => {
+  it('two identical retrains started at once make one run; a third beside it is told which open run shares its workers', async () => {
     const data = await writeMovielens(join(dir, 'ml'), movielensLines({ users: 8, movies: 12 }));
     const model = join(dir, 'tiny.gguf');
     writeTinyGguf(model, { seed: 1 });
@@ -44,6 +44,17 @@ describe('corella retrain: the workflow id is a business key', () => {
     expect(outs[0].workflowId).toMatch(/^retrain-movielens-1m-[0-9a-f]{12}$/);
     expect(outs.filter((o) => o.started)).toHaveLength(1);
 
+    // A second run beside the open one is told that it shares the workers with it, and which run that is.
+    const c = startCli([...args, '--name', 'other-ml'], env);
+    const ec = await c.exited();
+    expect(ec.code, c.stderr()).toBe(0);
+    const other = (JSON.parse(c.stdout()) as { workflowId: string }).workflowId;
+    expect(other).not.toBe(outs[0].workflowId);
+    expect(c.stderr()).toMatch(
+      /^note: (another run is|\d+ other runs are|at least \d+ other runs are) open/m,
+    );
+    expect(c.stderr()).toContain(`  ${outs[0].workflowId} (retrainWorkflow, started `);
+
     const connection = await Connection.connect({ address: inject('temporalAddress') });
     try {
       const client = new Client({ connection, namespace: inject('temporalNamespace') });
@@ -52,6 +63,7 @@ describe('corella retrain: the workflow id is a business key', () => {
       expect(d.status.name).toBe('RUNNING');
       expect(d.memo?.dataset).toMatchObject({ source: 'movielens-1m' });
       await handle.terminate('test over');
+      await client.workflow.getHandle(other).terminate('test over');
     } finally {
       await connection.close();
     }

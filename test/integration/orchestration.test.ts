@@ -22,6 +22,8 @@ import type { ActivityContext } from '../../activities/context.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { followProgress } from '../../cli/follow-progress.js';
+import { otherOpenRuns } from '../../cli/open-runs.js';
 
 describe('retrainWorkflow on a real Temporal dev server and a real Postgres', () => {
   let connection: Connection;
@@ -212,5 +214,55 @@ describe('retrainWorkflow on a real Temporal dev server and a real Postgres', ()
     const versions = await ctx.db.select().from(datasetVersions);
     expect(versions).toEqual([]);
     expect(await listFiles(realStore)).toEqual([]);
+  });
+
+  it('a stage no worker takes: the follower says the run is waiting for a worker, and other commands list the run as open', async () => {
+    const calls: string[] = [];
+    // Ingest has a worker; the gpu queue has none, so trainCrm stays scheduled (a busy or absent gpu worker).
+    const activities = withTypedFailures({
+      ...bookkeepingActivities(ctx),
+      ingestDataset: stubStages(calls).ingestDataset,
+    }) as CorellaActivities;
+    const workflowId = `retrain-test-${randomUUID()}`;
+    await withWorkers(activities, async (queues) => {
+      const handle = await client.workflow.start('retrainWorkflow', {
+        taskQueue: queues.cpu,
+        workflowId,
+        args: [input(queues, 'waiting')],
+      });
+      const lines: string[] = [];
+      const stop = followProgress(handle, (l) => lines.push(l), 200, 1_500);
+      try {
+        await expect
+          .poll(() => lines.find((l) => l.includes('waiting')), { timeout: 30_000, interval: 200 })
+          .toMatch(/^ {4}trainCrm: waiting \d+ s for a worker; those of its queue are busy/);
+        await new Promise((r) => setTimeout(r, 1_500));
+      } finally {
+        await stop();
+      }
+      // Said once per activity attempt, not at every poll: stage 1's two gpu activities wait side by side.
+      const waiting = lines.filter((l) => l.includes('waiting')).map((l) => l.trim().split(':')[0]);
+      expect(waiting.sort()).toEqual(['extractLlmFeatures', 'trainCrm']);
+      expect(lines).toContain('  stage: train-crm+llm-features');
+
+      // Visibility is eventually consistent: the stage attribute may lag the history by a moment.
+      await expect
+        .poll(
+          async () =>
+            (await otherOpenRuns(client, `not-${workflowId}`, 1_000)).find(
+              (r) => r.workflowId === workflowId,
+            ),
+          {
+            timeout: 10_000,
+          },
+        )
+        .toMatchObject({ type: 'retrainWorkflow', stage: 'train-crm+llm-features' });
+      expect((await otherOpenRuns(client, workflowId, 1_000)).map((r) => r.workflowId)).not.toContain(
+        workflowId,
+      );
+      await handle.cancel();
+      await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
+    });
+    expect(calls).toEqual(['ingestDataset']);
   });
 });

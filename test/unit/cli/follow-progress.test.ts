@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { followProgress, type FollowedWorkflow } from '../../../cli/follow-progress.js';
 
 /** A workflow handle whose `progress` query answers only when the test says so. */
-function fakeHandle() {
+function fakeHandle(pendingActivities: unknown[] = []) {
   const pending: ((stage: string) => void)[] = [];
   let queries = 0;
   let describes = 0;
@@ -14,7 +14,7 @@ function fakeHandle() {
     },
     describe: () => {
       describes++;
-      return Promise.resolve({ raw: { pendingActivities: [] } });
+      return Promise.resolve({ raw: { pendingActivities } });
     },
   } as unknown as FollowedWorkflow;
   return {
@@ -67,6 +67,27 @@ describe('followProgress', () => {
     f.answer('train-crm');
     await done;
     expect(lines).toEqual(['  stage: ingest', '  stage: train-crm']);
+  });
+
+  it('names an activity that no worker has taken for a while, once per attempt; a retry in backoff is not waiting', async () => {
+    const ago = (ms: number) => ({ seconds: Math.floor((Date.now() - ms) / 1000), nanos: 0 });
+    const f = fakeHandle([
+      { activityType: { name: 'trainCrm' }, attempt: 1, state: 1, scheduledTime: ago(90_000) },
+      // Attempt 3 scheduled a minute from now: backing off after a failure, not stuck behind a busy worker.
+      { activityType: { name: 'trainJoint' }, attempt: 3, state: 1, scheduledTime: ago(-60_000) },
+      // Started long ago: running, not waiting.
+      { activityType: { name: 'extractLlmFeatures' }, attempt: 1, state: 2, scheduledTime: ago(90_000) },
+    ]);
+    const lines: string[] = [];
+    const stop = followProgress(f.handle, (l) => lines.push(l), 1, 30_000);
+    for (const stage of ['train-crm', 'train-crm', 'train-crm']) await answerNextPoll(f, stage);
+    await until(() => f.calls().queries > f.calls().describes);
+    const done = stop();
+    f.answer('train-crm');
+    await done;
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toBe('  stage: train-crm');
+    expect(lines[1]).toMatch(/^ {4}trainCrm: waiting (89|90|91) s for a worker; those of its queue are busy/);
   });
 });
 
