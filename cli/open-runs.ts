@@ -55,7 +55,7 @@ export function openRunsNote(
       const stage = r.stage ? `, stage ${r.stage}` : '';
       return `  ${r.workflowId} (${r.type}, started ${r.startTime.toISOString()}${stage})${ui ? ` ${ui}` : ''}`;
     }),
-    '  one that is not wanted can be cancelled from its page in the Temporal UI',
+    '  cancel one that is not wanted: corella runs cancel WORKFLOW_ID',
   ];
 }
 

@@ -141,9 +141,7 @@ export async function runs({ values, positionals }: ArgsOf<typeof runsSpec>): Pr
         live.progress
           ? `stage ${live.progress.stage}  done: ${live.progress.completed.join(' → ') || '-'}`
           : '',
-        ...(live.pending ?? []).map(
-          (a) => `running: ${a.activity} (attempt ${a.attempt}) ${describeProgress(a.progress)}`,
-        ),
+        ...(live.pending ?? []).map(describePending),
         live.ui ? `Temporal UI: ${live.ui}` : '',
         report ? `report: ${report.path}` : '',
         '',
@@ -208,7 +206,76 @@ export async function runs({ values, positionals }: ArgsOf<typeof runsSpec>): Pr
     );
     return EXIT.ok;
   }
-  throw new UsageError('runs list|show|compare');
+  if (action === 'cancel') {
+    if (!id || positionals.length > 2) throw new UsageError('runs cancel RUN_ID|WORKFLOW_ID');
+    const row = await withDatabase((db) => new RunRepository(db).show(id));
+    const result = await cancelRun(row?.run.workflowId ?? id);
+    out.result(result, () => `${result.workflowId}: ${result.status.toLowerCase()}`);
+    return EXIT.ok;
+  }
+  throw new UsageError('runs list|show|compare|cancel');
+}
+
+/**
+ * Requests cancellation and waits for the workflow to close: its activities cancel with
+ * WAIT_CANCELLATION_COMPLETED, so a closed workflow means training has really stopped and the run row says
+ * how it ended. A workflow that is not running is refused, naming its status.
+ */
+async function cancelRun(
+  workflowId: string,
+  waitMs = 120_000,
+): Promise<{ workflowId: string; status: string }> {
+  const tc = await connectClient();
+  try {
+    const handle = tc.client.workflow.getHandle(workflowId);
+    const before = await handle.describe().catch((e: unknown) => {
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `runs cancel: no run or workflow ${workflowId} (${(e as Error).message})`,
+        {
+          details: { field: 'RUN_ID' },
+        },
+      );
+    });
+    if (before.status.name !== 'RUNNING') {
+      throw new CorellaError(
+        'BAD_CONFIG',
+        `runs cancel: ${workflowId} is ${before.status.name.toLowerCase()}, not running: nothing to cancel`,
+        { details: { field: 'RUN_ID' } },
+      );
+    }
+    await handle.cancel();
+    // Without a worker nothing processes the request; it then takes effect when the workers come back.
+    let timer: NodeJS.Timeout | undefined;
+    const closed = await Promise.race([
+      handle.result().then(
+        () => true,
+        () => true,
+      ),
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), waitMs))),
+    ]);
+    clearTimeout(timer);
+    if (!closed)
+      return { workflowId, status: 'CANCEL_REQUESTED (still open: no worker has processed it yet)' };
+    return { workflowId, status: (await handle.describe()).status.name };
+  } finally {
+    await tc.close();
+  }
+}
+
+/**
+ * One line per pending activity. A scheduled attempt that no worker has taken is waiting (its queue's workers
+ * are busy or absent), one scheduled in the future is a retry backing off; only a started one is running.
+ */
+export function describePending(a: PendingActivity): string {
+  const head = `${a.activity} (attempt ${a.attempt})`;
+  if (a.scheduledAt) {
+    const s = Math.round((Date.now() - a.scheduledAt.getTime()) / 1000);
+    return s >= 0
+      ? `waiting for a worker: ${head}, scheduled ${s} s ago (its queue's workers are busy or absent)`
+      : `retrying: ${head} in ${-s} s`;
+  }
+  return `running: ${head} ${describeProgress(a.progress)}`;
 }
 
 /** One line from the heartbeat details of a running activity. */

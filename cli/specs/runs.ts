@@ -2,8 +2,8 @@ import { defineCommand } from '../args.js';
 
 export const runsSpec = defineCommand({
   name: 'runs',
-  summary: 'list runs, show one (live progress, metrics, report), compare two',
-  usage: ['list', 'show RUN_ID|WORKFLOW_ID', 'compare RUN_A RUN_B'],
+  summary: 'list runs, show one (live progress, metrics, report), compare two, cancel one',
+  usage: ['list', 'show RUN_ID|WORKFLOW_ID', 'compare RUN_A RUN_B', 'cancel RUN_ID|WORKFLOW_ID'],
   options: {
     limit: {
       type: 'string',
@@ -23,5 +23,9 @@ export const runsSpec = defineCommand({
     },
   },
   positionals: true,
-  examples: ['corella runs list --kind retrain --status failed', 'corella runs compare 1a2b3c4d 5e6f7a8b'],
+  examples: [
+    'corella runs list --kind retrain --status failed',
+    'corella runs compare 1a2b3c4d 5e6f7a8b',
+    'corella runs cancel retrain-movielens-1m-7d0ba3225b82',
+  ],
 });

@@ -24,11 +24,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { followProgress } from '../../cli/follow-progress.js';
 import { otherOpenRuns } from '../../cli/open-runs.js';
+import { cliEnv, startCli } from '../helpers/cli-process.js';
 
 describe('retrainWorkflow on a real Temporal dev server and a real Postgres', () => {
   let connection: Connection;
   let client: Client;
   let dbClose: () => Promise<void>;
+  let dbUrl: string;
   let ctx: ActivityContext;
   let runs: RunRepository;
   let storeDir: string;
@@ -38,6 +40,7 @@ describe('retrainWorkflow on a real Temporal dev server and a real Postgres', ()
     installWorkerRuntime();
     const testDb = await createTestDatabase(inject('databaseUrl'));
     dbClose = testDb.close;
+    dbUrl = testDb.url;
     storeDir = await mkdtemp(join(tmpdir(), 'corella-store-'));
     ctx = {
       db: testDb.db,
@@ -260,9 +263,24 @@ describe('retrainWorkflow on a real Temporal dev server and a real Postgres', ()
       expect((await otherOpenRuns(client, workflowId, 1_000)).map((r) => r.workflowId)).not.toContain(
         workflowId,
       );
-      await handle.cancel();
+      // The note's advice, from the command line: `corella runs cancel` returns once the workflow has closed.
+      const env = cliEnv(storeDir, {
+        DATABASE_URL: dbUrl,
+        TEMPORAL_ADDRESS: inject('temporalAddress'),
+        TEMPORAL_NAMESPACE: namespace,
+      });
+      const cancel = startCli(['runs', 'cancel', workflowId, '--json'], env);
+      const exit = await cancel.exited();
+      expect(exit.code, cancel.stderr()).toBe(0);
+      expect(JSON.parse(cancel.stdout())).toEqual({ workflowId, status: 'CANCELLED' });
       await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
+      // Cancelling it again is refused as bad input (exit 4), naming its status, with no stack trace.
+      const again = startCli(['runs', 'cancel', workflowId], env);
+      expect((await again.exited()).code).toBe(4);
+      expect(again.stderr()).toContain(`${workflowId} is cancelled, not running: nothing to cancel`);
+      expect(again.stderr()).not.toMatch(/\n\s+at /);
     });
     expect(calls).toEqual(['ingestDataset']);
+    expect((await runs.getByWorkflowId(workflowId))?.status).toBe('cancelled');
   });
 });

@@ -24,7 +24,7 @@ describe('openRunsNote', () => {
     expect(lines[2]).toBe(
       '  retrain-b (retrainWorkflow, started 2026-12-03T06:34:25.000Z) http://ui/retrain-b',
     );
-    expect(lines.at(-1)).toContain('cancelled from its page in the Temporal UI');
+    expect(lines.at(-1)).toBe('  cancel one that is not wanted: corella runs cancel WORKFLOW_ID');
   });
 
   it('a full list says there may be more', () => {
