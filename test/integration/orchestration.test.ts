@@ -237,7 +237,7 @@ describe('retrainWorkflow on a real Temporal dev server and a real Postgres', ()
       const stop = followProgress(handle, (l) => lines.push(l), 200, 1_500);
       try {
         await expect
-          .poll(() => lines.find((l) => l.includes('waiting')), { timeout: 30_000, interval: 200 })
+          .poll(() => lines.find((l) => l.includes('trainCrm: waiting')), { timeout: 30_000, interval: 200 })
           .toMatch(/^ {4}trainCrm: waiting \d+ s for a worker; those of its queue are busy/);
         await new Promise((r) => setTimeout(r, 1_500));
       } finally {
