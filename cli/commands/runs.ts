@@ -8,6 +8,7 @@ import { CorellaError } from '../../ml/errors.js';
 import type { RetrainProgress } from '../../activities/types.js';
 import { EXIT, UsageError, type ArgsOf } from '../args.js';
 import { withDatabase } from '../database.js';
+import { WorkflowNotFoundError } from '@temporalio/client';
 import { connectClient, workflowUiUrl } from '../client.js';
 import { makeOutput, table, type Output } from '../output.js';
 import { reconcileRuns } from '../reconcile.js';
@@ -229,6 +230,8 @@ async function cancelRun(
   try {
     const handle = tc.client.workflow.getHandle(workflowId);
     const before = await handle.describe().catch((e: unknown) => {
+      // An unreachable Temporal is an outage (its own exit code), not a missing run.
+      if (!(e instanceof WorkflowNotFoundError)) throw e;
       throw new CorellaError(
         'BAD_CONFIG',
         `runs cancel: no run or workflow ${workflowId} (${(e as Error).message})`,

@@ -279,6 +279,9 @@ describe('retrainWorkflow on a real Temporal dev server and a real Postgres', ()
       expect((await again.exited()).code).toBe(4);
       expect(again.stderr()).toContain(`${workflowId} is cancelled, not running: nothing to cancel`);
       expect(again.stderr()).not.toMatch(/\n\s+at /);
+      const unknown = startCli(['runs', 'cancel', `retrain-no-such-${randomUUID()}`], env);
+      expect((await unknown.exited()).code).toBe(4);
+      expect(unknown.stderr()).toContain('runs cancel: no run or workflow retrain-no-such-');
     });
     expect(calls).toEqual(['ingestDataset']);
     expect((await runs.getByWorkflowId(workflowId))?.status).toBe('cancelled');
