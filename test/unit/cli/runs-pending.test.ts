@@ -17,3 +17,15 @@ describe('runs show: pending activities', () => {
     ).toBe('retrying: trainJoint (attempt 3) in 30 s');
   });
 });
+
+describe('runs cancel: usage', () => {
+  it('without an id, or with two, is a usage error before anything is read', async () => {
+    const { runs } = await import('../../../cli/commands/runs.js');
+    const { UsageError } = await import('../../../cli/args.js');
+    for (const positionals of [['cancel'], ['cancel', 'a', 'b']]) {
+      await expect(
+        runs({ values: {}, positionals } as unknown as Parameters<typeof runs>[0]),
+      ).rejects.toBeInstanceOf(UsageError);
+    }
+  });
+});
