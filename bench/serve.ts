@@ -23,6 +23,11 @@
  *   --repeat N: every CRM-only figure N times (the report gives each run plus min and median).
  *   --pin: the server on CPU 0, the load generator (this process) on CPU 1 (taskset), so autocannon does not
  *     steal the server's core; Postgres and everything else on the machine still share both.
+ *   --probe: beside each fixed-rate CRM-only run, bench/stall-probe.ts on each CPU (with --pin: one on the
+ *     server's CPU 0, one on the client's CPU 1). Each answer over the 10 ms target is checked against the
+ *     probes' stalls (≥ 2 ms late waking from a 1 ms sleep) in the same moments: an answer slow while the
+ *     probe on its CPU was also late waited for the CPU itself, not for the server. Each run also reports
+ *     the steal time per CPU (/proc/stat) and the server's GC pauses over 10 ms (prom-client's buckets).
  *   --serve-repo DIR: run `corella serve` from another checkout (an A/B comparison within the same minutes).
  *   --client: the fixed-rate scenarios' load generator, paced (default: evenly spaced, timed from each
  *     request's scheduled send) or autocannon (bursty; see the note at `client` below for why not default).
@@ -53,6 +58,7 @@ import { mulberry32 } from '../ml/random.js';
 import { ServingEngine, type EngineStats } from '../ml/serving/engine.js';
 import { databaseStorage } from '../serve/storage.js';
 import type { ScoreRequest } from '../ml/serving/types.js';
+import { probeFigures, type ProbeReport } from './stall-attribution.js';
 
 function arg(name: string, fallback?: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -99,6 +105,9 @@ const serverLog = arg('server-log');
 // --bare: the CRM-only figures from bench/serve-bare.ts (the engine and log behind a bare node:http handler)
 // instead of `corella serve`: the floor Fastify is measured against.
 const bare = process.argv.includes('--bare');
+const probe = process.argv.includes('--probe');
+// The 50-candidate target: answers slower than this are the ones the probes are asked about.
+const SLOW_MS = 10;
 const round = (x: number, d = 3) => (Number.isFinite(x) ? Number(x.toFixed(d)) : x);
 
 interface Server {
@@ -171,6 +180,8 @@ interface LoopSample {
   p99: number;
   max: number;
   gcSeconds: number;
+  /** GC pauses longer than 10 ms so far (prom-client's gc histogram, every kind). */
+  gcOver10ms: number;
   /** Cumulative bucket counts (le in seconds → count) of the server's own latency histograms. */
   request: Map<number, number>;
   engine: Map<number, number>;
@@ -221,12 +232,19 @@ async function scrapeLoop(url: string): Promise<LoopSample> {
   let gc = 0;
   for (const m of text.matchAll(/^corella_serve_process_nodejs_gc_duration_seconds_sum\{[^}]*\} (\S+)$/gm))
     gc += Number(m[1]);
+  let gcOver10ms = 0;
+  const gcBucket = /^corella_serve_process_nodejs_gc_duration_seconds_bucket\{([^}]*)\} (\S+)$/gm;
+  for (const m of text.matchAll(gcBucket)) {
+    if (m[1].includes('le="+Inf"')) gcOver10ms += Number(m[2]);
+    else if (m[1].includes('le="0.01"')) gcOver10ms -= Number(m[2]);
+  }
   return {
     p50: gauge('p50'),
     p90: gauge('p90'),
     p99: gauge('p99'),
     max: gauge('max'),
     gcSeconds: gc,
+    gcOver10ms,
     request: buckets(text, 'corella_serve_request_seconds', 'endpoint="/v1/score"'),
     engine: buckets(text, 'corella_serve_route_seconds', 'route="crm"'),
   };
@@ -261,6 +279,8 @@ interface LoadResult {
   clientLateMs?: { p50: number; p99: number; max: number };
   /** paced only: latency from the moment each request was actually issued. */
   latencyFromSendMs?: { p50: number; p90: number; p99: number; max: number };
+  /** paced only: each answer over SLOW_MS as [due, answered], epoch ms (the probes' clock). */
+  slow?: [number, number][];
 }
 
 function quantilesOf(xs: number[]) {
@@ -286,6 +306,7 @@ async function pacedLoad(
   const fromDue: number[] = [];
   const fromSend: number[] = [];
   const late: number[] = [];
+  const slow: [number, number][] = [];
   let errors = 0;
   let done = 0;
   const t0 = performance.now();
@@ -313,6 +334,7 @@ async function pacedLoad(
             const now = performance.now();
             fromDue.push(now - due);
             fromSend.push(now - sent);
+            if (now - due > SLOW_MS) slow.push([performance.timeOrigin + due, performance.timeOrigin + now]);
             onResponse(res.statusCode ?? 0, Buffer.concat(chunks).toString('utf8'));
             settle();
           });
@@ -345,7 +367,52 @@ async function pacedLoad(
     errors,
     clientLateMs: { p50: lateQ.p50, p99: lateQ.p99, max: lateQ.max },
     latencyFromSendMs: quantilesOf(fromSend),
+    slow,
   };
+}
+
+/**
+ * bench/stall-probe.ts on each CPU (--pin) or one unpinned, for `secs`; resolves once every probe is
+ * sleeping, to the probes' reports when they finish.
+ */
+async function startProbes(secs: number): Promise<{ cpu: number | null; report: Promise<ProbeReport> }[]> {
+  const script = join(import.meta.dirname, 'stall-probe.ts');
+  const argv = ['--import', 'tsx', script, '--seconds', String(secs)];
+  const cpus = pin ? [0, 1] : [null];
+  return Promise.all(
+    cpus.map(async (cpu) => {
+      const child =
+        cpu === null
+          ? spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
+          : spawn('taskset', ['-c', String(cpu), process.execPath, ...argv], {
+              stdio: ['ignore', 'pipe', 'pipe'],
+            });
+      let out = '';
+      let err = '';
+      child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = new Promise<number | null>((r) => child.once('exit', r));
+      await new Promise<void>((ready, fail) => {
+        child.stderr!.on('data', (d: Buffer) => {
+          err += d.toString();
+          if (err.includes('stall-probe ready')) ready();
+        });
+        void exited.then((code) =>
+          fail(new Error(`stall-probe exited ${code} before it was ready:\n${err}`)),
+        );
+      });
+      const report = exited.then((code) => {
+        if (code !== 0) throw new Error(`stall-probe exited ${code}:\n${err}`);
+        return JSON.parse(out) as ProbeReport;
+      });
+      return { cpu, report };
+    }),
+  );
+}
+
+/** Steal time per CPU so far, ms (/proc/stat, clock ticks of 1/100 s): the hypervisor running someone else. */
+async function stealMs(): Promise<number[]> {
+  const stat = await readFile('/proc/stat', 'utf8');
+  return [...stat.matchAll(/^cpu(\d+) (.*)$/gm)].map((m) => Number(m[2].split(' ')[7]) * 10);
 }
 
 async function autocannonLoad(
@@ -392,8 +459,11 @@ async function drive(server: Server, s: Scenario) {
     non200: 0,
   };
   const loadAverageAtStart = loadAverage();
+  const generator = s.rate && s.paced && client === 'paced' ? 'paced' : 'autocannon';
+  const probes = probe && generator === 'paced' ? await startProbes((s.seconds ?? seconds) + 2) : [];
   const loop0 = await scrapeLoop(server.url); // also resets the server's event-loop histogram
   const cpu0 = await cpuSeconds(server.child.pid!);
+  const steal0 = await stealMs();
   const t0 = performance.now();
   const onResponse = (status: number, body: string) => {
     if (status !== 200) {
@@ -417,14 +487,15 @@ async function drive(server: Server, s: Scenario) {
     tally.promptTokens += r.llm.promptTokens;
     tally.evaluatedTokens += r.llm.evaluatedTokens;
   };
-  const generator = s.rate && s.paced && client === 'paced' ? 'paced' : 'autocannon';
   const result =
     generator === 'paced'
       ? await pacedLoad(server.url, { ...s, rate: s.rate! }, onResponse)
       : await autocannonLoad(server.url, s, onResponse);
   const wall = (performance.now() - t0) / 1000;
   const cpu = (await cpuSeconds(server.child.pid!)) - cpu0;
+  const steal = (await stealMs()).map((x, i) => x - (steal0[i] ?? 0));
   const loop1 = await scrapeLoop(server.url);
+  const reports = await Promise.all(probes.map(async (p) => ({ cpu: p.cpu, report: await p.report })));
   return {
     scenario: s.name,
     offeredRate: s.rate ?? null,
@@ -436,6 +507,9 @@ async function drive(server: Server, s: Scenario) {
       max: round(loop1.max, 2),
     },
     serverGcMs: round((loop1.gcSeconds - loop0.gcSeconds) * 1000, 1),
+    serverGcPausesOver10ms: loop1.gcOver10ms - loop0.gcOver10ms,
+    stealMsPerCpu: steal,
+    ...(probes.length ? { stallProbe: probeFigures(reports, result.slow ?? [], SLOW_MS) } : {}),
     // The server's own clocks: Fastify's onRequest to onResponse (the socket read before it and the kernel
     // and client after it are outside), and the engine's score() alone. Bucket-interpolated. Client latency
     // minus these is where the rest of the tail sits. (--bare: not recorded.)
