@@ -239,7 +239,9 @@ async function runRetrain(
       workflowUiUrl(stack.temporal.uiUrl, tc.namespace, w),
     ))
       out.info(l);
-    const stopFollowing = followProgress(handle, out.info);
+    const stopFollowing = followProgress(handle, out.info, {
+      withDeadline: (deadline, fn) => tc.client.connection.withDeadline(deadline, fn),
+    });
     let result: RetrainResult;
     try {
       result = await resultThroughOutages<RetrainResult>(handle, {

@@ -234,7 +234,7 @@ describe('retrainWorkflow on a real Temporal dev server and a real Postgres', ()
         args: [input(queues, 'waiting')],
       });
       const lines: string[] = [];
-      const stop = followProgress(handle, (l) => lines.push(l), 200, 1_500);
+      const stop = followProgress(handle, (l) => lines.push(l), { intervalMs: 200, waitingNoteMs: 1_500 });
       try {
         await expect
           .poll(() => lines.find((l) => l.includes('trainCrm: waiting')), { timeout: 30_000, interval: 200 })

@@ -28,7 +28,7 @@ describe('followProgress', () => {
   it('stop waits for the poll in flight, so no call outlives the connection that up closes next', async () => {
     const f = fakeHandle();
     const lines: string[] = [];
-    const stop = followProgress(f.handle, (l) => lines.push(l), 5);
+    const stop = followProgress(f.handle, (l) => lines.push(l), { intervalMs: 5 });
     await sleep(20);
     expect(f.calls().queries).toBe(1);
 
@@ -48,7 +48,7 @@ describe('followProgress', () => {
   it('a stop during the wait between polls returns at once', async () => {
     const f = fakeHandle();
     const lines: string[] = [];
-    const stop = followProgress(f.handle, (l) => lines.push(l), 60_000);
+    const stop = followProgress(f.handle, (l) => lines.push(l), { intervalMs: 60_000 });
     await answerNextPoll(f, 'ingest');
     await sleep(5);
     const t0 = Date.now();
@@ -60,7 +60,7 @@ describe('followProgress', () => {
   it('prints each stage once', async () => {
     const f = fakeHandle();
     const lines: string[] = [];
-    const stop = followProgress(f.handle, (l) => lines.push(l), 1);
+    const stop = followProgress(f.handle, (l) => lines.push(l), { intervalMs: 1 });
     for (const stage of ['ingest', 'ingest', 'train-crm']) await answerNextPoll(f, stage);
     await until(() => f.calls().queries > f.calls().describes);
     const done = stop();
@@ -79,7 +79,7 @@ describe('followProgress', () => {
       { activityType: { name: 'extractLlmFeatures' }, attempt: 1, state: 2, scheduledTime: ago(90_000) },
     ]);
     const lines: string[] = [];
-    const stop = followProgress(f.handle, (l) => lines.push(l), 1, 30_000);
+    const stop = followProgress(f.handle, (l) => lines.push(l), { intervalMs: 1, waitingNoteMs: 30_000 });
     for (const stage of ['train-crm', 'train-crm', 'train-crm']) await answerNextPoll(f, stage);
     await until(() => f.calls().queries > f.calls().describes);
     const done = stop();
