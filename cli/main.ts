@@ -16,6 +16,7 @@ import { didYouMean } from '../ml/config/did-you-mean.js';
 import { configSpec } from './specs/config.js';
 import { doctorSpec } from './specs/doctor.js';
 import { gcSpec } from './specs/gc.js';
+import { llmSpec } from './specs/llm.js';
 import { modelsSpec } from './specs/models.js';
 import { reportSpec } from './specs/report.js';
 import { retrainSpec } from './specs/retrain.js';
@@ -62,6 +63,7 @@ export const COMMANDS: Record<string, Command> = {
   serve: command(serveSpec, async () => (await import('./commands/serve.js')).serve),
   doctor: command(doctorSpec, async () => (await import('./commands/doctor.js')).doctor),
   gc: command(gcSpec, async () => (await import('./commands/gc.js')).gc),
+  llm: command(llmSpec, async () => (await import('./commands/llm.js')).llm),
   config: command(configSpec, async () => (await import('./commands/config.js')).config),
 };
 

@@ -5,7 +5,7 @@
  * byte-fallback tokens and printable ASCII characters so any text tokenizes.
  */
 import { writeFileSync } from 'node:fs';
-import { f16ToF32 } from '../../ml/llm/tf/ggml-types.js';
+import { f16ToF32, f32ToF16 } from '../../ml/llm/tf/ggml-types.js';
 import { Prng } from '../../ml/random.js';
 
 export interface TinyGgufOptions {
@@ -333,31 +333,8 @@ export function writeTinyLoraGguf(path: string, opts: TinyLoraOptions = {}): voi
 /** [name, ggml dims (ne0 first), init std or 'ones', ggml type (default F32)]. */
 type TensorSpec = [string, number[], number | 'ones', TinyTensorType?];
 
-/** number → IEEE half bits, round to nearest even (normal and subnormal range; overflow → ±inf). */
-export function f32ToF16Bits(x: number): number {
-  const f = new Float32Array([x]);
-  const u = new Uint32Array(f.buffer)[0];
-  const sign = (u >>> 16) & 0x8000;
-  const exp = (u >>> 23) & 0xff;
-  const mant = u & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    const m = mant | 0x800000;
-    const shift = 14 - e;
-    let h = m >>> shift;
-    const rem = m & ((1 << shift) - 1);
-    const halfway = 1 << (shift - 1);
-    if (rem > halfway || (rem === halfway && h & 1)) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
-  return sign | h;
-}
+/** number → IEEE half bits (round to nearest even): the encoder the requantizer uses. */
+export const f32ToF16Bits = f32ToF16;
 
 /** IEEE half bits → number: the decoder the model reader uses (ml/llm/tf/ggml-types.ts). */
 export const f16BitsToF32 = f16ToF32;

@@ -101,6 +101,56 @@ export function f16ToF32(h: number): number {
   return sign * (1 + frac / 1024) * 2 ** (exp - 15);
 }
 
+/** number → IEEE 754 half bits, rounded to nearest even (subnormals included; overflow → ±inf), as ggml's FP32→FP16. */
+export function f32ToF16(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer)[0];
+  const sign = (u >>> 16) & 0x8000;
+  const exp = (u >>> 23) & 0xff;
+  const mant = u & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    const m = mant | 0x800000;
+    const shift = 14 - e;
+    let h = m >>> shift;
+    const rem = m & ((1 << shift) - 1);
+    const halfway = 1 << (shift - 1);
+    if (rem > halfway || (rem === halfway && h & 1)) h++;
+    return sign | h;
+  }
+  // A carry out of the mantissa moves into the exponent, which is the correctly rounded result (up to ±inf).
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
+  return sign | h;
+}
+
+/**
+ * float32 values → Q8_0 blocks, as llama.cpp's `quantize_row_q8_0_ref`: per block of 32, d = max|x| / 127,
+ * q = roundf(x · (1/d)) (halves away from zero), d stored as f16. The quants are computed with the f32 d,
+ * not the stored f16 one, exactly as the reference does, so a file we write is the one llama-quantize would.
+ */
+export function quantizeQ8_0(x: Float32Array): Uint8Array {
+  if (x.length % 32 !== 0) throw new Error(`Q8_0 needs whole blocks of 32 values, got ${x.length}`);
+  const out = new Uint8Array((x.length / 32) * 34);
+  const view = new DataView(out.buffer);
+  for (let b = 0, o = 0; o < x.length; b += 34, o += 32) {
+    let amax = 0;
+    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[o + j]));
+    const d = Math.fround(amax / 127);
+    const id = d ? Math.fround(1 / d) : 0;
+    view.setUint16(b, f32ToF16(d), true);
+    for (let j = 0; j < 32; j++) {
+      const v = Math.fround(x[o + j] * id);
+      view.setInt8(b + 2 + j, Math.sign(v) * Math.round(Math.abs(v)));
+    }
+  }
+  return out;
+}
+
 /** Dequantizes `count` values of `type` from `bytes` (little-endian, as GGUF stores them). */
 export function dequantize(type: number, bytes: Uint8Array, count: number, tensor = 'tensor'): Float32Array {
   const need = ggmlByteSize(type, count, tensor);

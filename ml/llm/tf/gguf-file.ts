@@ -29,6 +29,10 @@ export class GgufFile {
     /** Nested metadata as node-llama-cpp parses it (`general.architecture` is `metadata.general.architecture`). */
     readonly metadata: Record<string, unknown>,
     tensors: GgufTensor[],
+    /** Where the tensor data section starts: the header (metadata, tensor infos, padding) ends here. */
+    readonly dataOffset: number,
+    /** `general.alignment`: tensor offsets are multiples of it. */
+    readonly alignment: number,
   ) {
     this.tensors = new Map(tensors.map((t) => [t.name, t]));
   }
@@ -84,7 +88,7 @@ export class GgufFile {
       }
       tensors.push({ name: t.name, dims, ggmlType: t.ggmlType, fileOffset, byteLength });
     }
-    return new GgufFile(abs, metadata, tensors);
+    return new GgufFile(abs, metadata, tensors, dataOffset, alignment);
   }
 
   /** A metadata value by its dotted key (`llama.attention.head_count`), or undefined. */
