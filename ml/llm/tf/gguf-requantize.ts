@@ -5,20 +5,7 @@ import { CorellaError } from '../../errors.js';
 import { GGML_TYPE, dequantize, ggmlTypeName, quantizeQ8_0 } from './ggml-types.js';
 import { GgufFile } from './gguf-file.js';
 
-/**
- * Rewrites a GGUF model with its 4-bit matrices (Q4_0, Q4_1) as Q8_0, everything else byte for byte.
- *
- * Why: on these machines llama.cpp evaluates SmolLM2-135M Q8_0 1.6× faster than the PyPI wheel's Q4_1 (its
- * batched CPU matmul has a fast path for Q8_0 and none for Q4_1; docs/llm-branch.md has the figures), and
- * the model hub's default for SmolLM2 is Q8_0 anyway. Every 4-bit value d·q + m is within half a Q8_0 step
- * (max|x| / 254) of what the new file holds, so the model is the same model to within rounding far below
- * the 4-bit step it was quantized with. F16 and F32 tensors stay as they are: Q8_0 would lose precision
- * there, and they are small (norms) or already fast.
- *
- * The metadata section is copied verbatim (only `general.file_type` is set to MOSTLY_Q8_0), so the
- * tokenizer and every hyperparameter are untouched, and `corella.requantized_from` records the source file
- * and its sha256. The output is written to a temporary name and renamed, so a crash leaves no half file.
- */
+/** What `requantizeGgufToQ8_0` wrote. */
 export interface RequantizeResult {
   path: string;
   sha256: string;
@@ -122,6 +109,20 @@ function ggufString(s: string): Buffer {
 
 const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
+/**
+ * Rewrites a GGUF model with its 4-bit matrices (Q4_0, Q4_1) as Q8_0, everything else byte for byte.
+ *
+ * Why: on these machines llama.cpp evaluates SmolLM2-135M Q8_0 1.6× faster than the PyPI wheel's Q4_1 (its
+ * batched CPU matmul has a fast path for Q8_0 and none for Q4_1; docs/llm-branch.md has the figures), and
+ * the model hub's default for SmolLM2 is Q8_0 anyway. Every 4-bit value d·q + m is within half a Q8_0 step
+ * (max|x| / 254) of what the new file holds, so the model is the same model to within rounding far below
+ * the 4-bit step it was quantized with. F16 and F32 tensors stay as they are: Q8_0 would lose precision
+ * there, and they are small (norms) or already fast.
+ *
+ * The metadata section is copied verbatim (only `general.file_type` is set to MOSTLY_Q8_0), so the
+ * tokenizer and every hyperparameter are untouched, and `corella.requantized_from` records the source file
+ * and its sha256. The output is written to a temporary name and renamed, so a crash leaves no half file.
+ */
 export async function requantizeGgufToQ8_0(source: string, target: string): Promise<RequantizeResult> {
   const src = await GgufFile.open(source);
   const out = resolve(target);
