@@ -61,6 +61,7 @@ import {
   targetMask,
   type SegmentInput,
 } from './segments.js';
+import { defaultBenchModel } from './default-model.js';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -117,7 +118,7 @@ const adapterTail = num('adapter-tail', 0);
 const stage3Epochs = num('stage3-epochs', 5);
 if (!Number.isInteger(block) || block < 1)
   throw new CorellaError('BAD_CONFIG', `--block: expected an integer ≥ 1, got ${arg('block', '')}`);
-const modelPath = resolve(arg('model', '.corella/models/SmolLM2-135M-Instruct.Q4_1.gguf'));
+const modelPath = resolve(arg('model', defaultBenchModel()));
 const threads = num('threads', 2);
 // Parallel LLM sequences, each its own context (1 thread × 2 sequences is the robust choice on 2 shared cores).
 const sequences = num('sequences', 1);

@@ -32,6 +32,7 @@ import { LlmScorer } from '../ml/llm/scorer.js';
 import { auc } from '../ml/metrics/classification.js';
 import { samplePool } from '../ml/corella/sampling.js';
 import type { Token } from 'node-llama-cpp';
+import { defaultBenchModel } from './default-model.js';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -43,7 +44,7 @@ const naiveSamples = Number(arg('naive-samples', '300'));
 const hiddenSamples = Number(arg('hidden-samples', '100'));
 const threads = Number(arg('threads', '2'));
 const sequences = Number(arg('sequences', '1'));
-const modelPath = resolve(arg('model', '.corella/models/SmolLM2-135M-Instruct.Q4_1.gguf'));
+const modelPath = resolve(arg('model', defaultBenchModel()));
 const historyMode = arg('history', 'anchored');
 const block = historyMode === 'anchored' ? Number(arg('block', '8')) : 1;
 const maxHistory = Number(arg('max-history', '30'));

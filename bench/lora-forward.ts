@@ -2,7 +2,7 @@
  * The TensorFlow.js llama forward pass (ml/llm/tf) on a real GGUF model against llama.cpp, and what LoRA
  * training on it costs. Not in CI (SmolLM2 is 100 MB and the run takes minutes).
  *
- *   npx tsx bench/lora-forward.ts [--model .corella/models/SmolLM2-135M-Instruct.Q4_1.gguf]
+ *   npx tsx bench/lora-forward.ts [--model PATH.gguf (default: the model `corella up` takes)]
  *     [--data ../shared/datasets/ml-1m-u2999] [--samples 20] [--block 8] [--max-history 6]
  *     [--context 1024] [--k 2,4] [--rank 8] [--train-samples 8] [--steps 2] [--threads 1]
  *     [--learn-train 0] [--learn-eval 200] [--learn-epochs 3] [--learn-k 2] [--learn-lr 1e-3] [--learn-batch 8]
@@ -40,13 +40,14 @@ import { LoraTrainer } from '../ml/llm/tf/lora-train.js';
 import { initTf } from '../ml/tf/backend.js';
 import { accuracy, auc, logLoss } from '../ml/metrics/classification.js';
 import type { EncodedSplit } from '../ml/data/types.js';
+import { defaultBenchModel } from './default-model.js';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : def;
 }
 
-const modelPath = resolve(arg('model', '.corella/models/SmolLM2-135M-Instruct.Q4_1.gguf'));
+const modelPath = resolve(arg('model', defaultBenchModel()));
 const data = arg('data', '../shared/datasets/ml-1m-u2999');
 const samples = Number(arg('samples', '20'));
 const block = Number(arg('block', '8'));

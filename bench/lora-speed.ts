@@ -4,7 +4,7 @@
  * seconds (user + system of the whole process, worker threads included) and wall seconds, with the load
  * average beside each figure (the machine is shared: wall time under load says more about the load).
  *
- *   npx tsx bench/lora-speed.ts [--model .corella/models/SmolLM2-135M-Instruct.Q4_1.gguf]
+ *   npx tsx bench/lora-speed.ts [--model PATH.gguf (default: the model `corella up` takes)]
  *     [--data ../shared/datasets/ml-1m-u2999] [--prompts 64] [--block 8] [--k 2,4] [--train-samples 8]
  *     [--steps 3] [--threads 2] [--modes per-prompt,batched,batched-host] [--parallel 1]
  *     [--train-threads 1,2] [--rounds 2] [--frozen 1] [--profile 0] [--stage2 0] [--stage2-gamma 0.1]
@@ -59,13 +59,14 @@ import { groupPrompts } from '../ml/llm/tf/prompt-trie.js';
 import { initTf } from '../ml/tf/backend.js';
 import type { EncodedSplit, FeatureMap } from '../ml/data/types.js';
 import { openPaperPrompts } from './paper-prompts.js';
+import { defaultBenchModel } from './default-model.js';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : def;
 }
 
-const modelPath = resolve(arg('model', '.corella/models/SmolLM2-135M-Instruct.Q4_1.gguf'));
+const modelPath = resolve(arg('model', defaultBenchModel()));
 const data = arg('data', '../shared/datasets/ml-1m-u2999');
 const nPrompts = Number(arg('prompts', '64'));
 const block = Number(arg('block', '8'));

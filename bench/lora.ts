@@ -74,6 +74,7 @@ import { LoraTrainer, MAX_LORA_THREADS, type LoraSample } from '../ml/llm/tf/lor
 import { accuracy, auc, logLoss } from '../ml/metrics/classification.js';
 import { aucDiffInterval, groupBy } from '../ml/report/stats.js';
 import { initTf } from '../ml/tf/backend.js';
+import { defaultBenchModel } from './default-model.js';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -87,7 +88,7 @@ if (formatArg !== 'movielens-1m' && formatArg !== 'recbole')
   throw new Error(`--format ${formatArg}: expected movielens-1m or recbole`);
 const format: 'movielens-1m' | 'recbole' = formatArg;
 const outFile = arg('out', '');
-const modelPath = resolve(arg('model', '.corella/models/SmolLM2-135M-Instruct.Q4_1.gguf'));
+const modelPath = resolve(arg('model', defaultBenchModel()));
 const cacheDir = resolve(arg('cache', join(homedir(), '.cache', 'corella-bench-lora')));
 const trainRows = Number(arg('train-rows', '2000'));
 const validRows = Number(arg('valid-rows', '600'));

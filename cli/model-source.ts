@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
-import { access, readdir } from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
+import { access } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { sha256File } from '../ml/artifacts/store.js';
@@ -25,6 +26,23 @@ async function local(path: string, origin: ResolvedModel['origin']): Promise<Res
   return { path: abs, sha256: await sha256File(abs), origin };
 }
 
+/**
+ * The cached model `corella up` takes: the first `.gguf` by name in `<home>/models`. fetch-model writes
+ * one file there (Q8_0 from either source); a machine that fetched before it re-quantized holds the Q4_1
+ * one, and keeps it until it is removed or `--model` names another, so its runs stay comparable.
+ */
+export function cachedModelFile(home: string): string | undefined {
+  const modelsDir = join(home, 'models');
+  let names: string[];
+  try {
+    names = readdirSync(modelsDir);
+  } catch {
+    return undefined;
+  }
+  const first = names.filter((n) => n.endsWith('.gguf')).sort()[0];
+  return first === undefined ? undefined : join(modelsDir, first);
+}
+
 /** `--model`, then CORELLA_LLM_MODEL, then a cached model under .corella/models, then scripts/fetch-model. */
 export async function resolveModel(opts: {
   model?: string;
@@ -38,10 +56,8 @@ export async function resolveModel(opts: {
     return local(given, opts.model ? 'flag' : 'env');
   }
   const modelsDir = join(opts.home, 'models');
-  const cached = (await readdir(modelsDir).catch(() => [] as string[]))
-    .filter((n) => n.endsWith('.gguf'))
-    .sort();
-  if (cached.length > 0) return local(join(modelsDir, cached[0]), 'cache');
+  const cached = cachedModelFile(opts.home);
+  if (cached !== undefined) return local(cached, 'cache');
   opts.log(
     'LLM: no model configured or cached; fetching the default (SmolLM2-135M-Instruct) with scripts/fetch-model',
   );
