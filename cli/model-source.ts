@@ -76,3 +76,34 @@ export async function resolveModel(opts: {
     );
   }
 }
+
+/** Tensor types that llama.cpp's CPU matmul has no fast path for on these machines (docs/llm-branch.md). */
+const SLOW_CPU_TYPES = new Set(['Q4_0', 'Q4_1']);
+
+export interface ModelWeightTypes {
+  /** ggml type name → number of tensors of that type, most frequent first. */
+  types: Record<string, number>;
+  /** The 4-bit types among them that llama.cpp runs without its fast CPU path here. */
+  slowOnCpu: string[];
+}
+
+/** The tensor types of a GGUF file, from its header alone (no weights are read). */
+export async function modelWeightTypes(path: string): Promise<ModelWeightTypes> {
+  // Loaded here, not at the top: the GGUF reader pulls in node-llama-cpp, which every command that
+  // resolves a model would otherwise pay for at start-up, and only doctor reads the header.
+  const [{ GgufFile }, { ggmlTypeName }] = await Promise.all([
+    import('../ml/llm/tf/gguf-file.js'),
+    import('../ml/llm/tf/ggml-types.js'),
+  ]);
+  const file = await GgufFile.open(path);
+  const counts = new Map<string, number>();
+  for (const t of file.tensors.values()) {
+    const name = ggmlTypeName(t.ggmlType);
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  const sorted = [...counts].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  return {
+    types: Object.fromEntries(sorted),
+    slowOnCpu: sorted.map(([name]) => name).filter((n) => SLOW_CPU_TYPES.has(n)),
+  };
+}

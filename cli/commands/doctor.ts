@@ -5,6 +5,7 @@ import pg from 'pg';
 import { NAMESPACE_DEFAULT } from '../../workflows/search-attributes.js';
 import { EXIT, type ArgsOf } from '../args.js';
 import { resolveTemporalAddress } from '../client.js';
+import { cachedModelFile, modelWeightTypes } from '../model-source.js';
 import { makeOutput, table } from '../output.js';
 import { corellaHome } from '../services/paths.js';
 import { findTemporalCli } from '../services/temporal-cli.js';
@@ -243,6 +244,46 @@ async function tfChecks(): Promise<Check[]> {
   ];
 }
 
+/**
+ * The model `corella up` would run (CORELLA_LLM_MODEL, else the cached one) and its tensor types. A 4-bit
+ * Q4_0/Q4_1 file is a warning, not a failure: it works, but llama.cpp's CPU matmul has a fast path for
+ * Q8_0 and none for those, so every LLM pass runs about 1.6× slower than it needs to (a cache fetched
+ * before scripts/fetch-model re-quantized holds the PyPI wheel's Q4_1 file).
+ */
+async function modelCheck(home: string): Promise<Check> {
+  const given = process.env.CORELLA_LLM_MODEL;
+  if (given?.startsWith('hf:')) return result('llm model', 'ok', `CORELLA_LLM_MODEL=${given} (from the hub)`);
+  const path = given ?? cachedModelFile(home);
+  const source = given ? 'CORELLA_LLM_MODEL=' : 'cached: ';
+  if (path === undefined) {
+    return result(
+      'llm model',
+      'ok',
+      'none cached: `corella up` fetches SmolLM2-135M-Instruct (scripts/fetch-model)',
+    );
+  }
+  let weights: Awaited<ReturnType<typeof modelWeightTypes>>;
+  try {
+    await access(path, constants.R_OK);
+    weights = await modelWeightTypes(path);
+  } catch (e) {
+    return result('llm model', 'fail', `${source}${path}: ${errorText(e)}`);
+  }
+  const types = Object.entries(weights.types)
+    .map(([type, n]) => `${n} ${type}`)
+    .join(', ');
+  const data = { path, types: weights.types };
+  if (weights.slowOnCpu.length === 0) return result('llm model', 'ok', `${source}${path} (${types})`, data);
+  return result(
+    'llm model',
+    'warn',
+    `${source}${path} holds ${weights.slowOnCpu.join('/')} matrices, which llama.cpp has no fast CPU path for: ` +
+      `\`corella llm requantize ${path}\` writes a Q8_0 copy that runs about 1.6× faster ` +
+      `(pass it with --model, or remove this file so that the cache holds the copy)`,
+    data,
+  );
+}
+
 /** `corella doctor`: what is configured, what is reachable, which backends load and on which devices. */
 export async function doctor({ values }: ArgsOf<typeof doctorSpec>): Promise<number> {
   const out = makeOutput(Boolean(values.json));
@@ -252,19 +293,7 @@ export async function doctor({ values }: ArgsOf<typeof doctorSpec>): Promise<num
   checks.push(await temporalCheck(home));
   checks.push(...(await tfChecks()));
   checks.push(await llamaCheck());
-  const model = process.env.CORELLA_LLM_MODEL;
-  if (model) {
-    try {
-      if (!model.startsWith('hf:')) await access(model, constants.R_OK);
-      checks.push(result('llm model', 'ok', model));
-    } catch (e) {
-      checks.push(result('llm model', 'fail', `CORELLA_LLM_MODEL=${model}: ${errorText(e)}`));
-    }
-  } else {
-    checks.push(
-      result('llm model', 'ok', 'not set: `corella up` uses a cached model or scripts/fetch-model'),
-    );
-  }
+  checks.push(await modelCheck(home));
   checks.push(
     result('data dir', 'ok', process.env.CORELLA_DATA_DIR ?? 'not set (synthetic dataset is the fallback)'),
   );

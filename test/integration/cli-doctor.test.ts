@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { EXIT } from '../../cli/args.js';
 import { createTestDatabase, type TestDatabase } from '../../db/testing.js';
+import { writeTinyGguf } from '../helpers/tiny-gguf.js';
 import { cliEnv, startCli } from '../helpers/cli-process.js';
 
 interface Check {
@@ -119,5 +120,38 @@ describe('corella doctor', () => {
     expect(checks.get('postgres')?.status).toBe('fail');
     expect(checks.get('postgres')?.detail).toContain(`embedded server in ${dataDir} unreachable`);
     expect(code).toBe(EXIT.unavailable);
+  });
+
+  it('names the model corella up would take, and warns with the fix when it is 4-bit', async () => {
+    const modelHome = await mkdtemp(join(tmpdir(), 'corella-doctor-model-'));
+    try {
+      const run = async (env: Record<string, string>) => {
+        const cli = startCli(
+          ['doctor', '--json'],
+          cliEnv(modelHome, { TEMPORAL_ADDRESS: inject('temporalAddress'), ...env }),
+        );
+        await cli.exited();
+        return (JSON.parse(cli.stdout()) as Check[]).find((c) => c.name === 'llm model');
+      };
+      expect((await run({}))?.detail).toMatch(/^none cached/);
+      await mkdir(join(modelHome, 'models'));
+      const q4 = join(modelHome, 'models', 'tiny.Q4_1.gguf');
+      writeTinyGguf(q4, { seed: 5, matrixType: 'Q4_1', embeddingType: 'Q8_0', tiedOutput: true });
+      const slow = await run({});
+      expect(slow?.status).toBe('warn');
+      expect(slow?.detail).toContain(`cached: ${q4} holds Q4_1 matrices`);
+      expect(slow?.detail).toContain(`corella llm requantize ${q4}`);
+      const q8 = join(modelHome, 'tiny.Q8_0.gguf');
+      writeTinyGguf(q8, { seed: 5, matrixType: 'Q8_0', embeddingType: 'Q8_0', tiedOutput: true });
+      const fast = await run({ CORELLA_LLM_MODEL: q8 });
+      expect(fast?.status).toBe('ok');
+      expect(fast?.detail).toMatch(new RegExp(`^CORELLA_LLM_MODEL=${q8} \\(\\d+ Q8_0, \\d+ F32\\)$`));
+      await writeFile(join(modelHome, 'broken.gguf'), 'not a model');
+      const broken = await run({ CORELLA_LLM_MODEL: join(modelHome, 'broken.gguf') });
+      expect(broken?.status).toBe('fail');
+      expect(broken?.detail).toContain('could not be parsed');
+    } finally {
+      await rm(modelHome, { recursive: true, force: true });
+    }
   });
 });
