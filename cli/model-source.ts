@@ -107,3 +107,18 @@ export async function modelWeightTypes(path: string): Promise<ModelWeightTypes> 
     slowOnCpu: sorted.map(([name]) => name).filter((n) => SLOW_CPU_TYPES.has(n)),
   };
 }
+
+/**
+ * One line for `corella up` when the model it runs is 4-bit Q4_0/Q4_1 on the CPU: it works, but every LLM
+ * pass takes about 1.6× longer than on Q8_0 (the LoRA config's 33 minutes become about 44). Nothing for a
+ * GPU run, an hf: URI, or a file whose header cannot be read here (the LLM activity reports that one).
+ */
+export async function slowModelHint(model: ResolvedModel, gpu: boolean): Promise<string | undefined> {
+  if (gpu || model.path.startsWith('hf:')) return undefined;
+  const weights = await modelWeightTypes(model.path).catch(() => undefined);
+  if (!weights || weights.slowOnCpu.length === 0) return undefined;
+  return (
+    `LLM: ${model.path} holds ${weights.slowOnCpu.join('/')} matrices, which llama.cpp runs about 1.6× slower ` +
+    `on the CPU than Q8_0; \`corella llm requantize ${model.path}\` writes a Q8_0 copy (then pass it with --model)`
+  );
+}

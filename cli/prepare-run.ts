@@ -1,7 +1,7 @@
 import type { PipelineConfig } from '../activities/types.js';
 import { configSummary, loadPipelineConfig, retrainWorkflowId } from './config.js';
 import { resolveDataSource, type ResolvedData } from './data-source.js';
-import { resolveModel } from './model-source.js';
+import { resolveModel, slowModelHint } from './model-source.js';
 import { isRemoteStore, openArtifactStore } from '../ml/artifacts/open-store.js';
 
 export interface PreparedRun {
@@ -34,6 +34,10 @@ export async function prepareRun(
     log,
   });
   const model = await resolveModel({ model: values.model, home, log });
+  // "auto" may well be the CPU (it is on these machines), so only a named GPU backend silences the hint.
+  const gpu = config.llm?.gpu === 'cuda' || config.llm?.gpu === 'vulkan';
+  const hint = await slowModelHint(model, gpu);
+  if (hint) log(hint);
   config.llm = { ...(config.llm ?? {}), model: model.path, modelSha256: model.sha256 };
   // Workers on other machines read the model from the object store by its sha256 (activities/llm-model-file.ts).
   const store = openArtifactStore(home);

@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { cachedModelFile, modelWeightTypes } from '../../cli/model-source.js';
+import { cachedModelFile, modelWeightTypes, slowModelHint } from '../../cli/model-source.js';
 import { requantizeGgufToQ8_0 } from '../../ml/llm/tf/gguf-requantize.js';
 import { writeTinyGguf } from '../helpers/tiny-gguf.js';
 
@@ -50,5 +50,23 @@ describe('modelWeightTypes', () => {
     const bad = join(home, 'notes.gguf');
     await writeFile(bad, 'not a model');
     await expect(modelWeightTypes(bad)).rejects.toMatchObject({ code: 'BAD_MODEL_FILE' });
+  });
+});
+
+describe('slowModelHint', () => {
+  it('speaks up for a 4-bit model on the CPU only', async () => {
+    const q4 = join(home, 'tiny.Q4_1.gguf');
+    writeTinyGguf(q4, { seed: 5, matrixType: 'Q4_1', embeddingType: 'Q8_0', tiedOutput: true });
+    const q8 = join(home, 'tiny.Q8_0.gguf');
+    await requantizeGgufToQ8_0(q4, q8);
+    const bad = join(home, 'notes.gguf');
+    await writeFile(bad, 'not a model');
+    const at = (path: string) => ({ path, sha256: undefined, origin: 'flag' as const });
+    expect(await slowModelHint(at(q4), false)).toContain(`corella llm requantize ${q4}`);
+    expect(await slowModelHint(at(q4), true)).toBeUndefined();
+    expect(await slowModelHint(at(q8), false)).toBeUndefined();
+    // Unreadable headers and hub URIs are the LLM activity's to report, not this hint's.
+    expect(await slowModelHint(at(bad), false)).toBeUndefined();
+    expect(await slowModelHint(at('hf:org/repo/m.gguf'), false)).toBeUndefined();
   });
 });
