@@ -133,7 +133,8 @@ const LORA_FEATURES_PATCH = 'retrain-lora-features';
 /**
  * Patch `retrain-lora-no-frozen-features`: a LoRA run reads no frozen-LLM features (its branch is the LoRA
  * itself, and calibration and evaluation read the LoRA pass), so beside stage 1 it no longer extracts them:
- * on ml-1m-cpu that pass is 1,400+ prompts of llama.cpp competing with the CRM for the two cores.
+ * on the adapter's ml-1m config that pass was 1,400+ prompts of llama.cpp competing with the CRM for the
+ * two cores, and a LoRA run's pools are larger.
  */
 const LORA_NO_FROZEN_FEATURES_PATCH = 'retrain-lora-no-frozen-features';
 

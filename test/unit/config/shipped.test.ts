@@ -75,7 +75,7 @@ describe('shipped configs', () => {
     const shown = JSON.parse(ok.stdout) as ReturnType<typeof resolvePipelineConfig>;
     // Defaults resolved, including the cross-section ones (calibration rows = the LLM's validation pool).
     expect(shown.joint.stage2.crmLearningRate).toBe(1e-4);
-    expect(shown.calibration.maxRows).toBe(600);
+    expect(shown.calibration.maxRows).toBe(2000);
     expect(shown.joint.poolBlock).toBe(8);
     expect(shown.promotion).toEqual({ metric: 'calibration.hybrid.auc', margin: 0 });
 
