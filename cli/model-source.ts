@@ -89,8 +89,8 @@ export interface ModelWeightTypes {
 
 /** The tensor types of a GGUF file, from its header alone (no weights are read). */
 export async function modelWeightTypes(path: string): Promise<ModelWeightTypes> {
-  // Loaded here, not at the top: the GGUF reader pulls in node-llama-cpp, which every command that
-  // resolves a model would otherwise pay for at start-up, and only doctor reads the header.
+  // Loaded here, not at the top: the GGUF reader pulls in node-llama-cpp, which every command that imports
+  // this module would otherwise pay for at start-up; only doctor and `corella up`'s hint read a header.
   const [{ GgufFile }, { ggmlTypeName }] = await Promise.all([
     import('../ml/llm/tf/gguf-file.js'),
     import('../ml/llm/tf/ggml-types.js'),
