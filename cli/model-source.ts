@@ -87,6 +87,15 @@ export interface ModelWeightTypes {
   slowOnCpu: string[];
 }
 
+/** What to do about a model with slow 4-bit matrices: one sentence, shared by doctor and `corella up`. */
+export function slowModelAdvice(path: string, slowOnCpu: string[]): string {
+  return (
+    `${path} holds ${slowOnCpu.join('/')} matrices, which llama.cpp has no fast CPU path for: ` +
+    `\`corella llm requantize ${path}\` writes a Q8_0 copy that runs about 1.6× faster ` +
+    `(pass it with --model, or remove this file so that the cache holds the copy)`
+  );
+}
+
 /** The tensor types of a GGUF file, from its header alone (no weights are read). */
 export async function modelWeightTypes(path: string): Promise<ModelWeightTypes> {
   // Loaded here, not at the top: the GGUF reader pulls in node-llama-cpp, which every command that imports
@@ -117,8 +126,5 @@ export async function slowModelHint(model: ResolvedModel, gpu: boolean): Promise
   if (gpu || model.path.startsWith('hf:')) return undefined;
   const weights = await modelWeightTypes(model.path).catch(() => undefined);
   if (!weights || weights.slowOnCpu.length === 0) return undefined;
-  return (
-    `LLM: ${model.path} holds ${weights.slowOnCpu.join('/')} matrices, which llama.cpp runs about 1.6× slower ` +
-    `on the CPU than Q8_0; \`corella llm requantize ${model.path}\` writes a Q8_0 copy (then pass it with --model)`
-  );
+  return `LLM: ${slowModelAdvice(model.path, weights.slowOnCpu)}`;
 }

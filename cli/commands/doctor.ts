@@ -5,7 +5,7 @@ import pg from 'pg';
 import { NAMESPACE_DEFAULT } from '../../workflows/search-attributes.js';
 import { EXIT, type ArgsOf } from '../args.js';
 import { resolveTemporalAddress } from '../client.js';
-import { cachedModelFile, modelWeightTypes } from '../model-source.js';
+import { cachedModelFile, modelWeightTypes, slowModelAdvice } from '../model-source.js';
 import { makeOutput, table } from '../output.js';
 import { corellaHome } from '../services/paths.js';
 import { findTemporalCli } from '../services/temporal-cli.js';
@@ -274,14 +274,7 @@ async function modelCheck(home: string): Promise<Check> {
     .join(', ');
   const data = { path, types: weights.types };
   if (weights.slowOnCpu.length === 0) return result('llm model', 'ok', `${source}${path} (${types})`, data);
-  return result(
-    'llm model',
-    'warn',
-    `${source}${path} holds ${weights.slowOnCpu.join('/')} matrices, which llama.cpp has no fast CPU path for: ` +
-      `\`corella llm requantize ${path}\` writes a Q8_0 copy that runs about 1.6× faster ` +
-      `(pass it with --model, or remove this file so that the cache holds the copy)`,
-    data,
-  );
+  return result('llm model', 'warn', `${source}${slowModelAdvice(path, weights.slowOnCpu)}`, data);
 }
 
 /** `corella doctor`: what is configured, what is reachable, which backends load and on which devices. */
