@@ -127,9 +127,12 @@ export interface CorellaActivities {
   recordMetrics(input: { runId: string; metrics: Metrics; step?: number }): Promise<void>;
   ingestDataset(input: StageInput & { dataset: DatasetSpec }): Promise<IngestResult>;
   trainCrm(input: StageInput & { datasetVersionId: string }): Promise<TrainCrmResult>;
-  /** With `loraArtifact`, the features of the base model run with that GGUF LoRA (a LoRA run's second pass). */
+  /**
+   * With `loraArtifact`, the features of the base model run with that GGUF LoRA (a LoRA run's second pass);
+   * with `crmArtifact` too, only the validation rows calibration will ask for under that CRM.
+   */
   extractLlmFeatures(
-    input: StageInput & { datasetVersionId: string; loraArtifact?: string },
+    input: StageInput & { datasetVersionId: string; loraArtifact?: string; crmArtifact?: string },
   ): Promise<LlmFeaturesResult>;
   trainJoint(
     input: StageInput & {

@@ -139,6 +139,13 @@ const LORA_FEATURES_PATCH = 'retrain-lora-features';
 const LORA_NO_FROZEN_FEATURES_PATCH = 'retrain-lora-no-frozen-features';
 
 /**
+ * Patch `retrain-lora-screened-valid`: the LoRA pass gets the joint CRM, so it extracts only the validation
+ * rows calibration will ask the LLM for (the pool's top `calibration.curveMaxFraction` by that CRM's
+ * entropy). Without the CRM an old run's pass extracts the whole pool, as it did when it started.
+ */
+const LORA_SCREENED_VALID_PATCH = 'retrain-lora-screened-valid';
+
+/**
  * Patch `retrain-lora-stage-label`: a LoRA run's stage 1 trains only the CRM, so it is named 'train-crm'
  * in the Temporal UI and the stage search attribute. It is asked before the stage is entered, and a history
  * without its marker replays as before (no command), so runs that started earlier keep their old label.
@@ -240,6 +247,7 @@ export async function retrainWorkflow(input: RetrainInput): Promise<RetrainResul
         config,
         datasetVersionId: ds.datasetVersionId,
         loraArtifact: joint.loraArtifact,
+        ...(patched(LORA_SCREENED_VALID_PATCH) ? { crmArtifact: joint.crmArtifact } : {}),
       });
       absorb(METRIC_PREFIX.llm, features.metrics);
     }

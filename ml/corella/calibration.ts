@@ -310,29 +310,46 @@ export interface CalibrateArgs extends LongRunOptions {
   config?: Partial<CalibrationConfig>;
 }
 
-/** Calibrates on `split` (the validation split), running the LLM branch only where the curve needs it. */
-export async function calibrateThreshold(args: CalibrateArgs): Promise<Calibration> {
-  const cfg = resolveCalibrationConfig(args.config);
-  const { split } = args;
+/**
+ * The calibration pool and the part of it the LLM branch must answer: the top `curveMaxFraction` of the pool
+ * by routing entropy (`local`, indices into `rows`, highest entropy first; a stable sort, so ties keep pool
+ * order). Only routed rows can change the hybrid, so a pool of 10,000 rows with `curveMaxFraction` 0.2 gives
+ * the gain's bootstrap five times the rows of a 2,000-row pool for the same 2,000 LLM prompts. The LoRA
+ * features pass calls this with the same CRM to extract exactly these rows ahead of calibration.
+ */
+export async function calibrationPlan(
+  crm: CrmModel,
+  split: EncodedSplit,
+  input: Partial<CalibrationConfig> = {},
+): Promise<{
+  rows: Int32Array;
+  pCrm: Float32Array;
+  h: Float32Array;
+  local: Int32Array;
+  llmRows: Int32Array;
+}> {
+  const cfg = resolveCalibrationConfig(input);
   const rows = calibrationRows(split, cfg);
-  const pCrm = await args.crm.predict(split, rows);
+  const pCrm = await crm.predict(split, rows);
   const h = routingEntropies(pCrm, split, rows, cfg.coldItems);
   const k = Math.min(rows.length, Math.ceil(cfg.curveMaxFraction * rows.length));
   const byEntropy = Int32Array.from({ length: rows.length }, (_, i) => i).sort((a, b) => h[b] - h[a]);
   const local = byEntropy.slice(0, k);
+  return { rows, pCrm, h, local, llmRows: Int32Array.from(local, (i) => rows[i]) };
+}
+
+/** Calibrates on `split` (the validation split), running the LLM branch only where the curve needs it. */
+export async function calibrateThreshold(args: CalibrateArgs): Promise<Calibration> {
+  const cfg = resolveCalibrationConfig(args.config);
+  const { split } = args;
+  const { rows, pCrm, h, local, llmRows } = await calibrationPlan(args.crm, split, cfg);
   const pLlm = new Float32Array(rows.length).fill(NaN);
-  if (k > 0) {
-    const f = await fetchFeatures(
-      args.llm,
-      split,
-      args.items,
-      Array.from(local, (i) => rows[i]),
-      {
-        signal: args.signal,
-        onProgress: args.onProgress,
-        stage: 'calibration-llm',
-      },
-    );
+  if (local.length > 0) {
+    const f = await fetchFeatures(args.llm, split, args.items, llmRows, {
+      signal: args.signal,
+      onProgress: args.onProgress,
+      stage: 'calibration-llm',
+    });
     const q = args.adapter.predict(f);
     local.forEach((i, j) => (pLlm[i] = q[j]));
   }

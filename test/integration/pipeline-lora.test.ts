@@ -20,14 +20,15 @@ import { RunRepository } from '../../db/repositories/runs.js';
 import { sha256File } from '../../ml/artifacts/store.js';
 import type { JointCheckpoint } from '../../ml/corella/joint-checkpoint.js';
 import { LoraHead, loadLlmBranchModel } from '../../ml/corella/llm-branch-model.js';
-import { llmFeatureRows } from '../../ml/corella/row-plan.js';
+import { calibrationPlan } from '../../ml/corella/calibration.js';
+import { loadCrm } from '../../ml/crm/index.js';
 import { loadDataset, loadManifest } from '../../ml/data/load.js';
 import { LlmFeatureExtractor } from '../../ml/llm/index.js';
 import { LlamaTf } from '../../ml/llm/tf/llama-forward.js';
 import { LoraBranch } from '../../ml/llm/tf/lora-branch.js';
 import { ServingEngine } from '../../ml/serving/engine.js';
 import { initTf } from '../../ml/tf/index.js';
-import { rowPlanConfigOf } from '../../activities/row-plan.js';
+import { calibrationConfigOf } from '../../activities/corella-config.js';
 import { createCpuWorker } from '../../workers/cpu.js';
 import { createGpuWorker } from '../../workers/gpu.js';
 import { writeTinyGguf } from '../helpers/tiny-gguf.js';
@@ -62,6 +63,8 @@ describe('retrainWorkflow with llm.finetune lora', () => {
         stage3: { samples: 32, epochs: 1, batchSize: 32, learningRate: 0.01 },
         validationSamples: 32,
       },
+      // A pool larger than the LLM's share: the LoRA pass extracts only the rows calibration routes-tests.
+      calibration: { ...base.calibration, maxRows: 80, curveMaxFraction: 0.3 },
     };
     const suffix = randomUUID().slice(0, 8);
     const queues = { cpu: `lora-cpu-${suffix}`, gpu: `lora-gpu-${suffix}` };
@@ -187,9 +190,16 @@ describe('retrainWorkflow with llm.finetune lora', () => {
     const manifest = await loadManifest(ctx.store, result.datasetVersionId);
     const dataset = await loadDataset(ctx.store, manifest!);
     const valid = dataset.splits.valid;
-    const plan = llmFeatureRows(dataset.splits, rowPlanConfigOf(config, runRow.id));
-    expect(plan.valid!.length).toBe(result.metrics['llm.lora.valid.rows']);
-    const rows = plan.valid!.slice(0, 24);
+    // The LoRA pass extracted exactly the rows calibration asked the LLM for: the 80-row pool's 24 most
+    // uncertain under the joint CRM.
+    const crm = await loadCrm(ctx.store, mv!.artifacts.crmModel!, dataset.featureMap);
+    const plan = await calibrationPlan(crm, valid, calibrationConfigOf(config)).finally(() => crm.dispose());
+    expect(plan.rows).toHaveLength(80);
+    expect(plan.llmRows).toHaveLength(24);
+    expect(result.metrics['llm.lora.valid.rows']).toBe(24);
+    expect(result.metrics['calibration.rows']).toBe(80);
+    expect(result.metrics['calibration.llmRows']).toBe(24);
+    const rows = Int32Array.from(plan.llmRows).sort();
     const llmCfg = await withLora(await llmConfigFor(config, ctx), ctx.store, loraSha);
     const extractor = await LlmFeatureExtractor.open(llmCfg, ctx.store);
     const model = await LlamaTf.load(modelPath);

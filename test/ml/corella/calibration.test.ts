@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { LlmAdapter } from '../../../ml/corella/adapter.js';
-import { calibrateThreshold, sweepThresholds } from '../../../ml/corella/calibration.js';
+import { calibrateThreshold, calibrationPlan, sweepThresholds } from '../../../ml/corella/calibration.js';
+import { calibrationRows } from '../../../ml/corella/row-plan.js';
 import { entropies } from '../../../ml/corella/routing.js';
 import { CorellaError } from '../../../ml/errors.js';
 import { acceptanceWorld, TinyCrm, useCpu } from './fixtures.js';
@@ -96,6 +97,38 @@ describe('threshold calibration', () => {
     expect(cal.llmRows).toBe(100);
     expect(cal.curve.map((c) => c.routed).filter((r) => r > 100)).toEqual([]);
     expect(cal.n).toBe(400);
+    crm.dispose();
+    adapter.dispose();
+  });
+
+  it('asks the LLM for exactly the rows calibrationPlan names: a large pool, screened by CRM entropy', async () => {
+    const { dataset, llm } = acceptanceWorld(8, { train: 10, valid: 1200, test: 10 });
+    const valid = dataset.splits.valid;
+    const crm = new TinyCrm([3, 6], { seed: 4 });
+    const adapter = LlmAdapter.create({ hiddenDim: llm.hiddenDim, layers: [4], seed: 2 });
+    const config = { maxRows: 1000, seed: 5, poolBlock: 4, curveMaxFraction: 0.2 };
+    const plan = await calibrationPlan(crm, valid, config);
+    // The pool is the one calibrationRows draws, and the LLM's share is its 200 most uncertain rows.
+    expect(Array.from(plan.rows)).toEqual(Array.from(calibrationRows(valid, config)));
+    expect(plan.llmRows).toHaveLength(200);
+    const chosen = new Set(plan.local);
+    const hIn = Array.from(plan.local, (i) => plan.h[i]);
+    const hOut = Array.from(plan.h).filter((_, i) => !chosen.has(i));
+    expect(Math.min(...hIn)).toBeGreaterThanOrEqual(Math.max(...hOut));
+    expect(Array.from(plan.llmRows)).toEqual(Array.from(plan.local, (i) => plan.rows[i]));
+    const cal = await calibrateThreshold({
+      crm,
+      adapter,
+      llm,
+      split: valid,
+      items: dataset.items,
+      config,
+    });
+    const asked = llm.calls.flatMap((c) => c.rows);
+    expect([...asked].sort((a, b) => a - b)).toEqual(Array.from(plan.llmRows).sort((a, b) => a - b));
+    expect(cal.n).toBe(1000);
+    expect(cal.llmRows).toBe(200);
+    expect(Math.max(...cal.curve.map((c) => c.routedFraction))).toBeLessThanOrEqual(0.2);
     crm.dispose();
     adapter.dispose();
   });

@@ -73,9 +73,15 @@ describe('shipped configs', () => {
     const ok = cli(['show', '--config', 'ml-1m-cpu']);
     expect(ok.status).toBe(0);
     const shown = JSON.parse(ok.stdout) as ReturnType<typeof resolvePipelineConfig>;
-    // Defaults resolved, including the cross-section ones (calibration rows = the LLM's validation pool).
+    // Defaults resolved, including the cross-section ones (the calibration pool's seed and user blocks are
+    // the LLM pools' unless set; its size is set: 10,000 rows, the LLM answering the top 20%).
     expect(shown.joint.stage2.crmLearningRate).toBe(1e-4);
-    expect(shown.calibration.maxRows).toBe(2000);
+    expect(shown.calibration).toMatchObject({
+      maxRows: 10000,
+      curveMaxFraction: 0.2,
+      seed: 11,
+      poolBlock: 8,
+    });
     expect(shown.joint.poolBlock).toBe(8);
     expect(shown.promotion).toEqual({ metric: 'calibration.hybrid.auc', margin: 0 });
 
