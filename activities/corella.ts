@@ -7,6 +7,8 @@ import type { LlmAdapter } from '../ml/corella/adapter.js';
 import type { LoraHead } from '../ml/corella/llm-branch-model.js';
 import { calibrateThreshold } from '../ml/corella/calibration.js';
 import { evaluateAlignment } from '../ml/corella/evaluation.js';
+import { evaluateHybrid, type HybridEvaluation } from '../ml/corella/hybrid-evaluation.js';
+import { samplePool } from '../ml/corella/sampling.js';
 import { testPoolRows } from '../ml/corella/row-plan.js';
 import { trainJoint, type LoraBranchSource } from '../ml/corella/joint.js';
 import { loadCrm, saveCrm, type CrmNet } from '../ml/crm/index.js';
@@ -16,7 +18,13 @@ import { LlamaTf } from '../ml/llm/tf/llama-forward.js';
 import { initTf } from '../ml/tf/index.js';
 import { resolvePipelineConfig } from '../schema/pipeline.js';
 import type { ActivityContext } from './context.js';
-import { calibrationConfigOf, calibrationRow, jointConfigOf, storableThreshold } from './corella-config.js';
+import {
+  calibrationConfigOf,
+  calibrationRow,
+  jointConfigOf,
+  llmPoolsOf,
+  storableThreshold,
+} from './corella-config.js';
 import { loadBranchModel, openBranchExtractor } from './llm-branch.js';
 import { datasetForVersion } from './datasets.js';
 import { activityRunOptions } from './heartbeat.js';
@@ -276,6 +284,24 @@ export function corellaActivities(
           signal: run.signal,
           onProgress: run.onProgress,
         });
+        // The hybrid's gain on a pool where the LLM runs only on routed rows (llm.pools.hybridTest).
+        const pools = llmPoolsOf(config);
+        let wide: HybridEvaluation | undefined;
+        if (pools.hybridTest > 0) {
+          wide = await evaluateHybrid({
+            crm: m.crm,
+            adapter: m.adapter!,
+            llm: m.llm,
+            items: m.dataset.items,
+            threshold,
+            coldItems: calibrationConfigOf(config).coldItems,
+            split: test,
+            rows: samplePool(test, pools.hybridTest, pools.seed, pools.block),
+            seed: pools.seed,
+            signal: run.signal,
+            onProgress: run.onProgress,
+          });
+        }
         const predictions = await putJson(ctx.store, {
           rows: Array.from(ev.predictions.rows),
           labels: Array.from(ev.predictions.labels),
@@ -294,6 +320,7 @@ export function corellaActivities(
             overall: ev.overall,
             buckets: ev.buckets,
             predictionsArtifact: predictions,
+            ...(wide ? { wide } : {}),
           },
         });
         const metrics = finite({
@@ -302,6 +329,22 @@ export function corellaActivities(
           ...scoreMetrics('test.hybrid', ev.overall.hybrid),
           'test.routedFraction': ev.routedFraction,
           'test.rows': ev.n,
+          ...(wide
+            ? {
+                'wide.rows': wide.n,
+                'wide.llmRows': wide.routed,
+                'wide.routedFraction': wide.routedFraction,
+                ...scoreMetrics('wide.crm', wide.crm),
+                ...scoreMetrics('wide.hybrid', wide.hybrid),
+                ...(wide.gain
+                  ? {
+                      'wide.gain': wide.gain.auc,
+                      'wide.gainLo': wide.gain.lo95,
+                      'wide.gainHi': wide.gain.hi95,
+                    }
+                  : {}),
+              }
+            : {}),
         });
         await logRunMetrics(ctx, runId, prefixMetrics(METRIC_PREFIX.eval, metrics));
         return { evaluationId: String(row.id), metrics };

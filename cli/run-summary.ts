@@ -13,6 +13,26 @@ function routedLine(test: number | undefined, validation: number | undefined): s
   return `routed to LLM: ${percent(test)} of the test rows (validation ${percent(validation)})`;
 }
 
+const signed = (v: number): string => `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(4)}`;
+
+/**
+ * The hybrid against the CRM on the wide test pool (llm.pools.hybridTest), where the LLM ran on routed rows
+ * only; the table's pool is small because the LLM-branch column needs the LLM on every row.
+ */
+function wideLine(pick: (k: string) => number | undefined): string[] {
+  const rows = pick('eval.wide.rows');
+  const crm = pick('eval.wide.crm.auc');
+  const hybrid = pick('eval.wide.hybrid.auc');
+  if (rows === undefined || crm === undefined || hybrid === undefined) return [];
+  const lo = pick('eval.wide.gainLo');
+  const hi = pick('eval.wide.gainHi');
+  const interval = lo !== undefined && hi !== undefined ? ` [${signed(lo)}, ${signed(hi)}]` : '';
+  return [
+    `hybrid − CRM on ${rows} test rows (LLM on the ${percent(pick('eval.wide.routedFraction'))} routed): ` +
+      `AUC ${crm.toFixed(4)} → ${hybrid.toFixed(4)}, ${signed(hybrid - crm)}${interval}`,
+  ];
+}
+
 /** The table `up` and `retrain --wait` print when a retrain finishes: test metrics when there are some. */
 export function summaryTable(result: RetrainResult): string {
   const m = result.metrics;
@@ -27,6 +47,7 @@ export function summaryTable(result: RetrainResult): string {
     table(rows, ['model', 'AUC', 'LogLoss', 'ACC']),
     '',
     `${routedLine(pick('eval.test.routedFraction'), pick('calibration.routedFraction'))}   threshold: ${result.threshold.toFixed(4)}`,
+    ...wideLine(pick),
     `model version: ${result.modelVersionId} (${result.alias})`,
     ...(result.reportPath ? [`report: ${result.reportPath}`] : []),
   ].join('\n');

@@ -112,6 +112,11 @@ export const llmSectionSchema = z
           .default(2000)
           .describe('Validation rows with LLM features (calibration, joint validation).'),
         test: int(0).default(2000).describe('Test rows with LLM features (the alignment evaluation).'),
+        hybridTest: int(0)
+          .default(0)
+          .describe(
+            'Test rows for the hybrid-vs-CRM figure alone: the CRM scores them all, the LLM only the rows the calibrated threshold routes (0 = none).',
+          ),
         seed: z.number().int().default(11),
       })
       .prefault({}),

@@ -5,7 +5,7 @@
  */
 import type { Chart } from './charts.js';
 import type { Interval } from './stats.js';
-import { MODELS, type RunReport, type Scores, type SummaryRow } from './model.js';
+import { MODELS, type RunReport, type Scores, type SummaryRow, type WideHybrid } from './model.js';
 
 const CSS = `
 body{font:14px/1.45 Helvetica,Arial,sans-serif;color:#222;margin:24px auto;max-width:1180px;padding:0 16px}
@@ -88,7 +88,22 @@ function summaryTable(s: NonNullable<RunReport['summary']>): string {
     `<p>${escapeHtml(s.split)} split, ${s.n} rows, threshold <b>${fmt(s.threshold)}</b> nats, ` +
     `${pct(s.routedFraction)} routed to the LLM branch. Intervals: percentile bootstrap ` +
     `(overall: whole users resampled when known; buckets: their own rows or users).</p>` +
-    `<table id="summary-table">${head}${body}</table>`
+    `<table id="summary-table">${head}${body}</table>` +
+    (s.wide ? wideParagraph(s.wide) : '')
+  );
+}
+
+/** The hybrid's gain on the wider pool: the CRM on every row, the LLM on the routed ones only. */
+function wideParagraph(w: WideHybrid): string {
+  const g = w.gain;
+  const gain = g
+    ? `<b data-key="wide.gain" data-value="${g.auc}">${signed(g.auc)}</b> [${signed(g.lo95)}, ${signed(g.hi95)}] ` +
+      `(95%, ${g.rounds} ${g.unit} resamples)`
+    : `${signed(w.hybrid.auc - w.crm.auc)}`;
+  return (
+    `<p id="wide-hybrid">On a wider pool of <b>${w.n}</b> test rows, scored as the server scores them (the CRM on ` +
+    `every row, the LLM branch only on the ${w.routed} routed, ${pct(w.routedFraction)}): AUC CRM ` +
+    `${fmt(w.crm.auc)}, hybrid ${fmt(w.hybrid.auc)}, hybrid − CRM ${gain}.</p>`
   );
 }
 

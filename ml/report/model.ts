@@ -55,6 +55,17 @@ export interface StoredAlignment {
   routedFraction: number;
   overall: { crm: Scores; llm: Scores; hybrid: Scores };
   buckets: { scheme: { kind: string; buckets?: number }; rows: StoredBucketRow[] }[];
+  /** The hybrid on the wider test pool where the LLM ran on routed rows only (ml/corella/hybrid-evaluation). */
+  wide?: WideHybrid;
+}
+
+export interface WideHybrid {
+  n: number;
+  routed: number;
+  routedFraction: number;
+  crm: Scores;
+  hybrid: Scores;
+  gain?: { auc: number; lo95: number; hi95: number; rounds: number; unit: 'user' | 'row' };
 }
 
 export interface StoredPredictions {
@@ -185,6 +196,7 @@ export interface RunReport {
     threshold: number;
     routedFraction: number;
     sections: SummarySection[];
+    wide?: WideHybrid;
   };
   calibration?: { metric: string; threshold: number; budget: number; points: CurvePoint[]; reason?: string };
   /** Bars: one per bucket (of the first scheme) and model. */
@@ -407,7 +419,14 @@ function summaryOf(
       }),
     });
   });
-  return { split: a.split, n: a.n, threshold: a.threshold, routedFraction: a.routedFraction, sections };
+  return {
+    split: a.split,
+    n: a.n,
+    threshold: a.threshold,
+    routedFraction: a.routedFraction,
+    sections,
+    ...(a.wide ? { wide: a.wide } : {}),
+  };
 }
 
 export function buildReport(src: ReportSource): RunReport {

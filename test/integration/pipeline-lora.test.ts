@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
@@ -53,7 +54,8 @@ describe('retrainWorkflow with llm.finetune lora', () => {
       ...base,
       llm: {
         ...base.llm,
-        pools: { valid: 64, test: 64, seed: 3 },
+        // hybridTest: the hybrid's gain on a wider test pool, the LLM on its routed rows only.
+        pools: { valid: 64, test: 64, hybridTest: 96, seed: 3 },
         // Two threads: stage 2's exact split and stage 3's parallel steps run in the real pipeline too.
         finetune: { method: 'lora' as const, layers: 2, rank: 4, alpha: 8, threads: 2 },
       },
@@ -190,6 +192,21 @@ describe('retrainWorkflow with llm.finetune lora', () => {
     const manifest = await loadManifest(ctx.store, result.datasetVersionId);
     const dataset = await loadDataset(ctx.store, manifest!);
     const valid = dataset.splits.valid;
+    // The wide test pool: every row scored by the CRM, the LLM only on the routed ones; the report says so.
+    const wideRows = Math.min(96, dataset.splits.test.size);
+    expect(wideRows).toBeGreaterThan(64);
+    expect(result.metrics['eval.wide.rows']).toBe(wideRows);
+    expect(result.metrics['eval.wide.llmRows']).toBe(
+      Math.round(result.metrics['eval.wide.routedFraction'] * wideRows),
+    );
+    expect(result.metrics['eval.wide.gainLo']).toBeLessThanOrEqual(result.metrics['eval.wide.gain']);
+    expect(result.metrics['eval.wide.gain']).toBeCloseTo(
+      result.metrics['eval.wide.hybrid.auc'] - result.metrics['eval.wide.crm.auc'],
+      9,
+    );
+    expect(result.reportPath).toBeDefined();
+    const html = await readFile(result.reportPath!, 'utf8');
+    expect(html).toContain(`On a wider pool of <b>${wideRows}</b> test rows`);
     // The LoRA pass extracted exactly the rows calibration asked the LLM for: the 80-row pool's 24 most
     // uncertain under the joint CRM.
     const crm = await loadCrm(ctx.store, mv!.artifacts.crmModel!, dataset.featureMap);

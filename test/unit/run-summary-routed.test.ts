@@ -30,4 +30,23 @@ describe('the summary reports the routed fraction of the split its metrics come 
     const text = summaryTable(result({ 'calibration.hybrid.auc': 0.7, 'calibration.routedFraction': 0.1 }));
     expect(text).toContain('routed to LLM: 10.0% (validation)');
   });
+
+  it('the wide test pool: its hybrid − CRM with the interval, and nothing when there is none', () => {
+    const base = { 'eval.test.crm.auc': 0.7, 'eval.test.hybrid.auc': 0.72, 'eval.test.routedFraction': 0.05 };
+    const text = summaryTable(
+      result({
+        ...base,
+        'eval.wide.rows': 10000,
+        'eval.wide.routedFraction': 0.167,
+        'eval.wide.crm.auc': 0.8,
+        'eval.wide.hybrid.auc': 0.8042,
+        'eval.wide.gainLo': 0.0011,
+        'eval.wide.gainHi': 0.0075,
+      }),
+    );
+    expect(text).toContain(
+      'hybrid − CRM on 10000 test rows (LLM on the 16.7% routed): AUC 0.8000 → 0.8042, +0.0042 [+0.0011, +0.0075]',
+    );
+    expect(summaryTable(result(base))).not.toContain('hybrid − CRM');
+  });
 });
