@@ -116,14 +116,8 @@ describe('threshold calibration', () => {
     const hOut = Array.from(plan.h).filter((_, i) => !chosen.has(i));
     expect(Math.min(...hIn)).toBeGreaterThanOrEqual(Math.max(...hOut));
     expect(Array.from(plan.llmRows)).toEqual(Array.from(plan.local, (i) => plan.rows[i]));
-    const cal = await calibrateThreshold({
-      crm,
-      adapter,
-      llm,
-      split: valid,
-      items: dataset.items,
-      config,
-    });
+    const items = dataset.items;
+    const cal = await calibrateThreshold({ crm, adapter, llm, split: valid, items, config });
     const asked = llm.calls.flatMap((c) => c.rows);
     expect([...asked].sort((a, b) => a - b)).toEqual(Array.from(plan.llmRows).sort((a, b) => a - b));
     expect(cal.n).toBe(1000);
