@@ -24,6 +24,8 @@ function wideLine(pick: (k: string) => number | undefined): string[] {
   const crm = pick('eval.wide.crm.auc');
   const hybrid = pick('eval.wide.hybrid.auc');
   if (rows === undefined || crm === undefined || hybrid === undefined) return [];
+  if (pick('eval.wide.llmRows') === 0)
+    return [`hybrid on ${rows} test rows: nothing routed, so it is the CRM (AUC ${crm.toFixed(4)})`];
   const lo = pick('eval.wide.gainLo');
   const hi = pick('eval.wide.gainHi');
   const interval = lo !== undefined && hi !== undefined ? ` [${signed(lo)}, ${signed(hi)}]` : '';

@@ -48,5 +48,16 @@ describe('the summary reports the routed fraction of the split its metrics come 
       'hybrid − CRM on 10000 test rows (LLM on the 16.7% routed): AUC 0.8000 → 0.8042, +0.0042 [+0.0011, +0.0075]',
     );
     expect(summaryTable(result(base))).not.toContain('hybrid − CRM');
+    const none = summaryTable(
+      result({
+        ...base,
+        'eval.wide.rows': 10000,
+        'eval.wide.llmRows': 0,
+        'eval.wide.routedFraction': 0,
+        'eval.wide.crm.auc': 0.7705,
+        'eval.wide.hybrid.auc': 0.7705,
+      }),
+    );
+    expect(none).toContain('hybrid on 10000 test rows: nothing routed, so it is the CRM (AUC 0.7705)');
   });
 });
