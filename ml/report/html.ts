@@ -95,6 +95,12 @@ function summaryTable(s: NonNullable<RunReport['summary']>): string {
 
 /** The hybrid's gain on the wider pool: the CRM on every row, the LLM on the routed ones only. */
 function wideParagraph(w: WideHybrid): string {
+  if (w.routed === 0) {
+    return (
+      `<p id="wide-hybrid">On a wider pool of <b>${w.n}</b> test rows the threshold routes nothing, so the ` +
+      `hybrid is the CRM there (AUC ${fmt(w.crm.auc)}).</p>`
+    );
+  }
   const g = w.gain;
   const gain = g
     ? `<b data-key="wide.gain" data-value="${g.auc}">${signed(g.auc)}</b> [${signed(g.lo95)}, ${signed(g.hi95)}] ` +

@@ -85,6 +85,32 @@ describe('the run report', () => {
     expect((await renderRunReport(src)).html).not.toContain('Why this threshold');
   });
 
+  it("states the wide test pool's hybrid gain under the summary, nothing routed included, and nothing without one", async () => {
+    const src = fixtureSource();
+    const scores = (a: number) => ({ auc: a, logLoss: 0.6, acc: 0.7 });
+    const gain = { auc: 0.0042, lo95: 0.0011, hi95: 0.0075, rounds: 1000, unit: 'user' as const };
+    src.alignment!.wide = {
+      n: 10000,
+      routed: 1670,
+      routedFraction: 0.167,
+      crm: scores(0.8),
+      hybrid: scores(0.8042),
+      gain,
+    };
+    const { html } = await renderRunReport(src);
+    expect(html).toContain('On a wider pool of <b>10000</b> test rows');
+    expect(html).toContain('only on the 1670 routed, 16.7%');
+    expect(html).toMatch(
+      /data-value="0.0042">\+0.0042<\/b> \[\+0.0011, \+0.0075\] \(95%, 1000 user resamples\)/,
+    );
+    src.alignment!.wide = { ...src.alignment!.wide, routed: 0, routedFraction: 0, hybrid: scores(0.8) };
+    expect((await renderRunReport(src)).html).toContain(
+      'the threshold routes nothing, so the hybrid is the CRM there (AUC 0.8000)',
+    );
+    delete src.alignment!.wide;
+    expect((await renderRunReport(src)).html).not.toContain('wide-hybrid');
+  });
+
   it('refuses predictions that do not match the evaluation, naming the field', () => {
     const src = fixtureSource();
     src.predictions = { ...src.predictions!, pLlm: Array.from(src.predictions!.pLlm).slice(0, 10) };
