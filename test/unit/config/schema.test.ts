@@ -100,6 +100,16 @@ describe('pipeline schema', () => {
     expect(PROMOTION_METRICS).toContain(DEFAULT_PROMOTION.metric);
   });
 
+  it('llm.pools.hybridTest: a count of rows, 0 by default; anything else is a BAD_CONFIG naming the field', () => {
+    expect(resolvePipelineConfig({}).llm.pools.hybridTest).toBe(0);
+    expect(resolvePipelineConfig({ llm: { pools: { hybridTest: 10000 } } }).llm.pools.hybridTest).toBe(10000);
+    for (const bad of [-1, 2.5, '10000']) {
+      const attempt = () => resolvePipelineConfig({ llm: { pools: { hybridTest: bad } } } as never);
+      expect(attempt).toThrow(/llm\.pools\.hybridTest/);
+      expect(attempt).toThrow(expect.objectContaining({ code: 'BAD_CONFIG' }));
+    }
+  });
+
   it('resolves cross-section defaults once, and an explicit value wins', () => {
     const r = resolvePipelineConfig({ llm: { historyBlock: 4, pools: { valid: 70, seed: 5 } } });
     expect([r.calibration.maxRows, r.calibration.seed, r.calibration.poolBlock, r.joint.poolBlock]).toEqual([
